@@ -1,0 +1,218 @@
+#pragma once
+// The contracts of every policy kind, in one place.
+//
+// lightloop is composed by type: a network is a tuple of layers plus a
+// feedback method and a loss, trained by an optimizer; a feedback method may
+// use a projection device. Each kind below is a C++20 concept. A type that
+// models the concept plugs in without touching the library; every shipped
+// policy has a static_assert beside it so the contract and the code cannot
+// drift apart. Shapes follow DESIGN.md with one sample per row: a batch is an
+// (n x d) row-major matrix.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <tuple>
+
+#include "lightloop/core/tensor.hpp"
+
+namespace lightloop {
+
+/// The scalar types lightloop computes in.
+template <class T>
+concept scalar = std::same_as<T, float> || std::same_as<T, double>;
+
+// ---------------------------------------------------------------------------
+// activation
+//
+// WHAT THIS REPRESENTS
+//     An elementwise non-linearity f, with settings (leaky_relu's slope) held
+//     as members. identity is the trivial one to copy.
+// REQUIRES
+//     value(a) returns f(a).
+//     derivative(a, h) returns f'(a), given both the pre-activation a and
+//     h = f(a), so tanh can use 1 - h^2 and relu can use a > 0.
+//     Both are const, pure and cheap: they run inside the fused pass that adds
+//     the bias and applies f.
+// ---------------------------------------------------------------------------
+template <class A, class T = float>
+concept activation = scalar<T> && std::copy_constructible<A> && requires(const A act, T x) {
+    { act.value(x) } -> std::same_as<T>;
+    { act.derivative(x, x) } -> std::same_as<T>;
+};
+
+// ---------------------------------------------------------------------------
+// loss
+//
+// WHAT THIS REPRESENTS
+//     A loss l(h_L, y) on the network's output h_L (n x d_L) and target y of
+//     the same shape, averaged over the batch.
+// REQUIRES
+//     value(out, y) returns the mean loss over the n rows.
+//     evaluate(out, y, grad) returns the same mean and writes into grad (already
+//     shaped n x d_L) the per-sample gradient d l_s / d out: the gradient of the
+//     mean loss times n. The 1/n is applied once, in the weight gradients, so a
+//     direct feedback method projects the per-sample error e, whatever n is.
+// ---------------------------------------------------------------------------
+template <class L, class T = float>
+concept loss_function = scalar<T> &&
+  requires(const L loss, const matrix<T>& out, const matrix<T>& y, matrix<T>& grad) {
+    { loss.value(out, y) } -> std::same_as<T>;
+    { loss.evaluate(out, y, grad) } -> std::same_as<T>;
+};
+
+// ---------------------------------------------------------------------------
+// projection_device
+//
+// WHAT THIS REPRESENTS
+//     A fixed random linear (or, for an intensity camera, non-linear) map from
+//     R^in to R^out applied to each row of a batch: the co-processor that
+//     computes B e in DFA and B y* in DRTP. dense_gaussian is the reference; a
+//     driver for real hardware models the same concept.
+// REQUIRES
+//     configure(in, out, seed) fixes the sizes and (re)draws every random
+//     quantity from seed; the same seed gives the same device.
+//     project(x, y): x is (n x in); y is already shaped (n x out); writes the
+//     projection of row r of x into row r of y. Allocates nothing once the
+//     device has seen a batch of that size.
+//     input_size() and output_size() report the configured sizes.
+// ---------------------------------------------------------------------------
+template <class D, class T = float>
+concept projection_device = scalar<T> &&
+  requires(D device, const D cdevice, std::size_t size, std::uint64_t seed, const matrix<T>& x,
+           matrix<T>& y) {
+    device.configure(size, size, seed);
+    device.project(x, y);
+    { cdevice.input_size() } -> std::convertible_to<std::size_t>;
+    { cdevice.output_size() } -> std::convertible_to<std::size_t>;
+};
+
+// ---------------------------------------------------------------------------
+// optimizer
+//
+// WHAT THIS REPRESENTS
+//     A first-order update rule with its own state (momentum, Adam moments).
+//     The network numbers its parameter tensors 0, 1, 2, ... (a slot each) in
+//     a fixed order and calls update once per slot per step.
+// REQUIRES
+//     value_type: the scalar type of the parameters it updates.
+//     begin_step() is called once per training step before any update.
+//     update(slot, w, g) applies one step to parameters w given their
+//     gradient g (same length); it may allocate state for a slot the first
+//     time it sees it, and never again.
+//     learning_rate() / set_learning_rate(lr) read and change the step size
+//     (schedules use them).
+// ---------------------------------------------------------------------------
+template <class O>
+concept optimizer = scalar<typename O::value_type> &&
+  requires(O opt, const O copt, std::size_t slot, std::span<typename O::value_type> w,
+           std::span<const typename O::value_type> g, double lr) {
+    opt.begin_step();
+    opt.update(slot, w, g);
+    { copt.learning_rate() } -> std::convertible_to<double>;
+    opt.set_learning_rate(lr);
+};
+
+namespace detail {
+
+/// Stands for any callable the network passes to visit_parameters.
+template <class T>
+struct parameter_visitor_archetype {
+    void operator()(std::span<T> values, std::span<const T> gradient) const;
+};
+
+} // namespace detail
+
+// ---------------------------------------------------------------------------
+// layer
+//
+// WHAT THIS REPRESENTS
+//     One stage a_i = W_i h_{i-1} + b_i, h_i = f_i(a_i) of the stack, owning
+//     its parameters, its activations for the current batch, its learning
+//     signal delta = d loss / d a_i and its parameter gradients.
+// REQUIRES
+//     value_type: the scalar type.
+//     input_size(), output_size(): the widths d_{i-1} and d_i.
+//     initialize(seed) draws the parameters from seed.
+//     forward(x): x is (n x d_{i-1}); computes and keeps a_i and h_i, returns h_i.
+//     output(): h_i of the last forward.
+//     delta(): the (n x d_i) signal buffer, shaped by forward.
+//     scale_by_derivative(s, ld): delta = s ⊙ f'(a_i), where s points at an
+//     n x d_i block with row stride ld (s may be delta's own storage).
+//     backpropagate(into): into (n x d_{i-1}, shaped by the caller) = delta W_i,
+//     the true gradient with respect to the layer's input.
+//     compute_gradient(x): from delta and the same x given to forward, the
+//     mean-over-batch parameter gradients (1/n) delta^T x and (1/n) sum delta.
+//     visit_parameters(f) calls f(values, gradient) once per parameter tensor,
+//     always in the same order.
+// ---------------------------------------------------------------------------
+template <class L>
+concept layer = scalar<typename L::value_type> &&
+  requires(L l, const L cl, std::uint64_t seed, const matrix<typename L::value_type>& x,
+           matrix<typename L::value_type>& m, const typename L::value_type* s, std::size_t ld,
+           detail::parameter_visitor_archetype<typename L::value_type> f) {
+    { cl.input_size() } -> std::convertible_to<std::size_t>;
+    { cl.output_size() } -> std::convertible_to<std::size_t>;
+    l.initialize(seed);
+    { l.forward(x) } -> std::same_as<const matrix<typename L::value_type>&>;
+    { cl.output() } -> std::same_as<const matrix<typename L::value_type>&>;
+    { l.delta() } -> std::same_as<matrix<typename L::value_type>&>;
+    l.scale_by_derivative(s, ld);
+    cl.backpropagate(m);
+    l.compute_gradient(x);
+    l.visit_parameters(f);
+};
+
+namespace detail {
+
+/// A minimal type that models `layer`, used to check feedback methods against
+/// their contract without naming a concrete layer. Declared, never defined.
+template <class T>
+struct layer_archetype {
+    using value_type = T;
+    std::size_t input_size() const;
+    std::size_t output_size() const;
+    void initialize(std::uint64_t seed);
+    const matrix<T>& forward(const matrix<T>& x);
+    const matrix<T>& output() const;
+    matrix<T>& delta();
+    void scale_by_derivative(const T* signal, std::size_t ld);
+    void backpropagate(matrix<T>& into) const;
+    void compute_gradient(const matrix<T>& x);
+    template <class F>
+    void visit_parameters(F&& f);
+};
+
+} // namespace detail
+
+// ---------------------------------------------------------------------------
+// feedback_method
+//
+// WHAT THIS REPRESENTS
+//     How the hidden layers get their learning signal delta a_i (DESIGN.md's
+//     table): backprop, feedback_alignment, dfa, drtp, shallow.
+// REQUIRES
+//     trains_hidden_layers: false if hidden layers are frozen (shallow); the
+//     network then neither computes nor applies their gradients.
+//     configure(widths, seed): widths = {d_0, d_1, ..., d_L}; sizes every
+//     fixed random matrix and draws it from seed.
+//     backward(layers, target): on entry the output layer's delta() holds the
+//     error e = d loss / d a_L (per sample) and every layer holds its forward
+//     state; on exit every hidden layer's delta() holds its signal. target is
+//     the (n x d_L) target batch (DRTP projects it instead of e).
+// ---------------------------------------------------------------------------
+template <class F>
+concept feedback_method =
+  requires(F fb, std::span<const std::size_t> widths, std::uint64_t seed,
+           std::tuple<detail::layer_archetype<float>, detail::layer_archetype<float>>& layers,
+           const matrix<float>& target) {
+    { F::trains_hidden_layers } -> std::convertible_to<bool>;
+    fb.configure(widths, seed);
+    fb.backward(layers, target);
+};
+
+static_assert(layer<detail::layer_archetype<float>>);
+static_assert(layer<detail::layer_archetype<double>>);
+
+} // namespace lightloop

@@ -1,0 +1,101 @@
+#pragma once
+// A fixed random matrix known by its seed.
+//
+// Feedback matrices are never stored in checkpoints: the seed regenerates
+// them. Entries are drawn in double and rounded to the scalar type the
+// network uses; each type's copy is materialised on first use only, so a
+// float network never holds a double copy.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/tensor.hpp"
+
+namespace lightloop {
+
+/// i.i.d. N(0, 1) entries before scaling.
+struct gaussian_entries {
+    static constexpr const char* name = "gaussian";
+    static double draw(rng& gen) { return gen.normal(); }
+};
+
+/// i.i.d. U[-sqrt 3, sqrt 3] entries (unit variance) before scaling.
+struct uniform_entries {
+    static constexpr const char* name = "uniform";
+    static double draw(rng& gen) { return gen.uniform(-std::sqrt(3.0), std::sqrt(3.0)); }
+};
+
+template <class Entries = gaussian_entries>
+class seeded_matrix {
+public:
+    seeded_matrix() = default;
+    seeded_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed, double stddev)
+      : rows_(rows)
+      , cols_(cols)
+      , seed_(seed)
+      , stddev_(stddev) {}
+
+    std::size_t rows() const noexcept { return rows_; }
+    std::size_t cols() const noexcept { return cols_; }
+    std::uint64_t seed() const noexcept { return seed_; }
+    double stddev() const noexcept { return stddev_; }
+
+    /// The matrix in scalar type T (rows x cols), drawn on first use. The
+    /// reference is mutable so a test or an experiment can impose a matrix.
+    template <scalar T>
+    matrix<T>& get() {
+        auto& slot = storage<T>();
+        if (!slot) {
+            slot.emplace(matrix<T>::from_shape({rows_, cols_}));
+            rng gen(seed_);
+            for (auto& v : *slot) {
+                v = static_cast<T>(stddev_ * Entries::draw(gen));
+            }
+        }
+        return *slot;
+    }
+
+private:
+    template <class T>
+    std::optional<matrix<T>>& storage() {
+        if constexpr (std::is_same_v<T, float>) {
+            return float_;
+        } else {
+            return double_;
+        }
+    }
+
+    std::size_t rows_ = 0;
+    std::size_t cols_ = 0;
+    std::uint64_t seed_ = 0;
+    double stddev_ = 1.0;
+    std::optional<matrix<float>> float_;
+    std::optional<matrix<double>> double_;
+};
+
+namespace detail {
+
+/// One buffer per scalar type, for policies used by float and double networks.
+template <template <class> class Tensor>
+struct per_scalar {
+    Tensor<float> f;
+    Tensor<double> d;
+
+    template <class T>
+    Tensor<T>& get() noexcept {
+        if constexpr (std::is_same_v<T, float>) {
+            return f;
+        } else {
+            return d;
+        }
+    }
+};
+
+} // namespace detail
+
+} // namespace lightloop

@@ -1,0 +1,30 @@
+#pragma once
+// Backpropagation: delta a_i = (W_{i+1}^T delta a_{i+1}) ⊙ f'(a_i), layer by
+// layer from the top (with rows as samples: delta_i = (delta_{i+1} W_{i+1}) ⊙ f').
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <tuple>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/feedback/detail.hpp"
+
+namespace lightloop {
+
+struct backprop {
+    static constexpr bool trains_hidden_layers = true;
+
+    void configure(std::span<const std::size_t>, std::uint64_t) {}
+
+    template <class... Layers, scalar T>
+    void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
+        detail::propagate_down(
+          layers, [](auto& above, std::size_t, auto& into) { above.backpropagate(into); });
+    }
+};
+
+static_assert(feedback_method<backprop>);
+
+} // namespace lightloop

@@ -1,0 +1,77 @@
+#pragma once
+// The machinery shared by DFA and DRTP: ONE projection per batch into the sum
+// of the hidden widths, sliced per layer. That single projection is what the
+// optical co-processor performs; no hidden layer waits for the one above it.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/feedback/detail.hpp"
+
+namespace lightloop::detail {
+
+template <class Device, bool ProjectTarget>
+class direct_feedback {
+public:
+    static constexpr bool trains_hidden_layers = true;
+    using device_type = Device;
+
+    direct_feedback() = default;
+    explicit direct_feedback(Device device)
+      : device_(std::move(device)) {}
+
+    /// Hidden layer i (0-based) reads columns [offset(i), offset(i) + d_{i+1})
+    /// of the projection; the device maps d_L inputs to sum_i d_i outputs.
+    void configure(std::span<const std::size_t> widths, std::uint64_t seed) {
+        check_widths(ProjectTarget ? "drtp" : "dfa", widths);
+        offsets_.clear();
+        total_ = 0;
+        for (std::size_t i = 1; i + 1 < widths.size(); ++i) {
+            offsets_.push_back(total_);
+            total_ += widths[i];
+        }
+        device_.configure(widths.back(), total_, derive_seed(seed, 0));
+    }
+
+    template <class... Layers, scalar T>
+    void backward(std::tuple<Layers...>& layers, const matrix<T>& target) {
+        constexpr std::size_t depth = sizeof...(Layers);
+        if constexpr (depth > 1) {
+            const matrix<T>& source = ProjectTarget ? target : std::get<depth - 1>(layers).delta();
+            matrix<T>& projected = projection_.template get<T>();
+            ensure_shape(projected, source.shape(0), total_);
+            device_.project(source, projected);
+            for_index<depth - 1>([&](auto index) {
+                constexpr std::size_t i = decltype(index)::value;
+                std::get<i>(layers).scale_by_derivative(projected.data() + offsets_[i], total_);
+            });
+        }
+    }
+
+    Device& device() noexcept { return device_; }
+    const Device& device() const noexcept { return device_; }
+    /// Sum of the hidden widths: the projection's output size.
+    std::size_t projection_size() const noexcept { return total_; }
+    std::size_t offset(std::size_t hidden_layer) const { return offsets_.at(hidden_layer); }
+    /// The last projection (n x projection_size()).
+    template <scalar T>
+    const matrix<T>& last_projection() noexcept {
+        return projection_.template get<T>();
+    }
+
+private:
+    Device device_{};
+    std::vector<std::size_t> offsets_;
+    std::size_t total_ = 0;
+    per_scalar<matrix> projection_;
+};
+
+} // namespace lightloop::detail

@@ -1,0 +1,81 @@
+#pragma once
+// Feedback alignment (Lillicrap et al. 2016):
+// delta a_i = (B_{i+1} delta a_{i+1}) ⊙ f'(a_i), with a fixed random B_{i+1}
+// of W_{i+1}^T's shape (d_i x d_{i+1}) in place of W_{i+1}^T. The signal still
+// travels layer by layer; only the weights it travels through are random.
+// B_{i+1} has i.i.d. N(0, scale^2 / d_{i+1}) entries: the same fan-in
+// normalisation as the dense projection devices (see dense_random.hpp).
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/feedback/detail.hpp"
+
+namespace lightloop {
+
+class feedback_alignment {
+public:
+    static constexpr bool trains_hidden_layers = true;
+
+    explicit feedback_alignment(double scale = 1.0)
+      : scale_(scale) {
+        if (!(scale > 0.0) || !std::isfinite(scale)) {
+            throw config_error("lightloop::feedback_alignment: scale must be positive, got " +
+                               std::to_string(scale));
+        }
+    }
+
+    void configure(std::span<const std::size_t> widths, std::uint64_t seed) {
+        detail::check_widths("feedback_alignment", widths);
+        matrices_.clear();
+        // Hidden layer i (0-based, i < L-1) has width widths[i+1] and gets its
+        // signal from the layer above, of width widths[i+2].
+        for (std::size_t i = 0; i + 2 < widths.size(); ++i) {
+            const std::size_t above = widths[i + 2];
+            matrices_.emplace_back(widths[i + 1], above, derive_seed(seed, i),
+                                   scale_ / std::sqrt(static_cast<double>(above)));
+        }
+    }
+
+    /// B_{i+1} (d_i x d_{i+1}), the matrix hidden layer i (0-based) receives
+    /// its signal through. Mutable, so B can be imposed (tests set it to W^T).
+    template <scalar T>
+    matrix<T>& feedback_matrix(std::size_t hidden_layer) {
+        if (hidden_layer >= matrices_.size()) {
+            throw config_error("lightloop::feedback_alignment: no hidden layer " +
+                               std::to_string(hidden_layer) + " (there are " +
+                               std::to_string(matrices_.size()) + ")");
+        }
+        return matrices_[hidden_layer].template get<T>();
+    }
+
+    std::size_t hidden_layers() const noexcept { return matrices_.size(); }
+
+    template <class... Layers, scalar T>
+    void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
+        // delta_i = delta_{i+1} B_{i+1}^T with rows as samples.
+        detail::propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
+            gemm(T(1), above.delta(), transpose::no, feedback_matrix<T>(i), transpose::yes, T(0),
+                 into);
+        });
+    }
+
+private:
+    double scale_;
+    std::vector<seeded_matrix<gaussian_entries>> matrices_;
+};
+
+static_assert(feedback_method<feedback_alignment>);
+
+} // namespace lightloop

@@ -1,0 +1,98 @@
+#pragma once
+// Activation policies: f and its derivative, elementwise.
+//
+// `tanh_act` is named so that `using namespace lightloop;` does not collide
+// with ::tanh from <math.h>. `identity` is the reference policy to copy when
+// writing your own (see tests/layers/test_dense.cpp for a user-defined one).
+
+#include <cmath>
+#include <string>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+
+namespace lightloop {
+
+/// f(a) = a.
+struct identity {
+    template <scalar T>
+    T value(T a) const noexcept {
+        return a;
+    }
+    template <scalar T>
+    T derivative(T, T) const noexcept {
+        return T(1);
+    }
+};
+
+/// f(a) = tanh(a); f'(a) = 1 - tanh(a)^2, computed from h.
+struct tanh_act {
+    template <scalar T>
+    T value(T a) const noexcept {
+        return std::tanh(a);
+    }
+    template <scalar T>
+    T derivative(T, T h) const noexcept {
+        return T(1) - h * h;
+    }
+};
+
+/// f(a) = 1 / (1 + exp(-a)); f'(a) = h (1 - h).
+struct sigmoid {
+    template <scalar T>
+    T value(T a) const noexcept {
+        // Both branches keep exp's argument <= 0, so nothing overflows.
+        if (a >= T(0)) {
+            return T(1) / (T(1) + std::exp(-a));
+        }
+        const T z = std::exp(a);
+        return z / (T(1) + z);
+    }
+    template <scalar T>
+    T derivative(T, T h) const noexcept {
+        return h * (T(1) - h);
+    }
+};
+
+/// f(a) = max(a, 0); f'(a) = 1 for a > 0, else 0 (the subgradient at 0 is 0).
+struct relu {
+    template <scalar T>
+    T value(T a) const noexcept {
+        return a > T(0) ? a : T(0);
+    }
+    template <scalar T>
+    T derivative(T a, T) const noexcept {
+        return a > T(0) ? T(1) : T(0);
+    }
+};
+
+/// f(a) = a for a > 0, slope * a otherwise.
+struct leaky_relu {
+    double slope = 0.01;
+
+    leaky_relu() = default;
+    explicit leaky_relu(double negative_slope)
+      : slope(negative_slope) {
+        if (!(negative_slope >= 0.0 && negative_slope < 1.0)) {
+            throw config_error("lightloop::leaky_relu: slope must be in [0, 1), got " +
+                               std::to_string(negative_slope));
+        }
+    }
+
+    template <scalar T>
+    T value(T a) const noexcept {
+        return a > T(0) ? a : static_cast<T>(slope) * a;
+    }
+    template <scalar T>
+    T derivative(T a, T) const noexcept {
+        return a > T(0) ? T(1) : static_cast<T>(slope);
+    }
+};
+
+static_assert(activation<identity> && activation<identity, double>);
+static_assert(activation<tanh_act> && activation<tanh_act, double>);
+static_assert(activation<sigmoid> && activation<sigmoid, double>);
+static_assert(activation<relu> && activation<relu, double>);
+static_assert(activation<leaky_relu> && activation<leaky_relu, double>);
+
+} // namespace lightloop

@@ -1,0 +1,176 @@
+#pragma once
+// The dense (fully connected) layer: a = h_in W^T + b, h = f(a), one sample
+// per row. W is (out x in) as in DESIGN.md's a_i = W_i h_{i-1} + b_i.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/layers/activations.hpp"
+#include "lightloop/layers/init.hpp"
+
+namespace lightloop {
+
+template <class Act = identity, scalar T = float>
+requires activation<Act, T>
+class dense {
+public:
+    using value_type = T;
+    using activation_type = Act;
+
+    dense(std::size_t in, std::size_t out, init scheme = init::glorot_uniform)
+      : dense(in, out, Act{}, scheme) {}
+
+    dense(std::size_t in, std::size_t out, Act act, init scheme = init::glorot_uniform)
+      : act_(act)
+      , scheme_(scheme) {
+        if (in == 0 || out == 0) {
+            throw config_error("lightloop::dense: widths must be positive, got " +
+                               std::to_string(in) + " -> " + std::to_string(out));
+        }
+        weights_ = matrix<T>::from_shape({out, in});
+        weight_gradient_ = matrix<T>::from_shape({out, in});
+        bias_ = vector<T>::from_shape({out});
+        bias_gradient_ = vector<T>::from_shape({out});
+        weights_.fill(T(0));
+        weight_gradient_.fill(T(0));
+        bias_.fill(T(0));
+        bias_gradient_.fill(T(0));
+    }
+
+    std::size_t input_size() const noexcept { return weights_.shape(1); }
+    std::size_t output_size() const noexcept { return weights_.shape(0); }
+
+    /// Draws W from the layer's scheme with `seed`; the bias starts at zero.
+    void initialize(std::uint64_t seed) {
+        rng gen(seed);
+        initialize_weights(weights_, scheme_, gen);
+        bias_.fill(T(0));
+    }
+
+    /// a = x W^T + b and h = f(a), with the bias and f fused in one pass.
+    const matrix<T>& forward(const matrix<T>& x) {
+        if (x.shape(1) != input_size()) {
+            throw shape_error("lightloop::dense (" + describe() + "): input has " +
+                              std::to_string(x.shape(1)) + " columns, expected " +
+                              std::to_string(input_size()));
+        }
+        const std::size_t n = x.shape(0);
+        const std::size_t out = output_size();
+        ensure_shape(pre_activation_, n, out);
+        ensure_shape(output_, n, out);
+        ensure_shape(delta_, n, out);
+        gemm(T(1), x, transpose::no, weights_, transpose::yes, T(0), pre_activation_);
+        const Act act = act_;
+        const T* bias = bias_.data();
+        T* a = pre_activation_.data();
+        T* h = output_.data();
+        for (std::size_t r = 0; r < n; ++r) {
+            T* a_row = a + r * out;
+            T* h_row = h + r * out;
+            for (std::size_t c = 0; c < out; ++c) {
+                const T value = a_row[c] + bias[c];
+                a_row[c] = value;
+                h_row[c] = act.value(value);
+            }
+        }
+        return output_;
+    }
+
+    /// delta = s ⊙ f'(a), s an (n x out) block with row stride ld.
+    void scale_by_derivative(const T* signal, std::size_t ld) {
+        const std::size_t n = pre_activation_.shape(0);
+        const std::size_t out = output_size();
+        const Act act = act_;
+        const T* a = pre_activation_.data();
+        const T* h = output_.data();
+        T* d = delta_.data();
+        for (std::size_t r = 0; r < n; ++r) {
+            const T* s_row = signal + r * ld;
+            for (std::size_t c = 0; c < out; ++c) {
+                const std::size_t i = r * out + c;
+                d[i] = s_row[c] * act.derivative(a[i], h[i]);
+            }
+        }
+    }
+
+    /// into = delta W, the gradient with respect to this layer's input.
+    void backpropagate(matrix<T>& into) const {
+        gemm(T(1), delta_, transpose::no, weights_, transpose::no, T(0), into);
+    }
+
+    /// dW = (1/n) delta^T x and db = (1/n) sum_rows delta.
+    void compute_gradient(const matrix<T>& x) {
+        const std::size_t n = delta_.shape(0);
+        if (x.shape(0) != n || x.shape(1) != input_size()) {
+            throw shape_error("lightloop::dense (" + describe() + "): gradient input is " +
+                              std::to_string(x.shape(0)) + "x" + std::to_string(x.shape(1)) +
+                              ", expected " + std::to_string(n) + "x" +
+                              std::to_string(input_size()));
+        }
+        const T inv_n = T(1) / static_cast<T>(n);
+        gemm(inv_n, delta_, transpose::yes, x, transpose::no, T(0), weight_gradient_);
+        const std::size_t out = output_size();
+        T* db = bias_gradient_.data();
+        std::fill(db, db + out, T(0));
+        const T* d = delta_.data();
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t c = 0; c < out; ++c) {
+                db[c] += d[r * out + c];
+            }
+        }
+        for (std::size_t c = 0; c < out; ++c) {
+            db[c] *= inv_n;
+        }
+    }
+
+    /// f(W, dW) then f(b, db).
+    template <class F>
+    void visit_parameters(F&& f) {
+        f(std::span<T>(weights_.data(), weights_.size()),
+          std::span<const T>(weight_gradient_.data(), weight_gradient_.size()));
+        f(std::span<T>(bias_.data(), bias_.size()),
+          std::span<const T>(bias_gradient_.data(), bias_gradient_.size()));
+    }
+
+    const matrix<T>& output() const noexcept { return output_; }
+    const matrix<T>& pre_activation() const noexcept { return pre_activation_; }
+    matrix<T>& delta() noexcept { return delta_; }
+    const matrix<T>& delta() const noexcept { return delta_; }
+    matrix<T>& weights() noexcept { return weights_; }
+    const matrix<T>& weights() const noexcept { return weights_; }
+    vector<T>& bias() noexcept { return bias_; }
+    const vector<T>& bias() const noexcept { return bias_; }
+    const matrix<T>& weight_gradient() const noexcept { return weight_gradient_; }
+    const vector<T>& bias_gradient() const noexcept { return bias_gradient_; }
+    const Act& activation_policy() const noexcept { return act_; }
+    init initializer() const noexcept { return scheme_; }
+
+    /// "dense 784 -> 1024", for messages.
+    std::string describe() const {
+        return "dense " + std::to_string(input_size()) + " -> " + std::to_string(output_size());
+    }
+
+private:
+    Act act_;
+    init scheme_;
+    matrix<T> weights_;
+    vector<T> bias_;
+    matrix<T> weight_gradient_;
+    vector<T> bias_gradient_;
+    matrix<T> pre_activation_;
+    matrix<T> output_;
+    matrix<T> delta_;
+};
+
+static_assert(layer<dense<identity, float>>);
+static_assert(layer<dense<tanh_act, double>>);
+
+} // namespace lightloop

@@ -1,0 +1,38 @@
+#pragma once
+// lightloop: neural-network training with direct feedback alignment and its
+// relatives, with the error projection on a simulated photonic co-processor.
+// This umbrella header includes every public header.
+
+#include "lightloop/version.hpp"
+
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/tensor.hpp"
+
+#include "lightloop/layers/activations.hpp"
+#include "lightloop/layers/dense.hpp"
+#include "lightloop/layers/init.hpp"
+
+#include "lightloop/loss/mse.hpp"
+#include "lightloop/loss/softmax_cross_entropy.hpp"
+
+#include "lightloop/projection/dense_random.hpp"
+
+#include "lightloop/feedback/backprop.hpp"
+#include "lightloop/feedback/dfa.hpp"
+#include "lightloop/feedback/drtp.hpp"
+#include "lightloop/feedback/feedback_alignment.hpp"
+#include "lightloop/feedback/shallow.hpp"
+
+#include "lightloop/optim/adam.hpp"
+#include "lightloop/optim/sgd.hpp"
+
+#include "lightloop/network.hpp"
+
+#include "lightloop/data/one_hot.hpp"
+#include "lightloop/data/synthetic.hpp"
+#include "lightloop/train/gradient_check.hpp"
+#include "lightloop/train/metrics.hpp"

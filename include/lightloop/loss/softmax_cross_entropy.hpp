@@ -1,0 +1,55 @@
+#pragma once
+// Softmax cross-entropy on logits, mean over the batch.
+//
+// l_s = -sum_k y_k log softmax(o)_k = sum_k y_k (lse(o) - o_k), with
+// lse(o) = m + log sum_k exp(o_k - m), m = max_k o_k, so no exp overflows.
+// Per-sample gradient: softmax(o) * sum_k y_k - y, which is softmax(o) - y
+// for one-hot or any target that sums to one (DESIGN.md's e).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/loss/detail.hpp"
+
+namespace lightloop {
+
+struct softmax_cross_entropy : detail::loss_base<softmax_cross_entropy> {
+    static constexpr const char* name = "softmax_cross_entropy";
+
+    template <class T, bool WithGradient>
+    static T compute(const matrix<T>& out, const matrix<T>& target, T* grad) {
+        const std::size_t n = out.shape(0);
+        const std::size_t d = out.shape(1);
+        double total = 0.0;
+        for (std::size_t r = 0; r < n; ++r) {
+            const T* o = out.data() + r * d;
+            const T* y = target.data() + r * d;
+            const T m = *std::max_element(o, o + d);
+            double sum_exp = 0.0;
+            double target_sum = 0.0;
+            double weighted = 0.0;
+            for (std::size_t k = 0; k < d; ++k) {
+                sum_exp += std::exp(static_cast<double>(o[k] - m));
+                target_sum += static_cast<double>(y[k]);
+                weighted += static_cast<double>(y[k]) * static_cast<double>(o[k] - m);
+            }
+            const double log_sum = std::log(sum_exp);
+            total += target_sum * log_sum - weighted;
+            if constexpr (WithGradient) {
+                T* g = grad + r * d;
+                for (std::size_t k = 0; k < d; ++k) {
+                    const double p = std::exp(static_cast<double>(o[k] - m) - log_sum);
+                    g[k] = static_cast<T>(p * target_sum - static_cast<double>(y[k]));
+                }
+            }
+        }
+        return static_cast<T>(total / static_cast<double>(n));
+    }
+};
+
+static_assert(loss_function<softmax_cross_entropy> && loss_function<softmax_cross_entropy, double>);
+
+} // namespace lightloop

@@ -1,0 +1,102 @@
+#pragma once
+// Adam (Kingma & Ba 2015) with bias correction, as PyTorch computes it:
+//   g <- g + weight_decay * w            (L2; or, decoupled, AdamW below)
+//   m <- beta1 m + (1 - beta1) g,  v <- beta2 v + (1 - beta2) g^2
+//   w <- w - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + epsilon)
+// With decoupled_weight_decay (Loshchilov & Hutter 2019), the decay is not
+// added to g but applied as w <- w (1 - lr * weight_decay) before the step.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/optim/detail.hpp"
+
+namespace lightloop {
+
+struct adam_settings {
+    double learning_rate = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double epsilon = 1e-8;
+    double weight_decay = 0.0;
+    bool decoupled_weight_decay = false;
+};
+
+template <scalar T = float>
+class adam {
+public:
+    using value_type = T;
+
+    /// Default settings but the learning rate.
+    explicit adam(double learning_rate)
+      : adam(adam_settings{.learning_rate = learning_rate}) {}
+
+    explicit adam(adam_settings settings = {})
+      : settings_(settings) {
+        detail::check_learning_rate("adam", settings.learning_rate);
+        detail::require_setting(settings.beta1 >= 0.0 && settings.beta1 < 1.0, "adam", "beta1",
+                                settings.beta1, "in [0, 1)");
+        detail::require_setting(settings.beta2 >= 0.0 && settings.beta2 < 1.0, "adam", "beta2",
+                                settings.beta2, "in [0, 1)");
+        detail::require_setting(settings.epsilon > 0.0, "adam", "epsilon", settings.epsilon, "> 0");
+        detail::require_setting(settings.weight_decay >= 0.0, "adam", "weight_decay",
+                                settings.weight_decay, ">= 0");
+    }
+
+    /// Advances the step count t used by the bias correction.
+    void begin_step() noexcept { ++step_; }
+
+    void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        detail::check_update_sizes<T>("adam", slot, w.size(), g.size());
+        if (step_ == 0) {
+            throw config_error("lightloop::adam: update() before begin_step()");
+        }
+        const std::size_t count = w.size();
+        const std::span<T> m = state_.get("adam", slot, 0, count);
+        const std::span<T> v = state_.get("adam", slot, 1, count);
+        const double t = static_cast<double>(step_);
+        const T b1 = static_cast<T>(settings_.beta1);
+        const T b2 = static_cast<T>(settings_.beta2);
+        const T step_size =
+          static_cast<T>(settings_.learning_rate / (1.0 - std::pow(settings_.beta1, t)));
+        const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(1.0 - std::pow(settings_.beta2, t)));
+        const T eps = static_cast<T>(settings_.epsilon);
+        const T wd = static_cast<T>(settings_.weight_decay);
+        const bool decoupled = settings_.decoupled_weight_decay;
+        const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
+        for (std::size_t i = 0; i < count; ++i) {
+            T grad = g[i];
+            if (decoupled) {
+                w[i] *= shrink;
+            } else {
+                grad += wd * w[i];
+            }
+            m[i] = b1 * m[i] + (T(1) - b1) * grad;
+            v[i] = b2 * v[i] + (T(1) - b2) * grad * grad;
+            w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
+        }
+    }
+
+    double learning_rate() const noexcept { return settings_.learning_rate; }
+    void set_learning_rate(double lr) {
+        detail::check_learning_rate("adam", lr);
+        settings_.learning_rate = lr;
+    }
+    const adam_settings& settings() const noexcept { return settings_; }
+    std::uint64_t step_count() const noexcept { return step_; }
+    /// First and second moments per slot ([m | v]), for checkpoints.
+    auto& state() noexcept { return state_.raw(); }
+
+private:
+    adam_settings settings_;
+    std::uint64_t step_ = 0;
+    detail::slot_state<T, 2> state_;
+};
+
+static_assert(optimizer<adam<float>> && optimizer<adam<double>>);
+
+} // namespace lightloop

@@ -1,0 +1,69 @@
+#pragma once
+// Per-slot state storage and setting checks shared by the optimizers.
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lightloop/core/error.hpp"
+
+namespace lightloop::detail {
+
+inline void require_setting(bool ok, const char* optimizer, const char* name, double value,
+                            const char* expected) {
+    if (!ok) {
+        throw config_error(std::string("lightloop::") + optimizer + ": " + name + " must be " +
+                           expected + ", got " + std::to_string(value));
+    }
+}
+
+inline void check_learning_rate(const char* optimizer, double lr) {
+    require_setting(lr > 0.0 && std::isfinite(lr), optimizer, "learning_rate", lr,
+                    "positive and finite");
+}
+
+/// `Buffers` state vectors per parameter slot, allocated the first time a slot
+/// is updated and never again.
+template <class T, std::size_t Buffers>
+class slot_state {
+public:
+    /// The state buffers of `slot`, sized for `count` parameters.
+    std::span<T> get(const char* optimizer, std::size_t slot, std::size_t buffer,
+                     std::size_t count) {
+        if (slot >= states_.size()) {
+            states_.resize(slot + 1);
+        }
+        auto& entry = states_[slot];
+        if (entry.empty()) {
+            entry.assign(Buffers * count, T(0));
+        } else if (entry.size() != Buffers * count) {
+            throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
+                              std::to_string(slot) + " had " +
+                              std::to_string(entry.size() / Buffers) + " parameters and now has " +
+                              std::to_string(count));
+        }
+        return std::span<T>(entry.data() + buffer * count, count);
+    }
+
+    void clear() { states_.clear(); }
+
+    /// Every slot's state, for checkpoints.
+    std::vector<std::vector<T>>& raw() noexcept { return states_; }
+    const std::vector<std::vector<T>>& raw() const noexcept { return states_; }
+
+private:
+    std::vector<std::vector<T>> states_;
+};
+
+template <class T>
+void check_update_sizes(const char* optimizer, std::size_t slot, std::size_t w, std::size_t g) {
+    if (w != g) {
+        throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
+                          std::to_string(slot) + " has " + std::to_string(w) + " parameters but " +
+                          std::to_string(g) + " gradients");
+    }
+}
+
+} // namespace lightloop::detail

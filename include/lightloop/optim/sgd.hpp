@@ -1,0 +1,83 @@
+#pragma once
+// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight
+// decay, with PyTorch's conventions so hyperparameters carry over:
+//   g <- g + weight_decay * w
+//   v <- momentum * v + g                       (v starts at 0)
+//   w <- w - lr * (nesterov ? g + momentum * v : v)
+// With momentum 0 this is plain w <- w - lr * g.
+
+#include <cstddef>
+#include <span>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/optim/detail.hpp"
+
+namespace lightloop {
+
+struct sgd_settings {
+    double learning_rate = 0.01;
+    double momentum = 0.0;
+    bool nesterov = false;
+    double weight_decay = 0.0;
+};
+
+template <scalar T = float>
+class sgd {
+public:
+    using value_type = T;
+
+    /// Default settings but the learning rate.
+    explicit sgd(double learning_rate)
+      : sgd(sgd_settings{.learning_rate = learning_rate}) {}
+
+    explicit sgd(sgd_settings settings = {})
+      : settings_(settings) {
+        detail::check_learning_rate("sgd", settings.learning_rate);
+        detail::require_setting(settings.momentum >= 0.0 && settings.momentum < 1.0, "sgd",
+                                "momentum", settings.momentum, "in [0, 1)");
+        detail::require_setting(settings.weight_decay >= 0.0, "sgd", "weight_decay",
+                                settings.weight_decay, ">= 0");
+        detail::require_setting(!settings.nesterov || settings.momentum > 0.0, "sgd",
+                                "momentum (with nesterov)", settings.momentum, "> 0");
+    }
+
+    void begin_step() noexcept {}
+
+    void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        detail::check_update_sizes<T>("sgd", slot, w.size(), g.size());
+        const T lr = static_cast<T>(settings_.learning_rate);
+        const T mu = static_cast<T>(settings_.momentum);
+        const T wd = static_cast<T>(settings_.weight_decay);
+        const std::size_t count = w.size();
+        if (settings_.momentum == 0.0) {
+            for (std::size_t i = 0; i < count; ++i) {
+                w[i] -= lr * (g[i] + wd * w[i]);
+            }
+            return;
+        }
+        const std::span<T> v = state_.get("sgd", slot, 0, count);
+        const bool nesterov = settings_.nesterov;
+        for (std::size_t i = 0; i < count; ++i) {
+            const T grad = g[i] + wd * w[i];
+            v[i] = mu * v[i] + grad;
+            w[i] -= lr * (nesterov ? grad + mu * v[i] : v[i]);
+        }
+    }
+
+    double learning_rate() const noexcept { return settings_.learning_rate; }
+    void set_learning_rate(double lr) {
+        detail::check_learning_rate("sgd", lr);
+        settings_.learning_rate = lr;
+    }
+    const sgd_settings& settings() const noexcept { return settings_; }
+    /// Momentum buffers per slot (empty without momentum), for checkpoints.
+    auto& state() noexcept { return state_.raw(); }
+
+private:
+    sgd_settings settings_;
+    detail::slot_state<T, 1> state_;
+};
+
+static_assert(optimizer<sgd<float>> && optimizer<sgd<double>>);
+
+} // namespace lightloop

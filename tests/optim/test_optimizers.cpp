@@ -1,0 +1,104 @@
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include <lightloop/lightloop.hpp>
+
+using namespace lightloop;
+
+namespace {
+/// Runs `opt` on a single parameter with the given gradient sequence.
+template <class Optimizer>
+std::vector<double> trajectory(Optimizer opt, double w0, std::vector<double> grads) {
+    std::vector<double> w{w0};
+    std::vector<double> out;
+    for (const double g : grads) {
+        const std::vector<double> gv{g};
+        opt.begin_step();
+        opt.update(0, std::span<double>(w), std::span<const double>(gv));
+        out.push_back(w[0]);
+    }
+    return out;
+}
+} // namespace
+
+TEST_CASE("sgd steps match hand computations", "[optim][sgd]") {
+    SECTION("plain: w = 1 - 0.1 * 0.5") {
+        const auto w = trajectory(sgd<double>{{.learning_rate = 0.1}}, 1.0, {0.5});
+        CHECK(w[0] == Approx(0.95).epsilon(1e-15));
+    }
+    SECTION("momentum 0.9, g = 1, 1: v = 1, 1.9; w = -0.1, -0.29") {
+        const auto w =
+          trajectory(sgd<double>{{.learning_rate = 0.1, .momentum = 0.9}}, 0.0, {1.0, 1.0});
+        CHECK(w[0] == Approx(-0.1).epsilon(1e-15));
+        CHECK(w[1] == Approx(-0.29).epsilon(1e-15));
+    }
+    SECTION("nesterov 0.9, g = 1, 1: steps g + 0.9 v = 1.9, 2.71; w = -0.19, -0.461") {
+        const auto w = trajectory(
+          sgd<double>{{.learning_rate = 0.1, .momentum = 0.9, .nesterov = true}}, 0.0, {1.0, 1.0});
+        CHECK(w[0] == Approx(-0.19).epsilon(1e-15));
+        CHECK(w[1] == Approx(-0.461).epsilon(1e-15));
+    }
+    SECTION("weight decay 0.1, g = 0: w = 1 * (1 - 0.01) twice = 0.99, 0.9801") {
+        const auto w =
+          trajectory(sgd<double>{{.learning_rate = 0.1, .weight_decay = 0.1}}, 1.0, {0.0, 0.0});
+        CHECK(w[0] == Approx(0.99).epsilon(1e-15));
+        CHECK(w[1] == Approx(0.9801).epsilon(1e-15));
+    }
+}
+
+TEST_CASE("adam steps match hand computations", "[optim][adam]") {
+    SECTION("g = 0.5, -1 from w = 1 with lr 0.1") {
+        // t=1: m = 0.05, v = 0.00025, m^ = 0.5, v^ = 0.25 -> w = 1 - 0.1 * 0.5 / 0.5 = 0.9
+        // t=2: m = 0.045 - 0.1 = -0.055, v = 0.00024975 + 0.001 = 0.00124975,
+        //      m^ = -0.055 / 0.19 = -0.289473684, v^ = 0.00124975 / 0.001999 = 0.625187594,
+        //      w = 0.9 + 0.1 * 0.289473684 / 0.790688051 = 0.936610350
+        const auto w = trajectory(adam<double>{{.learning_rate = 0.1}}, 1.0, {0.5, -1.0});
+        CHECK(w[0] == Approx(0.9).epsilon(1e-7));
+        CHECK(w[1] == Approx(0.936610350).epsilon(1e-8));
+    }
+    SECTION("L2 weight decay enters the moments; decoupled decay does not") {
+        // g = 0, w = 1, wd = 0.1: L2 makes g = 0.1, so the first step is lr = 0.1
+        // (m^ / sqrt(v^) = 1); AdamW only shrinks w by 1 - lr wd = 0.99.
+        const auto l2 =
+          trajectory(adam<double>{{.learning_rate = 0.1, .weight_decay = 0.1}}, 1.0, {0.0});
+        const auto decoupled = trajectory(
+          adam<double>{{.learning_rate = 0.1, .weight_decay = 0.1, .decoupled_weight_decay = true}},
+          1.0, {0.0});
+        CHECK(l2[0] == Approx(0.9).epsilon(1e-6));
+        CHECK(decoupled[0] == Approx(0.99).epsilon(1e-15));
+    }
+}
+
+TEST_CASE("optimizers keep separate state per slot", "[optim]") {
+    sgd<double> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    std::vector<double> a{0.0};
+    std::vector<double> b{0.0};
+    const std::vector<double> one{1.0};
+    const std::vector<double> zero{0.0};
+    opt.begin_step();
+    opt.update(0, std::span<double>(a), std::span<const double>(one));
+    opt.update(1, std::span<double>(b), std::span<const double>(zero));
+    opt.begin_step();
+    opt.update(0, std::span<double>(a), std::span<const double>(one));
+    opt.update(1, std::span<double>(b), std::span<const double>(zero));
+    CHECK(a[0] == Approx(-0.29));
+    CHECK(b[0] == 0.0);
+    std::vector<double> wrong{0.0, 0.0};
+    const std::vector<double> wrong_g{0.0, 0.0};
+    CHECK_THROWS_AS(opt.update(0, std::span<double>(wrong), std::span<const double>(wrong_g)),
+                    shape_error);
+}
+
+TEST_CASE("optimizers refuse invalid settings", "[optim]") {
+    CHECK_THROWS_AS((sgd<>{{.learning_rate = -0.1}}), config_error);
+    CHECK_THROWS_AS((sgd<>{{.learning_rate = 0.1, .momentum = 1.0}}), config_error);
+    CHECK_THROWS_AS((sgd<>{{.learning_rate = 0.1, .nesterov = true}}), config_error);
+    CHECK_THROWS_WITH(adam<>{{.beta2 = 1.5}}, Catch::Contains("beta2"));
+    adam<double> opt;
+    std::vector<double> w{1.0};
+    const std::vector<double> g{1.0};
+    CHECK_THROWS_AS(opt.update(0, std::span<double>(w), std::span<const double>(g)), config_error);
+    sgd<float> s;
+    CHECK_THROWS_AS(s.set_learning_rate(0.0), config_error);
+}

@@ -1,0 +1,18 @@
+// Trains a small DFA network and exits non-zero unless it learned.
+#include <lightloop/lightloop.hpp>
+
+#include <cstdio>
+
+int main() {
+    using namespace lightloop;
+    const auto train = make_spirals(100, 2, 0.75, 0.02, 1);
+    auto net = make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+      3, dense<tanh_act>{2, 32}, dense<tanh_act>{32, 32}, dense<identity>{32, 2});
+    adam opt{{.learning_rate = 0.01}};
+    for (int step = 0; step < 300; ++step) {
+        net.train_step(train.inputs, train.targets, opt);
+    }
+    const double acc = evaluate_accuracy(net, train.inputs, train.targets);
+    std::printf("consumer: lightloop %s, training accuracy %.3f\n", version_string, acc);
+    return acc > 0.9 ? 0 : 1;
+}

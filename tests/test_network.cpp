@@ -1,0 +1,153 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+using lightloop::testing::random_matrix;
+
+// A user's own policies, written outside the library against its concepts.
+namespace user {
+
+/// softsign: f(a) = a / (1 + |a|), f'(a) = 1 / (1 + |a|)^2.
+struct softsign {
+    template <class T>
+    T value(T a) const {
+        return a / (T(1) + std::abs(a));
+    }
+    template <class T>
+    T derivative(T a, T) const {
+        const T d = T(1) + std::abs(a);
+        return T(1) / (d * d);
+    }
+};
+
+/// A sparse ternary random projection (Achlioptas 2003): entries +-sqrt(3/in)
+/// with probability 1/6 each, 0 otherwise; computed with plain loops, as a
+/// driver for some other hardware might. Counts its calls.
+class ternary_device {
+public:
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        in_ = in;
+        out_ = out;
+        entries_.assign(in * out, 0.0);
+        lightloop::rng gen(seed);
+        const double magnitude = std::sqrt(3.0 / static_cast<double>(in));
+        for (auto& e : entries_) {
+            const auto r = gen.below(6);
+            e = r == 0 ? magnitude : r == 1 ? -magnitude : 0.0;
+        }
+    }
+    template <class T>
+    void project(const lightloop::matrix<T>& x, lightloop::matrix<T>& y) {
+        ++calls;
+        for (std::size_t r = 0; r < x.shape(0); ++r) {
+            for (std::size_t j = 0; j < out_; ++j) {
+                double s = 0;
+                for (std::size_t k = 0; k < in_; ++k) {
+                    s += entries_[j * in_ + k] * static_cast<double>(x(r, k));
+                }
+                y(r, j) = static_cast<T>(s);
+            }
+        }
+    }
+    std::size_t input_size() const { return in_; }
+    std::size_t output_size() const { return out_; }
+
+    std::size_t calls = 0;
+
+private:
+    std::size_t in_ = 0;
+    std::size_t out_ = 0;
+    std::vector<double> entries_;
+};
+
+} // namespace user
+
+static_assert(activation<user::softsign> && activation<user::softsign, double>);
+static_assert(projection_device<user::ternary_device>);
+
+TEST_CASE("a user-defined activation and device train without touching the library",
+          "[network][concepts]") {
+    const auto train = lightloop::testing::blobs_task(2);
+    const auto test = lightloop::testing::blobs_task(3);
+    auto net = make_network<dfa<user::ternary_device>, softmax_cross_entropy>(
+      5, dense<user::softsign>{6, 64}, dense<user::softsign>{64, 64}, dense<identity>{64, 4});
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    lightloop::testing::train_epochs(net, opt, train, 32, 30, 7);
+    const double acc = evaluate_accuracy(net, test.inputs, test.targets);
+    CAPTURE(acc);
+    // One projection per step: 30 epochs of ceil(1200 / 32) = 38 batches.
+    CHECK(net.feedback().device().calls == 30 * 38);
+    CHECK(net.feedback().device().output_size() == 128);
+    // Same floor as dense DFA on this task (see train/test_training.cpp).
+    CHECK(acc > 0.85);
+}
+
+TEST_CASE("layer size mismatches are reported with the layer and both sizes", "[network]") {
+    CHECK_THROWS_AS((make_network<backprop, softmax_cross_entropy>(dense<tanh_act>{784, 100},
+                                                                   dense<identity>{99, 10})),
+                    shape_error);
+    CHECK_THROWS_WITH((make_network<dfa<>, mse>(dense<tanh_act>{4, 8}, dense<tanh_act>{8, 6},
+                                                dense<identity>{5, 2})),
+                      Catch::Contains("layer 2 (dense 5 -> 2) takes 5 inputs") &&
+                        Catch::Contains("layer 1 (dense 8 -> 6) gives 6"));
+}
+
+TEST_CASE("batches of the wrong shape are refused before anything changes", "[network]") {
+    auto net =
+      make_network<backprop, softmax_cross_entropy>(dense<tanh_act>{4, 8}, dense<identity>{8, 3});
+    sgd opt{0.1};
+    const matrix<float> w = net.layer<0>().weights();
+    const auto x = random_matrix<float>(5, 4, 1);
+    const matrix<float> bad_x = xt::zeros<float>({5, 3});
+    const matrix<float> y = xt::zeros<float>({5, 3});
+    const matrix<float> bad_y = xt::zeros<float>({4, 3});
+    CHECK_THROWS_WITH(net.train_step(bad_x, y, opt), Catch::Contains("input batch is 5x3"));
+    CHECK_THROWS_WITH(net.train_step(x, bad_y, opt), Catch::Contains("target batch is 4x3"));
+    CHECK_THROWS_AS(net.forward(matrix<float>::from_shape({0, 4})), shape_error);
+    CHECK(lightloop::testing::identical(net.layer<0>().weights(), w));
+}
+
+TEST_CASE("a non-finite loss stops the step and names it", "[network]") {
+    auto net =
+      make_network<dfa<>, softmax_cross_entropy>(dense<tanh_act>{4, 8}, dense<identity>{8, 3});
+    sgd opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    const auto x = random_matrix<float>(5, 4, 1);
+    const auto y = one_hot<float>(std::span<const int>(std::vector<int>{0, 1, 2, 0, 1}), 3);
+    net.train_step(x, y, opt);
+    net.layer<1>().bias()(0) = std::numeric_limits<float>::infinity();
+    const matrix<float> w0 = net.layer<0>().weights();
+    CHECK_THROWS_AS(net.train_step(x, y, opt), divergence_error);
+    CHECK_THROWS_WITH(net.train_step(x, y, opt), Catch::Contains("at step 1"));
+    CHECK(lightloop::testing::identical(net.layer<0>().weights(), w0));
+    CHECK(net.steps() == 1);
+}
+
+TEST_CASE("the seed fixes every weight and feedback matrix", "[network]") {
+    auto a =
+      make_network<dfa<>, softmax_cross_entropy>(9, dense<relu>{4, 8}, dense<identity>{8, 3});
+    auto b =
+      make_network<dfa<>, softmax_cross_entropy>(9, dense<relu>{4, 8}, dense<identity>{8, 3});
+    auto c =
+      make_network<dfa<>, softmax_cross_entropy>(10, dense<relu>{4, 8}, dense<identity>{8, 3});
+    CHECK(lightloop::testing::identical(a.layer<0>().weights(), b.layer<0>().weights()));
+    CHECK(lightloop::testing::identical(a.feedback().device().feedback_matrix<float>(),
+                                        b.feedback().device().feedback_matrix<float>()));
+    CHECK_FALSE(lightloop::testing::identical(a.layer<0>().weights(), c.layer<0>().weights()));
+    CHECK_FALSE(lightloop::testing::identical(a.feedback().device().feedback_matrix<float>(),
+                                              c.feedback().device().feedback_matrix<float>()));
+    // Layers draw from distinct streams: two equal-shaped layers differ.
+    auto d = make_network<backprop, mse>(9, dense<relu>{8, 8}, dense<identity>{8, 8});
+    CHECK_FALSE(lightloop::testing::identical(d.layer<0>().weights(), d.layer<1>().weights()));
+}
+
+TEST_CASE("the network can be built by class template argument deduction", "[network]") {
+    network net{dfa<dense_uniform>{dense_uniform{0.5}}, mse{}, 3, dense<tanh_act>{3, 5},
+                dense<identity>{5, 2}};
+    CHECK(net.feedback().device().scale() == 0.5);
+    CHECK(net.widths() == std::array<std::size_t, 3>{3, 5, 2});
+    CHECK(decltype(net)::depth == 2);
+}
