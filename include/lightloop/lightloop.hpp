@@ -20,6 +20,7 @@
 #include "lightloop/loss/softmax_cross_entropy.hpp"
 
 #include "lightloop/projection/dense_random.hpp"
+#include "lightloop/projection/optical.hpp"
 
 #include "lightloop/feedback/backprop.hpp"
 #include "lightloop/feedback/dfa.hpp"

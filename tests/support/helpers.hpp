@@ -24,8 +24,8 @@ matrix<T> random_matrix(std::size_t rows, std::size_t cols, std::uint64_t seed,
 }
 
 /// C = op(A) op(B) by the textbook triple loop, in double.
-template <class T>
-matrix<double> naive_product(const matrix<T>& a, bool ta, const matrix<T>& b, bool tb) {
+template <class TA, class TB>
+matrix<double> naive_product(const matrix<TA>& a, bool ta, const matrix<TB>& b, bool tb) {
     const std::size_t m = ta ? a.shape(1) : a.shape(0);
     const std::size_t k = ta ? a.shape(0) : a.shape(1);
     const std::size_t n = tb ? b.shape(0) : b.shape(1);

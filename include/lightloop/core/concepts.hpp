@@ -114,6 +114,57 @@ concept optimizer = scalar<typename O::value_type> &&
     opt.set_learning_rate(lr);
 };
 
+// ---------------------------------------------------------------------------
+// The optical device's parts (projection/optical/). An optical device is a
+// projection_device assembled from an encoder (the error to binary micromirror
+// frames), a camera (intensity to measured intensity) and a readout (how the
+// measured intensities become a projection).
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// optical_encoder
+//
+// WHAT THIS REPRESENTS
+//     How a real vector becomes binary micromirror (DMD) frames: x is
+//     approximated as sum_f weight_f * frame_f with each frame in {0, 1}^in.
+// REQUIRES
+//     frames_per_sample() is the number of frames F one vector needs.
+//     encode(x, frames, weights): x has `in` entries; frames has F * in entries
+//     (frame f at [f*in, (f+1)*in)), each set to 0 or 1; weights has F entries.
+//     An all-zero frame is skipped by the device (nothing to display).
+// ---------------------------------------------------------------------------
+template <class E, class T = float>
+concept optical_encoder = scalar<T> &&
+  requires(const E enc, std::span<const T> x, std::span<T> frames, std::span<double> weights) {
+    { enc.frames_per_sample() } -> std::convertible_to<std::size_t>;
+    enc.encode(x, frames, weights);
+};
+
+// ---------------------------------------------------------------------------
+// camera_model
+//
+// WHAT THIS REPRESENTS
+//     The sensor that measures intensity: exposure, quantisation, noise.
+// REQUIRES
+//     reseed(seed) fixes its noise stream.
+//     calibrate(intensities) sets its exposure from a sample of the
+//     intensities it will see (so realistic inputs do not saturate);
+//     calibrated() says whether that has happened.
+//     expose(intensity, measured): both of one length; writes the intensity
+//     the camera reports for each pixel, in the units of `intensity`.
+//     pixels_read(), pixels_saturated(): running counts.
+// ---------------------------------------------------------------------------
+template <class C, class T = float>
+concept camera_model = scalar<T> && requires(C cam, const C ccam, std::uint64_t seed,
+                                             std::span<const T> intensity, std::span<T> measured) {
+    cam.reseed(seed);
+    cam.calibrate(intensity);
+    { ccam.calibrated() } -> std::convertible_to<bool>;
+    cam.expose(intensity, measured);
+    { ccam.pixels_read() } -> std::convertible_to<std::uint64_t>;
+    { ccam.pixels_saturated() } -> std::convertible_to<std::uint64_t>;
+};
+
 namespace detail {
 
 /// Stands for any callable the network passes to visit_parameters.

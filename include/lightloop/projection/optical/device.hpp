@@ -1,0 +1,289 @@
+#pragma once
+// optical<Readout, Camera, Encoder>: a simulated optical processing unit as a
+// projection device, so dfa<optical<...>> and drtp<optical<...>> train
+// through it.
+//
+// One projection of a batch x (n x in):
+//   1. the encoder turns each row into F binary frames and weights;
+//      all-zero frames are skipped (nothing to display);
+//   2. the medium gives the field E = R x of every frame (two real GEMMs);
+//   3. the readout exposes the camera (exposures_per_frame per frame) and
+//      decodes one row per frame;
+//   4. row r of y is the weighted sum of its frames' rows, then the readout's
+//      per-sample scaling (intensity only).
+// Before the first projection the camera is calibrated on that batch (the
+// holographic readout also measures |r|^2); those exposures are counted.
+//
+// Frame accounting: one frame is one camera exposure; a holographic
+// projection of a sample with ternary encoding costs up to 2 patterns x 2
+// exposures = 4 frames, an intensity one 2. The modelled device time is
+// frames / frame_rate: a real OPU takes one frame per exposure whatever the
+// matrix size.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/projection/optical/camera.hpp"
+#include "lightloop/projection/optical/encoder.hpp"
+#include "lightloop/projection/optical/readout.hpp"
+#include "lightloop/projection/optical/transmission_matrix.hpp"
+
+namespace lightloop {
+
+struct optical_settings {
+    /// σ², the variance of the transmission matrix's complex entries.
+    double variance = 1.0;
+    /// Frames (camera exposures) per second of the modelled device.
+    double frame_rate = 1500.0;
+    /// Also compute the noiseless projection of every batch and accumulate the
+    /// SNR of the measured one against it (costs a second decode).
+    bool track_snr = false;
+};
+
+struct optical_statistics {
+    std::uint64_t projections = 0;        ///< vectors projected
+    std::uint64_t patterns = 0;           ///< non-empty binary frames displayed
+    std::uint64_t frames = 0;             ///< camera exposures, calibration included
+    std::uint64_t calibration_frames = 0; ///< of which spent calibrating
+    std::uint64_t pixels_read = 0;
+    std::uint64_t pixels_saturated = 0;
+    double frame_rate = 1500.0;
+    double signal_energy = 0.0; ///< sum of the noiseless projections squared (track_snr)
+    double noise_energy = 0.0;  ///< sum of (measured - noiseless)^2 (track_snr)
+
+    /// The time a real OPU at frame_rate would have taken.
+    double device_seconds() const noexcept { return static_cast<double>(frames) / frame_rate; }
+    double saturated_fraction() const noexcept {
+        return pixels_read == 0
+                 ? 0.0
+                 : static_cast<double>(pixels_saturated) / static_cast<double>(pixels_read);
+    }
+    /// 10 log10(signal / noise) of the measured projections against the
+    /// noiseless ones; +inf with no noise, NaN when not tracked.
+    double snr_db() const noexcept {
+        if (signal_energy == 0.0) {
+            return std::numeric_limits<double>::quiet_NaN();
+        }
+        if (noise_energy == 0.0) {
+            return std::numeric_limits<double>::infinity();
+        }
+        return 10.0 * std::log10(signal_energy / noise_energy);
+    }
+};
+
+template <class Readout = holographic_readout<off_axis_reference>, class Camera = camera,
+          class Encoder = ternary_encoder>
+requires camera_model<Camera> && optical_encoder<Encoder>
+class optical {
+public:
+    using readout_type = Readout;
+    using camera_type = Camera;
+    using encoder_type = Encoder;
+
+    optical() = default;
+    explicit optical(Readout readout, Camera cam = {}, Encoder encoder = {},
+                     optical_settings settings = {})
+      : readout_(std::move(readout))
+      , camera_(std::move(cam))
+      , encoder_(std::move(encoder))
+      , settings_(settings) {
+        check_settings();
+    }
+    explicit optical(optical_settings settings)
+      : settings_(settings) {
+        check_settings();
+    }
+
+    /// Draws R and the reference from `seed`, reseeds the camera's noise and
+    /// forgets any calibration.
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        in_ = in;
+        out_ = out;
+        medium_ = transmission_matrix(out, in, derive_seed(seed, 0), settings_.variance);
+        readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
+        camera_.reseed(derive_seed(seed, 2));
+        if constexpr (requires { camera_.reset_counts(); }) {
+            camera_.reset_counts();
+        }
+        calibrated_ = false;
+        stats_ = optical_statistics{};
+        stats_.frame_rate = settings_.frame_rate;
+    }
+
+    std::size_t input_size() const noexcept { return in_; }
+    std::size_t output_size() const noexcept { return out_; }
+
+    template <scalar T>
+    void project(const matrix<T>& x, matrix<T>& y) {
+        const std::size_t n = x.shape(0);
+        if (x.shape(1) != in_ || y.shape(0) != n || y.shape(1) != out_) {
+            throw shape_error("lightloop::optical (" + std::to_string(in_) + " -> " +
+                              std::to_string(out_) + "): input is " + std::to_string(n) + "x" +
+                              std::to_string(x.shape(1)) + ", output is " +
+                              std::to_string(y.shape(0)) + "x" + std::to_string(y.shape(1)));
+        }
+        auto& buf = buffers_.template get<T>();
+        const std::size_t active = encode(x, buf);
+        std::fill(y.begin(), y.end(), T(0));
+        if (active > 0) {
+            medium_.field(buf.frames.data(), active, buf.re.data(), buf.im.data());
+            if (!calibrated_) {
+                const std::size_t extra = readout_.calibrate(buf.re.data(), buf.im.data(), active,
+                                                             camera_, buf.scratch.data());
+                stats_.frames += extra;
+                stats_.calibration_frames += extra;
+                calibrated_ = true;
+            }
+            readout_.measure(buf.re.data(), buf.im.data(), active, camera_, buf.decoded.data(),
+                             buf.scratch.data());
+            combine(buf, buf.decoded, active, y);
+            if (settings_.track_snr) {
+                readout_.measure_ideal(buf.re.data(), buf.im.data(), active, buf.decoded.data());
+                ensure_shape(buf.ideal, n, out_);
+                std::fill(buf.ideal.begin(), buf.ideal.end(), T(0));
+                combine(buf, buf.decoded, active, buf.ideal);
+                for (std::size_t i = 0; i < y.size(); ++i) {
+                    const double ideal = static_cast<double>(buf.ideal.data()[i]);
+                    const double err = static_cast<double>(y.data()[i]) - ideal;
+                    stats_.signal_energy += ideal * ideal;
+                    stats_.noise_energy += err * err;
+                }
+            }
+        }
+        stats_.projections += n;
+        stats_.patterns += active;
+        stats_.frames += active * Readout::exposures_per_frame;
+    }
+
+    /// Counters since configure(), with the camera's pixel counts.
+    optical_statistics statistics() const {
+        optical_statistics s = stats_;
+        s.pixels_read = camera_.pixels_read();
+        s.pixels_saturated = camera_.pixels_saturated();
+        return s;
+    }
+
+    transmission_matrix& medium() noexcept { return medium_; }
+    Readout& readout() noexcept { return readout_; }
+    const Readout& readout() const noexcept { return readout_; }
+    Camera& camera_model() noexcept { return camera_; }
+    const Encoder& encoder() const noexcept { return encoder_; }
+    const optical_settings& settings() const noexcept { return settings_; }
+    bool calibrated() const noexcept { return calibrated_; }
+
+private:
+    template <class T>
+    struct workspace {
+        matrix<T> frames;            // (n F x in), the first `active` rows hold non-empty frames
+        matrix<T> re;                // (n F x out)
+        matrix<T> im;                // (n F x out)
+        matrix<T> decoded;           // (n F x out)
+        matrix<T> scratch;           // (n F x out)
+        matrix<T> ideal;             // (n x out), with track_snr
+        std::vector<double> weights; // (n F)
+        std::vector<double> encoded_norm2; // (n): ||x̂_r||^2 of the decoded input
+        std::vector<std::size_t> owner;    // active frame -> sample * F + frame
+    };
+
+    void check_settings() const {
+        if (!(settings_.variance > 0.0) || !(settings_.frame_rate > 0.0)) {
+            throw config_error("lightloop::optical: variance and frame_rate must be positive");
+        }
+    }
+
+    /// Encodes every row, keeps the non-empty frames packed at the top of
+    /// buf.frames and returns how many there are.
+    template <class T>
+    std::size_t encode(const matrix<T>& x, workspace<T>& buf) {
+        const std::size_t n = x.shape(0);
+        const std::size_t f_count = encoder_.frames_per_sample();
+        ensure_shape(buf.frames, n * f_count, in_);
+        ensure_shape(buf.re, n * f_count, out_);
+        ensure_shape(buf.im, n * f_count, out_);
+        ensure_shape(buf.decoded, n * f_count, out_);
+        ensure_shape(buf.scratch, n * f_count, out_);
+        buf.weights.resize(n * f_count);
+        buf.encoded_norm2.resize(n);
+        buf.owner.resize(n * f_count);
+        std::size_t active = 0;
+        T* frames = buf.frames.data();
+        for (std::size_t r = 0; r < n; ++r) {
+            // Encode into the slot right after the packed frames; r F >= active.
+            T* slot = frames + active * in_;
+            encoder_.encode(std::span<const T>(x.data() + r * in_, in_),
+                            std::span<T>(slot, f_count * in_),
+                            std::span<double>(buf.weights.data() + r * f_count, f_count));
+            double norm2 = 0.0;
+            for (std::size_t k = 0; k < in_; ++k) {
+                double v = 0.0;
+                for (std::size_t f = 0; f < f_count; ++f) {
+                    v += buf.weights[r * f_count + f] * static_cast<double>(slot[f * in_ + k]);
+                }
+                norm2 += v * v;
+            }
+            buf.encoded_norm2[r] = norm2;
+            for (std::size_t f = 0; f < f_count; ++f) {
+                const T* frame = slot + f * in_;
+                const bool empty = std::all_of(frame, frame + in_, [](T v) { return v == T(0); });
+                if (empty || buf.weights[r * f_count + f] == 0.0) {
+                    continue;
+                }
+                if (frames + active * in_ != frame) {
+                    std::copy(frame, frame + in_, frames + active * in_);
+                }
+                buf.owner[active] = r * f_count + f;
+                ++active;
+            }
+        }
+        return active;
+    }
+
+    /// out_r = sum over sample r's active frames of weight * decoded row, then
+    /// the readout's per-sample scaling.
+    template <class T>
+    void combine(workspace<T>& buf, const matrix<T>& decoded, std::size_t active,
+                 matrix<T>& out) const {
+        const std::size_t f_count = encoder_.frames_per_sample();
+        for (std::size_t i = 0; i < active; ++i) {
+            const std::size_t sample = buf.owner[i] / f_count;
+            const auto w = static_cast<T>(buf.weights[buf.owner[i]]);
+            const T* row = decoded.data() + i * out_;
+            T* target = out.data() + sample * out_;
+            for (std::size_t j = 0; j < out_; ++j) {
+                target[j] += w * row[j];
+            }
+        }
+        for (std::size_t r = 0; r < out.shape(0); ++r) {
+            readout_.finish_sample(std::span<T>(out.data() + r * out_, out_), buf.encoded_norm2[r]);
+        }
+    }
+
+    Readout readout_{};
+    Camera camera_{};
+    Encoder encoder_{};
+    optical_settings settings_{};
+    std::size_t in_ = 0;
+    std::size_t out_ = 0;
+    transmission_matrix medium_;
+    bool calibrated_ = false;
+    optical_statistics stats_{};
+    detail::per_scalar<workspace> buffers_;
+};
+
+static_assert(projection_device<optical<>> && projection_device<optical<>, double>);
+static_assert(projection_device<optical<intensity_readout>>);
+static_assert(projection_device<optical<holographic_readout<dmd_reference>, ideal_camera>>);
+
+} // namespace lightloop

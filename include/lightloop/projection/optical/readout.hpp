@@ -1,0 +1,237 @@
+#pragma once
+// Readouts: how camera intensities become a projection.
+//
+// Both work on the field E = R x of `rows` frames (Re E, Im E; rows x out) and
+// write one decoded row per frame. The device then recombines the frames of a
+// sample with the encoder's weights.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/projection/optical/reference.hpp"
+
+namespace lightloop {
+
+/// The raw intensity |R x|^2: what a lensless OPU measures in one frame, a
+/// non-linear random projection. A sample is decoded as y(e₊) - y(e₋)
+/// (weighted by the encoder's scale). One exposure per frame.
+///
+/// Scale: |R x|^2 is quadratic in x, so no constant makes it match the dense
+/// device. Each sample's output is instead rescaled so its RMS over the output
+/// pixels equals the RMS the dense device gives for the same encoded input,
+/// ||x̂|| / sqrt(in), computed from the measured intensities alone.
+class intensity_readout {
+public:
+    static constexpr const char* name = "intensity";
+    static constexpr std::size_t exposures_per_frame = 1;
+
+    void configure(std::size_t in, std::size_t out, std::uint64_t /*seed*/, double /*variance*/) {
+        in_ = in;
+        out_ = out;
+    }
+
+    /// Calibrates the camera's exposure on this batch's intensities. Returns
+    /// the extra exposures calibration took (none: it reuses the batch).
+    template <scalar T, class Camera>
+    std::size_t calibrate(const T* re, const T* im, std::size_t rows, Camera& cam, T* scratch) {
+        intensity(re, im, rows, scratch);
+        cam.calibrate(std::span<const T>(scratch, rows * out_));
+        return 0;
+    }
+
+    template <scalar T, class Camera>
+    void measure(const T* re, const T* im, std::size_t rows, Camera& cam, T* decoded, T* scratch) {
+        intensity(re, im, rows, scratch);
+        cam.expose(std::span<const T>(scratch, rows * out_), std::span<T>(decoded, rows * out_));
+    }
+
+    template <scalar T>
+    void measure_ideal(const T* re, const T* im, std::size_t rows, T* decoded) {
+        intensity(re, im, rows, decoded);
+    }
+
+    template <scalar T>
+    void finish_sample(std::span<T> y, double encoded_norm2) const {
+        double sum2 = 0.0;
+        for (const T v : y) {
+            sum2 += static_cast<double>(v) * static_cast<double>(v);
+        }
+        if (sum2 <= 0.0) {
+            return;
+        }
+        const double rms = std::sqrt(sum2 / static_cast<double>(y.size()));
+        const double target = std::sqrt(encoded_norm2 / static_cast<double>(in_));
+        const auto factor = static_cast<T>(target / rms);
+        for (T& v : y) {
+            v *= factor;
+        }
+    }
+
+private:
+    template <class T>
+    void intensity(const T* re, const T* im, std::size_t rows, T* out) const {
+        const std::size_t count = rows * out_;
+        for (std::size_t i = 0; i < count; ++i) {
+            out[i] = re[i] * re[i] + im[i] * im[i];
+        }
+    }
+
+    std::size_t in_ = 0;
+    std::size_t out_ = 0;
+};
+
+/// Holographic readout. The camera sees |E + r|^2 = |E|^2 + |r|^2 + 2 Re(r̄ E).
+/// Each frame costs two exposures: one with the reference (|E + r|^2) and one
+/// without (|E|^2); |r|^2 is calibrated once, averaged over
+/// `calibration_frames` exposures of the reference alone. What remains,
+///     |E + r|^2 - |r|^2 - |E|^2 = 2 Re(r̄ ⊙ R x) = M x,   M = 2 Re(r̄ ⊙ R),
+/// is LINEAR in x, so B e_t = B e₊ - B e₋ holds. Given r, M_jk =
+/// 2 |r_j| Re(exp(-i arg r_j) R_jk) ~ N(0, 2 σ² |r_j|^2): a real Gaussian matrix.
+///
+/// Scale: the output is divided by sqrt(in * 2 σ² mean_j |r_j|^2) (with the
+/// calibrated |r|^2), so M's entries have variance 1 / in on average, the
+/// dense device's normalisation: one learning rate serves both devices.
+template <class Reference = off_axis_reference>
+class holographic_readout {
+public:
+    static constexpr const char* name = "holographic";
+    static constexpr std::size_t exposures_per_frame = 2;
+
+    holographic_readout() = default;
+    explicit holographic_readout(Reference reference, std::size_t calibration_frames = 16)
+      : reference_(reference)
+      , calibration_frames_(calibration_frames) {
+        if (calibration_frames == 0) {
+            throw config_error("lightloop::holographic_readout: calibration_frames must be >= 1");
+        }
+    }
+
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed, double variance) {
+        in_ = in;
+        out_ = out;
+        variance_ = variance;
+        reference_.make(out, in, seed, variance, reference_re_, reference_im_);
+        reference_power_.resize(out);
+        for (std::size_t j = 0; j < out; ++j) {
+            reference_power_[j] =
+              reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
+        }
+        calibrated_power_ = reference_power_;
+        set_normalisation();
+    }
+
+    /// Sets the camera's exposure on this batch's brighter exposures, |E + r|^2,
+    /// then measures |r|^2 with the reference alone. Returns the extra
+    /// exposures (calibration_frames).
+    template <scalar T, class Camera>
+    std::size_t calibrate(const T* re, const T* im, std::size_t rows, Camera& cam, T* scratch) {
+        with_reference(re, im, rows, scratch);
+        cam.calibrate(std::span<const T>(scratch, rows * out_));
+        std::vector<T> power(out_);
+        std::vector<T> measured(out_);
+        for (std::size_t j = 0; j < out_; ++j) {
+            power[j] = static_cast<T>(reference_power_[j]);
+        }
+        std::fill(calibrated_power_.begin(), calibrated_power_.end(), 0.0);
+        for (std::size_t c = 0; c < calibration_frames_; ++c) {
+            cam.expose(std::span<const T>(power), std::span<T>(measured));
+            for (std::size_t j = 0; j < out_; ++j) {
+                calibrated_power_[j] += static_cast<double>(measured[j]);
+            }
+        }
+        for (double& p : calibrated_power_) {
+            p /= static_cast<double>(calibration_frames_);
+        }
+        set_normalisation();
+        return calibration_frames_;
+    }
+
+    template <scalar T, class Camera>
+    void measure(const T* re, const T* im, std::size_t rows, Camera& cam, T* decoded, T* scratch) {
+        const std::size_t count = rows * out_;
+        with_reference(re, im, rows, scratch);
+        cam.expose(std::span<const T>(scratch, count), std::span<T>(scratch, count));
+        for (std::size_t i = 0; i < count; ++i) {
+            decoded[i] = re[i] * re[i] + im[i] * im[i];
+        }
+        cam.expose(std::span<const T>(decoded, count), std::span<T>(decoded, count));
+        const auto norm = static_cast<T>(normalisation_);
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t j = 0; j < out_; ++j) {
+                const std::size_t i = r * out_ + j;
+                decoded[i] =
+                  (scratch[i] - static_cast<T>(calibrated_power_[j]) - decoded[i]) * norm;
+            }
+        }
+    }
+
+    /// The linear term computed directly, 2 Re(r̄ E) times the normalisation.
+    template <scalar T>
+    void measure_ideal(const T* re, const T* im, std::size_t rows, T* decoded) const {
+        const auto norm = 2.0 * normalisation_;
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t j = 0; j < out_; ++j) {
+                const std::size_t i = r * out_ + j;
+                decoded[i] = static_cast<T>(norm * (reference_re_[j] * static_cast<double>(re[i]) +
+                                                    reference_im_[j] * static_cast<double>(im[i])));
+            }
+        }
+    }
+
+    template <scalar T>
+    void finish_sample(std::span<T>, double) const noexcept {}
+
+    const std::vector<double>& reference_real() const noexcept { return reference_re_; }
+    const std::vector<double>& reference_imag() const noexcept { return reference_im_; }
+    const std::vector<double>& calibrated_reference_power() const noexcept {
+        return calibrated_power_;
+    }
+    /// The factor applied to |E + r|^2 - |r|^2 - |E|^2.
+    double normalisation() const noexcept { return normalisation_; }
+    const Reference& reference() const noexcept { return reference_; }
+
+private:
+    template <class T>
+    void with_reference(const T* re, const T* im, std::size_t rows, T* out) const {
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t j = 0; j < out_; ++j) {
+                const std::size_t i = r * out_ + j;
+                const T a = re[i] + static_cast<T>(reference_re_[j]);
+                const T b = im[i] + static_cast<T>(reference_im_[j]);
+                out[i] = a * a + b * b;
+            }
+        }
+    }
+
+    void set_normalisation() {
+        double mean_power = 0.0;
+        for (const double p : calibrated_power_) {
+            mean_power += p;
+        }
+        mean_power /= static_cast<double>(std::max<std::size_t>(out_, 1));
+        if (!(mean_power > 0.0)) {
+            throw config_error(
+              "lightloop::holographic_readout: calibrated reference power is zero");
+        }
+        normalisation_ = 1.0 / std::sqrt(static_cast<double>(in_) * 2.0 * variance_ * mean_power);
+    }
+
+    Reference reference_{};
+    std::size_t calibration_frames_ = 16;
+    std::size_t in_ = 0;
+    std::size_t out_ = 0;
+    double variance_ = 1.0;
+    std::vector<double> reference_re_;
+    std::vector<double> reference_im_;
+    std::vector<double> reference_power_;
+    std::vector<double> calibrated_power_;
+    double normalisation_ = 1.0;
+};
+
+} // namespace lightloop

@@ -1,0 +1,422 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+using lightloop::testing::random_matrix;
+
+namespace {
+
+/// Σ_f w_f frame_f: what the encoder says the vector is.
+template <class Encoder>
+std::vector<double> decode(const Encoder& enc, const std::vector<double>& x,
+                           std::vector<double>* frames_out = nullptr) {
+    const std::size_t in = x.size();
+    const std::size_t f_count = enc.frames_per_sample();
+    std::vector<double> frames(f_count * in, -1.0);
+    std::vector<double> weights(f_count);
+    enc.encode(std::span<const double>(x), std::span<double>(frames), std::span<double>(weights));
+    std::vector<double> out(in, 0.0);
+    for (std::size_t f = 0; f < f_count; ++f) {
+        for (std::size_t k = 0; k < in; ++k) {
+            out[k] += weights[f] * frames[f * in + k];
+        }
+    }
+    if (frames_out != nullptr) {
+        *frames_out = frames;
+    }
+    return out;
+}
+
+/// M = 2 Re(r̄ ⊙ R) times the readout's normalisation, formed entry by entry
+/// from the device's medium and reference: the matrix the holographic readout
+/// must apply.
+template <class Device>
+matrix<double> holographic_matrix(Device& device) {
+    auto& medium = device.medium();
+    const auto& re = medium.template real<double>();
+    const auto& im = medium.template imag<double>();
+    const auto& r_re = device.readout().reference_real();
+    const auto& r_im = device.readout().reference_imag();
+    auto m = matrix<double>::from_shape({re.shape(0), re.shape(1)});
+    // conj(r) R = (r_re - i r_im)(R_re + i R_im); its real part is r_re R_re + r_im R_im.
+    for (std::size_t j = 0; j < m.shape(0); ++j) {
+        for (std::size_t k = 0; k < m.shape(1); ++k) {
+            m(j, k) =
+              2.0 * (r_re[j] * re(j, k) + r_im[j] * im(j, k)) * device.readout().normalisation();
+        }
+    }
+    return m;
+}
+
+/// A batch whose rows are already ternary multiples (c_r * {-1, 0, 1}), so the
+/// ternary encoder represents them exactly.
+template <class T>
+matrix<T> ternary_batch(std::size_t n, std::size_t in, std::uint64_t seed) {
+    auto x = matrix<T>::from_shape({n, in});
+    rng gen(seed);
+    for (std::size_t r = 0; r < n; ++r) {
+        const double c = 0.5 + gen.uniform();
+        for (std::size_t k = 0; k < in; ++k) {
+            const auto level = static_cast<double>(gen.below(3)) - 1.0;
+            x(r, k) = static_cast<T>(c * level);
+        }
+        x(r, 0) = static_cast<T>(c); // never all zero
+    }
+    return x;
+}
+
+} // namespace
+
+TEST_CASE("ternary encoding decodes constructed inputs exactly", "[projection][optical][encoder]") {
+    // max |e| = 0.9, τ = 0.25 * 0.9 = 0.225: keeps 0.9 (+) and -0.6 (-); the
+    // scale is the mean kept magnitude (0.9 + 0.6) / 2 = 0.75.
+    std::vector<double> frames;
+    const auto decoded = decode(ternary_encoder{}, {0.9, -0.05, -0.6, 0.2}, &frames);
+    CHECK(frames == std::vector<double>{1, 0, 0, 0, /* e₋ */ 0, 0, 1, 0});
+    CHECK(decoded == std::vector<double>{0.75, 0.0, -0.75, 0.0});
+    // Threshold 0 keeps every non-zero entry; the zero vector shows nothing.
+    CHECK(decode(ternary_encoder{0.0}, {0.5, 0.0, -0.5}) == std::vector<double>{0.5, 0.0, -0.5});
+    CHECK(decode(ternary_encoder{}, {0.0, 0.0}) == std::vector<double>{0.0, 0.0});
+    CHECK_THROWS_AS(ternary_encoder{1.0}, config_error);
+}
+
+TEST_CASE("bit-plane encoding is exact on its grid and within half a step off it",
+          "[projection][optical][encoder]") {
+    // 3 planes: Δ = max / 7 = 0.1; 7 = 111b, 5 = 101b on the plus planes,
+    // 3 = 011b, 1 = 001b on the minus planes.
+    std::vector<double> frames;
+    const std::vector<double> grid{0.7, -0.3, 0.0, 0.5, -0.1};
+    const auto decoded = decode(bitplane_encoder{3}, grid, &frames);
+    for (std::size_t k = 0; k < grid.size(); ++k) {
+        CHECK(decoded[k] == Approx(grid[k]).margin(1e-15));
+    }
+    for (const double f : frames) {
+        CHECK((f == 0.0 || f == 1.0));
+    }
+    // Plane 0 (weight Δ) of the plus family holds the odd positives 7 and 5.
+    CHECK(std::vector<double>(frames.begin(), frames.begin() + 5) ==
+          std::vector<double>{1, 0, 0, 1, 0});
+    const std::vector<double> off{0.93, -0.41, 0.07, -0.66};
+    const auto approx = decode(bitplane_encoder{4}, off);
+    const double step = 0.93 / 15.0;
+    for (std::size_t k = 0; k < off.size(); ++k) {
+        CHECK(std::abs(approx[k] - off[k]) <= step / 2 + 1e-15);
+    }
+    CHECK_THROWS_AS(bitplane_encoder{0}, config_error);
+}
+
+TEST_CASE("the transmission matrix is complex Gaussian, seeded, and gives E = R x",
+          "[projection][optical][medium]") {
+    const double variance = 2.5;
+    transmission_matrix a(3000, 40, 11, variance);
+    transmission_matrix b(3000, 40, 11, variance);
+    transmission_matrix c(3000, 40, 12, variance);
+    CHECK(lightloop::testing::identical(a.real<double>(), b.real<double>()));
+    CHECK_FALSE(lightloop::testing::identical(a.real<double>(), c.real<double>()));
+    const auto re = lightloop::testing::moments_of(a.real<double>());
+    const auto im = lightloop::testing::moments_of(a.imag<double>());
+    const double n = 3000.0 * 40.0;
+    // Re and Im each N(0, σ²/2): E|R|^2 = σ². Second-moment relative s.e. sqrt(2/n).
+    CHECK(std::abs(re.variance / (variance / 2) - 1) < 5 * std::sqrt(2 / n));
+    CHECK(std::abs(im.variance / (variance / 2) - 1) < 5 * std::sqrt(2 / n));
+    CHECK(std::abs(re.mean) < 5 * std::sqrt(variance / 2 / n));
+    double cross = 0;
+    for (std::size_t i = 0; i < a.real<double>().size(); ++i) {
+        cross += a.real<double>().data()[i] * a.imag<double>().data()[i];
+    }
+    // Re and Im independent: correlation ~ N(0, 1/n).
+    CHECK(std::abs(cross / n / (variance / 2)) < 5 / std::sqrt(n));
+
+    const auto x = random_matrix<double>(3, 40, 5);
+    auto e_re = matrix<double>::from_shape({3, 3000});
+    auto e_im = matrix<double>::from_shape({3, 3000});
+    a.field(x.data(), 3, e_re.data(), e_im.data());
+    const auto expected_re = lightloop::testing::naive_product(x, false, a.real<double>(), true);
+    const auto expected_im = lightloop::testing::naive_product(x, false, a.imag<double>(), true);
+    CHECK(lightloop::testing::max_abs_diff(e_re, expected_re) < 1e-12);
+    CHECK(lightloop::testing::max_abs_diff(e_im, expected_im) < 1e-12);
+}
+
+TEMPLATE_TEST_CASE("holographic readout with an ideal camera is x M^T with M = 2 Re(r̄ ⊙ R)",
+                   "[projection][optical][holographic]", off_axis_reference, dmd_reference) {
+    // Relative error of the projection against x M^T, in scalar type T.
+    auto relative_error = [](auto zero) {
+        using T = decltype(zero);
+        optical<holographic_readout<TestType>, ideal_camera> device;
+        device.configure(12, 300, 41);
+        const auto x = ternary_batch<T>(7, 12, 3);
+        auto y = matrix<T>::from_shape({7, 300});
+        device.project(x, y);
+        const auto expected =
+          lightloop::testing::naive_product(x, false, holographic_matrix(device), true);
+        return lightloop::testing::max_abs_diff(y, expected) /
+               lightloop::testing::max_abs(expected);
+    };
+    // |E + r|^2 - |r|^2 - |E|^2 cancels terms of size |r|^2 ~ σ² in, about 10
+    // times the linear term here: double rounding leaves ~1e-15 of them; float
+    // (eps 6e-8) with float GEMMs stays under 1e-4 of the output's scale.
+    CHECK(relative_error(0.0) < 1e-11);
+    CHECK(relative_error(0.0f) < 1e-4);
+}
+
+TEST_CASE("the holographic matrix has uncorrelated entries of the predicted variance",
+          "[projection][optical][holographic]") {
+    const std::size_t in = 40;
+    const std::size_t out = 3000;
+    const double n = static_cast<double>(in * out);
+    SECTION("off-axis reference: uniform |r|, so every entry has variance 1 / in") {
+        optical<holographic_readout<off_axis_reference>, ideal_camera> device;
+        device.configure(in, out, 5);
+        const auto m = holographic_matrix(device);
+        const auto moments = lightloop::testing::moments_of(m);
+        CHECK(std::abs(moments.mean) < 5 * std::sqrt(1.0 / in / n));
+        CHECK(std::abs(moments.variance * in - 1.0) < 5 * std::sqrt(2.0 / n));
+        // Correlation of horizontal and vertical neighbours: ~ N(0, 1/pairs).
+        double horizontal = 0;
+        double vertical = 0;
+        for (std::size_t j = 0; j + 1 < out; ++j) {
+            for (std::size_t k = 0; k + 1 < in; ++k) {
+                horizontal += m(j, k) * m(j, k + 1);
+                vertical += m(j, k) * m(j + 1, k);
+            }
+        }
+        const double pairs = static_cast<double>((out - 1) * (in - 1));
+        CHECK(std::abs(horizontal / pairs / moments.variance) < 5 / std::sqrt(pairs));
+        CHECK(std::abs(vertical / pairs / moments.variance) < 5 / std::sqrt(pairs));
+    }
+    SECTION("DMD reference: row j has variance 2 σ² |r_j|^2 times the normalisation squared") {
+        optical<holographic_readout<dmd_reference>, ideal_camera> device;
+        device.configure(in, out, 6);
+        const auto m = holographic_matrix(device);
+        const auto& power = device.readout().calibrated_reference_power();
+        const double norm2 = device.readout().normalisation() * device.readout().normalisation();
+        double ratio_sum = 0;
+        for (std::size_t j = 0; j < out; ++j) {
+            double row = 0;
+            for (std::size_t k = 0; k < in; ++k) {
+                row += m(j, k) * m(j, k);
+            }
+            ratio_sum += (row / in) / (2.0 * 1.0 * power[j] * norm2);
+        }
+        // Mean over rows of (row second moment / prediction): s.e. sqrt(2 / n).
+        CHECK(std::abs(ratio_sum / out - 1.0) < 5 * std::sqrt(2.0 / n));
+        // And on average over rows the entries still have variance 1 / in.
+        CHECK(std::abs(lightloop::testing::moments_of(m).variance * in - 1.0) < 0.05);
+    }
+}
+
+TEST_CASE("the intensity readout's mean over random patterns is σ² ||x||^2",
+          "[projection][optical][intensity]") {
+    // E_j = sum over the m on-pixels of R_jk, so E_j ~ CN(0, σ² m) and
+    // |E_j|^2 is exponential with mean σ² m = σ² ||x||^2 for binary x.
+    const double variance = 2.5;
+    const std::size_t in = 30;
+    const std::size_t out = 500;
+    const std::size_t patterns = 200;
+    transmission_matrix medium(out, in, 9, variance);
+    intensity_readout readout;
+    readout.configure(in, out, 0, variance);
+    ideal_camera cam;
+    auto frames = matrix<double>::from_shape({patterns, in});
+    rng gen(10);
+    std::vector<double> on(patterns, 0.0);
+    for (std::size_t p = 0; p < patterns; ++p) {
+        for (std::size_t k = 0; k < in; ++k) {
+            frames(p, k) = gen.uniform() < 0.3 ? 1.0 : 0.0;
+            on[p] += frames(p, k);
+        }
+    }
+    auto re = matrix<double>::from_shape({patterns, out});
+    auto im = matrix<double>::from_shape({patterns, out});
+    auto intensity = matrix<double>::from_shape({patterns, out});
+    auto scratch = matrix<double>::from_shape({patterns, out});
+    medium.field(frames.data(), patterns, re.data(), im.data());
+    readout.measure(re.data(), im.data(), patterns, cam, intensity.data(), scratch.data());
+    double ratio = 0;
+    for (std::size_t p = 0; p < patterns; ++p) {
+        double mean = 0;
+        for (std::size_t j = 0; j < out; ++j) {
+            mean += intensity(p, j) / out;
+        }
+        ratio += mean / (variance * on[p]) / patterns;
+    }
+    // Each pattern's mean over `out` pixels of an exponential has relative s.e.
+    // ~1/sqrt(out); averaged over patterns (rows of R shared, so not fully
+    // independent) it is well inside 5%.
+    CHECK(ratio == Approx(1.0).margin(0.05));
+}
+
+TEST_CASE("the camera quantises to within half an LSB and counts saturated pixels",
+          "[projection][optical][camera]") {
+    camera cam({.bits = 8, .read_noise = 0.0, .shot_noise = false});
+    cam.set_exposure(100.0);
+    const double lsb = cam.lsb();
+    // counts = round(I / lsb) + offset clips at 255: saturated iff
+    // I / lsb >= 255 - offset - 0.5.
+    const double clip = (cam.max_count() - cam.settings().dark_offset - 0.5) * lsb;
+    std::vector<double> intensity(20000);
+    rng gen(3);
+    for (double& v : intensity) {
+        v = gen.uniform(0.0, 1.3 * clip);
+    }
+    std::vector<double> measured(intensity.size());
+    cam.expose(std::span<const double>(intensity), std::span<double>(measured));
+    std::uint64_t expected_saturated = 0;
+    double worst = 0;
+    for (std::size_t i = 0; i < intensity.size(); ++i) {
+        if (intensity[i] >= clip) {
+            ++expected_saturated;
+            CHECK(measured[i] == Approx(cam.saturation_intensity()));
+        } else {
+            worst = std::max(worst, std::abs(measured[i] - intensity[i]));
+        }
+    }
+    CHECK(worst <= 0.5 * lsb * (1 + 1e-12));
+    CHECK(worst > 0.4 * lsb); // and it does quantise
+    CHECK(cam.pixels_saturated() == expected_saturated);
+    CHECK(cam.pixels_read() == intensity.size());
+}
+
+TEST_CASE("camera shot and read noise have the variance of their model",
+          "[projection][optical][camera]") {
+    // 16 bits makes quantisation negligible (LSB^2/12 << the noise variance).
+    // Reported intensity I' = electrons / exposure, electrons ~ Poisson(g I) +
+    // N(0, read^2): Var(I') = (g I + read^2) / g^2.
+    const double exposure = 50.0;
+    const double read = 20.0;
+    camera cam({.bits = 16, .full_well = 1e6, .read_noise = read, .dark_offset = 100});
+    cam.reseed(8);
+    cam.set_exposure(exposure);
+    for (const double level : {2.0, 40.0}) {
+        CAPTURE(level);
+        std::vector<double> intensity(40000, level);
+        std::vector<double> measured(intensity.size());
+        cam.expose(std::span<const double>(intensity), std::span<double>(measured));
+        const auto m = lightloop::testing::moments_of(measured);
+        const double var = m.variance - m.mean * m.mean;
+        const double expected = (exposure * level + read * read) / (exposure * exposure);
+        // Mean s.e. sqrt(var / n); variance relative s.e. ~sqrt(2 / n) = 0.7%.
+        CHECK(std::abs(m.mean - level) < 5 * std::sqrt(expected / 40000.0));
+        CHECK(var / expected == Approx(1.0).margin(0.05));
+    }
+}
+
+TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",
+          "[projection][optical][camera]") {
+    camera cam;
+    std::vector<double> sample(10000);
+    rng gen(4);
+    for (double& v : sample) {
+        v = -std::log(1.0 - gen.uniform()) * 7.0; // exponential speckle, mean 7
+    }
+    CHECK_FALSE(cam.calibrated());
+    cam.calibrate(std::span<const double>(sample));
+    REQUIRE(cam.calibrated());
+    // The 99.9 % quantile of Exp(mean 7) is 7 ln 1000 = 48.4; it must land at
+    // 80 % of full well.
+    CHECK(cam.settings().exposure * 7.0 * std::log(1000.0) ==
+          Approx(0.8 * cam.settings().full_well).epsilon(0.1));
+    std::vector<double> measured(sample.size());
+    cam.expose(std::span<const double>(sample), std::span<double>(measured));
+    // Saturation needs I > q / 0.8, i.e. 1.25 times the 99.9 % quantile:
+    // P = 1000^-1.25 = 1.8e-4 for an exponential, plus noise.
+    CHECK(static_cast<double>(cam.pixels_saturated()) / 10000.0 < 1e-3);
+    CHECK_THROWS_AS(camera({.bits = 0}), config_error);
+    CHECK_THROWS_AS(cam.calibrate(std::span<const double>(std::vector<double>(5, 0.0))),
+                    config_error);
+}
+
+TEST_CASE("the holographic SNR falls as noise rises and rises with bit depth",
+          "[projection][optical][snr]") {
+    const auto x = ternary_batch<float>(64, 10, 12);
+    std::uint64_t saturated = 0;
+    auto snr = [&](camera_settings settings) {
+        optical<holographic_readout<>, camera> device(holographic_readout<>{}, camera(settings),
+                                                      ternary_encoder{}, {.track_snr = true});
+        device.configure(10, 512, 77);
+        auto y = matrix<float>::from_shape({64, 512});
+        device.project(x, y);
+        device.project(x, y);
+        saturated += device.statistics().pixels_saturated;
+        return device.statistics().snr_db();
+    };
+    const double quiet = snr({.read_noise = 0.0});
+    const double noisy = snr({.read_noise = 30.0});
+    const double loud = snr({.read_noise = 120.0});
+    CAPTURE(quiet, noisy, loud);
+    CHECK(quiet > noisy + 1.0);
+    CHECK(noisy > loud + 3.0);
+    // Quantisation alone (no shot or read noise, and headroom to spare so no
+    // pixel clips): its variance falls by 4 per extra bit, so two more bits
+    // gain 10 log10(16) = 12 dB.
+    std::vector<double> by_bits;
+    saturated = 0;
+    for (const int bits : {6, 8, 10}) {
+        by_bits.push_back(
+          snr({.bits = bits, .read_noise = 0.0, .shot_noise = false, .headroom = 0.5}));
+    }
+    CAPTURE(by_bits[0], by_bits[1], by_bits[2]);
+    REQUIRE(saturated == 0);
+    CHECK(by_bits[1] - by_bits[0] == Approx(12.0).margin(2.5));
+    CHECK(by_bits[2] - by_bits[1] == Approx(12.0).margin(2.5));
+}
+
+TEST_CASE("the optical device counts frames, device time and skips empty frames",
+          "[projection][optical][statistics]") {
+    const auto x = ternary_batch<float>(5, 8, 2);
+    // Every row has a positive entry; count the rows that also have a negative one.
+    std::size_t patterns = 0;
+    for (std::size_t r = 0; r < 5; ++r) {
+        bool negative = false;
+        for (std::size_t k = 0; k < 8; ++k) {
+            negative = negative || x(r, k) < 0;
+        }
+        patterns += negative ? 2 : 1;
+    }
+    auto y = matrix<float>::from_shape({5, 64});
+    SECTION("holographic: two exposures per pattern plus 16 calibration frames") {
+        optical<holographic_readout<>, camera> device(optical_settings{.frame_rate = 2000.0});
+        device.configure(8, 64, 1);
+        device.project(x, y);
+        const auto stats = device.statistics();
+        CHECK(stats.projections == 5);
+        CHECK(stats.patterns == patterns);
+        CHECK(stats.calibration_frames == 16);
+        CHECK(stats.frames == 2 * patterns + 16);
+        CHECK(stats.device_seconds() ==
+              Approx((2.0 * static_cast<double>(patterns) + 16) / 2000.0));
+        CHECK(stats.pixels_read == stats.frames * 64);
+    }
+    SECTION("intensity: one exposure per pattern; a zero row costs nothing and projects to 0") {
+        optical<intensity_readout, camera> device;
+        device.configure(8, 64, 1);
+        device.project(x, y);
+        CHECK(device.statistics().frames == patterns);
+        const matrix<float> zero = xt::zeros<float>({2, 8});
+        auto y0 = matrix<float>::from_shape({2, 64});
+        device.project(zero, y0);
+        CHECK(device.statistics().frames == patterns);
+        CHECK(lightloop::testing::max_abs(y0) == 0.0);
+    }
+    auto bad = matrix<float>::from_shape({5, 63});
+    optical<> device;
+    device.configure(8, 64, 1);
+    CHECK_THROWS_WITH(device.project(x, bad), Catch::Contains("output is 5x63"));
+}
+
+TEST_CASE("the optical device is a function of its seed, noise included", "[projection][optical]") {
+    const auto x = ternary_batch<float>(4, 10, 1);
+    auto run = [&](std::uint64_t seed) {
+        optical<holographic_readout<dmd_reference>, camera> device;
+        device.configure(10, 128, seed);
+        auto y = matrix<float>::from_shape({4, 128});
+        device.project(x, y);
+        device.project(x, y);
+        return y;
+    };
+    CHECK(lightloop::testing::identical(run(3), run(3)));
+    CHECK_FALSE(lightloop::testing::identical(run(3), run(4)));
+}
