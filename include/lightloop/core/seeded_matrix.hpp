@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <type_traits>
 
 #include "lightloop/core/concepts.hpp"
@@ -17,6 +16,26 @@
 #include "lightloop/core/tensor.hpp"
 
 namespace lightloop {
+
+namespace detail {
+
+/// One buffer per scalar type, for policies used by float and double networks.
+template <template <class> class Tensor>
+struct per_scalar {
+    Tensor<float> f;
+    Tensor<double> d;
+
+    template <class T>
+    Tensor<T>& get() noexcept {
+        if constexpr (std::is_same_v<T, float>) {
+            return f;
+        } else {
+            return d;
+        }
+    }
+};
+
+} // namespace detail
 
 /// i.i.d. N(0, 1) entries before scaling.
 struct gaussian_entries {
@@ -49,53 +68,28 @@ public:
     /// reference is mutable so a test or an experiment can impose a matrix.
     template <scalar T>
     matrix<T>& get() {
-        auto& slot = storage<T>();
-        if (!slot) {
-            slot.emplace(matrix<T>::from_shape({rows_, cols_}));
+        matrix<T>& m = storage_.template get<T>();
+        bool& ready = std::is_same_v<T, float> ? float_ready_ : double_ready_;
+        if (!ready) {
+            m.resize({rows_, cols_});
             rng gen(seed_);
-            for (auto& v : *slot) {
+            for (auto& v : m) {
                 v = static_cast<T>(stddev_ * Entries::draw(gen));
             }
+            ready = true;
         }
-        return *slot;
+        return m;
     }
 
 private:
-    template <class T>
-    std::optional<matrix<T>>& storage() {
-        if constexpr (std::is_same_v<T, float>) {
-            return float_;
-        } else {
-            return double_;
-        }
-    }
-
     std::size_t rows_ = 0;
     std::size_t cols_ = 0;
     std::uint64_t seed_ = 0;
     double stddev_ = 1.0;
-    std::optional<matrix<float>> float_;
-    std::optional<matrix<double>> double_;
+    // Not std::optional: GCC 12 under ASan warns spuriously on optional<xtensor>.
+    detail::per_scalar<matrix> storage_;
+    bool float_ready_ = false;
+    bool double_ready_ = false;
 };
-
-namespace detail {
-
-/// One buffer per scalar type, for policies used by float and double networks.
-template <template <class> class Tensor>
-struct per_scalar {
-    Tensor<float> f;
-    Tensor<double> d;
-
-    template <class T>
-    Tensor<T>& get() noexcept {
-        if constexpr (std::is_same_v<T, float>) {
-            return f;
-        } else {
-            return d;
-        }
-    }
-};
-
-} // namespace detail
 
 } // namespace lightloop
