@@ -6,7 +6,8 @@
 // random medium; on a real device, by light). `opu_driver` adapts it to
 // lightloop's projection_device concept: it ternarizes each error vector with
 // lightloop's encoder, acquires one image per non-empty frame, and decodes
-// y = s (I(e₊) - I(e₋)), rescaled per sample to the dense device's RMS.
+// y = s₊ I(e₊) - s₋ I(e₋), each image centered on its mean, rescaled per
+// sample to the dense device's RMS.
 #include <lightloop/lightloop.hpp>
 
 #include <cmath>
@@ -88,22 +89,25 @@ public:
                     continue;
                 }
                 const auto image = sdk_->acquire(pattern);
+                const double mean =
+                  std::accumulate(image.begin(), image.end(), 0.0) / static_cast<double>(out_);
                 for (std::size_t j = 0; j < out_; ++j) {
-                    row[j] += static_cast<T>(weights[f] * image[j]);
+                    row[j] += static_cast<T>(weights[f] * (image[j] - mean));
                 }
             }
-            // Same RMS as the dense device on s e_t: |s| sqrt(||e_t||^2 / in).
-            double kept = 0;
-            for (std::size_t k = 0; k < 2 * in_; ++k) {
-                kept += static_cast<double>(frames[k]);
+            // Same RMS as the dense device on the decoded input x̂: ||x̂|| / sqrt(in).
+            double norm2 = 0;
+            for (std::size_t k = 0; k < in_; ++k) {
+                const double v = weights[0] * static_cast<double>(frames[k]) +
+                                 weights[1] * static_cast<double>(frames[in_ + k]);
+                norm2 += v * v;
             }
             double sum2 = 0;
             for (std::size_t j = 0; j < out_; ++j) {
                 sum2 += static_cast<double>(row[j]) * static_cast<double>(row[j]);
             }
             if (sum2 > 0) {
-                const double target =
-                  std::abs(weights[0]) * std::sqrt(kept / static_cast<double>(in_));
+                const double target = std::sqrt(norm2 / static_cast<double>(in_));
                 const auto factor =
                   static_cast<T>(target / std::sqrt(sum2 / static_cast<double>(out_)));
                 for (std::size_t j = 0; j < out_; ++j) {

@@ -33,7 +33,16 @@
 
 #include "lightloop/network.hpp"
 
+#include "lightloop/data/dataset.hpp"
+#include "lightloop/data/idx.hpp"
+#include "lightloop/data/mnist.hpp"
 #include "lightloop/data/one_hot.hpp"
 #include "lightloop/data/synthetic.hpp"
+#include "lightloop/io/checkpoint.hpp"
+#include "lightloop/io/svg_plot.hpp"
+#include "lightloop/train/alignment.hpp"
+#include "lightloop/train/callbacks.hpp"
+#include "lightloop/train/fit.hpp"
 #include "lightloop/train/gradient_check.hpp"
 #include "lightloop/train/metrics.hpp"
+#include "lightloop/train/schedule.hpp"

@@ -71,12 +71,23 @@ matrix<T> ternary_batch(std::size_t n, std::size_t in, std::uint64_t seed) {
 } // namespace
 
 TEST_CASE("ternary encoding decodes constructed inputs exactly", "[projection][optical][encoder]") {
-    // max |e| = 0.9, τ = 0.25 * 0.9 = 0.225: keeps 0.9 (+) and -0.6 (-); the
-    // scale is the mean kept magnitude (0.9 + 0.6) / 2 = 0.75.
     std::vector<double> frames;
-    const auto decoded = decode(ternary_encoder{}, {0.9, -0.05, -0.6, 0.2}, &frames);
-    CHECK(frames == std::vector<double>{1, 0, 0, 0, /* e₋ */ 0, 0, 1, 0});
-    CHECK(decoded == std::vector<double>{0.75, 0.0, -0.75, 0.0});
+    SECTION("one shared scale") {
+        // max |e| = 0.9, τ = 0.25 * 0.9 = 0.225: keeps 0.9 (+) and -0.6 (-);
+        // the scale is the mean kept magnitude (0.9 + 0.6) / 2 = 0.75.
+        const auto decoded = decode(ternary_encoder{0.25, false}, {0.9, -0.05, -0.6, 0.2}, &frames);
+        CHECK(frames == std::vector<double>{1, 0, 0, 0, /* e₋ */ 0, 0, 1, 0});
+        CHECK(decoded == std::vector<double>{0.75, 0.0, -0.75, 0.0});
+    }
+    SECTION("per-sign scales (default, τ = 0.1 max|e|)") {
+        // τ = 0.09 keeps 0.9 and 0.2 (+) and -0.6 (-): s₊ = 0.55, s₋ = 0.6.
+        const auto decoded = decode(ternary_encoder{}, {0.9, -0.05, -0.6, 0.2}, &frames);
+        CHECK(frames == std::vector<double>{1, 0, 0, 1, /* e₋ */ 0, 0, 1, 0});
+        CHECK(decoded[0] == Approx(0.55));
+        CHECK(decoded[1] == 0.0);
+        CHECK(decoded[2] == Approx(-0.6));
+        CHECK(decoded[3] == Approx(0.55));
+    }
     // Threshold 0 keeps every non-zero entry; the zero vector shows nothing.
     CHECK(decode(ternary_encoder{0.0}, {0.5, 0.0, -0.5}) == std::vector<double>{0.5, 0.0, -0.5});
     CHECK(decode(ternary_encoder{}, {0.0, 0.0}) == std::vector<double>{0.0, 0.0});
@@ -217,7 +228,7 @@ TEST_CASE("the intensity readout's mean over random patterns is σ² ||x||^2",
     const std::size_t out = 500;
     const std::size_t patterns = 200;
     transmission_matrix medium(out, in, 9, variance);
-    intensity_readout readout;
+    intensity_readout readout{false}; // raw intensities, not centered
     readout.configure(in, out, 0, variance);
     ideal_camera cam;
     auto frames = matrix<double>::from_shape({patterns, in});

@@ -25,6 +25,13 @@ public:
     using error::error;
 };
 
+/// A data file is missing, malformed, truncated or inconsistent; the message
+/// names the file and the fault.
+class data_error : public error {
+public:
+    using error::error;
+};
+
 /// Training produced a non-finite value; nothing was updated at that step.
 class divergence_error : public error {
 public:

@@ -33,18 +33,28 @@ double largest_magnitude(std::span<const T> x) {
 /// shown as two frames e₊ = 1[e > τ] and e₋ = 1[e < -τ].
 ///
 /// τ is relative to the sample's largest error, so the pattern does not depend
-/// on the error's overall size. Default threshold 0.25: with softmax
-/// cross-entropy the true class's entry (p_y - 1) is usually the largest in
-/// magnitude and always kept, and wrong classes are kept when their
-/// probability is at least a quarter of it. The magnitude is restored by one
-/// scalar per sample, the least-squares fit s = <e, e_t> / <e_t, e_t> (the
-/// mean |e_k| over the kept entries), so s e_t is the best multiple of e_t.
+/// on the error's overall size. The magnitude is restored digitally, by the
+/// least-squares weight of each frame: with per_sign_scale (the default) s₊ is
+/// the mean kept positive entry and s₋ the mean kept |negative| entry, so
+/// e ≈ s₊ e₊ - s₋ e₋; without it one scale s = <e, e_t> / <e_t, e_t> serves
+/// both (e ≈ s e_t). The DMD shows the same two frames either way.
+///
+/// Defaults (threshold 0.1, per-sign scales) come from Fashion-MNIST, 784-
+/// 1024-1024-10 tanh, DFA through the holographic device, one epoch: a softmax
+/// error has one large negative entry (p_y - 1) and many small positive ones.
+/// One shared scale at threshold 0.25 keeps mostly the true class and reached
+/// 79 % (0.1: 56 %, the small entries blown up to the large one's size);
+/// per-sign scales reached 81.4 % at 0.25, 82.6 % at 0.1 and 82.7 % at 0.05,
+/// against 83.5 % for dense DFA.
 struct ternary_encoder {
-    double threshold = 0.25;
+    double threshold = 0.1;
+    /// Fit one scale per sign (s₊ for e₊, s₋ for e₋) instead of one for both.
+    bool per_sign_scale = true;
 
     ternary_encoder() = default;
-    explicit ternary_encoder(double relative_threshold)
-      : threshold(relative_threshold) {
+    explicit ternary_encoder(double relative_threshold, bool separate_scales = true)
+      : threshold(relative_threshold)
+      , per_sign_scale(separate_scales) {
         if (!(relative_threshold >= 0.0 && relative_threshold < 1.0)) {
             throw config_error("lightloop::ternary_encoder: threshold must be in [0, 1), got " +
                                std::to_string(relative_threshold));
@@ -56,12 +66,13 @@ struct ternary_encoder {
     template <scalar T>
     void encode(std::span<const T> x, std::span<T> frames, std::span<double> weights) const {
         const std::size_t in = x.size();
-        const double largest = detail::largest_magnitude(x);
-        const double tau = threshold * largest;
+        const double tau = threshold * detail::largest_magnitude(x);
         T* plus = frames.data();
         T* minus = frames.data() + in;
-        double kept_magnitude = 0.0;
-        std::size_t kept = 0;
+        double kept_up = 0.0;
+        double kept_down = 0.0;
+        std::size_t count_up = 0;
+        std::size_t count_down = 0;
         for (std::size_t k = 0; k < in; ++k) {
             const double v = static_cast<double>(x[k]);
             // A zero vector keeps nothing (0 > 0 is false), even with τ = 0.
@@ -69,14 +80,25 @@ struct ternary_encoder {
             const bool down = v < -tau && v < 0.0;
             plus[k] = up ? T(1) : T(0);
             minus[k] = down ? T(1) : T(0);
-            if (up || down) {
-                kept_magnitude += std::abs(v);
-                ++kept;
+            if (up) {
+                kept_up += v;
+                ++count_up;
+            } else if (down) {
+                kept_down -= v;
+                ++count_down;
             }
         }
-        const double scale = kept > 0 ? kept_magnitude / static_cast<double>(kept) : 0.0;
-        weights[0] = scale;
-        weights[1] = -scale;
+        auto mean = [](double sum, std::size_t count) {
+            return count > 0 ? sum / static_cast<double>(count) : 0.0;
+        };
+        if (per_sign_scale) {
+            weights[0] = mean(kept_up, count_up);
+            weights[1] = -mean(kept_down, count_down);
+        } else {
+            const double scale = mean(kept_up + kept_down, count_up + count_down);
+            weights[0] = scale;
+            weights[1] = -scale;
+        }
     }
 };
 

@@ -1,0 +1,113 @@
+#pragma once
+// Mini-batches with seeded shuffling, and a seeded validation split.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/data/synthetic.hpp"
+
+namespace lightloop {
+
+/// The rows of `data` listed in `rows`, in that order.
+template <class T>
+labelled_data<T> select_rows(const labelled_data<T>& data, std::span<const std::size_t> rows) {
+    labelled_data<T> out;
+    gather_rows(data.inputs, rows, out.inputs);
+    gather_rows(data.targets, rows, out.targets);
+    out.labels.resize(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        out.labels[i] = data.labels[rows[i]];
+    }
+    return out;
+}
+
+/// Splits off a random `fraction` of `data` (seeded) for validation:
+/// returns {training part, validation part}.
+template <class T>
+std::pair<labelled_data<T>, labelled_data<T>> split_validation(const labelled_data<T>& data,
+                                                               double fraction,
+                                                               std::uint64_t seed) {
+    if (!(fraction > 0.0 && fraction < 1.0)) {
+        throw config_error("lightloop::split_validation: fraction must be in (0, 1), got " +
+                           std::to_string(fraction));
+    }
+    const std::size_t n = data.size();
+    const auto held = static_cast<std::size_t>(static_cast<double>(n) * fraction);
+    if (held == 0 || held == n) {
+        throw config_error("lightloop::split_validation: " + std::to_string(n) +
+                           " samples cannot be split at fraction " + std::to_string(fraction));
+    }
+    rng gen(seed);
+    const auto order = detail::shuffled_order(n, gen);
+    const std::span<const std::size_t> all(order);
+    return {select_rows(data, all.subspan(held)), select_rows(data, all.first(held))};
+}
+
+/// Serves an epoch's mini-batches: the order is reshuffled for every epoch
+/// from (seed, epoch), so a run is reproducible and an epoch can be replayed;
+/// the last batch holds the remainder when the batch size does not divide n.
+template <class T = float>
+class batch_sampler {
+public:
+    batch_sampler(const labelled_data<T>& data, std::size_t batch, std::uint64_t seed,
+                  bool shuffle = true)
+      : data_(&data)
+      , batch_(batch)
+      , seed_(seed)
+      , shuffle_(shuffle)
+      , order_(data.size()) {
+        if (batch == 0) {
+            throw config_error("lightloop::batch_sampler: batch size must be positive");
+        }
+        if (data.size() == 0) {
+            throw config_error("lightloop::batch_sampler: empty data set");
+        }
+        std::iota(order_.begin(), order_.end(), std::size_t{0});
+    }
+
+    /// Fixes the order of `epoch`'s batches.
+    void start_epoch(std::size_t epoch) {
+        std::iota(order_.begin(), order_.end(), std::size_t{0});
+        if (shuffle_) {
+            rng gen(derive_seed(seed_, epoch));
+            for (std::size_t i = order_.size(); i > 1; --i) {
+                std::swap(order_[i - 1], order_[gen.below(i)]);
+            }
+        }
+    }
+
+    std::size_t batches() const noexcept { return (order_.size() + batch_ - 1) / batch_; }
+    std::size_t samples() const noexcept { return order_.size(); }
+    std::size_t batch_size() const noexcept { return batch_; }
+
+    /// Copies batch `b` of the current epoch into x and y (resized only when
+    /// the batch's size differs from theirs).
+    void fill(std::size_t b, matrix<T>& x, matrix<T>& y) const {
+        const std::size_t start = b * batch_;
+        if (start >= order_.size()) {
+            throw config_error("lightloop::batch_sampler: batch " + std::to_string(b) + " of " +
+                               std::to_string(batches()));
+        }
+        const std::span<const std::size_t> rows(order_.data() + start,
+                                                std::min(batch_, order_.size() - start));
+        gather_rows(data_->inputs, rows, x);
+        gather_rows(data_->targets, rows, y);
+    }
+
+private:
+    const labelled_data<T>* data_;
+    std::size_t batch_;
+    std::uint64_t seed_;
+    bool shuffle_;
+    std::vector<std::size_t> order_;
+};
+
+} // namespace lightloop

@@ -1,0 +1,300 @@
+#pragma once
+// The fit loop: epochs of shuffled mini-batches, a learning-rate schedule,
+// evaluation after every epoch, metrics, and callbacks through compile-time
+// hooks.
+//
+//   auto history = fit(net, opt, train, test, {.epochs = 10, .batch = 128},
+//                      cosine_schedule{}, progress_bar{}, csv_log{"run.csv"});
+//
+// A callback implements only the hooks it needs; each is found with a
+// requires-expression, so a callback costs nothing where it has no hook:
+//   on_fit_begin(const fit_info&)
+//   on_epoch_begin(std::size_t epoch)
+//   on_batch_end(const batch_info&)
+//   on_epoch_end(const epoch_record&[, Network&])   returning true stops training
+//   on_fit_end(const fit_history&)
+//   learning_rate(base, progress, epochs)           a schedule (train/schedule.hpp)
+
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "lightloop/core/error.hpp"
+#include "lightloop/data/dataset.hpp"
+#include "lightloop/data/synthetic.hpp"
+#include "lightloop/train/alignment.hpp"
+#include "lightloop/train/metrics.hpp"
+
+namespace lightloop {
+
+struct fit_options {
+    std::size_t epochs = 10;
+    std::size_t batch = 128;
+    /// Seeds the batch order (epoch e uses derive_seed(seed, e)).
+    std::uint64_t seed = 0;
+    /// Rows per forward pass when evaluating.
+    std::size_t eval_batch = 1000;
+    /// Samples in the probe batch for the alignment metrics (0: off). The
+    /// probe is the first rows of the test set.
+    std::size_t alignment_probe = 0;
+};
+
+struct fit_info {
+    std::size_t epochs = 0;
+    std::size_t batches_per_epoch = 0;
+    std::size_t train_samples = 0;
+    std::size_t test_samples = 0;
+};
+
+struct batch_info {
+    std::size_t epoch = 0;
+    std::size_t batch = 0;
+    std::size_t batches = 0;
+    std::size_t samples_done = 0;  ///< in this epoch
+    std::size_t epoch_samples = 0; ///< in the whole epoch
+    double loss = 0.0;             ///< this batch's
+    double running_loss = 0.0;     ///< mean over the epoch so far
+    double learning_rate = 0.0;
+    double epoch_seconds = 0.0; ///< since the epoch began
+};
+
+struct epoch_record {
+    std::size_t epoch = 0; ///< 1-based
+    double learning_rate = 0.0;
+    double train_loss = 0.0;     ///< mean of the epoch's batch losses (before each update)
+    double train_accuracy = 0.0; ///< on each batch before its update
+    double test_loss = 0.0;
+    double test_accuracy = 0.0;
+    double seconds = 0.0; ///< training time of the epoch, evaluation excluded
+    double samples_per_second = 0.0;
+    std::vector<double> alignment_mean;   ///< gradient alignment per hidden layer
+    std::vector<double> alignment_spread; ///< its standard deviation over the probe
+    std::vector<double> weight_alignment; ///< per hidden layer, NaN where undefined
+    bool has_device = false;              ///< an optical device reported statistics
+    std::uint64_t device_frames = 0;      ///< cumulative
+    double device_seconds = 0.0;          ///< cumulative modelled OPU time
+    double device_saturated = 0.0;        ///< fraction of pixels saturated so far
+    double device_snr_db = std::numeric_limits<double>::quiet_NaN();
+};
+
+struct fit_history {
+    std::vector<epoch_record> epochs;
+    bool stopped_early = false;
+    double seconds = 0.0;
+};
+
+struct evaluation {
+    double loss = 0.0;
+    double accuracy = 0.0;
+};
+
+/// Mean loss and accuracy of `net` on `data`, `batch` rows per forward pass.
+template <class Network>
+evaluation evaluate(Network& net, const labelled_data<typename Network::value_type>& data,
+                    std::size_t batch = 1000) {
+    using T = typename Network::value_type;
+    if (data.size() == 0 || batch == 0) {
+        throw config_error("lightloop::evaluate: needs data and a positive batch size");
+    }
+    matrix<T> xb;
+    matrix<T> yb;
+    std::vector<std::size_t> rows;
+    double loss = 0.0;
+    std::size_t correct = 0;
+    for (std::size_t start = 0; start < data.size(); start += batch) {
+        const std::size_t count = std::min(batch, data.size() - start);
+        rows.resize(count);
+        for (std::size_t i = 0; i < count; ++i) {
+            rows[i] = start + i;
+        }
+        gather_rows(data.inputs, std::span<const std::size_t>(rows), xb);
+        gather_rows(data.targets, std::span<const std::size_t>(rows), yb);
+        const auto& out = net.forward(xb);
+        loss +=
+          static_cast<double>(net.loss_function().value(out, yb)) * static_cast<double>(count);
+        for (std::size_t r = 0; r < count; ++r) {
+            if (argmax_row(out, r) == argmax_row(yb, r)) {
+                ++correct;
+            }
+        }
+    }
+    const auto n = static_cast<double>(data.size());
+    return {loss / n, static_cast<double>(correct) / n};
+}
+
+namespace detail {
+
+template <class Callback, class Network>
+bool call_epoch_end(Callback& cb, const epoch_record& record, Network& net) {
+    if constexpr (requires {
+                      { cb.on_epoch_end(record, net) } -> std::convertible_to<bool>;
+                  }) {
+        return cb.on_epoch_end(record, net);
+    } else if constexpr (requires { cb.on_epoch_end(record, net); }) {
+        cb.on_epoch_end(record, net);
+    } else if constexpr (requires {
+                             { cb.on_epoch_end(record) } -> std::convertible_to<bool>;
+                         }) {
+        return cb.on_epoch_end(record);
+    } else if constexpr (requires { cb.on_epoch_end(record); }) {
+        cb.on_epoch_end(record);
+    }
+    return false;
+}
+
+template <class Network>
+void record_device(Network& net, epoch_record& record) {
+    auto& fb = net.feedback();
+    if constexpr (requires { fb.device().statistics(); }) {
+        const auto stats = fb.device().statistics();
+        record.has_device = true;
+        record.device_frames = stats.frames;
+        record.device_seconds = stats.device_seconds();
+        record.device_saturated = stats.saturated_fraction();
+        record.device_snr_db = stats.snr_db();
+    }
+}
+
+} // namespace detail
+
+template <class Network, optimizer Optimizer, class... Callbacks>
+fit_history fit(Network& net, Optimizer& opt,
+                const labelled_data<typename Network::value_type>& train,
+                const labelled_data<typename Network::value_type>& test, fit_options options,
+                Callbacks&&... callbacks) {
+    using T = typename Network::value_type;
+    using clock = std::chrono::steady_clock;
+    if (options.epochs == 0) {
+        throw config_error("lightloop::fit: epochs must be positive");
+    }
+    if (train.inputs.shape(1) != net.input_size() || train.targets.shape(1) != net.output_size()) {
+        throw shape_error(
+          "lightloop::fit: training data is " + std::to_string(train.inputs.shape(1)) + " -> " +
+          std::to_string(train.targets.shape(1)) + " but the network is " +
+          std::to_string(net.input_size()) + " -> " + std::to_string(net.output_size()));
+    }
+    batch_sampler<T> sampler(train, options.batch, options.seed);
+    const double base_lr = opt.learning_rate();
+    const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
+    (
+      [&] {
+          if constexpr (requires { callbacks.on_fit_begin(info); }) {
+              callbacks.on_fit_begin(info);
+          }
+      }(),
+      ...);
+
+    matrix<T> probe_x;
+    matrix<T> probe_y;
+    if (options.alignment_probe > 0) {
+        std::vector<std::size_t> rows(std::min(options.alignment_probe, test.size()));
+        std::iota(rows.begin(), rows.end(), std::size_t{0});
+        gather_rows(test.inputs, std::span<const std::size_t>(rows), probe_x);
+        gather_rows(test.targets, std::span<const std::size_t>(rows), probe_y);
+    }
+
+    fit_history history;
+    const auto fit_start = clock::now();
+    matrix<T> xb;
+    matrix<T> yb;
+    for (std::size_t epoch = 0; epoch < options.epochs; ++epoch) {
+        (([&] {
+             if constexpr (requires { callbacks.on_epoch_begin(epoch); }) {
+                 callbacks.on_epoch_begin(epoch);
+             }
+         }()),
+         ...);
+        sampler.start_epoch(epoch);
+        const auto epoch_start = clock::now();
+        double loss_sum = 0.0;
+        std::size_t correct = 0;
+        std::size_t done = 0;
+        double lr = base_lr;
+        for (std::size_t b = 0; b < sampler.batches(); ++b) {
+            const double progress = static_cast<double>(epoch) +
+                                    static_cast<double>(b) / static_cast<double>(sampler.batches());
+            lr = base_lr;
+            (([&] {
+                 if constexpr (requires {
+                                   {
+                                       callbacks.learning_rate(lr, progress, options.epochs)
+                                       } -> std::convertible_to<double>;
+                               }) {
+                     lr = callbacks.learning_rate(lr, progress, options.epochs);
+                 }
+             }()),
+             ...);
+            opt.set_learning_rate(lr);
+            sampler.fill(b, xb, yb);
+            const double loss = static_cast<double>(net.train_step(xb, yb, opt));
+            const auto& out = net.template layer<Network::depth - 1>().output();
+            for (std::size_t r = 0; r < xb.shape(0); ++r) {
+                if (argmax_row(out, r) == argmax_row(yb, r)) {
+                    ++correct;
+                }
+            }
+            loss_sum += loss * static_cast<double>(xb.shape(0));
+            done += xb.shape(0);
+            const batch_info batch{
+              epoch,
+              b,
+              sampler.batches(),
+              done,
+              sampler.samples(),
+              loss,
+              loss_sum / static_cast<double>(done),
+              lr,
+              std::chrono::duration<double>(clock::now() - epoch_start).count()};
+            (([&] {
+                 if constexpr (requires { callbacks.on_batch_end(batch); }) {
+                     callbacks.on_batch_end(batch);
+                 }
+             }()),
+             ...);
+        }
+        epoch_record record;
+        record.epoch = epoch + 1;
+        record.learning_rate = lr;
+        record.seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
+        record.samples_per_second = static_cast<double>(done) / record.seconds;
+        record.train_loss = loss_sum / static_cast<double>(done);
+        record.train_accuracy = static_cast<double>(correct) / static_cast<double>(done);
+        if (options.alignment_probe > 0) {
+            const auto report = gradient_alignment(net, probe_x, probe_y);
+            record.alignment_mean = report.mean;
+            record.alignment_spread = report.spread;
+            record.weight_alignment = weight_alignment(net);
+        }
+        if (test.size() > 0) {
+            const evaluation eval = evaluate(net, test, options.eval_batch);
+            record.test_loss = eval.loss;
+            record.test_accuracy = eval.accuracy;
+        }
+        detail::record_device(net, record);
+        history.epochs.push_back(record);
+        bool stop = false;
+        ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
+        if (stop) {
+            history.stopped_early = epoch + 1 < options.epochs;
+            break;
+        }
+    }
+    opt.set_learning_rate(base_lr);
+    history.seconds = std::chrono::duration<double>(clock::now() - fit_start).count();
+    (
+      [&] {
+          if constexpr (requires { callbacks.on_fit_end(history); }) {
+              callbacks.on_fit_end(history);
+          }
+      }(),
+      ...);
+    return history;
+}
+
+} // namespace lightloop
