@@ -1,0 +1,141 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "support/files.hpp"
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+
+namespace {
+std::string file_text(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+/// Stops after `after` epochs.
+struct stop_after {
+    std::size_t after;
+    bool on_epoch_end(const epoch_record& r) const { return r.epoch >= after; }
+};
+
+/// Records the learning rate of every batch.
+struct rate_recorder {
+    std::vector<double> rates;
+    void on_batch_end(const batch_info& b) { rates.push_back(b.learning_rate); }
+};
+} // namespace
+
+TEST_CASE("fit trains, evaluates every epoch and feeds its callbacks", "[train][fit]") {
+    lightloop::testing::scratch_dir dir("fit");
+    const auto train = lightloop::testing::blobs_task(2);
+    const auto test = lightloop::testing::blobs_task(3);
+    auto net = make_network<dfa<>, softmax_cross_entropy>(
+      7, dense<tanh_act>{6, 64}, dense<tanh_act>{64, 64}, dense<identity>{64, 4});
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    std::FILE* progress = std::tmpfile();
+    const auto history =
+      fit(net, opt, train, test, {.epochs = 3, .batch = 32, .seed = 1, .alignment_probe = 64},
+          progress_bar("dfa", progress).terminal(false), csv_log(dir / "log.csv", "dfa"),
+          json_log(dir / "log.json"), checkpoint_every_epoch(dir / "net.ckpt"));
+    REQUIRE(history.epochs.size() == 3);
+    CHECK_FALSE(history.stopped_early);
+    const auto& last = history.epochs.back();
+    // The reported test accuracy is the network's on the test set.
+    CHECK(last.test_accuracy == Approx(evaluate_accuracy(net, test.inputs, test.targets)));
+    CHECK(last.test_accuracy > 0.7); // chance 0.25, linear ~0.6; 0.93 after 30 epochs
+    CHECK(history.epochs.front().train_loss > last.train_loss);
+    REQUIRE(last.alignment_mean.size() == 2);
+    CHECK(last.alignment_mean[0] > 0.0); // DFA aligns: positive cosine with backprop
+    CHECK(last.alignment_mean[0] <= 1.0);
+    REQUIRE(last.weight_alignment.size() == 2);
+    CHECK(std::isfinite(last.weight_alignment[0]));
+
+    std::rewind(progress);
+    char line[512];
+    std::string text;
+    while (std::fgets(line, sizeof line, progress) != nullptr) {
+        text += line;
+    }
+    std::fclose(progress);
+    CHECK_THAT(text, Catch::Contains("dfa epoch 1/3 ") && Catch::Contains("samples/s") &&
+                       Catch::Contains("ETA") && Catch::Contains("dfa epoch 3/3  train loss"));
+    CHECK(text.find('\r') == std::string::npos); // plain lines, not a redrawn bar
+
+    const auto csv = file_text(dir / "log.csv");
+    CHECK(std::count(csv.begin(), csv.end(), '\n') == 4); // header and 3 epochs
+    CHECK_THAT(csv, Catch::StartsWith("run,epoch,learning_rate") && Catch::Contains("\ndfa,3,"));
+    const auto json = file_text(dir / "log.json");
+    CHECK_THAT(json, Catch::StartsWith("[\n  {\"epoch\": 1,") && Catch::EndsWith("}\n]\n"));
+    CHECK(std::filesystem::exists(dir / "net.ckpt"));
+    CHECK_FALSE(std::filesystem::exists(dir / "net.ckpt.tmp"));
+}
+
+TEST_CASE("a callback returning true stops training early", "[train][fit]") {
+    const auto data = lightloop::testing::blobs_task(2, 20);
+    auto net = make_network<backprop, softmax_cross_entropy>(1, dense<identity>{6, 4});
+    sgd opt{0.01};
+    const auto history = fit(net, opt, data, data, {.epochs = 10, .batch = 16}, stop_after{2});
+    CHECK(history.epochs.size() == 2);
+    CHECK(history.stopped_early);
+}
+
+TEST_CASE("early stopping waits `patience` epochs without improvement", "[train][fit]") {
+    early_stopping stopper(2, 0.01);
+    epoch_record r;
+    r.test_loss = 1.0;
+    CHECK_FALSE(stopper.on_epoch_end(r));
+    r.test_loss = 0.995; // not better by more than 0.01
+    CHECK_FALSE(stopper.on_epoch_end(r));
+    r.test_loss = 0.5; // better: the count restarts
+    CHECK_FALSE(stopper.on_epoch_end(r));
+    r.test_loss = 0.6;
+    CHECK_FALSE(stopper.on_epoch_end(r));
+    r.test_loss = 0.7;
+    CHECK(stopper.on_epoch_end(r));
+    CHECK(stopper.best() == 0.5);
+}
+
+TEST_CASE("learning-rate schedules follow their formulas inside fit", "[train][schedule]") {
+    CHECK(constant_schedule{}.learning_rate(0.1, 3.5, 10) == 0.1);
+    CHECK(step_schedule{2, 0.5}.learning_rate(0.1, 3.9, 10) == Approx(0.05));
+    CHECK(step_schedule{2, 0.5}.learning_rate(0.1, 4.0, 10) == Approx(0.025));
+    // Cosine: base at 0, the midpoint of base and floor half-way, floor at the end.
+    const cosine_schedule cosine{0.1};
+    CHECK(cosine.learning_rate(1.0, 0.0, 4) == Approx(1.0));
+    CHECK(cosine.learning_rate(1.0, 2.0, 4) == Approx(0.55));
+    CHECK(cosine.learning_rate(1.0, 4.0, 4) == Approx(0.1));
+
+    const auto data = lightloop::testing::blobs_task(2, 16); // 64 samples: 4 batches of 16
+    auto net = make_network<backprop, softmax_cross_entropy>(1, dense<identity>{6, 4});
+    sgd opt{0.2};
+    rate_recorder rates;
+    fit(net, opt, data, data, {.epochs = 2, .batch = 16}, step_schedule{1, 0.5}, rates);
+    CHECK(rates.rates == std::vector<double>{0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1});
+    CHECK(opt.learning_rate() == 0.2); // restored after fit
+}
+
+TEST_CASE("evaluate averages loss and accuracy over its batches", "[train][fit]") {
+    const auto data = lightloop::testing::blobs_task(2, 25);
+    auto net = make_network<backprop, softmax_cross_entropy>(3, dense<tanh_act>{6, 8},
+                                                             dense<identity>{8, 4});
+    const auto whole = evaluate(net, data, 1000);
+    const auto pieces = evaluate(net, data, 7); // 100 rows in uneven batches
+    CHECK(pieces.loss == Approx(whole.loss).epsilon(1e-6));
+    CHECK(pieces.accuracy == whole.accuracy);
+    CHECK(whole.loss == Approx(net.loss(data.inputs, data.targets)).epsilon(1e-6));
+    CHECK(whole.accuracy == evaluate_accuracy(net, data.inputs, data.targets));
+}
+
+TEST_CASE("fit refuses data that does not fit the network", "[train][fit]") {
+    const auto data = lightloop::testing::blobs_task(2, 10);
+    auto net = make_network<backprop, softmax_cross_entropy>(1, dense<identity>{5, 4});
+    sgd opt{0.1};
+    CHECK_THROWS_WITH(fit(net, opt, data, data, {.epochs = 1}),
+                      Catch::Contains("training data is 6 -> 4 but the network is 5 -> 4"));
+}
