@@ -4,6 +4,7 @@
 #include <vector>
 
 #include <lightloop/core/random.hpp>
+#include <lightloop/core/ziggurat.hpp>
 
 using lightloop::rng;
 
@@ -70,4 +71,32 @@ TEST_CASE("rng::below is uniform on its range", "[core][random]") {
     for (const int c : counts) {
         CHECK(std::abs(c - n / 10) < 5 * 95);
     }
+}
+
+TEST_CASE("ziggurat normals have the moments and tails of N(0, 1)", "[core][random]") {
+    const std::uint64_t seed = 5;
+    CAPTURE(seed);
+    rng gen(seed);
+    constexpr int n = 400000;
+    double sum = 0;
+    double sum2 = 0;
+    double sum4 = 0;
+    int beyond_2 = 0;
+    int beyond_3_5 = 0;
+    for (int i = 0; i < n; ++i) {
+        const double z = lightloop::ziggurat_normal(gen);
+        sum += z;
+        sum2 += z * z;
+        sum4 += z * z * z * z;
+        beyond_2 += std::abs(z) > 2.0 ? 1 : 0;
+        beyond_3_5 += std::abs(z) > 3.5 ? 1 : 0; // past the base layer's edge (3.44)
+    }
+    // 5 standard errors: mean 1/sqrt(n); second moment sqrt(2/n); fourth
+    // moment sqrt(96/n); P(|z| > 2) = 0.0455, binomial s.e. sqrt(p(1-p)/n);
+    // P(|z| > 3.5) = 4.65e-4 exercises the tail algorithm.
+    CHECK(std::abs(sum / n) < 5 / std::sqrt(n));
+    CHECK(std::abs(sum2 / n - 1) < 5 * std::sqrt(2.0 / n));
+    CHECK(std::abs(sum4 / n - 3) < 5 * std::sqrt(96.0 / n));
+    CHECK(std::abs(beyond_2 / double(n) - 0.0455) < 5 * std::sqrt(0.0455 * 0.9545 / n));
+    CHECK(std::abs(beyond_3_5 / double(n) - 4.65e-4) < 5 * std::sqrt(4.65e-4 / n));
 }

@@ -107,7 +107,16 @@ inline void write_svg(const line_chart& chart, const std::filesystem::path& path
     const double y_step = detail::tick_step(y_hi - y_lo, 6);
     y_lo = std::floor(y_lo / y_step) * y_step;
     y_hi = std::max(std::ceil(y_hi / y_step) * y_step, y_lo + y_step);
-    const double x_step = detail::tick_step(x_hi - x_lo, 8);
+    double x_step = detail::tick_step(x_hi - x_lo, 8);
+    bool integer_x = true;
+    for (const auto& s : chart.series) {
+        for (const double x : s.x) {
+            integer_x = integer_x && x == std::floor(x);
+        }
+    }
+    if (integer_x) {
+        x_step = std::max(x_step, 1.0); // epochs: no fractional ticks
+    }
 
     const double left = 70;
     const double right = 200;

@@ -28,15 +28,20 @@
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
+#include "lightloop/core/ziggurat.hpp"
 
 namespace lightloop {
 
-/// A Poisson(mean) draw: Knuth's product method below 30, and above it the
-/// normal approximation N(mean, mean) rounded and clipped at 0 (skewness
-/// 1/sqrt(mean) < 0.19 there; the count's mean and variance stay right).
-inline double poisson_draw(rng& gen, double mean) {
-    if (!(mean > 0.0)) {
-        return 0.0;
+/// Photo-electrons plus read noise for `mean` expected photo-electrons:
+/// Poisson(mean) + N(0, read_noise^2). Below a mean of 30 the Poisson count is
+/// drawn exactly (Knuth's product method); above it the sum is drawn as one
+/// normal N(mean, mean + read_noise^2), the Poisson's normal approximation
+/// (skewness 1/sqrt(mean) < 0.19 there; mean and variance exact). Normals come
+/// from the ziggurat: this runs once per pixel per exposure.
+inline double electron_draw(rng& gen, double mean, bool shot_noise, double read_noise) {
+    if (!shot_noise || !(mean > 0.0)) {
+        const double base = mean > 0.0 ? mean : 0.0;
+        return read_noise > 0.0 ? base + read_noise * ziggurat_normal(gen) : base;
     }
     if (mean < 30.0) {
         const double limit = std::exp(-mean);
@@ -46,9 +51,9 @@ inline double poisson_draw(rng& gen, double mean) {
             product *= gen.uniform();
             k += 1.0;
         }
-        return k;
+        return read_noise > 0.0 ? k + read_noise * ziggurat_normal(gen) : k;
     }
-    return std::max(0.0, std::round(mean + std::sqrt(mean) * gen.normal()));
+    return mean + std::sqrt(mean + read_noise * read_noise) * ziggurat_normal(gen);
 }
 
 struct camera_settings {
@@ -124,13 +129,8 @@ public:
         const double to_intensity = epc / exposure;
         std::uint64_t saturated = 0;
         for (std::size_t i = 0; i < intensity.size(); ++i) {
-            double electrons = exposure * static_cast<double>(intensity[i]);
-            if (shot) {
-                electrons = poisson_draw(gen_, electrons);
-            }
-            if (read_noise > 0.0) {
-                electrons += read_noise * gen_.normal();
-            }
+            const double electrons =
+              electron_draw(gen_, exposure * static_cast<double>(intensity[i]), shot, read_noise);
             double counts = std::round(electrons / epc) + offset;
             if (counts >= top) {
                 counts = top;

@@ -1,0 +1,133 @@
+// The accuracy check against PyTorch on Fashion-MNIST.
+//
+// Trains the paper's network (784-1024-1024-10 tanh, SGD momentum 0.9, lr 0.01,
+// batch 128, Glorot-uniform weights, seed 0) with backprop, dense DFA and DFA
+// through the simulated holographic OPU, and holds them to floors derived from
+// benchmarks/torch_reference.tsv (made by benchmarks/torch_reference.py with
+// Debian's PyTorch, same network, data and hyperparameters, averaged over its
+// seeds):
+//   backprop   >= PyTorch backprop - 1 point
+//   dense DFA  >= PyTorch DFA - 1 point
+//   optical holographic DFA >= lightloop dense DFA - 3 points
+// CI runs it for 1 epoch; the README gives the longer run.
+//
+//   fashion_check --reference benchmarks/torch_reference.tsv [--epochs N] [--data DIR]
+#include <lightloop/lightloop.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+namespace {
+
+/// Mean test accuracy per method at `epoch` over the reference's seeds.
+std::map<std::string, double> read_reference(const std::string& path, std::size_t epoch) {
+    std::ifstream in(path);
+    if (!in) {
+        throw lightloop::data_error("fashion_check: " + path + ": cannot open reference");
+    }
+    std::map<std::string, std::pair<double, int>> sums;
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#' || line.rfind("method", 0) == 0) {
+            continue;
+        }
+        std::istringstream fields(line);
+        std::string method;
+        std::size_t seed = 0;
+        std::size_t e = 0;
+        double accuracy = 0;
+        if (!(fields >> method >> seed >> e >> accuracy)) {
+            throw lightloop::data_error("fashion_check: " + path + ": bad line '" + line + "'");
+        }
+        if (e == epoch) {
+            sums[method].first += accuracy;
+            sums[method].second += 1;
+        }
+    }
+    std::map<std::string, double> means;
+    for (const auto& [method, s] : sums) {
+        means[method] = s.first / s.second;
+    }
+    for (const char* needed : {"bp", "dfa"}) {
+        if (means.count(needed) == 0) {
+            throw lightloop::data_error("fashion_check: " + path + ": no '" + needed +
+                                        "' result for epoch " + std::to_string(epoch));
+        }
+    }
+    return means;
+}
+
+template <class Feedback>
+double train(Feedback feedback, const lightloop::mnist_data& data, std::size_t epochs) {
+    using namespace lightloop;
+    network net{std::move(feedback),        softmax_cross_entropy{},     0,
+                dense<tanh_act>{784, 1024}, dense<tanh_act>{1024, 1024}, dense<identity>{1024, 10}};
+    sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
+    const auto history = fit(net, opt, data.train, data.test, {.epochs = epochs, .batch = 128});
+    return history.epochs.back().test_accuracy;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    using namespace lightloop;
+    std::string data_dir = "/usr/share/datasets/fashion-mnist";
+    std::string reference;
+    std::size_t epochs = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string flag = argv[i];
+        if (flag == "--data") {
+            data_dir = argv[i + 1];
+        } else if (flag == "--reference") {
+            reference = argv[i + 1];
+        } else if (flag == "--epochs") {
+            epochs = std::strtoull(argv[i + 1], nullptr, 10);
+        } else {
+            std::fprintf(stderr, "fashion_check: unknown flag %s\n", flag.c_str());
+            return 2;
+        }
+    }
+    if (reference.empty() || epochs == 0) {
+        std::fprintf(stderr, "usage: fashion_check --reference FILE [--epochs N] [--data DIR]\n");
+        return 2;
+    }
+    try {
+        const auto torch = read_reference(reference, epochs);
+        const auto data = load_mnist(data_dir);
+        std::printf("Fashion-MNIST, 784-1024-1024-10 tanh, SGD momentum 0.9 lr 0.01, batch 128, "
+                    "%zu epoch(s), seed 0; BLAS kernel %s\n",
+                    epochs, blas_core_name().c_str());
+        const double bp = train(backprop{}, data, epochs);
+        const double direct = train(dfa<dense_gaussian>{}, data, epochs);
+        const double holographic = train(dfa<optical<>>{}, data, epochs);
+        struct check {
+            const char* name;
+            double value;
+            double floor;
+            const char* against;
+        };
+        const check checks[] = {
+          {"backprop", bp, torch.at("bp") - 0.01, "PyTorch backprop - 1 point"},
+          {"dfa dense", direct, torch.at("dfa") - 0.01, "PyTorch DFA - 1 point"},
+          {"dfa optical holographic", holographic, direct - 0.03, "lightloop dense DFA - 3 points"},
+        };
+        int failed = 0;
+        for (const auto& c : checks) {
+            const bool ok = c.value >= c.floor;
+            failed += ok ? 0 : 1;
+            std::printf("%-26s %6.2f %%  floor %6.2f %% (%s)  %s\n", c.name, 100 * c.value,
+                        100 * c.floor, c.against, ok ? "ok" : "BELOW FLOOR");
+        }
+        std::printf("PyTorch reference (mean over seeds): backprop %.2f %%, DFA %.2f %%\n",
+                    100 * torch.at("bp"), 100 * torch.at("dfa"));
+        std::printf("%d passed, %d failed\n", 3 - failed, failed);
+        return failed == 0 ? 0 : 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    }
+}
