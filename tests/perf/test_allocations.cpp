@@ -1,0 +1,82 @@
+// Once buffers exist for a batch size, a training step allocates nothing.
+// This executable replaces the global operator new with a counting one, so it
+// is built apart from the other tests (and not under ASan, which has its own).
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "support/helpers.hpp"
+
+namespace {
+std::atomic<std::size_t> allocations{0};
+}
+
+void* operator new(std::size_t size) {
+    allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(size == 0 ? 1 : size)) {
+        return p;
+    }
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+    return ::operator new(size);
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+
+using namespace lightloop;
+
+namespace {
+/// Allocations made by `steps` training steps after three warm-up steps.
+template <class Feedback, class Optimizer>
+std::size_t steady_state_allocations(Feedback feedback, Optimizer opt, std::size_t steps) {
+    network net{std::move(feedback),      softmax_cross_entropy{},   1,
+                dense<tanh_act>{64, 128}, dense<tanh_act>{128, 128}, dense<identity>{128, 10}};
+    const auto x = lightloop::testing::random_matrix<float>(32, 64, 2);
+    std::vector<int> labels(32);
+    for (std::size_t i = 0; i < 32; ++i) {
+        labels[i] = static_cast<int>(i % 10);
+    }
+    const auto y = one_hot<float>(std::span<const int>(labels), 10);
+    for (int i = 0; i < 3; ++i) {
+        net.train_step(x, y, opt);
+    }
+    const std::size_t before = allocations.load();
+    for (std::size_t i = 0; i < steps; ++i) {
+        net.train_step(x, y, opt);
+    }
+    return allocations.load() - before;
+}
+} // namespace
+
+TEST_CASE("a steady-state training step allocates nothing", "[perf][allocation]") {
+    const sgd momentum{{.learning_rate = 0.01, .momentum = 0.9}};
+    CHECK(steady_state_allocations(backprop{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(feedback_alignment{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(dfa<dense_gaussian>{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(drtp<dense_gaussian>{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(shallow{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(dfa<dense_gaussian>{}, adam{{.learning_rate = 1e-3}}, 20) == 0);
+    CHECK(steady_state_allocations(dfa<optical<>>{}, momentum, 20) == 0);
+    CHECK(steady_state_allocations(dfa<optical<intensity_readout>>{}, momentum, 20) == 0);
+}
+
+TEST_CASE("the allocation counter counts", "[perf][allocation]") {
+    // Guards the test above against a counter that never moves.
+    const std::size_t before = allocations.load();
+    auto* p = new std::vector<int>(100);
+    delete p;
+    CHECK(allocations.load() - before >= 2);
+}
