@@ -54,4 +54,14 @@ BENCHMARK(bm_train_step<feedback_alignment>)->Arg(128)->Unit(benchmark::kMillise
 BENCHMARK(bm_train_step<dfa<dense_gaussian>>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<shallow>)->Arg(128)->Unit(benchmark::kMillisecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    lightloop::ensure_fast_blas(argv);
+    const auto blas = lightloop::blas_info();
+    benchmark::AddCustomContext("openblas_core", blas.core);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+        return 1;
+    }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+}

@@ -107,6 +107,7 @@ void run(const char* name, const options& opt, const lightloop::labelled_data<fl
 
 int main(int argc, char** argv) {
     using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
     const options opt = parse(argc, argv);
     // 4 classes, each a mixture of 6 Gaussian clusters in 6-D: chance 25%, a
     // linear classifier about 60%.

@@ -161,8 +161,9 @@ double train(Feedback feedback, const lightloop::labelled_data<float>& train_set
 
 } // namespace
 
-int main() {
+int main(int, char** argv) {
     using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
     const auto train_set = make_blobs(300, 4, 6, 6, 0.4, 1, 2);
     const auto test_set = make_blobs(300, 4, 6, 6, 0.4, 1, 3);
     std::printf("DFA through the dense Gaussian device:\n");

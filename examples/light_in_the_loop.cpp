@@ -169,6 +169,7 @@ result run(const std::string& name, Feedback feedback, const options& o,
 
 int main(int argc, char** argv) {
     using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
     const options o = parse(argc, argv);
     set_blas_threads(o.threads);
     mnist_data data;

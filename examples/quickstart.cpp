@@ -4,8 +4,9 @@
 
 #include <iostream>
 
-int main() {
+int main(int, char** argv) {
     using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
     const auto train = make_spirals(500, 3, 1.0, 0.02, /*seed=*/1);
     const auto test = make_spirals(500, 3, 1.0, 0.02, /*seed=*/2);
 

@@ -6,6 +6,7 @@
 #include "lightloop/version.hpp"
 
 #include "lightloop/core/blas.hpp"
+#include "lightloop/core/blas_info.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"

@@ -49,3 +49,30 @@ TEST_CASE("the BLAS reports its kernel and accepts a thread count", "[core][blas
     CHECK_FALSE(blas_core_name().empty());
     CHECK_THROWS_AS(set_blas_threads(0), config_error);
 }
+
+TEST_CASE("the OpenBLAS kernel trap is recognised and its remedy chosen", "[core][blas]") {
+    CHECK(is_generic_kernel("Prescott"));
+    CHECK_FALSE(is_generic_kernel("SkylakeX"));
+    CHECK_FALSE(is_generic_kernel("Haswell"));
+    CHECK(recommended_coretype({.avx2 = true, .avx512 = true}) == "SkylakeX");
+    CHECK(recommended_coretype({.avx2 = true, .avx512 = false}) == "Haswell");
+    CHECK(recommended_coretype({}).empty());
+
+    blas_report trapped;
+    trapped.core = "Prescott";
+    trapped.cpu = {.avx2 = true, .avx512 = true};
+    trapped.recommended = "SkylakeX";
+    trapped.generic = true;
+    CHECK(should_reexec(trapped, false, false, false));
+    CHECK_FALSE(should_reexec(trapped, true, false, false)); // the user chose a core type
+    CHECK_FALSE(should_reexec(trapped, false, true, false)); // LIGHTLOOP_NO_REEXEC
+    CHECK_FALSE(should_reexec(trapped, false, false, true)); // already re-executed once
+    REQUIRE(blas_warning(trapped).has_value());
+    CHECK_THAT(*blas_warning(trapped), Catch::Contains("OPENBLAS_CORETYPE=SkylakeX"));
+
+    // This machine's own report is consistent with its CPU.
+    const auto here = blas_info();
+    CHECK_FALSE(here.core.empty());
+    CHECK(here.generic == (is_generic_kernel(here.core) && !here.recommended.empty()));
+    CHECK(blas_warning(here).has_value() == here.generic);
+}

@@ -75,6 +75,7 @@ double train(Feedback feedback, const lightloop::mnist_data& data, std::size_t e
 
 int main(int argc, char** argv) {
     using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
     std::string data_dir = "/usr/share/datasets/fashion-mnist";
     std::string reference;
     std::size_t epochs = 1;
