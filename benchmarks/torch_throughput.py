@@ -1,0 +1,83 @@
+#!/usr/bin/python3
+"""PyTorch peer for benchmarks/throughput.cpp: training samples per second of the
+paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) with backprop
+(autograd) and with DFA (by hand, as in torch_reference.py), per batch size and
+thread count, on random data. Prints TSV: method, batch, threads, samples/s.
+
+    /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
+    ./build/release/benchmarks/throughput --torch torch_throughput.tsv
+"""
+import argparse
+import time
+
+import torch
+
+
+def step_bp(layers, opt, x, y):
+    opt.zero_grad()
+    h = x
+    for i, layer in enumerate(layers):
+        h = layer(h)
+        if i < 2:
+            h = torch.tanh(h)
+    torch.nn.functional.cross_entropy(h, y).backward()
+    opt.step()
+
+
+def step_dfa(layers, opt, x, y, feedback):
+    opt.zero_grad()
+    with torch.no_grad():
+        h1 = torch.tanh(layers[0](x))
+        h2 = torch.tanh(layers[1](h1))
+        e = torch.softmax(layers[2](h2), 1)
+        e[torch.arange(len(y)), y] -= 1.0
+        projected = e @ feedback.T
+        d1 = projected[:, :1024] * (1 - h1 * h1)
+        d2 = projected[:, 1024:] * (1 - h2 * h2)
+        m = float(len(y))
+        for layer, delta, h in ((layers[0], d1, x), (layers[1], d2, h1), (layers[2], e, h2)):
+            layer.weight.grad = delta.T @ h / m
+            layer.bias.grad = delta.sum(0) / m
+    opt.step()
+
+
+def measure(method, batch, seconds):
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 10)]
+    params = [p for layer in layers for p in layer.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 784)
+    y = torch.randint(0, 10, (batch,))
+    feedback = torch.randn(2048, 10) / 10 ** 0.5
+    step = (lambda: step_bp(layers, opt, x, y)) if method == "bp" else \
+        (lambda: step_dfa(layers, opt, x, y, feedback))
+    for _ in range(3):
+        step()
+    steps = 0
+    start = time.perf_counter()
+    while True:
+        step()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and steps >= 3:
+            return steps * batch / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--methods", nargs="+", default=["bp", "dfa"])
+    parser.add_argument("--seconds", type=float, default=1.5)
+    args = parser.parse_args()
+    print(f"# torch {torch.__version__}; method batch threads samples_per_second")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for batch in args.batches:
+            for method in args.methods:
+                rate = measure(method, batch, args.seconds)
+                print(f"{method}\t{batch}\t{threads}\t{rate:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
