@@ -1,7 +1,8 @@
-// Micro benchmarks of one training step on the paper's network shape
-// (784-1024-1024-10, tanh), per feedback method, beside the SGEMM of the
-// forward pass's first layer for scale. The full roofline and PyTorch
-// comparison is its own issue; this keeps the step's cost visible meanwhile.
+// Micro benchmarks on the paper's shapes (784-1024-1024-10, tanh, batch 128):
+// the first layer's SGEMM, the fused bias + tanh pass and its derivative,
+// softmax cross-entropy, each projection device (10 -> 2048), and one whole
+// training step per feedback method. The end-to-end roofline and PyTorch
+// comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
 
 #include <lightloop/lightloop.hpp>
@@ -46,9 +47,85 @@ void bm_sgemm_first_layer(benchmark::State& state) {
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
+/// The fused pass after a layer's GEMM: a = z + b, h = tanh(a), per element.
+void bm_dense_forward_fused(benchmark::State& state) {
+    const auto batch = static_cast<std::size_t>(state.range(0));
+    dense<tanh_act> layer{1024, 1024};
+    layer.initialize(1);
+    auto x = matrix<float>::from_shape({batch, 1024});
+    x.fill(0.1f);
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(layer.forward(x).data());
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
+/// delta = s ⊙ f'(a) for tanh (1 - h^2), the hidden layers' elementwise step.
+void bm_tanh_derivative(benchmark::State& state) {
+    const auto batch = static_cast<std::size_t>(state.range(0));
+    dense<tanh_act> layer{1024, 1024};
+    layer.initialize(1);
+    auto x = matrix<float>::from_shape({batch, 1024});
+    x.fill(0.1f);
+    layer.forward(x);
+    const matrix<float> signal = layer.output();
+    for (auto _ : state) {
+        layer.scale_by_derivative(signal.data(), 1024);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch * 1024));
+}
+
+void bm_softmax_cross_entropy(benchmark::State& state) {
+    const auto batch = static_cast<std::size_t>(state.range(0));
+    auto logits = matrix<float>::from_shape({batch, 10});
+    rng gen(3);
+    fill_normal(std::span<float>(logits.data(), logits.size()), gen, 2.0);
+    std::vector<int> labels(batch);
+    for (std::size_t i = 0; i < batch; ++i) {
+        labels[i] = static_cast<int>(i % 10);
+    }
+    const auto y = one_hot<float>(std::span<const int>(labels), 10);
+    matrix<float> grad;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(softmax_cross_entropy{}.evaluate(logits, y, grad));
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
+/// One DFA projection of a batch of softmax-like errors (10 -> 2048).
+template <class Device>
+void bm_projection(benchmark::State& state) {
+    const auto batch = static_cast<std::size_t>(state.range(0));
+    Device device;
+    device.configure(10, 2048, 7);
+    auto e = matrix<float>::from_shape({batch, 10});
+    rng gen(4);
+    for (std::size_t r = 0; r < batch; ++r) {
+        for (std::size_t c = 0; c < 10; ++c) {
+            e(r, c) = static_cast<float>(0.1 * gen.uniform());
+        }
+        e(r, r % 10) = -0.8f;
+    }
+    auto y = matrix<float>::from_shape({batch, 2048});
+    device.project(e, y); // calibrates the camera
+    for (auto _ : state) {
+        device.project(e, y);
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
 } // namespace
 
 BENCHMARK(bm_sgemm_first_layer)->Arg(128);
+BENCHMARK(bm_dense_forward_fused)->Arg(128);
+BENCHMARK(bm_tanh_derivative)->Arg(128);
+BENCHMARK(bm_softmax_cross_entropy)->Arg(128);
+BENCHMARK(bm_projection<dense_gaussian>)->Arg(128);
+BENCHMARK(bm_projection<optical<holographic_readout<>, camera>>)->Arg(128);
+BENCHMARK(bm_projection<optical<holographic_readout<>, ideal_camera>>)->Arg(128);
+BENCHMARK(bm_projection<optical<intensity_readout, camera>>)->Arg(128);
 BENCHMARK(bm_train_step<backprop>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<feedback_alignment>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<dfa<dense_gaussian>>)->Arg(128)->Unit(benchmark::kMillisecond);
