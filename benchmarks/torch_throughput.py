@@ -6,14 +6,28 @@ thread count, on random data. Prints TSV: method, batch, threads, samples/s.
 
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
+
+Debian's torch calls the system BLAS (OpenBLAS), which starts its own threads
+whatever torch.set_num_threads says; so each thread count runs in a child
+process with OPENBLAS_NUM_THREADS and OMP_NUM_THREADS set before torch loads.
 """
 import argparse
+import os
+import subprocess
+import sys
 import time
 
-import torch
+
+def child(threads, args):
+    import torch
+    torch.set_num_threads(threads)
+    for batch in args.batches:
+        for method in args.methods:
+            rate = measure(torch, method, batch, args.seconds)
+            print(f"{method}\t{batch}\t{threads}\t{rate:.1f}", flush=True)
 
 
-def step_bp(layers, opt, x, y):
+def step_bp(torch, layers, opt, x, y):
     opt.zero_grad()
     h = x
     for i, layer in enumerate(layers):
@@ -24,7 +38,7 @@ def step_bp(layers, opt, x, y):
     opt.step()
 
 
-def step_dfa(layers, opt, x, y, feedback):
+def step_dfa(torch, layers, opt, x, y, feedback):
     opt.zero_grad()
     with torch.no_grad():
         h1 = torch.tanh(layers[0](x))
@@ -41,7 +55,7 @@ def step_dfa(layers, opt, x, y, feedback):
     opt.step()
 
 
-def measure(method, batch, seconds):
+def measure(torch, method, batch, seconds):
     torch.manual_seed(0)
     layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 10)]
     params = [p for layer in layers for p in layer.parameters()]
@@ -49,8 +63,8 @@ def measure(method, batch, seconds):
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
     feedback = torch.randn(2048, 10) / 10 ** 0.5
-    step = (lambda: step_bp(layers, opt, x, y)) if method == "bp" else \
-        (lambda: step_dfa(layers, opt, x, y, feedback))
+    step = (lambda: step_bp(torch, layers, opt, x, y)) if method == "bp" else \
+        (lambda: step_dfa(torch, layers, opt, x, y, feedback))
     for _ in range(3):
         step()
     steps = 0
@@ -69,14 +83,18 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--methods", nargs="+", default=["bp", "dfa"])
     parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"# torch {torch.__version__}; method batch threads samples_per_second")
+    if args.child:
+        child(args.threads[0], args)
+        return
+    print("# method batch threads samples_per_second", flush=True)
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        for batch in args.batches:
-            for method in args.methods:
-                rate = measure(method, batch, args.seconds)
-                print(f"{method}\t{batch}\t{threads}\t{rate:.1f}", flush=True)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        command = [sys.executable, __file__, "--child", "--threads", str(threads),
+                   "--seconds", str(args.seconds), "--batches", *map(str, args.batches),
+                   "--methods", *args.methods]
+        subprocess.run(command, env=env, check=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ concept scalar = std::same_as<T, float> || std::same_as<T, double>;
 //     h = f(a), so tanh can use 1 - h^2 and relu can use a > 0.
 //     Both are const, pure and cheap: they run inside the fused pass that adds
 //     the bias and applies f.
+//     Optionally, apply(a, h, count) computes h[i] = value(a[i]) for a whole
+//     row at once (tanh_act vectorises it); the dense layer uses it if present.
 // ---------------------------------------------------------------------------
 template <class A, class T = float>
 concept activation = scalar<T> && std::copy_constructible<A> && requires(const A act, T x) {

@@ -75,10 +75,19 @@ public:
         for (std::size_t r = 0; r < n; ++r) {
             T* a_row = a + r * out;
             T* h_row = h + r * out;
-            for (std::size_t c = 0; c < out; ++c) {
-                const T value = a_row[c] + bias[c];
-                a_row[c] = value;
-                h_row[c] = act.value(value);
+            if constexpr (requires { act.apply(a_row, h_row, out); }) {
+                // An activation with a row kernel: add the bias, then f on the
+                // row while it is still in cache.
+                for (std::size_t c = 0; c < out; ++c) {
+                    a_row[c] += bias[c];
+                }
+                act.apply(a_row, h_row, out);
+            } else {
+                for (std::size_t c = 0; c < out; ++c) {
+                    const T value = a_row[c] + bias[c];
+                    a_row[c] = value;
+                    h_row[c] = act.value(value);
+                }
             }
         }
         return output_;
