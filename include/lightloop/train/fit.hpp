@@ -118,11 +118,7 @@ evaluation evaluate(Network& net, const labelled_data<typename Network::value_ty
         const auto& out = net.forward(xb);
         loss +=
           static_cast<double>(net.loss_function().value(out, yb)) * static_cast<double>(count);
-        for (std::size_t r = 0; r < count; ++r) {
-            if (argmax_row(out, r) == argmax_row(yb, r)) {
-                ++correct;
-            }
-        }
+        correct += count_correct(out, yb);
     }
     const auto n = static_cast<double>(data.size());
     return {loss / n, static_cast<double>(correct) / n};
@@ -233,12 +229,7 @@ fit_history fit(Network& net, Optimizer& opt,
             opt.set_learning_rate(lr);
             sampler.fill(b, xb, yb);
             const double loss = static_cast<double>(net.train_step(xb, yb, opt));
-            const auto& out = net.template layer<Network::depth - 1>().output();
-            for (std::size_t r = 0; r < xb.shape(0); ++r) {
-                if (argmax_row(out, r) == argmax_row(yb, r)) {
-                    ++correct;
-                }
-            }
+            correct += count_correct(net.template layer<Network::depth - 1>().output(), yb);
             loss_sum += loss * static_cast<double>(xb.shape(0));
             done += xb.shape(0);
             const batch_info batch{

@@ -17,11 +17,10 @@ std::size_t argmax_row(const matrix<T>& m, std::size_t r) {
     return static_cast<std::size_t>(std::max_element(row, row + m.shape(1)) - row);
 }
 
-/// Fraction of rows whose argmax matches the target's argmax (one-hot targets).
+/// Number of rows whose argmax matches the target's argmax (one-hot targets).
 template <class T>
-double accuracy(const matrix<T>& output, const matrix<T>& target) {
-    if (output.shape(0) != target.shape(0) || output.shape(1) != target.shape(1) ||
-        output.shape(0) == 0) {
+std::size_t count_correct(const matrix<T>& output, const matrix<T>& target) {
+    if (output.shape(0) != target.shape(0) || output.shape(1) != target.shape(1)) {
         throw shape_error("lightloop::accuracy: output is " + std::to_string(output.shape(0)) +
                           "x" + std::to_string(output.shape(1)) + ", target is " +
                           std::to_string(target.shape(0)) + "x" + std::to_string(target.shape(1)));
@@ -32,7 +31,17 @@ double accuracy(const matrix<T>& output, const matrix<T>& target) {
             ++correct;
         }
     }
-    return static_cast<double>(correct) / static_cast<double>(output.shape(0));
+    return correct;
+}
+
+/// Fraction of rows whose argmax matches the target's argmax (one-hot targets).
+template <class T>
+double accuracy(const matrix<T>& output, const matrix<T>& target) {
+    if (output.shape(0) == 0) {
+        throw shape_error("lightloop::accuracy: empty batch");
+    }
+    return static_cast<double>(count_correct(output, target)) /
+           static_cast<double>(output.shape(0));
 }
 
 /// Accuracy of `net` on (x, target) in one forward pass.
