@@ -74,15 +74,6 @@ inline std::size_t gz_read_some(gzFile file, const std::filesystem::path& path, 
     return done;
 }
 
-inline bool is_gzip(const std::filesystem::path& path) {
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-    if (!f) {
-        return false;
-    }
-    unsigned char magic[2] = {0, 0};
-    return std::fread(magic, 1, 2, f.get()) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-}
-
 } // namespace detail
 
 /// Reads an unsigned-byte IDX file of rank `expected_rank` (0: any rank).
@@ -93,11 +84,12 @@ inline idx_array read_idx(const std::filesystem::path& path, std::size_t expecte
     if (!std::filesystem::is_regular_file(path, ec)) {
         idx_fail(path, "no such file");
     }
-    const bool compressed = detail::is_gzip(path);
     std::unique_ptr<gzFile_s, detail::gz_closer> file(gzopen(path.c_str(), "rb"));
     if (!file) {
         idx_fail(path, "cannot open");
     }
+    // zlib reads a plain file transparently; gzdirect says which it found.
+    const bool compressed = gzdirect(file.get()) == 0;
     std::array<std::uint8_t, 4> magic{};
     if (detail::gz_read_some(file.get(), path, magic.data(), 4) != 4) {
         idx_fail(path, "truncated: shorter than the 4-byte IDX magic number");

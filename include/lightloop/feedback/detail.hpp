@@ -29,10 +29,6 @@ constexpr void for_index_reversed(F&& f) {
     (std::make_index_sequence<N>{});
 }
 
-/// The scalar type of the layers in a tuple.
-template <class Tuple>
-using tuple_scalar = typename std::tuple_element_t<0, Tuple>::value_type;
-
 /// The layer-by-layer backward sweep of backprop and feedback alignment: for
 /// each hidden layer i from the top, into(above, i, below.delta()) writes the
 /// signal arriving from layer i+1, then below.delta() is scaled by f'(a_i).

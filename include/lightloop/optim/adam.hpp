@@ -51,7 +51,7 @@ public:
     void begin_step() noexcept { ++step_; }
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        detail::check_update_sizes<T>("adam", slot, w.size(), g.size());
+        detail::check_update_sizes("adam", slot, w.size(), g.size());
         if (step_ == 0) {
             throw config_error("lightloop::adam: update() before begin_step()");
         }

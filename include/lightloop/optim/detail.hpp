@@ -57,8 +57,8 @@ private:
     std::vector<std::vector<T>> states_;
 };
 
-template <class T>
-void check_update_sizes(const char* optimizer, std::size_t slot, std::size_t w, std::size_t g) {
+inline void check_update_sizes(const char* optimizer, std::size_t slot, std::size_t w,
+                               std::size_t g) {
     if (w != g) {
         throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
                           std::to_string(slot) + " has " + std::to_string(w) + " parameters but " +

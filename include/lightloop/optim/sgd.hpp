@@ -44,7 +44,7 @@ public:
     void begin_step() noexcept {}
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        detail::check_update_sizes<T>("sgd", slot, w.size(), g.size());
+        detail::check_update_sizes("sgd", slot, w.size(), g.size());
         const T lr = static_cast<T>(settings_.learning_rate);
         const T mu = static_cast<T>(settings_.momentum);
         const T wd = static_cast<T>(settings_.weight_decay);
