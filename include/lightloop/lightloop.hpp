@@ -12,7 +12,6 @@
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/tensor.hpp"
-#include "lightloop/core/ziggurat.hpp"
 
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/dense.hpp"

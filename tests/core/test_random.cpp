@@ -1,10 +1,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include <lightloop/core/random.hpp>
-#include <lightloop/core/ziggurat.hpp>
+#include <lightloop/core/random_lanes.hpp>
 
 using lightloop::rng;
 
@@ -73,30 +74,78 @@ TEST_CASE("rng::below is uniform on its range", "[core][random]") {
     }
 }
 
-TEST_CASE("ziggurat normals have the moments and tails of N(0, 1)", "[core][random]") {
-    const std::uint64_t seed = 5;
-    CAPTURE(seed);
-    rng gen(seed);
+TEST_CASE("rng_lanes steps eight xoshiro256++ streams, stream k seeded derive_seed(seed, k)",
+          "[core][random]") {
+    const std::uint64_t seed = 42;
+    lightloop::rng_lanes lanes(seed);
+    constexpr std::size_t steps = 37;
+    std::vector<std::uint64_t> out(steps * lightloop::rng_lanes::lanes);
+    lanes.next(out.data(), 20);
+    lanes.next(out.data() + 20 * lightloop::rng_lanes::lanes, steps - 20);
+    for (std::size_t k = 0; k < lightloop::rng_lanes::lanes; ++k) {
+        rng reference(lightloop::derive_seed(seed, k));
+        for (std::size_t step = 0; step < steps; ++step) {
+            CAPTURE(k, step);
+            REQUIRE(out[step * lightloop::rng_lanes::lanes + k] == reference());
+        }
+    }
+}
+
+TEST_CASE("rng_lanes normals have the moments and tails of N(0, 1)", "[core][random]") {
+    lightloop::rng_lanes lanes(5);
     constexpr int n = 400000;
+    // An odd length exercises the partial last block.
+    std::vector<float> z(n);
+    lanes.fill_normal(std::span<float>(z.data(), 1000 + 7));
+    lanes.fill_normal(std::span<float>(z.data() + 1007, n - 1007));
     double sum = 0;
     double sum2 = 0;
     double sum4 = 0;
+    double lag = 0;
     int beyond_2 = 0;
-    int beyond_3_5 = 0;
+    int beyond_4 = 0;
     for (int i = 0; i < n; ++i) {
-        const double z = lightloop::ziggurat_normal(gen);
-        sum += z;
-        sum2 += z * z;
-        sum4 += z * z * z * z;
-        beyond_2 += std::abs(z) > 2.0 ? 1 : 0;
-        beyond_3_5 += std::abs(z) > 3.5 ? 1 : 0; // past the base layer's edge (3.44)
+        const double v = z[static_cast<std::size_t>(i)];
+        sum += v;
+        sum2 += v * v;
+        sum4 += v * v * v * v;
+        lag += i > 0 ? v * z[static_cast<std::size_t>(i - 1)] : 0.0;
+        beyond_2 += std::abs(v) > 2.0 ? 1 : 0;
+        beyond_4 += std::abs(v) > 4.0 ? 1 : 0;
     }
     // 5 standard errors: mean 1/sqrt(n); second moment sqrt(2/n); fourth
-    // moment sqrt(96/n); P(|z| > 2) = 0.0455, binomial s.e. sqrt(p(1-p)/n);
-    // P(|z| > 3.5) = 4.65e-4 exercises the tail algorithm.
+    // moment sqrt(96/n); neighbours uncorrelated, s.e. 1/sqrt(n);
+    // P(|z| > 2) = 0.0455 and P(|z| > 4) = 6.33e-5, binomial s.e.
     CHECK(std::abs(sum / n) < 5 / std::sqrt(n));
     CHECK(std::abs(sum2 / n - 1) < 5 * std::sqrt(2.0 / n));
     CHECK(std::abs(sum4 / n - 3) < 5 * std::sqrt(96.0 / n));
+    CHECK(std::abs(lag / n) < 5 / std::sqrt(n));
     CHECK(std::abs(beyond_2 / double(n) - 0.0455) < 5 * std::sqrt(0.0455 * 0.9545 / n));
-    CHECK(std::abs(beyond_3_5 / double(n) - 4.65e-4) < 5 * std::sqrt(4.65e-4 / n));
+    CHECK(std::abs(beyond_4 / double(n) - 6.33e-5) < 5 * std::sqrt(6.33e-5 / n));
+}
+
+TEST_CASE("rng_lanes Poisson inversion has the Poisson distribution", "[core][random]") {
+    lightloop::rng_lanes lanes(9);
+    constexpr std::size_t n = 100003; // not a multiple of the SIMD width
+    for (const double mean : {0.3, 4.0, 17.0, 29.9}) {
+        CAPTURE(mean);
+        std::vector<double> means(n, mean);
+        std::vector<double> counts(n);
+        std::vector<double> uniform(n + 16);
+        lanes.poisson_inversion(means.data(), counts.data(), uniform.data(), n);
+        std::vector<double> histogram(200, 0.0);
+        for (const double k : counts) {
+            REQUIRE(k == std::floor(k));
+            REQUIRE(k >= 0.0);
+            REQUIRE(k < 200.0);
+            histogram[static_cast<std::size_t>(k)] += 1.0;
+        }
+        // Each bin is Binomial(n, p_k): within 5 s.e. of n p_k.
+        double p = std::exp(-mean);
+        for (std::size_t k = 0; k < 80; ++k) {
+            CAPTURE(k);
+            CHECK(std::abs(histogram[k] - n * p) < 5 * std::sqrt(n * p * (1 - p)) + 1e-9);
+            p *= mean / static_cast<double>(k + 1);
+        }
+    }
 }

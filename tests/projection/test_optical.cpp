@@ -293,7 +293,7 @@ TEST_CASE("the camera quantises to within half an LSB and counts saturated pixel
 
 TEST_CASE("camera shot and read noise have the variance of their model",
           "[projection][optical][camera]") {
-    // 16 bits makes quantisation negligible (LSB^2/12 << the noise variance).
+    // 16 bits over a 1e6-electron well: 15.3 electrons per count.
     // Reported intensity I' = electrons / exposure, electrons ~ Poisson(g I) +
     // N(0, read^2): Var(I') = (g I + read^2) / g^2.
     const double exposure = 50.0;
@@ -301,18 +301,56 @@ TEST_CASE("camera shot and read noise have the variance of their model",
     camera cam({.bits = 16, .full_well = 1e6, .read_noise = read, .dark_offset = 100});
     cam.reseed(8);
     cam.set_exposure(exposure);
-    for (const double level : {2.0, 40.0}) {
+    // 0.3 gives 15 electrons (drawn exactly), 2 and 40 give 100 and 2000
+    // (drawn as one normal).
+    for (const double level : {0.3, 2.0, 40.0}) {
         CAPTURE(level);
         std::vector<double> intensity(40000, level);
         std::vector<double> measured(intensity.size());
         cam.expose(std::span<const double>(intensity), std::span<double>(measured));
         const auto m = lightloop::testing::moments_of(measured);
         const double var = m.variance - m.mean * m.mean;
-        const double expected = (exposure * level + read * read) / (exposure * exposure);
+        // Plus the ADC's quantisation, LSB^2 / 12 (15 electrons per count
+        // here: 5 % of the dimmest level's variance).
+        const double lsb = cam.lsb();
+        const double expected =
+          (exposure * level + read * read) / (exposure * exposure) + lsb * lsb / 12.0;
         // Mean s.e. sqrt(var / n); variance relative s.e. ~sqrt(2 / n) = 0.7%.
         CHECK(std::abs(m.mean - level) < 5 * std::sqrt(expected / 40000.0));
         CHECK(var / expected == Approx(1.0).margin(0.05));
     }
+}
+
+TEST_CASE("dim pixels count photo-electrons exactly: Poisson, not its normal approximation",
+          "[projection][optical][camera]") {
+    // One count per electron (full well = 2^16 - 1 counts) and no read noise,
+    // so the reported intensity at exposure 1 is the electron count itself.
+    camera cam({.bits = 16, .full_well = 65535.0, .read_noise = 0.0, .dark_offset = 0.0});
+    cam.reseed(12);
+    cam.set_exposure(1.0);
+    REQUIRE(cam.electrons_per_count() == 1.0);
+    constexpr std::size_t n = 50000;
+    const double mean = 2.5;
+    std::vector<float> intensity(n, static_cast<float>(mean));
+    std::vector<float> measured(n);
+    cam.expose(std::span<const float>(intensity), std::span<float>(measured));
+    std::vector<double> histogram(64, 0.0);
+    for (const float v : measured) {
+        REQUIRE(v == std::floor(v));
+        REQUIRE(v >= 0.0f);
+        histogram[static_cast<std::size_t>(v)] += 1.0;
+    }
+    // P(0) = e^-2.5 = 0.082, 60 s.e. of n p; the normal approximation
+    // N(2.5, 2.5), rounded and clipped at 0, would give P(0) = 0.103.
+    double p = std::exp(-mean);
+    for (std::size_t k = 0; k < 15; ++k) {
+        CAPTURE(k);
+        CHECK(std::abs(histogram[k] - n * p) < 5 * std::sqrt(n * p * (1 - p)));
+        p *= mean / static_cast<double>(k + 1);
+    }
+    CHECK_THROWS_WITH(camera({.bits = 24, .exposure = 1.0})
+                        .expose(std::span<const float>(intensity), std::span<float>(measured)),
+                      Catch::Contains("double"));
 }
 
 TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",

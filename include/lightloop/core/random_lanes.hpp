@@ -1,0 +1,197 @@
+#pragma once
+// Bulk random draws for the camera simulation, where every pixel of every
+// exposure needs a normal (and the dim ones a Poisson count): a million draws
+// per batch, which a one-at-a-time generator makes the bottleneck.
+//
+// rng_lanes steps eight xoshiro256++ streams together (structure of arrays,
+// which the compiler vectorises); normals come from Box-Muller evaluated with
+// xsimd's vectorised log and sincos in single precision, and Poisson counts of
+// small means from inversion of the CDF, one SIMD lane per draw. The draws are
+// reproducible from the seed for a given build; which SIMD width the program
+// was compiled for changes the last bits of log/sincos, not the streams.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <numbers>
+#include <span>
+
+#include <xsimd/xsimd.hpp>
+
+#include "lightloop/core/random.hpp"
+
+namespace lightloop {
+
+class rng_lanes {
+public:
+    static constexpr std::size_t lanes = 8;
+    /// Normals produced per refill of the generator's block.
+    static constexpr std::size_t block = 256;
+
+    explicit rng_lanes(std::uint64_t seed = 0) noexcept { reseed(seed); }
+
+    /// Stream k starts as rng(derive_seed(seed, k)) would.
+    void reseed(std::uint64_t seed) noexcept {
+        for (std::size_t k = 0; k < lanes; ++k) {
+            std::uint64_t s = derive_seed(seed, k);
+            s0_[k] = splitmix64(s);
+            s1_[k] = splitmix64(s);
+            s2_[k] = splitmix64(s);
+            s3_[k] = splitmix64(s);
+        }
+    }
+
+    /// `steps` steps of every stream: out[step * lanes + k] is stream k's
+    /// output at that step.
+    void next(std::uint64_t* out, std::size_t steps = 1) noexcept {
+        using batch = xsimd::batch<std::uint64_t>;
+        constexpr std::size_t width = batch::size;
+        static_assert(lanes % width == 0);
+        for (std::size_t g = 0; g < lanes; g += width) {
+            batch s0 = batch::load_aligned(s0_ + g);
+            batch s1 = batch::load_aligned(s1_ + g);
+            batch s2 = batch::load_aligned(s2_ + g);
+            batch s3 = batch::load_aligned(s3_ + g);
+            for (std::size_t step = 0; step < steps; ++step) {
+                const batch sum = s0 + s3;
+                (((sum << 23) | (sum >> 41)) + s0).store_unaligned(out + step * lanes + g);
+                const batch t = s1 << 17;
+                s2 ^= s0;
+                s3 ^= s1;
+                s1 ^= s2;
+                s0 ^= s3;
+                s2 ^= t;
+                s3 = (s3 << 45) | (s3 >> 19);
+            }
+            s0.store_aligned(s0_ + g);
+            s1.store_aligned(s1_ + g);
+            s2.store_aligned(s2_ + g);
+            s3.store_aligned(s3_ + g);
+        }
+    }
+
+    /// Standard normals (single precision Box-Muller). The radius uses 31
+    /// random bits, so it stays below 6.66: pairs beyond, a probability of
+    /// 2.3e-10, are missing.
+    void fill_normal(std::span<float> out) noexcept {
+        std::size_t done = 0;
+        while (out.size() - done >= block) {
+            normal_block(out.data() + done);
+            done += block;
+        }
+        if (done < out.size()) {
+            alignas(64) float tail[block];
+            normal_block(tail);
+            std::copy(tail, tail + (out.size() - done), out.data() + done);
+        }
+    }
+
+    /// Uniforms on [0, 1) with 53 random bits.
+    void fill_uniform(std::span<double> out) noexcept {
+        alignas(64) std::uint64_t bits[block];
+        for (std::size_t i = 0; i < out.size(); i += block) {
+            const std::size_t n = std::min(block, out.size() - i);
+            next(bits, (n + lanes - 1) / lanes);
+            for (std::size_t k = 0; k < n; ++k) {
+                out[i + k] = static_cast<double>(bits[k] >> 11) * 0x1.0p-53;
+            }
+        }
+    }
+
+    /// counts[i] ~ Poisson(mean[i]) exactly, by inversion of the CDF with one
+    /// uniform each (means are meant to be small: the work per draw grows with
+    /// the largest mean among each SIMD batch). `uniform` is scratch of at
+    /// least count rounded up to xsimd::batch<double>::size.
+    /// At most `max_count` is returned, which for means below 30 and
+    /// max_count 200 cuts off a probability below 1e-70.
+    void poisson_inversion(const double* mean, double* counts, double* uniform, std::size_t count,
+                           double max_count = 200.0) noexcept {
+        using batch = xsimd::batch<double>;
+        constexpr std::size_t width = batch::size;
+        const std::size_t padded = (count + width - 1) / width * width;
+        fill_uniform(std::span<double>(uniform, padded));
+        std::size_t i = 0;
+        for (; i + width <= count; i += width) {
+            invert(batch::load_unaligned(mean + i), batch::load_unaligned(uniform + i), max_count)
+              .store_unaligned(counts + i);
+        }
+        if (i < count) {
+            alignas(64) double m[width] = {};
+            alignas(64) double c[width];
+            std::copy(mean + i, mean + count, m);
+            invert(batch::load_aligned(m), batch::load_unaligned(uniform + i), max_count)
+              .store_aligned(c);
+            std::copy(c, c + (count - i), counts + i);
+        }
+    }
+
+private:
+    /// 1 / n, from a table for the small n of the inversion loop (a division
+    /// per step would dominate it).
+    static double reciprocal(std::size_t n) noexcept {
+        static constexpr auto table = [] {
+            std::array<double, 256> t{};
+            for (std::size_t i = 1; i < t.size(); ++i) {
+                t[i] = 1.0 / static_cast<double>(i);
+            }
+            return t;
+        }();
+        return n < table.size() ? table[n] : 1.0 / static_cast<double>(n);
+    }
+
+    static xsimd::batch<double> invert(xsimd::batch<double> mean, xsimd::batch<double> u,
+                                       double max_count) noexcept {
+        using batch = xsimd::batch<double>;
+        batch p = xsimd::exp(-mean);
+        batch cdf = p;
+        batch k(0.0);
+        // Every lane's k equals the step count until its u falls under its
+        // CDF; the CDF only grows, so finished lanes stay finished.
+        const auto steps = static_cast<std::size_t>(std::min(max_count, 1e6));
+        for (std::size_t step = 1; step <= steps; ++step) {
+            const auto more = u > cdf;
+            if (!xsimd::any(more)) {
+                break;
+            }
+            k = xsimd::select(more, k + batch(1.0), k);
+            p = p * mean * batch(reciprocal(step));
+            cdf = cdf + p;
+        }
+        return k;
+    }
+
+    void normal_block(float* out) noexcept {
+        // Half the block's words give radii, half give angles.
+        alignas(64) std::uint64_t bits[block / 2];
+        next(bits, block / 2 / lanes);
+        alignas(64) float radius_u[block / 2];
+        alignas(64) float angle_u[block / 2];
+        for (std::size_t i = 0; i < block / 2; ++i) {
+            const auto hi = static_cast<std::int32_t>(bits[i] >> 33);
+            const auto lo = static_cast<std::int32_t>((bits[i] & 0xFFFFFFFFULL) >> 8);
+            // (hi + 1/2) 2^-31 is in (0, 1]: the logarithm is finite.
+            radius_u[i] = (static_cast<float>(hi) + 0.5f) * 0x1.0p-31f;
+            angle_u[i] = static_cast<float>(lo) * 0x1.0p-24f;
+        }
+        using batch = xsimd::batch<float>;
+        constexpr std::size_t width = batch::size;
+        static_assert((block / 2) % width == 0);
+        const batch two_pi(static_cast<float>(2.0 * std::numbers::pi));
+        for (std::size_t i = 0; i < block / 2; i += width) {
+            const batch u = xsimd::min(batch::load_aligned(radius_u + i), batch(1.0f));
+            const batch r = xsimd::sqrt(batch(-2.0f) * xsimd::log(u));
+            const auto [s, c] = xsimd::sincos(two_pi * batch::load_aligned(angle_u + i));
+            (r * c).store_unaligned(out + i);
+            (r * s).store_unaligned(out + block / 2 + i);
+        }
+    }
+
+    alignas(64) std::uint64_t s0_[lanes]{};
+    alignas(64) std::uint64_t s1_[lanes]{};
+    alignas(64) std::uint64_t s2_[lanes]{};
+    alignas(64) std::uint64_t s3_[lanes]{};
+};
+
+} // namespace lightloop
