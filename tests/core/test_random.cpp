@@ -131,7 +131,7 @@ TEST_CASE("rng_lanes Poisson inversion has the Poisson distribution", "[core][ra
         CAPTURE(mean);
         std::vector<double> means(n, mean);
         std::vector<double> counts(n);
-        std::vector<double> uniform(n + 16);
+        std::vector<double> uniform(n + lightloop::rng_lanes::group);
         lanes.poisson_inversion(means.data(), counts.data(), uniform.data(), n);
         std::vector<double> histogram(200, 0.0);
         for (const double k : counts) {

@@ -149,6 +149,20 @@ TEST_CASE("the transmission matrix is complex Gaussian, seeded, and gives E = R 
     const auto expected_im = lightloop::testing::naive_product(x, false, a.imag<double>(), true);
     CHECK(lightloop::testing::max_abs_diff(e_re, expected_re) < 1e-12);
     CHECK(lightloop::testing::max_abs_diff(e_im, expected_im) < 1e-12);
+
+    // Past direct_max_inputs the field goes through GEMM: same product.
+    constexpr std::size_t wide = transmission_matrix::direct_max_inputs + 36;
+    transmission_matrix gemm_path(200, wide, 7, variance);
+    const auto xb = random_matrix<double>(5, wide, 8);
+    auto b_re = matrix<double>::from_shape({5, 200});
+    auto b_im = matrix<double>::from_shape({5, 200});
+    gemm_path.field(xb.data(), 5, b_re.data(), b_im.data());
+    CHECK(lightloop::testing::max_abs_diff(
+            b_re, lightloop::testing::naive_product(xb, false, gemm_path.real<double>(), true)) <
+          1e-12);
+    CHECK(lightloop::testing::max_abs_diff(
+            b_im, lightloop::testing::naive_product(xb, false, gemm_path.imag<double>(), true)) <
+          1e-12);
 }
 
 TEMPLATE_TEST_CASE("holographic readout with an ideal camera is x M^T with M = 2 Re(r̄ ⊙ R)",

@@ -103,29 +103,28 @@ public:
     /// counts[i] ~ Poisson(mean[i]) exactly, by inversion of the CDF with one
     /// uniform each (means are meant to be small: the work per draw grows with
     /// the largest mean among each SIMD batch). `uniform` is scratch of at
-    /// least count rounded up to xsimd::batch<double>::size.
+    /// least count rounded up to a multiple of `group`.
     /// At most `max_count` is returned, which for means below 30 and
     /// max_count 200 cuts off a probability below 1e-70.
     void poisson_inversion(const double* mean, double* counts, double* uniform, std::size_t count,
                            double max_count = 200.0) noexcept {
-        using batch = xsimd::batch<double>;
-        constexpr std::size_t width = batch::size;
-        const std::size_t padded = (count + width - 1) / width * width;
-        fill_uniform(std::span<double>(uniform, padded));
+        fill_uniform(std::span<double>(uniform, (count + group - 1) / group * group));
         std::size_t i = 0;
-        for (; i + width <= count; i += width) {
-            invert(batch::load_unaligned(mean + i), batch::load_unaligned(uniform + i), max_count)
-              .store_unaligned(counts + i);
+        for (; i + group <= count; i += group) {
+            invert(mean + i, uniform + i, counts + i, max_count);
         }
         if (i < count) {
-            alignas(64) double m[width] = {};
-            alignas(64) double c[width];
+            // Zero means stop at once: P(0) = 1.
+            alignas(64) double m[group] = {};
+            alignas(64) double c[group];
             std::copy(mean + i, mean + count, m);
-            invert(batch::load_aligned(m), batch::load_unaligned(uniform + i), max_count)
-              .store_aligned(c);
+            invert(m, uniform + i, c, max_count);
             std::copy(c, c + (count - i), counts + i);
         }
     }
+
+    /// Draws poisson_inversion handles together (scratch is rounded up to it).
+    static constexpr std::size_t group = 4 * xsimd::batch<double>::size;
 
 private:
     /// 1 / n, from a table for the small n of the inversion loop (a division
@@ -141,25 +140,45 @@ private:
         return n < table.size() ? table[n] : 1.0 / static_cast<double>(n);
     }
 
-    static xsimd::batch<double> invert(xsimd::batch<double> mean, xsimd::batch<double> u,
-                                       double max_count) noexcept {
+    /// Inverts `group` draws: four independent SIMD batches in step, so the
+    /// multiply-add chains of one hide the latency of the others.
+    static void invert(const double* mean, const double* uniform, double* counts,
+                       double max_count) noexcept {
         using batch = xsimd::batch<double>;
-        batch p = xsimd::exp(-mean);
-        batch cdf = p;
-        batch k(0.0);
+        constexpr std::size_t width = batch::size;
+        constexpr std::size_t n = group / width;
+        batch m[n];
+        batch u[n];
+        batch p[n];
+        batch cdf[n];
+        batch k[n];
+        for (std::size_t b = 0; b < n; ++b) {
+            m[b] = batch::load_unaligned(mean + b * width);
+            u[b] = batch::load_unaligned(uniform + b * width);
+            p[b] = xsimd::exp(-m[b]);
+            cdf[b] = p[b];
+            k[b] = batch(0.0);
+        }
         // Every lane's k equals the step count until its u falls under its
         // CDF; the CDF only grows, so finished lanes stay finished.
         const auto steps = static_cast<std::size_t>(std::min(max_count, 1e6));
         for (std::size_t step = 1; step <= steps; ++step) {
-            const auto more = u > cdf;
-            if (!xsimd::any(more)) {
+            bool more_any = false;
+            const batch inverse(reciprocal(step));
+            for (std::size_t b = 0; b < n; ++b) {
+                const auto more = u[b] > cdf[b];
+                more_any = more_any || xsimd::any(more);
+                k[b] = xsimd::select(more, k[b] + batch(1.0), k[b]);
+                p[b] = p[b] * (m[b] * inverse);
+                cdf[b] = cdf[b] + p[b];
+            }
+            if (!more_any) {
                 break;
             }
-            k = xsimd::select(more, k + batch(1.0), k);
-            p = p * mean * batch(reciprocal(step));
-            cdf = cdf + p;
         }
-        return k;
+        for (std::size_t b = 0; b < n; ++b) {
+            k[b].store_unaligned(counts + b * width);
+        }
     }
 
     void normal_block(float* out) noexcept {

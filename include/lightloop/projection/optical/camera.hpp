@@ -185,7 +185,7 @@ private:
                 dim.resize(chunk);
                 dim_mean.resize(chunk);
                 dim_count.resize(chunk);
-                uniform.resize(chunk + 16);
+                uniform.resize(chunk + rng_lanes::group);
             }
         }
     };
@@ -234,11 +234,14 @@ private:
             // from the same normal. Branch-free compaction: about one pixel
             // in twenty is dim, at random.
             std::size_t dim = 0;
+            const auto limit = static_cast<T>(exact_below);
             for (std::size_t i = 0; i < n; ++i) {
                 w.dim[dim] = static_cast<std::uint32_t>(i);
-                w.dim_mean[dim] = static_cast<double>(mean[i]);
                 dim += static_cast<std::size_t>(mean[i] > T(0)) &
-                       static_cast<std::size_t>(mean[i] < static_cast<T>(exact_below));
+                       static_cast<std::size_t>(mean[i] < limit);
+            }
+            for (std::size_t d = 0; d < dim; ++d) {
+                w.dim_mean[d] = static_cast<double>(mean[w.dim[d]]);
             }
             gen_.poisson_inversion(w.dim_mean.data(), w.dim_count.data(), w.uniform.data(), dim);
             for (std::size_t d = 0; d < dim; ++d) {

@@ -137,29 +137,33 @@ public:
         auto& buf = buffers_.template get<T>();
         const std::size_t active = encode(x, buf);
         std::fill(y.begin(), y.end(), T(0));
-        if (active > 0) {
-            medium_.field(buf.frames.data(), active, buf.re.data(), buf.im.data());
-            if (!calibrated_) {
-                const std::size_t extra = readout_.calibrate(buf.re.data(), buf.im.data(), active,
-                                                             camera_, buf.scratch.data());
-                stats_.frames += extra;
-                stats_.calibration_frames += extra;
-                calibrated_ = true;
-            }
-            readout_.measure(buf.re.data(), buf.im.data(), active, camera_, buf.decoded.data(),
+        if (settings_.track_snr) {
+            ensure_shape(buf.ideal, n, out_);
+            std::fill(buf.ideal.begin(), buf.ideal.end(), T(0));
+        }
+        if (active > 0 && !calibrated_) {
+            calibrate(buf, active);
+        }
+        // Block by block, so the field and the exposures stay in cache.
+        for (std::size_t first = 0; first < active; first += block_rows) {
+            const std::size_t rows = std::min(block_rows, active - first);
+            medium_.field(buf.frames.data() + first * in_, rows, buf.re.data(), buf.im.data());
+            readout_.measure(buf.re.data(), buf.im.data(), rows, camera_, buf.decoded.data(),
                              buf.scratch.data());
-            combine(buf, buf.decoded, active, y);
+            accumulate(buf, first, rows, y);
             if (settings_.track_snr) {
-                readout_.measure_ideal(buf.re.data(), buf.im.data(), active, buf.decoded.data());
-                ensure_shape(buf.ideal, n, out_);
-                std::fill(buf.ideal.begin(), buf.ideal.end(), T(0));
-                combine(buf, buf.decoded, active, buf.ideal);
-                for (std::size_t i = 0; i < y.size(); ++i) {
-                    const double ideal = static_cast<double>(buf.ideal.data()[i]);
-                    const double err = static_cast<double>(y.data()[i]) - ideal;
-                    stats_.signal_energy += ideal * ideal;
-                    stats_.noise_energy += err * err;
-                }
+                readout_.measure_ideal(buf.re.data(), buf.im.data(), rows, buf.decoded.data());
+                accumulate(buf, first, rows, buf.ideal);
+            }
+        }
+        finish(buf, y);
+        if (settings_.track_snr && active > 0) {
+            finish(buf, buf.ideal);
+            for (std::size_t i = 0; i < y.size(); ++i) {
+                const double ideal = static_cast<double>(buf.ideal.data()[i]);
+                const double err = static_cast<double>(y.data()[i]) - ideal;
+                stats_.signal_energy += ideal * ideal;
+                stats_.noise_energy += err * err;
             }
         }
         stats_.projections += n;
@@ -187,10 +191,10 @@ private:
     template <class T>
     struct workspace {
         matrix<T> frames;            // (n F x in), the first `active` rows hold non-empty frames
-        matrix<T> re;                // (n F x out)
-        matrix<T> im;                // (n F x out)
-        matrix<T> decoded;           // (n F x out)
-        matrix<T> scratch;           // (n F x out)
+        matrix<T> re;                // (block_rows x out): one block's field
+        matrix<T> im;                // (block_rows x out)
+        matrix<T> decoded;           // (block_rows x out)
+        matrix<T> scratch;           // (block_rows x out)
         matrix<T> ideal;             // (n x out), with track_snr
         std::vector<double> weights; // (n F)
         std::vector<double> encoded_norm2; // (n): ||x̂_r||^2 of the decoded input
@@ -210,10 +214,10 @@ private:
         const std::size_t n = x.shape(0);
         const std::size_t f_count = encoder_.frames_per_sample();
         ensure_shape(buf.frames, n * f_count, in_);
-        ensure_shape(buf.re, n * f_count, out_);
-        ensure_shape(buf.im, n * f_count, out_);
-        ensure_shape(buf.decoded, n * f_count, out_);
-        ensure_shape(buf.scratch, n * f_count, out_);
+        ensure_shape(buf.re, block_rows, out_);
+        ensure_shape(buf.im, block_rows, out_);
+        ensure_shape(buf.decoded, block_rows, out_);
+        ensure_shape(buf.scratch, block_rows, out_);
         buf.weights.resize(n * f_count);
         buf.encoded_norm2.resize(n);
         buf.owner.resize(n * f_count);
@@ -250,25 +254,48 @@ private:
         return active;
     }
 
-    /// out_r = sum over sample r's active frames of weight * decoded row, then
-    /// the readout's per-sample scaling.
+    /// Calibrates the camera on the whole first batch (a quantile of its
+    /// intensities), once; the exposures it takes are counted.
     template <class T>
-    void combine(workspace<T>& buf, const matrix<T>& decoded, std::size_t active,
-                 matrix<T>& out) const {
+    void calibrate(workspace<T>& buf, std::size_t active) {
+        matrix<T> re = matrix<T>::from_shape({active, out_});
+        matrix<T> im = matrix<T>::from_shape({active, out_});
+        matrix<T> scratch = matrix<T>::from_shape({active, out_});
+        medium_.field(buf.frames.data(), active, re.data(), im.data());
+        const std::size_t extra =
+          readout_.calibrate(re.data(), im.data(), active, camera_, scratch.data());
+        stats_.frames += extra;
+        stats_.calibration_frames += extra;
+        calibrated_ = true;
+    }
+
+    /// Adds weight * decoded row to its sample's row of out, for the block
+    /// of active frames [first, first + rows).
+    template <class T>
+    void accumulate(const workspace<T>& buf, std::size_t first, std::size_t rows,
+                    matrix<T>& out) const {
         const std::size_t f_count = encoder_.frames_per_sample();
-        for (std::size_t i = 0; i < active; ++i) {
-            const std::size_t sample = buf.owner[i] / f_count;
-            const auto w = static_cast<T>(buf.weights[buf.owner[i]]);
-            const T* row = decoded.data() + i * out_;
-            T* target = out.data() + sample * out_;
+        for (std::size_t i = 0; i < rows; ++i) {
+            const std::size_t frame = buf.owner[first + i];
+            const auto w = static_cast<T>(buf.weights[frame]);
+            const T* row = buf.decoded.data() + i * out_;
+            T* target = out.data() + (frame / f_count) * out_;
             for (std::size_t j = 0; j < out_; ++j) {
                 target[j] += w * row[j];
             }
         }
+    }
+
+    /// The readout's per-sample scaling (intensity only).
+    template <class T>
+    void finish(const workspace<T>& buf, matrix<T>& out) const {
         for (std::size_t r = 0; r < out.shape(0); ++r) {
             readout_.finish_sample(std::span<T>(out.data() + r * out_, out_), buf.encoded_norm2[r]);
         }
     }
+
+    /// Frames per block: four (block_rows x out) buffers stay within L2.
+    static constexpr std::size_t block_rows = 16;
 
     Readout readout_{};
     Camera camera_{};

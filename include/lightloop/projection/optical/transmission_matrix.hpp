@@ -5,6 +5,7 @@
 // computed as two real GEMMs (Re R x, Im R x). R is known only by its seed and
 // regenerated from it.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -41,16 +42,44 @@ public:
         return imag_.template get<T>();
     }
 
+    /// Up to this many inputs, field() sums R's columns directly (the DMD's
+    /// frames are sparse and binary, and a GEMM with K this small runs far
+    /// below its peak); above it, two real GEMMs.
+    static constexpr std::size_t direct_max_inputs = 64;
+
     /// E = R x for `rows` frames stored row-major at `frames` (rows x in);
     /// writes Re E and Im E, each (rows x out) with row stride out.
     template <scalar T>
     void field(const T* frames, std::size_t rows, T* re, T* im) {
         const std::size_t in = inputs();
         const std::size_t out = outputs();
-        gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, real<T>().data(), in,
-             T(0), re, out);
-        gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, imag<T>().data(), in,
-             T(0), im, out);
+        if (in > direct_max_inputs) {
+            gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, real<T>().data(),
+                 in, T(0), re, out);
+            gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, imag<T>().data(),
+                 in, T(0), im, out);
+            return;
+        }
+        // Row k of `columns` holds column k of Re R then column k of Im R.
+        const matrix<T>& columns = transposed<T>();
+        for (std::size_t r = 0; r < rows; ++r) {
+            T* re_row = re + r * out;
+            T* im_row = im + r * out;
+            std::fill(re_row, re_row + out, T(0));
+            std::fill(im_row, im_row + out, T(0));
+            for (std::size_t k = 0; k < in; ++k) {
+                const T v = frames[r * in + k];
+                if (v == T(0)) {
+                    continue;
+                }
+                const T* re_col = columns.data() + k * 2 * out;
+                const T* im_col = re_col + out;
+                for (std::size_t j = 0; j < out; ++j) {
+                    re_row[j] += v * re_col[j];
+                    im_row[j] += v * im_col[j];
+                }
+            }
+        }
     }
 
 private:
@@ -58,6 +87,27 @@ private:
     std::uint64_t seed_ = 0;
     seeded_matrix<gaussian_entries> real_;
     seeded_matrix<gaussian_entries> imag_;
+    detail::per_scalar<matrix> transposed_;
+
+    /// (in x 2 out): row k is column k of Re R, then column k of Im R.
+    template <class T>
+    const matrix<T>& transposed() {
+        matrix<T>& t = transposed_.template get<T>();
+        if (t.size() == 0) {
+            const std::size_t in = inputs();
+            const std::size_t out = outputs();
+            t.resize({in, 2 * out});
+            const matrix<T>& a = real<T>();
+            const matrix<T>& b = imag<T>();
+            for (std::size_t j = 0; j < out; ++j) {
+                for (std::size_t k = 0; k < in; ++k) {
+                    t(k, j) = a(j, k);
+                    t(k, out + j) = b(j, k);
+                }
+            }
+        }
+        return t;
+    }
 };
 
 } // namespace lightloop
