@@ -129,6 +129,7 @@ BENCHMARK(bm_projection<optical<intensity_readout, camera>>)->Arg(128);
 BENCHMARK(bm_train_step<backprop>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<feedback_alignment>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<dfa<dense_gaussian>>)->Arg(128)->Unit(benchmark::kMillisecond);
+BENCHMARK(bm_train_step<dfa<optical<>>>)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_train_step<shallow>)->Arg(128)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {

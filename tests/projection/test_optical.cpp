@@ -483,3 +483,27 @@ TEST_CASE("the optical device is a function of its seed, noise included", "[proj
     CHECK(lightloop::testing::identical(run(3), run(3)));
     CHECK_FALSE(lightloop::testing::identical(run(3), run(4)));
 }
+
+TEST_CASE("an optical projection does not depend on the thread count",
+          "[projection][optical][parallel]") {
+    // The camera noise of each block is seeded by the block, and blocks are
+    // cut by the data, so 1 and 2 threads give the same bits.
+    const auto x = ternary_batch<float>(100, 10, 21);
+    auto project_with = [&](int threads) {
+        lightloop::set_blas_threads(threads);
+        REQUIRE(lightloop::shared_team().size() == static_cast<std::size_t>(threads));
+        optical<> device;
+        device.configure(10, 300, 5);
+        auto y = matrix<float>::from_shape({100, 300});
+        device.project(x, y); // calibrates
+        device.project(x, y);
+        lightloop::set_blas_threads(1);
+        return std::pair{y, device.statistics()};
+    };
+    const auto [one, one_stats] = project_with(1);
+    const auto [two, two_stats] = project_with(2);
+    CHECK(lightloop::testing::max_abs_diff(one, two) == 0.0);
+    CHECK(one_stats.pixels_read == two_stats.pixels_read);
+    CHECK(one_stats.pixels_saturated == two_stats.pixels_saturated);
+    CHECK(lightloop::shared_team().size() == 1);
+}

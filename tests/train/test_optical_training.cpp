@@ -19,36 +19,41 @@ std::pair<double, Feedback> optical_train(Feedback feedback, std::uint64_t seed)
 }
 } // namespace
 
-// Same task, network, learning rate and seed for every device (the optical
+// Same task, network, learning rate and seeds for every device (the optical
 // output is scaled to the dense device's normalisation, so one learning rate
-// serves all). Measured with seed 7: dense DFA 0.93, holographic through the
-// 8-bit noisy camera 0.91, intensity 0.91 (0.87 with seed 8). Holographic DFA
-// must stay within 3 points of dense DFA: ternarization and camera noise cost
-// about 2. The intensity readout is a non-linear projection; it only has to
-// beat the linear classifier (~0.6) by a clear margin.
+// serves all). Holographic DFA must stay within 3 points of dense DFA on the
+// mean of four seeds: ternarization and camera noise cost about 1.5 (measured,
+// seeds 7-10: dense 0.936/0.913/0.924/0.931, holographic 0.905/0.907/0.913/
+// 0.917; a single seed swings by 2). The intensity readout is a non-linear
+// projection; it only has to beat the linear classifier (~0.6) by a clear
+// margin (measured 0.92-0.93).
 TEST_CASE("DFA through the optical devices trains like DFA through the dense device",
           "[train][optical]") {
-    const std::uint64_t seed = 7;
-    CAPTURE(seed);
-    const double dense_acc = optical_train(dfa<dense_gaussian>{}, seed).first;
-    auto [holographic_acc, holographic] =
-      optical_train(dfa<optical<>>{optical<>(holographic_readout<>{}, camera{}, ternary_encoder{},
-                                             {.track_snr = true})},
-                    seed);
-    auto [intensity_acc, intensity] = optical_train(dfa<optical<intensity_readout>>{}, seed);
-    const auto stats = holographic.device().statistics();
-    CAPTURE(dense_acc, holographic_acc, intensity_acc, stats.snr_db(), stats.saturated_fraction());
-    CHECK(holographic_acc > dense_acc - 0.03);
-    CHECK(intensity_acc > 0.75);
-    // 30 epochs x 1200 samples, at most 2 patterns x 2 exposures each.
-    CHECK(stats.projections == 30 * 1200);
-    CHECK(stats.frames <= 4 * 30 * 1200 + 16);
-    CHECK(stats.saturated_fraction() < 1e-3);
-    CHECK(stats.snr_db() > 15.0);
-    WARN("test accuracy: dense DFA " << dense_acc << ", holographic DFA " << holographic_acc
-                                     << " (SNR " << stats.snr_db() << " dB, "
-                                     << stats.device_seconds() << " s of OPU time), intensity DFA "
-                                     << intensity_acc);
+    double dense_mean = 0;
+    double holographic_mean = 0;
+    for (const std::uint64_t seed : {7ULL, 8ULL, 9ULL, 10ULL}) {
+        CAPTURE(seed);
+        const double dense_acc = optical_train(dfa<dense_gaussian>{}, seed).first;
+        auto [holographic_acc, holographic] = optical_train(
+          dfa<optical<>>{
+            optical<>(holographic_readout<>{}, camera{}, ternary_encoder{}, {.track_snr = true})},
+          seed);
+        const double intensity_acc = optical_train(dfa<optical<intensity_readout>>{}, seed).first;
+        const auto stats = holographic.device().statistics();
+        CAPTURE(dense_acc, holographic_acc, intensity_acc, stats.snr_db(),
+                stats.saturated_fraction());
+        dense_mean += dense_acc / 4;
+        holographic_mean += holographic_acc / 4;
+        CHECK(intensity_acc > 0.75);
+        // 30 epochs x 1200 samples, at most 2 patterns x 2 exposures each.
+        CHECK(stats.projections == 30 * 1200);
+        CHECK(stats.frames <= 4 * 30 * 1200 + 16);
+        CHECK(stats.pixels_read == stats.frames * 128); // 128 pixels: the hidden widths
+        CHECK(stats.saturated_fraction() < 1e-3);
+        CHECK(stats.snr_db() > 15.0);
+    }
+    CAPTURE(dense_mean, holographic_mean);
+    CHECK(holographic_mean > dense_mean - 0.03);
 }
 
 TEST_CASE("DRTP trains through the optical device", "[train][optical]") {

@@ -35,6 +35,9 @@
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
@@ -231,15 +234,8 @@ private:
         }
         if (shot && xsimd::any(dim_seen)) {
             // The dim pixels again, exactly: a Poisson count plus read noise
-            // from the same normal. Branch-free compaction: about one pixel
-            // in twenty is dim, at random.
-            std::size_t dim = 0;
-            const auto limit = static_cast<T>(exact_below);
-            for (std::size_t i = 0; i < n; ++i) {
-                w.dim[dim] = static_cast<std::uint32_t>(i);
-                dim += static_cast<std::size_t>(mean[i] > T(0)) &
-                       static_cast<std::size_t>(mean[i] < limit);
-            }
+            // from the same normal.
+            const std::size_t dim = find_dim(mean, n, w.dim.data());
             for (std::size_t d = 0; d < dim; ++d) {
                 w.dim_mean[d] = static_cast<double>(mean[w.dim[d]]);
             }
@@ -266,6 +262,39 @@ private:
             store_padded((clipped - offset) * to_intensity, measured, i, n);
         }
         pixels_saturated_ += static_cast<std::uint64_t>(xsimd::hadd(saturated));
+    }
+
+    /// Writes the indices of the dim pixels (0 < mean < exact_below) to
+    /// `index` and returns how many there are. About one pixel in twenty of
+    /// an exposure without reference is dim, at random: branch-free, and
+    /// with AVX-512 sixteen pixels at a time by compress-store.
+    template <class T>
+    static std::size_t find_dim(const T* mean, std::size_t n, std::uint32_t* index) noexcept {
+        const auto limit = static_cast<T>(exact_below);
+        std::size_t dim = 0;
+        std::size_t i = 0;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+            const __m512 zero = _mm512_setzero_ps();
+            const __m512 top = _mm512_set1_ps(limit);
+            __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            const __m512i step = _mm512_set1_epi32(16);
+            for (; i + 16 <= n; i += 16) {
+                const __m512 m = _mm512_loadu_ps(mean + i);
+                const __mmask16 is_dim =
+                  _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(m, top, _CMP_LT_OQ);
+                _mm512_mask_compressstoreu_epi32(index + dim, is_dim, lane);
+                dim += static_cast<std::size_t>(__builtin_popcount(is_dim));
+                lane = _mm512_add_epi32(lane, step);
+            }
+        }
+#endif
+        for (; i < n; ++i) {
+            index[dim] = static_cast<std::uint32_t>(i);
+            dim +=
+              static_cast<std::size_t>(mean[i] > T(0)) & static_cast<std::size_t>(mean[i] < limit);
+        }
+        return dim;
     }
 
     /// Stores the lanes of b that fall before n at data + i.

@@ -25,13 +25,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -117,6 +120,9 @@ public:
         if constexpr (requires { camera_.reset_counts(); }) {
             camera_.reset_counts();
         }
+        noise_seed_ = derive_seed(seed, 3);
+        next_block_ = 0;
+        extra_pixels_read_ = extra_pixels_saturated_ = 0;
         calibrated_ = false;
         stats_ = optical_statistics{};
         stats_.frame_rate = settings_.frame_rate;
@@ -144,17 +150,20 @@ public:
         if (active > 0 && !calibrated_) {
             calibrate(buf, active);
         }
-        // Block by block, so the field and the exposures stay in cache.
-        for (std::size_t first = 0; first < active; first += block_rows) {
-            const std::size_t rows = std::min(block_rows, active - first);
-            medium_.field(buf.frames.data() + first * in_, rows, buf.re.data(), buf.im.data());
-            readout_.measure(buf.re.data(), buf.im.data(), rows, camera_, buf.decoded.data(),
-                             buf.scratch.data());
-            accumulate(buf, first, rows, y);
-            if (settings_.track_snr) {
-                readout_.measure_ideal(buf.re.data(), buf.im.data(), rows, buf.decoded.data());
-                accumulate(buf, first, rows, buf.ideal);
+        if (active > 0) {
+            medium_.template prepare<T>(); // materialised before the threads read it
+            plan_blocks(buf, active);
+            const std::size_t blocks = buf.block_start.size() - 1;
+            thread_team& team = shared_team();
+            ensure_slots(buf, team.size());
+            team.run(blocks, [&](std::size_t block, std::size_t worker) {
+                run_block(buf, buf.slots[worker], block, worker == 0, y);
+            });
+            for (auto& slot : buf.slots) {
+                extra_pixels_read_ += std::exchange(slot.pixels_read, 0);
+                extra_pixels_saturated_ += std::exchange(slot.pixels_saturated, 0);
             }
+            next_block_ += blocks;
         }
         finish(buf, y);
         if (settings_.track_snr && active > 0) {
@@ -174,8 +183,8 @@ public:
     /// Counters since configure(), with the camera's pixel counts.
     optical_statistics statistics() const {
         optical_statistics s = stats_;
-        s.pixels_read = camera_.pixels_read();
-        s.pixels_saturated = camera_.pixels_saturated();
+        s.pixels_read = camera_.pixels_read() + extra_pixels_read_;
+        s.pixels_saturated = camera_.pixels_saturated() + extra_pixels_saturated_;
         return s;
     }
 
@@ -188,17 +197,28 @@ public:
     bool calibrated() const noexcept { return calibrated_; }
 
 private:
+    /// One thread's scratch for a block. Worker 0 exposes camera_ itself;
+    /// the others a copy of it, refreshed each projection.
+    template <class T>
+    struct thread_slot {
+        matrix<T> re;      // (block_rows x out): one block's field
+        matrix<T> im;      // (block_rows x out)
+        matrix<T> decoded; // (block_rows x out)
+        matrix<T> scratch; // (block_rows x out)
+        std::optional<Camera> camera;
+        std::uint64_t pixels_read = 0; // by the copy, this projection
+        std::uint64_t pixels_saturated = 0;
+    };
+
     template <class T>
     struct workspace {
         matrix<T> frames;            // (n F x in), the first `active` rows hold non-empty frames
-        matrix<T> re;                // (block_rows x out): one block's field
-        matrix<T> im;                // (block_rows x out)
-        matrix<T> decoded;           // (block_rows x out)
-        matrix<T> scratch;           // (block_rows x out)
         matrix<T> ideal;             // (n x out), with track_snr
         std::vector<double> weights; // (n F)
-        std::vector<double> encoded_norm2; // (n): ||x̂_r||^2 of the decoded input
-        std::vector<std::size_t> owner;    // active frame -> sample * F + frame
+        std::vector<double> encoded_norm2;    // (n): ||x̂_r||^2 of the decoded input
+        std::vector<std::size_t> owner;       // active frame -> sample * F + frame
+        std::vector<std::size_t> block_start; // first active frame of each block, then `active`
+        std::vector<thread_slot<T>> slots;    // one per thread
     };
 
     void check_settings() const {
@@ -214,10 +234,6 @@ private:
         const std::size_t n = x.shape(0);
         const std::size_t f_count = encoder_.frames_per_sample();
         ensure_shape(buf.frames, n * f_count, in_);
-        ensure_shape(buf.re, block_rows, out_);
-        ensure_shape(buf.im, block_rows, out_);
-        ensure_shape(buf.decoded, block_rows, out_);
-        ensure_shape(buf.scratch, block_rows, out_);
         buf.weights.resize(n * f_count);
         buf.encoded_norm2.resize(n);
         buf.owner.resize(n * f_count);
@@ -269,16 +285,82 @@ private:
         calibrated_ = true;
     }
 
+    /// Splits the active frames into blocks of about block_rows frames that
+    /// never split a sample (so each output row has one writer), by the data
+    /// alone: the noise of a block does not depend on the thread count.
+    template <class T>
+    void plan_blocks(workspace<T>& buf, std::size_t active) const {
+        const std::size_t f_count = encoder_.frames_per_sample();
+        buf.block_start.clear();
+        buf.block_start.push_back(0);
+        for (std::size_t i = 1; i < active; ++i) {
+            const bool new_sample = buf.owner[i] / f_count != buf.owner[i - 1] / f_count;
+            if (new_sample && i - buf.block_start.back() + f_count > block_rows) {
+                buf.block_start.push_back(i);
+            }
+        }
+        buf.block_start.push_back(active);
+    }
+
+    template <class T>
+    void ensure_slots(workspace<T>& buf, std::size_t threads) {
+        if (buf.slots.size() < threads) {
+            buf.slots.resize(threads);
+        }
+        for (std::size_t w = 0; w < buf.slots.size(); ++w) {
+            auto& slot = buf.slots[w];
+            const std::size_t rows = block_rows + encoder_.frames_per_sample();
+            ensure_shape(slot.re, rows, out_);
+            ensure_shape(slot.im, rows, out_);
+            ensure_shape(slot.decoded, rows, out_);
+            ensure_shape(slot.scratch, rows, out_);
+            if (w > 0 && w < threads) {
+                if constexpr (std::is_copy_assignable_v<Camera>) {
+                    slot.camera = camera_; // no allocation once the copy exists
+                }
+            }
+        }
+    }
+
+    /// Field, exposures and decoding of one block, added to its samples' rows.
+    template <class T>
+    void run_block(workspace<T>& buf, thread_slot<T>& slot, std::size_t block, bool own_camera,
+                   matrix<T>& y) {
+        const std::size_t first = buf.block_start[block];
+        const std::size_t rows = buf.block_start[block + 1] - first;
+        Camera* cam = &camera_;
+        if constexpr (std::is_copy_assignable_v<Camera>) {
+            if (!own_camera) {
+                cam = &*slot.camera;
+            }
+        }
+        const std::uint64_t read_before = cam->pixels_read();
+        const std::uint64_t saturated_before = cam->pixels_saturated();
+        cam->reseed(derive_seed(noise_seed_, next_block_ + block));
+        medium_.field(buf.frames.data() + first * in_, rows, slot.re.data(), slot.im.data());
+        readout_.measure(slot.re.data(), slot.im.data(), rows, *cam, slot.decoded.data(),
+                         slot.scratch.data());
+        accumulate(buf, slot, first, rows, y);
+        if (settings_.track_snr) {
+            readout_.measure_ideal(slot.re.data(), slot.im.data(), rows, slot.decoded.data());
+            accumulate(buf, slot, first, rows, buf.ideal);
+        }
+        if (!own_camera) {
+            slot.pixels_read += cam->pixels_read() - read_before;
+            slot.pixels_saturated += cam->pixels_saturated() - saturated_before;
+        }
+    }
+
     /// Adds weight * decoded row to its sample's row of out, for the block
     /// of active frames [first, first + rows).
     template <class T>
-    void accumulate(const workspace<T>& buf, std::size_t first, std::size_t rows,
-                    matrix<T>& out) const {
+    void accumulate(const workspace<T>& buf, const thread_slot<T>& slot, std::size_t first,
+                    std::size_t rows, matrix<T>& out) const {
         const std::size_t f_count = encoder_.frames_per_sample();
         for (std::size_t i = 0; i < rows; ++i) {
             const std::size_t frame = buf.owner[first + i];
             const auto w = static_cast<T>(buf.weights[frame]);
-            const T* row = buf.decoded.data() + i * out_;
+            const T* row = slot.decoded.data() + i * out_;
             T* target = out.data() + (frame / f_count) * out_;
             for (std::size_t j = 0; j < out_; ++j) {
                 target[j] += w * row[j];
@@ -294,7 +376,8 @@ private:
         }
     }
 
-    /// Frames per block: four (block_rows x out) buffers stay within L2.
+    /// Frames per block (plus at most one sample's): four (block_rows x out)
+    /// buffers stay within L2.
     static constexpr std::size_t block_rows = 16;
 
     Readout readout_{};
@@ -306,6 +389,10 @@ private:
     transmission_matrix medium_;
     bool calibrated_ = false;
     optical_statistics stats_{};
+    std::uint64_t noise_seed_ = 0;
+    std::uint64_t next_block_ = 0;        // blocks exposed since configure(): seeds their noise
+    std::uint64_t extra_pixels_read_ = 0; // by the worker threads' camera copies
+    std::uint64_t extra_pixels_saturated_ = 0;
     detail::per_scalar<workspace> buffers_;
 };
 

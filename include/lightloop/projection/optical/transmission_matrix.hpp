@@ -42,6 +42,16 @@ public:
         return imag_.template get<T>();
     }
 
+    /// Draws everything field<T>() reads, so that concurrent calls only read.
+    template <scalar T>
+    void prepare() {
+        real<T>();
+        imag<T>();
+        if (inputs() <= direct_max_inputs) {
+            transposed<T>();
+        }
+    }
+
     /// Up to this many inputs, field() sums R's columns directly (the DMD's
     /// frames are sparse and binary, and a GEMM with K this small runs far
     /// below its peak); above it, two real GEMMs.
