@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <xsimd/xsimd.hpp>
+
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
@@ -38,6 +40,24 @@ namespace detail {
 // Seed streams: layer i uses derive_seed(seed, i); the feedback method one
 // stream past any realistic depth.
 inline constexpr std::uint64_t feedback_stream = 1u << 20;
+
+/// Whether every value is finite: x * 0 is 0 for finite x and NaN for an
+/// infinity or a NaN, so one vectorised sum answers.
+template <class T>
+bool all_finite(std::span<const T> values) noexcept {
+    using batch = xsimd::batch<T>;
+    constexpr std::size_t width = batch::size;
+    batch acc(T(0));
+    std::size_t i = 0;
+    for (; i + width <= values.size(); i += width) {
+        acc += batch::load_unaligned(values.data() + i) * batch(T(0));
+    }
+    T tail = xsimd::hadd(acc);
+    for (; i < values.size(); ++i) {
+        tail += values[i] * T(0);
+    }
+    return tail == T(0);
+}
 
 template <class L>
 std::string describe_layer(const L& l) {
@@ -94,8 +114,9 @@ public:
     }
 
     /// Forward, loss, feedback and every trained layer's gradient; returns the
-    /// batch's mean loss. Throws divergence_error, before anything is changed
-    /// that a later step would read, if the loss is not finite.
+    /// batch's mean loss. Throws divergence_error, naming the step (and the
+    /// layer), if the loss, a layer's feedback signal or its gradient is not
+    /// finite; the weights are then untouched.
     value_type compute_gradients(const matrix<value_type>& x, const matrix<value_type>& target) {
         check_target(x, target);
         const matrix<value_type>& out = forward(x);
@@ -111,7 +132,17 @@ public:
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
             if (trains_layer(i)) {
-                std::get<i>(layers_).compute_gradient(input_of<i>(x));
+                auto& l = std::get<i>(layers_);
+                const auto& delta = l.delta();
+                if (!detail::all_finite(std::span<const value_type>(delta.data(), delta.size()))) {
+                    diverged(i, "feedback signal", "weights were not updated");
+                }
+                l.compute_gradient(input_of<i>(x));
+                l.visit_parameters([&](auto, auto gradient) {
+                    if (!detail::all_finite(gradient)) {
+                        diverged(i, "gradient", "weights were not updated");
+                    }
+                });
             }
         });
         return value;
@@ -142,6 +173,11 @@ public:
             std::get<i>(layers_).visit_parameters([&](auto values, auto gradient) {
                 if (trained) {
                     opt.update(slot, values, gradient);
+                    if (!detail::all_finite(std::span<const value_type>(values))) {
+                        diverged(i, "weights",
+                                 "this update overflowed them; the last checkpoint holds the last "
+                                 "good weights");
+                    }
                 }
                 ++slot;
             });
@@ -181,12 +217,26 @@ public:
     const Loss& loss_function() const noexcept { return loss_; }
     std::uint64_t seed() const noexcept { return seed_; }
     std::uint64_t steps() const noexcept { return steps_; }
+    /// Restores the step count (checkpoints).
+    void set_steps(std::uint64_t steps) noexcept { steps_ = steps; }
     /// {d_0, d_1, ..., d_L}.
     const std::array<std::size_t, depth + 1>& widths() const noexcept { return widths_; }
     std::size_t input_size() const noexcept { return widths_.front(); }
     std::size_t output_size() const noexcept { return widths_.back(); }
 
 private:
+    [[noreturn]] void diverged(std::size_t layer_index, const char* what, const char* after) const {
+        std::string name;
+        visit_layers([&](const auto& l, std::size_t i) {
+            if (i == layer_index) {
+                name = detail::describe_layer(l);
+            }
+        });
+        throw divergence_error("lightloop::network: " + std::string(what) + " of layer " +
+                               std::to_string(layer_index) + " (" + name +
+                               ") is not finite at step " + std::to_string(steps_) + "; " + after);
+    }
+
     template <std::size_t I>
     const matrix<value_type>& input_of(const matrix<value_type>& x) const {
         if constexpr (I == 0) {

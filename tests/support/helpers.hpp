@@ -57,6 +57,16 @@ double max_abs_diff(const A& a, const B& b) {
 
 /// Same shape and bitwise-equal values (xtensor's == does not mix with
 /// Catch's expression decomposition, so tests call this).
+template <class A>
+bool all_finite(const A& a) {
+    for (const auto v : a) {
+        if (!std::isfinite(static_cast<double>(v))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 template <class A, class B>
 bool identical(const A& a, const B& b) {
     return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());

@@ -14,6 +14,7 @@
 namespace lightloop {
 
 struct backprop {
+    static constexpr const char* name = "backprop";
     static constexpr bool trains_hidden_layers = true;
 
     void configure(std::span<const std::size_t>, std::uint64_t) {}

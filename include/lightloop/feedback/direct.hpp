@@ -6,15 +6,18 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
+#include "lightloop/io/state.hpp"
 
 namespace lightloop::detail {
 
@@ -53,6 +56,24 @@ public:
                 constexpr std::size_t i = decltype(index)::value;
                 std::get<i>(layers).scale_by_derivative(projected.data() + offsets_[i], total_);
             });
+        }
+    }
+
+    /// "dfa <device>" or "drtp <device>", for checkpoint signatures.
+    std::string describe() const {
+        return std::string(ProjectTarget ? "drtp " : "dfa ") + describe_object(device_);
+    }
+
+    /// The device's state (an optical device's calibration and noise
+    /// counter), for checkpoints; dense devices have none.
+    void save_state(state_writer& out) const {
+        if constexpr (requires { device_.save_state(out); }) {
+            device_.save_state(out);
+        }
+    }
+    void load_state(state_reader& in) {
+        if constexpr (requires { device_.load_state(in); }) {
+            device_.load_state(in);
         }
     }
 

@@ -26,6 +26,8 @@ namespace lightloop {
 
 class feedback_alignment {
 public:
+    /// "feedback_alignment scale=1", for checkpoint signatures.
+    std::string describe() const { return "feedback_alignment scale=" + std::to_string(scale_); }
     static constexpr bool trains_hidden_layers = true;
 
     explicit feedback_alignment(double scale = 1.0)

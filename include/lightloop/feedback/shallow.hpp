@@ -15,6 +15,7 @@
 namespace lightloop {
 
 struct shallow {
+    static constexpr const char* name = "shallow";
     static constexpr bool trains_hidden_layers = false;
 
     void configure(std::span<const std::size_t>, std::uint64_t) {}

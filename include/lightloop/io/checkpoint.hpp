@@ -1,78 +1,117 @@
 #pragma once
-// Checkpoints, simple format (version 1): every parameter tensor of a network
-// in slot order, with the epoch. Written atomically: to a temporary file in
-// the same directory, flushed, then renamed over the target, so a crash during
-// a save leaves the previous checkpoint intact. Fixed random matrices are not
-// stored: they are regenerated from the network's seed.
+// Checkpoints (format 2): everything a run needs to continue bit-identically.
 //
-// Layout (little-endian): "LLCK" | u32 version | u32 scalar bytes |
-// u64 epoch | u64 tensor count | per tensor: u64 length, values.
+// File: "LLCK" | u32 format | u64 payload bytes | payload | u32 CRC-32 (zlib)
+// of the payload. Payload, in order:
+//   library version (text); scalar bytes (u32);
+//   architecture signature (text, one "key: value" line per item: scalar,
+//     seed, loss, feedback method with its device and the device's
+//     parameters, every layer's type and sizes);
+//   epoch, network step count (u64); fit seed and batch size (u64, 0 when
+//     saved outside fit);
+//   optimizer name (text), then its state as a sized block (moments, step
+//     count; empty for optimizers without state);
+//   parameter tensors (u64 count; each a u64 length and the values);
+//   feedback state as a sized block (an optical device's calibration,
+//     statistics and noise counter; empty for dense devices).
+// Fixed random matrices (feedback matrices, the transmission matrix, the
+// reference) are regenerated from the seed, never stored. The data order is
+// derived from (fit seed, epoch), and the camera noise of each block of an
+// optical projection from (seed, block counter): those counters are the RNG
+// state, so nothing else random needs saving.
+//
+// Writing: to "<path>.tmp" in the same directory, fsync, rename over <path>,
+// fsync the directory. A crash at any point leaves the previous checkpoint
+// or the new one, never a mixture. Loading reads the whole file, checks
+// magic, format, size, CRC and signature, stages every component, and only
+// then changes the network and optimizer: a refused file changes nothing.
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <span>
+#include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/io/state.hpp"
+#include "lightloop/version.hpp"
 
 namespace lightloop {
 
-inline constexpr std::uint32_t checkpoint_version = 1;
+inline constexpr std::uint32_t checkpoint_format = 2;
+
+/// What a checkpoint says about the run it came from.
+struct checkpoint_info {
+    std::uint64_t epoch = 0;
+    std::uint64_t steps = 0;
+    std::uint64_t fit_seed = 0;
+    std::uint64_t batch = 0;
+    std::string library_version;
+    std::string optimizer;
+    std::string architecture;
+};
 
 namespace detail {
 
-template <class V>
-void write_pod(std::ofstream& out, const V& value) {
-    out.write(reinterpret_cast<const char*>(&value), sizeof(V));
-}
-
-template <class V>
-V read_pod(std::ifstream& in, const std::filesystem::path& path, const char* what) {
-    V value{};
-    in.read(reinterpret_cast<char*>(&value), sizeof(V));
-    if (!in) {
-        throw data_error("lightloop: " + path.string() + ": truncated checkpoint (reading " + what +
-                         ")");
+template <class L>
+std::string layer_signature(const L& l) {
+    if constexpr (requires { l.signature(); }) {
+        return l.signature();
+    } else {
+        return name_of<L>() + " " + std::to_string(l.input_size()) + " -> " +
+               std::to_string(l.output_size());
     }
-    return value;
 }
 
-} // namespace detail
+inline std::uint32_t crc32_of(std::span<const std::byte> bytes) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
+    std::size_t left = bytes.size();
+    while (left > 0) {
+        const auto piece = static_cast<uInt>(std::min<std::size_t>(left, 1u << 30));
+        crc = crc32(crc, p, piece);
+        p += piece;
+        left -= piece;
+    }
+    return static_cast<std::uint32_t>(crc);
+}
 
-/// Saves every parameter of `net` and `epoch` to `path`, atomically.
-template <class Network>
-void save_checkpoint(Network& net, const std::filesystem::path& path, std::uint64_t epoch) {
-    using T = typename Network::value_type;
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename,
+/// directory fsync).
+inline void write_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
     const std::filesystem::path temporary = path.string() + ".tmp";
-    {
-        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        if (!out) {
-            throw data_error("lightloop: " + temporary.string() + ": cannot write checkpoint");
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        throw data_error("lightloop: " + temporary.string() + ": cannot write checkpoint");
+    }
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (n <= 0) {
+            ::close(fd);
+            std::filesystem::remove(temporary);
+            throw data_error("lightloop: " + temporary.string() +
+                             ": write failed (disk full?); the previous checkpoint is intact");
         }
-        out.write("LLCK", 4);
-        detail::write_pod(out, checkpoint_version);
-        detail::write_pod(out, static_cast<std::uint32_t>(sizeof(T)));
-        detail::write_pod(out, epoch);
-        std::uint64_t tensors = 0;
-        net.visit_layers([&](auto& layer, std::size_t) {
-            layer.visit_parameters([&](auto, auto) { ++tensors; });
-        });
-        detail::write_pod(out, tensors);
-        net.visit_layers([&](auto& layer, std::size_t) {
-            layer.visit_parameters([&](auto values, auto) {
-                detail::write_pod(out, static_cast<std::uint64_t>(values.size()));
-                out.write(reinterpret_cast<const char*>(values.data()),
-                          static_cast<std::streamsize>(values.size() * sizeof(T)));
-            });
-        });
-        out.flush();
-        if (!out) {
-            throw data_error("lightloop: " + temporary.string() + ": write failed (disk full?)");
-        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+        std::filesystem::remove(temporary);
+        throw data_error("lightloop: " + temporary.string() +
+                         ": fsync failed; the previous checkpoint is intact");
     }
     std::error_code ec;
     std::filesystem::rename(temporary, path, ec);
@@ -80,61 +119,253 @@ void save_checkpoint(Network& net, const std::filesystem::path& path, std::uint6
         throw data_error("lightloop: " + path.string() + ": cannot replace checkpoint (" +
                          ec.message() + ")");
     }
+    const auto directory =
+      path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+    const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        ::fsync(dir);
+        ::close(dir);
+    }
 }
 
-/// Loads parameters saved by save_checkpoint into `net` (same architecture)
-/// and returns the epoch. Validates everything before changing anything.
-template <class Network>
-std::uint64_t load_checkpoint(Network& net, const std::filesystem::path& path) {
-    using T = typename Network::value_type;
+/// Reads a whole checkpoint file and checks its frame: magic, format, size,
+/// CRC. Returns the payload.
+inline std::vector<std::byte> read_checkpoint_payload(const std::filesystem::path& path) {
+    std::error_code ec;
+    const auto file_size = std::filesystem::file_size(path, ec);
+    if (ec) {
+        throw data_error("lightloop: " + path.string() + ": cannot open checkpoint (" +
+                         ec.message() + ")");
+    }
+    const std::string where = path.string();
+    constexpr std::size_t frame = 4 + 4 + 8 + 4;
+    if (file_size < 8) {
+        throw data_error("lightloop: " + where + ": truncated checkpoint (" +
+                         std::to_string(file_size) + " bytes)");
+    }
     std::ifstream in(path, std::ios::binary);
+    char head[16] = {};
+    in.read(head, static_cast<std::streamsize>(std::min<std::uintmax_t>(file_size, 16)));
+    if (!in && !in.eof()) {
+        throw data_error("lightloop: " + where + ": cannot read checkpoint");
+    }
+    if (std::string(head, 4) != "LLCK") {
+        throw data_error("lightloop: " + where + ": not a lightloop checkpoint (bad magic)");
+    }
+    std::uint32_t format = 0;
+    std::memcpy(&format, head + 4, 4);
+    if (format > checkpoint_format) {
+        throw data_error("lightloop: " + where + ": checkpoint format " + std::to_string(format) +
+                         " is newer than this library reads (" + std::to_string(checkpoint_format) +
+                         "); upgrade lightloop");
+    }
+    if (format < checkpoint_format) {
+        throw data_error("lightloop: " + where + ": checkpoint format " + std::to_string(format) +
+                         " predates optimizer and device state; this library reads format " +
+                         std::to_string(checkpoint_format));
+    }
+    if (file_size < frame) {
+        throw data_error("lightloop: " + where + ": truncated checkpoint (" +
+                         std::to_string(file_size) + " bytes)");
+    }
+    std::uint64_t payload_size = 0;
+    std::memcpy(&payload_size, head + 8, 8);
+    if (payload_size != file_size - frame) {
+        throw data_error("lightloop: " + where + ": " +
+                         (payload_size > file_size - frame ? "truncated checkpoint"
+                                                           : "trailing bytes after checkpoint") +
+                         " (header says " + std::to_string(payload_size) +
+                         " payload bytes, the file holds " + std::to_string(file_size - frame) +
+                         ")");
+    }
+    std::vector<std::byte> payload(static_cast<std::size_t>(payload_size));
+    in.seekg(16);
+    in.read(reinterpret_cast<char*>(payload.data()), static_cast<std::streamsize>(payload.size()));
+    std::uint32_t stored_crc = 0;
+    in.read(reinterpret_cast<char*>(&stored_crc), 4);
     if (!in) {
-        throw data_error("lightloop: " + path.string() + ": cannot open checkpoint");
+        throw data_error("lightloop: " + where +
+                         ": truncated checkpoint (file changed while read)");
     }
-    char magic[4] = {};
-    in.read(magic, 4);
-    if (!in || std::string(magic, 4) != "LLCK") {
-        throw data_error("lightloop: " + path.string() + ": not a lightloop checkpoint");
+    const std::uint32_t crc = crc32_of(payload);
+    if (crc != stored_crc) {
+        throw data_error("lightloop: " + where + ": checkpoint is corrupt (CRC-32 " +
+                         std::to_string(crc) + ", stored " + std::to_string(stored_crc) + ")");
     }
-    const auto version = detail::read_pod<std::uint32_t>(in, path, "version");
-    if (version != checkpoint_version) {
-        throw data_error("lightloop: " + path.string() + ": checkpoint version " +
-                         std::to_string(version) + ", this library reads " +
-                         std::to_string(checkpoint_version));
+    return payload;
+}
+
+inline std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
     }
-    const auto scalar_bytes = detail::read_pod<std::uint32_t>(in, path, "scalar size");
-    if (scalar_bytes != sizeof(T)) {
-        throw data_error("lightloop: " + path.string() + ": checkpoint holds " +
-                         std::to_string(scalar_bytes) + "-byte scalars, the network uses " +
-                         std::to_string(sizeof(T)));
+    return lines;
+}
+
+/// Throws naming the first line where two signatures differ.
+inline void check_signature(const std::string& where, const std::string& stored,
+                            const std::string& current) {
+    if (stored == current) {
+        return;
     }
-    const auto epoch = detail::read_pod<std::uint64_t>(in, path, "epoch");
-    const auto tensors = detail::read_pod<std::uint64_t>(in, path, "tensor count");
-    std::vector<std::vector<T>> values;
-    std::vector<std::size_t> expected;
-    net.visit_layers([&](auto& layer, std::size_t) {
-        layer.visit_parameters([&](auto v, auto) { expected.push_back(v.size()); });
+    const auto a = lines_of(stored);
+    const auto b = lines_of(current);
+    for (std::size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+        const std::string left = i < a.size() ? a[i] : "(nothing)";
+        const std::string right = i < b.size() ? b[i] : "(nothing)";
+        if (left != right) {
+            const auto colon = (i < a.size() ? left : right).find(':');
+            const std::string key = colon == std::string::npos
+                                      ? "line " + std::to_string(i + 1)
+                                      : (i < a.size() ? left : right).substr(0, colon);
+            auto value = [](const std::string& line) {
+                const auto c = line.find(": ");
+                return c == std::string::npos ? line : line.substr(c + 2);
+            };
+            throw data_error("lightloop: " + where + ": architecture mismatch at " + key +
+                             ": the checkpoint has '" + value(left) + "', the network has '" +
+                             value(right) + "'");
+        }
+    }
+}
+
+struct no_optimizer {
+    static constexpr const char* name = "none";
+};
+
+} // namespace detail
+
+/// The architecture signature of `net`: what a checkpoint must match.
+template <class Network>
+std::string architecture_signature(const Network& net) {
+    using T = typename Network::value_type;
+    std::string s;
+    s += "scalar: " + std::string(sizeof(T) == 4 ? "float" : "double") + "\n";
+    s += "seed: " + std::to_string(net.seed()) + "\n";
+    s += "loss: " + describe_object(net.loss_function()) + "\n";
+    s += "feedback: " + describe_object(net.feedback()) + "\n";
+    net.visit_layers([&](const auto& layer, std::size_t i) {
+        s += "layer " + std::to_string(i) + ": " + detail::layer_signature(layer) + "\n";
     });
-    if (tensors != expected.size()) {
-        throw data_error("lightloop: " + path.string() + ": checkpoint has " +
-                         std::to_string(tensors) + " parameter tensors, the network " +
-                         std::to_string(expected.size()));
+    return s;
+}
+
+/// Saves `net`, the optimizer's state and the progress counters to `path`,
+/// atomically. fit_seed and batch record the run's data order for resume.
+template <class Network, class Optimizer>
+void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
+                     std::uint64_t epoch, std::uint64_t fit_seed = 0, std::uint64_t batch = 0) {
+    using T = typename Network::value_type;
+    state_writer w;
+    w.text(version_string);
+    w.u32(static_cast<std::uint32_t>(sizeof(T)));
+    w.text(architecture_signature(net));
+    w.u64(epoch);
+    w.u64(net.steps());
+    w.u64(fit_seed);
+    w.u64(batch);
+    w.text(name_of<Optimizer>());
+    state_writer optimizer_state;
+    if constexpr (requires { opt.save_state(optimizer_state); }) {
+        opt.save_state(optimizer_state);
     }
-    for (std::size_t t = 0; t < expected.size(); ++t) {
-        const auto length = detail::read_pod<std::uint64_t>(in, path, "tensor length");
-        if (length != expected[t]) {
-            throw data_error("lightloop: " + path.string() + ": parameter tensor " +
-                             std::to_string(t) + " has " + std::to_string(length) +
-                             " values, the network's has " + std::to_string(expected[t]));
-        }
-        values.emplace_back(expected[t]);
-        in.read(reinterpret_cast<char*>(values.back().data()),
-                static_cast<std::streamsize>(expected[t] * sizeof(T)));
-        if (!in) {
-            throw data_error("lightloop: " + path.string() + ": truncated checkpoint (tensor " +
-                             std::to_string(t) + ")");
-        }
+    w.block(optimizer_state);
+    std::uint64_t tensors = 0;
+    net.visit_layers(
+      [&](auto& layer, std::size_t) { layer.visit_parameters([&](auto, auto) { ++tensors; }); });
+    w.u64(tensors);
+    net.visit_layers([&](auto& layer, std::size_t) {
+        layer.visit_parameters(
+          [&](auto values, auto) { w.values(std::span<const T>(values.data(), values.size())); });
+    });
+    auto& feedback = net.feedback();
+    state_writer feedback_state;
+    if constexpr (requires { feedback.save_state(feedback_state); }) {
+        feedback.save_state(feedback_state);
     }
+    w.block(feedback_state);
+    const auto& payload = w.bytes();
+    state_writer file;
+    file.u32(0x4B434C4C); // "LLCK" read as little-endian bytes
+    file.u32(checkpoint_format);
+    file.u64(payload.size());
+    std::vector<std::byte> bytes = file.bytes();
+    bytes.insert(bytes.end(), payload.begin(), payload.end());
+    const std::uint32_t crc = detail::crc32_of(payload);
+    const auto* c = reinterpret_cast<const std::byte*>(&crc);
+    bytes.insert(bytes.end(), c, c + 4);
+    detail::write_atomically(path, bytes);
+}
+
+/// Weights and progress only (no optimizer state).
+template <class Network>
+void save_checkpoint(Network& net, const std::filesystem::path& path, std::uint64_t epoch) {
+    save_checkpoint(net, detail::no_optimizer{}, path, epoch);
+}
+
+/// Loads a checkpoint written by save_checkpoint into `net` and `opt`: the
+/// architecture and the optimizer type must match. Validates the whole file
+/// before changing anything.
+template <class Network, class Optimizer>
+checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path) {
+    using T = typename Network::value_type;
+    const std::vector<std::byte> payload = detail::read_checkpoint_payload(path);
+    const std::string where = path.string();
+    state_reader r(payload, where);
+    checkpoint_info info;
+    info.library_version = r.text("library version");
+    const std::uint32_t scalar_bytes = r.u32("scalar size");
+    if (scalar_bytes != sizeof(T)) {
+        r.fail("checkpoint holds " + std::to_string(scalar_bytes) +
+               "-byte scalars, the network uses " + std::to_string(sizeof(T)));
+    }
+    info.architecture = r.text("architecture");
+    detail::check_signature(where, info.architecture, architecture_signature(net));
+    info.epoch = r.u64("epoch");
+    info.steps = r.u64("step count");
+    info.fit_seed = r.u64("fit seed");
+    info.batch = r.u64("batch size");
+    info.optimizer = r.text("optimizer name");
+    constexpr bool load_optimizer = !std::is_same_v<Optimizer, detail::no_optimizer>;
+    state_reader optimizer_state = r.block("optimizer state");
+    Optimizer staged_opt = opt;
+    if constexpr (load_optimizer) {
+        if (info.optimizer != name_of<Optimizer>()) {
+            r.fail("checkpoint was saved with optimizer '" + info.optimizer + "', resuming with '" +
+                   name_of<Optimizer>() + "'");
+        }
+        if constexpr (requires { staged_opt.load_state(optimizer_state); }) {
+            staged_opt.load_state(optimizer_state);
+        }
+        optimizer_state.expect_end("optimizer state");
+    }
+    const std::uint64_t tensors = r.u64("tensor count");
+    std::vector<std::vector<T>> values;
+    net.visit_layers([&](auto& layer, std::size_t) {
+        layer.visit_parameters([&](auto v, auto) { values.emplace_back(v.size()); });
+    });
+    if (tensors != values.size()) {
+        r.fail("checkpoint has " + std::to_string(tensors) + " parameter tensors, the network " +
+               std::to_string(values.size()));
+    }
+    for (std::size_t t = 0; t < values.size(); ++t) {
+        r.values_into(std::span<T>(values[t]), ("parameter tensor " + std::to_string(t)).c_str());
+    }
+    state_reader feedback_state = r.block("feedback state");
+    r.expect_end("checkpoint");
+    using feedback_type = std::remove_reference_t<decltype(net.feedback())>;
+    constexpr bool feedback_has_state = requires(feedback_type f, state_reader & in) {
+        f.load_state(in);
+    };
+    std::optional<feedback_type> staged_feedback;
+    if constexpr (feedback_has_state) {
+        staged_feedback.emplace(net.feedback());
+        staged_feedback->load_state(feedback_state);
+    }
+    feedback_state.expect_end("feedback state");
+    // Commit.
     std::size_t t = 0;
     net.visit_layers([&](auto& layer, std::size_t) {
         layer.visit_parameters([&](auto v, auto) {
@@ -142,7 +373,21 @@ std::uint64_t load_checkpoint(Network& net, const std::filesystem::path& path) {
             ++t;
         });
     });
-    return epoch;
+    net.set_steps(info.steps);
+    if constexpr (feedback_has_state) {
+        net.feedback() = std::move(*staged_feedback);
+    }
+    if constexpr (load_optimizer) {
+        opt = std::move(staged_opt);
+    }
+    return info;
+}
+
+/// Loads weights and progress only, whatever optimizer state the file holds.
+template <class Network>
+checkpoint_info load_checkpoint(Network& net, const std::filesystem::path& path) {
+    detail::no_optimizer none;
+    return load_checkpoint(net, none, path);
 }
 
 } // namespace lightloop

@@ -18,6 +18,7 @@ namespace lightloop {
 
 /// f(a) = a.
 struct identity {
+    static constexpr const char* name = "identity";
     template <scalar T>
     T value(T a) const noexcept {
         return a;
@@ -35,6 +36,7 @@ struct identity {
 /// layer's fused pass uses it, as scalar std::tanh costs as much as a GEMM
 /// at these sizes.
 struct tanh_act {
+    static constexpr const char* name = "tanh";
     template <scalar T>
     T value(T a) const noexcept {
         return std::tanh(a);
@@ -59,6 +61,7 @@ struct tanh_act {
 
 /// f(a) = 1 / (1 + exp(-a)); f'(a) = h (1 - h).
 struct sigmoid {
+    static constexpr const char* name = "sigmoid";
     template <scalar T>
     T value(T a) const noexcept {
         // Both branches keep exp's argument <= 0, so nothing overflows.
@@ -76,6 +79,7 @@ struct sigmoid {
 
 /// f(a) = max(a, 0); f'(a) = 1 for a > 0, else 0 (the subgradient at 0 is 0).
 struct relu {
+    static constexpr const char* name = "relu";
     template <scalar T>
     T value(T a) const noexcept {
         return a > T(0) ? a : T(0);
@@ -88,6 +92,7 @@ struct relu {
 
 /// f(a) = a for a > 0, slope * a otherwise.
 struct leaky_relu {
+    static constexpr const char* name = "leaky_relu";
     double slope = 0.01;
 
     leaky_relu() = default;

@@ -10,6 +10,7 @@
 
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -161,6 +162,12 @@ public:
     const vector<T>& bias_gradient() const noexcept { return bias_gradient_; }
     const Act& activation_policy() const noexcept { return act_; }
     init initializer() const noexcept { return scheme_; }
+
+    /// "dense<tanh> 784 -> 1024", for checkpoint signatures.
+    std::string signature() const {
+        return "dense<" + name_of<Act>() + "> " + std::to_string(input_size()) + " -> " +
+               std::to_string(output_size());
+    }
 
     /// "dense 784 -> 1024", for messages.
     std::string describe() const {

@@ -30,6 +30,7 @@ template <scalar T = float>
 class adam {
 public:
     using value_type = T;
+    static constexpr const char* name = "adam";
 
     /// Default settings but the learning rate.
     explicit adam(double learning_rate)
@@ -90,6 +91,15 @@ public:
     std::uint64_t step_count() const noexcept { return step_; }
     /// First and second moments per slot ([m | v]), for checkpoints.
     auto& state() noexcept { return state_.raw(); }
+    void save_state(state_writer& out) const {
+        out.u64(step_);
+        state_.save(out);
+    }
+    void load_state(state_reader& in) {
+        const std::uint64_t step = in.u64("adam step count");
+        state_.load(in);
+        step_ = step;
+    }
 
 private:
     adam_settings settings_;

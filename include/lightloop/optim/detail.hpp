@@ -5,9 +5,11 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lightloop/core/error.hpp"
+#include "lightloop/io/state.hpp"
 
 namespace lightloop::detail {
 
@@ -48,6 +50,29 @@ public:
     }
 
     void clear() { states_.clear(); }
+
+    void save(state_writer& out) const {
+        out.u64(states_.size());
+        for (const auto& entry : states_) {
+            out.values(std::span<const T>(entry));
+        }
+    }
+    /// Reads every slot first; replaces the state only when all were read.
+    void load(state_reader& in) {
+        const std::uint64_t slots = in.u64("optimizer slot count");
+        if (slots > in.remaining() / sizeof(std::uint64_t)) {
+            in.fail("truncated checkpoint (optimizer claims " + std::to_string(slots) + " slots)");
+        }
+        std::vector<std::vector<T>> staged(static_cast<std::size_t>(slots));
+        for (auto& entry : staged) {
+            entry = in.values<T>("optimizer state");
+            if (entry.size() % Buffers != 0) {
+                in.fail("optimizer state of " + std::to_string(entry.size()) +
+                        " values is not a multiple of " + std::to_string(Buffers));
+            }
+        }
+        states_ = std::move(staged);
+    }
 
     /// Every slot's state, for checkpoints.
     std::vector<std::vector<T>>& raw() noexcept { return states_; }

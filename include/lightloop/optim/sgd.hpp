@@ -25,6 +25,7 @@ template <scalar T = float>
 class sgd {
 public:
     using value_type = T;
+    static constexpr const char* name = "sgd";
 
     /// Default settings but the learning rate.
     explicit sgd(double learning_rate)
@@ -72,6 +73,8 @@ public:
     const sgd_settings& settings() const noexcept { return settings_; }
     /// Momentum buffers per slot (empty without momentum), for checkpoints.
     auto& state() noexcept { return state_.raw(); }
+    void save_state(state_writer& out) const { state_.save(out); }
+    void load_state(state_reader& in) { state_.load(in); }
 
 private:
     sgd_settings settings_;

@@ -36,7 +36,9 @@ namespace lightloop {
 template <class Entries>
 class dense_random_projection {
 public:
-    explicit dense_random_projection(double scale = 1.0)
+    dense_random_projection()
+      : dense_random_projection(1.0) {}
+    explicit dense_random_projection(double scale)
       : scale_(scale) {
         if (!(scale > 0.0) || !std::isfinite(scale)) {
             throw config_error("lightloop::dense_" + std::string(Entries::name) +
@@ -48,6 +50,12 @@ public:
         in_ = in;
         out_ = out;
         matrix_ = seeded_matrix<Entries>(out, in, seed, entry_stddev());
+    }
+
+    /// "dense_gaussian scale=1", for checkpoint signatures (the seed is the
+    /// network's).
+    std::string describe() const {
+        return "dense_" + std::string(Entries::name) + " scale=" + std::to_string(scale_);
     }
 
     std::size_t input_size() const noexcept { return in_; }

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -28,6 +29,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/data/synthetic.hpp"
+#include "lightloop/io/checkpoint.hpp"
 #include "lightloop/train/alignment.hpp"
 #include "lightloop/train/metrics.hpp"
 
@@ -43,6 +45,13 @@ struct fit_options {
     /// Samples in the probe batch for the alignment metrics (0: off). The
     /// probe is the first rows of the test set.
     std::size_t alignment_probe = 0;
+    /// Saved after every epoch (atomically; network, optimizer state,
+    /// device state, progress). Empty: no checkpoints.
+    std::filesystem::path checkpoint{};
+    /// Continue from `checkpoint` if it exists: same seed and thread count
+    /// give the same weights as an uninterrupted run. The history then holds
+    /// the resumed epochs only.
+    bool resume = false;
 };
 
 struct fit_info {
@@ -85,6 +94,7 @@ struct epoch_record {
 
 struct fit_history {
     std::vector<epoch_record> epochs;
+    std::size_t resumed_from_epoch = 0; ///< epochs done before this call (resume)
     bool stopped_early = false;
     double seconds = 0.0;
 };
@@ -196,10 +206,22 @@ fit_history fit(Network& net, Optimizer& opt,
     }
 
     fit_history history;
+    if (options.resume && !options.checkpoint.empty() &&
+        std::filesystem::exists(options.checkpoint)) {
+        const checkpoint_info saved = load_checkpoint(net, opt, options.checkpoint);
+        if (saved.fit_seed != options.seed || saved.batch != options.batch) {
+            throw config_error("lightloop::fit: " + options.checkpoint.string() +
+                               " was written with seed " + std::to_string(saved.fit_seed) +
+                               " and batch " + std::to_string(saved.batch) +
+                               "; this run uses seed " + std::to_string(options.seed) +
+                               " and batch " + std::to_string(options.batch));
+        }
+        history.resumed_from_epoch = static_cast<std::size_t>(saved.epoch);
+    }
     const auto fit_start = clock::now();
     matrix<T> xb;
     matrix<T> yb;
-    for (std::size_t epoch = 0; epoch < options.epochs; ++epoch) {
+    for (std::size_t epoch = history.resumed_from_epoch; epoch < options.epochs; ++epoch) {
         (([&] {
              if constexpr (requires { callbacks.on_epoch_begin(epoch); }) {
                  callbacks.on_epoch_begin(epoch);
@@ -269,6 +291,9 @@ fit_history fit(Network& net, Optimizer& opt,
         }
         detail::record_device(net, record);
         history.epochs.push_back(record);
+        if (!options.checkpoint.empty()) {
+            save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch);
+        }
         bool stop = false;
         ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
         if (stop) {

@@ -78,6 +78,17 @@ public:
 
     void reseed(std::uint64_t seed) { gen_.reseed(seed); }
 
+    /// The sensor's settings (not the exposure, which is calibrated), for
+    /// checkpoint signatures.
+    std::string describe() const {
+        const auto& s = settings_;
+        return "camera bits=" + std::to_string(s.bits) +
+               " full_well=" + std::to_string(s.full_well) +
+               " read_noise=" + std::to_string(s.read_noise) +
+               " dark_offset=" + std::to_string(s.dark_offset) +
+               " shot_noise=" + std::to_string(s.shot_noise);
+    }
+
     bool calibrated() const noexcept { return settings_.exposure > 0.0; }
 
     /// Sets the exposure from a sample of intensities (see the file comment).
@@ -332,6 +343,7 @@ private:
 /// against which the camera's noise is measured.
 class ideal_camera {
 public:
+    static constexpr const char* name = "ideal_camera";
     void reseed(std::uint64_t) noexcept {}
     template <scalar T>
     void calibrate(std::span<const T>) noexcept {}

@@ -33,11 +33,13 @@
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/tensor.hpp"
+#include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/camera.hpp"
 #include "lightloop/projection/optical/encoder.hpp"
 #include "lightloop/projection/optical/readout.hpp"
@@ -126,6 +128,73 @@ public:
         calibrated_ = false;
         stats_ = optical_statistics{};
         stats_.frame_rate = settings_.frame_rate;
+    }
+
+    /// Everything that fixes the device but the seed (the network's).
+    std::string describe() const {
+        return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
+               describe_object(encoder_) + "] variance=" + std::to_string(settings_.variance);
+    }
+
+    /// Calibration, statistics and the noise counter: with them a resumed
+    /// run draws the same camera noise as an uninterrupted one.
+    void save_state(state_writer& out) const {
+        out.u32(calibrated_ ? 1 : 0);
+        if constexpr (requires { camera_.settings().exposure; }) {
+            out.f64(camera_.settings().exposure);
+        } else {
+            out.f64(0.0);
+        }
+        if constexpr (requires { readout_.save_state(out); }) {
+            readout_.save_state(out);
+        }
+        out.u64(next_block_);
+        const optical_statistics s = statistics();
+        for (const std::uint64_t v : {s.projections, s.patterns, s.frames, s.calibration_frames,
+                                      s.pixels_read, s.pixels_saturated}) {
+            out.u64(v);
+        }
+        out.f64(s.signal_energy);
+        out.f64(s.noise_energy);
+    }
+
+    /// Reads the whole state, then applies it.
+    void load_state(state_reader& in) {
+        const bool calibrated = in.u32("optical calibrated flag") != 0;
+        const double exposure = in.f64("camera exposure");
+        Readout readout = readout_;
+        if constexpr (requires { readout.load_state(in); }) {
+            readout.load_state(in);
+        }
+        const std::uint64_t next_block = in.u64("optical block counter");
+        std::uint64_t counts[6];
+        for (auto& v : counts) {
+            v = in.u64("optical statistics");
+        }
+        const double signal = in.f64("optical statistics");
+        const double noise = in.f64("optical statistics");
+        if (calibrated) {
+            if constexpr (requires { camera_.set_exposure(exposure); }) {
+                if (!(exposure > 0.0) || !std::isfinite(exposure)) {
+                    in.fail("camera exposure " + std::to_string(exposure) + " is not positive");
+                }
+                camera_.set_exposure(exposure);
+            }
+        }
+        readout_ = std::move(readout);
+        calibrated_ = calibrated;
+        if constexpr (requires { camera_.reset_counts(); }) {
+            camera_.reset_counts();
+        }
+        next_block_ = next_block;
+        stats_.projections = counts[0];
+        stats_.patterns = counts[1];
+        stats_.frames = counts[2];
+        stats_.calibration_frames = counts[3];
+        stats_.signal_energy = signal;
+        stats_.noise_energy = noise;
+        extra_pixels_read_ = counts[4] - camera_.pixels_read();
+        extra_pixels_saturated_ = counts[5] - camera_.pixels_saturated();
     }
 
     std::size_t input_size() const noexcept { return in_; }

@@ -51,6 +51,11 @@ struct ternary_encoder {
     /// Fit one scale per sign (s₊ for e₊, s₋ for e₋) instead of one for both.
     bool per_sign_scale = true;
 
+    std::string describe() const {
+        return "ternary threshold=" + std::to_string(threshold) +
+               (per_sign_scale ? " per-sign" : " shared");
+    }
+
     ternary_encoder() = default;
     explicit ternary_encoder(double relative_threshold, bool separate_scales = true)
       : threshold(relative_threshold)
@@ -109,6 +114,8 @@ struct ternary_encoder {
 /// (bits = 1) is ternarization at threshold 1/2 with scale max|e|.
 struct bitplane_encoder {
     std::size_t bits = 4;
+
+    std::string describe() const { return "bitplane bits=" + std::to_string(bits); }
 
     bitplane_encoder() = default;
     explicit bitplane_encoder(std::size_t planes)

@@ -10,10 +10,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/reference.hpp"
 
 namespace lightloop {
@@ -45,6 +48,7 @@ public:
     explicit intensity_readout(bool centered)
       : centered_(centered) {}
     bool centered() const noexcept { return centered_; }
+    std::string describe() const { return centered_ ? "intensity centered" : "intensity raw"; }
 
     void configure(std::size_t in, std::size_t out, std::uint64_t /*seed*/, double /*variance*/) {
         in_ = in;
@@ -146,6 +150,22 @@ public:
         if (calibration_frames == 0) {
             throw config_error("lightloop::holographic_readout: calibration_frames must be >= 1");
         }
+    }
+
+    std::string describe() const {
+        return "holographic reference=" + describe_object(reference_) +
+               " calibration_frames=" + std::to_string(calibration_frames_);
+    }
+
+    /// The calibrated |r|^2, for checkpoints.
+    void save_state(state_writer& out) const {
+        out.values(std::span<const double>(calibrated_power_));
+    }
+    void load_state(state_reader& in) {
+        std::vector<double> power(out_);
+        in.values_into(std::span<double>(power), "calibrated reference power");
+        calibrated_power_ = std::move(power);
+        set_normalisation();
     }
 
     void configure(std::size_t in, std::size_t out, std::uint64_t seed, double variance) {

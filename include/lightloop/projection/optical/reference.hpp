@@ -25,6 +25,10 @@ struct off_axis_reference {
 
     static constexpr const char* name = "off-axis";
 
+    std::string describe() const {
+        return "off-axis power=" + std::to_string(power) + " tilt=" + std::to_string(tilt);
+    }
+
     void make(std::size_t out, std::size_t in, std::uint64_t /*seed*/, double variance,
               std::vector<double>& re, std::vector<double>& im) const {
         if (!(power > 0.0)) {
@@ -53,6 +57,10 @@ struct dmd_reference {
     double density = 0.5;
 
     static constexpr const char* name = "dmd";
+
+    std::string describe() const {
+        return "dmd pixels=" + std::to_string(pixels) + " density=" + std::to_string(density);
+    }
 
     void make(std::size_t out, std::size_t /*in*/, std::uint64_t seed, double variance,
               std::vector<double>& re, std::vector<double>& im) const {

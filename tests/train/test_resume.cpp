@@ -1,0 +1,181 @@
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support/files.hpp"
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+
+namespace {
+
+// DFA through the noisy optical device: its calibration and noise counter are
+// state a resumed run must restore, beside the weights and the momentum.
+using optical_net =
+  network<dfa<optical<>>, softmax_cross_entropy, dense<tanh_act>, dense<tanh_act>, dense<identity>>;
+
+optical_net make_net() {
+    return optical_net(dfa<optical<>>{}, softmax_cross_entropy{}, 11, dense<tanh_act>{6, 32},
+                       dense<tanh_act>{32, 32}, dense<identity>{32, 4});
+}
+
+sgd<float> make_opt() {
+    return sgd<float>{{.learning_rate = 0.05, .momentum = 0.9}};
+}
+
+fit_options options_for(const std::filesystem::path& checkpoint, std::size_t epochs) {
+    return {.epochs = epochs, .batch = 32, .seed = 4, .checkpoint = checkpoint, .resume = true};
+}
+
+template <class Network>
+bool same_weights(Network& a, Network& b) {
+    bool same = true;
+    a.visit_layers([&](auto& la, std::size_t i) {
+        b.visit_layers([&](auto& lb, std::size_t j) {
+            if constexpr (std::is_same_v<decltype(la), decltype(lb)>) {
+                if (i == j) {
+                    same = same && lightloop::testing::identical(la.weights(), lb.weights()) &&
+                           lightloop::testing::identical(la.bias(), lb.bias());
+                }
+            }
+        });
+    });
+    return same;
+}
+
+} // namespace
+
+TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bits",
+          "[train][checkpoint][resume]") {
+    lightloop::testing::scratch_dir dir("resume");
+    const auto train = lightloop::testing::blobs_task(2);
+    const auto test = lightloop::testing::blobs_task(3, 50);
+    constexpr std::size_t epochs = 40;
+
+    auto straight = make_net();
+    auto straight_opt = make_opt();
+    fit(straight, straight_opt, train, test, options_for(dir / "straight.ckpt", epochs));
+
+    const auto checkpoint = dir / "killed.ckpt";
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int code = 0;
+        try {
+            auto net = make_net();
+            auto opt = make_opt();
+            fit(net, opt, train, test, options_for(checkpoint, epochs));
+        } catch (...) {
+            code = 1;
+        }
+        ::_exit(code); // never back into the test runner
+    }
+    // Kill the child as soon as its first checkpoint exists: mid-epoch, or
+    // in the middle of writing the next one.
+    int status = 0;
+    bool exited_early = false;
+    while (!std::filesystem::exists(checkpoint)) {
+        if (::waitpid(child, &status, WNOHANG) == child) {
+            exited_early = true;
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    REQUIRE_FALSE(exited_early);
+    ::kill(child, SIGKILL);
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGKILL);
+
+    auto resumed = make_net();
+    auto resumed_opt = make_opt();
+    const auto history = fit(resumed, resumed_opt, train, test, options_for(checkpoint, epochs));
+    CAPTURE(history.resumed_from_epoch);
+    REQUIRE(history.resumed_from_epoch >= 1);
+    REQUIRE(history.resumed_from_epoch < epochs); // the kill came before the end
+    CHECK(history.epochs.size() == epochs - history.resumed_from_epoch);
+    CHECK(same_weights(straight, resumed));
+    CHECK(resumed.steps() == straight.steps());
+    CHECK(resumed_opt.state() == straight_opt.state());
+    const auto a = straight.feedback().device().statistics();
+    const auto b = resumed.feedback().device().statistics();
+    CHECK(a.frames == b.frames);
+    CHECK(a.pixels_read == b.pixels_read);
+    CHECK(a.noise_energy == b.noise_energy);
+
+    // A finished run resumes to nothing; a run with another batch size is refused.
+    CHECK(fit(resumed, resumed_opt, train, test, options_for(checkpoint, epochs)).epochs.empty());
+    auto other = options_for(checkpoint, epochs);
+    other.batch = 64;
+    CHECK_THROWS_WITH(fit(resumed, resumed_opt, train, test, other),
+                      Catch::Contains("written with seed 4 and batch 32"));
+}
+
+namespace {
+
+/// A dense device that starts returning NaN at a given projection.
+struct failing_device {
+    dense_gaussian inner;
+    std::size_t fail_at = 0;
+    std::size_t calls = 0;
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        inner.configure(in, out, seed);
+    }
+    std::size_t input_size() const noexcept { return inner.input_size(); }
+    std::size_t output_size() const noexcept { return inner.output_size(); }
+    template <scalar T>
+    void project(const matrix<T>& x, matrix<T>& y) {
+        inner.project(x, y);
+        if (calls++ >= fail_at) {
+            y(0, 3) = std::numeric_limits<T>::quiet_NaN();
+        }
+    }
+};
+
+} // namespace
+
+TEST_CASE("divergence stops training at its step, names the layer, and keeps the last good "
+          "checkpoint",
+          "[train][checkpoint][divergence]") {
+    lightloop::testing::scratch_dir dir("divergence");
+    const auto train = lightloop::testing::blobs_task(2);
+    const auto test = lightloop::testing::blobs_task(3, 50);
+    // 1200 samples in batches of 32: 38 steps an epoch; step 45 is in epoch 2.
+    auto net = network(dfa<failing_device>{failing_device{{}, 45}}, softmax_cross_entropy{}, 5,
+                       dense<tanh_act>{6, 16}, dense<identity>{16, 4});
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const fit_options options{.epochs = 5, .batch = 32, .seed = 1, .checkpoint = dir / "run.ckpt"};
+    CHECK_THROWS_WITH(fit(net, opt, train, test, options),
+                      Catch::Contains("feedback signal of layer 0 (dense 6 -> 16) is not finite "
+                                      "at step 45; weights were not updated"));
+    CHECK(net.steps() == 45);
+    CHECK(lightloop::testing::all_finite(net.layer<0>().weights()));
+
+    // The checkpoint is epoch 1's, equal to a clean one-epoch run.
+    auto clean = network(dfa<failing_device>{failing_device{{}, 1000}}, softmax_cross_entropy{}, 5,
+                         dense<tanh_act>{6, 16}, dense<identity>{16, 4});
+    sgd<float> clean_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    fit(clean, clean_opt, train, test, {.epochs = 1, .batch = 32, .seed = 1});
+    auto restored = network(dfa<failing_device>{}, softmax_cross_entropy{}, 5,
+                            dense<tanh_act>{6, 16}, dense<identity>{16, 4});
+    sgd<float> restored_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    CHECK(load_checkpoint(restored, restored_opt, dir / "run.ckpt").epoch == 1);
+    CHECK(lightloop::testing::identical(restored.layer<0>().weights(), clean.layer<0>().weights()));
+
+    // Weights that overflow in an update are caught at that step, by layer.
+    auto blowup =
+      network(dfa<>{}, softmax_cross_entropy{}, 5, dense<tanh_act>{6, 16}, dense<identity>{16, 4});
+    // A learning rate of 1e39 is finite in double, infinite in float.
+    sgd<float> huge{{.learning_rate = 1e39}};
+    const matrix<float> xb = train.inputs;
+    const matrix<float> yb = train.targets;
+    CHECK_THROWS_WITH(
+      blowup.train_step(xb, yb, huge),
+      Catch::Contains("weights of layer 0 (dense 6 -> 16) is not finite at step 0"));
+}
