@@ -146,6 +146,9 @@ private:
 
     template <class T>
     void read_values(T* out, std::size_t count, const char* what) {
+        if (count == 0) {
+            return; // out may be null: memcpy must not see it
+        }
         need(static_cast<std::uint64_t>(count) * sizeof(T), what);
         std::memcpy(out, bytes_.data() + at_, count * sizeof(T));
         at_ += count * sizeof(T);

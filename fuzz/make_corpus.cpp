@@ -1,0 +1,81 @@
+// Writes the fuzzers' seed corpora, from the current formats: valid IDX
+// files (plain and gzip, several ranks) and a checkpoint of the fuzz network
+// after a few training steps, whole (mode byte 0) and as a bare payload
+// (mode byte 1).
+//   fuzz_make_corpus <directory>   ->  <directory>/idx, <directory>/checkpoint
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <vector>
+
+#include <zlib.h>
+
+#include "fuzz_network.hpp"
+
+namespace {
+
+using bytes = std::vector<std::uint8_t>;
+
+void write(const std::filesystem::path& path, const bytes& b) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+bytes idx(const std::vector<std::uint32_t>& dims) {
+    bytes b{0, 0, 0x08, static_cast<std::uint8_t>(dims.size())};
+    std::size_t total = 1;
+    for (const auto d : dims) {
+        b.push_back(static_cast<std::uint8_t>(d >> 24));
+        b.push_back(static_cast<std::uint8_t>(d >> 16));
+        b.push_back(static_cast<std::uint8_t>(d >> 8));
+        b.push_back(static_cast<std::uint8_t>(d));
+        total *= d;
+    }
+    for (std::size_t i = 0; i < total; ++i) {
+        b.push_back(static_cast<std::uint8_t>(i * 37));
+    }
+    return b;
+}
+
+void write_gzip(const std::filesystem::path& path, const bytes& b) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, b.data(), static_cast<unsigned>(b.size()));
+    gzclose(f);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::cerr << "usage: fuzz_make_corpus <directory>\n";
+        return 2;
+    }
+    const std::filesystem::path root = argv[1];
+    std::filesystem::create_directories(root / "idx");
+    std::filesystem::create_directories(root / "checkpoint");
+    write(root / "idx" / "rank1", idx({5}));
+    write(root / "idx" / "rank3", idx({2, 3, 4}));
+    write_gzip(root / "idx" / "rank2.gz", idx({4, 7}));
+
+    auto net = lightloop::fuzz::make_network();
+    auto opt = lightloop::fuzz::make_optimizer();
+    const auto data = lightloop::make_blobs<float>(8, 4, 6, 6, 0.4, 1, 2);
+    for (int step = 0; step < 3; ++step) {
+        net.train_step(data.inputs, data.targets, opt);
+    }
+    const auto file = root / "checkpoint" / "saved.ckpt";
+    lightloop::save_checkpoint(net, opt, file, 1, 7, 32);
+    std::ifstream in(file, std::ios::binary);
+    const bytes saved(std::istreambuf_iterator<char>(in), {});
+    std::filesystem::remove(file);
+    bytes whole{0};
+    whole.insert(whole.end(), saved.begin(), saved.end());
+    write(root / "checkpoint" / "whole", whole);
+    bytes payload{1};
+    payload.insert(payload.end(), saved.begin() + 16, saved.end() - 4);
+    write(root / "checkpoint" / "payload", payload);
+    std::cout << "seed corpora written to " << root << "\n";
+    return 0;
+}
