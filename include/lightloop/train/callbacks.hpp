@@ -260,7 +260,9 @@ private:
     std::size_t waited_ = 0;
 };
 
-/// Saves the network's parameters after every epoch (io/checkpoint.hpp).
+/// Saves the network's parameters after every epoch (io/checkpoint.hpp),
+/// without the optimizer's state: for a resumable run use fit_options::
+/// checkpoint, which saves everything.
 class checkpoint_every_epoch {
 public:
     explicit checkpoint_every_epoch(std::filesystem::path path)
