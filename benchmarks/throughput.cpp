@@ -16,6 +16,7 @@
 
 #include <lightloop/lightloop.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -70,6 +71,27 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
 }
 
 /// Seconds per call of one GEMM shape, timed alone.
+/// The median time of one call over `budget` seconds (at least 5 calls,
+/// after 3 warm-up calls). The median, not the mean: this machine is shared,
+/// and a neighbour's burst should not move the figure.
+template <class F>
+double median_seconds(F&& call, double budget) {
+    for (int i = 0; i < 3; ++i) {
+        call();
+    }
+    std::vector<double> times;
+    const auto start = clock_type::now();
+    do {
+        const auto before = clock_type::now();
+        call();
+        times.push_back(std::chrono::duration<double>(clock_type::now() - before).count());
+    } while (std::chrono::duration<double>(clock_type::now() - start).count() < budget ||
+             times.size() < 5);
+    std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2),
+                     times.end());
+    return times[times.size() / 2];
+}
+
 double time_gemm(const gemm_shape& s, double budget) {
     const std::size_t a_rows = s.ta == transpose::yes ? s.k : s.m;
     const std::size_t a_cols = s.ta == transpose::yes ? s.m : s.k;
@@ -82,19 +104,9 @@ double time_gemm(const gemm_shape& s, double budget) {
         gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), a_cols, b.data(), b_cols, 0.0f, c.data(),
              s.n);
     };
-    for (int i = 0; i < 3; ++i) {
-        call();
-    }
-    std::size_t calls = 0;
-    const auto start = clock_type::now();
-    double elapsed = 0;
-    do {
-        call();
-        ++calls;
-        elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
-    } while (elapsed < budget || calls < 5);
+    const double seconds = median_seconds(call, budget);
     benchmark::DoNotOptimize(c.data());
-    return elapsed / static_cast<double>(calls);
+    return seconds;
 }
 
 struct measurement {
@@ -117,19 +129,9 @@ measurement time_steps(Feedback feedback, std::size_t batch, double budget) {
     }
     const auto y = one_hot<float>(std::span<const int>(labels), 10);
     sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
-    for (int i = 0; i < 3; ++i) {
-        net.train_step(x, y, opt);
-    }
-    std::size_t steps = 0;
-    const auto start = clock_type::now();
-    double elapsed = 0;
-    do {
-        net.train_step(x, y, opt);
-        ++steps;
-        elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
-    } while (elapsed < budget || steps < 3);
+    const double step = median_seconds([&] { net.train_step(x, y, opt); }, budget);
     measurement m;
-    m.samples_per_second = static_cast<double>(steps * batch) / elapsed;
+    m.samples_per_second = static_cast<double>(batch) / step;
     if constexpr (requires { net.feedback().device().statistics(); }) {
         const auto stats = net.feedback().device().statistics();
         m.frames_per_sample =
@@ -230,8 +232,8 @@ int main(int argc, char** argv) {
     std::printf("lightloop %s | OpenBLAS %s | kernel %s\n", version_string, blas.config.c_str(),
                 blas.core.c_str());
     std::printf("784-1024-1024-10 tanh, SGD momentum 0.9, float\n\n");
-    std::printf("%-12s %5s %3s %12s %10s %10s %10s %10s\n", "method", "batch", "thr", "samples/s",
-                "GFLOP/s", "roofline", "vs torch", "vs t. bp");
+    std::printf("%-12s %5s %3s %12s %10s %10s %10s %10s %8s\n", "method", "batch", "thr",
+                "samples/s", "GFLOP/s", "roofline", "vs torch", "vs t. bp", "vs dfa");
     std::ofstream json(json_path);
     json << "[\n";
     bool first = true;
@@ -241,8 +243,13 @@ int main(int argc, char** argv) {
         std::map<gemm_shape, double> gemm_seconds;
         for (const auto& batch_s : split(batches_arg)) {
             const auto batch = static_cast<std::size_t>(std::stoul(batch_s));
+            double dfa_rate = std::nan("");
             for (const auto& method : split(methods_arg)) {
                 const measurement m = measure(method, batch, budget);
+                if (method == "dfa") {
+                    dfa_rate = m.samples_per_second;
+                }
+                const double vs_dfa = m.samples_per_second / dfa_rate;
                 const auto frames =
                   static_cast<std::size_t>(m.frames_per_sample * static_cast<double>(batch) + 0.5);
                 double flops = 0;
@@ -263,9 +270,10 @@ int main(int argc, char** argv) {
                 const double vs_torch_bp = torch.count(torch_bp_key)
                                              ? m.samples_per_second / torch.at(torch_bp_key)
                                              : std::nan("");
-                std::printf("%-12s %5zu %3d %12.0f %10.1f %9.0f%% %10.2f %10.2f\n", method.c_str(),
-                            batch, threads, m.samples_per_second, flops / step_seconds * 1e-9,
-                            100.0 * fraction, vs_torch, vs_torch_bp);
+                std::printf("%-12s %5zu %3d %12.0f %10.1f %9.0f%% %10.2f %10.2f %8.2f\n",
+                            method.c_str(), batch, threads, m.samples_per_second,
+                            flops / step_seconds * 1e-9, 100.0 * fraction, vs_torch, vs_torch_bp,
+                            vs_dfa);
                 std::fflush(stdout);
                 json << (first ? "" : ",\n") << "  {\"method\": \"" << method
                      << "\", \"batch\": " << batch << ", \"threads\": " << threads
@@ -274,7 +282,9 @@ int main(int argc, char** argv) {
                      << ", \"roofline_fraction\": " << fraction << ", \"vs_torch\": "
                      << (std::isfinite(vs_torch) ? std::to_string(vs_torch) : "null")
                      << ", \"vs_torch_bp\": "
-                     << (std::isfinite(vs_torch_bp) ? std::to_string(vs_torch_bp) : "null") << "}";
+                     << (std::isfinite(vs_torch_bp) ? std::to_string(vs_torch_bp) : "null")
+                     << ", \"vs_dense_dfa\": "
+                     << (std::isfinite(vs_dfa) ? std::to_string(vs_dfa) : "null") << "}";
                 first = false;
             }
         }
