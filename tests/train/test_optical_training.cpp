@@ -34,10 +34,10 @@ TEST_CASE("DFA through the optical devices trains like DFA through the dense dev
     for (const std::uint64_t seed : {7ULL, 8ULL, 9ULL, 10ULL}) {
         CAPTURE(seed);
         const double dense_acc = optical_train(dfa<dense_gaussian>{}, seed).first;
-        auto [holographic_acc, holographic] = optical_train(
-          dfa<optical<>>{
-            optical<>(holographic_readout<>{}, camera{}, ternary_encoder{}, {.track_snr = true})},
-          seed);
+        auto [holographic_acc, holographic] =
+          optical_train(dfa<optical<>>{optical<>(holographic_readout<>{}, camera{},
+                                                 ternary_encoder{}, {.track_snr = true})},
+                        seed);
         const double intensity_acc = optical_train(dfa<optical<intensity_readout>>{}, seed).first;
         const auto stats = holographic.device().statistics();
         CAPTURE(dense_acc, holographic_acc, intensity_acc, stats.snr_db(),
