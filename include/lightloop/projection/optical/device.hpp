@@ -225,9 +225,15 @@ public:
             const std::size_t blocks = buf.block_start.size() - 1;
             thread_team& team = shared_team();
             ensure_slots(buf, team.size());
-            team.run(blocks, [&](std::size_t block, std::size_t worker) {
-                run_block(buf, buf.slots[worker], block, worker == 0, y);
-            });
+            if constexpr (std::is_copy_assignable_v<Camera>) {
+                team.run(blocks, [&](std::size_t block, std::size_t worker) {
+                    run_block(buf, buf.slots[worker], block, worker == 0, y);
+                });
+            } else { // one camera, one thread
+                for (std::size_t block = 0; block < blocks; ++block) {
+                    run_block(buf, buf.slots[0], block, true, y);
+                }
+            }
             for (auto& slot : buf.slots) {
                 extra_pixels_read_ += std::exchange(slot.pixels_read, 0);
                 extra_pixels_saturated_ += std::exchange(slot.pixels_saturated, 0);
