@@ -11,6 +11,15 @@ namespace {
 
 using namespace lightloop;
 
+/// One-hot targets of classes 0, 1, ..., 9, 0, 1, ... for `batch` rows.
+matrix<float> cyclic_targets(std::size_t batch) {
+    std::vector<int> labels(batch);
+    for (std::size_t i = 0; i < batch; ++i) {
+        labels[i] = static_cast<int>(i % 10);
+    }
+    return one_hot<float>(std::span<const int>(labels), 10);
+}
+
 template <class Feedback>
 void bm_train_step(benchmark::State& state) {
     const auto batch = static_cast<std::size_t>(state.range(0));
@@ -19,11 +28,7 @@ void bm_train_step(benchmark::State& state) {
     auto x = matrix<float>::from_shape({batch, 784});
     rng gen(2);
     fill_normal(std::span<float>(x.data(), x.size()), gen, 1.0);
-    std::vector<int> labels(batch);
-    for (std::size_t i = 0; i < batch; ++i) {
-        labels[i] = static_cast<int>(i % 10);
-    }
-    const auto y = one_hot<float>(std::span<const int>(labels), 10);
+    const auto y = cyclic_targets(batch);
     sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
     for (auto _ : state) {
         benchmark::DoNotOptimize(net.train_step(x, y, opt));
@@ -81,11 +86,7 @@ void bm_softmax_cross_entropy(benchmark::State& state) {
     auto logits = matrix<float>::from_shape({batch, 10});
     rng gen(3);
     fill_normal(std::span<float>(logits.data(), logits.size()), gen, 2.0);
-    std::vector<int> labels(batch);
-    for (std::size_t i = 0; i < batch; ++i) {
-        labels[i] = static_cast<int>(i % 10);
-    }
-    const auto y = one_hot<float>(std::span<const int>(labels), 10);
+    const auto y = cyclic_targets(batch);
     matrix<float> grad;
     for (auto _ : state) {
         benchmark::DoNotOptimize(softmax_cross_entropy{}.evaluate(logits, y, grad));

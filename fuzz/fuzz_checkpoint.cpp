@@ -6,11 +6,8 @@
 // allocation.
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <fstream>
-#include <vector>
-
-#include <zlib.h>
+#include <span>
 
 #include "fuzz_network.hpp"
 
@@ -20,24 +17,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     static const auto path = lightloop::fuzz::scratch_file("checkpoint");
     static auto net = lightloop::fuzz::make_network();
-    std::vector<char> file;
-    if ((data[0] & 1) == 0) {
-        file.assign(data + 1, data + size);
-    } else {
-        const std::uint64_t payload = size - 1;
-        const std::uint32_t format = lightloop::checkpoint_format;
-        const auto crc = static_cast<std::uint32_t>(
-          crc32(crc32(0L, Z_NULL, 0), data + 1, static_cast<uInt>(payload)));
-        file.resize(20 + payload);
-        std::memcpy(file.data(), "LLCK", 4);
-        std::memcpy(file.data() + 4, &format, 4);
-        std::memcpy(file.data() + 8, &payload, 8);
-        std::memcpy(file.data() + 16, data + 1, payload);
-        std::memcpy(file.data() + 16 + payload, &crc, 4);
-    }
+    const auto rest = std::as_bytes(std::span(data + 1, size - 1));
     {
         std::ofstream out(path, std::ios::binary | std::ios::trunc);
-        out.write(file.data(), static_cast<std::streamsize>(file.size()));
+        auto put = [&](std::span<const std::byte> bytes) {
+            out.write(reinterpret_cast<const char*>(bytes.data()),
+                      static_cast<std::streamsize>(bytes.size()));
+        };
+        if ((data[0] & 1) != 0) { // frame it the way save_checkpoint does
+            const std::uint32_t crc = lightloop::detail::crc32_of(rest);
+            put(lightloop::detail::checkpoint_header(rest.size()));
+            put(rest);
+            put(std::as_bytes(std::span(&crc, 1)));
+        } else {
+            put(rest);
+        }
     }
     auto opt = lightloop::fuzz::make_optimizer();
     try {

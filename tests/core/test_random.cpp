@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <span>
 #include <vector>
@@ -15,6 +16,7 @@ TEST_CASE("splitmix64 and xoshiro256++ match their reference outputs", "[core][r
     CHECK(lightloop::splitmix64(state) == 0xE220A8397B1DCDAFULL);
     // xoshiro256++ from state {1, 2, 3, 4}: first output rotl(1 + 4, 23) + 1.
     const auto gen = rng::from_state({1, 2, 3, 4});
+    CHECK(gen.state() == std::array<std::uint64_t, 4>{1, 2, 3, 4});
     auto copy = gen;
     CHECK(copy() == (5ULL << 23) + 1);
 }

@@ -5,8 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
-
-#include <zlib.h>
+#include <span>
 
 using namespace lightloop;
 
@@ -36,14 +35,14 @@ void train_a_little(Network& net, Optimizer& opt, std::uint64_t seed) {
     }
 }
 
-/// A copy of `bytes` with the u64 payload size and CRC recomputed, so a test
-/// can reach the checks behind the CRC.
+/// A copy of `bytes` with the header and CRC remade for the payload between
+/// them, so a test can reach the checks behind the CRC.
 std::vector<std::uint8_t> reframe(std::vector<std::uint8_t> bytes) {
-    const std::size_t payload = bytes.size() - 20;
-    std::memcpy(bytes.data() + 8, &payload, 8);
-    const auto crc = static_cast<std::uint32_t>(
-      crc32(0L, reinterpret_cast<const Bytef*>(bytes.data() + 16), static_cast<uInt>(payload)));
-    std::memcpy(bytes.data() + 16 + payload, &crc, 4);
+    const auto payload = std::as_bytes(std::span(bytes).subspan(16, bytes.size() - 20));
+    const auto header = lightloop::detail::checkpoint_header(payload.size());
+    const std::uint32_t crc = lightloop::detail::crc32_of(payload);
+    std::memcpy(bytes.data(), header.data(), header.size());
+    std::memcpy(bytes.data() + bytes.size() - 4, &crc, 4);
     return bytes;
 }
 

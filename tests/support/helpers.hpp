@@ -55,8 +55,7 @@ double max_abs_diff(const A& a, const B& b) {
     return worst;
 }
 
-/// Same shape and bitwise-equal values (xtensor's == does not mix with
-/// Catch's expression decomposition, so tests call this).
+/// No NaN and no infinity.
 template <class A>
 bool all_finite(const A& a) {
     for (const auto v : a) {
@@ -67,6 +66,8 @@ bool all_finite(const A& a) {
     return true;
 }
 
+/// Same shape and bitwise-equal values (xtensor's == does not mix with
+/// Catch's expression decomposition, so tests call this).
 template <class A, class B>
 bool identical(const A& a, const B& b) {
     return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());

@@ -52,6 +52,11 @@ public:
         return gen;
     }
 
+    /// The raw state, the inverse of from_state.
+    constexpr std::array<std::uint64_t, 4> state() const noexcept {
+        return {state_[0], state_[1], state_[2], state_[3]};
+    }
+
     constexpr void reseed(std::uint64_t seed) noexcept {
         std::uint64_t s = seed;
         for (auto& word : state_) {

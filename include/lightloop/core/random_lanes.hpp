@@ -35,11 +35,11 @@ public:
     /// Stream k starts as rng(derive_seed(seed, k)) would.
     void reseed(std::uint64_t seed) noexcept {
         for (std::size_t k = 0; k < lanes; ++k) {
-            std::uint64_t s = derive_seed(seed, k);
-            s0_[k] = splitmix64(s);
-            s1_[k] = splitmix64(s);
-            s2_[k] = splitmix64(s);
-            s3_[k] = splitmix64(s);
+            const auto state = rng(derive_seed(seed, k)).state();
+            s0_[k] = state[0];
+            s1_[k] = state[1];
+            s2_[k] = state[2];
+            s3_[k] = state[3];
         }
     }
 

@@ -27,11 +27,13 @@
 // then changes the network and optimizer: a refused file changes nothing.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <sstream>
@@ -76,6 +78,18 @@ std::string layer_signature(const L& l) {
     }
 }
 
+inline constexpr char checkpoint_magic[4] = {'L', 'L', 'C', 'K'};
+
+/// The 16 bytes before a payload: magic, format, payload size. The CRC-32 of
+/// the payload (crc32_of) follows it.
+inline std::array<std::byte, 16> checkpoint_header(std::uint64_t payload_size) {
+    std::array<std::byte, 16> header;
+    std::memcpy(header.data(), checkpoint_magic, 4);
+    std::memcpy(header.data() + 4, &checkpoint_format, 4);
+    std::memcpy(header.data() + 8, &payload_size, 8);
+    return header;
+}
+
 inline std::uint32_t crc32_of(std::span<const std::byte> bytes) {
     uLong crc = crc32(0L, Z_NULL, 0);
     const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
@@ -89,24 +103,27 @@ inline std::uint32_t crc32_of(std::span<const std::byte> bytes) {
     return static_cast<std::uint32_t>(crc);
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename,
-/// directory fsync).
-inline void write_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+/// Writes the pieces one after the other to `path`, atomically (temporary
+/// file, fsync, rename, directory fsync).
+inline void write_atomically(const std::filesystem::path& path,
+                             std::initializer_list<std::span<const std::byte>> pieces) {
     const std::filesystem::path temporary = path.string() + ".tmp";
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         throw data_error("lightloop: " + temporary.string() + ": cannot write checkpoint");
     }
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n <= 0) {
-            ::close(fd);
-            std::filesystem::remove(temporary);
-            throw data_error("lightloop: " + temporary.string() +
-                             ": write failed (disk full?); the previous checkpoint is intact");
+    for (const auto bytes : pieces) {
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+            const ::ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+            if (n <= 0) {
+                ::close(fd);
+                std::filesystem::remove(temporary);
+                throw data_error("lightloop: " + temporary.string() +
+                                 ": write failed (disk full?); the previous checkpoint is intact");
+            }
+            done += static_cast<std::size_t>(n);
         }
-        done += static_cast<std::size_t>(n);
     }
     if (::fsync(fd) != 0 || ::close(fd) != 0) {
         std::filesystem::remove(temporary);
@@ -149,7 +166,7 @@ inline std::vector<std::byte> read_checkpoint_payload(const std::filesystem::pat
     if (!in && !in.eof()) {
         throw data_error("lightloop: " + where + ": cannot read checkpoint");
     }
-    if (std::string(head, 4) != "LLCK") {
+    if (std::memcmp(head, checkpoint_magic, 4) != 0) {
         throw data_error("lightloop: " + where + ": not a lightloop checkpoint (bad magic)");
     }
     std::uint32_t format = 0;
@@ -216,10 +233,10 @@ inline void check_signature(const std::string& where, const std::string& stored,
         const std::string left = i < a.size() ? a[i] : "(nothing)";
         const std::string right = i < b.size() ? b[i] : "(nothing)";
         if (left != right) {
-            const auto colon = (i < a.size() ? left : right).find(':');
-            const std::string key = colon == std::string::npos
-                                      ? "line " + std::to_string(i + 1)
-                                      : (i < a.size() ? left : right).substr(0, colon);
+            const std::string& named = i < a.size() ? left : right; // a line with a key
+            const auto colon = named.find(':');
+            const std::string key =
+              colon == std::string::npos ? "line " + std::to_string(i + 1) : named.substr(0, colon);
             auto value = [](const std::string& line) {
                 const auto c = line.find(": ");
                 return c == std::string::npos ? line : line.substr(c + 2);
@@ -287,16 +304,9 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
     }
     w.block(feedback_state);
     const auto& payload = w.bytes();
-    state_writer file;
-    file.u32(0x4B434C4C); // "LLCK" read as little-endian bytes
-    file.u32(checkpoint_format);
-    file.u64(payload.size());
-    std::vector<std::byte> bytes = file.bytes();
-    bytes.insert(bytes.end(), payload.begin(), payload.end());
+    const auto header = detail::checkpoint_header(payload.size());
     const std::uint32_t crc = detail::crc32_of(payload);
-    const auto* c = reinterpret_cast<const std::byte*>(&crc);
-    bytes.insert(bytes.end(), c, c + 4);
-    detail::write_atomically(path, bytes);
+    detail::write_atomically(path, {header, payload, std::as_bytes(std::span(&crc, 1))});
 }
 
 /// Weights and progress only (no optimizer state).
