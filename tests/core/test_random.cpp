@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <numbers>
 #include <span>
 #include <vector>
 
@@ -124,6 +125,68 @@ TEST_CASE("rng_lanes normals have the moments and tails of N(0, 1)", "[core][ran
     CHECK(std::abs(lag / n) < 5 / std::sqrt(n));
     CHECK(std::abs(beyond_2 / double(n) - 0.0455) < 5 * std::sqrt(0.0455 * 0.9545 / n));
     CHECK(std::abs(beyond_4 / double(n) - 6.33e-5) < 5 * std::sqrt(6.33e-5 / n));
+}
+
+TEST_CASE("rng_lanes' logarithm and sine/cosine match libm on their ranges", "[core][random]") {
+    using batch = xsimd::batch<float>;
+    // The radius's uniform (h + 1/2) 2^-31 spans [2^-32, 1]: geometric and
+    // linear grids, and both ends.
+    std::vector<float> xs = {0x1.0p-32f, 0x1.0p-31f, 0.5f, 0.70710677f, 0.70710683f, 1.0f};
+    for (int i = 0; i <= 3200; ++i) {
+        xs.push_back(std::pow(2.0f, -32.0f * static_cast<float>(i) / 3200.0f));
+        xs.push_back(static_cast<float>(i) / 3200.0f + 0x1.0p-32f);
+    }
+    double worst_log = 0.0;
+    for (const float x : xs) {
+        const float got = lightloop::detail::log_unit(batch(x)).get(0);
+        const double want = std::log(static_cast<double>(x));
+        // Relative error, or absolute near x = 1 where ln x -> 0.
+        worst_log = std::max(worst_log, std::abs(got - want) / std::max(std::abs(want), 1e-3));
+    }
+    CHECK(worst_log < 2.5e-7); // measured 1.1e-7
+    double worst_trig = 0.0;
+    for (int i = -4000; i <= 4000; ++i) {
+        const float t = static_cast<float>(std::numbers::pi / 4 * i / 4000.0);
+        const auto [s, c] = lightloop::detail::sincos_eighth_turn(batch(t));
+        worst_trig = std::max(worst_trig, std::abs(s.get(0) - std::sin(static_cast<double>(t))));
+        worst_trig = std::max(worst_trig, std::abs(c.get(0) - std::cos(static_cast<double>(t))));
+    }
+    CHECK(worst_trig < 1e-7); // measured 4.6e-8
+}
+
+TEST_CASE("rng_lanes normal pairs are independent: uniform angle, uncorrelated squares",
+          "[core][random]") {
+    // Each block holds Box-Muller pairs (z[i], z[i + block/2]). A wrong
+    // angle (a quadrant not rotated, a sign lost) skews the octant counts or
+    // correlates the squares, which the moment test above would not see.
+    lightloop::rng_lanes lanes(11);
+    constexpr std::size_t half = lightloop::rng_lanes::block / 2;
+    constexpr std::size_t blocks = 2000;
+    std::vector<float> z(blocks * 2 * half);
+    lanes.fill_normal(std::span<float>(z));
+    std::vector<double> octants(8, 0.0);
+    double square_product = 0;
+    double product = 0;
+    for (std::size_t b = 0; b < blocks; ++b) {
+        for (std::size_t i = 0; i < half; ++i) {
+            const double x = z[b * 2 * half + i];
+            const double y = z[b * 2 * half + half + i];
+            const double angle = std::atan2(y, x) + std::numbers::pi; // [0, 2 pi]
+            const auto octant =
+              std::min<std::size_t>(7, static_cast<std::size_t>(angle / (std::numbers::pi / 4)));
+            octants[octant] += 1.0;
+            square_product += x * x * y * y;
+            product += x * y;
+        }
+    }
+    const double n = static_cast<double>(blocks * half);
+    // Octant counts Binomial(n, 1/8); E[x y] = 0 (s.e. 1/sqrt(n)); for
+    // independent normals E[x² y²] = 1, Var = 9 - 1 = 8.
+    for (const double count : octants) {
+        CHECK(std::abs(count - n / 8) < 5 * std::sqrt(n / 8 * 7 / 8));
+    }
+    CHECK(std::abs(product / n) < 5 / std::sqrt(n));
+    CHECK(std::abs(square_product / n - 1) < 5 * std::sqrt(8 / n));
 }
 
 TEST_CASE("rng_lanes Poisson inversion has the Poisson distribution", "[core][random]") {

@@ -4,11 +4,12 @@
 // per batch, which a one-at-a-time generator makes the bottleneck.
 //
 // rng_lanes steps eight xoshiro256++ streams together (structure of arrays,
-// which the compiler vectorises); normals come from Box-Muller evaluated with
-// xsimd's vectorised log and sincos in single precision, and Poisson counts of
-// small means from inversion of the CDF, one SIMD lane per draw. The draws are
-// reproducible from the seed for a given build; which SIMD width the program
-// was compiled for changes the last bits of log/sincos, not the streams.
+// which the compiler vectorises); normals come from Box-Muller in single
+// precision (xsimd's vectorised log, a short sine/cosine polynomial), and
+// Poisson counts of small means from inversion of the CDF, one SIMD lane per
+// draw. The draws are reproducible from the seed for a given build; which SIMD
+// width the program was compiled for changes the last bits of the logarithm,
+// not the streams.
 
 #include <algorithm>
 #include <array>
@@ -17,12 +18,58 @@
 #include <cstdint>
 #include <numbers>
 #include <span>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
 #include "lightloop/core/random.hpp"
 
 namespace lightloop {
+
+namespace detail {
+
+/// ln x for x in [2^-32, 1], no special cases: x = 2^k m with m in
+/// [√½, √2), ln m = ln(1 + f) by Cephes' single-precision polynomial
+/// (relative error about 1e-7) - no division, unlike a general log.
+template <class B>
+B log_unit(B x) noexcept {
+    using ibatch = xsimd::batch<std::int32_t, typename B::arch_type>;
+    ibatch bits = xsimd::bitwise_cast<ibatch>(x);
+    bits += ibatch(0x3f800000 - 0x3f3504f3);
+    const B k = xsimd::to_float((bits >> 23) - ibatch(0x7f));
+    bits = (bits & ibatch(0x007fffff)) + ibatch(0x3f3504f3);
+    const B f = xsimd::bitwise_cast<B>(bits) - B(1.0f);
+    const B z = f * f;
+    B p = xsimd::fma(f, B(7.0376836292e-2f), B(-1.1514610310e-1f));
+    p = xsimd::fma(p, f, B(1.1676998740e-1f));
+    p = xsimd::fma(p, f, B(-1.2420140846e-1f));
+    p = xsimd::fma(p, f, B(1.4249322787e-1f));
+    p = xsimd::fma(p, f, B(-1.6668057665e-1f));
+    p = xsimd::fma(p, f, B(2.0000714765e-1f));
+    p = xsimd::fma(p, f, B(-2.4999993993e-1f));
+    p = xsimd::fma(p, f, B(3.3333331174e-1f));
+    const B y = xsimd::fma(p * f, z, xsimd::fma(B(-0.5f), z, f));
+    return xsimd::fma(k, B(0.693147180559945f), y);
+}
+
+/// sin t and cos t for |t| <= π/4: Taylor polynomials to t^9 and t^10,
+/// errors below 2e-9 and 3e-8, under single precision's rounding.
+template <class B>
+std::pair<B, B> sincos_eighth_turn(B t) noexcept {
+    const B t2 = t * t;
+    B sin_t = xsimd::fma(t2, B(1.0f / 362880), B(-1.0f / 5040));
+    sin_t = xsimd::fma(sin_t, t2, B(1.0f / 120));
+    sin_t = xsimd::fma(sin_t, t2, B(-1.0f / 6));
+    sin_t = xsimd::fma(sin_t * t2, t, t);
+    B cos_t = xsimd::fma(t2, B(-1.0f / 3628800), B(1.0f / 40320));
+    cos_t = xsimd::fma(cos_t, t2, B(-1.0f / 720));
+    cos_t = xsimd::fma(cos_t, t2, B(1.0f / 24));
+    cos_t = xsimd::fma(cos_t, t2, B(-0.5f));
+    cos_t = xsimd::fma(cos_t, t2, B(1.0f));
+    return {sin_t, cos_t};
+}
+
+} // namespace detail
 
 class rng_lanes {
 public:
@@ -181,29 +228,49 @@ private:
         }
     }
 
+    /// Box-Muller pairs (r cos φ, r sin φ). The angle is a quadrant q (two
+    /// random bits) plus θ uniform on [-π/4, π/4) (22 bits): φ = q π/2 + θ is
+    /// uniform on the circle. sin θ and cos θ on that short interval are
+    /// short polynomials, and the quadrant rotates (cos θ, sin θ) by swapping
+    /// and negating: no general range reduction as in a library sincos.
     void normal_block(float* out) noexcept {
         // Half the block's words give radii, half give angles.
         alignas(64) std::uint64_t bits[block / 2];
         next(bits, block / 2 / lanes);
         alignas(64) float radius_u[block / 2];
-        alignas(64) float angle_u[block / 2];
+        alignas(64) float theta[block / 2];
+        alignas(64) float swap[block / 2];        // 1: odd quadrant
+        alignas(64) float first_sign[block / 2];  // ±1
+        alignas(64) float second_sign[block / 2]; // ±1
+        constexpr float quarter_turn = static_cast<float>(std::numbers::pi / 2);
         for (std::size_t i = 0; i < block / 2; ++i) {
             const auto hi = static_cast<std::int32_t>(bits[i] >> 33);
-            const auto lo = static_cast<std::int32_t>((bits[i] & 0xFFFFFFFFULL) >> 8);
+            const auto lo = static_cast<std::uint32_t>(bits[i]);
             // (hi + 1/2) 2^-31 is in (0, 1]: the logarithm is finite.
             radius_u[i] = (static_cast<float>(hi) + 0.5f) * 0x1.0p-31f;
-            angle_u[i] = static_cast<float>(lo) * 0x1.0p-24f;
+            const std::uint32_t q = lo >> 30;
+            swap[i] = static_cast<float>(q & 1U);
+            first_sign[i] = q == 1 || q == 2 ? -1.0f : 1.0f;
+            second_sign[i] = q >= 2 ? -1.0f : 1.0f;
+            const auto fraction = static_cast<std::int32_t>((lo >> 8) & 0x3FFFFF);
+            theta[i] = (static_cast<float>(fraction) * 0x1.0p-22f - 0.5f) * quarter_turn;
         }
         using batch = xsimd::batch<float>;
         constexpr std::size_t width = batch::size;
         static_assert((block / 2) % width == 0);
-        const batch two_pi(static_cast<float>(2.0 * std::numbers::pi));
         for (std::size_t i = 0; i < block / 2; i += width) {
             const batch u = xsimd::min(batch::load_aligned(radius_u + i), batch(1.0f));
-            const batch r = xsimd::sqrt(batch(-2.0f) * xsimd::log(u));
-            const auto [s, c] = xsimd::sincos(two_pi * batch::load_aligned(angle_u + i));
-            (r * c).store_unaligned(out + i);
-            (r * s).store_unaligned(out + block / 2 + i);
+            const batch r = xsimd::sqrt(batch(-2.0f) * detail::log_unit(u));
+            const batch t = batch::load_aligned(theta + i);
+            const auto [sin_t, cos_t] = detail::sincos_eighth_turn(t);
+            // Rotation by q quarter turns: q = 1 gives (-sin, cos), q = 2
+            // (-cos, -sin), q = 3 (sin, -cos).
+            const auto odd = batch::load_aligned(swap + i) != batch(0.0f);
+            const batch first = xsimd::select(odd, sin_t, cos_t);
+            const batch second = xsimd::select(odd, cos_t, sin_t);
+            (r * batch::load_aligned(first_sign + i) * first).store_unaligned(out + i);
+            (r * batch::load_aligned(second_sign + i) * second)
+              .store_unaligned(out + block / 2 + i);
         }
     }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
@@ -218,11 +219,12 @@ public:
         }
         cam.expose(std::span<const T>(decoded, count), std::span<T>(decoded, count));
         const auto norm = static_cast<T>(normalisation_);
+        const T* power = in_type<T>(calibrated_power_, calibrated_power_f_);
         for (std::size_t r = 0; r < rows; ++r) {
+            const T* with = scratch + r * out_;
+            T* row = decoded + r * out_;
             for (std::size_t j = 0; j < out_; ++j) {
-                const std::size_t i = r * out_ + j;
-                decoded[i] =
-                  (scratch[i] - static_cast<T>(calibrated_power_[j]) - decoded[i]) * norm;
+                row[j] = (with[j] - power[j] - row[j]) * norm;
             }
         }
     }
@@ -255,13 +257,28 @@ public:
 private:
     template <class T>
     void with_reference(const T* re, const T* im, std::size_t rows, T* out) const {
+        const T* ref_re = in_type<T>(reference_re_, reference_re_f_);
+        const T* ref_im = in_type<T>(reference_im_, reference_im_f_);
         for (std::size_t r = 0; r < rows; ++r) {
+            const T* re_row = re + r * out_;
+            const T* im_row = im + r * out_;
+            T* row = out + r * out_;
             for (std::size_t j = 0; j < out_; ++j) {
-                const std::size_t i = r * out_ + j;
-                const T a = re[i] + static_cast<T>(reference_re_[j]);
-                const T b = im[i] + static_cast<T>(reference_im_[j]);
-                out[i] = a * a + b * b;
+                const T a = re_row[j] + ref_re[j];
+                const T b = im_row[j] + ref_im[j];
+                row[j] = a * a + b * b;
             }
+        }
+    }
+
+    /// The double vector, or its float copy: the per-pixel loops read the
+    /// reference in the pixel type.
+    template <class T>
+    static const T* in_type(const std::vector<double>& d, const std::vector<float>& f) noexcept {
+        if constexpr (std::is_same_v<T, float>) {
+            return f.data();
+        } else {
+            return d.data();
         }
     }
 
@@ -276,6 +293,9 @@ private:
               "lightloop::holographic_readout: calibrated reference power is zero");
         }
         normalisation_ = 1.0 / std::sqrt(static_cast<double>(in_) * 2.0 * variance_ * mean_power);
+        reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
+        reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
+        calibrated_power_f_.assign(calibrated_power_.begin(), calibrated_power_.end());
     }
 
     Reference reference_{};
@@ -287,6 +307,9 @@ private:
     std::vector<double> reference_im_;
     std::vector<double> reference_power_;
     std::vector<double> calibrated_power_;
+    std::vector<float> reference_re_f_; // float copies of the three above
+    std::vector<float> reference_im_f_;
+    std::vector<float> calibrated_power_f_;
     double normalisation_ = 1.0;
 };
 
