@@ -199,6 +199,7 @@ private:
         batch p[n];
         batch cdf[n];
         batch k[n];
+#pragma GCC unroll 8
         for (std::size_t b = 0; b < n; ++b) {
             m[b] = batch::load_unaligned(mean + b * width);
             u[b] = batch::load_unaligned(uniform + b * width);
@@ -212,6 +213,7 @@ private:
         for (std::size_t step = 1; step <= steps; ++step) {
             bool more_any = false;
             const batch inverse(reciprocal(step));
+#pragma GCC unroll 8
             for (std::size_t b = 0; b < n; ++b) {
                 const auto more = u[b] > cdf[b];
                 more_any = more_any || xsimd::any(more);
