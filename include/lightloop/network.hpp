@@ -14,6 +14,7 @@
 // virtual call anywhere; once buffers exist for a batch size nothing allocates.
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
@@ -44,7 +46,7 @@ inline constexpr std::uint64_t feedback_stream = 1u << 20;
 /// Whether every value is finite: x * 0 is 0 for finite x and NaN for an
 /// infinity or a NaN, so one vectorised sum answers.
 template <class T>
-bool all_finite(std::span<const T> values) noexcept {
+bool all_finite_serial(std::span<const T> values) noexcept {
     using batch = xsimd::batch<T>;
     constexpr std::size_t width = batch::size;
     batch acc(T(0));
@@ -57,6 +59,18 @@ bool all_finite(std::span<const T> values) noexcept {
         tail += values[i] * T(0);
     }
     return tail == T(0);
+}
+
+/// all_finite_serial over pieces of a large array, on the shared team.
+template <class T>
+bool all_finite(std::span<const T> values) {
+    std::atomic<bool> finite{true};
+    parallel_for_ranges(values.size(), 32768, [&](std::size_t begin, std::size_t end) {
+        if (!all_finite_serial(values.subspan(begin, end - begin))) {
+            finite.store(false, std::memory_order_relaxed);
+        }
+    });
+    return finite.load(std::memory_order_relaxed);
 }
 
 template <class L>

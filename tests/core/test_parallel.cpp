@@ -1,11 +1,17 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <span>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
+#include <lightloop/core/blas.hpp>
 #include <lightloop/core/parallel.hpp>
+#include <lightloop/optim/adam.hpp>
+#include <lightloop/optim/sgd.hpp>
 
 using lightloop::thread_team;
 
@@ -68,4 +74,73 @@ TEST_CASE("a run inside a run executes serially instead of deadlocking", "[core]
         });
     });
     CHECK(inner.load() == 12);
+}
+
+TEST_CASE("parallel_for_ranges covers [0, count) once, in aligned pieces of at least the grain",
+          "[core][parallel]") {
+    lightloop::set_blas_threads(2);
+    for (const std::size_t count : {std::size_t{0}, std::size_t{100}, std::size_t{1000},
+                                    std::size_t{4096}, std::size_t{100003}}) {
+        CAPTURE(count);
+        std::vector<std::atomic<int>> hits(count);
+        std::atomic<int> pieces{0};
+        std::atomic<bool> aligned{true};
+        std::atomic<bool> short_inner{false}; // a piece under the grain, not the last
+        lightloop::parallel_for_ranges(count, 1000, [&](std::size_t begin, std::size_t end) {
+            pieces.fetch_add(1);
+            aligned = aligned && begin % 16 == 0;
+            if (end < count && end - begin < 1000) {
+                short_inner = true;
+            }
+            for (std::size_t i = begin; i < end; ++i) {
+                hits[i].fetch_add(1);
+            }
+        });
+        for (std::size_t i = 0; i < count; ++i) {
+            REQUIRE(hits[i].load() == 1);
+        }
+        CHECK(aligned.load());
+        CHECK_FALSE(short_inner.load());
+        // Below two grains, one piece on the caller; above, several.
+        if (count < 2000) {
+            CHECK(pieces.load() == 1);
+        } else {
+            CHECK(pieces.load() >= 2);
+        }
+    }
+    lightloop::set_blas_threads(1);
+}
+
+TEST_CASE("optimizer updates split over threads give the same bits as on one thread",
+          "[core][parallel]") {
+    // 300k parameters: the updates run in pieces on two threads.
+    const std::size_t n = 300007;
+    std::vector<float> g(n);
+    std::vector<float> w0(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        g[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+        w0[i] = static_cast<float>(std::cos(0.11 * static_cast<double>(i)));
+    }
+    auto run = [&](int threads, auto opt) {
+        lightloop::set_blas_threads(threads);
+        std::vector<float> w = w0;
+        for (int step = 0; step < 3; ++step) {
+            opt.begin_step();
+            opt.update(0, std::span<float>(w), std::span<const float>(g));
+        }
+        lightloop::set_blas_threads(1);
+        return w;
+    };
+    const lightloop::sgd_settings momentum{
+      .learning_rate = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 1e-3};
+    CHECK(run(1, lightloop::sgd<float>(momentum)) == run(2, lightloop::sgd<float>(momentum)));
+    CHECK(run(1, lightloop::sgd<float>(0.1)) == run(2, lightloop::sgd<float>(0.1)));
+    CHECK(run(1, lightloop::adam<float>()) == run(2, lightloop::adam<float>()));
+    // And the pieces do update: three momentum steps moved every weight.
+    const auto w = run(2, lightloop::sgd<float>(momentum));
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        moved += w[i] != w0[i] ? std::size_t{1} : std::size_t{0};
+    }
+    CHECK(moved == n);
 }

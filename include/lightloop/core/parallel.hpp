@@ -1,7 +1,7 @@
 #pragma once
 // lightloop's own threads, for the work between GEMMs that OpenBLAS cannot
 // parallelise for us: the camera simulation of an optical projection, and the
-// independent per-layer updates of DFA.
+// element-wise passes (optimizer updates, finite checks) over the weights.
 //
 // One knob sets both: lightloop's parallel loops use as many threads as
 // OpenBLAS is set to use (OPENBLAS_NUM_THREADS, or set_blas_threads()).
@@ -166,6 +166,32 @@ inline thread_team& shared_team() {
     static thread_team team;
     team.resize(parallel_threads());
     return team;
+}
+
+/// Calls f(begin, end) on pieces covering [0, count), spread over the shared
+/// team: for element-wise passes over large arrays (optimizer updates, finite
+/// checks) between OpenBLAS's GEMMs, which would otherwise leave the other
+/// cores idle. Pieces hold at least `grain` elements (one piece, on the
+/// caller's thread, below 2 grain or with one thread) and start on multiples
+/// of 16 elements; f must not depend on how [0, count) is cut.
+template <class F>
+void parallel_for_ranges(std::size_t count, std::size_t grain, F&& f) {
+    grain = std::max<std::size_t>(grain, 16);
+    const std::size_t threads = count / grain >= 2 ? parallel_threads() : 1;
+    if (threads <= 1) {
+        f(std::size_t{0}, count);
+        return;
+    }
+    // A few pieces per thread: a worker that wakes late takes fewer.
+    const std::size_t pieces = std::min(count / grain, 4 * threads);
+    const std::size_t step = ((count + pieces - 1) / pieces + 15) / 16 * 16;
+    shared_team().run(pieces, [&](std::size_t piece, std::size_t) {
+        const std::size_t begin = std::min(count, piece * step);
+        const std::size_t end = std::min(count, begin + step);
+        if (begin < end) {
+            f(begin, end);
+        }
+    });
 }
 
 } // namespace lightloop

@@ -13,6 +13,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/optim/detail.hpp"
 
 namespace lightloop {
@@ -69,17 +70,19 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const bool decoupled = settings_.decoupled_weight_decay;
         const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
-        for (std::size_t i = 0; i < count; ++i) {
-            T grad = g[i];
-            if (decoupled) {
-                w[i] *= shrink;
-            } else {
-                grad += wd * w[i];
+        parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) {
+                T grad = g[i];
+                if (decoupled) {
+                    w[i] *= shrink;
+                } else {
+                    grad += wd * w[i];
+                }
+                m[i] = b1 * m[i] + (T(1) - b1) * grad;
+                v[i] = b2 * v[i] + (T(1) - b2) * grad * grad;
+                w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
             }
-            m[i] = b1 * m[i] + (T(1) - b1) * grad;
-            v[i] = b2 * v[i] + (T(1) - b2) * grad * grad;
-            w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-        }
+        });
     }
 
     double learning_rate() const noexcept { return settings_.learning_rate; }

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/optim/detail.hpp"
 
 namespace lightloop {
@@ -51,18 +52,22 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const std::size_t count = w.size();
         if (settings_.momentum == 0.0) {
-            for (std::size_t i = 0; i < count; ++i) {
-                w[i] -= lr * (g[i] + wd * w[i]);
-            }
+            parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+                for (std::size_t i = b; i < e; ++i) {
+                    w[i] -= lr * (g[i] + wd * w[i]);
+                }
+            });
             return;
         }
         const std::span<T> v = state_.get("sgd", slot, 0, count);
         const bool nesterov = settings_.nesterov;
-        for (std::size_t i = 0; i < count; ++i) {
-            const T grad = g[i] + wd * w[i];
-            v[i] = mu * v[i] + grad;
-            w[i] -= lr * (nesterov ? grad + mu * v[i] : v[i]);
-        }
+        parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) {
+                const T grad = g[i] + wd * w[i];
+                v[i] = mu * v[i] + grad;
+                w[i] -= lr * (nesterov ? grad + mu * v[i] : v[i]);
+            }
+        });
     }
 
     double learning_rate() const noexcept { return settings_.learning_rate; }
