@@ -8,6 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <lightloop/core/blas.hpp>
 #include <lightloop/core/parallel.hpp>
 #include <lightloop/optim/adam.hpp>
@@ -109,6 +112,7 @@ TEST_CASE("parallel_for_ranges covers [0, count) once, in aligned pieces of at l
         }
     }
     lightloop::set_blas_threads(1);
+    lightloop::shared_team();
 }
 
 TEST_CASE("optimizer updates split over threads give the same bits as on one thread",
@@ -143,4 +147,29 @@ TEST_CASE("optimizer updates split over threads give the same bits as on one thr
         moved += w[i] != w0[i] ? std::size_t{1} : std::size_t{0};
     }
     CHECK(moved == n);
+}
+
+TEST_CASE("a child of fork() gets a working team (its parent's workers are not copied)",
+          "[core][parallel]") {
+    lightloop::set_blas_threads(2);
+    std::atomic<int> ran{0};
+    lightloop::shared_team().run(8, [&](std::size_t, std::size_t) { ran.fetch_add(1); });
+    REQUIRE(ran.load() == 8);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::alarm(20); // a hang fails the test instead of the suite
+        std::atomic<int> in_child{0};
+        lightloop::shared_team().run(8, [&](std::size_t, std::size_t) { in_child.fetch_add(1); });
+        lightloop::set_blas_threads(1);
+        lightloop::shared_team().run(3, [&](std::size_t, std::size_t) { in_child.fetch_add(1); });
+        ::_exit(in_child.load() == 11 ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    INFO("signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    lightloop::set_blas_threads(1);
+    lightloop::shared_team(); // back to one thread for the tests after
 }

@@ -27,6 +27,10 @@
 #include <vector>
 
 #include <cblas.h>
+#if defined(__unix__)
+#include <sys/types.h>
+#include <unistd.h>
+#endif
 
 namespace lightloop {
 
@@ -48,6 +52,7 @@ public:
     /// Starts or stops workers so that size() == max(threads, 1). Waits for
     /// a run in progress.
     void resize(std::size_t threads) {
+        adopt_after_fork();
         threads = std::max<std::size_t>(threads, 1);
         if (threads == size()) {
             return;
@@ -69,6 +74,7 @@ public:
     /// throw, the rest still run and the first exception is rethrown here.
     template <class F>
     void run(std::size_t tasks, F&& f) {
+        adopt_after_fork();
         std::unique_lock<std::mutex> running(run_mutex_, std::try_to_lock);
         if (!running.owns_lock() || workers_.empty() || tasks <= 1) {
             for (std::size_t task = 0; task < tasks; ++task) {
@@ -99,6 +105,33 @@ public:
     }
 
 private:
+    /// In a child of fork() the workers do not exist (only the forking thread
+    /// is copied): their handles can be neither joined nor destroyed, so they
+    /// are set aside, reachable, and the team starts again from the caller
+    /// alone. The mutexes and condition variables are built afresh too: the
+    /// copies still count the parent's waiting workers, and a notify would
+    /// wait for them forever.
+    void adopt_after_fork() {
+#if defined(__unix__)
+        const ::pid_t pid = ::getpid();
+        if (pid == owner_) {
+            return;
+        }
+        owner_ = pid;
+        // Never destroyed: a joinable std::thread's destructor terminates.
+        static auto* abandoned = new std::vector<std::vector<std::thread>>();
+        abandoned->push_back(std::move(workers_));
+        workers_.clear();
+        busy_ = 0;
+        stopping_ = false;
+        // New objects over the copies (whose destructors could block).
+        std::construct_at(&run_mutex_);
+        std::construct_at(&state_mutex_);
+        std::construct_at(&wake_);
+        std::construct_at(&done_);
+#endif
+    }
+
     void work(std::size_t worker) {
         for (;;) {
             const std::size_t task = next_.fetch_add(1, std::memory_order_relaxed);
@@ -159,6 +192,9 @@ private:
     std::atomic<std::size_t> next_{0};
     std::size_t busy_ = 0;
     std::exception_ptr error_;
+#if defined(__unix__)
+    ::pid_t owner_ = ::getpid(); // the process whose threads workers_ are
+#endif
 };
 
 /// The process's team, resized to parallel_threads() on each call.
