@@ -38,6 +38,7 @@
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/camera.hpp"
@@ -437,9 +438,10 @@ private:
             const auto w = static_cast<T>(buf.weights[frame]);
             const T* row = slot.decoded.data() + i * out_;
             T* target = out.data() + (frame / f_count) * out_;
-            for (std::size_t j = 0; j < out_; ++j) {
-                target[j] += w * row[j];
-            }
+            simd::for_each_lane<T>(out_, [&](std::size_t j, auto lane) {
+                using V = decltype(lane);
+                simd::store(target + j, simd::load<V>(target + j) + V(w) * simd::load<V>(row + j));
+            });
         }
     }
 

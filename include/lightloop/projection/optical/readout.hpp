@@ -17,10 +17,24 @@
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/reference.hpp"
 
 namespace lightloop {
+
+namespace detail {
+/// out = re^2 + im^2, element-wise: the intensity of a field.
+template <class T>
+void squared_magnitude(const T* re, const T* im, std::size_t count, T* out) {
+    simd::for_each_lane<T>(count, [&](std::size_t i, auto lane) {
+        using V = decltype(lane);
+        const V a = simd::load<V>(re + i);
+        const V b = simd::load<V>(im + i);
+        simd::store(out + i, a * a + b * b);
+    });
+}
+} // namespace detail
 
 /// The raw intensity |R x|^2: what a lensless OPU measures in one frame, a
 /// non-linear random projection. A sample is decoded as y(e₊) - y(e₋)
@@ -98,10 +112,7 @@ public:
 private:
     template <class T>
     void intensity(const T* re, const T* im, std::size_t rows, T* out) const {
-        const std::size_t count = rows * out_;
-        for (std::size_t i = 0; i < count; ++i) {
-            out[i] = re[i] * re[i] + im[i] * im[i];
-        }
+        detail::squared_magnitude(re, im, rows * out_, out);
     }
 
     template <class T>
@@ -214,18 +225,19 @@ public:
         const std::size_t count = rows * out_;
         with_reference(re, im, rows, scratch);
         cam.expose(std::span<const T>(scratch, count), std::span<T>(scratch, count));
-        for (std::size_t i = 0; i < count; ++i) {
-            decoded[i] = re[i] * re[i] + im[i] * im[i];
-        }
+        detail::squared_magnitude(re, im, count, decoded);
         cam.expose(std::span<const T>(decoded, count), std::span<T>(decoded, count));
         const auto norm = static_cast<T>(normalisation_);
         const T* power = in_type<T>(calibrated_power_, calibrated_power_f_);
         for (std::size_t r = 0; r < rows; ++r) {
             const T* with = scratch + r * out_;
             T* row = decoded + r * out_;
-            for (std::size_t j = 0; j < out_; ++j) {
-                row[j] = (with[j] - power[j] - row[j]) * norm;
-            }
+            simd::for_each_lane<T>(out_, [&](std::size_t j, auto lane) {
+                using V = decltype(lane);
+                simd::store(row + j, (simd::load<V>(with + j) - simd::load<V>(power + j) -
+                                      simd::load<V>(row + j)) *
+                                       V(norm));
+            });
         }
     }
 
@@ -263,11 +275,12 @@ private:
             const T* re_row = re + r * out_;
             const T* im_row = im + r * out_;
             T* row = out + r * out_;
-            for (std::size_t j = 0; j < out_; ++j) {
-                const T a = re_row[j] + ref_re[j];
-                const T b = im_row[j] + ref_im[j];
-                row[j] = a * a + b * b;
-            }
+            simd::for_each_lane<T>(out_, [&](std::size_t j, auto lane) {
+                using V = decltype(lane);
+                const V a = simd::load<V>(re_row + j) + simd::load<V>(ref_re + j);
+                const V b = simd::load<V>(im_row + j) + simd::load<V>(ref_im + j);
+                simd::store(row + j, a * a + b * b);
+            });
         }
     }
 

@@ -6,6 +6,7 @@
 // regenerated from it.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 
 namespace lightloop {
@@ -71,24 +73,35 @@ public:
             return;
         }
         // Row k of `columns` holds column k of Re R then column k of Im R.
+        // Each output row is written once: the sum over the frame's non-zero
+        // inputs (a few, for sparse binary frames), a batch of pixels at a time.
         const matrix<T>& columns = transposed<T>();
+        std::array<const T*, direct_max_inputs> used;
+        std::array<T, direct_max_inputs> weight;
         for (std::size_t r = 0; r < rows; ++r) {
-            T* re_row = re + r * out;
-            T* im_row = im + r * out;
-            std::fill(re_row, re_row + out, T(0));
-            std::fill(im_row, im_row + out, T(0));
+            std::size_t count = 0;
             for (std::size_t k = 0; k < in; ++k) {
                 const T v = frames[r * in + k];
-                if (v == T(0)) {
-                    continue;
-                }
-                const T* re_col = columns.data() + k * 2 * out;
-                const T* im_col = re_col + out;
-                for (std::size_t j = 0; j < out; ++j) {
-                    re_row[j] += v * re_col[j];
-                    im_row[j] += v * im_col[j];
+                if (v != T(0)) {
+                    used[count] = columns.data() + k * 2 * out;
+                    weight[count] = v;
+                    ++count;
                 }
             }
+            T* re_row = re + r * out;
+            T* im_row = im + r * out;
+            simd::for_each_lane<T>(out, [&](std::size_t j, auto lane) {
+                using V = decltype(lane);
+                V sum_re(T(0));
+                V sum_im(T(0));
+                for (std::size_t c = 0; c < count; ++c) {
+                    const V w(weight[c]);
+                    sum_re += w * simd::load<V>(used[c] + j);
+                    sum_im += w * simd::load<V>(used[c] + out + j);
+                }
+                simd::store(re_row + j, sum_re);
+                simd::store(im_row + j, sum_im);
+            });
         }
     }
 

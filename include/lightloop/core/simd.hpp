@@ -1,0 +1,54 @@
+#pragma once
+// Element-wise loops written once for xsimd batches and for the scalar tail.
+//
+// The per-pixel loops of the optical simulation are simple enough for GCC's
+// auto-vectoriser at -O3, but not at -O2 (CMake's RelWithDebInfo), where they
+// ran 2-4x slower. for_each_lane vectorises them explicitly:
+//
+//     for_each_lane<T>(n, [&](std::size_t i, auto lane) {
+//         using V = decltype(lane);           // xsimd::batch<T>, then T
+//         store(out + i, load<V>(a + i) * load<V>(b + i));
+//     });
+
+#include <cstddef>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+namespace lightloop::simd {
+
+/// Calls f(i, V{}) with V = xsimd::batch<T> for whole batches of [0, n), then
+/// with V = T for the rest.
+template <class T, class F>
+void for_each_lane(std::size_t n, F&& f) {
+    using batch = xsimd::batch<T>;
+    std::size_t i = 0;
+    for (; i + batch::size <= n; i += batch::size) {
+        f(i, batch{});
+    }
+    for (; i < n; ++i) {
+        f(i, T{});
+    }
+}
+
+/// A V (a batch or a scalar) from p.
+template <class V, class T>
+V load(const T* p) noexcept {
+    if constexpr (std::is_same_v<V, T>) {
+        return *p;
+    } else {
+        return V::load_unaligned(p);
+    }
+}
+
+/// Stores v (a batch or a scalar) at p.
+template <class V, class T>
+void store(T* p, const V& v) noexcept {
+    if constexpr (std::is_same_v<V, T>) {
+        *p = v;
+    } else {
+        v.store_unaligned(p);
+    }
+}
+
+} // namespace lightloop::simd
