@@ -211,17 +211,18 @@ private:
         // CDF; the CDF only grows, so finished lanes stay finished.
         const auto steps = static_cast<std::size_t>(std::min(max_count, 1e6));
         for (std::size_t step = 1; step <= steps; ++step) {
-            bool more_any = false;
+            // One mask for all batches, one test per step.
+            auto more_any = u[0] > cdf[0];
             const batch inverse(reciprocal(step));
 #pragma GCC unroll 8
             for (std::size_t b = 0; b < n; ++b) {
                 const auto more = u[b] > cdf[b];
-                more_any = more_any || xsimd::any(more);
+                more_any = more_any || more;
                 k[b] = xsimd::select(more, k[b] + batch(1.0), k[b]);
                 p[b] = p[b] * (m[b] * inverse);
                 cdf[b] = cdf[b] + p[b];
             }
-            if (!more_any) {
+            if (!xsimd::any(more_any)) {
                 break;
             }
         }
