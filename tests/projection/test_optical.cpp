@@ -315,8 +315,8 @@ TEST_CASE("camera shot and read noise have the variance of their model",
     camera cam({.bits = 16, .full_well = 1e6, .read_noise = read, .dark_offset = 100});
     cam.reseed(8);
     cam.set_exposure(exposure);
-    // 0.3 gives 15 electrons (drawn exactly), 2 and 40 give 100 and 2000
-    // (drawn as one normal).
+    // 0.3, 2 and 40 give 15, 100 and 2000 electrons (with 20 e- of read noise
+    // all drawn as one normal; the dim, exact case is tested below).
     for (const double level : {0.3, 2.0, 40.0}) {
         CAPTURE(level);
         std::vector<double> intensity(40000, level);
@@ -365,6 +365,54 @@ TEST_CASE("dim pixels count photo-electrons exactly: Poisson, not its normal app
     CHECK_THROWS_WITH(camera({.bits = 24, .exposure = 1.0})
                         .expose(std::span<const float>(intensity), std::span<float>(measured)),
                       Catch::Contains("double"));
+}
+
+TEST_CASE("the camera draws exactly where the normal approximation would miss the skewness",
+          "[projection][optical][camera]") {
+    // A pixel's count, Poisson(m) + N(0, r^2), has third cumulant m; the
+    // normal approximation has none. The camera uses the normal only where
+    // the skewness m / (m + r^2)^(3/2) is at most 1/sqrt(30): so the third
+    // cumulant measured is m where the test 30 m^2 > (m + r^2)^3 holds, and 0
+    // where it fails - even for dim pixels, once the read noise is 2.11 e- or
+    // more. One count per electron, and a black level of 100 counts so that
+    // nothing clips at zero.
+    struct level {
+        double read;
+        double mean;
+        bool exact;
+    };
+    for (const level c : {level{1.0, 5.0, true}, level{1.0, 29.9, false}, level{2.0, 8.0, true},
+                          level{2.2, 9.68, false}, level{5.0, 3.0, false}}) {
+        CAPTURE(c.read, c.mean);
+        REQUIRE((30 * c.mean * c.mean > std::pow(c.mean + c.read * c.read, 3)) == c.exact);
+        camera cam({.bits = 16, .full_well = 65435.0, .read_noise = c.read, .dark_offset = 100.0});
+        REQUIRE(cam.electrons_per_count() == 1.0);
+        cam.reseed(21);
+        cam.set_exposure(1.0);
+        constexpr std::size_t n = 400000;
+        std::vector<float> intensity(n, static_cast<float>(c.mean));
+        std::vector<float> measured(n);
+        cam.expose(std::span<const float>(intensity), std::span<float>(measured));
+        double mean = 0;
+        for (const float v : measured) {
+            mean += v;
+        }
+        mean /= n;
+        double m2 = 0;
+        double m3 = 0;
+        for (const float v : measured) {
+            const double d = v - mean;
+            m2 += d * d;
+            m3 += d * d * d;
+        }
+        m2 /= n;
+        m3 /= n;
+        // s.e. of the third central moment ~ sqrt(15 sigma^6 / n); the
+        // rounding to counts adds a symmetric error.
+        const double se = std::sqrt(15 * m2 * m2 * m2 / n);
+        CHECK(std::abs(m3 - (c.exact ? c.mean : 0.0)) < 5 * se);
+        CHECK(m2 == Approx(c.mean + c.read * c.read + 1.0 / 12).epsilon(0.02));
+    }
 }
 
 TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",

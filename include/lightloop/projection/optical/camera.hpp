@@ -17,12 +17,18 @@
 // of full well. About 0.1 % of such pixels may still saturate, and the device
 // reports the fraction that did.
 //
-// Noise draws: above a mean of 30 photo-electrons the Poisson count plus read
-// noise is drawn as one normal N(mean, mean + read_noise^2), the Poisson's
-// normal approximation (skewness 1/sqrt(mean) < 0.19 there; mean and variance
-// exact); below it the count is drawn exactly, by inversion of the Poisson
-// CDF, and the read noise added. The draws run in bulk (rng_lanes), a chunk
-// of pixels at a time: the camera simulates a million pixels per batch.
+// Noise draws: a pixel's count, Poisson(m) photo-electrons plus N(0, r^2)
+// read noise, has mean m, variance m + r^2 and skewness m / (m + r^2)^(3/2).
+// Where that skewness is at most 1/sqrt(30) = 0.18 (a Poisson of mean 30) the
+// count is drawn as one normal N(m, m + r^2): mean and variance exact, the
+// third moment off by at most that skewness. Elsewhere - dim pixels, and only
+// when the read noise is small - the Poisson count is drawn exactly, by
+// inversion of its CDF, and the read noise added. The skewness peaks at
+// 0.385 / r (at m = 2 r^2), so with read noise of 2.11 electrons or more (the
+// default is 5) no pixel needs the exact draw; with none, every pixel under 30
+// electrons gets it. The draws run in bulk
+// (rng_lanes), a chunk of pixels at a time: the camera simulates a million
+// pixels per batch.
 
 #include <algorithm>
 #include <cmath>
@@ -166,7 +172,33 @@ private:
     }
 
     static constexpr std::size_t chunk = 1024;
-    static constexpr double exact_below = 30.0; ///< exact Poisson draws below this mean
+    /// The skewness the normal approximation may miss, squared: 1/30, a
+    /// Poisson's of mean 30. A pixel of mean m > 0 is drawn exactly when
+    /// m / (m + r^2)^(3/2) exceeds its root, i.e. when 30 m^2 > (m + r^2)^3
+    /// (only ever for m < 30).
+    static constexpr double skewness_squared_limit = 1.0 / 30.0;
+
+    /// Whether any mean needs the exact draw at read-noise variance v: the
+    /// skewness peaks at m = 2 v, where 30 m^2 > (m + v)^3 iff v < 120 / 27.
+    bool exact_draws_possible() const noexcept {
+        return settings_.shot_noise &&
+               settings_.read_noise * settings_.read_noise < 4.0 / (27.0 * skewness_squared_limit);
+    }
+
+    /// The exact-draw test on a batch (or a scalar) of means.
+    template <class V>
+    static auto needs_exact(V m, V read_var) noexcept {
+        const V t = m + read_var;
+        return (m > V(0)) && (m * m > V(skewness_squared_limit_t<V>()) * (t * t * t));
+    }
+    template <class V>
+    static constexpr auto skewness_squared_limit_t() noexcept {
+        if constexpr (std::is_floating_point_v<V>) {
+            return static_cast<V>(skewness_squared_limit);
+        } else {
+            return static_cast<typename V::value_type>(skewness_squared_limit);
+        }
+    }
 
     /// Rounds to nearest (ties to even) with no libm call and no SSE4.1:
     /// adding 1.5 * 2^(mantissa bits) leaves no fraction bits. Exact for
@@ -234,19 +266,21 @@ private:
         const batch shot_factor(shot ? T(1) : T(0));
         const batch read_var(read_noise * read_noise);
         const batch zero(T(0));
-        const batch dim_limit(static_cast<T>(exact_below));
+        const bool exact_possible = exact_draws_possible();
         auto dim_seen = zero > zero;
         for (std::size_t i = 0; i < padded; i += width) {
             const batch m = xsimd::max(exposure * load_padded<batch>(intensity, i, n), zero);
             m.store_unaligned(mean + i);
-            dim_seen = dim_seen || ((m > zero) && (m < dim_limit));
+            if (exact_possible) {
+                dim_seen = dim_seen || needs_exact(m, read_var);
+            }
             const batch sd = xsimd::sqrt(xsimd::fma(shot_factor, m, read_var));
             xsimd::fma(sd, load_padded<batch>(z, i, n), m).store_unaligned(electrons + i);
         }
-        if (shot && xsimd::any(dim_seen)) {
+        if (exact_possible && xsimd::any(dim_seen)) {
             // The dim pixels again, exactly: a Poisson count plus read noise
             // from the same normal.
-            const std::size_t dim = find_dim(mean, n, w.dim.data());
+            const std::size_t dim = find_dim(mean, n, read_noise * read_noise, w.dim.data());
             for (std::size_t d = 0; d < dim; ++d) {
                 w.dim_mean[d] = static_cast<double>(mean[w.dim[d]]);
             }
@@ -275,25 +309,29 @@ private:
         pixels_saturated_ += static_cast<std::uint64_t>(xsimd::hadd(saturated));
     }
 
-    /// Writes the indices of the dim pixels (0 < mean < exact_below) to
-    /// `index` (room for n + 16) and returns how many there are. About one pixel in twenty of
-    /// an exposure without reference is dim, at random: branch-free, and
-    /// with AVX-512 sixteen pixels at a time by compress-store.
+    /// Writes the indices of the pixels that need the exact draw (see
+    /// needs_exact) to `index` (room for n + 16) and returns how many there
+    /// are: branch-free, and with AVX-512 sixteen pixels at a time by
+    /// compress.
     template <class T>
-    static std::size_t find_dim(const T* mean, std::size_t n, std::uint32_t* index) noexcept {
-        const auto limit = static_cast<T>(exact_below);
+    static std::size_t find_dim(const T* mean, std::size_t n, T read_var,
+                                std::uint32_t* index) noexcept {
         std::size_t dim = 0;
         std::size_t i = 0;
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>) {
             const __m512 zero = _mm512_setzero_ps();
-            const __m512 top = _mm512_set1_ps(limit);
+            const __m512 v = _mm512_set1_ps(read_var);
+            const __m512 limit = _mm512_set1_ps(static_cast<float>(skewness_squared_limit));
             __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             const __m512i step = _mm512_set1_epi32(16);
             for (; i + 16 <= n; i += 16) {
                 const __m512 m = _mm512_loadu_ps(mean + i);
+                const __m512 t = _mm512_add_ps(m, v);
+                const __m512 t3 = _mm512_mul_ps(_mm512_mul_ps(t, t), t);
                 const __mmask16 is_dim =
-                  _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(m, top, _CMP_LT_OQ);
+                  _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) &
+                  _mm512_cmp_ps_mask(_mm512_mul_ps(m, m), _mm512_mul_ps(limit, t3), _CMP_GT_OQ);
                 // Compress in a register and store all sixteen lanes: the
                 // compress-to-memory form is microcoded on AMD Zen 4 (~20x
                 // slower); `index` has room for the lanes past the count.
@@ -305,8 +343,7 @@ private:
 #endif
         for (; i < n; ++i) {
             index[dim] = static_cast<std::uint32_t>(i);
-            dim +=
-              static_cast<std::size_t>(mean[i] > T(0)) & static_cast<std::size_t>(mean[i] < limit);
+            dim += needs_exact(mean[i], read_var) ? std::size_t{1} : std::size_t{0};
         }
         return dim;
     }
