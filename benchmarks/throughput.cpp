@@ -63,7 +63,9 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
         g.push_back({transpose::no, transpose::yes, n, 1024, 1024});
     } else if (method == "dfa") {
         g.push_back({transpose::no, transpose::yes, n, 2048, 10}); // e B^T
-    } else if (method == "holographic" || method == "intensity") {
+    } else if ((method == "holographic" || method == "intensity") &&
+               widths[3] > transmission_matrix::direct_max_inputs) {
+        // (With 10 inputs the medium sums R's columns instead: no GEMM.)
         g.push_back({transpose::no, transpose::yes, optical_frames, 2048, 10}); // Re R x
         g.push_back({transpose::no, transpose::yes, optical_frames, 2048, 10}); // Im R x
     }
