@@ -79,7 +79,7 @@ TEST_CASE("a run inside a run executes serially instead of deadlocking", "[core]
     CHECK(inner.load() == 12);
 }
 
-TEST_CASE("parallel_for_ranges covers [0, count) once, in aligned pieces of at least the grain",
+TEST_CASE("parallel_for_ranges covers its range once, in aligned pieces of at least the grain",
           "[core][parallel]") {
     lightloop::set_blas_threads(2);
     for (const std::size_t count : {std::size_t{0}, std::size_t{100}, std::size_t{1000},
