@@ -72,7 +72,6 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
     return g;
 }
 
-/// Seconds per call of one GEMM shape, timed alone.
 /// The median time of one call over `budget` seconds (at least 5 calls,
 /// after 3 warm-up calls). The median, not the mean: this machine is shared,
 /// and a neighbour's burst should not move the figure.
@@ -94,6 +93,7 @@ double median_seconds(F&& call, double budget) {
     return times[times.size() / 2];
 }
 
+/// Seconds per call of one GEMM shape, timed alone.
 double time_gemm(const gemm_shape& s, double budget) {
     const std::size_t a_rows = s.ta == transpose::yes ? s.k : s.m;
     const std::size_t a_cols = s.ta == transpose::yes ? s.m : s.k;

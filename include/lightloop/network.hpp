@@ -65,7 +65,7 @@ bool all_finite_serial(std::span<const T> values) noexcept {
 template <class T>
 bool all_finite(std::span<const T> values) {
     std::atomic<bool> finite{true};
-    parallel_for_ranges(values.size(), 32768, [&](std::size_t begin, std::size_t end) {
+    parallel_for_ranges(values.size(), elementwise_grain, [&](std::size_t begin, std::size_t end) {
         if (!all_finite_serial(values.subspan(begin, end - begin))) {
             finite.store(false, std::memory_order_relaxed);
         }

@@ -204,6 +204,11 @@ inline thread_team& shared_team() {
     return team;
 }
 
+/// Elements per piece for element-wise passes split over threads (optimizer
+/// updates, finite checks): a piece is then worth more than waking a thread,
+/// about 10 us.
+inline constexpr std::size_t elementwise_grain = 32768;
+
 /// Calls f(begin, end) on pieces covering [0, count), spread over the shared
 /// team: for element-wise passes over large arrays (optimizer updates, finite
 /// checks) between OpenBLAS's GEMMs, which would otherwise leave the other

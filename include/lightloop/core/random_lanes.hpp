@@ -5,11 +5,11 @@
 //
 // rng_lanes steps eight xoshiro256++ streams together (structure of arrays,
 // which the compiler vectorises); normals come from Box-Muller in single
-// precision (xsimd's vectorised log, a short sine/cosine polynomial), and
-// Poisson counts of small means from inversion of the CDF, one SIMD lane per
-// draw. The draws are reproducible from the seed for a given build; which SIMD
-// width the program was compiled for changes the last bits of the logarithm,
-// not the streams.
+// precision (a division-free polynomial log, short sine/cosine polynomials),
+// and Poisson counts of small means from inversion of the CDF, one SIMD lane
+// per draw. The draws are reproducible from the seed for a given build;
+// whether the target has fused multiply-add changes the last bits of the
+// normals, not the streams.
 
 #include <algorithm>
 #include <array>
@@ -212,7 +212,7 @@ private:
         const auto steps = static_cast<std::size_t>(std::min(max_count, 1e6));
         for (std::size_t step = 1; step <= steps; ++step) {
             // One mask for all batches, one test per step.
-            auto more_any = u[0] > cdf[0];
+            xsimd::batch_bool<double> more_any(false);
             const batch inverse(reciprocal(step));
 #pragma GCC unroll 8
             for (std::size_t b = 0; b < n; ++b) {

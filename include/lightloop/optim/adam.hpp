@@ -70,7 +70,7 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const bool decoupled = settings_.decoupled_weight_decay;
         const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
-        parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+        parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) {
                 T grad = g[i];
                 if (decoupled) {

@@ -13,10 +13,6 @@
 
 namespace lightloop::detail {
 
-/// Elements per piece when an update is split over threads (a piece is then
-/// worth more than waking a thread, about 10 us).
-inline constexpr std::size_t update_grain = 32768;
-
 inline void require_setting(bool ok, const char* optimizer, const char* name, double value,
                             const char* expected) {
     if (!ok) {

@@ -52,7 +52,7 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const std::size_t count = w.size();
         if (settings_.momentum == 0.0) {
-            parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+            parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
                 for (std::size_t i = b; i < e; ++i) {
                     w[i] -= lr * (g[i] + wd * w[i]);
                 }
@@ -61,7 +61,7 @@ public:
         }
         const std::span<T> v = state_.get("sgd", slot, 0, count);
         const bool nesterov = settings_.nesterov;
-        parallel_for_ranges(count, detail::update_grain, [&](std::size_t b, std::size_t e) {
+        parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) {
                 const T grad = g[i] + wd * w[i];
                 v[i] = mu * v[i] + grad;

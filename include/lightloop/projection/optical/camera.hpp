@@ -26,9 +26,8 @@
 // inversion of its CDF, and the read noise added. The skewness peaks at
 // 0.385 / r (at m = 2 r^2), so with read noise of 2.11 electrons or more (the
 // default is 5) no pixel needs the exact draw; with none, every pixel under 30
-// electrons gets it. The draws run in bulk
-// (rng_lanes), a chunk of pixels at a time: the camera simulates a million
-// pixels per batch.
+// electrons gets it. The draws run in bulk (rng_lanes), a chunk of pixels at
+// a time: the camera simulates a million pixels per batch.
 
 #include <algorithm>
 #include <cmath>
@@ -172,32 +171,24 @@ private:
     }
 
     static constexpr std::size_t chunk = 1024;
-    /// The skewness the normal approximation may miss, squared: 1/30, a
-    /// Poisson's of mean 30. A pixel of mean m > 0 is drawn exactly when
-    /// m / (m + r^2)^(3/2) exceeds its root, i.e. when 30 m^2 > (m + r^2)^3
+    /// 1 / (the skewness the normal approximation may miss)^2: 30, as for a
+    /// Poisson of mean 30. A pixel of mean m > 0 is drawn exactly when
+    /// m / (m + r^2)^(3/2) exceeds 1/sqrt(30), i.e. when 30 m^2 > (m + r^2)^3
     /// (only ever for m < 30).
-    static constexpr double skewness_squared_limit = 1.0 / 30.0;
+    static constexpr float inverse_skewness_squared = 30.0f;
 
     /// Whether any mean needs the exact draw at read-noise variance v: the
     /// skewness peaks at m = 2 v, where 30 m^2 > (m + v)^3 iff v < 120 / 27.
     bool exact_draws_possible() const noexcept {
         return settings_.shot_noise &&
-               settings_.read_noise * settings_.read_noise < 4.0 / (27.0 * skewness_squared_limit);
+               settings_.read_noise * settings_.read_noise < 4.0 * inverse_skewness_squared / 27.0;
     }
 
     /// The exact-draw test on a batch (or a scalar) of means.
     template <class V>
     static auto needs_exact(V m, V read_var) noexcept {
         const V t = m + read_var;
-        return (m > V(0)) && (m * m > V(skewness_squared_limit_t<V>()) * (t * t * t));
-    }
-    template <class V>
-    static constexpr auto skewness_squared_limit_t() noexcept {
-        if constexpr (std::is_floating_point_v<V>) {
-            return static_cast<V>(skewness_squared_limit);
-        } else {
-            return static_cast<typename V::value_type>(skewness_squared_limit);
-        }
+        return (m > V(0)) && (V(inverse_skewness_squared) * (m * m) > t * t * t);
     }
 
     /// Rounds to nearest (ties to even) with no libm call and no SSE4.1:
@@ -322,7 +313,7 @@ private:
         if constexpr (std::is_same_v<T, float>) {
             const __m512 zero = _mm512_setzero_ps();
             const __m512 v = _mm512_set1_ps(read_var);
-            const __m512 limit = _mm512_set1_ps(static_cast<float>(skewness_squared_limit));
+            const __m512 factor = _mm512_set1_ps(inverse_skewness_squared);
             __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             const __m512i step = _mm512_set1_epi32(16);
             for (; i + 16 <= n; i += 16) {
@@ -331,7 +322,7 @@ private:
                 const __m512 t3 = _mm512_mul_ps(_mm512_mul_ps(t, t), t);
                 const __mmask16 is_dim =
                   _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) &
-                  _mm512_cmp_ps_mask(_mm512_mul_ps(m, m), _mm512_mul_ps(limit, t3), _CMP_GT_OQ);
+                  _mm512_cmp_ps_mask(_mm512_mul_ps(factor, _mm512_mul_ps(m, m)), t3, _CMP_GT_OQ);
                 // Compress in a register and store all sixteen lanes: the
                 // compress-to-memory form is microcoded on AMD Zen 4 (~20x
                 // slower); `index` has room for the lanes past the count.
