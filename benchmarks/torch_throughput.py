@@ -2,14 +2,22 @@
 """PyTorch peer for benchmarks/throughput.cpp: training samples per second of the
 paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) with backprop
 (autograd) and with DFA (by hand, as in torch_reference.py), per batch size and
-thread count, on random data. Prints TSV: method, batch, threads, samples/s.
+thread count, on random data. Prints TSV: method, batch, threads, samples/s,
+and the thread layout that gave it.
 
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
 
-Debian's torch calls the system BLAS (OpenBLAS), which starts its own threads
-whatever torch.set_num_threads says; so each thread count runs in a child
-process with OPENBLAS_NUM_THREADS and OMP_NUM_THREADS set before torch loads.
+Debian's torch calls the system BLAS (OpenBLAS, a pthreads build), which starts
+its own threads whatever torch.set_num_threads says. With T threads to spend,
+torch's OpenMP ops on T threads each calling a T-thread OpenBLAS put T*T threads
+on T cores: on this 2-core machine that layout runs at half of torch's 1-thread
+speed. So each budget T runs every layout that spends it -- (torch T, BLAS T),
+(torch 1, BLAS T), (torch T, BLAS 1) -- each in a child process with
+OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set before torch loads, and the peer
+is the best layout per method and batch. OPENBLAS_CORETYPE is passed through
+from the caller's environment (set it as for lightloop if OpenBLAS misdetects
+the CPU).
 """
 import argparse
 import os
@@ -24,7 +32,15 @@ def child(threads, args):
     for batch in args.batches:
         for method in args.methods:
             rate = measure(torch, method, batch, args.seconds)
-            print(f"{method}\t{batch}\t{threads}\t{rate:.1f}", flush=True)
+            print(f"{method}\t{batch}\t{rate:.1f}", flush=True)
+
+
+def layouts(budget):
+    """(torch threads, OpenBLAS threads) pairs that use `budget` cores."""
+    out = [(budget, budget)]
+    if budget > 1:
+        out += [(1, budget), (budget, 1)]
+    return out
 
 
 def step_bp(torch, layers, opt, x, y):
@@ -88,13 +104,26 @@ def main():
     if args.child:
         child(args.threads[0], args)
         return
-    print("# method batch threads samples_per_second", flush=True)
-    for threads in args.threads:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-        command = [sys.executable, __file__, "--child", "--threads", str(threads),
-                   "--seconds", str(args.seconds), "--batches", *map(str, args.batches),
-                   "--methods", *args.methods]
-        subprocess.run(command, env=env, check=True)
+    print("# method batch threads samples_per_second layout", flush=True)
+    for budget in args.threads:
+        best = {}
+        for torch_threads, blas_threads in layouts(budget):
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads),
+                       OMP_NUM_THREADS=str(torch_threads))
+            command = [sys.executable, __file__, "--child", "--threads", str(torch_threads),
+                       "--seconds", str(args.seconds), "--batches", *map(str, args.batches),
+                       "--methods", *args.methods]
+            result = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+            layout = f"torch={torch_threads},openblas={blas_threads}"
+            for line in result.stdout.splitlines():
+                method, batch, rate = line.split("\t")
+                print(f"# {method}\t{batch}\t{budget}\t{rate}\t{layout}", file=sys.stderr,
+                      flush=True)
+                key = (method, int(batch))
+                if key not in best or float(rate) > best[key][0]:
+                    best[key] = (float(rate), layout)
+        for (method, batch), (rate, layout) in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            print(f"{method}\t{batch}\t{budget}\t{rate:.1f}\t{layout}", flush=True)
 
 
 if __name__ == "__main__":
