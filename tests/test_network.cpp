@@ -126,6 +126,39 @@ TEST_CASE("a non-finite loss stops the step and names it", "[network]") {
     CHECK(net.steps() == 1);
 }
 
+namespace {
+/// Makes a projection 1e30 times too large: finite, but enough for delta^T x
+/// to overflow float with inputs of 1e10.
+struct amplify {
+    template <class M>
+    void operator()(M& y) const {
+        y *= typename M::value_type(1e30);
+    }
+};
+using loud_device = lightloop::testing::altered_device<amplify>;
+} // namespace
+
+TEST_CASE("a gradient that overflows from a finite delta is caught before the update",
+          "[network][divergence]") {
+    // Identity hidden layer: delta = 1e30 * B e is finite, the input 1e10, so the gradient
+    // (1/n) delta^T x is ~1e40: infinite in float. The layer's bound says it cannot vouch for
+    // it, so the network checks the gradient itself.
+    auto net = make_network<dfa<loud_device>, softmax_cross_entropy>(dense<identity>{4, 8},
+                                                                     dense<identity>{8, 3});
+    sgd opt{0.1};
+    matrix<float> x = random_matrix<float>(5, 4, 1);
+    x *= 1e10f;
+    const auto y = one_hot<float>(std::span<const int>(std::vector<int>{0, 1, 2, 0, 1}), 3);
+    const matrix<float> w0 = net.layer<0>().weights();
+    CHECK_THROWS_WITH(net.train_step(x, y, opt),
+                      Catch::Contains("gradient of layer 0 (dense 4 -> 8) is not finite at step "
+                                      "0; weights were not updated"));
+    CHECK(lightloop::testing::identical(net.layer<0>().weights(), w0));
+    // The same inputs at an ordinary size train.
+    x /= 1e10f;
+    CHECK(std::isfinite(net.train_step(x, y, opt)));
+}
+
 TEST_CASE("the seed fixes every weight and feedback matrix", "[network]") {
     auto a =
       make_network<dfa<>, softmax_cross_entropy>(9, dense<relu>{4, 8}, dense<identity>{8, 3});

@@ -14,8 +14,8 @@
 // virtual call anywhere; once buffers exist for a batch size nothing allocates.
 
 #include <array>
-#include <atomic>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -24,10 +24,9 @@
 #include <type_traits>
 #include <utility>
 
-#include <xsimd/xsimd.hpp>
-
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -42,36 +41,6 @@ namespace detail {
 // Seed streams: layer i uses derive_seed(seed, i); the feedback method one
 // stream past any realistic depth.
 inline constexpr std::uint64_t feedback_stream = 1u << 20;
-
-/// Whether every value is finite: x * 0 is 0 for finite x and NaN for an
-/// infinity or a NaN, so one vectorised sum answers.
-template <class T>
-bool all_finite_serial(std::span<const T> values) noexcept {
-    using batch = xsimd::batch<T>;
-    constexpr std::size_t width = batch::size;
-    batch acc(T(0));
-    std::size_t i = 0;
-    for (; i + width <= values.size(); i += width) {
-        acc += batch::load_unaligned(values.data() + i) * batch(T(0));
-    }
-    T tail = xsimd::hadd(acc);
-    for (; i < values.size(); ++i) {
-        tail += values[i] * T(0);
-    }
-    return tail == T(0);
-}
-
-/// all_finite_serial over pieces of a large array, on the shared team.
-template <class T>
-bool all_finite(std::span<const T> values) {
-    std::atomic<bool> finite{true};
-    parallel_for_ranges(values.size(), elementwise_grain, [&](std::size_t begin, std::size_t end) {
-        if (!all_finite_serial(values.subspan(begin, end - begin))) {
-            finite.store(false, std::memory_order_relaxed);
-        }
-    });
-    return finite.load(std::memory_order_relaxed);
-}
 
 template <class L>
 std::string describe_layer(const L& l) {
@@ -148,15 +117,26 @@ public:
             if (trains_layer(i)) {
                 auto& l = std::get<i>(layers_);
                 const auto& delta = l.delta();
-                if (!detail::all_finite(std::span<const value_type>(delta.data(), delta.size()))) {
+                const double delta_max = detail::largest_magnitude_or_inf(
+                  std::span<const value_type>(delta.data(), delta.size()));
+                if (!std::isfinite(delta_max)) {
                     diverged(i, "feedback signal", "weights were not updated");
                 }
-                l.compute_gradient(input_of<i>(x));
-                l.visit_parameters([&](auto, auto gradient) {
-                    if (!detail::all_finite(gradient)) {
-                        diverged(i, "gradient", "weights were not updated");
-                    }
-                });
+                const auto& input = input_of<i>(x);
+                l.compute_gradient(input);
+                // A layer that can bound its gradient by its delta and input
+                // spares the pass over the gradient (a million entries here).
+                bool certain = false;
+                if constexpr (requires { l.gradient_cannot_overflow(input, delta_max); }) {
+                    certain = l.gradient_cannot_overflow(input, delta_max);
+                }
+                if (!certain) {
+                    l.visit_parameters([&](auto, auto gradient) {
+                        if (!detail::all_finite(gradient)) {
+                            diverged(i, "gradient", "weights were not updated");
+                        }
+                    });
+                }
             }
         });
         return value;
@@ -186,8 +166,20 @@ public:
             const bool trained = trains_layer(i);
             std::get<i>(layers_).visit_parameters([&](auto values, auto gradient) {
                 if (trained) {
-                    opt.update(slot, values, gradient);
-                    if (!detail::all_finite(std::span<const value_type>(values))) {
+                    // An optimizer that watches the values it writes spares a
+                    // second pass over the weights.
+                    bool finite = false;
+                    if constexpr (requires {
+                                      {
+                                          opt.update_and_check(slot, values, gradient)
+                                          } -> std::same_as<bool>;
+                                  }) {
+                        finite = opt.update_and_check(slot, values, gradient);
+                    } else {
+                        opt.update(slot, values, gradient);
+                        finite = detail::all_finite(std::span<const value_type>(values));
+                    }
+                    if (!finite) {
                         diverged(i, "weights",
                                  "this update overflowed them; the last checkpoint holds the last "
                                  "good weights");

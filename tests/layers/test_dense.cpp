@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "support/helpers.hpp"
 
@@ -78,6 +80,66 @@ TEST_CASE("dense gradients are the batch means of delta^T x and delta", "[layers
     auto into = matrix<double>::from_shape({6, 4});
     layer.backpropagate(into);
     CHECK(max_abs_diff(into, naive_product(layer.delta(), false, layer.weights(), false)) < 1e-14);
+}
+
+TEST_CASE("dense's passes split over threads give the same bits as on one thread",
+          "[layers][dense][parallel]") {
+    // 200 x 1024: the bias + activation, derivative and bias-gradient passes run in pieces.
+    const auto x = random_matrix<float>(200, 300, 5);
+    const auto signal = random_matrix<float>(200, 1024, 6);
+    auto run = [&](int threads) {
+        set_blas_threads(threads);
+        dense<tanh_act> layer{300, 1024};
+        layer.initialize(2);
+        const auto b = random_matrix<float>(1, 1024, 7);
+        std::copy(b.begin(), b.end(), layer.bias().begin());
+        layer.forward(x);
+        layer.scale_by_derivative(signal.data(), 1024);
+        layer.compute_gradient(x);
+        set_blas_threads(1);
+        return std::tuple(matrix<float>(layer.output()), matrix<float>(layer.delta()),
+                          vector<float>(layer.bias_gradient()));
+    };
+    const auto [h1, d1, b1] = run(1);
+    const auto [h2, d2, b2] = run(2);
+    CHECK(lightloop::testing::identical(h1, h2));
+    CHECK(lightloop::testing::identical(d1, d2));
+    CHECK(lightloop::testing::identical(b1, b2));
+    // And against the definitions: h = tanh(a), delta = s (1 - h^2), db = mean of delta.
+    dense<tanh_act> layer{300, 1024};
+    layer.initialize(2);
+    layer.forward(x);
+    CHECK(max_abs_diff(layer.output(), matrix<float>(xt::tanh(layer.pre_activation()))) < 1e-6);
+    for (const std::size_t c : {std::size_t{0}, std::size_t{517}, std::size_t{1023}}) {
+        double mean = 0.0;
+        for (std::size_t r = 0; r < 200; ++r) {
+            mean += static_cast<double>(d2(r, c)) / 200.0;
+        }
+        CHECK(b2(c) == Approx(mean).margin(1e-6));
+        const float h = h2(17, c);
+        CHECK(d2(17, c) == Approx(signal(17, c) * (1.0f - h * h)).margin(1e-6));
+    }
+}
+
+TEST_CASE("dense says its gradient cannot overflow only when n max|delta| max|x| is below "
+          "float's range",
+          "[layers][dense]") {
+    dense<identity> layer{3, 2};
+    layer.initialize(1);
+    auto x = random_matrix<float>(4, 3, 2, 0.1); // entries well inside [-1, 1]
+    layer.forward(x);
+    constexpr double top = std::numeric_limits<float>::max();
+    CHECK(layer.gradient_cannot_overflow(x, 1.0));
+    // n = 4 rows: 4 * delta_max * max(max|x|, 1) against half of FLT_MAX.
+    CHECK(layer.gradient_cannot_overflow(x, 0.12 * top));
+    CHECK_FALSE(layer.gradient_cannot_overflow(x, 0.13 * top));
+    CHECK_FALSE(layer.gradient_cannot_overflow(x, std::numeric_limits<double>::infinity()));
+    CHECK_FALSE(layer.gradient_cannot_overflow(x, std::nan("")));
+    x(2, 1) = 1e30f;
+    CHECK(layer.gradient_cannot_overflow(x, 1e7));
+    CHECK_FALSE(layer.gradient_cannot_overflow(x, 1e8));
+    x(0, 0) = std::numeric_limits<float>::infinity();
+    CHECK_FALSE(layer.gradient_cannot_overflow(x, 1.0));
 }
 
 TEST_CASE("dense refuses bad sizes with a message naming them", "[layers][dense]") {

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
@@ -101,4 +103,100 @@ TEST_CASE("optimizers refuse invalid settings", "[optim]") {
     CHECK_THROWS_AS(opt.update(0, std::span<double>(w), std::span<const double>(g)), config_error);
     sgd<float> s;
     CHECK_THROWS_AS(s.set_learning_rate(0.0), config_error);
+}
+
+namespace {
+
+/// 1000 weights (whole SIMD batches and a scalar tail) and gradients.
+struct long_arrays {
+    std::vector<float> w, g;
+    explicit long_arrays(std::uint64_t seed)
+      : w(1000)
+      , g(1000) {
+        rng gen(seed);
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            w[i] = static_cast<float>(gen.uniform() - 0.5);
+            g[i] = static_cast<float>(gen.uniform() - 0.5);
+        }
+    }
+};
+
+} // namespace
+
+TEST_CASE("sgd's vectorised update matches the formula on every element, batch lanes and tail",
+          "[optim][sgd]") {
+    for (const bool nesterov : {false, true}) {
+        long_arrays a(3);
+        sgd<float> opt{
+          {.learning_rate = 0.1, .momentum = 0.9, .nesterov = nesterov, .weight_decay = 0.01}};
+        std::vector<double> w(a.w.begin(), a.w.end()), v(w.size(), 0.0);
+        for (int step = 0; step < 3; ++step) {
+            opt.begin_step();
+            opt.update(0, std::span<float>(a.w), std::span<const float>(a.g));
+            for (std::size_t i = 0; i < w.size(); ++i) {
+                const double grad = a.g[i] + 0.01 * w[i];
+                v[i] = 0.9 * v[i] + grad;
+                w[i] -= 0.1 * (nesterov ? grad + 0.9 * v[i] : v[i]);
+            }
+        }
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            REQUIRE(a.w[i] == Approx(w[i]).margin(1e-6));
+        }
+    }
+}
+
+TEST_CASE("adam's vectorised update matches the formula on every element, batch lanes and tail",
+          "[optim][adam]") {
+    for (const bool decoupled : {false, true}) {
+        long_arrays a(4);
+        adam<float> opt{
+          {.learning_rate = 0.01, .weight_decay = 0.1, .decoupled_weight_decay = decoupled}};
+        std::vector<double> w(a.w.begin(), a.w.end()), m(w.size(), 0.0), v(w.size(), 0.0);
+        for (int t = 1; t <= 3; ++t) {
+            opt.begin_step();
+            opt.update(0, std::span<float>(a.w), std::span<const float>(a.g));
+            for (std::size_t i = 0; i < w.size(); ++i) {
+                double grad = a.g[i];
+                if (decoupled) {
+                    w[i] *= 1.0 - 0.01 * 0.1;
+                } else {
+                    grad += 0.1 * w[i];
+                }
+                m[i] = 0.9 * m[i] + 0.1 * grad;
+                v[i] = 0.999 * v[i] + 0.001 * grad * grad;
+                const double m_hat = m[i] / (1.0 - std::pow(0.9, t));
+                const double v_hat = v[i] / (1.0 - std::pow(0.999, t));
+                w[i] -= 0.01 * m_hat / (std::sqrt(v_hat) + 1e-8);
+            }
+        }
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            REQUIRE(a.w[i] == Approx(w[i]).margin(1e-6));
+        }
+    }
+}
+
+TEST_CASE("update_and_check reports a weight that overflows, in a batch lane or in the tail",
+          "[optim]") {
+    // 1000 = 62 batches of 16 + 8: element 500 is in a batch, 996 in the tail. Every weight
+    // moves by about lr = 1e38 (finite in float); only the one at -3e38 leaves float's range.
+    auto check = [](auto make_optimizer) {
+        for (const std::size_t at : {std::size_t{500}, std::size_t{996}}) {
+            auto opt = make_optimizer();
+            std::vector<float> w(1000, 0.5f), g(1000, 1.0f);
+            opt.begin_step();
+            CHECK(opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+            std::fill(w.begin(), w.end(), 0.5f);
+            w[at] = -3e38f;
+            opt.begin_step();
+            CHECK_FALSE(opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+            CHECK(std::isinf(w[at]));
+            CHECK(std::isfinite(w[at == 500 ? 996 : 500]));
+        }
+    };
+    check([] { return sgd<float>{{.learning_rate = 1e38}}; });
+    check([] { return sgd<float>{{.learning_rate = 0.5e38, .momentum = 0.5}}; });
+    check([] { return sgd<float>{{.learning_rate = 0.3e38, .momentum = 0.5, .nesterov = true}}; });
+    // Adam without first-moment averaging: its bias correction lr / (1 - beta1^t) would
+    // itself overflow for lr = 1e38.
+    check([] { return adam<float>{{.learning_rate = 1e38, .beta1 = 0.0}}; });
 }

@@ -153,4 +153,22 @@ labelled_data<T> blobs_task(std::uint64_t sample_seed, std::size_t per_class = 3
     return make_blobs<T>(per_class, 4, 6, 6, 0.4, /*task_seed=*/1, sample_seed);
 }
 
+/// The dense Gaussian device with its projections changed afterwards by
+/// alter(y): for tests of what the network does with a device's bad output.
+template <class Alter>
+struct altered_device {
+    dense_gaussian inner;
+    Alter alter;
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        inner.configure(in, out, seed);
+    }
+    std::size_t input_size() const noexcept { return inner.input_size(); }
+    std::size_t output_size() const noexcept { return inner.output_size(); }
+    template <scalar T>
+    void project(const matrix<T>& x, matrix<T>& y) {
+        inner.project(x, y);
+        alter(y);
+    }
+};
+
 } // namespace lightloop::testing

@@ -115,24 +115,18 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
 
 namespace {
 
-/// A dense device that starts returning NaN at a given projection.
-struct failing_device {
-    dense_gaussian inner;
+/// Writes a NaN into the projection from the fail_at-th call on.
+struct nan_from {
     std::size_t fail_at = 0;
     std::size_t calls = 0;
-    void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
-        inner.configure(in, out, seed);
-    }
-    std::size_t input_size() const noexcept { return inner.input_size(); }
-    std::size_t output_size() const noexcept { return inner.output_size(); }
-    template <scalar T>
-    void project(const matrix<T>& x, matrix<T>& y) {
-        inner.project(x, y);
+    template <class M>
+    void operator()(M& y) {
         if (calls++ >= fail_at) {
-            y(0, 3) = std::numeric_limits<T>::quiet_NaN();
+            y(0, 3) = std::numeric_limits<typename M::value_type>::quiet_NaN();
         }
     }
 };
+using failing_device = lightloop::testing::altered_device<nan_from>;
 
 } // namespace
 
@@ -143,7 +137,7 @@ TEST_CASE("divergence stops training at its step, names the layer, and keeps the
     const auto train = lightloop::testing::blobs_task(2);
     const auto test = lightloop::testing::blobs_task(3, 50);
     // 1200 samples in batches of 32: 38 steps an epoch; step 45 is in epoch 2.
-    auto net = network(dfa<failing_device>{failing_device{{}, 45}}, softmax_cross_entropy{}, 5,
+    auto net = network(dfa<failing_device>{failing_device{{}, {45}}}, softmax_cross_entropy{}, 5,
                        dense<tanh_act>{6, 16}, dense<identity>{16, 4});
     sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
     const fit_options options{.epochs = 5, .batch = 32, .seed = 1, .checkpoint = dir / "run.ckpt"};
@@ -154,8 +148,8 @@ TEST_CASE("divergence stops training at its step, names the layer, and keeps the
     CHECK(lightloop::testing::all_finite(net.layer<0>().weights()));
 
     // The checkpoint is epoch 1's, equal to a clean one-epoch run.
-    auto clean = network(dfa<failing_device>{failing_device{{}, 1000}}, softmax_cross_entropy{}, 5,
-                         dense<tanh_act>{6, 16}, dense<identity>{16, 4});
+    auto clean = network(dfa<failing_device>{failing_device{{}, {1000}}}, softmax_cross_entropy{},
+                         5, dense<tanh_act>{6, 16}, dense<identity>{16, 4});
     sgd<float> clean_opt{{.learning_rate = 0.05, .momentum = 0.9}};
     fit(clean, clean_opt, train, test, {.epochs = 1, .batch = 32, .seed = 1});
     auto restored = network(dfa<failing_device>{}, softmax_cross_entropy{}, 5,

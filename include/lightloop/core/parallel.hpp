@@ -235,4 +235,12 @@ void parallel_for_ranges(std::size_t count, std::size_t grain, F&& f) {
     });
 }
 
+/// parallel_for_ranges over the rows of a (rows x row_size) array, each
+/// piece about `grain` elements: f(first_row, end_row).
+template <class F>
+void parallel_for_rows(std::size_t rows, std::size_t row_size, F&& f) {
+    parallel_for_ranges(rows, elementwise_grain / std::max<std::size_t>(row_size, 1),
+                        std::forward<F>(f));
+}
+
 } // namespace lightloop

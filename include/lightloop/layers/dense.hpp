@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 
@@ -12,6 +13,8 @@
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/finite.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
@@ -73,24 +76,28 @@ public:
         const T* bias = bias_.data();
         T* a = pre_activation_.data();
         T* h = output_.data();
-        for (std::size_t r = 0; r < n; ++r) {
-            T* a_row = a + r * out;
-            T* h_row = h + r * out;
-            if constexpr (requires { act.apply(a_row, h_row, out); }) {
-                // An activation with a row kernel: add the bias, then f on the
-                // row while it is still in cache.
-                for (std::size_t c = 0; c < out; ++c) {
-                    a_row[c] += bias[c];
-                }
-                act.apply(a_row, h_row, out);
-            } else {
-                for (std::size_t c = 0; c < out; ++c) {
-                    const T value = a_row[c] + bias[c];
-                    a_row[c] = value;
-                    h_row[c] = act.value(value);
+        // Rows in pieces on lightloop's threads: this pass would otherwise
+        // leave OpenBLAS's other threads idle between GEMMs.
+        parallel_for_rows(n, out, [&](std::size_t first, std::size_t end) {
+            for (std::size_t r = first; r < end; ++r) {
+                T* a_row = a + r * out;
+                T* h_row = h + r * out;
+                if constexpr (requires { act.apply(a_row, h_row, out); }) {
+                    // An activation with a row kernel: add the bias, then f on
+                    // the row while it is still in cache.
+                    for (std::size_t c = 0; c < out; ++c) {
+                        a_row[c] += bias[c];
+                    }
+                    act.apply(a_row, h_row, out);
+                } else {
+                    for (std::size_t c = 0; c < out; ++c) {
+                        const T value = a_row[c] + bias[c];
+                        a_row[c] = value;
+                        h_row[c] = act.value(value);
+                    }
                 }
             }
-        }
+        });
         return output_;
     }
 
@@ -102,13 +109,15 @@ public:
         const T* a = pre_activation_.data();
         const T* h = output_.data();
         T* d = delta_.data();
-        for (std::size_t r = 0; r < n; ++r) {
-            const T* s_row = signal + r * ld;
-            for (std::size_t c = 0; c < out; ++c) {
-                const std::size_t i = r * out + c;
-                d[i] = s_row[c] * act.derivative(a[i], h[i]);
+        parallel_for_rows(n, out, [&](std::size_t first, std::size_t end) {
+            for (std::size_t r = first; r < end; ++r) {
+                const T* s_row = signal + r * ld;
+                for (std::size_t c = 0; c < out; ++c) {
+                    const std::size_t i = r * out + c;
+                    d[i] = s_row[c] * act.derivative(a[i], h[i]);
+                }
             }
-        }
+        });
     }
 
     /// into = delta W, the gradient with respect to this layer's input.
@@ -129,16 +138,37 @@ public:
         gemm(inv_n, delta_, transpose::yes, x, transpose::no, T(0), weight_gradient_);
         const std::size_t out = output_size();
         T* db = bias_gradient_.data();
-        std::fill(db, db + out, T(0));
         const T* d = delta_.data();
-        for (std::size_t r = 0; r < n; ++r) {
-            for (std::size_t c = 0; c < out; ++c) {
-                db[c] += d[r * out + c];
-            }
-        }
-        for (std::size_t c = 0; c < out; ++c) {
-            db[c] *= inv_n;
-        }
+        // Columns in pieces, each summed over the rows in order: the same
+        // bits on any thread count.
+        parallel_for_ranges(out, elementwise_grain / std::max<std::size_t>(n, 1),
+                            [&](std::size_t first, std::size_t end) {
+                                std::fill(db + first, db + end, T(0));
+                                for (std::size_t r = 0; r < n; ++r) {
+                                    for (std::size_t c = first; c < end; ++c) {
+                                        db[c] += d[r * out + c];
+                                    }
+                                }
+                                for (std::size_t c = first; c < end; ++c) {
+                                    db[c] *= inv_n;
+                                }
+                            });
+    }
+
+    /// Whether compute_gradient(x) is certain to give finite gradients when
+    /// every entry of delta is finite and at most delta_max in size: each
+    /// gradient entry is a mean over the n rows of products delta * x (the
+    /// bias's, of delta alone), so its partial sums stay below
+    /// n * delta_max * max(max |x|, 1). When this says no, the network checks
+    /// the gradients themselves.
+    bool gradient_cannot_overflow(const matrix<T>& x, double delta_max) const {
+        const double x_max =
+          detail::largest_magnitude_or_inf(std::span<const T>(x.data(), x.size()));
+        const double bound =
+          static_cast<double>(delta_.shape(0)) * delta_max * std::max(x_max, 1.0);
+        // Half the largest value covers the rounding of n-term sums; an
+        // infinite or NaN bound fails the comparison.
+        return bound < 0.5 * static_cast<double>(std::numeric_limits<T>::max());
     }
 
     /// f(W, dW) then f(b, db).

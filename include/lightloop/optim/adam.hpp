@@ -13,7 +13,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
-#include "lightloop/core/parallel.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/optim/detail.hpp"
 
 namespace lightloop {
@@ -53,6 +53,12 @@ public:
     void begin_step() noexcept { ++step_; }
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        update_and_check(slot, w, g);
+    }
+
+    /// update(), returning whether every updated weight is finite (watched as
+    /// they are written, instead of a second pass over them).
+    bool update_and_check(std::size_t slot, std::span<T> w, std::span<const T> g) {
         detail::check_update_sizes("adam", slot, w.size(), g.size());
         if (step_ == 0) {
             throw config_error("lightloop::adam: update() before begin_step()");
@@ -70,18 +76,38 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const bool decoupled = settings_.decoupled_weight_decay;
         const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
-        parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) {
-                T grad = g[i];
-                if (decoupled) {
-                    w[i] *= shrink;
+        return detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+            T* const wp = w.data() + b;
+            T* const mp = m.data() + b;
+            T* const vp = v.data() + b;
+            const T* const gp = g.data() + b;
+            const T beta1 = b1;
+            const T beta2 = b2;
+            const T size = step_size;
+            const T bias_correction = inv_sqrt_bc2;
+            const T epsilon = eps;
+            const T decay = wd;
+            const T keep = shrink;
+            const bool decouple = decoupled;
+            simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                using V = decltype(lane);
+                V wi = simd::load<V>(wp + i);
+                V grad = simd::load<V>(gp + i);
+                if (decouple) {
+                    wi = wi * V(keep);
                 } else {
-                    grad += wd * w[i];
+                    grad = grad + V(decay) * wi;
                 }
-                m[i] = b1 * m[i] + (T(1) - b1) * grad;
-                v[i] = b2 * v[i] + (T(1) - b2) * grad * grad;
-                w[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-            }
+                const V mi = V(beta1) * simd::load<V>(mp + i) + V(T(1) - beta1) * grad;
+                const V vi = V(beta2) * simd::load<V>(vp + i) + V(T(1) - beta2) * grad * grad;
+                simd::store(mp + i, mi);
+                simd::store(vp + i, vi);
+                using std::sqrt;
+                using xsimd::sqrt;
+                const V updated = wi - V(size) * mi / (sqrt(vi) * V(bias_correction) + V(epsilon));
+                simd::store(wp + i, updated);
+                watch.see(updated);
+            });
         });
     }
 

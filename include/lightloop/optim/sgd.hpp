@@ -10,7 +10,7 @@
 #include <span>
 
 #include "lightloop/core/concepts.hpp"
-#include "lightloop/core/parallel.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/optim/detail.hpp"
 
 namespace lightloop {
@@ -46,27 +46,53 @@ public:
     void begin_step() noexcept {}
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        update_and_check(slot, w, g);
+    }
+
+    /// update(), returning whether every updated weight is finite (watched as
+    /// they are written, instead of a second pass over them).
+    bool update_and_check(std::size_t slot, std::span<T> w, std::span<const T> g) {
         detail::check_update_sizes("sgd", slot, w.size(), g.size());
         const T lr = static_cast<T>(settings_.learning_rate);
         const T mu = static_cast<T>(settings_.momentum);
         const T wd = static_cast<T>(settings_.weight_decay);
         const std::size_t count = w.size();
         if (settings_.momentum == 0.0) {
-            parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
-                for (std::size_t i = b; i < e; ++i) {
-                    w[i] -= lr * (g[i] + wd * w[i]);
-                }
-            });
-            return;
+            return detail::update_in_pieces<T>(
+              count, [&](std::size_t b, std::size_t e, auto& watch) {
+                  T* const wp = w.data() + b;
+                  const T* const gp = g.data() + b;
+                  const T rate = lr;
+                  const T decay = wd;
+                  simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                      using V = decltype(lane);
+                      const V wi = simd::load<V>(wp + i);
+                      const V updated = wi - V(rate) * (simd::load<V>(gp + i) + V(decay) * wi);
+                      simd::store(wp + i, updated);
+                      watch.see(updated);
+                  });
+              });
         }
         const std::span<T> v = state_.get("sgd", slot, 0, count);
         const bool nesterov = settings_.nesterov;
-        parallel_for_ranges(count, elementwise_grain, [&](std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) {
-                const T grad = g[i] + wd * w[i];
-                v[i] = mu * v[i] + grad;
-                w[i] -= lr * (nesterov ? grad + mu * v[i] : v[i]);
-            }
+        return detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+            T* const wp = w.data() + b;
+            T* const vp = v.data() + b;
+            const T* const gp = g.data() + b;
+            const T rate = lr;
+            const T momentum = mu;
+            const T decay = wd;
+            const bool ahead = nesterov;
+            simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                using V = decltype(lane);
+                const V wi = simd::load<V>(wp + i);
+                const V grad = simd::load<V>(gp + i) + V(decay) * wi;
+                const V vi = V(momentum) * simd::load<V>(vp + i) + grad;
+                simd::store(vp + i, vi);
+                const V updated = wi - V(rate) * (ahead ? V(grad + V(momentum) * vi) : vi);
+                simd::store(wp + i, updated);
+                watch.see(updated);
+            });
         });
     }
 
