@@ -105,6 +105,10 @@ concept projection_device = scalar<T> &&
 //     time it sees it, and never again.
 //     learning_rate() / set_learning_rate(lr) read and change the step size
 //     (schedules use them).
+// OPTIONAL
+//     bool update_and_check(slot, w, g): update() returning whether every
+//     value it wrote is finite. Without it the network reads w again after
+//     the update to catch an overflow (sgd and adam watch as they write).
 // ---------------------------------------------------------------------------
 template <class O>
 concept optimizer = scalar<typename O::value_type> &&
@@ -199,6 +203,11 @@ struct parameter_visitor_archetype {
 //     mean-over-batch parameter gradients (1/n) delta^T x and (1/n) sum delta.
 //     visit_parameters(f) calls f(values, gradient) once per parameter tensor,
 //     always in the same order.
+// OPTIONAL
+//     bool gradient_cannot_overflow(x, delta_max): true only if
+//     compute_gradient(x) is certain to give finite gradients when delta is
+//     finite with max |delta| = delta_max. Without it (or when it says no) the
+//     network reads every gradient entry to catch an overflow.
 // ---------------------------------------------------------------------------
 template <class L>
 concept layer = scalar<typename L::value_type> &&
