@@ -1,14 +1,16 @@
 // End-to-end training throughput on the paper's network (784-1024-1024-10,
 // tanh, SGD momentum 0.9), per method, batch size and thread count, against
 // the machine's SGEMM roofline measured in the same run, and against PyTorch
-// when its figures are given.
+// when its figures are given (torch_throughput.py: PyTorch's best thread
+// layout for the same number of cores).
 //
 //   throughput [--batches 32,128,512] [--threads 1,2] [--seconds 1.5]
 //              [--torch FILE] [--json FILE] [--methods bp,fa,dfa,holographic,intensity]
 //
 // Roofline: each method's step is a known list of GEMMs (forward, weight
 // gradients, and backprop's or feedback alignment's backward products, or
-// DFA's projection; the optical devices add their field GEMMs). Each GEMM
+// DFA's projection; the optical devices add none: for the 10 error inputs
+// they sum the medium's columns instead of a GEMM). Each GEMM
 // shape is timed alone at the same thread count; the roofline time of a step
 // is the sum of its GEMMs' times, and the report gives roofline / measured:
 // the fraction of the machine's GEMM speed the whole step reaches.
