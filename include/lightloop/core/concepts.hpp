@@ -34,7 +34,8 @@ concept scalar = std::same_as<T, float> || std::same_as<T, double>;
 //     derivative(a, h) returns f'(a), given both the pre-activation a and
 //     h = f(a), so tanh can use 1 - h^2 and relu can use a > 0.
 //     Both are const, pure and cheap: they run inside the fused pass that adds
-//     the bias and applies f.
+//     the bias and applies f, which the dense layer splits over threads (the
+//     same policy object is called from several threads, on different rows).
 //     Optionally, apply(a, h, count) computes h[i] = value(a[i]) for a whole
 //     row at once (tanh_act vectorises it); the dense layer uses it if present.
 // ---------------------------------------------------------------------------
