@@ -4,8 +4,14 @@
 // when its figures are given (torch_throughput.py: PyTorch's best thread
 // layout for the same number of cores).
 //
-//   throughput [--batches 32,128,512] [--threads 1,2] [--seconds 1.5]
+//   throughput [--batches 32,128,512] [--threads 1,2] [--seconds 1.5] [--rounds 5]
 //              [--torch FILE] [--json FILE] [--methods bp,fa,dfa,holographic,intensity]
+//
+// For each (batch, threads) the methods take turns: `rounds` rounds in which
+// every method steps for seconds/rounds and every GEMM shape is timed for
+// 0.2 s/rounds. The figures are medians over all of a method's steps, so a
+// drift of the shared machine during the run reaches every method alike and
+// the ratios between them (vs dfa, roofline) hold.
 //
 // Roofline: each method's step is a known list of GEMMs (forward, weight
 // gradients, and backprop's or feedback alignment's backward products, or
@@ -22,7 +28,9 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -74,94 +82,117 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
     return g;
 }
 
-/// The median time of one call over `budget` seconds (at least 5 calls,
-/// after 3 warm-up calls). The median, not the mean: this machine is shared,
-/// and a neighbour's burst should not move the figure.
+/// Appends the time of each call of `call` for `budget` seconds (at least
+/// `min_calls` calls) to `times`.
 template <class F>
-double median_seconds(F&& call, double budget) {
-    for (int i = 0; i < 3; ++i) {
-        call();
-    }
-    std::vector<double> times;
+void time_calls(F&& call, double budget, std::vector<double>& times, std::size_t min_calls = 3) {
     const auto start = clock_type::now();
+    std::size_t calls = 0;
     do {
         const auto before = clock_type::now();
         call();
         times.push_back(std::chrono::duration<double>(clock_type::now() - before).count());
+        ++calls;
     } while (std::chrono::duration<double>(clock_type::now() - start).count() < budget ||
-             times.size() < 5);
+             calls < min_calls);
+}
+
+/// The median, not the mean: this machine is shared, and a neighbour's burst
+/// should not move the figure.
+double median(std::vector<double> times) {
     std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(times.size() / 2),
                      times.end());
     return times[times.size() / 2];
 }
 
-/// Seconds per call of one GEMM shape, timed alone.
-double time_gemm(const gemm_shape& s, double budget) {
-    const std::size_t a_rows = s.ta == transpose::yes ? s.k : s.m;
-    const std::size_t a_cols = s.ta == transpose::yes ? s.m : s.k;
-    const std::size_t b_rows = s.tb == transpose::yes ? s.n : s.k;
-    const std::size_t b_cols = s.tb == transpose::yes ? s.k : s.n;
-    std::vector<float> a(a_rows * a_cols, 0.5f);
-    std::vector<float> b(b_rows * b_cols, 0.25f);
-    std::vector<float> c(s.m * s.n, 0.0f);
-    auto call = [&] {
-        gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), a_cols, b.data(), b_cols, 0.0f, c.data(),
-             s.n);
-    };
-    const double seconds = median_seconds(call, budget);
-    benchmark::DoNotOptimize(c.data());
-    return seconds;
-}
+/// One GEMM shape with its operands, timed alone.
+class gemm_timer {
+public:
+    explicit gemm_timer(const gemm_shape& s)
+      : s_(s)
+      , a_((s.ta == transpose::yes ? s.k : s.m) * (s.ta == transpose::yes ? s.m : s.k), 0.5f)
+      , b_((s.tb == transpose::yes ? s.n : s.k) * (s.tb == transpose::yes ? s.k : s.n), 0.25f)
+      , c_(s.m * s.n, 0.0f) {
+        call();
+    }
+    void call() {
+        const std::size_t lda = s_.ta == transpose::yes ? s_.m : s_.k;
+        const std::size_t ldb = s_.tb == transpose::yes ? s_.k : s_.n;
+        gemm(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda, b_.data(), ldb, 0.0f, c_.data(),
+             s_.n);
+        benchmark::DoNotOptimize(c_.data());
+    }
+    std::vector<double> times;
 
-struct measurement {
-    double samples_per_second = 0;
-    double frames_per_sample = 0; // optical exposures' patterns per sample
+private:
+    gemm_shape s_;
+    std::vector<float> a_, b_, c_;
+};
+
+/// One method's network, batch and optimizer, stepped on demand: the methods
+/// of a (batch, threads) cell take turns, so the machine's drift over the run
+/// reaches them all alike and their ratios hold.
+struct runner {
+    std::string method;
+    std::function<void()> step;
+    std::function<double()> frames_per_sample; // optical exposures' patterns per sample
+    std::vector<double> times;
 };
 
 template <class Feedback>
-measurement time_steps(Feedback feedback, std::size_t batch, double budget) {
-    network net{std::move(feedback),        softmax_cross_entropy{},     1,
-                dense<tanh_act>{784, 1024}, dense<tanh_act>{1024, 1024}, dense<identity>{1024, 10}};
-    auto x = matrix<float>::from_shape({batch, 784});
+runner make_runner(const std::string& method, Feedback feedback, std::size_t batch) {
+    struct state {
+        network<Feedback, softmax_cross_entropy, dense<tanh_act>, dense<tanh_act>, dense<identity>>
+          net;
+        matrix<float> x;
+        matrix<float> y;
+        sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+    };
+    auto s = std::make_shared<state>(
+      state{{std::move(feedback), softmax_cross_entropy{}, 1, dense<tanh_act>{784, 1024},
+             dense<tanh_act>{1024, 1024}, dense<identity>{1024, 10}},
+            matrix<float>::from_shape({batch, 784}),
+            {}});
     rng gen(2);
-    for (auto& v : x) {
+    for (auto& v : s->x) {
         v = static_cast<float>(gen.uniform());
     }
     std::vector<int> labels(batch);
     for (std::size_t i = 0; i < batch; ++i) {
         labels[i] = static_cast<int>(gen.below(10));
     }
-    const auto y = one_hot<float>(std::span<const int>(labels), 10);
-    sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
-    const double step = median_seconds([&] { net.train_step(x, y, opt); }, budget);
-    measurement m;
-    m.samples_per_second = static_cast<double>(batch) / step;
-    if constexpr (requires { net.feedback().device().statistics(); }) {
-        const auto stats = net.feedback().device().statistics();
-        m.frames_per_sample =
-          static_cast<double>(stats.patterns) / static_cast<double>(stats.projections);
+    s->y = one_hot<float>(std::span<const int>(labels), 10);
+    runner r{method, [s] { s->net.train_step(s->x, s->y, s->opt); }, [] { return 0.0; }, {}};
+    if constexpr (requires { s->net.feedback().device().statistics(); }) {
+        r.frames_per_sample = [s] {
+            const auto stats = s->net.feedback().device().statistics();
+            return static_cast<double>(stats.patterns) / static_cast<double>(stats.projections);
+        };
     }
-    return m;
+    for (int i = 0; i < 3; ++i) { // warm-up: buffers, calibration, caches
+        r.step();
+    }
+    return r;
 }
 
-measurement measure(const std::string& method, std::size_t batch, double budget) {
+runner make_runner(const std::string& method, std::size_t batch) {
     if (method == "bp") {
-        return time_steps(backprop{}, batch, budget);
+        return make_runner(method, backprop{}, batch);
     }
     if (method == "fa") {
-        return time_steps(feedback_alignment{}, batch, budget);
+        return make_runner(method, feedback_alignment{}, batch);
     }
     if (method == "dfa") {
-        return time_steps(dfa<dense_gaussian>{}, batch, budget);
+        return make_runner(method, dfa<dense_gaussian>{}, batch);
     }
     if (method == "holographic") {
-        return time_steps(dfa<optical<>>{}, batch, budget);
+        return make_runner(method, dfa<optical<>>{}, batch);
     }
     if (method == "intensity") {
-        return time_steps(dfa<optical<intensity_readout>>{}, batch, budget);
+        return make_runner(method, dfa<optical<intensity_readout>>{}, batch);
     }
     if (method == "shallow") {
-        return time_steps(shallow{}, batch, budget);
+        return make_runner(method, shallow{}, batch);
     }
     throw config_error("throughput: unknown method " + method);
 }
@@ -211,6 +242,8 @@ int main(int argc, char** argv) {
     std::string torch_path;
     std::string json_path = "throughput.json";
     double budget = 1.5;
+    double gemm_budget = 0.2;
+    int rounds = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string flag = argv[i];
         const std::string value = argv[i + 1];
@@ -226,6 +259,8 @@ int main(int argc, char** argv) {
             json_path = value;
         } else if (flag == "--seconds") {
             budget = std::stod(value);
+        } else if (flag == "--rounds") {
+            rounds = std::max(1, std::stoi(value));
         } else {
             std::fprintf(stderr, "throughput: unknown flag %s\n", flag.c_str());
             return 2;
@@ -244,44 +279,64 @@ int main(int argc, char** argv) {
     for (const auto& threads_s : split(threads_arg)) {
         const int threads = std::stoi(threads_s);
         set_blas_threads(threads);
-        std::map<gemm_shape, double> gemm_seconds;
         for (const auto& batch_s : split(batches_arg)) {
             const auto batch = static_cast<std::size_t>(std::stoul(batch_s));
-            double dfa_rate = std::nan("");
+            std::vector<runner> runners;
             for (const auto& method : split(methods_arg)) {
-                const measurement m = measure(method, batch, budget);
-                if (method == "dfa") {
-                    dfa_rate = m.samples_per_second;
+                runners.push_back(make_runner(method, batch));
+            }
+            // Each method's GEMM shapes (the optical field GEMMs depend on the
+            // frames per sample the warm-up saw).
+            std::map<gemm_shape, gemm_timer> timers;
+            std::vector<std::vector<gemm_shape>> shapes;
+            for (auto& r : runners) {
+                const auto frames = static_cast<std::size_t>(
+                  r.frames_per_sample() * static_cast<double>(batch) + 0.5);
+                shapes.push_back(step_gemms(r.method, batch, frames));
+                for (const auto& g : shapes.back()) {
+                    timers.try_emplace(g, g);
                 }
-                const double vs_dfa = m.samples_per_second / dfa_rate;
-                const auto frames =
-                  static_cast<std::size_t>(m.frames_per_sample * static_cast<double>(batch) + 0.5);
+            }
+            // Rounds: every method and every GEMM shape in turn, a slice each.
+            for (int round = 0; round < rounds; ++round) {
+                for (auto& r : runners) {
+                    time_calls(r.step, budget / rounds, r.times);
+                }
+                for (auto& [shape, timer] : timers) {
+                    time_calls([&timer = timer] { timer.call(); }, gemm_budget / rounds,
+                               timer.times);
+                }
+            }
+            double dfa_rate = std::nan("");
+            for (const auto& r : runners) {
+                if (r.method == "dfa") {
+                    dfa_rate = static_cast<double>(batch) / median(r.times);
+                }
+            }
+            for (std::size_t i = 0; i < runners.size(); ++i) {
+                const std::string& method = runners[i].method;
+                const double step_seconds = median(runners[i].times);
+                const double rate = static_cast<double>(batch) / step_seconds;
+                const double vs_dfa = rate / dfa_rate;
                 double flops = 0;
                 double roof_seconds = 0;
-                for (const auto& g : step_gemms(method, batch, frames)) {
-                    if (gemm_seconds.count(g) == 0) {
-                        gemm_seconds[g] = time_gemm(g, 0.2);
-                    }
+                for (const auto& g : shapes[i]) {
                     flops += g.flops();
-                    roof_seconds += gemm_seconds[g];
+                    roof_seconds += median(timers.at(g).times);
                 }
-                const double step_seconds = static_cast<double>(batch) / m.samples_per_second;
                 const double fraction = roof_seconds / step_seconds;
                 const auto key = method + "/" + batch_s + "/" + threads_s;
                 const auto torch_bp_key = "bp/" + batch_s + "/" + threads_s;
-                const double vs_torch =
-                  torch.count(key) ? m.samples_per_second / torch.at(key) : std::nan("");
-                const double vs_torch_bp = torch.count(torch_bp_key)
-                                             ? m.samples_per_second / torch.at(torch_bp_key)
-                                             : std::nan("");
+                const double vs_torch = torch.count(key) ? rate / torch.at(key) : std::nan("");
+                const double vs_torch_bp =
+                  torch.count(torch_bp_key) ? rate / torch.at(torch_bp_key) : std::nan("");
                 std::printf("%-12s %5zu %3d %12.0f %10.1f %9.0f%% %10.2f %10.2f %8.2f\n",
-                            method.c_str(), batch, threads, m.samples_per_second,
-                            flops / step_seconds * 1e-9, 100.0 * fraction, vs_torch, vs_torch_bp,
-                            vs_dfa);
+                            method.c_str(), batch, threads, rate, flops / step_seconds * 1e-9,
+                            100.0 * fraction, vs_torch, vs_torch_bp, vs_dfa);
                 std::fflush(stdout);
                 json << (first ? "" : ",\n") << "  {\"method\": \"" << method
                      << "\", \"batch\": " << batch << ", \"threads\": " << threads
-                     << ", \"samples_per_second\": " << m.samples_per_second
+                     << ", \"samples_per_second\": " << rate
                      << ", \"gemm_gflop_per_step\": " << flops * 1e-9
                      << ", \"roofline_fraction\": " << fraction << ", \"vs_torch\": "
                      << (std::isfinite(vs_torch) ? std::to_string(vs_torch) : "null")
