@@ -3,7 +3,8 @@
 paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) with backprop
 (autograd) and with DFA (by hand, as in torch_reference.py), per batch size and
 thread count, on random data. Prints TSV: method, batch, threads, samples/s,
-and the thread layout that gave it.
+and the thread layout that gave it; and per batch and thread count an
+"sgemm" line with the GFLOP/s of the first layer's GEMM in the same run.
 
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
@@ -33,6 +34,26 @@ def child(threads, args):
         for method in args.methods:
             rate = measure(torch, method, batch, args.seconds)
             print(f"{method}\t{batch}\t{rate:.1f}", flush=True)
+        print(f"sgemm\t{batch}\t{sgemm_gflops(torch, batch, args.seconds / 3):.1f}", flush=True)
+
+
+def sgemm_gflops(torch, batch, seconds):
+    """GFLOP/s of the first layer's GEMM (batch x 784 times 784 x 1024), the
+    machine's speed during this run: throughput.cpp times the same shape in
+    its own run and scales the comparison by the two."""
+    x = torch.rand(batch, 784)
+    w = torch.rand(1024, 784)
+    out = torch.empty(batch, 1024)
+    for _ in range(3):
+        torch.mm(x, w.T, out=out)
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 5:
+        before = time.perf_counter()
+        torch.mm(x, w.T, out=out)
+        times.append(time.perf_counter() - before)
+    times.sort()
+    return 2.0 * batch * 784 * 1024 / times[len(times) // 2] * 1e-9
 
 
 def layouts(budget):
