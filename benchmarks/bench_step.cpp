@@ -1,9 +1,14 @@
 // Micro benchmarks on the paper's shapes (784-1024-1024-10, tanh, batch 128):
 // the first layer's SGEMM, the fused bias + tanh pass and its derivative,
-// softmax cross-entropy, each projection device (10 -> 2048), and one whole
+// softmax cross-entropy, the SGD-momentum and Adam updates of the hidden
+// weights (with their finite check), each projection device (10 -> 2048), and one whole
 // training step per feedback method. The end-to-end roofline and PyTorch
 // comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
+
+#include <span>
+#include <type_traits>
+#include <vector>
 
 #include <lightloop/lightloop.hpp>
 
@@ -117,12 +122,42 @@ void bm_projection(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
+/// One optimizer update of the paper's hidden weights (784x1024 + 1024x1024
+/// = 1.86M), with the check of the updated weights the network asks for; the
+/// step's memory-bound part. Reports bytes moved per second.
+template <class Optimizer>
+void bm_optimizer_update(benchmark::State& state) {
+    const std::size_t count = 784 * 1024 + 1024 * 1024;
+    std::vector<float> w(count, 0.01f);
+    std::vector<float> g(count, 1e-3f);
+    Optimizer opt;
+    opt.begin_step();
+    opt.update(0, std::span<float>(w), std::span<const float>(g)); // allocates the state
+    for (auto _ : state) {
+        opt.begin_step();
+        benchmark::DoNotOptimize(
+          opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+    }
+    // sgd momentum reads w, v, g and writes w, v; adam reads w, m, v, g and writes w, m, v.
+    const double streams = std::is_same_v<Optimizer, adam<float>> ? 7.0 : 5.0;
+    state.counters["GB/s"] = benchmark::Counter(
+      streams * 4.0 * static_cast<double>(count) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+struct momentum_sgd : sgd<float> {
+    momentum_sgd()
+      : sgd<float>({.learning_rate = 0.01, .momentum = 0.9}) {}
+};
+
 } // namespace
 
 BENCHMARK(bm_sgemm_first_layer)->Arg(128);
 BENCHMARK(bm_dense_forward_fused)->Arg(128);
 BENCHMARK(bm_tanh_derivative)->Arg(128);
 BENCHMARK(bm_softmax_cross_entropy)->Arg(128);
+BENCHMARK(bm_optimizer_update<momentum_sgd>);
+BENCHMARK(bm_optimizer_update<adam<float>>);
 BENCHMARK(bm_projection<dense_gaussian>)->Arg(128);
 BENCHMARK(bm_projection<optical<holographic_readout<>, camera>>)->Arg(128);
 BENCHMARK(bm_projection<optical<holographic_readout<>, ideal_camera>>)->Arg(128);
