@@ -311,18 +311,13 @@ private:
         std::size_t i = 0;
 #if defined(__AVX512F__)
         if constexpr (std::is_same_v<T, float>) {
-            const __m512 zero = _mm512_setzero_ps();
-            const __m512 v = _mm512_set1_ps(read_var);
-            const __m512 factor = _mm512_set1_ps(inverse_skewness_squared);
+            using batch16 = xsimd::batch<float, xsimd::avx512f>;
+            const batch16 v(read_var);
             __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             const __m512i step = _mm512_set1_epi32(16);
             for (; i + 16 <= n; i += 16) {
-                const __m512 m = _mm512_loadu_ps(mean + i);
-                const __m512 t = _mm512_add_ps(m, v);
-                const __m512 t3 = _mm512_mul_ps(_mm512_mul_ps(t, t), t);
-                const __mmask16 is_dim =
-                  _mm512_cmp_ps_mask(m, zero, _CMP_GT_OQ) &
-                  _mm512_cmp_ps_mask(_mm512_mul_ps(factor, _mm512_mul_ps(m, m)), t3, _CMP_GT_OQ);
+                // needs_exact's mask is an AVX-512 mask register here.
+                const __mmask16 is_dim = needs_exact(batch16::load_unaligned(mean + i), v);
                 // Compress in a register and store all sixteen lanes: the
                 // compress-to-memory form is microcoded on AMD Zen 4 (~20x
                 // slower); `index` has room for the lanes past the count.
