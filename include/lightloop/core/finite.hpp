@@ -7,6 +7,7 @@
 // says both whether every entry is finite and how large the largest one is,
 // with integer maxima that no NaN can confuse.
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -17,6 +18,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "lightloop/core/parallel.hpp"
+#include "lightloop/core/simd.hpp"
 
 namespace lightloop::detail {
 
@@ -55,31 +57,48 @@ double magnitude_of(magnitude_pattern<T> bits) noexcept {
     return static_cast<double>(std::bit_cast<T>(bits));
 }
 
+/// Tracks the largest magnitude pattern of the values a loop reads or writes
+/// (the optimizers' updates check their own output with it): `watch.see(x)`
+/// for each batch or value, then `largest()` or `finite()`.
+template <class T>
+class magnitude_watch {
+public:
+    using pattern = magnitude_pattern<T>;
+
+    void see(T x) noexcept { scalar_ = std::max(scalar_, magnitude_bits(x)); }
+    void see(const xsimd::batch<T>& x) noexcept {
+        lanes_ = xsimd::max(lanes_, xsimd::bitwise_cast<xsimd::batch<pattern>>(x) &
+                                      xsimd::batch<pattern>(float_bits<T>::magnitude));
+    }
+    /// The largest pattern seen (0 if none).
+    pattern largest() const noexcept {
+        alignas(xsimd::batch<pattern>::arch_type::alignment())
+          pattern lanes[xsimd::batch<pattern>::size];
+        lanes_.store_aligned(lanes);
+        pattern out = scalar_;
+        for (const pattern lane : lanes) {
+            out = std::max(out, lane);
+        }
+        return out;
+    }
+    /// Whether everything seen was finite.
+    bool finite() const noexcept { return largest() < float_bits<T>::infinity; }
+
+private:
+    xsimd::batch<pattern> lanes_ =
+      xsimd::batch<pattern>(pattern(0)); // parentheses: braces read an array
+    pattern scalar_ = 0;
+};
+
 /// The largest magnitude pattern of `values` (0 when empty), on this thread.
 template <class T>
 magnitude_pattern<T> largest_magnitude_bits(std::span<const T> values) noexcept {
-    using P = magnitude_pattern<T>;
-    using batch = xsimd::batch<T>;
-    using pattern_batch = xsimd::batch<P>;
-    constexpr std::size_t width = batch::size;
-    pattern_batch acc(P(0));
-    std::size_t i = 0;
-    for (; i + width <= values.size(); i += width) {
-        const auto bits =
-          xsimd::bitwise_cast<pattern_batch>(batch::load_unaligned(values.data() + i));
-        acc = xsimd::max(acc, bits & pattern_batch(float_bits<T>::magnitude));
-    }
-    alignas(pattern_batch::arch_type::alignment()) P lanes[width];
-    acc.store_aligned(lanes);
-    P largest = 0;
-    for (const P lane : lanes) {
-        largest = lane > largest ? lane : largest;
-    }
-    for (; i < values.size(); ++i) {
-        const P bits = magnitude_bits(values[i]);
-        largest = bits > largest ? bits : largest;
-    }
-    return largest;
+    magnitude_watch<T> watch;
+    const T* p = values.data();
+    simd::for_each_lane<T>(values.size(), [&](std::size_t i, auto lane) {
+        watch.see(simd::load<decltype(lane)>(p + i));
+    });
+    return watch.largest();
 }
 
 /// max |v| over `values` (0 when empty), or +inf if any entry is an infinity
@@ -102,34 +121,5 @@ template <class T>
 bool all_finite(std::span<const T> values) {
     return largest_magnitude_or_inf(values) < std::numeric_limits<double>::infinity();
 }
-
-/// Tracks the largest magnitude pattern of the values an element-wise loop
-/// writes, for loops that check their own output (the optimizers' updates):
-/// `watch.see(x)` for each batch or value written, `watch.finite()` after.
-template <class T>
-class magnitude_watch {
-public:
-    using pattern = magnitude_pattern<T>;
-
-    void see(T x) noexcept {
-        const pattern bits = magnitude_bits(x);
-        scalar_ = bits > scalar_ ? bits : scalar_;
-    }
-    void see(const xsimd::batch<T>& x) noexcept {
-        lanes_ = xsimd::max(lanes_, xsimd::bitwise_cast<xsimd::batch<pattern>>(x) &
-                                      xsimd::batch<pattern>(float_bits<T>::magnitude));
-    }
-    /// Whether everything seen was finite.
-    bool finite() const noexcept {
-        // Any lane at or above the infinity pattern compares true.
-        return scalar_ < float_bits<T>::infinity &&
-               !xsimd::any(lanes_ >= xsimd::batch<pattern>(float_bits<T>::infinity));
-    }
-
-private:
-    xsimd::batch<pattern> lanes_ =
-      xsimd::batch<pattern>(pattern(0)); // parentheses: braces read an array
-    pattern scalar_ = 0;
-};
 
 } // namespace lightloop::detail
