@@ -83,9 +83,9 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
 }
 
 /// Appends the time of each call of `call` for `budget` seconds (at least
-/// `min_calls` calls) to `times`.
+/// three calls) to `times`.
 template <class F>
-void time_calls(F&& call, double budget, std::vector<double>& times, std::size_t min_calls = 3) {
+void time_calls(F&& call, double budget, std::vector<double>& times) {
     const auto start = clock_type::now();
     std::size_t calls = 0;
     do {
@@ -94,7 +94,7 @@ void time_calls(F&& call, double budget, std::vector<double>& times, std::size_t
         times.push_back(std::chrono::duration<double>(clock_type::now() - before).count());
         ++calls;
     } while (std::chrono::duration<double>(clock_type::now() - start).count() < budget ||
-             calls < min_calls);
+             calls < 3);
 }
 
 /// The median, not the mean: this machine is shared, and a neighbour's burst
@@ -309,15 +309,19 @@ int main(int argc, char** argv) {
                                timer.times);
                 }
             }
+            std::vector<double> step_medians;
             double dfa_rate = std::nan("");
             for (const auto& r : runners) {
+                step_medians.push_back(median(r.times));
                 if (r.method == "dfa") {
-                    dfa_rate = static_cast<double>(batch) / median(r.times);
+                    dfa_rate = static_cast<double>(batch) / step_medians.back();
                 }
             }
+            const double own_sgemm =
+              first_layer.flops() / median(timers.at(first_layer).times) * 1e-9;
             for (std::size_t i = 0; i < runners.size(); ++i) {
                 const std::string& method = runners[i].method;
-                const double step_seconds = median(runners[i].times);
+                const double step_seconds = step_medians[i];
                 const double rate = static_cast<double>(batch) / step_seconds;
                 const double vs_dfa = rate / dfa_rate;
                 double flops = 0;
@@ -336,8 +340,6 @@ int main(int argc, char** argv) {
                 // speed at the first layer's shape: what it would be had both
                 // run on the machine in the same state.
                 const auto sgemm_key = "sgemm/" + batch_s + "/" + threads_s;
-                const double own_sgemm =
-                  first_layer.flops() / median(timers.at(first_layer).times) * 1e-9;
                 const double vs_torch_bp_scaled = torch.count(sgemm_key)
                                                     ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
                                                     : std::nan("");
