@@ -1,7 +1,8 @@
 #pragma once
 // lightloop's own threads, for the work between GEMMs that OpenBLAS cannot
 // parallelise for us: the camera simulation of an optical projection, and the
-// element-wise passes (optimizer updates, finite checks) over the weights.
+// element-wise passes between GEMMs (a dense layer's bias + activation and
+// derivative, optimizer updates, finite checks).
 //
 // One knob sets both: lightloop's parallel loops use as many threads as
 // OpenBLAS is set to use (OPENBLAS_NUM_THREADS, or set_blas_threads()).
@@ -204,9 +205,9 @@ inline thread_team& shared_team() {
     return team;
 }
 
-/// Elements per piece for element-wise passes split over threads (optimizer
-/// updates, finite checks): a piece is then worth more than waking a thread,
-/// about 10 us.
+/// Elements per piece for element-wise passes split over threads (dense
+/// layers' passes, optimizer updates, finite checks): a piece is then worth
+/// more than waking a thread, about 10 us.
 inline constexpr std::size_t elementwise_grain = 32768;
 
 /// Calls f(begin, end) on pieces covering [0, count), spread over the shared
