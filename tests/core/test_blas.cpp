@@ -1,5 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
 #include "support/helpers.hpp"
 
 using namespace lightloop;
@@ -75,4 +80,125 @@ TEST_CASE("the OpenBLAS kernel trap is recognised and its remedy chosen", "[core
     CHECK_FALSE(here.core.empty());
     CHECK(here.generic == (is_generic_kernel(here.core) && !here.recommended.empty()));
     CHECK(blas_warning(here).has_value() == here.generic);
+}
+
+namespace {
+// C = 0.5 op(A) op(B) + 2 C with A and B stored inside wider arrays (leading
+// dimensions past their widths), on `threads` threads.
+template <class T>
+matrix<T> strided_gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, int threads) {
+    const std::size_t a_rows = ta ? k : m;
+    const std::size_t a_cols = ta ? m : k;
+    const std::size_t b_rows = tb ? n : k;
+    const std::size_t b_cols = tb ? k : n;
+    const auto a = random_matrix<T>(a_rows, a_cols + 5, 11);
+    const auto b = random_matrix<T>(b_rows, b_cols + 3, 12);
+    auto c = random_matrix<T>(m, n + 7, 13);
+    set_blas_threads(threads);
+    gemm(ta ? transpose::yes : transpose::no, tb ? transpose::yes : transpose::no, m, n, k, T(0.5),
+         a.data(), a_cols + 5, b.data(), b_cols + 3, T(2), c.data(), n + 7);
+    set_blas_threads(1);
+    return c;
+}
+} // namespace
+
+TEMPLATE_TEST_CASE("gemm spread over threads computes the product, by rows and by columns",
+                   "[core][blas]", float, double) {
+    // 300 x 257 x 200 (15M multiply-adds) splits into two or three pieces of
+    // rows, 100 x 333 x 260 into two of columns; neither extent is a multiple
+    // of 16, and the operands sit inside wider arrays.
+    struct shape {
+        std::size_t m, n, k;
+    };
+    for (const shape s : {shape{300, 257, 200}, shape{100, 333, 260}}) {
+        for (const bool ta : {false, true}) {
+            for (const bool tb : {false, true}) {
+                const auto a = random_matrix<TestType>(ta ? s.k : s.m, (ta ? s.m : s.k) + 5, 11);
+                const auto b = random_matrix<TestType>(tb ? s.n : s.k, (tb ? s.k : s.n) + 3, 12);
+                const auto c0 = random_matrix<TestType>(s.m, s.n + 7, 13);
+                for (const int threads : {1, 2, 3}) {
+                    CAPTURE(s.m, s.n, s.k, ta, tb, threads);
+                    const auto c = strided_gemm<TestType>(ta, tb, s.m, s.n, s.k, threads);
+                    // Each piece applied beta to its own part of C, once, and
+                    // left the padding columns alone.
+                    double worst = 0;
+                    for (std::size_t i = 0; i < s.m; ++i) {
+                        for (std::size_t j = 0; j < s.n + 7; ++j) {
+                            double expected = static_cast<double>(c0(i, j));
+                            if (j < s.n) {
+                                double sum = 0;
+                                for (std::size_t p = 0; p < s.k; ++p) {
+                                    sum += static_cast<double>(ta ? a(p, i) : a(i, p)) *
+                                           static_cast<double>(tb ? b(j, p) : b(p, j));
+                                }
+                                expected = 0.5 * sum + 2.0 * expected;
+                            }
+                            worst =
+                              std::max(worst, std::abs(static_cast<double>(c(i, j)) - expected));
+                        }
+                    }
+                    // k <= 260 products of unit normals: float rounding ~1e-4.
+                    CHECK(worst < (std::is_same_v<TestType, float> ? 1e-3 : 1e-10));
+                }
+            }
+        }
+    }
+    CHECK(parallel_threads() == 1);
+}
+
+TEMPLATE_TEST_CASE("gemm gives one thread's bits on any thread count when the cut is whole tiles",
+                   "[core][blas]", float, double) {
+    // Widths that are multiples of 16, like the paper's layers: every piece
+    // is whole kernel tiles, and each element's k sum is one thread's.
+    for (const bool ta : {false, true}) {
+        for (const bool tb : {false, true}) {
+            CAPTURE(ta, tb);
+            const auto one = strided_gemm<TestType>(ta, tb, 320, 256, 200, 1);
+            for (const int threads : {2, 3}) {
+                const auto by_rows = strided_gemm<TestType>(ta, tb, 320, 256, 200, threads);
+                const auto by_columns = strided_gemm<TestType>(ta, tb, 256, 320, 200, threads);
+                const auto one_columns = strided_gemm<TestType>(ta, tb, 256, 320, 200, 1);
+                CHECK(std::equal(one.begin(), one.end(), by_rows.begin()));
+                CHECK(std::equal(one_columns.begin(), one_columns.end(), by_columns.begin()));
+            }
+        }
+    }
+}
+
+TEST_CASE("a GEMM holds OpenBLAS at one thread and gives its count back", "[core][blas]") {
+    set_blas_threads(2);
+    {
+        const blas_single_thread hold;
+        CHECK(openblas_get_num_threads() == 1);
+        CHECK(parallel_threads() == 2); // the team keeps its size
+        {
+            const blas_single_thread nested;
+            CHECK(openblas_get_num_threads() == 1);
+        }
+        CHECK(openblas_get_num_threads() == 1); // still held by the outer one
+        set_blas_threads(3);                    // applies when the hold ends
+        CHECK(parallel_threads() == 3);
+        CHECK(openblas_get_num_threads() == 1);
+    }
+    CHECK(openblas_get_num_threads() == 3);
+    CHECK(parallel_threads() == 3);
+
+    // GEMMs issued from inside the team's tasks, several at once, each
+    // holding OpenBLAS: right products, and the count restored after.
+    const auto a = random_matrix<float>(256, 200, 1);
+    const auto b = random_matrix<float>(200, 300, 2);
+    auto expected = matrix<float>::from_shape({256, 300});
+    set_blas_threads(1);
+    gemm(1.0f, a, transpose::no, b, transpose::no, 0.0f, expected);
+    set_blas_threads(3);
+    std::vector<matrix<float>> results(6, matrix<float>::from_shape({256, 300}));
+    shared_team().run(results.size(), [&](std::size_t task, std::size_t) {
+        gemm(1.0f, a, transpose::no, b, transpose::no, 0.0f, results[task]);
+    });
+    for (const auto& r : results) {
+        CHECK(std::equal(r.begin(), r.end(), expected.begin()));
+    }
+    CHECK(openblas_get_num_threads() == 3);
+    set_blas_threads(1);
+    shared_team();
 }

@@ -173,3 +173,29 @@ TEST_CASE("a child of fork() gets a working team (its parent's workers are not c
     lightloop::set_blas_threads(1);
     lightloop::shared_team(); // back to one thread for the tests after
 }
+
+TEST_CASE("a thread team wakes its sleeping workers and waits for slow ones", "[core][parallel]") {
+    // Pauses longer than the spin time put the workers to sleep between
+    // runs; tasks longer than it put the caller to sleep while it waits.
+    thread_team team(3);
+    const auto nap = thread_team::spin_time * 4;
+    for (int round = 0; round < 6; ++round) {
+        std::this_thread::sleep_for(nap);
+        std::vector<std::atomic<int>> runs(7);
+        team.run(runs.size(), [&](std::size_t task, std::size_t) {
+            if (round % 2 == 1 && task == 0) {
+                std::this_thread::sleep_for(nap);
+            }
+            runs[task].fetch_add(1);
+        });
+        for (const auto& r : runs) {
+            REQUIRE(r.load() == 1);
+        }
+    }
+    // Back to back: the workers are caught spinning.
+    std::atomic<int> total{0};
+    for (int round = 0; round < 200; ++round) {
+        team.run(3, [&](std::size_t, std::size_t) { total.fetch_add(1); });
+    }
+    CHECK(total.load() == 600);
+}

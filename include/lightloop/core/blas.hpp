@@ -2,17 +2,20 @@
 // BLAS calls into preallocated buffers.
 //
 // Every GEMM in a training step goes through `gemm` below, which calls
-// OpenBLAS's cblas_sgemm / cblas_dgemm on the tensors' storage. Results are
-// written into outputs the caller owns: nothing here allocates.
+// OpenBLAS's cblas_sgemm / cblas_dgemm on the tensors' storage, spread over
+// lightloop's own threads (core/parallel.hpp). Results are written into
+// outputs the caller owns: nothing here allocates.
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <string>
 #include <type_traits>
 
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
 #include "lightloop/core/tensor.hpp"
 
 namespace lightloop {
@@ -34,6 +37,27 @@ constexpr CBLAS_TRANSPOSE blas_op(transpose t) noexcept {
     return t == transpose::yes ? CblasTrans : CblasNoTrans;
 }
 
+/// A GEMM piece is worth a thread from this many multiply-adds (~90 us on
+/// one core here); below it the product runs on the calling thread. It also
+/// keeps every piece far above the sizes OpenBLAS hands to its small-matrix
+/// kernels (10^6 multiply-adds), whose sums round differently.
+inline constexpr double gemm_piece_macs = 4.0 * 1024 * 1024;
+
+template <class T>
+void blas_call(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+               const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+               std::size_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+        cblas_sgemm(CblasRowMajor, blas_op(ta), blas_op(tb), blas_size(m), blas_size(n),
+                    blas_size(k), alpha, a, blas_size(lda), b, blas_size(ldb), beta, c,
+                    blas_size(ldc));
+    } else {
+        cblas_dgemm(CblasRowMajor, blas_op(ta), blas_op(tb), blas_size(m), blas_size(n),
+                    blas_size(k), alpha, a, blas_size(lda), b, blas_size(ldb), beta, c,
+                    blas_size(ldc));
+    }
+}
+
 } // namespace detail
 
 /// C (m x n, row-major, leading dimension ldc) = alpha op(A) op(B) + beta C,
@@ -46,16 +70,43 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     if (m == 0 || n == 0) {
         return;
     }
-    using detail::blas_size;
-    if constexpr (std::is_same_v<T, float>) {
-        cblas_sgemm(CblasRowMajor, detail::blas_op(ta), detail::blas_op(tb), blas_size(m),
-                    blas_size(n), blas_size(k), alpha, a, blas_size(lda), b, blas_size(ldb), beta,
-                    c, blas_size(ldc));
-    } else {
-        cblas_dgemm(CblasRowMajor, detail::blas_op(ta), detail::blas_op(tb), blas_size(m),
-                    blas_size(n), blas_size(k), alpha, a, blas_size(lda), b, blas_size(ldb), beta,
-                    c, blas_size(ldc));
+    const std::size_t threads = parallel_threads();
+    if (threads == 1) {
+        detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
     }
+    // Spread over lightloop's team in pieces of C's rows or columns, each a
+    // one-thread OpenBLAS call (see blas_single_thread). The pieces never
+    // split the k sum: cut on whole kernel tiles, C has one thread's bits
+    // (core/parallel.hpp says when it need not).
+    const blas_single_thread hold;
+    const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+    const auto worth = static_cast<std::size_t>(macs / detail::gemm_piece_macs);
+    const bool by_rows = m >= n;
+    const std::size_t extent = by_rows ? m : n;
+    const std::size_t pieces = std::min({threads, worth, (extent + 15) / 16});
+    if (pieces <= 1) {
+        detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    // Piece edges on multiples of 16, the kernels' widest unrolling.
+    const std::size_t step = ((extent + pieces - 1) / pieces + 15) / 16 * 16;
+    shared_team().run(pieces, [&](std::size_t piece, std::size_t) {
+        const std::size_t begin = std::min(extent, piece * step);
+        const std::size_t size = std::min(extent, begin + step) - begin;
+        if (size == 0) {
+            return;
+        }
+        if (by_rows) {
+            const T* a_rows = ta == transpose::yes ? a + begin : a + begin * lda;
+            detail::blas_call(ta, tb, size, n, k, alpha, a_rows, lda, b, ldb, beta, c + begin * ldc,
+                              ldc);
+        } else {
+            const T* b_columns = tb == transpose::yes ? b + begin * ldb : b + begin;
+            detail::blas_call(ta, tb, m, size, k, alpha, a, lda, b_columns, ldb, beta, c + begin,
+                              ldc);
+        }
+    });
 }
 
 /// C = alpha op(A) op(B) + beta C on whole matrices. C must already have the
@@ -84,13 +135,14 @@ inline std::string blas_core_name() {
     return name != nullptr ? std::string(name) : std::string("unknown");
 }
 
-/// Sets the number of threads OpenBLAS uses for every later call.
+/// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
+/// later call.
 inline void set_blas_threads(int threads) {
     if (threads < 1) {
         throw config_error("lightloop::set_blas_threads: thread count must be >= 1, got " +
                            std::to_string(threads));
     }
-    openblas_set_num_threads(threads);
+    detail::set_thread_count(threads);
 }
 
 } // namespace lightloop

@@ -1,21 +1,36 @@
 #pragma once
-// lightloop's own threads, for the work between GEMMs that OpenBLAS cannot
-// parallelise for us: the camera simulation of an optical projection, and the
-// element-wise passes between GEMMs (a dense layer's bias + activation and
-// derivative, optimizer updates, finite checks).
+// lightloop's own threads, for all of a step's parallel work: its GEMMs (in
+// pieces of C, each a one-thread OpenBLAS call, core/blas.hpp), the camera
+// simulation of an optical projection, and the element-wise passes between
+// GEMMs (a dense layer's bias + activation and derivative, optimizer
+// updates, finite checks). One set of threads for everything: OpenBLAS's own
+// workers spin after each of its threaded calls on the very cores the
+// element-wise passes need, and wake slowly once asleep.
 //
-// One knob sets both: lightloop's parallel loops use as many threads as
-// OpenBLAS is set to use (OPENBLAS_NUM_THREADS, or set_blas_threads()).
-// Results never depend on the thread count: work is split into tasks by the
-// data alone, and anything random inside a task is seeded by the task.
+// One knob sets the count: lightloop uses as many threads as OpenBLAS is set
+// to use (OPENBLAS_NUM_THREADS, or set_blas_threads()); OpenBLAS itself is
+// held at one thread while lightloop's GEMMs run (blas_single_thread).
+// lightloop's own passes give the same bits on any thread count: work is
+// split into tasks by the data alone, and anything random inside a task is
+// seeded by the task. A GEMM cut into pieces of whole kernel tiles (widths
+// that are multiples of 16, like the paper's layers) does too; at other
+// widths OpenBLAS's edge kernels can change the last bits of a product with
+// the cut, as its own threading does.
 //
 // thread_team::run hands tasks to persistent workers (no thread is created
 // and nothing is allocated per call). A run issued while the team is busy
 // (a nested run, or a second thread using the shared team) executes serially
 // on the calling thread instead of waiting.
+//
+// A training step issues a few dozen runs, most well under a millisecond
+// apart, so waking a sleeping thread (a futex wake and a reschedule, tens of
+// microseconds on a virtual machine) would cost a tenth of a step's parallel
+// work. After each run the workers, and the caller waiting for them, spin on
+// an atomic for up to `spin_time` before they sleep on a condition variable.
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +43,9 @@
 #include <vector>
 
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 #if defined(__unix__)
 #include <sys/types.h>
 #include <unistd.h>
@@ -35,10 +53,76 @@
 
 namespace lightloop {
 
-/// The thread count lightloop's parallel loops use: OpenBLAS's, at least 1.
-inline std::size_t parallel_threads() {
-    return static_cast<std::size_t>(std::max(1, openblas_get_num_threads()));
+namespace detail {
+/// Who holds OpenBLAS at one thread (see blas_single_thread), and the count
+/// it was set to before, which stays the process's thread count meanwhile.
+struct blas_hold_state {
+    std::mutex mutex;
+    int holders = 0;             // guarded by mutex
+    std::atomic<int> threads{0}; // OpenBLAS's own count while held, else 0
+};
+
+inline blas_hold_state& blas_hold() {
+    static blas_hold_state state;
+    return state;
 }
+} // namespace detail
+
+/// The thread count lightloop uses: OpenBLAS's (OPENBLAS_NUM_THREADS, or
+/// set_blas_threads()), at least 1.
+inline std::size_t parallel_threads() {
+    const int held = detail::blas_hold().threads.load(std::memory_order_acquire);
+    return static_cast<std::size_t>(std::max(1, held > 0 ? held : openblas_get_num_threads()));
+}
+
+/// Holds OpenBLAS at one thread for its lifetime and then restores its
+/// count; parallel_threads() reports the restored count meanwhile. lightloop's
+/// gemm spreads a product over its own team, each piece a one-thread OpenBLAS
+/// call: OpenBLAS's workers would otherwise take part (two callers each
+/// asking for T threads), and after each product they spin for up to 2^28
+/// cycles on the cores the team needs. Holds nest and may be taken by
+/// several threads at once; the last to leave restores the count.
+class blas_single_thread {
+public:
+    blas_single_thread() {
+        auto& hold = detail::blas_hold();
+        const std::lock_guard<std::mutex> lock(hold.mutex);
+        if (hold.holders++ == 0) {
+            const int threads = std::max(1, openblas_get_num_threads());
+            hold.threads.store(threads, std::memory_order_release);
+            if (threads > 1) {
+                openblas_set_num_threads(1);
+            }
+        }
+    }
+    ~blas_single_thread() {
+        auto& hold = detail::blas_hold();
+        const std::lock_guard<std::mutex> lock(hold.mutex);
+        if (--hold.holders == 0) {
+            const int threads = hold.threads.load(std::memory_order_relaxed);
+            if (threads > 1) {
+                openblas_set_num_threads(threads);
+            }
+            hold.threads.store(0, std::memory_order_release);
+        }
+    }
+    blas_single_thread(const blas_single_thread&) = delete;
+    blas_single_thread& operator=(const blas_single_thread&) = delete;
+};
+
+namespace detail {
+/// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
+/// later call (taking effect when no lightloop GEMM holds OpenBLAS).
+inline void set_thread_count(int threads) {
+    auto& hold = detail::blas_hold();
+    const std::lock_guard<std::mutex> lock(hold.mutex);
+    if (hold.holders > 0) {
+        hold.threads.store(threads, std::memory_order_release);
+    } else {
+        openblas_set_num_threads(threads);
+    }
+}
+} // namespace detail
 
 class thread_team {
 public:
@@ -60,12 +144,12 @@ public:
         }
         const std::lock_guard<std::mutex> running(run_mutex_);
         stop();
-        stopping_ = false;
+        stopping_.store(false, std::memory_order_relaxed);
         workers_.reserve(threads - 1);
         for (std::size_t id = 1; id < threads; ++id) {
             // No run is in progress (run_mutex_ is held): the worker waits
             // for the generation after this one.
-            workers_.emplace_back([this, id, seen = generation_] { worker_main(id, seen); });
+            workers_.emplace_back([this, id, seen = generation_.load()] { worker_main(id, seen); });
         }
     }
 
@@ -92,20 +176,49 @@ public:
             context_ = const_cast<void*>(static_cast<const void*>(std::addressof(f)));
             tasks_ = tasks;
             next_.store(0, std::memory_order_relaxed);
-            busy_ = workers_.size();
+            busy_.store(workers_.size(), std::memory_order_relaxed);
             error_ = nullptr;
-            ++generation_;
+            // Publishes the fields above to workers spinning on generation_.
+            generation_.fetch_add(1, std::memory_order_release);
         }
         wake_.notify_all();
         work(0);
-        std::unique_lock<std::mutex> lock(state_mutex_);
-        done_.wait(lock, [this] { return busy_ == 0; });
+        if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(state_mutex_);
+            done_.wait(lock, [this] { return busy_.load(std::memory_order_acquire) == 0; });
+        }
+        const std::lock_guard<std::mutex> lock(state_mutex_);
         if (error_) {
             std::rethrow_exception(std::exchange(error_, nullptr));
         }
     }
 
+    /// How long an idle worker, or a caller waiting for the workers, spins
+    /// before it sleeps.
+    static constexpr std::chrono::microseconds spin_time{500};
+
 private:
+    /// Polls `ready` (with the CPU's pause hint) for up to spin_time; true
+    /// once it holds, false if the time ran out first.
+    template <class Ready>
+    static bool spin_until(Ready&& ready) {
+        using clock = std::chrono::steady_clock;
+        const auto deadline = clock::now() + spin_time;
+        for (;;) {
+            for (int i = 0; i < 64; ++i) {
+                if (ready()) {
+                    return true;
+                }
+#if defined(__x86_64__) || defined(__i386__)
+                _mm_pause();
+#endif
+            }
+            if (clock::now() >= deadline) {
+                return ready();
+            }
+        }
+    }
+
     /// In a child of fork() the workers do not exist (only the forking thread
     /// is copied): their handles can be neither joined nor destroyed, so they
     /// are set aside, reachable, and the team starts again from the caller
@@ -123,8 +236,8 @@ private:
         static auto* abandoned = new std::vector<std::vector<std::thread>>();
         abandoned->push_back(std::move(workers_));
         workers_.clear();
-        busy_ = 0;
-        stopping_ = false;
+        busy_.store(0, std::memory_order_relaxed);
+        stopping_.store(false, std::memory_order_relaxed);
         // New objects over the copies (whose destructors could block).
         std::construct_at(&run_mutex_);
         std::construct_at(&state_mutex_);
@@ -152,17 +265,23 @@ private:
 
     void worker_main(std::size_t id, std::uint64_t seen) {
         for (;;) {
-            {
+            const auto called = [&] {
+                return stopping_.load(std::memory_order_acquire) ||
+                       generation_.load(std::memory_order_acquire) != seen;
+            };
+            if (!spin_until(called)) {
                 std::unique_lock<std::mutex> lock(state_mutex_);
-                wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-                if (stopping_) {
-                    return;
-                }
-                seen = generation_;
+                wake_.wait(lock, called);
             }
+            if (stopping_.load(std::memory_order_acquire)) {
+                return;
+            }
+            seen = generation_.load(std::memory_order_acquire);
             work(id);
-            const std::lock_guard<std::mutex> lock(state_mutex_);
-            if (--busy_ == 0) {
+            if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                // Under the lock: the caller either saw busy_ == 0 or is
+                // already waiting for this notification.
+                const std::lock_guard<std::mutex> lock(state_mutex_);
                 done_.notify_one();
             }
         }
@@ -171,7 +290,7 @@ private:
     void stop() {
         {
             const std::lock_guard<std::mutex> lock(state_mutex_);
-            stopping_ = true;
+            stopping_.store(true, std::memory_order_release);
         }
         wake_.notify_all();
         for (auto& worker : workers_) {
@@ -182,16 +301,16 @@ private:
 
     std::vector<std::thread> workers_;
     std::mutex run_mutex_;   // held for the duration of a run
-    std::mutex state_mutex_; // guards everything below except next_
+    std::mutex state_mutex_; // written under it: everything below except next_ and busy_
     std::condition_variable wake_;
     std::condition_variable done_;
-    std::uint64_t generation_ = 0;
-    bool stopping_ = false;
+    std::atomic<std::uint64_t> generation_{0}; // a new run; read without the lock
+    std::atomic<bool> stopping_{false};
     void (*call_)(void*, std::size_t, std::size_t) = nullptr;
     void* context_ = nullptr;
     std::size_t tasks_ = 0;
     std::atomic<std::size_t> next_{0};
-    std::size_t busy_ = 0;
+    std::atomic<std::size_t> busy_{0}; // workers still in this run
     std::exception_ptr error_;
 #if defined(__unix__)
     ::pid_t owner_ = ::getpid(); // the process whose threads workers_ are
