@@ -2,7 +2,8 @@
 """PyTorch peer for benchmarks/throughput.cpp: training samples per second of the
 paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) with backprop
 (autograd) and with DFA (by hand, as in torch_reference.py), per batch size and
-thread count, on random data. Prints TSV: method, batch, threads, samples/s,
+thread count, on random data, from the median step time. Prints TSV: method,
+batch, threads, samples/s,
 and the thread layout that gave it; and per batch and thread count an
 "sgemm" line with the GFLOP/s of the first layer's GEMM in the same run.
 
@@ -104,14 +105,16 @@ def measure(torch, method, batch, seconds):
         (lambda: step_dfa(torch, layers, opt, x, y, feedback))
     for _ in range(3):
         step()
-    steps = 0
+    # The median step, as throughput.cpp reports: a neighbour's burst on this
+    # shared machine moves neither side's figure.
+    times = []
     start = time.perf_counter()
-    while True:
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        before = time.perf_counter()
         step()
-        steps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and steps >= 3:
-            return steps * batch / elapsed
+        times.append(time.perf_counter() - before)
+    times.sort()
+    return batch / times[len(times) // 2]
 
 
 def main():
