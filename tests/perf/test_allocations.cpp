@@ -39,14 +39,22 @@ void operator delete[](void* p, std::size_t) noexcept {
 using namespace lightloop;
 
 namespace {
-/// Allocations made by `steps` training steps after three warm-up steps.
+/// Allocations made by `steps` training steps after three warm-up steps, on
+/// a 64-128-128-10 network at batch 32, or `width` times wider with 4x the
+/// batch.
 template <class Feedback, class Optimizer>
-std::size_t steady_state_allocations(Feedback feedback, Optimizer opt, std::size_t steps) {
-    network net{std::move(feedback),      softmax_cross_entropy{},   1,
-                dense<tanh_act>{64, 128}, dense<tanh_act>{128, 128}, dense<identity>{128, 10}};
-    const auto x = lightloop::testing::random_matrix<float>(32, 64, 2);
-    std::vector<int> labels(32);
-    for (std::size_t i = 0; i < 32; ++i) {
+std::size_t steady_state_allocations(Feedback feedback, Optimizer opt, std::size_t steps,
+                                     std::size_t width = 1) {
+    const std::size_t batch = width == 1 ? 32 : 128;
+    network net{std::move(feedback),
+                softmax_cross_entropy{},
+                1,
+                dense<tanh_act>{64 * width, 128 * width},
+                dense<tanh_act>{128 * width, 128 * width},
+                dense<identity>{128 * width, 10}};
+    const auto x = lightloop::testing::random_matrix<float>(batch, 64 * width, 2);
+    std::vector<int> labels(batch);
+    for (std::size_t i = 0; i < batch; ++i) {
         labels[i] = static_cast<int>(i % 10);
     }
     const auto y = one_hot<float>(std::span<const int>(labels), 10);
@@ -71,6 +79,19 @@ TEST_CASE("a steady-state training step allocates nothing", "[perf][allocation]"
     CHECK(steady_state_allocations(dfa<dense_gaussian>{}, adam{{.learning_rate = 1e-3}}, 20) == 0);
     CHECK(steady_state_allocations(dfa<optical<>>{}, momentum, 20) == 0);
     CHECK(steady_state_allocations(dfa<optical<intensity_readout>>{}, momentum, 20) == 0);
+}
+
+TEST_CASE("a steady-state training step on two threads allocates nothing", "[perf][allocation]") {
+    // 256-512-512-10 at batch 128: the GEMMs run in pieces on the team (16M
+    // and 33M multiply-adds) and so do the element-wise passes (262k weights).
+    set_blas_threads(2);
+    const sgd momentum{{.learning_rate = 0.01, .momentum = 0.9}};
+    CHECK(steady_state_allocations(backprop{}, momentum, 10, 4) == 0);
+    CHECK(steady_state_allocations(dfa<dense_gaussian>{}, momentum, 10, 4) == 0);
+    CHECK(steady_state_allocations(dfa<dense_gaussian>{}, adam{{.learning_rate = 1e-3}}, 10, 4) ==
+          0);
+    CHECK(steady_state_allocations(dfa<optical<>>{}, momentum, 10, 4) == 0);
+    set_blas_threads(1);
 }
 
 TEST_CASE("the allocation counter counts", "[perf][allocation]") {
