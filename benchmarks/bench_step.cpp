@@ -1,13 +1,16 @@
 // Micro benchmarks on the paper's shapes (784-1024-1024-10, tanh, batch 128):
-// the first layer's SGEMM, the fused bias + tanh pass and its derivative,
+// each GEMM of a DFA step (as lightloop's gemm and as OpenBLAS's own threaded
+// cblas_sgemm), the fused bias + tanh pass and its derivative,
 // softmax cross-entropy, the SGD-momentum and Adam updates of the hidden
 // weights (with their finite check), each projection device (10 -> 2048), and one whole
-// training step per feedback method. The end-to-end roofline and PyTorch
-// comparison is benchmarks/throughput.cpp.
+// training step per feedback method. Rates are per wall-clock second
+// (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads.
+// The end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
 
 #include <span>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
@@ -41,20 +44,53 @@ void bm_train_step(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
-void bm_sgemm_first_layer(benchmark::State& state) {
-    const auto batch = static_cast<std::size_t>(state.range(0));
-    auto x = matrix<float>::from_shape({batch, 784});
-    auto w = matrix<float>::from_shape({1024, 784});
-    auto out = matrix<float>::from_shape({batch, 1024});
-    x.fill(0.5f);
-    w.fill(0.01f);
+/// Who runs a GEMM: lightloop's gemm (pieces on lightloop's team, each a
+/// one-thread OpenBLAS call) or OpenBLAS's own cblas_sgemm on its threads.
+enum class gemm_way { lightloop, openblas };
+
+/// One GEMM of a training step, C (m x n) = op(A) op(B) with k inner, from
+/// the arguments {transpose A, transpose B, m, n, k}.
+template <gemm_way Way>
+void bm_gemm(benchmark::State& state) {
+    const bool ta = state.range(0) != 0;
+    const bool tb = state.range(1) != 0;
+    const auto m = static_cast<std::size_t>(state.range(2));
+    const auto n = static_cast<std::size_t>(state.range(3));
+    const auto k = static_cast<std::size_t>(state.range(4));
+    const std::vector<float> a(m * k, 0.5f);
+    const std::vector<float> b(k * n, 0.01f);
+    std::vector<float> c(m * n);
+    const std::size_t lda = ta ? m : k;
+    const std::size_t ldb = tb ? k : n;
     for (auto _ : state) {
-        gemm(1.0f, x, transpose::no, w, transpose::yes, 0.0f, out);
+        if constexpr (Way == gemm_way::lightloop) {
+            gemm(ta ? transpose::yes : transpose::no, tb ? transpose::yes : transpose::no, m, n, k,
+                 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), n);
+        } else {
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                        tb ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+                        static_cast<int>(k), 1.0f, a.data(), static_cast<int>(lda), b.data(),
+                        static_cast<int>(ldb), 0.0f, c.data(), static_cast<int>(n));
+        }
         benchmark::ClobberMemory();
     }
     state.counters["GFLOP/s"] = benchmark::Counter(
-      2.0 * static_cast<double>(batch) * 784.0 * 1024.0 * static_cast<double>(state.iterations()),
+      2.0 * static_cast<double>(m * n * k) * static_cast<double>(state.iterations()),
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+/// The GEMMs of a DFA step on the paper's network at batch 128: the three
+/// forward products, then the three weight gradients.
+void step_gemm_shapes(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"ta", "tb", "m", "n", "k"});
+    for (const auto& [in, out] :
+         {std::pair{784, 1024}, std::pair{1024, 1024}, std::pair{1024, 10}}) {
+        b->Args({0, 1, 128, out, in});
+    }
+    for (const auto& [in, out] :
+         {std::pair{784, 1024}, std::pair{1024, 1024}, std::pair{1024, 10}}) {
+        b->Args({1, 0, out, in, 128});
+    }
 }
 
 /// The fused pass after a layer's GEMM: a = z + b, h = tanh(a), per element.
@@ -152,21 +188,29 @@ struct momentum_sgd : sgd<float> {
 
 } // namespace
 
-BENCHMARK(bm_sgemm_first_layer)->Arg(128);
-BENCHMARK(bm_dense_forward_fused)->Arg(128);
-BENCHMARK(bm_tanh_derivative)->Arg(128);
-BENCHMARK(bm_softmax_cross_entropy)->Arg(128);
-BENCHMARK(bm_optimizer_update<momentum_sgd>);
-BENCHMARK(bm_optimizer_update<adam<float>>);
-BENCHMARK(bm_projection<dense_gaussian>)->Arg(128);
-BENCHMARK(bm_projection<optical<holographic_readout<>, camera>>)->Arg(128);
-BENCHMARK(bm_projection<optical<holographic_readout<>, ideal_camera>>)->Arg(128);
-BENCHMARK(bm_projection<optical<intensity_readout, camera>>)->Arg(128);
-BENCHMARK(bm_train_step<backprop>)->Arg(128)->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_train_step<feedback_alignment>)->Arg(128)->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_train_step<dfa<dense_gaussian>>)->Arg(128)->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_train_step<dfa<optical<>>>)->Arg(128)->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_train_step<shallow>)->Arg(128)->Unit(benchmark::kMillisecond);
+BENCHMARK(bm_gemm<gemm_way::lightloop>)->Apply(step_gemm_shapes)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused)->Arg(128)->UseRealTime();
+BENCHMARK(bm_tanh_derivative)->Arg(128)->UseRealTime();
+BENCHMARK(bm_softmax_cross_entropy)->Arg(128)->UseRealTime();
+BENCHMARK(bm_optimizer_update<momentum_sgd>)->UseRealTime();
+BENCHMARK(bm_optimizer_update<adam<float>>)->UseRealTime();
+BENCHMARK(bm_projection<dense_gaussian>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_projection<optical<holographic_readout<>, camera>>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_projection<optical<holographic_readout<>, ideal_camera>>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_projection<optical<intensity_readout, camera>>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_train_step<backprop>)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_train_step<feedback_alignment>)
+  ->Arg(128)
+  ->Unit(benchmark::kMillisecond)
+  ->UseRealTime();
+BENCHMARK(bm_train_step<dfa<dense_gaussian>>)
+  ->Arg(128)
+  ->Unit(benchmark::kMillisecond)
+  ->UseRealTime();
+BENCHMARK(bm_train_step<dfa<optical<>>>)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_train_step<shallow>)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+// Last: OpenBLAS's workers spin for a while after its own threaded calls.
+BENCHMARK(bm_gemm<gemm_way::openblas>)->Apply(step_gemm_shapes)->UseRealTime();
 
 int main(int argc, char** argv) {
     lightloop::ensure_fast_blas(argv);
