@@ -57,7 +57,7 @@ struct options {
                  "  --threshold X      ternarization threshold, relative to max|e| (default 0.1)\n"
                  "  --camera-bits N    camera ADC bit depth (default 8)\n"
                  "  --noise X          camera read noise, electrons rms (default 5)\n"
-                 "  --threads N        OpenBLAS threads (default 2)\n"
+                 "  --threads N        threads for GEMMs and everything else (default 2)\n"
                  "  --train-limit N    use only the first N training images (default all)\n"
                  "  --methods LIST     comma-separated subset of\n"
                  "                     bp,fa,dfa,optical-intensity,optical-holographic,shallow\n",

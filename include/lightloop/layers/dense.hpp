@@ -76,8 +76,7 @@ public:
         const T* bias = bias_.data();
         T* a = pre_activation_.data();
         T* h = output_.data();
-        // Rows in pieces on lightloop's threads: this pass would otherwise
-        // leave OpenBLAS's other threads idle between GEMMs.
+        // Rows in pieces on lightloop's threads, like the GEMM before it.
         parallel_for_rows(n, out, [&](std::size_t first, std::size_t end) {
             for (std::size_t r = first; r < end; ++r) {
                 T* a_row = a + r * out;
