@@ -104,7 +104,7 @@ matrix<T> strided_gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size
 
 TEMPLATE_TEST_CASE("gemm spread over threads computes the product, by rows and by columns",
                    "[core][blas]", float, double) {
-    // 300 x 257 x 200 (15M multiply-adds) splits into two or three pieces of
+    // 300 x 257 x 200 (15M multiply-adds) splits into three pieces of
     // rows, 100 x 333 x 260 into two of columns; neither extent is a multiple
     // of 16, and the operands sit inside wider arrays.
     struct shape {

@@ -86,7 +86,11 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     const auto worth = static_cast<std::size_t>(macs / detail::gemm_piece_macs);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
-    const std::size_t pieces = std::min({threads, worth, (extent + 15) / 16});
+    // Two pieces a thread: a thread that a neighbour slows takes fewer
+    // (alternated runs, two threads: roofline at batch 128 +1-3 points
+    // against one piece a thread; the shared operand is packed per piece,
+    // but it is the small one here).
+    const std::size_t pieces = std::min({2 * threads, worth, (extent + 15) / 16});
     if (pieces <= 1) {
         detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
