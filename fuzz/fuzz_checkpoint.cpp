@@ -34,8 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
     }
     auto opt = lightloop::fuzz::make_optimizer();
+    lightloop::detail::epoch_log record; // fit's run record, parsed too
     try {
-        lightloop::load_checkpoint(net, opt, path);
+        lightloop::load_checkpoint(net, opt, path, record);
     } catch (const lightloop::error&) {
     }
     return 0;

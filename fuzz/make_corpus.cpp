@@ -1,7 +1,7 @@
 // Writes the fuzzers' seed corpora, from the current formats: valid IDX
 // files (plain and gzip, several ranks) and a checkpoint of the fuzz network
-// after a few training steps, whole (mode byte 0) and as a bare payload
-// (mode byte 1).
+// after a few training steps, with a run record, whole (mode byte 0) and as a
+// bare payload (mode byte 1).
 //   fuzz_make_corpus <directory>   ->  <directory>/idx, <directory>/checkpoint
 #include <cstdint>
 #include <filesystem>
@@ -66,7 +66,13 @@ int main(int argc, char** argv) {
         net.train_step(data.inputs, data.targets, opt);
     }
     const auto file = root / "checkpoint" / "saved.ckpt";
-    lightloop::save_checkpoint(net, opt, file, 1, 7, 32);
+    // With fit's run record for its one epoch, so the record parser is seeded.
+    lightloop::detail::epoch_log record;
+    record.epochs.resize(1);
+    record.epochs[0].epoch = 1;
+    record.epochs[0].alignment_mean = {0.5, 0.25};
+    record.epochs[0].has_device = true;
+    lightloop::save_checkpoint(net, opt, file, 1, 7, 32, record);
     std::ifstream in(file, std::ios::binary);
     const bytes saved(std::istreambuf_iterator<char>(in), {});
     std::filesystem::remove(file);

@@ -5,7 +5,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <span>
+#include <utility>
 
 using namespace lightloop;
 
@@ -132,10 +134,13 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
         refuses(bytes, "not a lightloop checkpoint (bad magic)");
         refuses({'n', 'o', 'p', 'e'}, "truncated checkpoint (4 bytes)");
     }
-    SECTION("a newer format") {
+    SECTION("a newer format, and one before optimizer state") {
         auto bytes = good;
-        bytes[4] = 3;
-        refuses(bytes, "checkpoint format 3 is newer than this library reads (2)");
+        bytes[4] = 4;
+        refuses(bytes, "checkpoint format 4 is newer than this library reads (3)");
+        bytes[4] = 1;
+        refuses(bytes, "checkpoint format 1 predates optimizer and device state; this library "
+                       "reads formats 2 to 3");
     }
     SECTION("truncation, at every length") {
         for (const std::size_t keep :
@@ -177,6 +182,114 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
         CHECK_THROWS_WITH(load_checkpoint(doubles, dir / "a.ckpt"),
                           Catch::Contains("4-byte scalars"));
     }
+}
+
+namespace {
+/// Three epochs' records with every field set, NaN and empty vectors included.
+lightloop::detail::epoch_log three_epochs() {
+    lightloop::detail::epoch_log log;
+    for (std::size_t i = 1; i <= 3; ++i) {
+        epoch_record e;
+        e.epoch = i;
+        e.learning_rate = 0.1 / static_cast<double>(i);
+        e.train_loss = 1.5 - 0.25 * static_cast<double>(i);
+        e.train_accuracy = 0.5 + 0.1 * static_cast<double>(i);
+        e.test_loss = 1.25 + static_cast<double>(i);
+        e.test_accuracy = 0.375 * static_cast<double>(i);
+        e.seconds = 2.5 * static_cast<double>(i);
+        e.samples_per_second = 1000.0 + static_cast<double>(i);
+        e.alignment_mean = {0.5, 0.25 * static_cast<double>(i)};
+        e.alignment_spread = {0.125};
+        e.weight_alignment = {std::numeric_limits<double>::quiet_NaN(), 0.75};
+        e.has_device = i != 2;
+        e.device_frames = 1000 * i;
+        e.device_seconds = 0.75 * static_cast<double>(i);
+        e.device_saturated = 0.001;
+        e.device_snr_db = i == 3 ? 21.5 : std::numeric_limits<double>::quiet_NaN();
+        log.epochs.push_back(e);
+    }
+    return log;
+}
+
+bool same_bits(double a, double b) {
+    return std::memcmp(&a, &b, sizeof a) == 0;
+}
+} // namespace
+
+TEST_CASE("a checkpoint carries fit's epoch records, and reads format 2 without them",
+          "[io][checkpoint]") {
+    lightloop::testing::scratch_dir dir("checkpoint_record");
+    auto net = make_small();
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    train_a_little(net, opt, 2);
+    const auto saved = three_epochs();
+    save_checkpoint(net, opt, dir / "a.ckpt", 3, 5, 32, saved);
+
+    auto target = make_small();
+    sgd target_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    lightloop::detail::epoch_log loaded;
+    CHECK(load_checkpoint(target, target_opt, dir / "a.ckpt", loaded).epoch == 3);
+    REQUIRE(loaded.epochs.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+        const auto& a = saved.epochs[i];
+        const auto& b = loaded.epochs[i];
+        CAPTURE(i);
+        CHECK(b.epoch == a.epoch);
+        for (const auto& [x, y] : {std::pair{a.learning_rate, b.learning_rate},
+                                   {a.train_loss, b.train_loss},
+                                   {a.train_accuracy, b.train_accuracy},
+                                   {a.test_loss, b.test_loss},
+                                   {a.test_accuracy, b.test_accuracy},
+                                   {a.seconds, b.seconds},
+                                   {a.samples_per_second, b.samples_per_second},
+                                   {a.device_seconds, b.device_seconds},
+                                   {a.device_saturated, b.device_saturated},
+                                   {a.device_snr_db, b.device_snr_db}}) {
+            CHECK(same_bits(x, y));
+        }
+        CHECK(b.alignment_mean == a.alignment_mean);
+        CHECK(b.alignment_spread == a.alignment_spread);
+        REQUIRE(b.weight_alignment.size() == 2);
+        CHECK(same_bits(b.weight_alignment[0], a.weight_alignment[0]));
+        CHECK(b.weight_alignment[1] == a.weight_alignment[1]);
+        CHECK(b.has_device == a.has_device);
+        CHECK(b.device_frames == a.device_frames);
+    }
+
+    // Records that disagree with the epoch count are refused, and nothing
+    // (weights, optimizer, records) changes.
+    auto two = three_epochs();
+    two.epochs.pop_back();
+    save_checkpoint(net, opt, dir / "short.ckpt", 3, 5, 32, two);
+    auto untouched = make_small();
+    sgd untouched_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const matrix<float> before = untouched.layer<0>().weights();
+    lightloop::detail::epoch_log kept = three_epochs();
+    kept.epochs.resize(1);
+    CHECK_THROWS_WITH(load_checkpoint(untouched, untouched_opt, dir / "short.ckpt", kept),
+                      Catch::Contains("run record holds 2 epochs, the checkpoint 3"));
+    CHECK(lightloop::testing::identical(untouched.layer<0>().weights(), before));
+    CHECK(untouched_opt.state().empty());
+    CHECK(kept.epochs.size() == 1);
+
+    // A format-2 file: the same payload without the run record block.
+    save_checkpoint(net, opt, dir / "plain.ckpt", 3, 5, 32);
+    auto bytes = lightloop::testing::read_bytes(dir / "plain.ckpt");
+    bytes.erase(bytes.end() - 12, bytes.end() - 4); // the empty block's u64 size
+    bytes = reframe(bytes);
+    bytes[4] = 2;
+    lightloop::testing::write_bytes(dir / "format2.ckpt", bytes);
+    auto old = make_small();
+    sgd old_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    CHECK(load_checkpoint(old, old_opt, dir / "format2.ckpt", kept).epoch == 3);
+    CHECK(lightloop::testing::identical(old.layer<0>().weights(), net.layer<0>().weights()));
+    CHECK(old_opt.state() == opt.state());
+    CHECK(kept.epochs.size() == 1); // no record in the file: left as it was
+    // The same bytes labelled format 3 lack the block.
+    bytes[4] = 3;
+    lightloop::testing::write_bytes(dir / "format3.ckpt", bytes);
+    CHECK_THROWS_WITH(load_checkpoint(old, old_opt, dir / "format3.ckpt"),
+                      Catch::Contains("truncated checkpoint (reading run record)"));
 }
 
 TEST_CASE("a failed save leaves the previous checkpoint intact", "[io][checkpoint]") {

@@ -56,7 +56,8 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
 
     auto straight = make_net();
     auto straight_opt = make_opt();
-    fit(straight, straight_opt, train, test, options_for(dir / "straight.ckpt", epochs));
+    const auto straight_history =
+      fit(straight, straight_opt, train, test, options_for(dir / "straight.ckpt", epochs));
 
     const auto checkpoint = dir / "killed.ckpt";
     const pid_t child = ::fork();
@@ -95,7 +96,23 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
     CAPTURE(history.resumed_from_epoch);
     REQUIRE(history.resumed_from_epoch >= 1);
     REQUIRE(history.resumed_from_epoch < epochs); // the kill came before the end
-    CHECK(history.epochs.size() == epochs - history.resumed_from_epoch);
+    // Every epoch's record, those before the kill from the checkpoint, as the
+    // uninterrupted run recorded them (timings aside).
+    REQUIRE(history.epochs.size() == epochs);
+    REQUIRE(straight_history.epochs.size() == epochs);
+    for (std::size_t i = 0; i < epochs; ++i) {
+        const auto& a = straight_history.epochs[i];
+        const auto& b = history.epochs[i];
+        CAPTURE(i);
+        CHECK(b.epoch == i + 1);
+        CHECK(b.train_loss == a.train_loss);
+        CHECK(b.train_accuracy == a.train_accuracy);
+        CHECK(b.test_loss == a.test_loss);
+        CHECK(b.test_accuracy == a.test_accuracy);
+        CHECK(b.learning_rate == a.learning_rate);
+        CHECK(b.has_device);
+        CHECK(b.device_frames == a.device_frames);
+    }
     CHECK(parameters_of(straight) == parameters_of(resumed));
     CHECK(resumed.steps() == straight.steps());
     CHECK(resumed_opt.state() == straight_opt.state());
@@ -105,8 +122,11 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
     CHECK(a.pixels_read == b.pixels_read);
     CHECK(a.noise_energy == b.noise_energy);
 
-    // A finished run resumes to nothing; a run with another batch size is refused.
-    CHECK(fit(resumed, resumed_opt, train, test, options_for(checkpoint, epochs)).epochs.empty());
+    // A finished run resumes to no new epoch, with the whole record; a run
+    // with another batch size is refused.
+    const auto again = fit(resumed, resumed_opt, train, test, options_for(checkpoint, epochs));
+    CHECK(again.resumed_from_epoch == epochs);
+    CHECK(again.epochs.size() == epochs);
     auto other = options_for(checkpoint, epochs);
     other.batch = 64;
     CHECK_THROWS_WITH(fit(resumed, resumed_opt, train, test, other),

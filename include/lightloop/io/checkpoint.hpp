@@ -1,5 +1,6 @@
 #pragma once
-// Checkpoints (format 2): everything a run needs to continue bit-identically.
+// Checkpoints (format 3): everything a run needs to continue bit-identically,
+// and what it has recorded so far.
 //
 // File: "LLCK" | u32 format | u64 payload bytes | payload | u32 CRC-32 (zlib)
 // of the payload. Payload, in order:
@@ -13,7 +14,9 @@
 //     count; empty for optimizers without state);
 //   parameter tensors (u64 count; each a u64 length and the values);
 //   feedback state as a sized block (an optical device's calibration,
-//     statistics and noise counter; empty for dense devices).
+//     statistics and noise counter; empty for dense devices);
+//   run record as a sized block (fit's per-epoch records; empty when saved
+//     outside fit). Format 2, without it, still loads.
 // Fixed random matrices (feedback matrices, the transmission matrix, the
 // reference) are regenerated from the seed, never stored. The data order is
 // derived from (fit seed, epoch), and the camera noise of each block of an
@@ -53,7 +56,9 @@
 
 namespace lightloop {
 
-inline constexpr std::uint32_t checkpoint_format = 2;
+inline constexpr std::uint32_t checkpoint_format = 3;
+/// The oldest format load_checkpoint reads (format 2 lacks the run record).
+inline constexpr std::uint32_t checkpoint_oldest_format = 2;
 
 /// What a checkpoint says about the run it came from.
 struct checkpoint_info {
@@ -146,8 +151,9 @@ inline void write_atomically(const std::filesystem::path& path,
 }
 
 /// Reads a whole checkpoint file and checks its frame: magic, format, size,
-/// CRC. Returns the payload.
-inline std::vector<std::byte> read_checkpoint_payload(const std::filesystem::path& path) {
+/// CRC. Returns the payload; `format` receives the file's format.
+inline std::vector<std::byte> read_checkpoint_payload(const std::filesystem::path& path,
+                                                      std::uint32_t& format_out) {
     std::error_code ec;
     const auto file_size = std::filesystem::file_size(path, ec);
     if (ec) {
@@ -176,11 +182,13 @@ inline std::vector<std::byte> read_checkpoint_payload(const std::filesystem::pat
                          " is newer than this library reads (" + std::to_string(checkpoint_format) +
                          "); upgrade lightloop");
     }
-    if (format < checkpoint_format) {
+    if (format < checkpoint_oldest_format) {
         throw data_error("lightloop: " + where + ": checkpoint format " + std::to_string(format) +
-                         " predates optimizer and device state; this library reads format " +
+                         " predates optimizer and device state; this library reads formats " +
+                         std::to_string(checkpoint_oldest_format) + " to " +
                          std::to_string(checkpoint_format));
     }
+    format_out = format;
     if (file_size < frame) {
         throw data_error("lightloop: " + where + ": truncated checkpoint (" +
                          std::to_string(file_size) + " bytes)");
@@ -252,6 +260,9 @@ struct no_optimizer {
     static constexpr const char* name = "none";
 };
 
+/// A checkpoint without a run record (saved outside fit).
+struct no_record {};
+
 } // namespace detail
 
 /// The architecture signature of `net`: what a checkpoint must match.
@@ -270,10 +281,12 @@ std::string architecture_signature(const Network& net) {
 }
 
 /// Saves `net`, the optimizer's state and the progress counters to `path`,
-/// atomically. fit_seed and batch record the run's data order for resume.
-template <class Network, class Optimizer>
+/// atomically. fit_seed and batch record the run's data order for resume;
+/// `record` (with save_state(state_writer&)) what the run has recorded.
+template <class Network, class Optimizer, class Record = detail::no_record>
 void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
-                     std::uint64_t epoch, std::uint64_t fit_seed = 0, std::uint64_t batch = 0) {
+                     std::uint64_t epoch, std::uint64_t fit_seed = 0, std::uint64_t batch = 0,
+                     const Record& record = {}) {
     using T = typename Network::value_type;
     state_writer w;
     w.text(version_string);
@@ -303,6 +316,11 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
         feedback.save_state(feedback_state);
     }
     w.block(feedback_state);
+    state_writer run_record;
+    if constexpr (requires { record.save_state(run_record); }) {
+        record.save_state(run_record);
+    }
+    w.block(run_record);
     const auto& payload = w.bytes();
     const auto header = detail::checkpoint_header(payload.size());
     const std::uint32_t crc = detail::crc32_of(payload);
@@ -315,13 +333,16 @@ void save_checkpoint(Network& net, const std::filesystem::path& path, std::uint6
     save_checkpoint(net, detail::no_optimizer{}, path, epoch);
 }
 
-/// Loads a checkpoint written by save_checkpoint into `net` and `opt`: the
-/// architecture and the optimizer type must match. Validates the whole file
-/// before changing anything.
-template <class Network, class Optimizer>
-checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path) {
+/// Loads a checkpoint written by save_checkpoint into `net`, `opt` and
+/// `record` (with load_state(state_reader&, epoch); left as it is when the
+/// file holds no run record): the architecture and the optimizer type must
+/// match. Validates the whole file before changing anything.
+template <class Network, class Optimizer, class Record>
+checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path,
+                                Record& record) {
     using T = typename Network::value_type;
-    const std::vector<std::byte> payload = detail::read_checkpoint_payload(path);
+    std::uint32_t format = 0;
+    const std::vector<std::byte> payload = detail::read_checkpoint_payload(path, format);
     const std::string where = path.string();
     state_reader r(payload, where);
     checkpoint_info info;
@@ -364,6 +385,10 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
         r.values_into(std::span<T>(values[t]), ("parameter tensor " + std::to_string(t)).c_str());
     }
     state_reader feedback_state = r.block("feedback state");
+    std::optional<state_reader> run_record;
+    if (format >= 3) {
+        run_record.emplace(r.block("run record"));
+    }
     r.expect_end("checkpoint");
     using feedback_type = std::remove_reference_t<decltype(net.feedback())>;
     constexpr bool feedback_has_state = requires(feedback_type f, state_reader & in) {
@@ -375,6 +400,16 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
         staged_feedback->load_state(feedback_state);
     }
     feedback_state.expect_end("feedback state");
+    std::optional<Record> staged_record;
+    if constexpr (requires(Record staged, state_reader & in) {
+                      staged.load_state(in, info.epoch);
+                  }) {
+        if (run_record && run_record->remaining() > 0) {
+            staged_record.emplace(record);
+            staged_record->load_state(*run_record, info.epoch);
+            run_record->expect_end("run record");
+        }
+    }
     // Commit.
     std::size_t t = 0;
     net.visit_layers([&](auto& layer, std::size_t) {
@@ -390,7 +425,17 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
     if constexpr (load_optimizer) {
         opt = std::move(staged_opt);
     }
+    if (staged_record) {
+        record = std::move(*staged_record);
+    }
     return info;
+}
+
+/// As above, ignoring any run record the file holds.
+template <class Network, class Optimizer>
+checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path) {
+    detail::no_record none;
+    return load_checkpoint(net, opt, path, none);
 }
 
 /// Loads weights and progress only, whatever optimizer state the file holds.

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -50,7 +51,9 @@ struct fit_options {
     std::filesystem::path checkpoint{};
     /// Continue from `checkpoint` if it exists: same seed and thread count
     /// give the same weights as an uninterrupted run. The history then holds
-    /// the resumed epochs only.
+    /// every epoch: the checkpoint's records of those before it, then the
+    /// resumed ones (a format-2 checkpoint has no records: the resumed ones
+    /// only). resumed_from_epoch says where the resumed part begins.
     bool resume = false;
 };
 
@@ -93,7 +96,7 @@ struct epoch_record {
 };
 
 struct fit_history {
-    std::vector<epoch_record> epochs;
+    std::vector<epoch_record> epochs;   ///< every epoch (on resume too: fit_options::resume)
     std::size_t resumed_from_epoch = 0; ///< epochs done before this call (resume)
     bool stopped_early = false;
     double seconds = 0.0;
@@ -167,6 +170,68 @@ void record_device(Network& net, epoch_record& record) {
     }
 }
 
+/// fit's run record in a checkpoint: the epoch records so far.
+struct epoch_log {
+    std::vector<epoch_record> epochs;
+
+    void save_state(state_writer& w) const {
+        w.u64(epochs.size());
+        for (const epoch_record& e : epochs) {
+            w.u64(e.epoch);
+            for (const double v : {e.learning_rate, e.train_loss, e.train_accuracy, e.test_loss,
+                                   e.test_accuracy, e.seconds, e.samples_per_second}) {
+                w.f64(v);
+            }
+            w.values(std::span<const double>(e.alignment_mean));
+            w.values(std::span<const double>(e.alignment_spread));
+            w.values(std::span<const double>(e.weight_alignment));
+            w.u32(e.has_device ? 1 : 0);
+            w.u64(e.device_frames);
+            w.f64(e.device_seconds);
+            w.f64(e.device_saturated);
+            w.f64(e.device_snr_db);
+        }
+    }
+
+    /// Reads the records of epochs 1..epoch, in order.
+    void load_state(state_reader& r, std::uint64_t epoch) {
+        const std::uint64_t count = r.u64("epoch record count");
+        if (count != epoch) {
+            r.fail("run record holds " + std::to_string(count) + " epochs, the checkpoint " +
+                   std::to_string(epoch));
+        }
+        std::vector<epoch_record> loaded;
+        for (std::uint64_t i = 0; i < count; ++i) {
+            epoch_record e;
+            const std::uint64_t number = r.u64("epoch record");
+            if (number != i + 1) {
+                r.fail("run record " + std::to_string(i + 1) + " is numbered " +
+                       std::to_string(number));
+            }
+            e.epoch = static_cast<std::size_t>(number);
+            for (double* v : {&e.learning_rate, &e.train_loss, &e.train_accuracy, &e.test_loss,
+                              &e.test_accuracy, &e.seconds, &e.samples_per_second}) {
+                *v = r.f64("epoch record");
+            }
+            e.alignment_mean = r.values<double>("alignment means");
+            e.alignment_spread = r.values<double>("alignment spreads");
+            e.weight_alignment = r.values<double>("weight alignments");
+            const std::uint32_t device = r.u32("device flag");
+            if (device > 1) {
+                r.fail("run record " + std::to_string(i + 1) + " has device flag " +
+                       std::to_string(device));
+            }
+            e.has_device = device == 1;
+            e.device_frames = r.u64("device frames");
+            e.device_seconds = r.f64("device seconds");
+            e.device_saturated = r.f64("device saturation");
+            e.device_snr_db = r.f64("device SNR");
+            loaded.push_back(std::move(e));
+        }
+        epochs = std::move(loaded);
+    }
+};
+
 } // namespace detail
 
 template <class Network, optimizer Optimizer, class... Callbacks>
@@ -208,7 +273,8 @@ fit_history fit(Network& net, Optimizer& opt,
     fit_history history;
     if (options.resume && !options.checkpoint.empty() &&
         std::filesystem::exists(options.checkpoint)) {
-        const checkpoint_info saved = load_checkpoint(net, opt, options.checkpoint);
+        detail::epoch_log before;
+        const checkpoint_info saved = load_checkpoint(net, opt, options.checkpoint, before);
         if (saved.fit_seed != options.seed || saved.batch != options.batch) {
             throw config_error("lightloop::fit: " + options.checkpoint.string() +
                                " was written with seed " + std::to_string(saved.fit_seed) +
@@ -217,6 +283,7 @@ fit_history fit(Network& net, Optimizer& opt,
                                " and batch " + std::to_string(options.batch));
         }
         history.resumed_from_epoch = static_cast<std::size_t>(saved.epoch);
+        history.epochs = std::move(before.epochs);
     }
     const auto fit_start = clock::now();
     matrix<T> xb;
@@ -292,7 +359,8 @@ fit_history fit(Network& net, Optimizer& opt,
         detail::record_device(net, record);
         history.epochs.push_back(record);
         if (!options.checkpoint.empty()) {
-            save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch);
+            save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch,
+                            detail::epoch_log{history.epochs});
         }
         bool stop = false;
         ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
