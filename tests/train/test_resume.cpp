@@ -3,6 +3,9 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -131,6 +134,47 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
     other.batch = 64;
     CHECK_THROWS_WITH(fit(resumed, resumed_opt, train, test, other),
                       Catch::Contains("written with seed 4 and batch 32"));
+}
+
+TEST_CASE("a resumed run's callbacks start from the records before the checkpoint",
+          "[train][checkpoint][resume]") {
+    lightloop::testing::scratch_dir dir("resume_callbacks");
+    const auto train = lightloop::testing::blobs_task(2);
+    const auto test = lightloop::testing::blobs_task(3, 50);
+
+    // Uninterrupted: six epochs.
+    auto straight = make_net();
+    auto straight_opt = make_opt();
+    early_stopping straight_stop(100);
+    fit(straight, straight_opt, train, test, options_for(dir / "straight.ckpt", 6), straight_stop);
+
+    // Three epochs, then resumed to six with fresh callbacks.
+    const auto checkpoint = dir / "split.ckpt";
+    {
+        auto net = make_net();
+        auto opt = make_opt();
+        fit(net, opt, train, test, options_for(checkpoint, 3), json_log(dir / "split.json"));
+    }
+    auto net = make_net();
+    auto opt = make_opt();
+    early_stopping stop(100);
+    json_log log(dir / "split.json");
+    const auto history = fit(net, opt, train, test, options_for(checkpoint, 6), stop, log);
+    CHECK(history.resumed_from_epoch == 3);
+    // early_stopping replayed epochs 1-3 before seeing 4-6: the same best as
+    // the uninterrupted run's, bit for bit.
+    CHECK(stop.best() == straight_stop.best());
+    // The JSON log holds all six epochs, not only the resumed three.
+    std::ifstream in(dir / "split.json");
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    for (int epoch = 1; epoch <= 6; ++epoch) {
+        CHECK_THAT(text, Catch::Contains("{\"epoch\": " + std::to_string(epoch) + ","));
+    }
+
+    // Resuming the finished run replays all six without training.
+    early_stopping replay(100);
+    CHECK(fit(net, opt, train, test, options_for(checkpoint, 6), replay).resumed_from_epoch == 6);
+    CHECK(replay.best() == straight_stop.best());
 }
 
 namespace {

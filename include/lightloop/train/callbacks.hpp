@@ -178,6 +178,9 @@ public:
     explicit json_log(std::filesystem::path path)
       : path_(std::move(path)) {}
 
+    /// A resumed run's file starts with the records before the checkpoint.
+    void on_resume(const fit_history& history) { records_ = history.epochs; }
+
     void on_epoch_end(const epoch_record& r) {
         records_.push_back(r);
         const std::filesystem::path temporary = path_.string() + ".tmp";
@@ -241,6 +244,16 @@ public:
     explicit early_stopping(std::size_t patience = 3, double min_delta = 0.0)
       : patience_(patience)
       , min_delta_(min_delta) {}
+
+    /// A resumed run replays the records before the checkpoint, so it stops
+    /// where an uninterrupted one would.
+    void on_resume(const fit_history& history) {
+        best_ = std::numeric_limits<double>::infinity();
+        waited_ = 0;
+        for (const epoch_record& r : history.epochs) {
+            on_epoch_end(r);
+        }
+    }
 
     bool on_epoch_end(const epoch_record& r) {
         if (r.test_loss < best_ - min_delta_) {

@@ -9,6 +9,7 @@
 // A callback implements only the hooks it needs; each is found with a
 // requires-expression, so a callback costs nothing where it has no hook:
 //   on_fit_begin(const fit_info&)
+//   on_resume(const fit_history&)                   the records a resumed run starts from
 //   on_epoch_begin(std::size_t epoch)
 //   on_batch_end(const batch_info&)
 //   on_epoch_end(const epoch_record&[, Network&])   returning true stops training
@@ -284,6 +285,13 @@ fit_history fit(Network& net, Optimizer& opt,
         }
         history.resumed_from_epoch = static_cast<std::size_t>(saved.epoch);
         history.epochs = std::move(before.epochs);
+        (
+          [&] {
+              if constexpr (requires { callbacks.on_resume(history); }) {
+                  callbacks.on_resume(history);
+              }
+          }(),
+          ...);
     }
     const auto fit_start = clock::now();
     matrix<T> xb;
