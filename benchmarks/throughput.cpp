@@ -122,11 +122,8 @@ public:
         call_lightloop();
     }
     void call_openblas() {
-        cblas_sgemm(CblasRowMajor, s_.ta == transpose::yes ? CblasTrans : CblasNoTrans,
-                    s_.tb == transpose::yes ? CblasTrans : CblasNoTrans, static_cast<int>(s_.m),
-                    static_cast<int>(s_.n), static_cast<int>(s_.k), 1.0f, a_.data(),
-                    static_cast<int>(lda()), b_.data(), static_cast<int>(ldb()), 0.0f, c_.data(),
-                    static_cast<int>(s_.n));
+        detail::blas_call(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(),
+                          0.0f, c_.data(), s_.n);
         benchmark::DoNotOptimize(c_.data());
     }
     void call_lightloop() {

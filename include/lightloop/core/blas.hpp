@@ -43,6 +43,9 @@ constexpr CBLAS_TRANSPOSE blas_op(transpose t) noexcept {
 /// kernels (10^6 multiply-adds), whose sums round differently.
 inline constexpr double gemm_piece_macs = 4.0 * 1024 * 1024;
 
+/// One cblas_sgemm / cblas_dgemm call (row-major), on as many threads as
+/// OpenBLAS is set to use at that moment: gemm's pieces make it under a
+/// blas_single_thread hold; the benchmarks call it bare as the reference.
 template <class T>
 void blas_call(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
                const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
