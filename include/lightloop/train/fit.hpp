@@ -16,6 +16,7 @@
 //   on_fit_end(const fit_history&)
 //   learning_rate(base, progress, epochs)           a schedule (train/schedule.hpp)
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -25,7 +26,9 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "lightloop/core/error.hpp"
@@ -171,6 +174,20 @@ void record_device(Network& net, epoch_record& record) {
     }
 }
 
+/// The fields of an epoch record a checkpoint keeps beside its number, in
+/// file order, for writing (R = const epoch_record) and reading alike: the
+/// scalars, the alignment vectors (with their names for errors), then after
+/// the device flag and frame count, the device's scalars.
+template <class R>
+auto kept_fields(R& e) {
+    return std::tuple{std::array{&e.learning_rate, &e.train_loss, &e.train_accuracy, &e.test_loss,
+                                 &e.test_accuracy, &e.seconds, &e.samples_per_second},
+                      std::array{std::pair{&e.alignment_mean, "alignment means"},
+                                 std::pair{&e.alignment_spread, "alignment spreads"},
+                                 std::pair{&e.weight_alignment, "weight alignments"}},
+                      std::array{&e.device_seconds, &e.device_saturated, &e.device_snr_db}};
+}
+
 /// fit's run record in a checkpoint: the epoch records so far.
 struct epoch_log {
     std::vector<epoch_record> epochs;
@@ -178,19 +195,19 @@ struct epoch_log {
     void save_state(state_writer& w) const {
         w.u64(epochs.size());
         for (const epoch_record& e : epochs) {
+            const auto [scalars, vectors, device] = kept_fields(e);
             w.u64(e.epoch);
-            for (const double v : {e.learning_rate, e.train_loss, e.train_accuracy, e.test_loss,
-                                   e.test_accuracy, e.seconds, e.samples_per_second}) {
-                w.f64(v);
+            for (const double* v : scalars) {
+                w.f64(*v);
             }
-            w.values(std::span<const double>(e.alignment_mean));
-            w.values(std::span<const double>(e.alignment_spread));
-            w.values(std::span<const double>(e.weight_alignment));
+            for (const auto& [v, name] : vectors) {
+                w.values(std::span<const double>(*v));
+            }
             w.u32(e.has_device ? 1 : 0);
             w.u64(e.device_frames);
-            w.f64(e.device_seconds);
-            w.f64(e.device_saturated);
-            w.f64(e.device_snr_db);
+            for (const double* v : device) {
+                w.f64(*v);
+            }
         }
     }
 
@@ -204,29 +221,29 @@ struct epoch_log {
         std::vector<epoch_record> loaded;
         for (std::uint64_t i = 0; i < count; ++i) {
             epoch_record e;
+            const auto [scalars, vectors, device] = kept_fields(e);
             const std::uint64_t number = r.u64("epoch record");
             if (number != i + 1) {
                 r.fail("run record " + std::to_string(i + 1) + " is numbered " +
                        std::to_string(number));
             }
             e.epoch = static_cast<std::size_t>(number);
-            for (double* v : {&e.learning_rate, &e.train_loss, &e.train_accuracy, &e.test_loss,
-                              &e.test_accuracy, &e.seconds, &e.samples_per_second}) {
+            for (double* v : scalars) {
                 *v = r.f64("epoch record");
             }
-            e.alignment_mean = r.values<double>("alignment means");
-            e.alignment_spread = r.values<double>("alignment spreads");
-            e.weight_alignment = r.values<double>("weight alignments");
-            const std::uint32_t device = r.u32("device flag");
-            if (device > 1) {
-                r.fail("run record " + std::to_string(i + 1) + " has device flag " +
-                       std::to_string(device));
+            for (const auto& [v, name] : vectors) {
+                *v = r.values<double>(name);
             }
-            e.has_device = device == 1;
+            const std::uint32_t flag = r.u32("device flag");
+            if (flag > 1) {
+                r.fail("run record " + std::to_string(i + 1) + " has device flag " +
+                       std::to_string(flag));
+            }
+            e.has_device = flag == 1;
             e.device_frames = r.u64("device frames");
-            e.device_seconds = r.f64("device seconds");
-            e.device_saturated = r.f64("device saturation");
-            e.device_snr_db = r.f64("device SNR");
+            for (double* v : device) {
+                *v = r.f64("device figures");
+            }
             loaded.push_back(std::move(e));
         }
         epochs = std::move(loaded);
