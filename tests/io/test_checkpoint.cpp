@@ -20,6 +20,11 @@ small_dfa make_small(std::size_t hidden = 9, std::uint64_t seed = 1) {
                      dense<identity>{hidden, 4});
 }
 
+/// The optimizer every test here saves and loads: SGD with momentum.
+sgd<float> momentum_sgd() {
+    return sgd<float>{{.learning_rate = 0.05, .momentum = 0.9}};
+}
+
 /// A few SGD steps so the momentum buffers hold something.
 template <class Network, class Optimizer>
 void train_a_little(Network& net, Optimizer& opt, std::uint64_t seed) {
@@ -53,7 +58,7 @@ std::vector<std::uint8_t> reframe(std::vector<std::uint8_t> bytes) {
 TEST_CASE("a checkpoint restores weights, optimizer state and step count", "[io][checkpoint]") {
     lightloop::testing::scratch_dir dir("checkpoint");
     auto net = make_small();
-    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto opt = momentum_sgd();
     train_a_little(net, opt, 2);
     save_checkpoint(net, opt, dir / "a.ckpt", 12, 5, 32);
     const matrix<float> w0 = net.layer<0>().weights();
@@ -110,13 +115,13 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
           "[io][checkpoint]") {
     lightloop::testing::scratch_dir dir("checkpoint_bad");
     auto net = make_small();
-    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto opt = momentum_sgd();
     train_a_little(net, opt, 2);
     save_checkpoint(net, opt, dir / "a.ckpt", 3);
     const auto good = lightloop::testing::read_bytes(dir / "a.ckpt");
 
     auto target = make_small(9, 1);
-    sgd target_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto target_opt = momentum_sgd();
     const matrix<float> before = target.layer<0>().weights();
     auto refuses = [&](const std::vector<std::uint8_t>& bytes, const std::string& message) {
         lightloop::testing::write_bytes(dir / "bad.ckpt", bytes);
@@ -220,13 +225,13 @@ TEST_CASE("a checkpoint carries fit's epoch records, and reads format 2 without 
           "[io][checkpoint]") {
     lightloop::testing::scratch_dir dir("checkpoint_record");
     auto net = make_small();
-    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto opt = momentum_sgd();
     train_a_little(net, opt, 2);
     const auto saved = three_epochs();
     save_checkpoint(net, opt, dir / "a.ckpt", 3, 5, 32, saved);
 
     auto target = make_small();
-    sgd target_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto target_opt = momentum_sgd();
     lightloop::detail::epoch_log loaded;
     CHECK(load_checkpoint(target, target_opt, dir / "a.ckpt", loaded).epoch == 3);
     REQUIRE(loaded.epochs.size() == 3);
@@ -262,7 +267,7 @@ TEST_CASE("a checkpoint carries fit's epoch records, and reads format 2 without 
     two.epochs.pop_back();
     save_checkpoint(net, opt, dir / "short.ckpt", 3, 5, 32, two);
     auto untouched = make_small();
-    sgd untouched_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto untouched_opt = momentum_sgd();
     const matrix<float> before = untouched.layer<0>().weights();
     lightloop::detail::epoch_log kept = three_epochs();
     kept.epochs.resize(1);
@@ -280,7 +285,7 @@ TEST_CASE("a checkpoint carries fit's epoch records, and reads format 2 without 
     bytes[4] = 2;
     lightloop::testing::write_bytes(dir / "format2.ckpt", bytes);
     auto old = make_small();
-    sgd old_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    auto old_opt = momentum_sgd();
     CHECK(load_checkpoint(old, old_opt, dir / "format2.ckpt", kept).epoch == 3);
     CHECK(lightloop::testing::identical(old.layer<0>().weights(), net.layer<0>().weights()));
     CHECK(old_opt.state() == opt.state());
