@@ -101,17 +101,7 @@ public:
     /// layer), if the loss, a layer's feedback signal or its gradient is not
     /// finite; the weights are then untouched.
     value_type compute_gradients(const matrix<value_type>& x, const matrix<value_type>& target) {
-        check_target(x, target);
-        const matrix<value_type>& out = forward(x);
-        const value_type value = loss_.evaluate(out, target, loss_gradient_);
-        if (!std::isfinite(value)) {
-            throw divergence_error("lightloop::network: loss is " + std::to_string(value) +
-                                   " at step " + std::to_string(steps_) +
-                                   "; weights were not updated");
-        }
-        auto& top = std::get<depth - 1>(layers_);
-        top.scale_by_derivative(loss_gradient_.data(), loss_gradient_.shape(1));
-        feedback_.backward(layers_, target);
+        const value_type value = compute_signals(x, target, feedback_);
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
             if (trains_layer(i)) {
@@ -139,6 +129,28 @@ public:
                 }
             }
         });
+        return value;
+    }
+
+    /// Forward, loss and the hidden layers' signals (each layer's delta())
+    /// through `method`, a feedback method of this network's type; no
+    /// parameter gradient. Diagnostics pass a copy of feedback() so that a
+    /// device's noise stream, counters and calibration stay as they were.
+    /// Returns the batch's mean loss; throws divergence_error if it is not
+    /// finite.
+    value_type compute_signals(const matrix<value_type>& x, const matrix<value_type>& target,
+                               Feedback& method) {
+        check_target(x, target);
+        const matrix<value_type>& out = forward(x);
+        const value_type value = loss_.evaluate(out, target, loss_gradient_);
+        if (!std::isfinite(value)) {
+            throw divergence_error("lightloop::network: loss is " + std::to_string(value) +
+                                   " at step " + std::to_string(steps_) +
+                                   "; weights were not updated");
+        }
+        auto& top = std::get<depth - 1>(layers_);
+        top.scale_by_derivative(loss_gradient_.data(), loss_gradient_.shape(1));
+        method.backward(layers_, target);
         return value;
     }
 

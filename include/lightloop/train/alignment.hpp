@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "lightloop/core/blas.hpp"
@@ -57,8 +58,11 @@ inline double cosine(const double dot, const double a2, const double b2) {
 } // namespace detail
 
 /// Per-layer cosine between the network's hidden signals and backprop's on
-/// (x, target). Leaves the network's weights unchanged (its gradient buffers
-/// and, for an optical device, frame counters are used).
+/// (x, target). Runs the feedback method on a copy of it, so the network's
+/// device (an optical device's noise stream, frame counters, calibration)
+/// is left exactly as it was and training goes on as without the probe; the
+/// weights and parameter gradients are untouched (the layers' activations and
+/// signals are overwritten).
 template <class Network>
 alignment_report gradient_alignment(Network& net, const matrix<typename Network::value_type>& x,
                                     const matrix<typename Network::value_type>& target) {
@@ -71,16 +75,17 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
         if (!Network::feedback_type::trains_hidden_layers) {
             return report;
         }
-        net.compute_gradients(x, target);
+        typename Network::feedback_type probe_method = std::as_const(net).feedback();
+        net.compute_signals(x, target, probe_method);
         std::vector<matrix<T>> method(hidden);
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            method[i] = net.template layer<i>().delta();
+            method[i] = std::as_const(net).template layer<i>().delta();
         });
         backprop{}.backward(net.layers(), target);
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            const matrix<T>& bp = net.template layer<i>().delta();
+            const matrix<T>& bp = std::as_const(net).template layer<i>().delta();
             const std::size_t n = bp.shape(0);
             const std::size_t d = bp.shape(1);
             double sum = 0.0;
