@@ -139,3 +139,89 @@ TEST_CASE("fit refuses data that does not fit the network", "[train][fit]") {
     CHECK_THROWS_WITH(fit(net, opt, data, data, {.epochs = 1}),
                       Catch::Contains("training data is 6 -> 4 but the network is 5 -> 4"));
 }
+
+TEST_CASE("the alignment probe leaves the optical device and the training run as they were",
+          "[train][fit][optical]") {
+    // The probe runs the feedback method on a copy of it: the camera's noise
+    // stream, the frame counters and the calibration of the device that
+    // trains are untouched, so the run ends in the same weights, bit for bit,
+    // and the frames are the training's only.
+    const auto train = lightloop::testing::blobs_task(2, 40);
+    const auto test = lightloop::testing::blobs_task(3, 40);
+    auto run = [&](std::size_t probe) {
+        auto net = make_network<dfa<optical<>>, softmax_cross_entropy>(
+          11, dense<tanh_act>{6, 32}, dense<tanh_act>{32, 32}, dense<identity>{32, 4});
+        sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        const auto history = fit(net, opt, train, test,
+                                 {.epochs = 3, .batch = 32, .seed = 2, .alignment_probe = probe});
+        return std::tuple{net.layer<0>().weights(), net.layer<2>().weights(),
+                          net.feedback().device().statistics(), history};
+    };
+    const auto [w0, w2, stats, history] = run(0);
+    const auto [probed_w0, probed_w2, probed_stats, probed_history] = run(64);
+    CHECK(lightloop::testing::identical(w0, probed_w0));
+    CHECK(lightloop::testing::identical(w2, probed_w2));
+    CHECK(probed_stats.projections == 3 * 160); // training samples only
+    CHECK(probed_stats.projections == stats.projections);
+    CHECK(probed_stats.frames == stats.frames);
+    CHECK(probed_stats.pixels_read == stats.pixels_read);
+    CHECK(probed_history.epochs.back().device_frames == history.epochs.back().device_frames);
+    REQUIRE(probed_history.epochs.back().alignment_mean.size() == 2);
+    CHECK(probed_history.epochs.back().alignment_mean[0] > 0.0); // the probe did run
+}
+
+TEST_CASE("fit refuses an alignment probe without a test set before it trains", "[train][fit]") {
+    const auto train = lightloop::testing::blobs_task(2, 10);
+    auto net =
+      make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8}, dense<identity>{8, 4});
+    const auto before = net.layer<0>().weights();
+    sgd opt{0.1};
+    CHECK_THROWS_AS(
+      fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
+      config_error);
+    CHECK_THROWS_WITH(
+      fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
+      Catch::Contains("alignment_probe is 16 but there is no test set"));
+    CHECK(net.steps() == 0);
+    CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
+}
+
+TEST_CASE("early stopping without a test set watches the training loss", "[train][fit]") {
+    // The training loss of this learnable task falls every epoch: a stopper
+    // that read the missing test loss (once 0 every epoch) stopped after
+    // `patience` epochs.
+    const auto train = lightloop::testing::blobs_task(2, 20);
+    auto net = make_network<backprop, softmax_cross_entropy>(1, dense<tanh_act>{6, 16},
+                                                             dense<identity>{16, 4});
+    sgd opt{{.learning_rate = 0.02, .momentum = 0.9}};
+    early_stopping stopper(2);
+    const auto history =
+      fit(net, opt, train, labelled_data<float>{}, {.epochs = 6, .batch = 16}, stopper);
+    CHECK(history.epochs.size() == 6);
+    CHECK_FALSE(history.stopped_early);
+    CHECK(stopper.watches_training_loss());
+    CHECK(stopper.best() == history.epochs.back().train_loss);
+    // No test set: no test figures, not zeros.
+    CHECK(std::isnan(history.epochs.back().test_loss));
+    CHECK(std::isnan(history.epochs.back().test_accuracy));
+
+    // With a test set it watches the test loss.
+    early_stopping with_test(2);
+    fit(net, opt, train, train, {.epochs = 1, .batch = 16}, with_test);
+    CHECK_FALSE(with_test.watches_training_loss());
+    CHECK_THROWS_AS(early_stopping(0), config_error);
+}
+
+TEST_CASE("a log that cannot be written throws lightloop's own error", "[train][fit]") {
+    lightloop::testing::scratch_dir dir("fit_log_error");
+    std::filesystem::create_directories(dir / "taken" / "inside"); // a non-empty directory
+    json_log log(dir / "taken");
+    epoch_record r;
+    r.epoch = 1;
+    // Renaming the finished file over a directory fails: a data_error naming
+    // the file, not std::filesystem::filesystem_error.
+    CHECK_THROWS_AS(log.on_epoch_end(r), lightloop::error);
+    CHECK_THROWS_WITH(log.on_epoch_end(r), Catch::Contains("taken") && Catch::Contains("JSON log"));
+    csv_log csv(dir / "taken");
+    CHECK_THROWS_AS(csv.on_epoch_end(r), lightloop::error);
+}

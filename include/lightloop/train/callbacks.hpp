@@ -13,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -109,11 +110,13 @@ public:
         if (terminal_) {
             std::fprintf(stream_, "\r\033[K");
         }
-        std::fprintf(stream_,
-                     "%s epoch %zu/%zu  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
-                     "%.1f s (%.0f samples/s)\n",
-                     label_.c_str(), r.epoch, epochs_, r.train_loss, 100.0 * r.train_accuracy,
-                     r.test_loss, 100.0 * r.test_accuracy, r.seconds, r.samples_per_second);
+        std::fprintf(stream_, "%s epoch %zu/%zu  train loss %.4f acc %.2f%%  ", label_.c_str(),
+                     r.epoch, epochs_, r.train_loss, 100.0 * r.train_accuracy);
+        if (!std::isnan(r.test_loss)) { // NaN: the fit has no test set
+            std::fprintf(stream_, "test loss %.4f acc %.2f%%  ", r.test_loss,
+                         100.0 * r.test_accuracy);
+        }
+        std::fprintf(stream_, "%.1f s (%.0f samples/s)\n", r.seconds, r.samples_per_second);
         std::fflush(stream_);
     }
 
@@ -183,20 +186,16 @@ public:
 
     void on_epoch_end(const epoch_record& r) {
         records_.push_back(r);
-        const std::filesystem::path temporary = path_.string() + ".tmp";
-        {
-            std::ofstream out(temporary, std::ios::trunc);
-            if (!out) {
-                throw data_error("lightloop: " + temporary.string() + ": cannot write JSON log");
-            }
-            out << "[\n";
-            for (std::size_t i = 0; i < records_.size(); ++i) {
-                write(out, records_[i]);
-                out << (i + 1 < records_.size() ? ",\n" : "\n");
-            }
-            out << "]\n";
+        std::ostringstream out;
+        out << "[\n";
+        for (std::size_t i = 0; i < records_.size(); ++i) {
+            write(out, records_[i]);
+            out << (i + 1 < records_.size() ? ",\n" : "\n");
         }
-        std::filesystem::rename(temporary, path_);
+        out << "]\n";
+        const std::string text = std::move(out).str();
+        detail::write_atomically(path_, {std::as_bytes(std::span(text.data(), text.size()))},
+                                 "JSON log");
     }
 
 private:
@@ -238,12 +237,28 @@ private:
 };
 
 /// Stops when the test loss has not improved by more than `min_delta` for
-/// `patience` consecutive epochs.
+/// `patience` consecutive epochs. In a fit without a test set it watches the
+/// training loss instead (told by on_fit_begin).
 class early_stopping {
 public:
     explicit early_stopping(std::size_t patience = 3, double min_delta = 0.0)
       : patience_(patience)
-      , min_delta_(min_delta) {}
+      , min_delta_(min_delta) {
+        if (patience == 0) {
+            throw config_error("lightloop::early_stopping: patience must be positive");
+        }
+        if (!(min_delta >= 0.0) || !std::isfinite(min_delta)) {
+            throw config_error("lightloop::early_stopping: min_delta must be finite and >= 0, "
+                               "got " +
+                               std::to_string(min_delta));
+        }
+    }
+
+    void on_fit_begin(const fit_info& info) {
+        watch_training_loss_ = info.test_samples == 0;
+        best_ = std::numeric_limits<double>::infinity();
+        waited_ = 0;
+    }
 
     /// A resumed run replays the records before the checkpoint, so it stops
     /// where an uninterrupted one would.
@@ -256,8 +271,9 @@ public:
     }
 
     bool on_epoch_end(const epoch_record& r) {
-        if (r.test_loss < best_ - min_delta_) {
-            best_ = r.test_loss;
+        const double loss = watch_training_loss_ ? r.train_loss : r.test_loss;
+        if (loss < best_ - min_delta_) {
+            best_ = loss;
             waited_ = 0;
             return false;
         }
@@ -265,8 +281,11 @@ public:
     }
 
     double best() const noexcept { return best_; }
+    /// Whether it watches the training loss (a fit without a test set).
+    bool watches_training_loss() const noexcept { return watch_training_loss_; }
 
 private:
+    bool watch_training_loss_ = false;
     std::size_t patience_;
     double min_delta_;
     double best_ = std::numeric_limits<double>::infinity();

@@ -268,6 +268,18 @@ fit_history fit(Network& net, Optimizer& opt,
           std::to_string(train.targets.shape(1)) + " but the network is " +
           std::to_string(net.input_size()) + " -> " + std::to_string(net.output_size()));
     }
+    if (options.alignment_probe > 0 && test.size() == 0) {
+        throw config_error("lightloop::fit: alignment_probe is " +
+                           std::to_string(options.alignment_probe) +
+                           " but there is no test set to probe (the probe is its first rows)");
+    }
+    if (test.size() > 0 &&
+        (test.inputs.shape(1) != net.input_size() || test.targets.shape(1) != net.output_size())) {
+        throw shape_error("lightloop::fit: test data is " + std::to_string(test.inputs.shape(1)) +
+                          " -> " + std::to_string(test.targets.shape(1)) + " but the network is " +
+                          std::to_string(net.input_size()) + " -> " +
+                          std::to_string(net.output_size()));
+    }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
@@ -289,8 +301,9 @@ fit_history fit(Network& net, Optimizer& opt,
     }
 
     fit_history history;
+    std::error_code exists_error;
     if (options.resume && !options.checkpoint.empty() &&
-        std::filesystem::exists(options.checkpoint)) {
+        std::filesystem::exists(options.checkpoint, exists_error)) {
         detail::epoch_log before;
         const checkpoint_info saved = load_checkpoint(net, opt, options.checkpoint, before);
         if (saved.fit_seed != options.seed || saved.batch != options.batch) {
@@ -343,7 +356,8 @@ fit_history fit(Network& net, Optimizer& opt,
             opt.set_learning_rate(lr);
             sampler.fill(b, xb, yb);
             const double loss = static_cast<double>(net.train_step(xb, yb, opt));
-            correct += count_correct(net.template layer<Network::depth - 1>().output(), yb);
+            correct +=
+              count_correct(std::as_const(net).template layer<Network::depth - 1>().output(), yb);
             loss_sum += loss * static_cast<double>(xb.shape(0));
             done += xb.shape(0);
             const batch_info batch{
@@ -380,6 +394,9 @@ fit_history fit(Network& net, Optimizer& opt,
             const evaluation eval = evaluate(net, test, options.eval_batch);
             record.test_loss = eval.loss;
             record.test_accuracy = eval.accuracy;
+        } else { // no test set: no figures, rather than zeros that read as perfect
+            record.test_loss = std::numeric_limits<double>::quiet_NaN();
+            record.test_accuracy = std::numeric_limits<double>::quiet_NaN();
         }
         detail::record_device(net, record);
         history.epochs.push_back(record);
