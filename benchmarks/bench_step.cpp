@@ -171,7 +171,7 @@ void bm_optimizer_update(benchmark::State& state) {
     for (auto _ : state) {
         opt.begin_step();
         benchmark::DoNotOptimize(
-          opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+          opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g)));
     }
     // sgd momentum reads w, v, g and writes w, v; adam reads w, m, v, g and writes w, m, v.
     const double streams = std::is_same_v<Optimizer, adam<float>> ? 7.0 : 5.0;

@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <utility>
+#include <vector>
+
 #include <cmath>
 #include <limits>
 
@@ -157,6 +160,94 @@ TEST_CASE("a gradient that overflows from a finite delta is caught before the up
     // The same inputs at an ordinary size train.
     x /= 1e10f;
     CHECK(std::isfinite(net.train_step(x, y, opt)));
+}
+
+namespace {
+/// Plain gradient descent with none of the optional members: no bound, no
+/// measure, no state to save.
+struct bare_descent {
+    using value_type = float;
+    double lr = 1.0;
+    void begin_step() {}
+    void update(std::size_t, std::span<float> w, std::span<const float> g) {
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            w[i] = -2.0f * w[i] - static_cast<float>(lr) * g[i]; // like weight decay 3 at lr 1
+        }
+    }
+    double learning_rate() const { return lr; }
+    void set_learning_rate(double rate) { lr = rate; }
+};
+static_assert(optimizer<bare_descent>);
+
+} // namespace
+
+TEST_CASE("a step whose update overflows the last layer changes nothing", "[network][divergence]") {
+    // With lr 1 and weight decay 3 an update maps w to -2 w - g: the hidden layers' weights
+    // stay near 1, the last layer's entry of 2e38 becomes -4e38, beyond float (DFA, so the
+    // huge weight does not reach the hidden layers' signals). The step must
+    // leave every layer, the optimizer's state (momentum; Adam's moments and step count) and
+    // the step count as they were, then train on once the weight is sane.
+    const matrix<float> x = random_matrix<float>(6, 4, 3);
+    const auto y = one_hot<float>(std::span<const int>(std::vector<int>{0, 1, 2, 0, 1, 2}), 3);
+    auto check = [&](auto opt, const char* after) {
+        auto net = make_network<dfa<>, softmax_cross_entropy>(
+          5, dense<tanh_act>{4, 8}, dense<tanh_act>{8, 8}, dense<identity>{8, 3});
+        sgd warm{{.learning_rate = 0.01, .momentum = 0.9}};
+        net.train_step(x, y, warm);
+        opt.set_learning_rate(1e-3);
+        net.train_step(x, y, opt); // the optimizer has state now
+        opt.set_learning_rate(1.0);
+        net.layer<2>().weights()(1, 2) = 2e38f;
+        const auto before = lightloop::testing::parameters_of(net);
+        const auto opt_before = opt;
+        CHECK_THROWS_WITH(net.train_step(x, y, opt),
+                          Catch::Contains("weights of layer 2 (dense 8 -> 3) is not finite at "
+                                          "step 2") &&
+                            Catch::Contains(after));
+        CHECK(lightloop::testing::parameters_of(net) == before);
+        CHECK(net.steps() == 2);
+        if constexpr (requires { opt.state(); }) {
+            CHECK(opt.state() == opt_before.state());
+        }
+        if constexpr (requires { opt.step_count(); }) {
+            CHECK(opt.step_count() == opt_before.step_count());
+        }
+        // Restored exactly: the next step equals the one a copy of the state takes.
+        net.layer<2>().weights()(1, 2) = 0.5f;
+        auto copy = net;
+        auto copy_opt = opt_before;
+        opt.set_learning_rate(1e-3);
+        copy_opt.set_learning_rate(1e-3);
+        net.train_step(x, y, opt);
+        copy.train_step(x, y, copy_opt);
+        CHECK(lightloop::testing::parameters_of(net) == lightloop::testing::parameters_of(copy));
+        CHECK(net.steps() == 3);
+    };
+    check(sgd<float>{{.learning_rate = 1.0, .momentum = 0.9, .weight_decay = 3.0}},
+          "no parameter and no optimizer state changed");
+    check(adam<float>{{.learning_rate = 1.0, .weight_decay = 3.0, .decoupled_weight_decay = true}},
+          "no parameter and no optimizer state changed");
+    check(bare_descent{}, "no parameter changed (the optimizer has no save_state");
+}
+
+TEST_CASE("the step's overflow check trusts no stale measure of the weights",
+          "[network][divergence]") {
+    // The network proves a step safe from the largest weight its last update wrote. A weight
+    // set through layer<I>() afterwards is measured again before the next update, so the
+    // proof fails and the step is still all or nothing.
+    const matrix<float> x = random_matrix<float>(6, 4, 3);
+    const auto y = one_hot<float>(std::span<const int>(std::vector<int>{0, 1, 2, 0, 1, 2}), 3);
+    auto net =
+      make_network<dfa<>, softmax_cross_entropy>(5, dense<tanh_act>{4, 8}, dense<identity>{8, 3});
+    sgd<float> opt{{.learning_rate = 1.0, .weight_decay = 3.0}};
+    net.train_step(x, y, opt);
+    net.train_step(x, y, opt);
+    auto& last = net.layer<1>(); // measured again at the next step
+    last.weights()(0, 0) = 2e38f;
+    const auto before = lightloop::testing::parameters_of(net);
+    CHECK_THROWS_WITH(net.train_step(x, y, opt),
+                      Catch::Contains("no parameter and no optimizer state changed"));
+    CHECK(lightloop::testing::parameters_of(net) == before);
 }
 
 TEST_CASE("the seed fixes every weight and feedback matrix", "[network]") {

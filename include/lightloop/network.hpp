@@ -13,16 +13,19 @@
 // mean-over-batch gradient; the optimizer updates every trained parameter. No
 // virtual call anywhere; once buffers exist for a batch size nothing allocates.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
@@ -31,6 +34,7 @@
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
+#include "lightloop/io/state.hpp"
 
 namespace lightloop {
 
@@ -41,6 +45,21 @@ namespace detail {
 // Seed streams: layer i uses derive_seed(seed, i); the feedback method one
 // stream past any realistic depth.
 inline constexpr std::uint64_t feedback_stream = 1u << 20;
+
+/// An optimizer that can prove a step safe before writing (see concepts.hpp).
+template <class O>
+concept bounds_updates = requires(O opt, const O copt, std::size_t slot,
+                                  std::span<typename O::value_type> w,
+                                  std::span<const typename O::value_type> g, double bound) {
+    { copt.update_bound(slot, bound, bound) } -> std::convertible_to<double>;
+    { opt.update_and_measure(slot, w, g) } -> std::convertible_to<double>;
+};
+
+/// Whether a bound leaves half of T's range for rounding.
+template <class T>
+bool bound_fits(double bound) noexcept {
+    return bound < 0.5 * static_cast<double>(std::numeric_limits<T>::max());
+}
 
 template <class L>
 std::string describe_layer(const L& l) {
@@ -116,30 +135,34 @@ public:
                 l.compute_gradient(input);
                 // A layer that can bound its gradient by its delta and input
                 // spares the pass over the gradient (a million entries here).
-                bool certain = false;
-                if constexpr (requires { l.gradient_cannot_overflow(input, delta_max); }) {
-                    certain = l.gradient_cannot_overflow(input, delta_max);
+                double bound = std::numeric_limits<double>::infinity();
+                if constexpr (requires { l.gradient_bound(input, delta_max); }) {
+                    bound = l.gradient_bound(input, delta_max);
                 }
-                if (!certain) {
+                if (!(bound < std::numeric_limits<double>::infinity())) {
+                    bound = 0.0;
                     l.visit_parameters([&](auto, auto gradient) {
-                        if (!detail::all_finite(gradient)) {
-                            diverged(i, "gradient", "weights were not updated");
-                        }
+                        bound = std::max(bound, detail::largest_magnitude_or_inf(gradient));
                     });
+                    if (!std::isfinite(bound)) {
+                        diverged(i, "gradient", "weights were not updated");
+                    }
                 }
+                gradient_max_[i] = bound;
             }
         });
         return value;
     }
 
     /// Forward, loss and the hidden layers' signals (each layer's delta())
-    /// through `method`, a feedback method of this network's type; no
-    /// parameter gradient. Diagnostics pass a copy of feedback() so that a
-    /// device's noise stream, counters and calibration stay as they were.
-    /// Returns the batch's mean loss; throws divergence_error if it is not
-    /// finite.
+    /// through `method` (the network's own, a copy of it, or another method
+    /// configured for these widths); no parameter gradient. Diagnostics pass
+    /// a copy of feedback() so that a device's noise stream, counters and
+    /// calibration stay as they were. Returns the batch's mean loss; throws
+    /// divergence_error if it is not finite.
+    template <feedback_method Method>
     value_type compute_signals(const matrix<value_type>& x, const matrix<value_type>& target,
-                               Feedback& method) {
+                               Method& method) {
         check_target(x, target);
         const matrix<value_type>& out = forward(x);
         const value_type value = loss_.evaluate(out, target, loss_gradient_);
@@ -166,50 +189,64 @@ public:
         return value;
     }
 
-    /// Applies the gradients of the last compute_gradients with `opt`. Slots
-    /// are numbered over all layers in order, frozen ones included, so they
-    /// never shift.
+    /// Applies the gradients of the last compute_gradients with `opt`, all or
+    /// nothing: if any trained parameter (or optimizer state) would leave
+    /// the scalar's range, it throws divergence_error and no parameter, no
+    /// optimizer state (Adam's step count included) and no step count has
+    /// changed. Slots are numbered over all layers in order, frozen ones
+    /// included, so they never shift.
+    ///
+    /// How: before anything is written, the optimizer's update_bound proves
+    /// from the largest weight of each slot (what its last update wrote, or
+    /// one pass after the parameters were reached through a non-const
+    /// accessor) and the gradient's bound that nothing can overflow; the
+    /// update then runs in place. Where that is not proven (huge values, or
+    /// an optimizer without update_bound), the parameters and the
+    /// optimizer's state (save_state / load_state) are copied first and put
+    /// back if the update overflows. Parameters changed through a reference
+    /// kept across steps are not seen: reach them through layer<I>() again
+    /// (or call parameters_changed()).
     template <optimizer Optimizer>
     void apply_gradients(Optimizer& opt) {
-        opt.begin_step();
-        std::size_t slot = 0;
-        detail::for_index<depth>([&](auto index) {
-            constexpr std::size_t i = decltype(index)::value;
-            const bool trained = trains_layer(i);
-            std::get<i>(layers_).visit_parameters([&](auto values, auto gradient) {
-                if (trained) {
-                    // An optimizer that watches the values it writes spares a
-                    // second pass over the weights.
-                    bool finite = false;
-                    if constexpr (requires {
-                                      {
-                                          opt.update_and_check(slot, values, gradient)
-                                          } -> std::same_as<bool>;
-                                  }) {
-                        finite = opt.update_and_check(slot, values, gradient);
-                    } else {
-                        opt.update(slot, values, gradient);
-                        finite = detail::all_finite(std::span<const value_type>(values));
-                    }
-                    if (!finite) {
-                        diverged(i, "weights",
-                                 "this update overflowed them; the last checkpoint holds the last "
-                                 "good weights");
-                    }
-                }
-                ++slot;
+        if (!value_max_known_) {
+            measure_parameters();
+        }
+        bool proven = false;
+        if constexpr (detail::bounds_updates<Optimizer>) {
+            proven = true;
+            for_each_trained_slot([&](std::size_t layer_index, std::size_t slot, auto, auto) {
+                proven = proven && detail::bound_fits<value_type>(opt.update_bound(
+                                     slot, value_max_[slot], gradient_max_[layer_index]));
             });
-        });
+        }
+        if (proven) {
+            const std::size_t failed = update_parameters(opt);
+            if (failed != depth) {
+                value_max_known_ = false;
+                diverged(failed, "weights",
+                         "they were changed outside the network since they were last measured, "
+                         "so the check before the update missed this; earlier layers were "
+                         "updated");
+            }
+        } else {
+            update_or_restore(opt);
+        }
         ++steps_;
     }
 
+    /// Tells the network that its parameters were changed through a
+    /// reference kept from before (apply_gradients measures them again).
+    void parameters_changed() noexcept { value_max_known_ = false; }
     /// Whether layer i learns under this feedback method (the output layer always does).
     static constexpr bool trains_layer(std::size_t i) noexcept {
         return Feedback::trains_hidden_layers || i + 1 == depth;
     }
 
+    /// Non-const access may change parameters: the next update measures
+    /// them again (see apply_gradients).
     template <std::size_t I>
     auto& layer() noexcept {
+        value_max_known_ = false;
         return std::get<I>(layers_);
     }
     template <std::size_t I>
@@ -220,6 +257,7 @@ public:
     /// Calls f(layer, index) for each layer, input to output.
     template <class F>
     void visit_layers(F&& f) {
+        value_max_known_ = false;
         detail::for_index<depth>(
           [&](auto index) { f(std::get<decltype(index)::value>(layers_), index()); });
     }
@@ -229,7 +267,11 @@ public:
           [&](auto index) { f(std::get<decltype(index)::value>(layers_), index()); });
     }
 
-    std::tuple<Layers...>& layers() noexcept { return layers_; }
+    std::tuple<Layers...>& layers() noexcept {
+        value_max_known_ = false;
+        return layers_;
+    }
+    const std::tuple<Layers...>& layers() const noexcept { return layers_; }
     Feedback& feedback() noexcept { return feedback_; }
     const Feedback& feedback() const noexcept { return feedback_; }
     const Loss& loss_function() const noexcept { return loss_; }
@@ -243,6 +285,115 @@ public:
     std::size_t output_size() const noexcept { return widths_.back(); }
 
 private:
+    /// Calls f(layer index, slot, values, gradient) for every trained
+    /// parameter tensor, slots numbered over all layers.
+    template <class F>
+    void for_each_trained_slot(F&& f) {
+        std::size_t slot = 0;
+        detail::for_index<depth>([&](auto index) {
+            constexpr std::size_t i = decltype(index)::value;
+            std::get<i>(layers_).visit_parameters([&](auto values, auto gradient) {
+                if (trains_layer(i)) {
+                    f(i, slot, values, gradient);
+                }
+                ++slot;
+            });
+        });
+    }
+
+    /// The largest |value| of every slot, by one pass over the parameters.
+    void measure_parameters() {
+        std::size_t slots = 0;
+        detail::for_index<depth>([&](auto index) {
+            std::get<decltype(index)::value>(layers_).visit_parameters(
+              [&](auto, auto) { ++slots; });
+        });
+        value_max_.resize(slots);
+        for_each_trained_slot([&](std::size_t, std::size_t slot, auto values, auto) {
+            value_max_[slot] =
+              detail::largest_magnitude_or_inf(std::span<const value_type>(values));
+        });
+        value_max_known_ = true;
+    }
+
+    /// begin_step and every trained slot's update, recording the largest
+    /// value each wrote; stops at the first layer whose update overflowed and
+    /// returns its index, or `depth` when all are finite.
+    template <class Optimizer>
+    std::size_t update_parameters(Optimizer& opt) {
+        opt.begin_step();
+        std::size_t failed = depth;
+        for_each_trained_slot(
+          [&](std::size_t layer_index, std::size_t slot, auto values, auto gradient) {
+              if (failed != depth) {
+                  return;
+              }
+              double largest = 0.0;
+              if constexpr (requires {
+                                {
+                                    opt.update_and_measure(slot, values, gradient)
+                                    } -> std::convertible_to<double>;
+                            }) {
+                  largest = opt.update_and_measure(slot, values, gradient);
+              } else {
+                  opt.update(slot, values, gradient);
+                  largest = detail::largest_magnitude_or_inf(std::span<const value_type>(values));
+              }
+              if (!(largest < std::numeric_limits<double>::infinity())) {
+                  failed = layer_index;
+              } else {
+                  value_max_[slot] = largest;
+              }
+          });
+        return failed;
+    }
+
+    /// The update with a copy of the parameters and the optimizer's state
+    /// to put back if it overflows.
+    template <class Optimizer>
+    void update_or_restore(Optimizer& opt) {
+        std::size_t total = 0;
+        for_each_trained_slot(
+          [&](std::size_t, std::size_t, auto values, auto) { total += values.size(); });
+        saved_parameters_.resize(total);
+        std::size_t at = 0;
+        for_each_trained_slot([&](std::size_t, std::size_t, auto values, auto) {
+            std::copy(values.begin(), values.end(), saved_parameters_.data() + at);
+            at += values.size();
+        });
+        constexpr bool has_state = requires(state_writer w, state_reader r) {
+            opt.save_state(w);
+            opt.load_state(r);
+        };
+        state_writer saved_state;
+        if constexpr (has_state) {
+            opt.save_state(saved_state);
+        }
+        const std::vector<double> saved_max = value_max_;
+        const std::size_t failed = update_parameters(opt);
+        if (failed == depth) {
+            return;
+        }
+        at = 0;
+        for_each_trained_slot([&](std::size_t, std::size_t, auto values, auto) {
+            std::copy_n(saved_parameters_.data() + at, values.size(), values.data());
+            at += values.size();
+        });
+        value_max_ = saved_max;
+        if constexpr (has_state) {
+            state_reader in(std::span<const std::byte>(saved_state.bytes()),
+                            "optimizer state before the step");
+            opt.load_state(in);
+            diverged(failed, "weights",
+                     "this update would overflow them; no parameter and no optimizer state "
+                     "changed");
+        } else {
+            diverged(failed, "weights",
+                     "this update would overflow them; no parameter changed (the optimizer has "
+                     "no save_state / load_state, so its own state may have)");
+        }
+    }
+
     [[noreturn]] void diverged(std::size_t layer_index, const char* what, const char* after) const {
         std::string name;
         visit_layers([&](const auto& l, std::size_t i) {
@@ -303,6 +454,13 @@ private:
     std::uint64_t steps_ = 0;
     std::array<std::size_t, depth + 1> widths_{};
     matrix<value_type> loss_gradient_;
+    // What apply_gradients proves a step safe from: the largest |value| of
+    // each slot (valid while value_max_known_) and a bound on each layer's
+    // last gradient.
+    std::vector<double> value_max_;
+    bool value_max_known_ = false;
+    std::array<double, depth> gradient_max_{};
+    std::vector<value_type> saved_parameters_; // update_or_restore's copy
 };
 
 /// A network with default-constructed feedback method and loss and `seed`.

@@ -121,7 +121,7 @@ TEST_CASE("dense's passes split over threads give the same bits as on one thread
     }
 }
 
-TEST_CASE("dense says its gradient cannot overflow only when n max|delta| max|x| is below "
+TEST_CASE("dense bounds its gradient by max|delta| max|x| while n max|delta| max|x| is below "
           "float's range",
           "[layers][dense]") {
     dense<identity> layer{3, 2};
@@ -129,17 +129,29 @@ TEST_CASE("dense says its gradient cannot overflow only when n max|delta| max|x|
     auto x = random_matrix<float>(4, 3, 2, 0.1); // entries well inside [-1, 1]
     layer.forward(x);
     constexpr double top = std::numeric_limits<float>::max();
-    CHECK(layer.gradient_cannot_overflow(x, 1.0));
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    CHECK(layer.gradient_bound(x, 1.0) == 2.0); // max(max|x|, 1) = 1, doubled for rounding
     // n = 4 rows: 4 * delta_max * max(max|x|, 1) against half of FLT_MAX.
-    CHECK(layer.gradient_cannot_overflow(x, 0.12 * top));
-    CHECK_FALSE(layer.gradient_cannot_overflow(x, 0.13 * top));
-    CHECK_FALSE(layer.gradient_cannot_overflow(x, std::numeric_limits<double>::infinity()));
-    CHECK_FALSE(layer.gradient_cannot_overflow(x, std::nan("")));
+    CHECK(layer.gradient_bound(x, 0.12 * top) == 2.0 * 0.12 * top);
+    CHECK(layer.gradient_bound(x, 0.13 * top) == inf);
+    CHECK(layer.gradient_bound(x, inf) == inf);
+    CHECK(layer.gradient_bound(x, std::nan("")) == inf);
     x(2, 1) = 1e30f;
-    CHECK(layer.gradient_cannot_overflow(x, 1e7));
-    CHECK_FALSE(layer.gradient_cannot_overflow(x, 1e8));
+    CHECK(layer.gradient_bound(x, 1e7) == Approx(2e37).epsilon(1e-6));
+    CHECK(layer.gradient_bound(x, 1e8) == inf);
     x(0, 0) = std::numeric_limits<float>::infinity();
-    CHECK_FALSE(layer.gradient_cannot_overflow(x, 1.0));
+    CHECK(layer.gradient_bound(x, 1.0) == inf);
+
+    // The bound holds for the gradient compute_gradient then forms.
+    auto y = random_matrix<float>(4, 3, 5, 3.0); // max|x| above 1
+    layer.forward(y);
+    auto& delta = layer.delta();
+    delta = random_matrix<float>(4, 2, 6, 2.0);
+    const double delta_max = lightloop::testing::max_abs(delta);
+    layer.compute_gradient(y);
+    const double bound = layer.gradient_bound(y, delta_max);
+    CHECK(lightloop::testing::max_abs(layer.weight_gradient()) <= bound / 2);
+    CHECK(lightloop::testing::max_abs(layer.bias_gradient()) <= bound / 2);
 }
 
 TEST_CASE("dense refuses bad sizes with a message naming them", "[layers][dense]") {

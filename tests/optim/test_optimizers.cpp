@@ -107,12 +107,13 @@ TEST_CASE("optimizers refuse invalid settings", "[optim]") {
 
 namespace {
 
-/// 1000 weights (whole SIMD batches and a scalar tail) and gradients.
+/// 1003 weights and gradients: whole SIMD batches and a scalar tail of 3 on
+/// every width xsimd may pick (2, 4, 8 or 16 lanes; 1003 = 62 * 16 + 11).
 struct long_arrays {
     std::vector<float> w, g;
     explicit long_arrays(std::uint64_t seed)
-      : w(1000)
-      , g(1000) {
+      : w(1003)
+      , g(1003) {
         rng gen(seed);
         for (std::size_t i = 0; i < w.size(); ++i) {
             w[i] = static_cast<float>(gen.uniform() - 0.5);
@@ -175,22 +176,32 @@ TEST_CASE("adam's vectorised update matches the formula on every element, batch 
     }
 }
 
-TEST_CASE("update_and_check reports a weight that overflows, in a batch lane or in the tail",
+TEST_CASE("update_and_measure reports the largest value written, and an overflow in a batch "
+          "lane, in the tail or in the state",
           "[optim]") {
-    // 1000 = 62 batches of 16 + 8: element 500 is in a batch, 996 in the tail. Every weight
-    // moves by about lr = 1e38 (finite in float); only the one at -3e38 leaves float's range.
+    // 1003 = 62 batches of 16 + 11: element 500 is in a batch on every SIMD width, 1002 in
+    // the tail. Every weight moves by about lr = 1e38 (finite in float); only the one at
+    // -3e38 leaves float's range.
     auto check = [](auto make_optimizer) {
-        for (const std::size_t at : {std::size_t{500}, std::size_t{996}}) {
+        for (const std::size_t at : {std::size_t{500}, std::size_t{1002}}) {
             auto opt = make_optimizer();
-            std::vector<float> w(1000, 0.5f), g(1000, 1.0f);
+            std::vector<float> w(1003, 0.5f), g(1003, 1.0f);
             opt.begin_step();
-            CHECK(opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+            const double largest =
+              opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g));
+            // The largest of the weights and the state written, exactly.
+            double expected = lightloop::testing::max_abs(w);
+            for (const auto& slot : opt.state()) {
+                expected = std::max(expected, lightloop::testing::max_abs(slot));
+            }
+            CHECK(largest == expected);
             std::fill(w.begin(), w.end(), 0.5f);
             w[at] = -3e38f;
             opt.begin_step();
-            CHECK_FALSE(opt.update_and_check(0, std::span<float>(w), std::span<const float>(g)));
+            CHECK(std::isinf(
+              opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g))));
             CHECK(std::isinf(w[at]));
-            CHECK(std::isfinite(w[at == 500 ? 996 : 500]));
+            CHECK(std::isfinite(w[at == 500 ? 1002 : 500]));
         }
     };
     check([] { return sgd<float>{{.learning_rate = 1e38}}; });
@@ -199,4 +210,42 @@ TEST_CASE("update_and_check reports a weight that overflows, in a batch lane or 
     // Adam without first-moment averaging: its bias correction lr / (1 - beta1^t) would
     // itself overflow for lr = 1e38.
     check([] { return adam<float>{{.learning_rate = 1e38, .beta1 = 0.0}}; });
+
+    // Adam's second moment overflows ((1 - beta2) g^2 = 1e41) while the weights stay
+    // finite: the state is watched too.
+    adam<float> opt{{.learning_rate = 1e-3}};
+    std::vector<float> w(1003, 0.5f), g(1003, 1.0f);
+    g[1002] = 1e22f;
+    opt.begin_step();
+    CHECK(std::isinf(opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g))));
+    CHECK(std::isfinite(lightloop::testing::max_abs(w)));
+}
+
+TEST_CASE("update_bound bounds everything the next update writes", "[optim]") {
+    // Random weights and gradients over several steps: the bound from max|w| and max|g|
+    // holds for the largest value the update then writes, and is not loose by orders of
+    // magnitude where the step is simple.
+    auto check = [](auto opt, double tightest) {
+        long_arrays a(9);
+        for (int step = 0; step < 4; ++step) {
+            for (auto& g : a.g) {
+                g *= 1.5f; // growing gradients
+            }
+            const double w_max = lightloop::testing::max_abs(a.w);
+            const double g_max = lightloop::testing::max_abs(a.g);
+            const double bound = opt.update_bound(0, w_max, g_max);
+            opt.begin_step();
+            const double largest =
+              opt.update_and_measure(0, std::span<float>(a.w), std::span<const float>(a.g));
+            CHECK(largest <= bound);
+            CHECK(largest >= tightest * bound);
+        }
+        CHECK(std::isinf(opt.update_bound(0, 1.0, std::numeric_limits<double>::infinity())));
+    };
+    check(sgd<float>{{.learning_rate = 0.1}}, 0.3);
+    check(sgd<float>{{.learning_rate = 0.1, .momentum = 0.9, .weight_decay = 0.01}}, 0.1);
+    check(sgd<float>{{.learning_rate = 0.1, .momentum = 0.9, .nesterov = true}}, 0.1);
+    check(adam<float>{{.learning_rate = 0.01, .weight_decay = 0.1}}, 0.0);
+    check(adam<float>{{.learning_rate = 0.01, .weight_decay = 0.1, .decoupled_weight_decay = true}},
+          0.0);
 }

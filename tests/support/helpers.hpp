@@ -121,6 +121,18 @@ matrix<T> transposed(const matrix<T>& m) {
 
 /// `epochs` passes of shuffled mini-batches of `batch` rows (the last partial
 /// batch included) over `data`.
+/// Every dense layer's weights then bias, input to output (slot order), read
+/// through const access so the network's own bookkeeping is left alone.
+template <class Network>
+std::vector<float> parameters_of(const Network& net) {
+    std::vector<float> all;
+    net.visit_layers([&](const auto& l, std::size_t) {
+        all.insert(all.end(), l.weights().begin(), l.weights().end());
+        all.insert(all.end(), l.bias().begin(), l.bias().end());
+    });
+    return all;
+}
+
 template <class Network, class Optimizer>
 void train_epochs(Network& net, Optimizer& opt,
                   const labelled_data<typename Network::value_type>& data, std::size_t batch,

@@ -37,17 +37,6 @@ fit_options options_for(const std::filesystem::path& checkpoint, std::size_t epo
     return {.epochs = epochs, .batch = 32, .seed = 4, .checkpoint = checkpoint, .resume = true};
 }
 
-/// Every parameter of every layer, in slot order.
-template <class Network>
-std::vector<float> parameters_of(Network& net) {
-    std::vector<float> all;
-    net.visit_layers([&](auto& layer, std::size_t) {
-        layer.visit_parameters(
-          [&](auto values, auto) { all.insert(all.end(), values.begin(), values.end()); });
-    });
-    return all;
-}
-
 } // namespace
 
 TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bits",
@@ -116,7 +105,8 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
         CHECK(b.has_device);
         CHECK(b.device_frames == a.device_frames);
     }
-    CHECK(parameters_of(straight) == parameters_of(resumed));
+    CHECK(lightloop::testing::parameters_of(straight) ==
+          lightloop::testing::parameters_of(resumed));
     CHECK(resumed.steps() == straight.steps());
     CHECK(resumed_opt.state() == straight_opt.state());
     const auto a = straight.feedback().device().statistics();

@@ -107,9 +107,17 @@ concept projection_device = scalar<T> &&
 //     learning_rate() / set_learning_rate(lr) read and change the step size
 //     (schedules use them).
 // OPTIONAL
-//     bool update_and_check(slot, w, g): update() returning whether every
-//     value it wrote is finite. Without it the network reads w again after
-//     the update to catch an overflow (sgd and adam watch as they write).
+//     double update_and_measure(slot, w, g): update() returning the largest
+//     magnitude it wrote (weights and state), +inf if any value is not
+//     finite. Without it the network reads w again after the update.
+//     double update_bound(slot, w_max, g_max) const: an upper bound on the
+//     magnitude of everything the next update of `slot` (after the next
+//     begin_step) writes, given |w| <= w_max and |g| <= g_max. With both,
+//     the network proves a step cannot overflow before it writes anything;
+//     without them it copies the parameters first, to put them back.
+//     save_state(state_writer&) / load_state(state_reader&): the state, for
+//     checkpoints and for putting it back when a step overflows.
+//     sgd and adam have all of these.
 // ---------------------------------------------------------------------------
 template <class O>
 concept optimizer = scalar<typename O::value_type> &&
@@ -205,10 +213,11 @@ struct parameter_visitor_archetype {
 //     visit_parameters(f) calls f(values, gradient) once per parameter tensor,
 //     always in the same order.
 // OPTIONAL
-//     bool gradient_cannot_overflow(x, delta_max): true only if
-//     compute_gradient(x) is certain to give finite gradients when delta is
-//     finite with max |delta| = delta_max. Without it (or when it says no) the
-//     network reads every gradient entry to catch an overflow.
+//     double gradient_bound(x, delta_max) const: an upper bound on |every
+//     gradient entry| compute_gradient(x) gives when delta is finite with
+//     max |delta| = delta_max, or +inf when it cannot vouch for a finite
+//     gradient. Without it (or when it says +inf) the network reads every
+//     gradient entry.
 // ---------------------------------------------------------------------------
 template <class L>
 concept layer = scalar<typename L::value_type> &&

@@ -154,20 +154,24 @@ public:
                             });
     }
 
-    /// Whether compute_gradient(x) is certain to give finite gradients when
-    /// every entry of delta is finite and at most delta_max in size: each
-    /// gradient entry is a mean over the n rows of products delta * x (the
-    /// bias's, of delta alone), so its partial sums stay below
-    /// n * delta_max * max(max |x|, 1). When this says no, the network checks
+    /// An upper bound on |every gradient entry| that compute_gradient(x)
+    /// gives when delta is finite with max |delta| = delta_max, or +inf when
+    /// it cannot vouch for a finite gradient. Each entry is a mean over the n
+    /// rows of products delta * x (the bias's, of delta alone): at most
+    /// delta_max * max(max |x|, 1), doubled for the rounding of the n-term
+    /// sum; the sum itself stays below n * delta_max * max(max |x|, 1), which
+    /// must leave half of T's range. When this says +inf, the network reads
     /// the gradients themselves.
-    bool gradient_cannot_overflow(const matrix<T>& x, double delta_max) const {
+    double gradient_bound(const matrix<T>& x, double delta_max) const {
         const double x_max =
           detail::largest_magnitude_or_inf(std::span<const T>(x.data(), x.size()));
-        const double bound =
-          static_cast<double>(delta_.shape(0)) * delta_max * std::max(x_max, 1.0);
-        // Half the largest value covers the rounding of n-term sums; an
-        // infinite or NaN bound fails the comparison.
-        return bound < 0.5 * static_cast<double>(std::numeric_limits<T>::max());
+        const double entry = delta_max * std::max(x_max, 1.0);
+        const double sum = static_cast<double>(delta_.shape(0)) * entry;
+        // An infinite or NaN bound fails the comparison.
+        if (!(sum < 0.5 * static_cast<double>(std::numeric_limits<T>::max()))) {
+            return std::numeric_limits<double>::infinity();
+        }
+        return 2.0 * entry;
     }
 
     /// f(W, dW) then f(b, db).

@@ -6,6 +6,7 @@
 // With decoupled_weight_decay (Loshchilov & Hutter 2019), the decay is not
 // added to g but applied as w <- w (1 - lr * weight_decay) before the step.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -53,12 +54,13 @@ public:
     void begin_step() noexcept { ++step_; }
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        update_and_check(slot, w, g);
+        update_and_measure(slot, w, g);
     }
 
-    /// update(), returning whether every updated weight is finite (watched as
-    /// they are written, instead of a second pass over them).
-    bool update_and_check(std::size_t slot, std::span<T> w, std::span<const T> g) {
+    /// update(), returning the largest magnitude it wrote (weights and
+    /// moments), or +inf if any of them is not finite: watched as they are
+    /// written, instead of a second pass over them.
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
         detail::check_update_sizes("adam", slot, w.size(), g.size());
         if (step_ == 0) {
             throw config_error("lightloop::adam: update() before begin_step()");
@@ -76,39 +78,63 @@ public:
         const T wd = static_cast<T>(settings_.weight_decay);
         const bool decoupled = settings_.decoupled_weight_decay;
         const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
-        return detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-            T* const wp = w.data() + b;
-            T* const mp = m.data() + b;
-            T* const vp = v.data() + b;
-            const T* const gp = g.data() + b;
-            const T beta1 = b1;
-            const T beta2 = b2;
-            const T size = step_size;
-            const T bias_correction = inv_sqrt_bc2;
-            const T epsilon = eps;
-            const T decay = wd;
-            const T keep = shrink;
-            const bool decouple = decoupled;
-            simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
-                using V = decltype(lane);
-                V wi = simd::load<V>(wp + i);
-                V grad = simd::load<V>(gp + i);
-                if (decouple) {
-                    wi = wi * V(keep);
-                } else {
-                    grad = grad + V(decay) * wi;
-                }
-                const V mi = V(beta1) * simd::load<V>(mp + i) + V(T(1) - beta1) * grad;
-                const V vi = V(beta2) * simd::load<V>(vp + i) + V(T(1) - beta2) * grad * grad;
-                simd::store(mp + i, mi);
-                simd::store(vp + i, vi);
-                using std::sqrt;
-                using xsimd::sqrt;
-                const V updated = wi - V(size) * mi / (sqrt(vi) * V(bias_correction) + V(epsilon));
-                simd::store(wp + i, updated);
-                watch.see(updated);
-            });
-        });
+        const double largest =
+          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + b;
+              T* const mp = m.data() + b;
+              T* const vp = v.data() + b;
+              const T* const gp = g.data() + b;
+              const T beta1 = b1;
+              const T beta2 = b2;
+              const T size = step_size;
+              const T bias_correction = inv_sqrt_bc2;
+              const T epsilon = eps;
+              const T decay = wd;
+              const T keep = shrink;
+              const bool decouple = decoupled;
+              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                  using V = decltype(lane);
+                  V wi = simd::load<V>(wp + i);
+                  V grad = simd::load<V>(gp + i);
+                  if (decouple) {
+                      wi = wi * V(keep);
+                  } else {
+                      grad = grad + V(decay) * wi;
+                  }
+                  const V mi = V(beta1) * simd::load<V>(mp + i) + V(T(1) - beta1) * grad;
+                  const V vi = V(beta2) * simd::load<V>(vp + i) + V(T(1) - beta2) * grad * grad;
+                  simd::store(mp + i, mi);
+                  simd::store(vp + i, vi);
+                  using std::sqrt;
+                  using xsimd::sqrt;
+                  const V updated =
+                    wi - V(size) * mi / (sqrt(vi) * V(bias_correction) + V(epsilon));
+                  simd::store(wp + i, updated);
+                  watch.see(updated);
+                  watch.see(mi);
+                  watch.see(vi);
+              });
+          });
+        state_.remember_largest(slot, largest);
+        return largest;
+    }
+
+    /// An upper bound on the magnitude of everything the next update of
+    /// `slot` writes (the step after begin_step), given |w| <= w_max and
+    /// |g| <= g_max: |m| and v grow at most to their averages with the
+    /// gradient, and the step is at most lr |m̂| / epsilon. +inf when the
+    /// inputs are not finite.
+    double update_bound(std::size_t slot, double w_max, double g_max) const noexcept {
+        const adam_settings& s = settings_;
+        const double grad = g_max + (s.decoupled_weight_decay ? 0.0 : s.weight_decay * w_max);
+        const double state = state_.largest(slot);
+        const double m = s.beta1 * state + (1.0 - s.beta1) * grad;
+        const double v = s.beta2 * state + (1.0 - s.beta2) * grad * grad;
+        const double t = static_cast<double>(step_ + 1);
+        const double step = s.learning_rate / (1.0 - std::pow(s.beta1, t)) * m / s.epsilon;
+        const double kept =
+          s.decoupled_weight_decay ? std::abs(1.0 - s.learning_rate * s.weight_decay) : 1.0;
+        return detail::rounding_slack * std::max({m, v, kept * w_max + step});
     }
 
     double learning_rate() const noexcept { return settings_.learning_rate; }
@@ -118,8 +144,8 @@ public:
     }
     const adam_settings& settings() const noexcept { return settings_; }
     std::uint64_t step_count() const noexcept { return step_; }
-    /// First and second moments per slot ([m | v]), for checkpoints.
-    auto& state() noexcept { return state_.raw(); }
+    /// First and second moments per slot ([m | v]), read-only.
+    const auto& state() const noexcept { return state_.raw(); }
     void save_state(state_writer& out) const {
         out.u64(step_);
         state_.save(out);

@@ -31,22 +31,29 @@ inline void check_learning_rate(const char* optimizer, double lr) {
 
 /// The frame of an optimizer's update: [0, count) in pieces on the shared
 /// team, body(begin, end, watch) updating one piece and showing `watch` every
-/// weight it writes. Returns whether all of them are finite. The bodies copy
-/// what they read into locals before their simd::for_each_lane loop (see
-/// there) and are written with xsimd because at -O2 GCC 12 left them scalar
-/// (3x slower).
+/// value it writes (weights and state). Returns the largest magnitude
+/// written, or +inf if any of them is not finite. The bodies copy what they
+/// read into locals before their simd::for_each_lane loop (see there) and are
+/// written with xsimd because at -O2 GCC 12 left them scalar (3x slower).
 template <class T, class Body>
-bool update_in_pieces(std::size_t count, Body&& body) {
-    std::atomic<bool> finite{true};
+double update_in_pieces(std::size_t count, Body&& body) {
+    std::atomic<magnitude_pattern<T>> largest{0};
     parallel_for_ranges(count, elementwise_grain, [&](std::size_t begin, std::size_t end) {
         magnitude_watch<T> watch;
         body(begin, end, watch);
-        if (!watch.finite()) {
-            finite.store(false, std::memory_order_relaxed);
+        const auto piece = watch.largest();
+        auto seen = largest.load(std::memory_order_relaxed);
+        while (piece > seen &&
+               !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
         }
     });
-    return finite.load(std::memory_order_relaxed);
+    return magnitude_of<T>(largest.load(std::memory_order_relaxed));
 }
+
+/// update_bound's bounds are exact in real arithmetic; the update rounds
+/// each of its few operations (a relative 2^-24 each in float), so the
+/// bounds carry this factor.
+inline constexpr double rounding_slack = 1.0 + 1e-5;
 
 /// `Buffers` state vectors per parameter slot, allocated the first time a slot
 /// is updated and never again.
@@ -58,6 +65,7 @@ public:
                      std::size_t count) {
         if (slot >= states_.size()) {
             states_.resize(slot + 1);
+            largest_.resize(slot + 1, 0.0);
         }
         auto& entry = states_[slot];
         if (entry.empty()) {
@@ -71,7 +79,20 @@ public:
         return std::span<T>(entry.data() + buffer * count, count);
     }
 
-    void clear() { states_.clear(); }
+    void clear() {
+        states_.clear();
+        largest_.clear();
+    }
+
+    /// An upper bound on |every state value| of `slot`: 0 before the slot
+    /// has state (it starts at zero), then what the last update wrote (see
+    /// remember_largest) or, after load(), the largest loaded value.
+    double largest(std::size_t slot) const noexcept {
+        return slot < largest_.size() ? largest_[slot] : 0.0;
+    }
+    /// Records the largest magnitude an update of `slot` wrote (its state
+    /// among it), after get() has made the slot.
+    void remember_largest(std::size_t slot, double value) noexcept { largest_[slot] = value; }
 
     void save(state_writer& out) const {
         out.u64(states_.size());
@@ -93,15 +114,20 @@ public:
                         " values is not a multiple of " + std::to_string(Buffers));
             }
         }
+        std::vector<double> largest(staged.size());
+        for (std::size_t slot = 0; slot < staged.size(); ++slot) {
+            largest[slot] = largest_magnitude_or_inf(std::span<const T>(staged[slot]));
+        }
         states_ = std::move(staged);
+        largest_ = std::move(largest);
     }
 
-    /// Every slot's state, for checkpoints.
-    std::vector<std::vector<T>>& raw() noexcept { return states_; }
+    /// Every slot's state (read-only: largest() must stay true).
     const std::vector<std::vector<T>>& raw() const noexcept { return states_; }
 
 private:
     std::vector<std::vector<T>> states_;
+    std::vector<double> largest_;
 };
 
 inline void check_update_sizes(const char* optimizer, std::size_t slot, std::size_t w,

@@ -6,6 +6,7 @@
 //   w <- w - lr * (nesterov ? g + momentum * v : v)
 // With momentum 0 this is plain w <- w - lr * g.
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 
@@ -46,12 +47,13 @@ public:
     void begin_step() noexcept {}
 
     void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        update_and_check(slot, w, g);
+        update_and_measure(slot, w, g);
     }
 
-    /// update(), returning whether every updated weight is finite (watched as
-    /// they are written, instead of a second pass over them).
-    bool update_and_check(std::size_t slot, std::span<T> w, std::span<const T> g) {
+    /// update(), returning the largest magnitude it wrote (weights and
+    /// momentum), or +inf if any of them is not finite: watched as they are
+    /// written, instead of a second pass over them.
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
         detail::check_update_sizes("sgd", slot, w.size(), g.size());
         const T lr = static_cast<T>(settings_.learning_rate);
         const T mu = static_cast<T>(settings_.momentum);
@@ -75,25 +77,43 @@ public:
         }
         const std::span<T> v = state_.get("sgd", slot, 0, count);
         const bool nesterov = settings_.nesterov;
-        return detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-            T* const wp = w.data() + b;
-            T* const vp = v.data() + b;
-            const T* const gp = g.data() + b;
-            const T rate = lr;
-            const T momentum = mu;
-            const T decay = wd;
-            const bool ahead = nesterov;
-            simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
-                using V = decltype(lane);
-                const V wi = simd::load<V>(wp + i);
-                const V grad = simd::load<V>(gp + i) + V(decay) * wi;
-                const V vi = V(momentum) * simd::load<V>(vp + i) + grad;
-                simd::store(vp + i, vi);
-                const V updated = wi - V(rate) * (ahead ? V(grad + V(momentum) * vi) : vi);
-                simd::store(wp + i, updated);
-                watch.see(updated);
-            });
-        });
+        const double largest =
+          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + b;
+              T* const vp = v.data() + b;
+              const T* const gp = g.data() + b;
+              const T rate = lr;
+              const T momentum = mu;
+              const T decay = wd;
+              const bool ahead = nesterov;
+              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                  using V = decltype(lane);
+                  const V wi = simd::load<V>(wp + i);
+                  const V grad = simd::load<V>(gp + i) + V(decay) * wi;
+                  const V vi = V(momentum) * simd::load<V>(vp + i) + grad;
+                  simd::store(vp + i, vi);
+                  const V updated = wi - V(rate) * (ahead ? V(grad + V(momentum) * vi) : vi);
+                  simd::store(wp + i, updated);
+                  watch.see(updated);
+                  watch.see(vi);
+              });
+          });
+        state_.remember_largest(slot, largest);
+        return largest;
+    }
+
+    /// An upper bound on the magnitude of everything the next update of
+    /// `slot` writes, given |w| <= w_max and |g| <= g_max (+inf when the
+    /// inputs are not finite). The network proves with it, before any
+    /// weight changes, that a step cannot overflow.
+    double update_bound(std::size_t slot, double w_max, double g_max) const noexcept {
+        const double grad = g_max + settings_.weight_decay * w_max;
+        if (settings_.momentum == 0.0) {
+            return detail::rounding_slack * (w_max + settings_.learning_rate * grad);
+        }
+        const double velocity = settings_.momentum * state_.largest(slot) + grad;
+        const double step = settings_.nesterov ? grad + settings_.momentum * velocity : velocity;
+        return detail::rounding_slack * std::max(velocity, w_max + settings_.learning_rate * step);
     }
 
     double learning_rate() const noexcept { return settings_.learning_rate; }
@@ -102,8 +122,8 @@ public:
         settings_.learning_rate = lr;
     }
     const sgd_settings& settings() const noexcept { return settings_; }
-    /// Momentum buffers per slot (empty without momentum), for checkpoints.
-    auto& state() noexcept { return state_.raw(); }
+    /// Momentum buffers per slot (empty without momentum), read-only.
+    const auto& state() const noexcept { return state_.raw(); }
     void save_state(state_writer& out) const { state_.save(out); }
     void load_state(state_reader& in) { state_.load(in); }
 

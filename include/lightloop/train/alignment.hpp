@@ -82,7 +82,8 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
             constexpr std::size_t i = decltype(index)::value;
             method[i] = std::as_const(net).template layer<i>().delta();
         });
-        backprop{}.backward(net.layers(), target);
+        backprop exact; // needs no configuration
+        net.compute_signals(x, target, exact);
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
             const matrix<T>& bp = std::as_const(net).template layer<i>().delta();
@@ -147,7 +148,7 @@ std::vector<double> weight_alignment(Network& net) {
         // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T.
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            const auto& w = net.template layer<i + 1>().weights();
+            const auto& w = std::as_const(net).template layer<i + 1>().weights();
             auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
             for (std::size_t r = 0; r < w.shape(0); ++r) {
                 for (std::size_t c = 0; c < w.shape(1); ++c) {
@@ -163,7 +164,7 @@ std::vector<double> weight_alignment(Network& net) {
         matrix<T> product; // P_{i+1}, d_{i+1} x d_L
         detail::for_index_reversed<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            const auto& w = net.template layer<i + 1>().weights(); // d_{i+1} x d_i
+            const auto& w = std::as_const(net).template layer<i + 1>().weights(); // d_{i+1} x d_i
             auto p = matrix<T>::from_shape({w.shape(1), net.output_size()});
             if constexpr (i + 1 == hidden) {
                 for (std::size_t r = 0; r < w.shape(0); ++r) {
