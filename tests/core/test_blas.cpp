@@ -51,7 +51,19 @@ TEST_CASE("gemm refuses mismatched shapes and names them", "[core][blas]") {
 }
 
 TEST_CASE("the BLAS reports its kernel and accepts a thread count", "[core][blas]") {
-    CHECK_FALSE(blas_core_name().empty());
+    // OpenBLAS's build configuration string names the kernel it chose at run time
+    // (DYNAMIC_ARCH builds: "... DYNAMIC_ARCH ... Cooperlake MAX_THREADS=64").
+    const blas_report report = blas_info();
+    CHECK(report.core == blas_core_name());
+    CHECK_THAT(report.config, Catch::Contains(" " + report.core + " "));
+    CHECK(report.generic == is_generic_kernel(report.core));
+    // The thread count set is the one OpenBLAS and lightloop then report.
+    const std::size_t before = parallel_threads();
+    set_blas_threads(3);
+    CHECK(blas_info().threads == 3);
+    CHECK(parallel_threads() == 3);
+    set_blas_threads(static_cast<int>(before));
+    CHECK(parallel_threads() == before);
     CHECK_THROWS_AS(set_blas_threads(0), config_error);
 }
 

@@ -31,10 +31,12 @@ double linear_baseline(std::uint64_t seed) {
 
 // Floors. Chance is 0.25. The best linear classifier (measured here, ~0.6)
 // bounds what the output layer alone can do on raw inputs. Measured with this
-// seed: BP 0.93, FA 0.91, DFA 0.92, DRTP 0.81, shallow 0.68, and within +-0.02
+// seed: BP 0.93, FA 0.92, DFA 0.94, DRTP 0.83, shallow 0.74 (linear 0.62), and within +-0.02
 // for other task seeds. BP, FA and DFA learn hidden features and must clear
-// 0.88, above linear by 0.2 or more; DRTP's target-only signal and shallow's
-// frozen random features must be well above chance (0.70 and 0.55).
+// 0.88, above linear by 0.2 or more; DRTP's target-only signal must be well
+// above chance (0.70); shallow's output layer reads 64 frozen random tanh
+// features of the input, a richer basis than the input itself, so it must
+// beat the linear classifier (by 0.05: measured 0.74 against 0.62).
 TEST_CASE("every feedback method trains the synthetic task above its floor", "[train]") {
     const std::uint64_t seed = 7;
     CAPTURE(seed);
@@ -52,7 +54,7 @@ TEST_CASE("every feedback method trains the synthetic task above its floor", "[t
         CHECK(learned > linear + 0.2);
     }
     CHECK(target > 0.70);
-    CHECK(frozen > 0.55);
+    CHECK(frozen > linear + 0.05);
     WARN("test accuracy: linear " << linear << ", backprop " << bp << ", fa " << fa << ", dfa "
                                   << direct << ", dfa(uniform) " << direct_uniform << ", drtp "
                                   << target << ", shallow " << frozen);
