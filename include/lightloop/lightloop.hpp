@@ -31,6 +31,7 @@
 #include "lightloop/feedback/drtp.hpp"
 #include "lightloop/feedback/feedback_alignment.hpp"
 #include "lightloop/feedback/shallow.hpp"
+#include "lightloop/feedback/sign_dfa.hpp"
 
 #include "lightloop/optim/adam.hpp"
 #include "lightloop/optim/sgd.hpp"

@@ -145,6 +145,47 @@ TEST_CASE("DRTP's hidden signal depends on the target, not the output", "[feedba
     CHECK(max_abs_diff(net.layer<0>().delta(), hidden) > 1e-2);
 }
 
+TEST_CASE("sign-DFA projects the sign of e, with the same matrix DFA uses", "[feedback][dfa]") {
+    // Same seed: the same weights and the same B. sign-DFA's hidden signal is
+    // (sign(e) B^T) ⊙ f'(a); with an MSE loss e has entries of both signs and
+    // some exactly zero (outputs equal to their targets), whose sign is 0.
+    auto direct = make_network<dfa<dense_gaussian>, mse>(26, dense<tanh_act, double>{6, 9},
+                                                         dense<identity, double>{9, 3});
+    auto signed_net = make_network<sign_dfa<dense_gaussian>, mse>(
+      26, dense<tanh_act, double>{6, 9}, dense<identity, double>{9, 3});
+    REQUIRE(lightloop::testing::identical(direct.feedback().device().feedback_matrix<double>(),
+                                          signed_net.feedback().device().feedback_matrix<double>()));
+    const auto x = random_matrix<double>(8, 6, 4);
+    signed_net.forward(x);
+    matrix<double> y = signed_net.layer<1>().output();
+    y(0, 0) += 0.5;
+    y(1, 2) -= 0.25; // every other entry of e is exactly 0
+    signed_net.compute_gradients(x, y);
+    direct.compute_gradients(x, y);
+    const matrix<double>& e = signed_net.layer<1>().delta();
+    CHECK(max_abs_diff(e, direct.layer<1>().delta()) == 0.0); // the output learns from e
+    matrix<double> signs = e;
+    for (auto& v : signs) {
+        v = v > 0 ? 1.0 : (v < 0 ? -1.0 : 0.0);
+    }
+    CHECK(signs(0, 0) == -1.0);
+    CHECK(signs(1, 2) == 1.0);
+    CHECK(signs(2, 0) == 0.0);
+    const auto projected = naive_product(
+      signs, false, signed_net.feedback().device().feedback_matrix<double>(), true);
+    double gap = 0;
+    for (std::size_t r = 0; r < 8; ++r) {
+        for (std::size_t c = 0; c < 9; ++c) {
+            const double h = signed_net.layer<0>().output()(r, c);
+            gap = std::max(gap, std::abs(signed_net.layer<0>().delta()(r, c) -
+                                         projected(r, c) * (1 - h * h)));
+        }
+    }
+    CHECK(gap < 1e-14);
+    // DFA's signal differs: it projects e itself.
+    CHECK(max_abs_diff(direct.layer<0>().delta(), signed_net.layer<0>().delta()) > 1e-3);
+}
+
 TEST_CASE("shallow training leaves hidden weights bit-identical", "[feedback][shallow]") {
     auto net = make_network<shallow, softmax_cross_entropy>(
       25, dense<tanh_act>{6, 9}, dense<tanh_act>{9, 9}, dense<identity>{9, 3});

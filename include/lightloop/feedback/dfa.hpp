@@ -10,9 +10,9 @@ namespace lightloop {
 
 template <class Device = dense_gaussian>
 requires projection_device<Device>
-class dfa : public detail::direct_feedback<Device, false> {
+class dfa : public detail::direct_feedback<Device, detail::projected_signal::error> {
 public:
-    using detail::direct_feedback<Device, false>::direct_feedback;
+    using detail::direct_feedback<Device, detail::projected_signal::error>::direct_feedback;
 };
 
 static_assert(feedback_method<dfa<dense_gaussian>>);

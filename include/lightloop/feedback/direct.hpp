@@ -3,6 +3,7 @@
 // of the hidden widths, sliced per layer. That single projection is what the
 // optical co-processor performs; no hidden layer waits for the one above it.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -21,7 +22,23 @@
 
 namespace lightloop::detail {
 
-template <class Device, bool ProjectTarget>
+/// What a direct method projects: the output error e (DFA), its sign
+/// (sign-DFA), or the one-hot target (DRTP).
+enum class projected_signal { error, error_sign, target };
+
+constexpr const char* method_name(projected_signal s) noexcept {
+    switch (s) {
+    case projected_signal::error:
+        return "dfa";
+    case projected_signal::error_sign:
+        return "sign_dfa";
+    case projected_signal::target:
+        return "drtp";
+    }
+    return "?";
+}
+
+template <class Device, projected_signal Signal>
 class direct_feedback {
 public:
     static constexpr bool trains_hidden_layers = true;
@@ -34,7 +51,7 @@ public:
     /// Hidden layer i (0-based) reads columns [offset(i), offset(i) + d_{i+1})
     /// of the projection; the device maps d_L inputs to sum_i d_i outputs.
     void configure(std::span<const std::size_t> widths, std::uint64_t seed) {
-        check_widths(ProjectTarget ? "drtp" : "dfa", widths);
+        check_widths(method_name(Signal), widths);
         offsets_.clear();
         total_ = 0;
         for (std::size_t i = 1; i + 1 < widths.size(); ++i) {
@@ -48,10 +65,18 @@ public:
     void backward(std::tuple<Layers...>& layers, const matrix<T>& target) {
         constexpr std::size_t depth = sizeof...(Layers);
         if constexpr (depth > 1) {
-            const matrix<T>& source = ProjectTarget ? target : std::get<depth - 1>(layers).delta();
+            const matrix<T>& error = std::get<depth - 1>(layers).delta();
+            const matrix<T>* source = Signal == projected_signal::target ? &target : &error;
+            if constexpr (Signal == projected_signal::error_sign) {
+                matrix<T>& signs = signs_.template get<T>();
+                ensure_shape(signs, error.shape(0), error.shape(1));
+                std::transform(error.begin(), error.end(), signs.begin(),
+                               [](T v) { return static_cast<T>((v > T(0)) - (v < T(0))); });
+                source = &signs;
+            }
             matrix<T>& projected = projection_.template get<T>();
-            ensure_shape(projected, source.shape(0), total_);
-            device_.project(source, projected);
+            ensure_shape(projected, source->shape(0), total_);
+            device_.project(*source, projected);
             for_index<depth - 1>([&](auto index) {
                 constexpr std::size_t i = decltype(index)::value;
                 std::get<i>(layers).scale_by_derivative(projected.data() + offsets_[i], total_);
@@ -59,9 +84,10 @@ public:
         }
     }
 
-    /// "dfa <device>" or "drtp <device>", for checkpoint signatures.
+    /// "dfa <device>", "sign_dfa <device>" or "drtp <device>", for checkpoint
+    /// signatures.
     std::string describe() const {
-        return std::string(ProjectTarget ? "drtp " : "dfa ") + describe_object(device_);
+        return std::string(method_name(Signal)) + " " + describe_object(device_);
     }
 
     /// The device's state (an optical device's calibration and noise
@@ -93,6 +119,7 @@ private:
     std::vector<std::size_t> offsets_;
     std::size_t total_ = 0;
     per_scalar<matrix> projection_;
+    per_scalar<matrix> signs_; // sign(e), for sign-DFA
 };
 
 } // namespace lightloop::detail

@@ -13,9 +13,9 @@ namespace lightloop {
 
 template <class Device = dense_gaussian>
 requires projection_device<Device>
-class drtp : public detail::direct_feedback<Device, true> {
+class drtp : public detail::direct_feedback<Device, detail::projected_signal::target> {
 public:
-    using detail::direct_feedback<Device, true>::direct_feedback;
+    using detail::direct_feedback<Device, detail::projected_signal::target>::direct_feedback;
 };
 
 static_assert(feedback_method<drtp<dense_gaussian>>);
