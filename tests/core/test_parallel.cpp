@@ -199,3 +199,51 @@ TEST_CASE("a thread team wakes its sleeping workers and waits for slow ones", "[
     }
     CHECK(total.load() == 600);
 }
+
+TEST_CASE("under the untouched policy lightloop never changes OpenBLAS's thread count",
+          "[core][parallel][blas]") {
+    // A thread of the user's program samples OpenBLAS's count while lightloop runs GEMMs
+    // large enough to be cut into pieces. Managed (the default), the hold sets it to 1
+    // for the duration of each GEMM; untouched, the sampler only ever sees the user's 2,
+    // and the products are the same up to rounding.
+    const int before = openblas_get_num_threads();
+    set_blas_threads(2);
+    const std::size_t n = 384; // 384^3 = 56M multiply-adds: cut into pieces when managed
+    std::vector<float> a(n * n), b(n * n), managed_c(n * n), untouched_c(n * n);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        a[i] = static_cast<float>((i * 7919) % 97) / 97.0f - 0.5f;
+        b[i] = static_cast<float>((i * 104729) % 89) / 89.0f - 0.5f;
+    }
+    auto sample_while = [&](std::vector<float>& c) {
+        std::atomic<bool> done{false};
+        std::atomic<int> smallest{1 << 20};
+        std::thread sampler([&] {
+            while (!done.load(std::memory_order_acquire)) {
+                smallest.store(std::min(smallest.load(), openblas_get_num_threads()));
+            }
+        });
+        for (int repeat = 0; repeat < 40; ++repeat) {
+            gemm(transpose::no, transpose::no, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                 c.data(), n);
+        }
+        done.store(true, std::memory_order_release);
+        sampler.join();
+        return smallest.load();
+    };
+    REQUIRE(get_blas_thread_policy() == blas_thread_policy::managed);
+    CHECK(sample_while(managed_c) == 1);
+    set_blas_thread_policy(blas_thread_policy::untouched);
+    CHECK(sample_while(untouched_c) == 2);
+    {
+        const blas_single_thread hold; // a no-op now
+        CHECK(openblas_get_num_threads() == 2);
+    }
+    CHECK(parallel_threads() == 2); // lightloop's own passes still use the count
+    set_blas_thread_policy(blas_thread_policy::managed);
+    double worst = 0.0;
+    for (std::size_t i = 0; i < managed_c.size(); ++i) {
+        worst = std::max(worst, static_cast<double>(std::abs(managed_c[i] - untouched_c[i])));
+    }
+    CHECK(worst < 1e-4); // sums of 384 products of size <= 0.25: float rounding only
+    set_blas_threads(before);
+}

@@ -74,7 +74,8 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
         return;
     }
     const std::size_t threads = parallel_threads();
-    if (threads == 1) {
+    if (threads == 1 || get_blas_thread_policy() == blas_thread_policy::untouched) {
+        // One call: on one thread, or threaded by OpenBLAS as it is set.
         detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }

@@ -10,6 +10,15 @@
 // One knob sets the count: lightloop uses as many threads as OpenBLAS is set
 // to use (OPENBLAS_NUM_THREADS, or set_blas_threads()); OpenBLAS itself is
 // held at one thread while lightloop's GEMMs run (blas_single_thread).
+//
+// That hold changes a process-wide setting: while a lightloop GEMM runs, a
+// BLAS call from another thread of the program gets one thread, and with an
+// OpenMP build of OpenBLAS, openblas_set_num_threads also sets the calling
+// thread's OpenMP thread count. A program that relies on that count opts out
+// with set_blas_thread_policy(blas_thread_policy::untouched): lightloop then
+// never changes OpenBLAS's thread count, runs each GEMM as one OpenBLAS call
+// (threaded as OpenBLAS is set), and uses its own team only for its
+// element-wise passes and the optical simulation.
 // lightloop's own passes give the same bits on any thread count: work is
 // split into tasks by the data alone, and anything random inside a task is
 // seeded by the task. A GEMM cut into pieces of whole kernel tiles (widths
@@ -53,6 +62,13 @@
 
 namespace lightloop {
 
+/// Whether lightloop may change OpenBLAS's process-wide thread count (see
+/// the file comment).
+enum class blas_thread_policy {
+    managed,  ///< default: GEMMs in pieces on lightloop's team, OpenBLAS held at one thread
+    untouched ///< OpenBLAS's count is never changed; each GEMM is one OpenBLAS call
+};
+
 namespace detail {
 /// Who holds OpenBLAS at one thread (see blas_single_thread), and the count
 /// it was set to before, which stays the process's thread count meanwhile.
@@ -60,6 +76,7 @@ struct blas_hold_state {
     std::mutex mutex;
     int holders = 0;             // guarded by mutex
     std::atomic<int> threads{0}; // OpenBLAS's own count while held, else 0
+    std::atomic<bool> untouched{false};
 };
 
 inline blas_hold_state& blas_hold() {
@@ -75,16 +92,34 @@ inline std::size_t parallel_threads() {
     return static_cast<std::size_t>(std::max(1, held > 0 ? held : openblas_get_num_threads()));
 }
 
+/// Sets the policy for every later GEMM: call it before training, not while
+/// lightloop's GEMMs run on other threads.
+inline void set_blas_thread_policy(blas_thread_policy policy) {
+    detail::blas_hold().untouched.store(policy == blas_thread_policy::untouched,
+                                        std::memory_order_release);
+}
+
+inline blas_thread_policy get_blas_thread_policy() {
+    return detail::blas_hold().untouched.load(std::memory_order_acquire)
+             ? blas_thread_policy::untouched
+             : blas_thread_policy::managed;
+}
+
 /// Holds OpenBLAS at one thread for its lifetime and then restores its
 /// count; parallel_threads() reports the restored count meanwhile. lightloop's
 /// gemm spreads a product over its own team, each piece a one-thread OpenBLAS
 /// call: OpenBLAS's workers would otherwise take part (two callers each
 /// asking for T threads), and after each product they spin for up to 2^28
 /// cycles on the cores the team needs. Holds nest and may be taken by
-/// several threads at once; the last to leave restores the count.
+/// several threads at once; the last to leave restores the count. Under
+/// blas_thread_policy::untouched it does nothing.
 class blas_single_thread {
 public:
-    blas_single_thread() {
+    blas_single_thread()
+      : active_(get_blas_thread_policy() == blas_thread_policy::managed) {
+        if (!active_) {
+            return;
+        }
         auto& hold = detail::blas_hold();
         const std::lock_guard<std::mutex> lock(hold.mutex);
         if (hold.holders++ == 0) {
@@ -96,6 +131,9 @@ public:
         }
     }
     ~blas_single_thread() {
+        if (!active_) {
+            return;
+        }
         auto& hold = detail::blas_hold();
         const std::lock_guard<std::mutex> lock(hold.mutex);
         if (--hold.holders == 0) {
@@ -108,6 +146,9 @@ public:
     }
     blas_single_thread(const blas_single_thread&) = delete;
     blas_single_thread& operator=(const blas_single_thread&) = delete;
+
+private:
+    bool active_; // the policy when the hold was taken
 };
 
 namespace detail {
