@@ -208,16 +208,18 @@ public:
     /// (or call parameters_changed()).
     template <optimizer Optimizer>
     void apply_gradients(Optimizer& opt) {
+        collect_slots();
         if (!value_max_known_) {
             measure_parameters();
         }
         bool proven = false;
         if constexpr (detail::bounds_updates<Optimizer>) {
             proven = true;
-            for_each_trained_slot([&](std::size_t layer_index, std::size_t slot, auto, auto) {
-                proven = proven && detail::bound_fits<value_type>(opt.update_bound(
-                                     slot, value_max_[slot], gradient_max_[layer_index]));
-            });
+            for (const parameter_slot& s : slots_) {
+                proven = proven &&
+                         (!s.trained || detail::bound_fits<value_type>(opt.update_bound(
+                                          s.index, value_max_[s.index], gradient_max_[s.layer])));
+            }
         }
         if (proven) {
             const std::size_t failed = update_parameters(opt);
@@ -285,34 +287,41 @@ public:
     std::size_t output_size() const noexcept { return widths_.back(); }
 
 private:
-    /// Calls f(layer index, slot, values, gradient) for every trained
-    /// parameter tensor, slots numbered over all layers.
-    template <class F>
-    void for_each_trained_slot(F&& f) {
-        std::size_t slot = 0;
+    /// One parameter tensor of a layer: its slot number (over all layers,
+    /// frozen ones included), its layer, and whether that layer trains.
+    struct parameter_slot {
+        std::size_t index;
+        std::size_t layer;
+        bool trained;
+        std::span<value_type> values;
+        std::span<const value_type> gradient;
+    };
+
+    /// Lists every parameter tensor in slot order (into slots_, which keeps
+    /// its capacity: nothing is allocated after the first step). The steps
+    /// below are plain loops over it: one lambda here rather than one per
+    /// pass keeps GCC 12 from mangling two of them alike across translation
+    /// units (an ODR clash the two-unit test caught under ThreadSanitizer).
+    void collect_slots() {
+        slots_.clear();
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            std::get<i>(layers_).visit_parameters([&](auto values, auto gradient) {
-                if (trains_layer(i)) {
-                    f(i, slot, values, gradient);
-                }
-                ++slot;
-            });
+            std::get<i>(layers_).visit_parameters(
+              [&](std::span<value_type> values, std::span<const value_type> gradient) {
+                  slots_.push_back({slots_.size(), i, trains_layer(i), values, gradient});
+              });
         });
     }
 
-    /// The largest |value| of every slot, by one pass over the parameters.
+    /// The largest |value| of every trained slot, by one pass over them.
     void measure_parameters() {
-        std::size_t slots = 0;
-        detail::for_index<depth>([&](auto index) {
-            std::get<decltype(index)::value>(layers_).visit_parameters(
-              [&](auto, auto) { ++slots; });
-        });
-        value_max_.resize(slots);
-        for_each_trained_slot([&](std::size_t, std::size_t slot, auto values, auto) {
-            value_max_[slot] =
-              detail::largest_magnitude_or_inf(std::span<const value_type>(values));
-        });
+        value_max_.assign(slots_.size(), 0.0);
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                value_max_[s.index] =
+                  detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
+            }
+        }
         value_max_known_ = true;
     }
 
@@ -322,30 +331,27 @@ private:
     template <class Optimizer>
     std::size_t update_parameters(Optimizer& opt) {
         opt.begin_step();
-        std::size_t failed = depth;
-        for_each_trained_slot(
-          [&](std::size_t layer_index, std::size_t slot, auto values, auto gradient) {
-              if (failed != depth) {
-                  return;
-              }
-              double largest = 0.0;
-              if constexpr (requires {
-                                {
-                                    opt.update_and_measure(slot, values, gradient)
-                                    } -> std::convertible_to<double>;
-                            }) {
-                  largest = opt.update_and_measure(slot, values, gradient);
-              } else {
-                  opt.update(slot, values, gradient);
-                  largest = detail::largest_magnitude_or_inf(std::span<const value_type>(values));
-              }
-              if (!(largest < std::numeric_limits<double>::infinity())) {
-                  failed = layer_index;
-              } else {
-                  value_max_[slot] = largest;
-              }
-          });
-        return failed;
+        for (const parameter_slot& s : slots_) {
+            if (!s.trained) {
+                continue;
+            }
+            double largest = 0.0;
+            if constexpr (requires {
+                              {
+                                  opt.update_and_measure(s.index, s.values, s.gradient)
+                                  } -> std::convertible_to<double>;
+                          }) {
+                largest = opt.update_and_measure(s.index, s.values, s.gradient);
+            } else {
+                opt.update(s.index, s.values, s.gradient);
+                largest = detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
+            }
+            if (!(largest < std::numeric_limits<double>::infinity())) {
+                return s.layer;
+            }
+            value_max_[s.index] = largest;
+        }
+        return depth;
     }
 
     /// The update with a copy of the parameters and the optimizer's state
@@ -353,14 +359,16 @@ private:
     template <class Optimizer>
     void update_or_restore(Optimizer& opt) {
         std::size_t total = 0;
-        for_each_trained_slot(
-          [&](std::size_t, std::size_t, auto values, auto) { total += values.size(); });
+        for (const parameter_slot& s : slots_) {
+            total += s.trained ? s.values.size() : 0;
+        }
         saved_parameters_.resize(total);
-        std::size_t at = 0;
-        for_each_trained_slot([&](std::size_t, std::size_t, auto values, auto) {
-            std::copy(values.begin(), values.end(), saved_parameters_.data() + at);
-            at += values.size();
-        });
+        value_type* at = saved_parameters_.data();
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                at = std::copy(s.values.begin(), s.values.end(), at);
+            }
+        }
         constexpr bool has_state = requires(state_writer w, state_reader r) {
             opt.save_state(w);
             opt.load_state(r);
@@ -374,11 +382,13 @@ private:
         if (failed == depth) {
             return;
         }
-        at = 0;
-        for_each_trained_slot([&](std::size_t, std::size_t, auto values, auto) {
-            std::copy_n(saved_parameters_.data() + at, values.size(), values.data());
-            at += values.size();
-        });
+        const value_type* from = saved_parameters_.data();
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                std::copy_n(from, s.values.size(), s.values.data());
+                from += s.values.size();
+            }
+        }
         value_max_ = saved_max;
         if constexpr (has_state) {
             state_reader in(std::span<const std::byte>(saved_state.bytes()),
@@ -460,6 +470,7 @@ private:
     std::vector<double> value_max_;
     bool value_max_known_ = false;
     std::array<double, depth> gradient_max_{};
+    std::vector<parameter_slot> slots_;        // collect_slots
     std::vector<value_type> saved_parameters_; // update_or_restore's copy
 };
 
