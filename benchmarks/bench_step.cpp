@@ -15,6 +15,8 @@
 
 #include <lightloop/lightloop.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
 using namespace lightloop;
@@ -213,12 +215,32 @@ BENCHMARK(bm_gemm<gemm_way::openblas>)->Apply(step_gemm_shapes)->UseRealTime();
 
 int main(int argc, char** argv) {
     lightloop::ensure_fast_blas(argv);
-    const auto blas = lightloop::blas_info();
-    benchmark::AddCustomContext("openblas_core", blas.core);
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
-        return 1;
-    }
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
+    CLI::App app{"Micro benchmarks of a training step's parts (GEMMs, projections, optimizer "
+                 "updates, whole steps) with Google Benchmark.",
+                 "bench_step"};
+    app.allow_extras();
+    app.footer("Google Benchmark's own flags pass through in their --benchmark_NAME=VALUE form, "
+               "e.g. --benchmark_filter=REGEX, --benchmark_format=json, "
+               "--benchmark_min_time=SECONDS.");
+    return lightloop::programs::run(app, argc, argv, [&] {
+        std::vector<std::string> flags = app.remaining();
+        std::vector<char*> args{argv[0]};
+        for (auto& flag : flags) {
+            if (flag.rfind("--benchmark_", 0) != 0) {
+                throw lightloop::config_error("unknown flag " + flag + " (see --help)");
+            }
+            args.push_back(flag.data());
+        }
+        int count = static_cast<int>(args.size());
+        args.push_back(nullptr);
+        const auto blas = lightloop::blas_info();
+        benchmark::AddCustomContext("openblas_core", blas.core);
+        benchmark::Initialize(&count, args.data());
+        if (benchmark::ReportUnrecognizedArguments(count, args.data())) {
+            return lightloop::programs::bad_input;
+        }
+        benchmark::RunSpecifiedBenchmarks();
+        benchmark::Shutdown();
+        return 0;
+    });
 }

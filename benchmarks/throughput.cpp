@@ -26,6 +26,8 @@
 
 #include <lightloop/lightloop.hpp>
 
+#include "cli.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -211,16 +213,6 @@ runner make_runner(const std::string& method, std::size_t batch) {
     throw config_error("throughput: unknown method " + method);
 }
 
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-        out.push_back(item);
-    }
-    return out;
-}
-
 /// PyTorch samples/s by (method, batch, threads), from torch_throughput.py.
 std::map<std::string, double> read_torch(const std::string& path) {
     std::map<std::string, double> out;
@@ -246,40 +238,61 @@ std::map<std::string, double> read_torch(const std::string& path) {
     return out;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    ensure_fast_blas(argv);
-    std::string batches_arg = "32,128,512";
-    std::string threads_arg = "1,2";
-    std::string methods_arg = "bp,fa,dfa,holographic,intensity";
+struct options {
+    std::vector<std::size_t> batches{32, 128, 512};
+    std::vector<int> threads{1, 2};
+    std::vector<std::string> methods{"bp", "fa", "dfa", "holographic", "intensity"};
     std::string torch_path;
     std::string json_path = "throughput.json";
     double budget = 1.5;
     double gemm_budget = 0.2;
     int rounds = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string flag = argv[i];
-        const std::string value = argv[i + 1];
-        if (flag == "--batches") {
-            batches_arg = value;
-        } else if (flag == "--threads") {
-            threads_arg = value;
-        } else if (flag == "--methods") {
-            methods_arg = value;
-        } else if (flag == "--torch") {
-            torch_path = value;
-        } else if (flag == "--json") {
-            json_path = value;
-        } else if (flag == "--seconds") {
-            budget = std::stod(value);
-        } else if (flag == "--rounds") {
-            rounds = std::max(1, std::stoi(value));
-        } else {
-            std::fprintf(stderr, "throughput: unknown flag %s\n", flag.c_str());
-            return 2;
-        }
-    }
+};
+
+int measure(const options& o);
+
+} // namespace
+
+int main(int argc, char** argv) {
+    ensure_fast_blas(argv);
+    using lightloop::programs::positive;
+    options o;
+    CLI::App app{"Training throughput of the paper's network per method, batch and thread count, "
+                 "against the SGEMM roofline measured in the same run and, with --torch, "
+                 "against PyTorch.",
+                 "throughput"};
+    app.add_option("--batches", o.batches, "comma-separated batch sizes")
+      ->delimiter(',')
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--threads", o.threads, "comma-separated thread counts")
+      ->delimiter(',')
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--methods", o.methods, "comma-separated methods")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"bp", "fa", "dfa", "holographic", "intensity", "shallow"}))
+      ->capture_default_str();
+    app.add_option("--torch", o.torch_path, "PyTorch's figures (torch_throughput.py's output)")
+      ->check(CLI::ExistingFile);
+    app.add_option("--json", o.json_path, "where the figures are written")->capture_default_str();
+    app.add_option("--seconds", o.budget, "stepping time per method and cell")
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--rounds", o.rounds, "rounds the methods take turns in")
+      ->check(positive())
+      ->capture_default_str();
+    return lightloop::programs::run(app, argc, argv, [&] { return measure(o); });
+}
+
+namespace {
+
+int measure(const options& o) {
+    const std::string& torch_path = o.torch_path;
+    const std::string& json_path = o.json_path;
+    const double budget = o.budget;
+    const double gemm_budget = o.gemm_budget;
+    const int rounds = o.rounds;
     const auto torch = read_torch(torch_path);
     const auto blas = blas_info();
     std::printf("lightloop %s | OpenBLAS %s | kernel %s\n", version_string, blas.config.c_str(),
@@ -288,15 +301,18 @@ int main(int argc, char** argv) {
     std::printf("%-12s %5s %3s %12s %10s %10s %10s %10s %10s %8s\n", "method", "batch", "thr",
                 "samples/s", "GFLOP/s", "roofline", "vs torch", "vs t. bp", "scaled", "vs dfa");
     std::ofstream json(json_path);
+    if (!json) {
+        throw data_error("throughput: " + json_path + ": cannot write");
+    }
     json << "[\n";
     bool first = true;
-    for (const auto& threads_s : split(threads_arg)) {
-        const int threads = std::stoi(threads_s);
+    for (const int threads : o.threads) {
+        const std::string threads_s = std::to_string(threads);
         set_blas_threads(threads);
-        for (const auto& batch_s : split(batches_arg)) {
-            const auto batch = static_cast<std::size_t>(std::stoul(batch_s));
+        for (const std::size_t batch : o.batches) {
+            const std::string batch_s = std::to_string(batch);
             std::vector<runner> runners;
-            for (const auto& method : split(methods_arg)) {
+            for (const auto& method : o.methods) {
                 runners.push_back(make_runner(method, batch));
             }
             // Each method's GEMM shapes (the optical field GEMMs depend on the
@@ -390,4 +406,7 @@ int main(int argc, char** argv) {
                 "time\nscaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
                 "(784 -> 1024 at the batch)\nwrote %s\n",
                 json_path.c_str());
+    return 0;
 }
+
+} // namespace

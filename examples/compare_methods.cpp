@@ -1,9 +1,11 @@
-// The main demo (until the Fashion-MNIST experiment lands): every feedback
+// The synthetic demo: every feedback
 // method on the same synthetic task, same network, same seed, with a table of
 // test accuracy and wall time.
 //
-//   compare_methods [--epochs N] [--lr X] [--hidden N] [--seed N]
+//   compare_methods [--epochs N] [--lr X] [--hidden N] [--batch N] [--seed N]
 #include <lightloop/lightloop.hpp>
+
+#include "cli.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -23,51 +25,21 @@ struct options {
     std::size_t batch = 32;
 };
 
-[[noreturn]] void usage(const char* message) {
-    std::fprintf(
-      stderr,
-      "compare_methods: %s\n"
-      "usage: compare_methods [--epochs N] [--lr X] [--hidden N] [--batch N] [--seed N]\n",
-      message);
-    std::exit(2);
-}
-
-options parse(int argc, char** argv) {
-    options opt;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        if (flag == "--help" || flag == "-h") {
-            usage("trains every feedback method on a synthetic task");
-        }
-        if (i + 1 >= argc) {
-            usage(("missing value after " + flag).c_str());
-        }
-        const char* value = argv[++i];
-        char* end = nullptr;
-        if (flag == "--lr") {
-            opt.learning_rate = std::strtod(value, &end);
-        } else {
-            const unsigned long long v = std::strtoull(value, &end, 10);
-            if (flag == "--epochs") {
-                opt.epochs = v;
-            } else if (flag == "--hidden") {
-                opt.hidden = v;
-            } else if (flag == "--batch") {
-                opt.batch = v;
-            } else if (flag == "--seed") {
-                opt.seed = v;
-            } else {
-                usage(("unknown flag " + flag).c_str());
-            }
-        }
-        if (end == value || *end != '\0') {
-            usage(("not a number: " + flag + " " + value).c_str());
-        }
-    }
-    if (opt.epochs == 0 || opt.hidden == 0 || opt.batch == 0 || !(opt.learning_rate > 0)) {
-        usage("epochs, hidden, batch and lr must be positive");
-    }
-    return opt;
+void add_flags(CLI::App& app, options& opt) {
+    using lightloop::programs::positive;
+    app.add_option("--epochs", opt.epochs, "passes over the training set")
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--lr", opt.learning_rate, "learning rate (SGD, momentum 0.9)")
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--hidden", opt.hidden, "width of both hidden layers")
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--batch", opt.batch, "samples per step")
+      ->check(positive())
+      ->capture_default_str();
+    app.add_option("--seed", opt.seed, "network and batch-order seed")->capture_default_str();
 }
 
 template <class Feedback>
@@ -108,21 +80,30 @@ void run(const char* name, const options& opt, const lightloop::labelled_data<fl
 int main(int argc, char** argv) {
     using namespace lightloop;
     ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
-    const options opt = parse(argc, argv);
-    // 4 classes, each a mixture of 6 Gaussian clusters in 6-D: chance 25%, a
-    // linear classifier about 60%.
-    const auto train = make_blobs(1000, 4, 6, 6, 0.4, /*task_seed=*/1, /*sample_seed=*/2);
-    const auto test = make_blobs(1000, 4, 6, 6, 0.4, /*task_seed=*/1, /*sample_seed=*/3);
-    std::printf("lightloop %s, BLAS kernel %s\n", version_string, blas_core_name().c_str());
-    std::printf("task: 4-class Gaussian mixture in 6-D, %zu train / %zu test; network 6-%zu-%zu-4 "
-                "tanh; SGD momentum 0.9, lr %g, batch %zu, %zu epochs, seed %llu\n\n",
-                train.size(), test.size(), opt.hidden, opt.hidden, opt.learning_rate, opt.batch,
-                opt.epochs, static_cast<unsigned long long>(opt.seed));
-    std::printf("%-20s %10s %12s %10s\n", "method", "last loss", "test acc %", "time s");
-    run<backprop>("backprop", opt, train, test);
-    run<feedback_alignment>("feedback alignment", opt, train, test);
-    run<dfa<dense_gaussian>>("dfa (gaussian)", opt, train, test);
-    run<dfa<dense_uniform>>("dfa (uniform)", opt, train, test);
-    run<drtp<dense_gaussian>>("drtp", opt, train, test);
-    run<shallow>("shallow", opt, train, test);
+    options opt;
+    CLI::App app{"Trains every feedback method on a synthetic task (a 4-class Gaussian mixture "
+                 "in 6-D) with the same network and seed, and prints a table.",
+                 "compare_methods"};
+    add_flags(app, opt);
+    return programs::run(app, argc, argv, [&] {
+        // 4 classes, each a mixture of 6 Gaussian clusters in 6-D: chance 25%, a
+        // linear classifier about 60%.
+        const auto train = make_blobs(1000, 4, 6, 6, 0.4, /*task_seed=*/1, /*sample_seed=*/2);
+        const auto test = make_blobs(1000, 4, 6, 6, 0.4, /*task_seed=*/1, /*sample_seed=*/3);
+        std::printf("lightloop %s, BLAS kernel %s\n", version_string, blas_core_name().c_str());
+        std::printf(
+          "task: 4-class Gaussian mixture in 6-D, %zu train / %zu test; network 6-%zu-%zu-4 "
+          "tanh; SGD momentum 0.9, lr %g, batch %zu, %zu epochs, seed %llu\n\n",
+          train.size(), test.size(), opt.hidden, opt.hidden, opt.learning_rate, opt.batch,
+          opt.epochs, static_cast<unsigned long long>(opt.seed));
+        std::printf("%-20s %10s %12s %10s\n", "method", "last loss", "test acc %", "time s");
+        run<backprop>("backprop", opt, train, test);
+        run<feedback_alignment>("feedback alignment", opt, train, test);
+        run<dfa<dense_gaussian>>("dfa (gaussian)", opt, train, test);
+        run<dfa<dense_uniform>>("dfa (uniform)", opt, train, test);
+        run<drtp<dense_gaussian>>("drtp", opt, train, test);
+        run<sign_dfa<dense_gaussian>>("sign-dfa", opt, train, test);
+        run<shallow>("shallow", opt, train, test);
+        return 0;
+    });
 }

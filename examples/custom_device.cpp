@@ -10,6 +10,8 @@
 // sample to the dense device's RMS.
 #include <lightloop/lightloop.hpp>
 
+#include "cli.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -161,15 +163,21 @@ double train(Feedback feedback, const lightloop::labelled_data<float>& train_set
 
 } // namespace
 
-int main(int, char** argv) {
+int main(int argc, char** argv) {
     using namespace lightloop;
     ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
-    const auto train_set = make_blobs(300, 4, 6, 6, 0.4, 1, 2);
-    const auto test_set = make_blobs(300, 4, 6, 6, 0.4, 1, 3);
-    std::printf("DFA through the dense Gaussian device:\n");
-    const double dense_acc = train(dfa<dense_gaussian>{}, train_set, test_set);
-    std::printf("  test accuracy %.3f\n", dense_acc);
-    std::printf("DFA through a user-written OPU driver (8-bit intensity camera):\n");
-    const double driver_acc = train(dfa<opu_driver>{}, train_set, test_set);
-    std::printf("  test accuracy %.3f\n", driver_acc);
+    CLI::App app{"Trains DFA through a user-written OPU driver (binary patterns in, 8-bit "
+                 "images out) and through the dense Gaussian device.",
+                 "custom_device"};
+    return programs::run(app, argc, argv, [] {
+        const auto train_set = make_blobs(300, 4, 6, 6, 0.4, 1, 2);
+        const auto test_set = make_blobs(300, 4, 6, 6, 0.4, 1, 3);
+        std::printf("DFA through the dense Gaussian device:\n");
+        const double dense_acc = train(dfa<dense_gaussian>{}, train_set, test_set);
+        std::printf("  test accuracy %.3f\n", dense_acc);
+        std::printf("DFA through a user-written OPU driver (8-bit intensity camera):\n");
+        const double driver_acc = train(dfa<opu_driver>{}, train_set, test_set);
+        std::printf("  test accuracy %.3f\n", driver_acc);
+        return 0;
+    });
 }

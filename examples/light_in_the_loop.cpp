@@ -9,10 +9,13 @@
 // <out>/light_in_the_loop.csv and the learning curves to
 // <out>/light_in_the_loop.svg.
 //
-// Defaults run in a few minutes on 2 cores (2 epochs); the paper-scale run is
-// --epochs 10 or more. See --help for the flags.
+// Defaults run in under a minute on 2 cores (2 epochs); the paper-scale run
+// is --epochs 10 or more. See --help for the flags.
 #include <lightloop/lightloop.hpp>
 
+#include "cli.hpp"
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,97 +40,45 @@ struct options {
     double read_noise = 5.0; // electrons rms
     int threads = 2;
     std::size_t train_limit = 0;
-    std::string methods = "bp,dfa,optical-intensity,optical-holographic,shallow";
+    std::vector<std::string> methods{"bp", "dfa", "optical-intensity", "optical-holographic",
+                                     "shallow"};
 };
 
-[[noreturn]] void usage(const std::string& message, int code = 2) {
-    std::fprintf(code == 0 ? stdout : stderr,
-                 "%s%s"
-                 "usage: light_in_the_loop [flags]\n"
-                 "  --data DIR         IDX directory with the standard MNIST file names, plain or "
-                 ".gz\n"
-                 "                     (default /usr/share/datasets/fashion-mnist, Debian's "
-                 "dataset-fashion-mnist)\n"
-                 "  --out DIR          where the CSV and SVG go (default light_in_the_loop_out)\n"
-                 "  --epochs N         (default 2)\n"
-                 "  --batch N          (default 128)\n"
-                 "  --lr X             learning rate (default 0.01)\n"
-                 "  --optimizer NAME   sgd (momentum 0.9, default) or adam\n"
-                 "  --seed N           network, feedback and batch-order seed (default 0)\n"
-                 "  --threshold X      ternarization threshold, relative to max|e| (default 0.1)\n"
-                 "  --camera-bits N    camera ADC bit depth (default 8)\n"
-                 "  --noise X          camera read noise, electrons rms (default 5)\n"
-                 "  --threads N        threads for GEMMs and everything else (default 2)\n"
-                 "  --train-limit N    use only the first N training images (default all)\n"
-                 "  --methods LIST     comma-separated subset of\n"
-                 "                     bp,fa,dfa,optical-intensity,optical-holographic,shallow\n",
-                 message.c_str(), message.empty() ? "" : "\n");
-    std::exit(code);
-}
-
-options parse(int argc, char** argv) {
-    options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        if (flag == "--help" || flag == "-h") {
-            usage("", 0);
-        }
-        if (i + 1 >= argc) {
-            usage("light_in_the_loop: " + flag + " needs a value");
-        }
-        const std::string value = argv[++i];
-        char* end = nullptr;
-        auto number = [&]() {
-            const double v = std::strtod(value.c_str(), &end);
-            if (end == value.c_str() || *end != '\0' || !std::isfinite(v)) {
-                usage("light_in_the_loop: " + flag + " takes a number, got '" + value + "'");
-            }
-            return v;
-        };
-        auto count = [&]() {
-            const double v = number();
-            if (v < 0 || v != std::floor(v)) {
-                usage("light_in_the_loop: " + flag + " takes a whole number, got '" + value + "'");
-            }
-            return static_cast<std::size_t>(v);
-        };
-        if (flag == "--data") {
-            o.data = value;
-        } else if (flag == "--out") {
-            o.out = value;
-        } else if (flag == "--epochs") {
-            o.epochs = count();
-        } else if (flag == "--batch") {
-            o.batch = count();
-        } else if (flag == "--lr") {
-            o.learning_rate = number();
-        } else if (flag == "--optimizer") {
-            o.optimizer = value;
-        } else if (flag == "--seed") {
-            o.seed = count();
-        } else if (flag == "--threshold") {
-            o.threshold = number();
-        } else if (flag == "--camera-bits") {
-            o.camera_bits = static_cast<int>(count());
-        } else if (flag == "--noise") {
-            o.read_noise = number();
-        } else if (flag == "--threads") {
-            o.threads = static_cast<int>(count());
-        } else if (flag == "--train-limit") {
-            o.train_limit = count();
-        } else if (flag == "--methods") {
-            o.methods = value;
-        } else {
-            usage("light_in_the_loop: unknown flag " + flag);
-        }
-    }
-    if (o.epochs == 0 || o.batch == 0 || !(o.learning_rate > 0) || o.threads < 1) {
-        usage("light_in_the_loop: epochs, batch, lr and threads must be positive");
-    }
-    if (o.optimizer != "sgd" && o.optimizer != "adam") {
-        usage("light_in_the_loop: --optimizer is sgd or adam, got '" + o.optimizer + "'");
-    }
-    return o;
+/// The command line (--help lists it).
+void add_flags(CLI::App& app, options& o) {
+    app
+      .add_option("--data", o.data,
+                  "IDX directory with the standard MNIST file names, plain or .gz (Debian's "
+                  "dataset-fashion-mnist by default)")
+      ->capture_default_str();
+    app.add_option("--out", o.out, "where the CSV and SVG go")->capture_default_str();
+    app.add_option("--epochs", o.epochs, "passes over the training set")
+      ->check(lightloop::programs::positive())
+      ->capture_default_str();
+    app.add_option("--batch", o.batch, "samples per step")
+      ->check(lightloop::programs::positive())
+      ->capture_default_str();
+    app.add_option("--lr", o.learning_rate, "learning rate")
+      ->check(lightloop::programs::positive())
+      ->capture_default_str();
+    app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9) or adam")
+      ->check(CLI::IsMember({"sgd", "adam"}))
+      ->capture_default_str();
+    app.add_option("--seed", o.seed, "network, feedback and batch-order seed")
+      ->capture_default_str();
+    app.add_option("--threshold", o.threshold, "ternarization threshold, relative to max|e|")
+      ->capture_default_str();
+    app.add_option("--camera-bits", o.camera_bits, "camera ADC bit depth")->capture_default_str();
+    app.add_option("--noise", o.read_noise, "camera read noise, electrons rms")
+      ->capture_default_str();
+    lightloop::programs::add_threads(app, o.threads);
+    app.add_option("--train-limit", o.train_limit, "use only the first N training images (0: all)")
+      ->capture_default_str();
+    app.add_option("--methods", o.methods, "comma-separated methods to train")
+      ->delimiter(',')
+      ->check(CLI::IsMember(
+        {"bp", "fa", "dfa", "sign-dfa", "optical-intensity", "optical-holographic", "shallow"}))
+      ->capture_default_str();
 }
 
 struct result {
@@ -165,25 +116,26 @@ result run(const std::string& name, Feedback feedback, const options& o,
     return r;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
+int experiment(const options& o) {
     using namespace lightloop;
-    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
-    const options o = parse(argc, argv);
     set_blas_threads(o.threads);
+    // Built first, so that a bad setting is refused before the data loads.
+    const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
+    const ternary_encoder encoder(o.threshold);
     mnist_data data;
     try {
         data = load_mnist(o.data, {.train_limit = o.train_limit});
-    } catch (const error& e) {
-        std::fprintf(stderr,
-                     "%s\nlight_in_the_loop: needs an IDX data directory: install Debian's "
-                     "dataset-fashion-mnist, or pass --data DIR\n",
-                     e.what());
-        return 1;
+    } catch (const data_error& e) {
+        throw data_error(std::string(e.what()) +
+                         "\n(an IDX data directory is needed: install Debian's "
+                         "dataset-fashion-mnist, or pass --data DIR)");
     }
     std::filesystem::create_directories(o.out);
     std::filesystem::remove(std::filesystem::path(o.out) / "light_in_the_loop.csv");
+    const std::string data_name =
+      std::filesystem::path(o.data).filename().empty()
+        ? std::filesystem::path(o.data).parent_path().filename().string()
+        : std::filesystem::path(o.data).filename().string();
     std::printf("lightloop %s | BLAS kernel %s, %d thread(s) | %s: %zu train, %zu test, %zux%zu\n",
                 version_string, blas_core_name().c_str(), o.threads, o.data.c_str(),
                 data.train.size(), data.test.size(), data.rows, data.cols);
@@ -192,11 +144,9 @@ int main(int argc, char** argv) {
                 o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
                 static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise);
 
-    const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
-    const ternary_encoder encoder(o.threshold);
     std::vector<result> results;
     auto wanted = [&](const std::string& m) {
-        return ("," + o.methods + ",").find("," + m + ",") != std::string::npos;
+        return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
     };
     if (wanted("bp")) {
         results.push_back(run("backprop", backprop{}, o, data));
@@ -206,6 +156,9 @@ int main(int argc, char** argv) {
     }
     if (wanted("dfa")) {
         results.push_back(run("dfa dense", dfa<dense_gaussian>{}, o, data));
+    }
+    if (wanted("sign-dfa")) {
+        results.push_back(run("sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data));
     }
     if (wanted("optical-intensity")) {
         using device = optical<intensity_readout, camera>;
@@ -220,13 +173,14 @@ int main(int argc, char** argv) {
     if (wanted("shallow")) {
         results.push_back(run("shallow", shallow{}, o, data));
     }
-    if (results.empty()) {
-        usage("light_in_the_loop: --methods selected nothing");
-    }
 
     std::printf("\n%-24s %10s %10s %10s %12s %12s\n", "method", "test acc %", "alignment", "wall s",
                 "OPU frames", "OPU time s");
-    line_chart chart{"Fashion-MNIST, 784-1024-1024-10 tanh", "epoch", "test accuracy (%)", {}};
+    line_chart chart{data_name + ", " + std::to_string(data.train.inputs.shape(1)) + "-1024-1024-" +
+                       std::to_string(data.classes) + " tanh",
+                     "epoch",
+                     "test accuracy (%)",
+                     {}};
     for (const auto& r : results) {
         const auto& last = r.history.epochs.back();
         const std::string alignment =
@@ -251,4 +205,19 @@ int main(int argc, char** argv) {
     std::printf("\nalignment: mean cosine between each hidden layer's signal and backprop's, on "
                 "512 test images\nwrote %s and %s\n",
                 (std::filesystem::path(o.out) / "light_in_the_loop.csv").c_str(), svg.c_str());
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    using namespace lightloop;
+    ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
+    options o;
+    CLI::App app{"The Light-in-the-loop experiment: a 784-1024-1024-10 tanh network on "
+                 "Fashion-MNIST trained with backprop, DFA through a dense matrix and through "
+                 "the simulated optical co-processor, and shallow training.",
+                 "light_in_the_loop"};
+    add_flags(app, o);
+    return programs::run(app, argc, argv, [&] { return experiment(o); });
 }

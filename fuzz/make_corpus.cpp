@@ -12,6 +12,7 @@
 
 #include <zlib.h>
 
+#include "cli.hpp"
 #include "fuzz_network.hpp"
 
 namespace {
@@ -45,14 +46,7 @@ void write_gzip(const std::filesystem::path& path, const bytes& b) {
     gzclose(f);
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::cerr << "usage: fuzz_make_corpus <directory>\n";
-        return 2;
-    }
-    const std::filesystem::path root = argv[1];
+int write_corpus(const std::filesystem::path& root) {
     std::filesystem::create_directories(root / "idx");
     std::filesystem::create_directories(root / "checkpoint");
     write(root / "idx" / "rank1", idx({5}));
@@ -84,4 +78,15 @@ int main(int argc, char** argv) {
     write(root / "checkpoint" / "payload", payload);
     std::cout << "seed corpora written to " << root << "\n";
     return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::string directory;
+    CLI::App app{"Writes the fuzz targets' seed corpora (IDX files and checkpoints in the current "
+                 "formats) under DIRECTORY.",
+                 "fuzz_make_corpus"};
+    app.add_option("directory", directory, "where the corpora go")->required();
+    return lightloop::programs::run(app, argc, argv, [&] { return write_corpus(directory); });
 }
