@@ -4,8 +4,9 @@
 # instead of aborting.
 #
 #   lightloop_program_tests(TARGET
-#     [REQUIRED arg...]              flags the program cannot run without
-#     [BAD_VALUE arg...]             a value the command line refuses
+#     [REQUIRED arg...]              what the program cannot run without (put
+#                                    before the unknown flag)
+#     [BAD_VALUE arg...]             a command line with a value it refuses
 #     [LIBRARY_ERROR arg...]         flags the library then refuses
 #     [LIBRARY_MESSAGE regex])       what that refusal must say
 set(LIGHTLOOP_CHECK_EXIT "${CMAKE_CURRENT_LIST_DIR}/check_exit.cmake")
@@ -20,7 +21,6 @@ function(lightloop_program_tests target)
             "unknown_flag|${required}--no-such-flag|2|no-such-flag")
   if(arg_BAD_VALUE)
     list(JOIN arg_BAD_VALUE "," bad)
-    set(bad "${required}${bad}")
     list(APPEND cases "bad_value|${bad}|2|.")
   endif()
   if(arg_LIBRARY_ERROR)

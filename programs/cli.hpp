@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -22,8 +23,9 @@ inline constexpr int bad_input = 2;
 
 /// Parses argv with `app`, then returns body()'s exit code. --help prints
 /// the usage and returns 0; a parse error prints CLI11's message and returns
-/// bad_input; a lightloop::error thrown by body prints "<name>: <message>"
-/// and returns bad_input; any other exception prints and returns 1.
+/// bad_input; a lightloop::error (or a filesystem error: a path from the
+/// command line) thrown by body prints "<name>: <message>" and returns
+/// bad_input; any other exception prints and returns 1.
 template <class Body>
 int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
@@ -35,6 +37,9 @@ int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
         return body();
     } catch (const lightloop::error& e) {
+        std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
+        return bad_input;
+    } catch (const std::filesystem::filesystem_error& e) { // a path given on the command line
         std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
         return bad_input;
     } catch (const std::exception& e) {

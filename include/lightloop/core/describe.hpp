@@ -2,12 +2,21 @@
 // Names of policies, for checkpoint signatures and messages. A type names
 // itself with `static constexpr const char* name` or, when its parameters
 // matter, `std::string describe() const`; anything else is named by the
-// compiler's spelling of its type, spaces removed.
+// compiler's spelling of its type, spaces removed. Layers name their
+// parameter tensors with parameter_layout() (weight exports use it).
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lightloop {
+
+/// A parameter tensor's name and shape, in a layer's parameter_layout().
+struct parameter_shape {
+    std::string name;
+    std::vector<std::size_t> shape;
+};
 
 namespace detail {
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
@@ -172,6 +173,12 @@ public:
             return std::numeric_limits<double>::infinity();
         }
         return 2.0 * entry;
+    }
+
+    /// The names and shapes of what visit_parameters visits: weight
+    /// (out x in) and bias (out), PyTorch's names.
+    std::vector<parameter_shape> parameter_layout() const {
+        return {{"weight", {output_size(), input_size()}}, {"bias", {output_size()}}};
     }
 
     /// f(W, dW) then f(b, db).
