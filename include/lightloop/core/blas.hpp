@@ -37,8 +37,9 @@ constexpr CBLAS_TRANSPOSE blas_op(transpose t) noexcept {
     return t == transpose::yes ? CblasTrans : CblasNoTrans;
 }
 
-/// A GEMM piece is worth a thread from this many multiply-adds (~90 us on
-/// one core here); below it the product runs on the calling thread. It also
+/// A GEMM piece is worth a thread from this many multiply-adds (tens of
+/// microseconds on one core); below it the product runs on the calling
+/// thread. It also
 /// keeps every piece far above the sizes OpenBLAS hands to its small-matrix
 /// kernels (10^6 multiply-adds), whose sums round differently.
 inline constexpr double gemm_piece_macs = 4.0 * 1024 * 1024;
@@ -83,17 +84,16 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     // one-thread OpenBLAS call (see blas_single_thread). The pieces never
     // split the k sum: cut on whole kernel tiles, C has one thread's bits
     // (core/parallel.hpp says when it need not).
-    // Held for small products too: OpenBLAS threads them slowly (a 128x1024
-    // by 1024x10 product took 65-210 us on its two threads, 55 on one).
+    // Held for small products too: OpenBLAS threads them more slowly than it
+    // runs them on one thread (README, "One set of threads").
     const blas_single_thread hold;
     const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
     const auto worth = static_cast<std::size_t>(macs / detail::gemm_piece_macs);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
     // Two pieces a thread: a thread that a neighbour slows takes fewer
-    // (alternated runs, two threads: roofline at batch 128 +1-3 points
-    // against one piece a thread; the shared operand is packed per piece,
-    // but it is the small one here).
+    // (measured faster than one piece a thread: README; the shared operand is
+    // packed per piece, but it is the small one here).
     const std::size_t pieces = std::min({2 * threads, worth, (extent + 15) / 16});
     if (pieces <= 1) {
         detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

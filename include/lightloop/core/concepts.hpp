@@ -6,7 +6,7 @@
 // use a projection device. Each kind below is a C++20 concept. A type that
 // models the concept plugs in without touching the library; every shipped
 // policy has a static_assert beside it so the contract and the code cannot
-// drift apart. Shapes follow DESIGN.md with one sample per row: a batch is an
+// drift apart. Shapes follow docs/DESIGN.md with one sample per row: a batch is an
 // (n x d) row-major matrix.
 
 #include <concepts>
@@ -262,7 +262,7 @@ struct layer_archetype {
 // feedback_method
 //
 // WHAT THIS REPRESENTS
-//     How the hidden layers get their learning signal delta a_i (DESIGN.md's
+//     How the hidden layers get their learning signal delta a_i (docs/DESIGN.md's
 //     table): backprop, feedback_alignment, dfa, drtp, shallow.
 // REQUIRES
 //     trains_hidden_layers: false if hidden layers are frozen (shallow); the

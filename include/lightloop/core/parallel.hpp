@@ -367,7 +367,7 @@ inline thread_team& shared_team() {
 
 /// Elements per piece for element-wise passes split over threads (dense
 /// layers' passes, optimizer updates, finite checks): a piece is then worth
-/// more than waking a thread, about 10 us.
+/// more than waking a thread.
 inline constexpr std::size_t elementwise_grain = 32768;
 
 /// Calls f(begin, end) on pieces covering [0, count), spread over the shared

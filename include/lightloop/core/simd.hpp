@@ -3,7 +3,8 @@
 //
 // The per-pixel loops of the optical simulation are simple enough for GCC's
 // auto-vectoriser at -O3, but not at -O2 (CMake's RelWithDebInfo), where they
-// ran 2-4x slower. for_each_lane vectorises them explicitly:
+// stayed scalar (the README's Speed section has the figures). for_each_lane
+// vectorises them explicitly:
 //
 //     for_each_lane<T>(n, [&](std::size_t i, auto lane) {
 //         using V = decltype(lane);           // xsimd::batch<T>, then T
@@ -23,7 +24,7 @@ namespace lightloop::simd {
 /// Always inlined, and f should read locals (copy captured spans and
 /// settings into locals first): xsimd's stores may alias anything, so values
 /// reached through a pointer, such as a closure's captures by reference, are
-/// reloaded after every store (an SGD update ran 1.5x slower that way).
+/// reloaded after every store, which slows the loop measurably.
 template <class T, class F>
 [[gnu::always_inline]] inline void for_each_lane(std::size_t n, F&& f) {
     using batch = xsimd::batch<T>;

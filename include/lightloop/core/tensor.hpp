@@ -3,7 +3,7 @@
 //
 // A batch is a row-major matrix with one sample per row (n x d), as in
 // PyTorch; a dense layer's weights W are (out x in), so a = h W^T + b is one
-// GEMM per layer and the formulas of DESIGN.md read with rows as samples.
+// GEMM per layer and the formulas of docs/DESIGN.md read with rows as samples.
 
 #include <cstddef>
 #include <xtensor/xtensor.hpp>

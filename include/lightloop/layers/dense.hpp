@@ -1,6 +1,6 @@
 #pragma once
 // The dense (fully connected) layer: a = h_in W^T + b, h = f(a), one sample
-// per row. W is (out x in) as in DESIGN.md's a_i = W_i h_{i-1} + b_i.
+// per row. W is (out x in) as in docs/DESIGN.md's a_i = W_i h_{i-1} + b_i.
 
 #include <algorithm>
 #include <cstddef>

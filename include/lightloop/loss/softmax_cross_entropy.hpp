@@ -4,7 +4,7 @@
 // l_s = -sum_k y_k log softmax(o)_k = sum_k y_k (lse(o) - o_k), with
 // lse(o) = m + log sum_k exp(o_k - m), m = max_k o_k, so no exp overflows.
 // Per-sample gradient: softmax(o) * sum_k y_k - y, which is softmax(o) - y
-// for one-hot or any target that sums to one (DESIGN.md's e).
+// for one-hot or any target that sums to one (docs/DESIGN.md's e).
 
 #include <algorithm>
 #include <cmath>

@@ -319,8 +319,8 @@ private:
                 // needs_exact's mask is an AVX-512 mask register here.
                 const __mmask16 is_dim = needs_exact(batch16::load_unaligned(mean + i), v);
                 // Compress in a register and store all sixteen lanes: the
-                // compress-to-memory form is microcoded on AMD Zen 4 (~20x
-                // slower); `index` has room for the lanes past the count.
+                // compress-to-memory form is microcoded on AMD Zen 4, many
+                // times slower; `index` has room for the lanes past the count.
                 _mm512_storeu_si512(index + dim, _mm512_maskz_compress_epi32(is_dim, lane));
                 dim += static_cast<std::size_t>(__builtin_popcount(is_dim));
                 lane = _mm512_add_epi32(lane, step);
