@@ -170,3 +170,34 @@ TEST_CASE("float64 and Fortran-order arrays load converted to the network's layo
     CHECK(target.layer<0>().weights()(15, 0) == 150.0f);
     CHECK(target.layer<0>().weights()(7, 3) == 73.0f);
 }
+
+namespace {
+/// A user layer whose parameter_layout() disagrees with what visit_parameters
+/// visits (one weight instead of out x in).
+struct misdescribed_dense : dense<identity> {
+    using dense<identity>::dense;
+    std::vector<parameter_shape> parameter_layout() const {
+        return {{"weight", {1, 1}}, {"bias", {output_size()}}};
+    }
+};
+static_assert(layer<misdescribed_dense>);
+} // namespace
+
+TEST_CASE("a layer that misdescribes its parameters is refused by save and load, and nothing "
+          "changes",
+          "[io][npz]") {
+    lightloop::testing::scratch_dir dir("npz_misdescribed");
+    auto net = make_network<backprop, mse>(3, misdescribed_dense{4, 3});
+    CHECK_THROWS_AS(save_weights_npz(net, dir / "net.npz"), shape_error);
+    CHECK_FALSE(std::filesystem::exists(dir / "net.npz"));
+    npz_writer out;
+    const std::vector<float> one{2.0f};
+    const std::vector<float> bias(3, 0.5f);
+    out.add("layer0.weight", std::span<const float>(one), {1, 1});
+    out.add("layer0.bias", std::span<const float>(bias), {3});
+    out.write(dir / "small.npz");
+    const auto before = lightloop::testing::parameters_of(net);
+    CHECK_THROWS_WITH(load_weights_npz(net, dir / "small.npz"),
+                      Catch::Contains("parameter_layout() does not match"));
+    CHECK(lightloop::testing::parameters_of(net) == before);
+}

@@ -14,6 +14,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
+#include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -28,12 +29,12 @@ enum class projected_signal { error, error_sign, target };
 
 constexpr const char* method_name(projected_signal s) noexcept {
     switch (s) {
-    case projected_signal::error:
-        return "dfa";
-    case projected_signal::error_sign:
-        return "sign_dfa";
-    case projected_signal::target:
-        return "drtp";
+        case projected_signal::error:
+            return "dfa";
+        case projected_signal::error_sign:
+            return "sign_dfa";
+        case projected_signal::target:
+            return "drtp";
     }
     return "?";
 }
@@ -107,7 +108,14 @@ public:
     const Device& device() const noexcept { return device_; }
     /// Sum of the hidden widths: the projection's output size.
     std::size_t projection_size() const noexcept { return total_; }
-    std::size_t offset(std::size_t hidden_layer) const { return offsets_.at(hidden_layer); }
+    std::size_t offset(std::size_t hidden_layer) const {
+        if (hidden_layer >= offsets_.size()) {
+            throw config_error(std::string("lightloop::") + method_name(Signal) +
+                               ": no hidden layer " + std::to_string(hidden_layer) +
+                               " (there are " + std::to_string(offsets_.size()) + ")");
+        }
+        return offsets_[hidden_layer];
+    }
     /// The last projection (n x projection_size()).
     template <scalar T>
     const matrix<T>& last_projection() noexcept {

@@ -642,7 +642,13 @@ void save_weights_npz(Network& net, const std::filesystem::path& path) {
         const auto layout = detail::layout_of(l);
         std::size_t j = 0;
         l.visit_parameters([&](auto values, auto) {
-            const parameter_shape& p = layout.at(j++);
+            if (j >= layout.size() || detail::element_count(layout[j].shape) != values.size()) {
+                throw shape_error("lightloop::save_weights_npz: layer " + std::to_string(index) +
+                                  "'s parameter_layout() does not match what visit_parameters "
+                                  "visits (tensor " +
+                                  std::to_string(j) + ")");
+            }
+            const parameter_shape& p = layout[j++];
             out.add("layer" + std::to_string(index) + "." + p.name,
                     std::span<const T>(values.data(), values.size()), p.shape);
         });
@@ -682,7 +688,21 @@ void load_weights_npz(Network& net, const std::filesystem::path& path) {
             zip.fail("the file has " + name + ", which the network does not");
         }
     }
+    // A layer whose parameter_layout() disagrees with visit_parameters is
+    // refused before anything is written.
     std::size_t k = 0;
+    bool fits = true;
+    net.visit_layers([&](auto& l, std::size_t) {
+        l.visit_parameters([&](auto values, auto) {
+            fits = fits && k < staged.size() && staged[k].size() == values.size();
+            ++k;
+        });
+    });
+    if (!fits || k != staged.size()) {
+        throw shape_error("lightloop::load_weights_npz: a layer's parameter_layout() does not "
+                          "match what its visit_parameters visits");
+    }
+    k = 0;
     net.visit_layers([&](auto& l, std::size_t) {
         l.visit_parameters([&](auto values, auto) {
             std::copy(staged[k].begin(), staged[k].end(), values.begin());
