@@ -14,11 +14,13 @@
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/random_lanes.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/dense.hpp"
 #include "lightloop/layers/init.hpp"
+#include "lightloop/layers/pooling.hpp"
 
 #include "lightloop/loss/mse.hpp"
 #include "lightloop/loss/softmax_cross_entropy.hpp"

@@ -84,6 +84,11 @@ public:
     static_assert(loss_function<Loss, value_type>,
                   "lightloop::network: Loss must model lightloop::loss_function");
 
+    /// Per layer, whether it has parameters (pooling and flatten have none).
+    static constexpr std::array<bool, depth> parametrized{detail::has_parameters<Layers>()...};
+    static_assert(parametrized.back(),
+                  "lightloop::network: the output layer must have parameters to learn");
+
     network(Feedback feedback, Loss loss, std::uint64_t seed, Layers... layers)
       : layers_(std::move(layers)...)
       , feedback_(std::move(feedback))
@@ -96,8 +101,19 @@ public:
             widths_[i + 1] = std::get<i>(layers_).output_size();
         });
         widths_[0] = std::get<0>(layers_).input_size();
-        feedback_.configure(std::span<const std::size_t>(widths_),
-                            derive_seed(seed_, detail::feedback_stream));
+        const std::uint64_t feedback_seed = derive_seed(seed_, detail::feedback_stream);
+        const network_layout layout{std::span<const std::size_t>(widths_),
+                                    std::span<const bool>(parametrized)};
+        if constexpr (requires { feedback_.configure(layout, feedback_seed); }) {
+            feedback_.configure(layout, feedback_seed);
+        } else {
+            static_assert(std::find(parametrized.begin(), parametrized.end(), false) ==
+                            parametrized.end(),
+                          "lightloop::network: this feedback method has configure(widths, "
+                          "seed) only and cannot skip layers without parameters; give it "
+                          "configure(network_layout, seed)");
+            feedback_.configure(layout.widths, feedback_seed);
+        }
     }
 
     /// Forward pass; returns h_L (n x d_L), which stays valid until the next pass.
@@ -239,9 +255,10 @@ public:
     /// Tells the network that its parameters were changed through a
     /// reference kept from before (apply_gradients measures them again).
     void parameters_changed() noexcept { value_max_known_ = false; }
-    /// Whether layer i learns under this feedback method (the output layer always does).
+    /// Whether layer i learns under this feedback method: it has parameters,
+    /// and it is the output layer or the method trains hidden layers.
     static constexpr bool trains_layer(std::size_t i) noexcept {
-        return Feedback::trains_hidden_layers || i + 1 == depth;
+        return parametrized[i] && (Feedback::trains_hidden_layers || i + 1 == depth);
     }
 
     /// Non-const access may change parameters: the next update measures

@@ -127,8 +127,10 @@ template <class Network>
 std::vector<float> parameters_of(const Network& net) {
     std::vector<float> all;
     net.visit_layers([&](const auto& l, std::size_t) {
-        all.insert(all.end(), l.weights().begin(), l.weights().end());
-        all.insert(all.end(), l.bias().begin(), l.bias().end());
+        if constexpr (requires { l.weights(); }) { // pooling and flatten have none
+            all.insert(all.end(), l.weights().begin(), l.weights().end());
+            all.insert(all.end(), l.bias().begin(), l.bias().end());
+        }
     });
     return all;
 }

@@ -15,6 +15,7 @@
 #include <span>
 #include <tuple>
 
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 
 namespace lightloop {
@@ -267,8 +268,12 @@ struct layer_archetype {
 // REQUIRES
 //     trains_hidden_layers: false if hidden layers are frozen (shallow); the
 //     network then neither computes nor applies their gradients.
-//     configure(widths, seed): widths = {d_0, d_1, ..., d_L}; sizes every
-//     fixed random matrix and draws it from seed.
+//     configure(layout, seed): layout.widths = {d_0, d_1, ..., d_L} and
+//     layout.trains(i) whether layer i has parameters (pooling and flatten
+//     have none: a direct method gives them no slice, backprop passes the
+//     signal through them); sizes every fixed random matrix and draws it from
+//     seed. A method written for widths only may have configure(widths, seed)
+//     instead; it then serves networks whose layers all have parameters.
 //     backward(layers, target): on entry the output layer's delta() holds the
 //     error e = d loss / d a_L (per sample) and every layer holds its forward
 //     state; on exit every hidden layer's delta() holds its signal. target is
@@ -276,11 +281,15 @@ struct layer_archetype {
 // ---------------------------------------------------------------------------
 template <class F>
 concept feedback_method =
-  requires(F fb, std::span<const std::size_t> widths, std::uint64_t seed,
+  requires(F fb, std::span<const std::size_t> widths, network_layout layout, std::uint64_t seed,
            std::tuple<detail::layer_archetype<float>, detail::layer_archetype<float>>& layers,
            const matrix<float>& target) {
     { F::trains_hidden_layers } -> std::convertible_to<bool>;
-    fb.configure(widths, seed);
+    requires requires {
+        fb.configure(layout, seed);
+    } || requires {
+        fb.configure(widths, seed);
+    };
     fb.backward(layers, target);
 };
 

@@ -17,7 +17,7 @@ struct backprop {
     static constexpr const char* name = "backprop";
     static constexpr bool trains_hidden_layers = true;
 
-    void configure(std::span<const std::size_t>, std::uint64_t) {}
+    void configure(network_layout, std::uint64_t) noexcept {}
 
     template <class... Layers, scalar T>
     void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {

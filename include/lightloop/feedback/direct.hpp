@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
 #include "lightloop/io/state.hpp"
@@ -51,13 +53,23 @@ public:
 
     /// Hidden layer i (0-based) reads columns [offset(i), offset(i) + d_{i+1})
     /// of the projection; the device maps d_L inputs to sum_i d_i outputs.
-    void configure(std::span<const std::size_t> widths, std::uint64_t seed) {
+    /// Hidden layers without parameters (pooling, flatten) get no slice: their
+    /// offset is projection_size() and nothing reads it.
+    void configure(network_layout layout, std::uint64_t seed) {
+        const auto widths = layout.widths;
         check_widths(method_name(Signal), widths);
         offsets_.clear();
         total_ = 0;
         for (std::size_t i = 1; i + 1 < widths.size(); ++i) {
             offsets_.push_back(total_);
-            total_ += widths[i];
+            if (layout.trains(i - 1)) {
+                total_ += widths[i];
+            }
+        }
+        for (std::size_t i = 0; i < offsets_.size(); ++i) {
+            if (!layout.trains(i)) {
+                offsets_[i] = total_;
+            }
         }
         device_.configure(widths.back(), total_, derive_seed(seed, 0));
     }
@@ -80,7 +92,10 @@ public:
             device_.project(*source, projected);
             for_index<depth - 1>([&](auto index) {
                 constexpr std::size_t i = decltype(index)::value;
-                std::get<i>(layers).scale_by_derivative(projected.data() + offsets_[i], total_);
+                auto& l = std::get<i>(layers);
+                if constexpr (has_parameters<std::remove_cvref_t<decltype(l)>>()) {
+                    l.scale_by_derivative(projected.data() + offsets_[i], total_);
+                }
             });
         }
     }

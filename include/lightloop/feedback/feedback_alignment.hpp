@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "lightloop/core/blas.hpp"
@@ -19,6 +20,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
 
@@ -38,14 +40,19 @@ public:
         }
     }
 
-    void configure(std::span<const std::size_t> widths, std::uint64_t seed) {
+    void configure(network_layout layout, std::uint64_t seed) {
+        const auto widths = layout.widths;
         detail::check_widths("feedback_alignment", widths);
         matrices_.clear();
         // Hidden layer i (0-based, i < L-1) has width widths[i+1] and gets its
-        // signal from the layer above, of width widths[i+2].
+        // signal from the layer above, of width widths[i+2], through B_{i+1}
+        // if that layer has weights; through a layer without parameters
+        // (pooling, flatten) it passes exactly, with no matrix (0 x 0 here).
         for (std::size_t i = 0; i + 2 < widths.size(); ++i) {
+            const bool weighted = layout.trains(i + 1);
             const std::size_t above = widths[i + 2];
-            matrices_.emplace_back(widths[i + 1], above, derive_seed(seed, i),
+            matrices_.emplace_back(weighted ? widths[i + 1] : 0, weighted ? above : 0,
+                                   derive_seed(seed, i),
                                    scale_ / std::sqrt(static_cast<double>(above)));
         }
     }
@@ -68,8 +75,12 @@ public:
     void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
         // delta_i = delta_{i+1} B_{i+1}^T with rows as samples.
         detail::propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
-            gemm(T(1), above.delta(), transpose::no, feedback_matrix<T>(i), transpose::yes, T(0),
-                 into);
+            if constexpr (detail::has_parameters<std::remove_cvref_t<decltype(above)>>()) {
+                gemm(T(1), above.delta(), transpose::no, feedback_matrix<T>(i), transpose::yes,
+                     T(0), into);
+            } else {
+                above.backpropagate(into); // no weights to replace
+            }
         });
     }
 

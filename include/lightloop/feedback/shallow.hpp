@@ -18,7 +18,7 @@ struct shallow {
     static constexpr const char* name = "shallow";
     static constexpr bool trains_hidden_layers = false;
 
-    void configure(std::span<const std::size_t>, std::uint64_t) {}
+    void configure(network_layout, std::uint64_t) noexcept {}
 
     template <class... Layers, scalar T>
     void backward(std::tuple<Layers...>&, const matrix<T>&) {}

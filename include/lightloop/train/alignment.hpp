@@ -86,6 +86,9 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
         net.compute_signals(x, target, exact);
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
+            if constexpr (!Network::parametrized[i]) {
+                return; // no signal of its own under the direct methods: NaN
+            }
             const matrix<T>& bp = std::as_const(net).template layer<i>().delta();
             const std::size_t n = bp.shape(0);
             const std::size_t d = bp.shape(1);
@@ -148,16 +151,24 @@ std::vector<double> weight_alignment(Network& net) {
         // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T.
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            const auto& w = std::as_const(net).template layer<i + 1>().weights();
-            auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
-            for (std::size_t r = 0; r < w.shape(0); ++r) {
-                for (std::size_t c = 0; c < w.shape(1); ++c) {
-                    wt(c, r) = w(r, c);
+            if constexpr (!Network::parametrized[i + 1]) {
+                return; // the signal passes a layer without weights: NaN
+            } else {
+                const auto& w = std::as_const(net).template layer<i + 1>().weights();
+                auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
+                for (std::size_t r = 0; r < w.shape(0); ++r) {
+                    for (std::size_t c = 0; c < w.shape(1); ++c) {
+                        wt(c, r) = w(r, c);
+                    }
                 }
+                out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, wt);
             }
-            out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, wt);
         });
-    } else if constexpr (requires { fb.device().template feedback_matrix<T>(); }) {
+    } else if constexpr (requires { fb.device().template feedback_matrix<T>(); } &&
+                         std::find(Network::parametrized.begin(), Network::parametrized.end(),
+                                   false) == Network::parametrized.end()) {
+        // (Defined for dense stacks: with a layer without weights between,
+        // the product of the weights above stands for no matrix: NaN.)
         // dfa / drtp with a dense device: rows [offset_i, offset_i + d_i) of B
         // against P_i = (W_L ... W_{i+1})^T, built from the top down.
         const matrix<T>& b = fb.device().template feedback_matrix<T>();

@@ -1,0 +1,54 @@
+#pragma once
+// The shape of one sample's features. A batch is always an n x (C·H·W)
+// row-major matrix, one sample per row, each row channel-major (PyTorch's
+// NCHW, flattened): a dense layer's d outputs are the shape {d, 1, 1}, a
+// convolution's are C maps of H x W, and reading one as the other is free.
+
+#include <cstddef>
+#include <span>
+#include <string>
+
+namespace lightloop {
+
+struct feature_shape {
+    std::size_t channels = 1;
+    std::size_t height = 1;
+    std::size_t width = 1;
+
+    constexpr std::size_t size() const noexcept { return channels * height * width; }
+    friend constexpr bool operator==(const feature_shape&, const feature_shape&) = default;
+
+    /// "32x28x28".
+    std::string text() const {
+        return std::to_string(channels) + "x" + std::to_string(height) + "x" +
+               std::to_string(width);
+    }
+};
+
+/// What a feedback method is configured with: the widths {d_0, d_1, ...,
+/// d_L} and, per layer (L entries), whether it has parameters to train. An
+/// empty has_parameters means every layer has them.
+struct network_layout {
+    std::span<const std::size_t> widths;
+    std::span<const bool> has_parameters{};
+
+    /// Whether layer i (0-based) has parameters.
+    constexpr bool trains(std::size_t i) const noexcept {
+        return has_parameters.empty() || has_parameters[i];
+    }
+};
+
+namespace detail {
+/// Whether a layer type has parameters to train: layers without any
+/// (pooling, flatten) say `static constexpr bool has_parameters = false`.
+template <class L>
+constexpr bool has_parameters() {
+    if constexpr (requires { L::has_parameters; }) {
+        return L::has_parameters;
+    } else {
+        return true;
+    }
+}
+} // namespace detail
+
+} // namespace lightloop
