@@ -214,6 +214,10 @@ struct parameter_visitor_archetype {
 //     visit_parameters(f) calls f(values, gradient) once per parameter tensor,
 //     always in the same order.
 // OPTIONAL
+//     static constexpr bool has_parameters = false: nothing to train
+//     (pooling, flatten). The network computes no gradient for it, direct
+//     methods give it no slice, and scale_by_derivative copies the signal.
+//     feature_shape output_shape() const: C x H x W of each output row.
 //     double gradient_bound(x, delta_max) const: an upper bound on |every
 //     gradient entry| compute_gradient(x) gives when delta is finite with
 //     max |delta| = delta_max, or +inf when it cannot vouch for a finite
