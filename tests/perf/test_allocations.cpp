@@ -94,6 +94,40 @@ TEST_CASE("a steady-state training step on two threads allocates nothing", "[per
     set_blas_threads(1);
 }
 
+TEST_CASE("a steady-state step through pooling and flatten allocates nothing",
+          "[perf][allocation][pooling]") {
+    // 64 -> 2x16x16 maps, 2x2 max pooling (its argmax kept per output), flatten, 128 -> 10;
+    // every method that handles layers without parameters, one and two threads.
+    auto pooled = [](auto feedback, std::size_t threads) {
+        set_blas_threads(static_cast<int>(threads));
+        network net{std::move(feedback),      softmax_cross_entropy{},      1,
+                    dense<tanh_act>{64, 512}, max_pool2d<>({2, 16, 16}, 2), flatten<>({2, 8, 8}),
+                    dense<identity>{128, 10}};
+        sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
+        const auto x = lightloop::testing::random_matrix<float>(64, 64, 2);
+        std::vector<int> labels(64);
+        for (std::size_t i = 0; i < 64; ++i) {
+            labels[i] = static_cast<int>(i % 10);
+        }
+        const auto y = one_hot<float>(std::span<const int>(labels), 10);
+        for (int i = 0; i < 3; ++i) {
+            net.train_step(x, y, opt);
+        }
+        const std::size_t before = allocations.load();
+        for (int i = 0; i < 10; ++i) {
+            net.train_step(x, y, opt);
+        }
+        set_blas_threads(1);
+        return allocations.load() - before;
+    };
+    for (const std::size_t threads : {1U, 2U}) {
+        CAPTURE(threads);
+        CHECK(pooled(backprop{}, threads) == 0);
+        CHECK(pooled(feedback_alignment{}, threads) == 0);
+        CHECK(pooled(dfa<dense_gaussian>{}, threads) == 0);
+    }
+}
+
 TEST_CASE("the allocation counter counts", "[perf][allocation]") {
     // Guards the test above against a counter that never moves.
     const std::size_t before = allocations.load();

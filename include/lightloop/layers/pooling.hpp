@@ -66,9 +66,12 @@ protected:
       : in_(in)
       , out_(out) {}
 
-    void check_input(const matrix<T>& x, const std::string& who) const {
+    /// `name()` builds the layer's name only for the message: a forward
+    /// pass allocates nothing.
+    template <class Name>
+    void check_input(const matrix<T>& x, Name&& name) const {
         if (x.shape(1) != in_.size()) {
-            throw shape_error("lightloop::" + who + ": input has " + std::to_string(x.shape(1)) +
+            throw shape_error("lightloop::" + name() + ": input has " + std::to_string(x.shape(1)) +
                               " columns, expected " + std::to_string(in_.size()) + " (" +
                               in_.text() + ")");
         }
@@ -107,7 +110,7 @@ public:
       , stride_(stride == 0 ? window : stride) {}
 
     const matrix<T>& forward(const matrix<T>& x) {
-        this->check_input(x, describe());
+        this->check_input(x, [this] { return describe(); });
         const std::size_t n = x.shape(0);
         const std::size_t in_size = this->in_.size();
         const std::size_t out_size = this->out_.size();
@@ -239,7 +242,7 @@ public:
       : detail::parameter_free_layer<T>(in, {in.size(), 1, 1}) {}
 
     const matrix<T>& forward(const matrix<T>& x) {
-        this->check_input(x, describe());
+        this->check_input(x, [this] { return describe(); });
         ensure_shape(this->output_, x.shape(0), x.shape(1));
         ensure_shape(this->delta_, x.shape(0), x.shape(1));
         std::copy(x.begin(), x.end(), this->output_.begin());
