@@ -88,6 +88,8 @@ public:
     static constexpr std::array<bool, depth> parametrized{detail::has_parameters<Layers>()...};
     static_assert(parametrized.back(),
                   "lightloop::network: the output layer must have parameters to learn");
+    static constexpr bool all_parametrized =
+      std::find(parametrized.begin(), parametrized.end(), false) == parametrized.end();
 
     network(Feedback feedback, Loss loss, std::uint64_t seed, Layers... layers)
       : layers_(std::move(layers)...)
@@ -107,8 +109,7 @@ public:
         if constexpr (requires { feedback_.configure(layout, feedback_seed); }) {
             feedback_.configure(layout, feedback_seed);
         } else {
-            static_assert(std::find(parametrized.begin(), parametrized.end(), false) ==
-                            parametrized.end(),
+            static_assert(all_parametrized,
                           "lightloop::network: this feedback method has configure(widths, "
                           "seed) only and cannot skip layers without parameters; give it "
                           "configure(network_layout, seed)");

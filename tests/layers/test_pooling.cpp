@@ -21,6 +21,15 @@ matrix<double> ramp_sample() {
     x(0, 16 + 6) = 90;  // window (0, 1): at (1, 2), its bottom-left
     return x;
 }
+
+/// dense 6 -> 32 (read as 2x4x4 maps), 2x2 max pooling, flatten, dense 8 -> 3,
+/// in double, trained by Method with loss Loss.
+template <class Method, class Loss = softmax_cross_entropy>
+auto pooled_stack(std::uint64_t seed) {
+    return make_network<Method, Loss>(seed, dense<tanh_act, double>{6, 32},
+                                      max_pool2d<double>({2, 4, 4}, 2), flatten<double>({2, 2, 2}),
+                                      dense<identity, double>{8, 3});
+}
 } // namespace
 
 TEST_CASE("max and average pooling take each window's maximum and mean, channel by channel",
@@ -74,9 +83,7 @@ TEST_CASE("backprop through pooling and flatten matches finite differences",
           "[layers][pooling][gradient]") {
     const auto x = random_matrix<double>(5, 6, 21);
     const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 1, 0}), 3);
-    auto with_max = make_network<backprop, softmax_cross_entropy>(
-      22, dense<tanh_act, double>{6, 32}, max_pool2d<double>({2, 4, 4}, 2),
-      flatten<double>({2, 2, 2}), dense<identity, double>{8, 3});
+    auto with_max = pooled_stack<backprop>(22);
     auto with_average = make_network<backprop, mse>(
       22, dense<tanh_act, double>{6, 32}, avg_pool2d<double>({2, 4, 4}, 2),
       flatten<double>({2, 2, 2}), dense<identity, double>{8, 3});
@@ -95,9 +102,7 @@ TEST_CASE("direct methods give layers without parameters no slice; feedback alig
     const auto x = random_matrix<double>(5, 6, 31);
     const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 1, 0}), 3);
     // DFA: one projection of e into the one trained hidden layer's 32 outputs.
-    auto direct = make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
-      32, dense<tanh_act, double>{6, 32}, max_pool2d<double>({2, 4, 4}, 2),
-      flatten<double>({2, 2, 2}), dense<identity, double>{8, 3});
+    auto direct = pooled_stack<dfa<dense_gaussian>>(32);
     REQUIRE(direct.feedback().projection_size() == 32);
     REQUIRE(direct.feedback().device().output_size() == 32);
     direct.compute_gradients(x, y);
@@ -116,12 +121,8 @@ TEST_CASE("direct methods give layers without parameters no slice; feedback alig
 
     // Feedback alignment with B = W^T above the flatten is backprop, through the
     // pooling's exact routing.
-    auto bp = make_network<backprop, softmax_cross_entropy>(
-      33, dense<tanh_act, double>{6, 32}, max_pool2d<double>({2, 4, 4}, 2),
-      flatten<double>({2, 2, 2}), dense<identity, double>{8, 3});
-    auto fa = make_network<feedback_alignment, softmax_cross_entropy>(
-      33, dense<tanh_act, double>{6, 32}, max_pool2d<double>({2, 4, 4}, 2),
-      flatten<double>({2, 2, 2}), dense<identity, double>{8, 3});
+    auto bp = pooled_stack<backprop>(33);
+    auto fa = pooled_stack<feedback_alignment>(33);
     fa.compute_gradients(x, y);
     bp.compute_gradients(x, y);
     CHECK(max_abs_diff(fa.layer<0>().weight_gradient(), bp.layer<0>().weight_gradient()) > 1e-4);

@@ -50,6 +50,7 @@
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/io/atomic_file.hpp"
+#include "lightloop/io/crc32.hpp"
 #include "lightloop/io/state.hpp"
 #include "lightloop/version.hpp"
 
@@ -92,19 +93,6 @@ inline std::array<std::byte, 16> checkpoint_header(std::uint64_t payload_size) {
     std::memcpy(header.data() + 4, &checkpoint_format, 4);
     std::memcpy(header.data() + 8, &payload_size, 8);
     return header;
-}
-
-inline std::uint32_t crc32_of(std::span<const std::byte> bytes) {
-    uLong crc = crc32(0L, Z_NULL, 0);
-    const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
-    std::size_t left = bytes.size();
-    while (left > 0) {
-        const auto piece = static_cast<uInt>(std::min<std::size_t>(left, 1u << 30));
-        crc = crc32(crc, p, piece);
-        p += piece;
-        left -= piece;
-    }
-    return static_cast<std::uint32_t>(crc);
 }
 
 /// Reads a whole checkpoint file and checks its frame: magic, format, size,

@@ -44,6 +44,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/io/atomic_file.hpp"
+#include "lightloop/io/crc32.hpp"
 
 namespace lightloop {
 
@@ -77,15 +78,7 @@ inline void put32(std::string& out, std::uint32_t v) {
 }
 
 inline std::uint32_t crc_of(std::string_view bytes) {
-    uLong crc = crc32(0L, Z_NULL, 0);
-    std::size_t done = 0;
-    while (done < bytes.size()) { // zlib takes uInt lengths
-        const auto piece = static_cast<uInt>(
-          std::min<std::size_t>(bytes.size() - done, std::numeric_limits<uInt>::max()));
-        crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + done), piece);
-        done += piece;
-    }
-    return static_cast<std::uint32_t>(crc);
+    return crc32_of(std::as_bytes(std::span(bytes.data(), bytes.size())));
 }
 
 /// A ZIP archive of stored (uncompressed) members, as numpy.savez writes.

@@ -165,8 +165,7 @@ std::vector<double> weight_alignment(Network& net) {
             }
         });
     } else if constexpr (requires { fb.device().template feedback_matrix<T>(); } &&
-                         std::find(Network::parametrized.begin(), Network::parametrized.end(),
-                                   false) == Network::parametrized.end()) {
+                         Network::all_parametrized) {
         // (Defined for dense stacks: with a layer without weights between,
         // the product of the weights above stands for no matrix: NaN.)
         // dfa / drtp with a dense device: rows [offset_i, offset_i + d_i) of B

@@ -262,23 +262,24 @@ fit_history fit(Network& net, Optimizer& opt,
     if (options.epochs == 0) {
         throw config_error("lightloop::fit: epochs must be positive");
     }
-    if (train.inputs.shape(1) != net.input_size() || train.targets.shape(1) != net.output_size()) {
-        throw shape_error(
-          "lightloop::fit: training data is " + std::to_string(train.inputs.shape(1)) + " -> " +
-          std::to_string(train.targets.shape(1)) + " but the network is " +
-          std::to_string(net.input_size()) + " -> " + std::to_string(net.output_size()));
-    }
+    auto check_widths = [&](const labelled_data<T>& data, const char* which) {
+        if (data.inputs.shape(1) != net.input_size() ||
+            data.targets.shape(1) != net.output_size()) {
+            throw shape_error("lightloop::fit: " + std::string(which) + " data is " +
+                              std::to_string(data.inputs.shape(1)) + " -> " +
+                              std::to_string(data.targets.shape(1)) + " but the network is " +
+                              std::to_string(net.input_size()) + " -> " +
+                              std::to_string(net.output_size()));
+        }
+    };
+    check_widths(train, "training");
     if (options.alignment_probe > 0 && test.size() == 0) {
         throw config_error("lightloop::fit: alignment_probe is " +
                            std::to_string(options.alignment_probe) +
                            " but there is no test set to probe (the probe is its first rows)");
     }
-    if (test.size() > 0 &&
-        (test.inputs.shape(1) != net.input_size() || test.targets.shape(1) != net.output_size())) {
-        throw shape_error("lightloop::fit: test data is " + std::to_string(test.inputs.shape(1)) +
-                          " -> " + std::to_string(test.targets.shape(1)) + " but the network is " +
-                          std::to_string(net.input_size()) + " -> " +
-                          std::to_string(net.output_size()));
+    if (test.size() > 0) {
+        check_widths(test, "test");
     }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     const double base_lr = opt.learning_rate();
