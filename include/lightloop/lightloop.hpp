@@ -18,6 +18,8 @@
 #include "lightloop/core/tensor.hpp"
 
 #include "lightloop/layers/activations.hpp"
+#include "lightloop/layers/affine.hpp"
+#include "lightloop/layers/conv2d.hpp"
 #include "lightloop/layers/dense.hpp"
 #include "lightloop/layers/init.hpp"
 #include "lightloop/layers/pooling.hpp"

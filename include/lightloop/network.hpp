@@ -32,6 +32,7 @@
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/detail.hpp"
 #include "lightloop/io/state.hpp"
@@ -101,11 +102,15 @@ public:
             constexpr std::size_t i = decltype(index)::value;
             std::get<i>(layers_).initialize(derive_seed(seed_, i));
             widths_[i + 1] = std::get<i>(layers_).output_size();
+            if constexpr (requires { std::get<i>(layers_).random_feedback_shape(); }) {
+                feedback_weights_[i] = std::get<i>(layers_).random_feedback_shape();
+            }
         });
         widths_[0] = std::get<0>(layers_).input_size();
         const std::uint64_t feedback_seed = derive_seed(seed_, detail::feedback_stream);
         const network_layout layout{std::span<const std::size_t>(widths_),
-                                    std::span<const bool>(parametrized)};
+                                    std::span<const bool>(parametrized),
+                                    std::span<const feedback_weights_shape>(feedback_weights_)};
         if constexpr (requires { feedback_.configure(layout, feedback_seed); }) {
             feedback_.configure(layout, feedback_seed);
         } else {
@@ -455,6 +460,23 @@ private:
                                   std::to_string(i) + " (" + detail::describe_layer(below) +
                                   ") gives " + std::to_string(below.output_size()));
             }
+            // Feature maps of the right size but another shape would be read
+            // scrambled: both sides must agree when both are maps (a flat
+            // vector, d x 1 x 1, may be read as any maps of its size).
+            if constexpr (requires {
+                              below.output_shape();
+                              above.input_shape();
+                          }) {
+                const feature_shape gives = below.output_shape();
+                const feature_shape takes = above.input_shape();
+                const auto spatial = [](feature_shape s) { return s.height * s.width > 1; };
+                if (spatial(gives) && spatial(takes) && gives != takes) {
+                    throw shape_error("lightloop::network: layer " + std::to_string(i + 1) + " (" +
+                                      detail::describe_layer(above) + ") takes maps of " +
+                                      takes.text() + " but layer " + std::to_string(i) + " (" +
+                                      detail::describe_layer(below) + ") gives " + gives.text());
+                }
+            }
         });
     }
 
@@ -481,6 +503,7 @@ private:
     std::uint64_t seed_;
     std::uint64_t steps_ = 0;
     std::array<std::size_t, depth + 1> widths_{};
+    std::array<feedback_weights_shape, depth> feedback_weights_{}; // for network_layout
     matrix<value_type> loss_gradient_;
     // What apply_gradients proves a step safe from: the largest |value| of
     // each slot (valid while value_max_known_) and a bound on each layer's

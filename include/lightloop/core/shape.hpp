@@ -25,12 +25,26 @@ struct feature_shape {
     }
 };
 
+/// The fixed random weights feedback alignment draws for a layer whose
+/// backward-data product can run through weights other than its own
+/// (conv2d's backpropagate_with): rows x cols entries of N(0, scale^2 /
+/// fan_in), fan_in the number of terms each input gradient sums. A dense
+/// layer needs none: its B is the d_in x d_out matrix of the widths.
+struct feedback_weights_shape {
+    std::size_t rows = 0;
+    std::size_t cols = 0;
+    std::size_t fan_in = 0;
+};
+
 /// What a feedback method is configured with: the widths {d_0, d_1, ...,
 /// d_L} and, per layer (L entries), whether it has parameters to train. An
 /// empty has_parameters means every layer has them.
 struct network_layout {
     std::span<const std::size_t> widths;
     std::span<const bool> has_parameters{};
+    /// Per layer (L entries, or empty): the random feedback weights a layer
+    /// with its own backward-data product asks for; all zero for the others.
+    std::span<const feedback_weights_shape> feedback_weights{};
 
     /// Whether layer i (0-based) has parameters.
     constexpr bool trains(std::size_t i) const noexcept {

@@ -6,6 +6,7 @@
 // B_{i+1} has i.i.d. N(0, scale^2 / d_{i+1}) entries: the same fan-in
 // normalisation as the dense projection devices (see dense_random.hpp).
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -48,17 +49,29 @@ public:
         // signal from the layer above, of width widths[i+2], through B_{i+1}
         // if that layer has weights; through a layer without parameters
         // (pooling, flatten) it passes exactly, with no matrix (0 x 0 here).
+        // A layer with its own backward-data product (conv2d) says which
+        // random weights replace its own there (layout.feedback_weights).
         for (std::size_t i = 0; i + 2 < widths.size(); ++i) {
             const bool weighted = layout.trains(i + 1);
-            const std::size_t above = widths[i + 2];
-            matrices_.emplace_back(weighted ? widths[i + 1] : 0, weighted ? above : 0,
-                                   derive_seed(seed, i),
-                                   scale_ / std::sqrt(static_cast<double>(above)));
+            const feedback_weights_shape own = layout.feedback_weights.empty()
+                                                 ? feedback_weights_shape{}
+                                                 : layout.feedback_weights[i + 1];
+            feedback_weights_shape shape{widths[i + 1], widths[i + 2], widths[i + 2]};
+            if (!weighted) {
+                shape = {};
+            } else if (own.rows != 0) {
+                shape = own;
+            }
+            matrices_.emplace_back(
+              shape.rows, shape.cols, derive_seed(seed, i),
+              scale_ / std::sqrt(static_cast<double>(std::max<std::size_t>(shape.fan_in, 1))));
         }
     }
 
     /// B_{i+1} (d_i x d_{i+1}), the matrix hidden layer i (0-based) receives
-    /// its signal through. Mutable, so B can be imposed (tests set it to W^T).
+    /// its signal through; for a layer above with its own backward-data
+    /// product, the random weights of its random_feedback_shape() (conv2d:
+    /// filters of W's shape). Mutable, so B can be imposed (tests set it to W^T).
     template <scalar T>
     matrix<T>& feedback_matrix(std::size_t hidden_layer) {
         if (hidden_layer >= matrices_.size()) {
@@ -75,11 +88,16 @@ public:
     void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
         // delta_i = delta_{i+1} B_{i+1}^T with rows as samples.
         detail::propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
-            if constexpr (detail::has_parameters<std::remove_cvref_t<decltype(above)>>()) {
+            using above_type = std::remove_cvref_t<decltype(above)>;
+            if constexpr (!detail::has_parameters<above_type>()) {
+                above.backpropagate(into); // no weights to replace
+            } else if constexpr (requires {
+                                     above.backpropagate_with(feedback_matrix<T>(i), into);
+                                 }) {
+                above.backpropagate_with(feedback_matrix<T>(i), into);
+            } else {
                 gemm(T(1), above.delta(), transpose::no, feedback_matrix<T>(i), transpose::yes,
                      T(0), into);
-            } else {
-                above.backpropagate(into); // no weights to replace
             }
         });
     }

@@ -13,6 +13,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
 
 namespace lightloop {
 
@@ -113,6 +114,40 @@ struct leaky_relu {
         return a > T(0) ? T(1) : static_cast<T>(slope);
     }
 };
+
+namespace detail {
+
+/// h = f(a) over `count` values, through the activation's row kernel when it
+/// has one (tanh_act's vectorised apply).
+template <class Act, scalar T>
+void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
+    if constexpr (requires { act.apply(a, h, count); }) {
+        act.apply(a, h, count);
+    } else {
+        for (std::size_t c = 0; c < count; ++c) {
+            h[c] = act.value(a[c]);
+        }
+    }
+}
+
+/// d = s ⊙ f'(a) over n rows of `width` values, s with row stride ld (s may
+/// be d itself), rows in pieces on lightloop's threads: the derivative pass
+/// of every layer with a fused activation.
+template <class Act, scalar T>
+void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
+                              const T* h, T* d, std::size_t n, std::size_t width) {
+    parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
+        for (std::size_t r = first; r < end; ++r) {
+            const T* s_row = signal + r * ld;
+            for (std::size_t c = 0; c < width; ++c) {
+                const std::size_t i = r * width + c;
+                d[i] = s_row[c] * act.derivative(a[i], h[i]);
+            }
+        }
+    });
+}
+
+} // namespace detail
 
 static_assert(activation<identity> && activation<identity, double>);
 static_assert(activation<tanh_act> && activation<tanh_act, double>);

@@ -1,0 +1,491 @@
+#pragma once
+// The 2-D convolution: out_channels filters of in_channels x k x k slid over
+// each input map with a stride and zero padding, a bias per output channel,
+// and the activation fused as in dense: a = W * x + b, h = f(a).
+//
+// Batches are n x (C·H·W) matrices, channel-major rows (core/shape.hpp), so
+// a convolution reads and writes the same layout as every other layer. W is
+// stored as an out_channels x (in_channels·k·k) matrix, row-major in
+// (channel, ky, kx): PyTorch's (out, in, k, k) weight, flattened.
+//
+// How it computes. Every product is a GEMM over "columns" (im2col): for a
+// chunk of samples, the in_channels·k·k input values under each output
+// position are laid out as one column, so that
+//   forward           A_chunk   = W   · cols            (C_out x s·HW)
+//   weight gradient   dW       += D_chunk · cols^T      (C_out x C·k·k)
+//   backward data     dcols     = W^T · D_chunk, then summed back (col2im)
+// A chunk's columns take at most about `column_budget` values, never the
+// whole batch's (80 MB for the demo's second convolution at batch 128), and
+// chunks run on lightloop's threads, one single-thread GEMM each. The weight
+// gradient is summed per fixed group of chunks, then the groups in order:
+// the same bits on any thread count.
+//
+// DFA never calls backpropagate (the backward-data product): it projects the
+// error straight into this layer's C x H x W feature map.
+// backward_data_products() counts the calls, for the test that says so.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/finite.hpp"
+#include "lightloop/core/parallel.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/shape.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/layers/activations.hpp"
+#include "lightloop/layers/affine.hpp"
+#include "lightloop/layers/init.hpp"
+
+namespace lightloop {
+
+/// A convolution's settings: conv2d<tanh_act>({1, 28, 28}, {.out_channels =
+/// 32, .kernel = 5, .padding = 2}).
+struct conv2d_spec {
+    std::size_t out_channels = 0;
+    std::size_t kernel = 0;
+    std::size_t stride = 1;
+    std::size_t padding = 0;
+    init scheme = init::glorot_uniform;
+};
+
+namespace detail {
+
+inline feature_shape convolved_shape(feature_shape in, const conv2d_spec& spec) {
+    const auto fail = [&](const std::string& why) {
+        throw config_error("lightloop::conv2d: " + why + " (input " + in.text() + ", " +
+                           std::to_string(spec.out_channels) + " channels, kernel " +
+                           std::to_string(spec.kernel) + ", stride " + std::to_string(spec.stride) +
+                           ", padding " + std::to_string(spec.padding) + ")");
+    };
+    if (in.size() == 0 || spec.out_channels == 0 || spec.kernel == 0 || spec.stride == 0) {
+        fail("input, channels, kernel and stride must be positive");
+    }
+    if (spec.padding >= spec.kernel) {
+        fail("padding must be smaller than the kernel");
+    }
+    if (in.height + 2 * spec.padding < spec.kernel || in.width + 2 * spec.padding < spec.kernel) {
+        fail("the kernel does not fit the padded input");
+    }
+    return {spec.out_channels, (in.height + 2 * spec.padding - spec.kernel) / spec.stride + 1,
+            (in.width + 2 * spec.padding - spec.kernel) / spec.stride + 1};
+}
+
+} // namespace detail
+
+template <class Act = identity, scalar T = float>
+requires activation<Act, T>
+class conv2d : public detail::affine_layer<Act, T> {
+    using affine = detail::affine_layer<Act, T>;
+    using affine::act_;
+    using affine::bias_;
+    using affine::bias_gradient_;
+    using affine::delta_;
+    using affine::output_;
+    using affine::pre_activation_;
+    using affine::weight_gradient_;
+    using affine::weights_;
+
+public:
+    /// Values of one chunk's columns, about: a chunk is as many samples as
+    /// fit (at least one), which keeps the GEMMs wide and the buffers small.
+    static constexpr std::size_t column_budget = std::size_t{1} << 19;
+    /// The weight gradient is summed in at most this many groups of chunks
+    /// (fixed by the batch, not the threads), each on one thread at a time.
+    static constexpr std::size_t max_gradient_groups = 16;
+
+    conv2d(feature_shape in, conv2d_spec spec)
+      : conv2d(in, spec, Act{}) {}
+
+    conv2d(feature_shape in, conv2d_spec spec, Act act)
+      : affine(act, spec.out_channels, in.channels * spec.kernel * spec.kernel)
+      , spec_(spec)
+      , in_(in)
+      , out_(detail::convolved_shape(in, spec)) {
+        const std::size_t taps = patch_size();
+        const std::size_t positions = out_.height * out_.width;
+        chunk_ = std::max<std::size_t>(1, column_budget / (taps * positions));
+    }
+
+    std::size_t input_size() const noexcept { return in_.size(); }
+    std::size_t output_size() const noexcept { return out_.size(); }
+    feature_shape input_shape() const noexcept { return in_; }
+    feature_shape output_shape() const noexcept { return out_; }
+    const conv2d_spec& spec() const noexcept { return spec_; }
+    /// in_channels · k · k: the length of one filter.
+    std::size_t patch_size() const noexcept { return in_.channels * spec_.kernel * spec_.kernel; }
+
+    /// Draws W from the scheme with fan_in = in_channels·k·k and fan_out =
+    /// out_channels·k·k (PyTorch's fans for a convolution); the bias starts
+    /// at zero.
+    void initialize(std::uint64_t seed) {
+        rng gen(seed);
+        const double variance = init_variance(spec_.scheme, patch_size(),
+                                              spec_.out_channels * spec_.kernel * spec_.kernel);
+        const std::span<T> values(weights_.data(), weights_.size());
+        if (init_is_uniform(spec_.scheme)) {
+            fill_uniform(values, gen, std::sqrt(3.0 * variance));
+        } else {
+            fill_normal(values, gen, std::sqrt(variance));
+        }
+        bias_.fill(T(0));
+    }
+
+    /// a = W * x + b and h = f(a), the bias and f fused into the pass that
+    /// moves each chunk's product into the batch's rows.
+    const matrix<T>& forward(const matrix<T>& x) {
+        check_rows(x, "input");
+        const std::size_t n = x.shape(0);
+        this->shape_batch(n, out_.size());
+        const std::size_t positions = out_.height * out_.width;
+        const std::size_t channels = out_.channels;
+        T* a = pre_activation_.data();
+        T* h = output_.data();
+        const T* bias = bias_.data();
+        for_chunks(n, [&](std::size_t first, std::size_t count, T* cols, T* staging) {
+            gather_columns(x.data(), first, count, cols);
+            const std::size_t width = count * positions;
+            detail::blas_call(transpose::no, transpose::no, channels, width, patch_size(), T(1),
+                              weights_.data(), patch_size(), cols, width, T(0), staging, width);
+            for (std::size_t j = 0; j < count; ++j) {
+                T* a_row = a + (first + j) * out_.size();
+                for (std::size_t c = 0; c < channels; ++c) {
+                    const T* from = staging + c * width + j * positions;
+                    T* to = a_row + c * positions;
+                    for (std::size_t p = 0; p < positions; ++p) {
+                        to[p] = from[p] + bias[c];
+                    }
+                }
+                detail::activate_row(act_, a_row, h + (first + j) * out_.size(), out_.size());
+            }
+        });
+        return output_;
+    }
+
+    /// into (n x in_channels·H·W) = the gradient with respect to the input:
+    /// the backward-data convolution, delta through W.
+    void backpropagate(matrix<T>& into) const { backpropagate_with(weights_, into); }
+
+    /// As backpropagate, through `weights` (W's shape) in place of W:
+    /// feedback alignment's random filters (random_feedback_shape).
+    void backpropagate_with(const matrix<T>& weights, matrix<T>& into) const {
+        if (weights.shape(0) != spec_.out_channels || weights.shape(1) != patch_size()) {
+            throw shape_error("lightloop::conv2d (" + describe() + "): backward weights are " +
+                              std::to_string(weights.shape(0)) + "x" +
+                              std::to_string(weights.shape(1)) + ", expected " +
+                              std::to_string(spec_.out_channels) + "x" +
+                              std::to_string(patch_size()));
+        }
+        const std::size_t n = delta_.shape(0);
+        if (into.shape(0) != n || into.shape(1) != in_.size()) {
+            throw shape_error("lightloop::conv2d (" + describe() + "): backward output is " +
+                              std::to_string(into.shape(0)) + "x" + std::to_string(into.shape(1)) +
+                              ", expected " + std::to_string(n) + "x" + std::to_string(in_.size()));
+        }
+        ++backward_data_products_;
+        const std::size_t positions = out_.height * out_.width;
+        for_chunks(n, [&](std::size_t first, std::size_t count, T* cols, T* staging) {
+            gather_delta(first, count, staging);
+            const std::size_t width = count * positions;
+            detail::blas_call(transpose::yes, transpose::no, patch_size(), width,
+                              spec_.out_channels, T(1), weights.data(), patch_size(), staging,
+                              width, T(0), cols, width);
+            scatter_columns(cols, first, count, into.data());
+        });
+    }
+
+    /// dW = (1/n) sum over samples and positions of delta ⊗ patch, db =
+    /// (1/n) sum of delta over samples and positions.
+    void compute_gradient(const matrix<T>& x) {
+        const std::size_t n = delta_.shape(0);
+        if (x.shape(0) != n) {
+            throw shape_error("lightloop::conv2d (" + describe() + "): gradient input has " +
+                              std::to_string(x.shape(0)) + " rows, expected " + std::to_string(n));
+        }
+        check_rows(x, "gradient input");
+        const std::size_t chunks = (n + chunk_ - 1) / chunk_;
+        const std::size_t groups = std::min(chunks, max_gradient_groups);
+        const std::size_t weight_count = weights_.size();
+        const std::size_t channels = spec_.out_channels;
+        const std::size_t group_size = weight_count + channels;
+        if (partial_.size() < groups * group_size) {
+            partial_.resize(groups * group_size);
+        }
+        const std::size_t positions = out_.height * out_.width;
+        const T* d = delta_.data();
+        prepare_workspace();
+        run_tasks(groups, [&](std::size_t group, std::size_t worker) {
+            T* dw = partial_.data() + group * group_size;
+            T* db = dw + weight_count;
+            std::fill_n(dw, group_size, T(0));
+            T* cols = workspace(worker);
+            T* staging = cols + column_capacity();
+            for (std::size_t chunk = group; chunk < chunks; chunk += groups) {
+                const std::size_t first = chunk * chunk_;
+                const std::size_t count = std::min(chunk_, n - first);
+                const std::size_t width = count * positions;
+                gather_columns(x.data(), first, count, cols);
+                gather_delta(first, count, staging);
+                detail::blas_call(transpose::no, transpose::yes, channels, patch_size(), width,
+                                  T(1), staging, width, cols, width, T(1), dw, patch_size());
+                for (std::size_t j = first; j < first + count; ++j) {
+                    for (std::size_t c = 0; c < channels; ++c) {
+                        const T* row = d + j * out_.size() + c * positions;
+                        T sum = 0;
+                        for (std::size_t p = 0; p < positions; ++p) {
+                            sum += row[p];
+                        }
+                        db[c] += sum;
+                    }
+                }
+            }
+        });
+        // The groups in order, then 1/n.
+        const T inv_n = T(1) / static_cast<T>(n);
+        T* dw = weight_gradient_.data();
+        T* db = bias_gradient_.data();
+        parallel_for_ranges(group_size, elementwise_grain / std::max<std::size_t>(groups, 1),
+                            [&](std::size_t begin, std::size_t end) {
+                                for (std::size_t i = begin; i < end; ++i) {
+                                    T sum = 0;
+                                    for (std::size_t g = 0; g < groups; ++g) {
+                                        sum += partial_[g * group_size + i];
+                                    }
+                                    if (i < weight_count) {
+                                        dw[i] = sum * inv_n;
+                                    } else {
+                                        db[i - weight_count] = sum * inv_n;
+                                    }
+                                }
+                            });
+    }
+
+    /// An upper bound on |every gradient entry| compute_gradient(x) gives
+    /// when max |delta| = delta_max, or +inf when it cannot vouch for a
+    /// finite one: each entry is a mean over samples of a sum over the
+    /// H_out·W_out positions of delta · x (affine_layer::bound_gradient).
+    double gradient_bound(const matrix<T>& x, double delta_max) const {
+        return this->bound_gradient(x, delta_max, static_cast<double>(out_.height * out_.width));
+    }
+
+    /// The random filters feedback alignment draws to replace W in the
+    /// backward-data product: W's shape, each input gradient a sum over
+    /// out_channels·k·k terms (its fan-in going down).
+    feedback_weights_shape random_feedback_shape() const noexcept {
+        return {spec_.out_channels, patch_size(), spec_.out_channels * spec_.kernel * spec_.kernel};
+    }
+
+    /// weight (out, in, k, k) and bias (out), PyTorch's names and shapes.
+    std::vector<parameter_shape> parameter_layout() const {
+        return {{"weight", {spec_.out_channels, in_.channels, spec_.kernel, spec_.kernel}},
+                {"bias", {spec_.out_channels}}};
+    }
+
+    /// W is out_channels x (in_channels·k·k): weights() and the rest come
+    /// from affine_layer.
+    /// How many backward-data products (backpropagate, backpropagate_with)
+    /// this layer has run.
+    std::uint64_t backward_data_products() const noexcept { return backward_data_products_; }
+
+    /// "conv2d<tanh> 1x28x28 -> 32x28x28 k5 s1 p2", for checkpoint
+    /// signatures.
+    std::string signature() const {
+        return "conv2d<" + name_of<Act>() + "> " + in_.text() + " -> " + out_.text() + " k" +
+               std::to_string(spec_.kernel) + " s" + std::to_string(spec_.stride) + " p" +
+               std::to_string(spec_.padding);
+    }
+
+    /// "conv2d 1x28x28 -> 32x28x28", for messages.
+    std::string describe() const { return "conv2d " + in_.text() + " -> " + out_.text(); }
+
+private:
+    void check_rows(const matrix<T>& x, const char* what) const {
+        if (x.shape(1) != in_.size()) {
+            throw shape_error("lightloop::conv2d (" + describe() + "): " + what + " has " +
+                              std::to_string(x.shape(1)) + " columns, expected " +
+                              std::to_string(in_.size()) + " (" + in_.text() + ")");
+        }
+    }
+
+    std::size_t column_capacity() const noexcept {
+        return patch_size() * chunk_ * out_.height * out_.width;
+    }
+    std::size_t staging_capacity() const noexcept {
+        return spec_.out_channels * chunk_ * out_.height * out_.width;
+    }
+    T* workspace(std::size_t worker) const {
+        return workspace_.data() + worker * (column_capacity() + staging_capacity());
+    }
+
+    /// Per thread: one chunk's columns, then its C_out x s·HW staging block.
+    /// Sized once for the thread count.
+    void prepare_workspace() const {
+        const std::size_t needed = task_threads() * (column_capacity() + staging_capacity());
+        if (workspace_.size() < needed) {
+            workspace_.resize(needed);
+        }
+    }
+
+    /// Threads that run chunks: lightloop's team, or only the caller when
+    /// OpenBLAS is left to thread each product (blas_thread_policy::untouched).
+    static std::size_t task_threads() {
+        return get_blas_thread_policy() == blas_thread_policy::untouched ? 1 : parallel_threads();
+    }
+
+    /// f(task, worker) for every task, on the team with OpenBLAS held at one
+    /// thread, or on the caller alone.
+    template <class F>
+    static void run_tasks(std::size_t tasks, F&& f) {
+        if (task_threads() == 1 || tasks <= 1) {
+            for (std::size_t task = 0; task < tasks; ++task) {
+                f(task, std::size_t{0});
+            }
+            return;
+        }
+        const blas_single_thread hold;
+        shared_team().run(tasks, f);
+    }
+
+    /// f(first, count, cols, staging) for each chunk of the n samples.
+    template <class F>
+    void for_chunks(std::size_t n, F&& f) const {
+        prepare_workspace();
+        const std::size_t chunks = (n + chunk_ - 1) / chunk_;
+        run_tasks(chunks, [&](std::size_t chunk, std::size_t worker) {
+            const std::size_t first = chunk * chunk_;
+            T* cols = workspace(worker);
+            f(first, std::min(chunk_, n - first), cols, cols + column_capacity());
+        });
+    }
+
+    /// The output columns ox whose input column ox·stride + kx - padding
+    /// falls inside the map: [begin, end).
+    std::pair<std::size_t, std::size_t> valid_columns(std::size_t kx) const noexcept {
+        const std::size_t s = spec_.stride;
+        const std::size_t p = spec_.padding;
+        const std::size_t begin = p > kx ? (p - kx + s - 1) / s : 0;
+        const std::size_t limit = in_.width + p - kx; // ox·s < limit
+        const std::size_t end = std::min(out_.width, (limit + s - 1) / s);
+        return {std::min(begin, end), end};
+    }
+
+    /// Calls f(column_row, input_offset_of_row or npos, ox_begin, ox_end)
+    /// over one chunk's im2col rows: for filter tap (ci, ky, kx), sample j
+    /// and output row oy, the columns' row and, when the input row iy exists,
+    /// its offset in x's sample row.
+    template <class F>
+    void for_patch_rows(std::size_t count, F&& f) const {
+        const std::size_t k = spec_.kernel;
+        const std::size_t positions = out_.height * out_.width;
+        const std::size_t width = count * positions;
+        for (std::size_t ci = 0; ci < in_.channels; ++ci) {
+            for (std::size_t ky = 0; ky < k; ++ky) {
+                for (std::size_t kx = 0; kx < k; ++kx) {
+                    const std::size_t tap = (ci * k + ky) * k + kx;
+                    const auto [begin, end] = valid_columns(kx);
+                    for (std::size_t j = 0; j < count; ++j) {
+                        for (std::size_t oy = 0; oy < out_.height; ++oy) {
+                            const std::size_t column =
+                              tap * width + j * positions + oy * out_.width;
+                            const std::size_t iy_padded = oy * spec_.stride + ky;
+                            const bool inside =
+                              iy_padded >= spec_.padding && iy_padded - spec_.padding < in_.height;
+                            const std::size_t offset =
+                              inside ? j * in_.size() +
+                                         (ci * in_.height + iy_padded - spec_.padding) * in_.width
+                                     : npos;
+                            f(column, offset, begin, end, kx);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+    /// cols (C·k·k x count·HW) = the patches of samples first..first+count.
+    void gather_columns(const T* x, std::size_t first, std::size_t count, T* cols) const {
+        const T* base = x + first * in_.size();
+        const std::size_t s = spec_.stride;
+        const std::size_t p = spec_.padding;
+        for_patch_rows(count, [&](std::size_t column, std::size_t offset, std::size_t begin,
+                                  std::size_t end, std::size_t kx) {
+            T* to = cols + column;
+            if (offset == npos) {
+                std::fill_n(to, out_.width, T(0));
+                return;
+            }
+            // Input column ox·s + kx - p, in range for ox in [begin, end).
+            const T* row = base + offset;
+            std::fill_n(to, begin, T(0));
+            if (s == 1) {
+                std::copy(row + (begin + kx - p), row + (end + kx - p), to + begin);
+            } else {
+                for (std::size_t ox = begin; ox < end; ++ox) {
+                    to[ox] = row[ox * s + kx - p];
+                }
+            }
+            std::fill(to + end, to + out_.width, T(0));
+        });
+    }
+
+    /// into's rows first..first+count = the columns summed back onto the
+    /// input positions they came from (col2im).
+    void scatter_columns(const T* cols, std::size_t first, std::size_t count, T* into) const {
+        T* base = into + first * in_.size();
+        std::fill_n(base, count * in_.size(), T(0));
+        const std::size_t s = spec_.stride;
+        const std::size_t p = spec_.padding;
+        for_patch_rows(count, [&](std::size_t column, std::size_t offset, std::size_t begin,
+                                  std::size_t end, std::size_t kx) {
+            if (offset == npos) {
+                return;
+            }
+            const T* from = cols + column;
+            T* row = base + offset;
+            for (std::size_t ox = begin; ox < end; ++ox) {
+                row[ox * s + kx - p] += from[ox];
+            }
+        });
+    }
+
+    /// staging (C_out x count·HW) = delta's rows first..first+count, channel
+    /// by channel.
+    void gather_delta(std::size_t first, std::size_t count, T* staging) const {
+        const std::size_t positions = out_.height * out_.width;
+        const std::size_t width = count * positions;
+        const T* d = delta_.data();
+        for (std::size_t j = 0; j < count; ++j) {
+            for (std::size_t c = 0; c < spec_.out_channels; ++c) {
+                std::copy_n(d + (first + j) * out_.size() + c * positions, positions,
+                            staging + c * width + j * positions);
+            }
+        }
+    }
+
+    conv2d_spec spec_;
+    feature_shape in_;
+    feature_shape out_;
+    std::size_t chunk_ = 1; // samples per chunk
+    // Scratch for the products (see prepare_workspace); the backward-data
+    // product is const to the layer but uses it.
+    mutable std::vector<T> workspace_;
+    std::vector<T> partial_; // compute_gradient's per-group sums
+    mutable std::uint64_t backward_data_products_ = 0;
+};
+
+static_assert(layer<conv2d<identity, float>>);
+static_assert(layer<conv2d<tanh_act, double>>);
+
+} // namespace lightloop

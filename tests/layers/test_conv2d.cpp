@@ -1,0 +1,333 @@
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+using lightloop::testing::max_abs_diff;
+using lightloop::testing::random_matrix;
+
+namespace conv_tests {
+
+/// The convolution by its definition, one multiply-add at a time: a[s][o][y][x]
+/// = b[o] + sum over c, ky, kx of W[o][c][ky][kx] x[s][c][y·stride + ky -
+/// pad][x·stride + kx - pad] (zero outside the map).
+matrix<double> direct_convolution(const matrix<double>& x, const matrix<double>& w,
+                                  const vector<double>& b, feature_shape in, conv2d_spec spec) {
+    const std::size_t k = spec.kernel;
+    const std::size_t oh = (in.height + 2 * spec.padding - k) / spec.stride + 1;
+    const std::size_t ow = (in.width + 2 * spec.padding - k) / spec.stride + 1;
+    auto a = matrix<double>::from_shape({x.shape(0), spec.out_channels * oh * ow});
+    for (std::size_t s = 0; s < x.shape(0); ++s) {
+        for (std::size_t o = 0; o < spec.out_channels; ++o) {
+            for (std::size_t y = 0; y < oh; ++y) {
+                for (std::size_t xo = 0; xo < ow; ++xo) {
+                    double sum = b(o);
+                    for (std::size_t c = 0; c < in.channels; ++c) {
+                        for (std::size_t ky = 0; ky < k; ++ky) {
+                            for (std::size_t kx = 0; kx < k; ++kx) {
+                                const auto iy = static_cast<std::ptrdiff_t>(y * spec.stride + ky) -
+                                                static_cast<std::ptrdiff_t>(spec.padding);
+                                const auto ix = static_cast<std::ptrdiff_t>(xo * spec.stride + kx) -
+                                                static_cast<std::ptrdiff_t>(spec.padding);
+                                if (iy < 0 || ix < 0 ||
+                                    iy >= static_cast<std::ptrdiff_t>(in.height) ||
+                                    ix >= static_cast<std::ptrdiff_t>(in.width)) {
+                                    continue;
+                                }
+                                sum +=
+                                  w(o, (c * k + ky) * k + kx) *
+                                  x(s, (c * in.height + static_cast<std::size_t>(iy)) * in.width +
+                                         static_cast<std::size_t>(ix));
+                            }
+                        }
+                    }
+                    a(s, (o * oh + y) * ow + xo) = sum;
+                }
+            }
+        }
+    }
+    return a;
+}
+
+/// tests/layers/torch_layers.py's fill: scale * sin(0.731 i + salt), with
+/// Python's roundings (the volatile keeps GCC from fusing 0.731 i + salt into
+/// one multiply-add, which moves sin's argument by an ulp).
+std::vector<double> fill(std::size_t count, double salt, double scale) {
+    std::vector<double> v(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        volatile double product = 0.731 * static_cast<double>(i);
+        v[i] = scale * std::sin(product + salt);
+    }
+    return v;
+}
+
+template <class M>
+void fill_into(M& m, double salt, double scale) {
+    const auto v = fill(m.size(), salt, scale);
+    std::copy(v.begin(), v.end(), m.begin());
+}
+
+/// PyTorch's values: (case, quantity) -> the numbers.
+std::map<std::pair<std::string, std::string>, std::vector<double>> torch_values() {
+    std::ifstream in(std::string(LIGHTLOOP_TEST_SOURCE_DIR) + "/layers/torch_layers.tsv");
+    REQUIRE(in);
+    std::map<std::pair<std::string, std::string>, std::vector<double>> table;
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#') {
+            continue;
+        }
+        std::istringstream fields(line);
+        std::string name;
+        std::string quantity;
+        std::getline(fields, name, '\t');
+        std::getline(fields, quantity, '\t');
+        std::vector<double> values;
+        double v = 0;
+        while (fields >> v) {
+            values.push_back(v);
+        }
+        table[{name, quantity}] = values;
+    }
+    return table;
+}
+
+template <class M>
+double gap_to(const M& m, const std::vector<double>& expected) {
+    REQUIRE(m.size() == expected.size());
+    double gap = 0;
+    std::size_t i = 0;
+    for (const double v : m) {
+        gap = std::max(gap, std::abs(v - expected[i++]));
+    }
+    return gap;
+}
+
+/// A conv layer's forward output, input gradient and parameter gradients for
+/// L = (1/n) sum(h ⊙ G): the quantities torch_layers.py writes.
+template <class Layer>
+void run_layer_case(Layer& layer, std::size_t n, matrix<double>& input_gradient) {
+    auto x = matrix<double>::from_shape({n, layer.input_size()});
+    fill_into(x, 0.1, 1.0);
+    layer.forward(x);
+    const auto g = fill(n * layer.output_size(), 0.4, 1.0);
+    layer.scale_by_derivative(g.data(), layer.output_size());
+    input_gradient = matrix<double>::from_shape({n, layer.input_size()});
+    layer.backpropagate(input_gradient);
+    if constexpr (detail::has_parameters<Layer>()) {
+        layer.compute_gradient(x);
+    }
+}
+
+} // namespace conv_tests
+
+TEST_CASE("conv2d computes the convolution by its definition, across chunks and strides",
+          "[layers][conv]") {
+    struct setting {
+        feature_shape in;
+        conv2d_spec spec;
+        std::size_t n;
+    };
+    // The last one spans several chunks (26 samples each: 2^19 / (25 · 784)).
+    const std::vector<setting> settings{
+      {{3, 7, 6}, {.out_channels = 4, .kernel = 3, .stride = 2, .padding = 1}, 3},
+      {{2, 5, 5}, {.out_channels = 3, .kernel = 2}, 2},
+      {{1, 9, 4}, {.out_channels = 2, .kernel = 4, .stride = 3, .padding = 3}, 2},
+      {{1, 28, 28}, {.out_channels = 3, .kernel = 5, .padding = 2}, 60}};
+    for (const setting& s : settings) {
+        conv2d<identity, double> layer(s.in, s.spec);
+        layer.initialize(5);
+        conv_tests::fill_into(layer.bias(), 0.3, 0.5);
+        const auto x = random_matrix<double>(s.n, s.in.size(), 6);
+        const auto expected =
+          conv_tests::direct_convolution(x, layer.weights(), layer.bias(), s.in, s.spec);
+        CAPTURE(layer.describe());
+        CHECK(layer.output_size() == expected.shape(1));
+        CHECK(max_abs_diff(layer.forward(x), expected) < 1e-13);
+    }
+    conv2d<> first({1, 28, 28}, {.out_channels = 32, .kernel = 5, .padding = 2});
+    CHECK(first.output_shape() == feature_shape{32, 28, 28});
+    conv2d<> second({32, 14, 14}, {.out_channels = 64, .kernel = 5, .padding = 2});
+    CHECK(second.output_shape() == feature_shape{64, 14, 14});
+    CHECK(second.parameter_layout()[0].shape == std::vector<std::size_t>{64, 32, 5, 5});
+}
+
+TEST_CASE("conv2d and pooling equal PyTorch's outputs and gradients for fixed weights",
+          "[layers][conv][torch]") {
+    Catch::StringMaker<double>::precision = 17;
+    const auto torch = conv_tests::torch_values();
+    const auto value = [&](const std::string& name, const std::string& quantity) {
+        const auto found = torch.find({name, quantity});
+        REQUIRE(found != torch.end());
+        return found->second;
+    };
+    // In double, to the last bits: PyTorch sums in another order, so its
+    // weight gradients (entries up to 6, sums of up to 50 terms) differ by a
+    // few ulp; everything else agrees within 1e-15.
+    const auto check_conv = [&](auto layer, const std::string& name, std::size_t n) {
+        CAPTURE(name);
+        conv_tests::fill_into(layer.weights(), 0.2, 0.4);
+        conv_tests::fill_into(layer.bias(), 0.3, 0.2);
+        matrix<double> input_gradient;
+        conv_tests::run_layer_case(layer, n, input_gradient);
+        CHECK(conv_tests::gap_to(layer.output(), value(name, "output")) < 1e-15);
+        CHECK(conv_tests::gap_to(input_gradient, value(name, "input_gradient")) < 1e-15);
+        CHECK(conv_tests::gap_to(layer.weight_gradient(), value(name, "weight_gradient")) < 4e-15);
+        CHECK(conv_tests::gap_to(layer.bias_gradient(), value(name, "bias_gradient")) < 1e-15);
+    };
+    check_conv(conv2d<tanh_act, double>(
+                 {3, 7, 6}, {.out_channels = 4, .kernel = 3, .stride = 2, .padding = 1}),
+               "conv_s2_p1_tanh", 2);
+    check_conv(conv2d<identity, double>({2, 5, 5}, {.out_channels = 3, .kernel = 2}),
+               "conv_k2_identity", 1);
+    check_conv(conv2d<tanh_act, double>({1, 8, 8}, {.out_channels = 2, .kernel = 5, .padding = 2}),
+               "conv_k5_p2_tanh", 2);
+
+    const auto check_pool = [&](auto layer, const std::string& name, std::size_t n) {
+        CAPTURE(name);
+        matrix<double> input_gradient;
+        conv_tests::run_layer_case(layer, n, input_gradient);
+        CHECK(conv_tests::gap_to(layer.output(), value(name, "output")) < 1e-15);
+        CHECK(conv_tests::gap_to(input_gradient, value(name, "input_gradient")) < 1e-15);
+    };
+    check_pool(max_pool2d<double>({2, 7, 7}, 3, 2), "max_pool_k3_s2", 2);
+    check_pool(avg_pool2d<double>({2, 4, 5}, 2, 1), "avg_pool_k2_s1", 1);
+
+    // The stack: conv, tanh, max-pool, flatten, dense, softmax cross-entropy, by backprop.
+    auto net = make_network<backprop, softmax_cross_entropy>(
+      1, conv2d<tanh_act, double>({1, 6, 6}, {.out_channels = 3, .kernel = 3, .padding = 1}),
+      max_pool2d<double>({3, 6, 6}, 2), flatten<double>({3, 3, 3}), dense<identity, double>{27, 4});
+    conv_tests::fill_into(net.layer<0>().weights(), 0.2, 0.4);
+    conv_tests::fill_into(net.layer<0>().bias(), 0.3, 0.2);
+    conv_tests::fill_into(net.layer<3>().weights(), 0.5, 0.3);
+    conv_tests::fill_into(net.layer<3>().bias(), 0.6, 0.1);
+    auto x = matrix<double>::from_shape({3, 36});
+    conv_tests::fill_into(x, 0.1, 1.0);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 2, 3}), 4);
+    const double loss = net.compute_gradients(x, y);
+    CHECK(std::abs(loss - value("stack", "loss")[0]) < 1e-15);
+    CHECK(conv_tests::gap_to(net.layer<3>().output(), value("stack", "output")) < 1e-15);
+    const auto& conv = net.layer<0>();
+    const auto& top = net.layer<3>();
+    CHECK(conv_tests::gap_to(conv.weight_gradient(), value("stack", "conv_weight_gradient")) <
+          1e-15);
+    CHECK(conv_tests::gap_to(conv.bias_gradient(), value("stack", "conv_bias_gradient")) < 1e-15);
+    CHECK(conv_tests::gap_to(top.weight_gradient(), value("stack", "dense_weight_gradient")) <
+          1e-15);
+    CHECK(conv_tests::gap_to(top.bias_gradient(), value("stack", "dense_bias_gradient")) < 1e-15);
+}
+
+// Central differences in double (the tolerance argument of test_gradients.cpp:
+// 1e-5 relative): every parameter of two convolutions with stride and padding,
+// through pooling, flatten and dense layers.
+TEST_CASE("backprop through conv2d matches finite differences", "[layers][conv][gradient]") {
+    auto net = make_network<backprop, softmax_cross_entropy>(
+      41,
+      conv2d<tanh_act, double>({2, 7, 7},
+                               {.out_channels = 3, .kernel = 3, .stride = 2, .padding = 1}),
+      conv2d<sigmoid, double>({3, 4, 4}, {.out_channels = 4, .kernel = 2}),
+      avg_pool2d<double>({4, 3, 3}, 2, 1), flatten<double>({4, 2, 2}),
+      dense<identity, double>{16, 3});
+    const auto x = random_matrix<double>(4, 98, 42);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 1}), 3);
+    const auto result = check_gradients(net, x, y, {.step = 1e-5, .floor = 1e-4});
+    CAPTURE(result.worst_layer, result.worst_entry);
+    CHECK(result.entries_checked == (3 * 18 + 3) + (4 * 12 + 4) + (16 * 3 + 3));
+    CHECK(result.max_rel_error < 1e-5);
+}
+
+TEST_CASE("conv2d gives the same bits on one and two threads", "[layers][conv]") {
+    // Five chunks of 26 samples: the weight gradient's groups, not the threads,
+    // fix the order of its sums.
+    const auto x = random_matrix<float>(130, 784, 51);
+    const auto signal = random_matrix<float>(130, 3 * 784, 52);
+    const auto run = [&](int threads) {
+        set_blas_threads(threads);
+        conv2d<tanh_act> layer({1, 28, 28}, {.out_channels = 3, .kernel = 5, .padding = 2});
+        layer.initialize(53);
+        const matrix<float> out = layer.forward(x);
+        layer.scale_by_derivative(signal.data(), signal.shape(1));
+        layer.compute_gradient(x);
+        auto into = matrix<float>::from_shape({130, 784});
+        layer.backpropagate(into);
+        return std::vector<matrix<float>>{
+          out, layer.weight_gradient(), into,
+          matrix<float>(xt::reshape_view(layer.bias_gradient(), {1, 3}))};
+    };
+    const auto one = run(1);
+    const auto two = run(2);
+    set_blas_threads(1);
+    for (std::size_t i = 0; i < one.size(); ++i) {
+        CAPTURE(i);
+        CHECK(one[i] == two[i]);
+    }
+}
+
+TEST_CASE("feedback alignment through conv2d with B = W is backprop; DFA never runs a "
+          "backward-data product",
+          "[layers][conv][dfa]") {
+    const auto x = random_matrix<double>(4, 2 * 6 * 6, 61);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 1}), 3);
+    const auto stack = [](auto method, std::uint64_t seed) {
+        return make_network<decltype(method), softmax_cross_entropy>(
+          seed, conv2d<tanh_act, double>({2, 6, 6}, {.out_channels = 3, .kernel = 3, .padding = 1}),
+          conv2d<tanh_act, double>({3, 6, 6}, {.out_channels = 4, .kernel = 3, .stride = 2}),
+          max_pool2d<double>({4, 2, 2}, 2), flatten<double>({4, 1, 1}),
+          dense<identity, double>{4, 3});
+    };
+    auto bp = stack(backprop{}, 62);
+    auto fa = stack(feedback_alignment{}, 62);
+    REQUIRE(fa.feedback().feedback_matrix<double>(0).shape(0) == 4);  // W's shape: 4 filters
+    REQUIRE(fa.feedback().feedback_matrix<double>(0).shape(1) == 27); // of 3x3x3
+    bp.compute_gradients(x, y);
+    fa.compute_gradients(x, y);
+    CHECK(max_abs_diff(fa.layer<0>().weight_gradient(), bp.layer<0>().weight_gradient()) > 1e-4);
+    fa.feedback().feedback_matrix<double>(0) = fa.layer<1>().weights();
+    fa.feedback().feedback_matrix<double>(3) =
+      lightloop::testing::transposed(fa.layer<4>().weights());
+    fa.compute_gradients(x, y);
+    CHECK(max_abs_diff(fa.layer<0>().weight_gradient(), bp.layer<0>().weight_gradient()) < 1e-15);
+    CHECK(max_abs_diff(fa.layer<1>().weight_gradient(), bp.layer<1>().weight_gradient()) < 1e-15);
+
+    // DFA: the error is projected into both feature maps (3x6x6 and 4x2x2
+    // slices), nothing travels back through a convolution.
+    auto direct = stack(dfa<dense_gaussian>{}, 63);
+    CHECK(direct.feedback().projection_size() == 3 * 36 + 4 * 4);
+    sgd<double> opt{0.01};
+    for (int step = 0; step < 3; ++step) {
+        direct.train_step(x, y, opt);
+    }
+    CHECK(direct.layer<0>().backward_data_products() == 0);
+    CHECK(direct.layer<1>().backward_data_products() == 0);
+    bp.compute_gradients(x, y);
+    CHECK(bp.layer<1>().backward_data_products() == 2); // backprop needs it (layer 0's needs none)
+    CHECK(bp.layer<0>().backward_data_products() == 0);
+}
+
+TEST_CASE("conv2d refuses settings that do not fit, naming them", "[layers][conv]") {
+    CHECK_THROWS_WITH((conv2d<>({1, 4, 4}, {.out_channels = 2, .kernel = 5})),
+                      Catch::Contains("does not fit") && Catch::Contains("1x4x4"));
+    CHECK_THROWS_AS((conv2d<>({1, 4, 4}, {.out_channels = 0, .kernel = 3})), config_error);
+    CHECK_THROWS_AS((conv2d<>({1, 4, 4}, {.out_channels = 2, .kernel = 3, .stride = 0})),
+                    config_error);
+    CHECK_THROWS_AS((conv2d<>({1, 4, 4}, {.out_channels = 2, .kernel = 3, .padding = 3})),
+                    config_error);
+    conv2d<> layer({1, 4, 4}, {.out_channels = 2, .kernel = 3});
+    CHECK_THROWS_AS(layer.forward(random_matrix<float>(2, 15, 1)), shape_error);
+    CHECK_THROWS_WITH(
+      (make_network<backprop, mse>(1, conv2d<tanh_act>({1, 6, 6}, {.out_channels = 2, .kernel = 3}),
+                                   max_pool2d<>({2, 6, 6}, 2), dense<identity>{18, 3})),
+      Catch::Contains("takes 72") && Catch::Contains("gives 32"));
+    // The right size, the wrong maps: 2x4x4 read as 4x2x4.
+    CHECK_THROWS_WITH((make_network<backprop, mse>(
+                        1, conv2d<tanh_act>({1, 6, 6}, {.out_channels = 2, .kernel = 3}),
+                        max_pool2d<>({4, 2, 4}, 2), flatten<>({4, 1, 2}), dense<identity>{8, 3})),
+                      Catch::Contains("takes maps of 4x2x4") && Catch::Contains("gives 2x4x4"));
+}
