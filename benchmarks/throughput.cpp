@@ -1,11 +1,15 @@
-// End-to-end training throughput on the paper's network (784-1024-1024-10,
-// tanh, SGD momentum 0.9), per method, batch size and thread count, against
-// the machine's SGEMM roofline measured in the same run, and against PyTorch
-// when its figures are given (torch_throughput.py: PyTorch's best thread
-// layout for the same number of cores).
+// End-to-end training throughput, per model, method, batch size and thread
+// count, against the machine's SGEMM roofline measured in the same run, and
+// against PyTorch when its figures are given (torch_throughput.py: PyTorch's
+// best thread layout for the same number of cores). The models, both tanh
+// and SGD momentum 0.9:
+//   mlp  the paper's network, 784-1024-1024-10;
+//   cnn  conv 1->32 5x5 pad 2, max-pool 2; conv 32->64 5x5 pad 2, max-pool 2;
+//        dense 3136->1024; dense 1024->10.
 //
-//   throughput [--batches 32,128,512] [--threads 1,2] [--seconds 1.5] [--rounds 5]
-//              [--torch FILE] [--json FILE] [--methods bp,fa,dfa,holographic,intensity]
+//   throughput [--models mlp,cnn] [--batches 32,128,512] [--threads 1,2]
+//              [--seconds 1.5] [--rounds 5] [--torch FILE] [--json FILE]
+//              [--methods bp,fa,dfa,holographic,intensity]
 //
 // For each (batch, threads) the methods take turns: `rounds` rounds in which
 // every method steps for seconds/rounds and every GEMM shape is timed for
@@ -16,7 +20,9 @@
 // Roofline: each method's step is a known list of GEMMs (forward, weight
 // gradients, and backprop's or feedback alignment's backward products, or
 // DFA's projection; the optical devices add none: for the 10 error inputs
-// they sum the medium's columns instead of a GEMM). Each GEMM
+// they sum the medium's columns instead of a GEMM). A convolution's products
+// count as the one GEMM over the whole batch's columns that its chunks make
+// up (conv2d.hpp). Each GEMM
 // shape is timed alone at the same thread count, both as OpenBLAS's own
 // threaded cblas_sgemm and as lightloop's gemm (one-thread OpenBLAS calls on
 // lightloop's team), and the faster counts; the roofline time of a step is
@@ -57,10 +63,11 @@ struct gemm_shape {
 
 constexpr std::size_t widths[] = {784, 1024, 1024, 10};
 
-/// The GEMMs of one training step of `method` at batch n (see dense.hpp,
-/// backprop.hpp, feedback_alignment.hpp, direct.hpp, optical/transmission_matrix.hpp).
-std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
-                                   std::size_t optical_frames) {
+/// The GEMMs of one training step of `method` at batch n on the paper's
+/// network (see dense.hpp, backprop.hpp, feedback_alignment.hpp, direct.hpp,
+/// optical/transmission_matrix.hpp).
+std::vector<gemm_shape> mlp_step_gemms(const std::string& method, std::size_t n,
+                                       std::size_t optical_frames) {
     std::vector<gemm_shape> g;
     for (int i = 0; i < 3; ++i) {
         const std::size_t in = widths[i];
@@ -85,6 +92,60 @@ std::vector<gemm_shape> step_gemms(const std::string& method, std::size_t n,
         g.push_back({transpose::no, transpose::yes, optical_frames, 2048, 10}); // Im R x
     }
     return g;
+}
+
+/// The CNN's convolutions: (in channels, out channels, output positions).
+struct conv_gemm {
+    std::size_t in, out, positions;
+};
+constexpr conv_gemm cnn_convs[] = {{1, 32, 28 * 28}, {32, 64, 14 * 14}};
+constexpr std::size_t cnn_dense[] = {3136, 1024, 10};
+/// What DFA projects into: both convolutions' maps and the hidden dense layer.
+constexpr std::size_t cnn_projection = 32 * 28 * 28 + 64 * 14 * 14 + 1024;
+
+/// The same for the CNN: a convolution's products over all its chunks as one
+/// GEMM each (conv2d.hpp): forward W · cols, weight gradient D · cols^T and,
+/// for backprop above the first, backward data W^T · D.
+std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
+                                       std::size_t optical_frames) {
+    std::vector<gemm_shape> g;
+    for (std::size_t i = 0; i < 2; ++i) {
+        const conv_gemm c = cnn_convs[i];
+        const std::size_t taps = c.in * 25;
+        const std::size_t columns = n * c.positions;
+        g.push_back({transpose::no, transpose::no, c.out, columns, taps});
+        if (method != "shallow") {
+            g.push_back({transpose::no, transpose::yes, c.out, taps, columns});
+        }
+        if ((method == "bp" || method == "fa") && i > 0) {
+            g.push_back({transpose::yes, transpose::no, taps, columns, c.out});
+        }
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+        const std::size_t in = cnn_dense[i];
+        const std::size_t out = cnn_dense[i + 1];
+        g.push_back({transpose::no, transpose::yes, n, out, in});
+        if (method != "shallow" || i == 1) {
+            g.push_back({transpose::yes, transpose::no, out, in, n});
+        }
+    }
+    if (method == "bp" || method == "fa") {
+        g.push_back({transpose::no, transpose::no, n, 1024, 10});
+        g.push_back({transpose::no, transpose::no, n, 3136, 1024});
+    } else if (method == "dfa") {
+        g.push_back({transpose::no, transpose::yes, n, cnn_projection, 10});
+    } else if ((method == "holographic" || method == "intensity") &&
+               cnn_dense[2] > transmission_matrix::direct_max_inputs) {
+        g.push_back({transpose::no, transpose::yes, optical_frames, cnn_projection, 10});
+        g.push_back({transpose::no, transpose::yes, optical_frames, cnn_projection, 10});
+    }
+    return g;
+}
+
+std::vector<gemm_shape> step_gemms(const std::string& model, const std::string& method,
+                                   std::size_t n, std::size_t optical_frames) {
+    return model == "cnn" ? cnn_step_gemms(method, n, optical_frames)
+                          : mlp_step_gemms(method, n, optical_frames);
 }
 
 /// Appends the time of each call of `call` for `budget` seconds (at least
@@ -156,19 +217,35 @@ struct runner {
 };
 
 template <class Feedback>
-runner make_runner(const std::string& method, Feedback feedback, std::size_t batch) {
+auto make_mlp(Feedback feedback) {
+    return network<Feedback, softmax_cross_entropy, dense<tanh_act>, dense<tanh_act>,
+                   dense<identity>>(std::move(feedback), softmax_cross_entropy{}, 1,
+                                    dense<tanh_act>{784, 1024}, dense<tanh_act>{1024, 1024},
+                                    dense<identity>{1024, 10});
+}
+
+template <class Feedback>
+auto make_cnn(Feedback feedback) {
+    return network<Feedback, softmax_cross_entropy, conv2d<tanh_act>, max_pool2d<>,
+                   conv2d<tanh_act>, max_pool2d<>, flatten<>, dense<tanh_act>, dense<identity>>(
+      std::move(feedback), softmax_cross_entropy{}, 1,
+      conv2d<tanh_act>({1, 28, 28}, {.out_channels = 32, .kernel = 5, .padding = 2}),
+      max_pool2d<>({32, 28, 28}, 2),
+      conv2d<tanh_act>({32, 14, 14}, {.out_channels = 64, .kernel = 5, .padding = 2}),
+      max_pool2d<>({64, 14, 14}, 2), flatten<>({64, 7, 7}), dense<tanh_act>{3136, 1024},
+      dense<identity>{1024, 10});
+}
+
+template <class Net>
+runner make_runner(const std::string& method, Net net, std::size_t batch) {
     struct state {
-        network<Feedback, softmax_cross_entropy, dense<tanh_act>, dense<tanh_act>, dense<identity>>
-          net;
+        Net net;
         matrix<float> x;
         matrix<float> y;
         sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
     };
-    auto s = std::make_shared<state>(
-      state{{std::move(feedback), softmax_cross_entropy{}, 1, dense<tanh_act>{784, 1024},
-             dense<tanh_act>{1024, 1024}, dense<identity>{1024, 10}},
-            matrix<float>::from_shape({batch, 784}),
-            {}});
+    auto s =
+      std::make_shared<state>(state{std::move(net), matrix<float>::from_shape({batch, 784}), {}});
     rng gen(2);
     for (auto& v : s->x) {
         v = static_cast<float>(gen.uniform());
@@ -191,24 +268,33 @@ runner make_runner(const std::string& method, Feedback feedback, std::size_t bat
     return r;
 }
 
-runner make_runner(const std::string& method, std::size_t batch) {
+template <class Feedback>
+runner make_runner(const std::string& model, const std::string& method, Feedback feedback,
+                   std::size_t batch) {
+    if (model == "cnn") {
+        return make_runner(method, make_cnn(std::move(feedback)), batch);
+    }
+    return make_runner(method, make_mlp(std::move(feedback)), batch);
+}
+
+runner make_runner(const std::string& model, const std::string& method, std::size_t batch) {
     if (method == "bp") {
-        return make_runner(method, backprop{}, batch);
+        return make_runner(model, method, backprop{}, batch);
     }
     if (method == "fa") {
-        return make_runner(method, feedback_alignment{}, batch);
+        return make_runner(model, method, feedback_alignment{}, batch);
     }
     if (method == "dfa") {
-        return make_runner(method, dfa<dense_gaussian>{}, batch);
+        return make_runner(model, method, dfa<dense_gaussian>{}, batch);
     }
     if (method == "holographic") {
-        return make_runner(method, dfa<optical<>>{}, batch);
+        return make_runner(model, method, dfa<optical<>>{}, batch);
     }
     if (method == "intensity") {
-        return make_runner(method, dfa<optical<intensity_readout>>{}, batch);
+        return make_runner(model, method, dfa<optical<intensity_readout>>{}, batch);
     }
     if (method == "shallow") {
-        return make_runner(method, shallow{}, batch);
+        return make_runner(model, method, shallow{}, batch);
     }
     throw config_error("throughput: unknown method " + method);
 }
@@ -239,6 +325,7 @@ std::map<std::string, double> read_torch(const std::string& path) {
 }
 
 struct options {
+    std::vector<std::string> models{"mlp"};
     std::vector<std::size_t> batches{32, 128, 512};
     std::vector<int> threads{1, 2};
     std::vector<std::string> methods{"bp", "fa", "dfa", "holographic", "intensity"};
@@ -257,10 +344,15 @@ int main(int argc, char** argv) {
     ensure_fast_blas(argv);
     using lightloop::programs::positive;
     options o;
-    CLI::App app{"Training throughput of the paper's network per method, batch and thread count, "
+    CLI::App app{"Training throughput of the paper's network and a CNN per method, batch and "
+                 "thread count, "
                  "against the SGEMM roofline measured in the same run and, with --torch, "
                  "against PyTorch.",
                  "throughput"};
+    app.add_option("--models", o.models, "comma-separated models: mlp (the paper's), cnn")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"mlp", "cnn"}))
+      ->capture_default_str();
     app.add_option("--batches", o.batches, "comma-separated batch sizes")
       ->delimiter(',')
       ->check(positive())
@@ -297,106 +389,120 @@ int measure(const options& o) {
     const auto blas = blas_info();
     std::printf("lightloop %s | OpenBLAS %s | kernel %s\n", version_string, blas.config.c_str(),
                 blas.core.c_str());
-    std::printf("784-1024-1024-10 tanh, SGD momentum 0.9, float\n\n");
-    std::printf("%-12s %5s %3s %12s %10s %10s %10s %10s %10s %8s\n", "method", "batch", "thr",
-                "samples/s", "GFLOP/s", "roofline", "vs torch", "vs t. bp", "scaled", "vs dfa");
+    std::printf("mlp: 784-1024-1024-10; cnn: conv 32 5x5, pool, conv 64 5x5, pool, 3136-1024-10;"
+                " tanh, SGD momentum 0.9, float\n\n");
+    std::printf("%-5s %-12s %5s %3s %10s %8s %9s %9s %9s %7s %7s %7s\n", "model", "method", "batch",
+                "thr", "samples/s", "GFLOP/s", "roofline", "vs torch", "vs t. bp", "scaled",
+                "vs dfa", "vs bp");
     std::ofstream json(json_path);
     if (!json) {
         throw data_error("throughput: " + json_path + ": cannot write");
     }
     json << "[\n";
     bool first = true;
-    for (const int threads : o.threads) {
-        const std::string threads_s = std::to_string(threads);
-        set_blas_threads(threads);
-        for (const std::size_t batch : o.batches) {
-            const std::string batch_s = std::to_string(batch);
-            std::vector<runner> runners;
-            for (const auto& method : o.methods) {
-                runners.push_back(make_runner(method, batch));
-            }
-            // Each method's GEMM shapes (the optical field GEMMs depend on the
-            // frames per sample the warm-up saw).
-            std::map<gemm_shape, gemm_timer> timers;
-            const gemm_shape first_layer{transpose::no, transpose::yes, batch, 1024, 784};
-            timers.try_emplace(first_layer, first_layer);
-            std::vector<std::vector<gemm_shape>> shapes;
-            for (auto& r : runners) {
-                const auto frames = static_cast<std::size_t>(
-                  r.frames_per_sample() * static_cast<double>(batch) + 0.5);
-                shapes.push_back(step_gemms(r.method, batch, frames));
-                for (const auto& g : shapes.back()) {
-                    timers.try_emplace(g, g);
+    for (const std::string& model : o.models) {
+        for (const int threads : o.threads) {
+            const std::string threads_s = std::to_string(threads);
+            set_blas_threads(threads);
+            for (const std::size_t batch : o.batches) {
+                const std::string batch_s = std::to_string(batch);
+                std::vector<runner> runners;
+                for (const auto& method : o.methods) {
+                    runners.push_back(make_runner(model, method, batch));
                 }
-            }
-            // Rounds: every method and every GEMM shape in turn, a slice each.
-            for (int round = 0; round < rounds; ++round) {
+                // Each method's GEMM shapes (the optical field GEMMs depend on the
+                // frames per sample the warm-up saw).
+                std::map<gemm_shape, gemm_timer> timers;
+                const gemm_shape first_layer{transpose::no, transpose::yes, batch, 1024, 784};
+                timers.try_emplace(first_layer, first_layer);
+                std::vector<std::vector<gemm_shape>> shapes;
                 for (auto& r : runners) {
-                    time_calls(r.step, budget / rounds, r.times);
+                    const auto frames = static_cast<std::size_t>(
+                      r.frames_per_sample() * static_cast<double>(batch) + 0.5);
+                    shapes.push_back(step_gemms(model, r.method, batch, frames));
+                    for (const auto& g : shapes.back()) {
+                        timers.try_emplace(g, g);
+                    }
                 }
-                for (auto& [shape, timer] : timers) {
-                    time_calls([&timer = timer] { timer.call_openblas(); }, gemm_budget / rounds,
-                               timer.openblas_times);
-                    time_calls([&timer = timer] { timer.call_lightloop(); }, gemm_budget / rounds,
-                               timer.lightloop_times);
+                // Rounds: every method and every GEMM shape in turn, a slice each.
+                for (int round = 0; round < rounds; ++round) {
+                    for (auto& r : runners) {
+                        time_calls(r.step, budget / rounds, r.times);
+                    }
+                    for (auto& [shape, timer] : timers) {
+                        time_calls([&timer = timer] { timer.call_openblas(); },
+                                   gemm_budget / rounds, timer.openblas_times);
+                        time_calls([&timer = timer] { timer.call_lightloop(); },
+                                   gemm_budget / rounds, timer.lightloop_times);
+                    }
+                    // OpenBLAS's workers spin for up to 2^28 cycles after its own
+                    // threaded calls; the next method's steps should not meet them.
+                    if (threads > 1) {
+                        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+                    }
                 }
-                // OpenBLAS's workers spin for up to 2^28 cycles after its own
-                // threaded calls; the next method's steps should not meet them.
-                if (threads > 1) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+                std::vector<double> step_medians;
+                double dfa_rate = std::nan("");
+                double bp_rate = std::nan("");
+                for (const auto& r : runners) {
+                    step_medians.push_back(median(r.times));
+                    if (r.method == "dfa") {
+                        dfa_rate = static_cast<double>(batch) / step_medians.back();
+                    }
+                    if (r.method == "bp") {
+                        bp_rate = static_cast<double>(batch) / step_medians.back();
+                    }
                 }
-            }
-            std::vector<double> step_medians;
-            double dfa_rate = std::nan("");
-            for (const auto& r : runners) {
-                step_medians.push_back(median(r.times));
-                if (r.method == "dfa") {
-                    dfa_rate = static_cast<double>(batch) / step_medians.back();
+                const double own_sgemm =
+                  first_layer.flops() / timers.at(first_layer).seconds() * 1e-9;
+                for (std::size_t i = 0; i < runners.size(); ++i) {
+                    const std::string& method = runners[i].method;
+                    const double step_seconds = step_medians[i];
+                    const double rate = static_cast<double>(batch) / step_seconds;
+                    const double vs_dfa = rate / dfa_rate;
+                    const double vs_bp = rate / bp_rate;
+                    double flops = 0;
+                    double roof_seconds = 0;
+                    for (const auto& g : shapes[i]) {
+                        flops += g.flops();
+                        roof_seconds += timers.at(g).seconds();
+                    }
+                    const double fraction = roof_seconds / step_seconds;
+                    // torch_throughput.py names the CNN's rows cnn_bp, cnn_dfa.
+                    const std::string prefix = model == "cnn" ? "cnn_" : "";
+                    const auto key = prefix + method + "/" + batch_s + "/" + threads_s;
+                    const auto torch_bp_key = prefix + "bp/" + batch_s + "/" + threads_s;
+                    const double vs_torch = torch.count(key) ? rate / torch.at(key) : std::nan("");
+                    const double vs_torch_bp =
+                      torch.count(torch_bp_key) ? rate / torch.at(torch_bp_key) : std::nan("");
+                    // The same ratio with each side divided by its own run's SGEMM
+                    // speed at the first layer's shape: what it would be had both
+                    // run on the machine in the same state.
+                    const auto sgemm_key = "sgemm/" + batch_s + "/" + threads_s;
+                    const double vs_torch_bp_scaled =
+                      torch.count(sgemm_key) ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
+                                             : std::nan("");
+                    std::printf(
+                      "%-5s %-12s %5zu %3d %10.0f %8.1f %8.0f%% %9.2f %9.2f %7.2f %7.2f %7.2f\n",
+                      model.c_str(), method.c_str(), batch, threads, rate,
+                      flops / step_seconds * 1e-9, 100.0 * fraction, vs_torch, vs_torch_bp,
+                      vs_torch_bp_scaled, vs_dfa, vs_bp);
+                    std::fflush(stdout);
+                    const auto number = [](double v) {
+                        return std::isfinite(v) ? std::to_string(v) : std::string("null");
+                    };
+                    json << (first ? "" : ",\n") << "  {\"model\": \"" << model
+                         << "\", \"method\": \"" << method << "\", \"batch\": " << batch
+                         << ", \"threads\": " << threads << ", \"samples_per_second\": " << rate
+                         << ", \"gemm_gflop_per_step\": " << flops * 1e-9
+                         << ", \"roofline_fraction\": " << fraction
+                         << ", \"vs_torch\": " << number(vs_torch)
+                         << ", \"vs_torch_bp\": " << number(vs_torch_bp)
+                         << ", \"vs_torch_bp_sgemm_scaled\": " << number(vs_torch_bp_scaled)
+                         << ", \"vs_dense_dfa\": " << number(vs_dfa)
+                         << ", \"vs_own_bp\": " << number(vs_bp) << "}";
+                    first = false;
                 }
-            }
-            const double own_sgemm = first_layer.flops() / timers.at(first_layer).seconds() * 1e-9;
-            for (std::size_t i = 0; i < runners.size(); ++i) {
-                const std::string& method = runners[i].method;
-                const double step_seconds = step_medians[i];
-                const double rate = static_cast<double>(batch) / step_seconds;
-                const double vs_dfa = rate / dfa_rate;
-                double flops = 0;
-                double roof_seconds = 0;
-                for (const auto& g : shapes[i]) {
-                    flops += g.flops();
-                    roof_seconds += timers.at(g).seconds();
-                }
-                const double fraction = roof_seconds / step_seconds;
-                const auto key = method + "/" + batch_s + "/" + threads_s;
-                const auto torch_bp_key = "bp/" + batch_s + "/" + threads_s;
-                const double vs_torch = torch.count(key) ? rate / torch.at(key) : std::nan("");
-                const double vs_torch_bp =
-                  torch.count(torch_bp_key) ? rate / torch.at(torch_bp_key) : std::nan("");
-                // The same ratio with each side divided by its own run's SGEMM
-                // speed at the first layer's shape: what it would be had both
-                // run on the machine in the same state.
-                const auto sgemm_key = "sgemm/" + batch_s + "/" + threads_s;
-                const double vs_torch_bp_scaled = torch.count(sgemm_key)
-                                                    ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
-                                                    : std::nan("");
-                std::printf("%-12s %5zu %3d %12.0f %10.1f %9.0f%% %10.2f %10.2f %10.2f %8.2f\n",
-                            method.c_str(), batch, threads, rate, flops / step_seconds * 1e-9,
-                            100.0 * fraction, vs_torch, vs_torch_bp, vs_torch_bp_scaled, vs_dfa);
-                std::fflush(stdout);
-                json << (first ? "" : ",\n") << "  {\"method\": \"" << method
-                     << "\", \"batch\": " << batch << ", \"threads\": " << threads
-                     << ", \"samples_per_second\": " << rate
-                     << ", \"gemm_gflop_per_step\": " << flops * 1e-9
-                     << ", \"roofline_fraction\": " << fraction << ", \"vs_torch\": "
-                     << (std::isfinite(vs_torch) ? std::to_string(vs_torch) : "null")
-                     << ", \"vs_torch_bp\": "
-                     << (std::isfinite(vs_torch_bp) ? std::to_string(vs_torch_bp) : "null")
-                     << ", \"vs_torch_bp_sgemm_scaled\": "
-                     << (std::isfinite(vs_torch_bp_scaled) ? std::to_string(vs_torch_bp_scaled)
-                                                           : "null")
-                     << ", \"vs_dense_dfa\": "
-                     << (std::isfinite(vs_dfa) ? std::to_string(vs_dfa) : "null") << "}";
-                first = false;
             }
         }
     }

@@ -1,14 +1,21 @@
 #!/usr/bin/python3
 """PyTorch peer for benchmarks/throughput.cpp: training samples per second of the
-paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) with backprop
-(autograd) and with DFA (by hand, as in torch_reference.py), per batch size and
-thread count, on random data, from the median step time. Prints TSV: method,
-batch, threads, samples/s,
+paper's network (784-1024-1024-10, tanh, float32, SGD momentum 0.9) and of the
+CNN (conv 1->32 5x5 pad 2, tanh, max-pool 2; conv 32->64 5x5 pad 2, tanh,
+max-pool 2; dense 3136->1024 tanh; dense 1024->10) with backprop (autograd) and
+with DFA (by hand, as in torch_reference.py; the CNN's convolutions get their
+weight gradients from torch.nn.grad.conv2d_weight, with no backward-data
+convolution), per batch size and thread count, on random data, from the median
+step time. Prints TSV: method (the CNN's as cnn_bp, cnn_dfa), batch, threads,
+samples/s,
 and the thread layout that gave it; and per batch and thread count an
 "sgemm" line with the GFLOP/s of the first layer's GEMM in the same run.
 
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
+    /usr/bin/python3 benchmarks/torch_throughput.py --batches 128 \
+        --methods cnn_bp cnn_dfa > torch_cnn.tsv
+    ./build/release/benchmarks/throughput --models cnn --batches 128 --torch torch_cnn.tsv
 
 Debian's torch calls the system BLAS (OpenBLAS, a pthreads build), which starts
 its own threads whatever torch.set_num_threads says. With T threads to spend,
@@ -93,7 +100,57 @@ def step_dfa(torch, layers, opt, x, y, feedback):
     opt.step()
 
 
+def cnn_layers(torch):
+    return [torch.nn.Conv2d(1, 32, 5, padding=2), torch.nn.Conv2d(32, 64, 5, padding=2),
+            torch.nn.Linear(3136, 1024), torch.nn.Linear(1024, 10)]
+
+
+def cnn_forward(torch, layers, x):
+    """The CNN's hidden outputs (after tanh, before pooling for the
+    convolutions) and its logits."""
+    pool = torch.nn.functional.max_pool2d
+    h1 = torch.tanh(layers[0](x))
+    h2 = torch.tanh(layers[1](pool(h1, 2)))
+    h3 = torch.tanh(layers[2](pool(h2, 2).flatten(1)))
+    return h1, h2, h3, layers[3](h3)
+
+
+def step_cnn_bp(torch, layers, opt, x, y):
+    opt.zero_grad()
+    logits = cnn_forward(torch, layers, x)[3]
+    torch.nn.functional.cross_entropy(logits, y).backward()
+    opt.step()
+
+
+def step_cnn_dfa(torch, layers, opt, x, y, feedback):
+    """DFA on the CNN: e projected once into both convolutions' feature maps
+    and the hidden dense layer, as lightloop's dfa does."""
+    opt.zero_grad()
+    pool = torch.nn.functional.max_pool2d
+    with torch.no_grad():
+        h1, h2, h3, logits = cnn_forward(torch, layers, x)
+        e = torch.softmax(logits, 1)
+        e[torch.arange(len(y)), y] -= 1.0
+        projected = e @ feedback.T
+        n = len(y)
+        d1 = projected[:, :25088].reshape(h1.shape) * (1 - h1 * h1)
+        d2 = projected[:, 25088:37632].reshape(h2.shape) * (1 - h2 * h2)
+        d3 = projected[:, 37632:] * (1 - h3 * h3)
+        m = float(n)
+        for layer, delta, inp in ((layers[0], d1, x), (layers[1], d2, pool(h1, 2))):
+            layer.weight.grad = torch.nn.grad.conv2d_weight(inp, layer.weight.shape, delta,
+                                                            padding=2) / m
+            layer.bias.grad = delta.sum((0, 2, 3)) / m
+        flat = pool(h2, 2).flatten(1)
+        for layer, delta, inp in ((layers[2], d3, flat), (layers[3], e, h3)):
+            layer.weight.grad = delta.T @ inp / m
+            layer.bias.grad = delta.sum(0) / m
+    opt.step()
+
+
 def measure(torch, method, batch, seconds):
+    if method.startswith("cnn_"):
+        return measure_cnn(torch, method, batch, seconds)
     torch.manual_seed(0)
     layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 10)]
     params = [p for layer in layers for p in layer.parameters()]
@@ -103,6 +160,23 @@ def measure(torch, method, batch, seconds):
     feedback = torch.randn(2048, 10) / 10 ** 0.5
     step = (lambda: step_bp(torch, layers, opt, x, y)) if method == "bp" else \
         (lambda: step_dfa(torch, layers, opt, x, y, feedback))
+    return median_rate(step, batch, seconds)
+
+
+def measure_cnn(torch, method, batch, seconds):
+    torch.manual_seed(0)
+    layers = cnn_layers(torch)
+    params = [p for layer in layers for p in layer.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    feedback = torch.randn(25088 + 12544 + 1024, 10) / 10 ** 0.5
+    step = (lambda: step_cnn_bp(torch, layers, opt, x, y)) if method == "cnn_bp" else \
+        (lambda: step_cnn_dfa(torch, layers, opt, x, y, feedback))
+    return median_rate(step, batch, seconds)
+
+
+def median_rate(step, batch, seconds):
     for _ in range(3):
         step()
     # The median step, as throughput.cpp reports: a neighbour's burst on this
@@ -121,7 +195,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--methods", nargs="+", default=["bp", "dfa"])
+    parser.add_argument("--methods", nargs="+", default=["bp", "dfa"],
+                        choices=["bp", "dfa", "cnn_bp", "cnn_dfa"])
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -135,7 +135,7 @@ TEST_CASE("conv2d computes the convolution by its definition, across chunks and 
         conv2d_spec spec;
         std::size_t n;
     };
-    // The last one spans several chunks (26 samples each: 2^19 / (25 · 784)).
+    // The last one spans several chunks of the products.
     const std::vector<setting> settings{
       {{3, 7, 6}, {.out_channels = 4, .kernel = 3, .stride = 2, .padding = 1}, 3},
       {{2, 5, 5}, {.out_channels = 3, .kernel = 2}, 2},
@@ -149,6 +149,9 @@ TEST_CASE("conv2d computes the convolution by its definition, across chunks and 
         const auto expected =
           conv_tests::direct_convolution(x, layer.weights(), layer.bias(), s.in, s.spec);
         CAPTURE(layer.describe());
+        if (s.n == 60) {
+            REQUIRE(layer.chunk_samples() < 30);
+        }
         CHECK(layer.output_size() == expected.shape(1));
         CHECK(max_abs_diff(layer.forward(x), expected) < 1e-13);
     }
@@ -244,14 +247,15 @@ TEST_CASE("backprop through conv2d matches finite differences", "[layers][conv][
 }
 
 TEST_CASE("conv2d gives the same bits on one and two threads", "[layers][conv]") {
-    // Five chunks of 26 samples: the weight gradient's groups, not the threads,
-    // fix the order of its sums.
+    // Several chunks (checked below): the weight gradient's groups, not the
+    // threads, fix the order of its sums.
     const auto x = random_matrix<float>(130, 784, 51);
     const auto signal = random_matrix<float>(130, 3 * 784, 52);
     const auto run = [&](int threads) {
         set_blas_threads(threads);
         conv2d<tanh_act> layer({1, 28, 28}, {.out_channels = 3, .kernel = 5, .padding = 2});
         layer.initialize(53);
+        REQUIRE(layer.chunk_samples() < 40);
         const matrix<float> out = layer.forward(x);
         layer.scale_by_derivative(signal.data(), signal.shape(1));
         layer.compute_gradient(x);

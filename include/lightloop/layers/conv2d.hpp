@@ -99,7 +99,7 @@ class conv2d : public detail::affine_layer<Act, T> {
 public:
     /// Values of one chunk's columns, about: a chunk is as many samples as
     /// fit (at least one), which keeps the GEMMs wide and the buffers small.
-    static constexpr std::size_t column_budget = std::size_t{1} << 19;
+    static constexpr std::size_t column_budget = std::size_t{1} << 18;
     /// The weight gradient is summed in at most this many groups of chunks
     /// (fixed by the batch, not the threads), each on one thread at a time.
     static constexpr std::size_t max_gradient_groups = 16;
@@ -122,6 +122,8 @@ public:
     feature_shape input_shape() const noexcept { return in_; }
     feature_shape output_shape() const noexcept { return out_; }
     const conv2d_spec& spec() const noexcept { return spec_; }
+    /// Samples per chunk of the products (see the file comment).
+    std::size_t chunk_samples() const noexcept { return chunk_; }
     /// in_channels · k · k: the length of one filter.
     std::size_t patch_size() const noexcept { return in_.channels * spec_.kernel * spec_.kernel; }
 
