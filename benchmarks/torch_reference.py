@@ -8,10 +8,20 @@ B = one Gaussian matrix with entries N(0, 1/10), sliced per hidden layer), on
 the same data, batch size, optimizer and learning rate as
 examples/light_in_the_loop.cpp and benchmarks/fashion_check.cpp.
 
+With --model cnn it trains the CNN of examples/fashion_cnn.cpp instead (conv
+1->32 5x5 pad 2, tanh, max-pool 2; conv 32->64 5x5 pad 2, tanh, max-pool 2;
+dense 3136->1024 tanh; dense 1024->10; Glorot-uniform weights with PyTorch's
+fans for convolutions, zero biases), with backprop and with DFA by hand: e
+projected once by B (38656 x 10, N(0, 1/10)) into both convolutions' maps and
+the hidden dense layer, each convolution's weight gradient from its own input
+and signal (torch.nn.grad.conv2d_weight), nothing back through a convolution.
+
 Writes one line per (method, seed, epoch) with the test accuracy, as TSV:
 
     /usr/bin/python3 benchmarks/torch_reference.py --epochs 1 --seeds 0 1 2 \
         > benchmarks/torch_reference.tsv
+    /usr/bin/python3 benchmarks/torch_reference.py --model cnn --epochs 3 --seeds 0 1 2 \
+        > benchmarks/torch_cnn_reference.tsv
 
 Uses Debian's python3-torch and numpy only; reads the IDX files directly.
 """
@@ -64,27 +74,71 @@ def make_layers(seed):
     return layers
 
 
+def make_cnn_layers(seed):
+    torch.manual_seed(seed)
+    layers = [torch.nn.Conv2d(1, 32, 5, padding=2), torch.nn.Conv2d(32, 64, 5, padding=2),
+              torch.nn.Linear(3136, 1024), torch.nn.Linear(1024, 10)]
+    for layer in layers:
+        torch.nn.init.xavier_uniform_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    return layers
+
+
+def cnn_forward(layers, x):
+    """Hidden outputs (the convolutions' before pooling) and logits."""
+    pool = torch.nn.functional.max_pool2d
+    h1 = torch.tanh(layers[0](x.reshape(-1, 1, 28, 28)))
+    h2 = torch.tanh(layers[1](pool(h1, 2)))
+    h3 = torch.tanh(layers[2](pool(h2, 2).flatten(1)))
+    return h1, h2, h3, layers[3](h3)
+
+
+def cnn_dfa_gradients(layers, x, y, feedback):
+    pool = torch.nn.functional.max_pool2d
+    h1, h2, h3, logits = cnn_forward(layers, x)
+    e = torch.softmax(logits, 1)
+    e[torch.arange(len(y)), y] -= 1.0
+    projected = e @ feedback.T
+    d1 = projected[:, :25088].reshape(h1.shape) * (1 - h1 * h1)
+    d2 = projected[:, 25088:37632].reshape(h2.shape) * (1 - h2 * h2)
+    d3 = projected[:, 37632:] * (1 - h3 * h3)
+    m = float(len(y))
+    image = x.reshape(-1, 1, 28, 28)
+    for layer, delta, inp in ((layers[0], d1, image), (layers[1], d2, pool(h1, 2))):
+        layer.weight.grad = torch.nn.grad.conv2d_weight(inp, layer.weight.shape, delta,
+                                                        padding=2) / m
+        layer.bias.grad = delta.sum((0, 2, 3)) / m
+    for layer, delta, inp in ((layers[2], d3, pool(h2, 2).flatten(1)), (layers[3], e, h3)):
+        layer.weight.grad = delta.T @ inp / m
+        layer.bias.grad = delta.sum(0) / m
+
+
 def forward(layers, x):
     h1 = torch.tanh(layers[0](x))
     h2 = torch.tanh(layers[1](h1))
     return h1, h2, layers[2](h2)
 
 
-def accuracy(layers, x, y):
+def accuracy(layers, x, y, cnn):
     with torch.no_grad():
+        if cnn:
+            correct = sum((cnn_forward(layers, x[i:i + 1000])[3].argmax(1) == y[i:i + 1000]).sum().item()
+                          for i in range(0, len(x), 1000))
+            return correct / len(x)
         return (forward(layers, x)[2].argmax(1) == y).float().mean().item()
 
 
 def train(method, seed, args, data):
     (x_train, y_train), (x_test, y_test) = data
-    layers = make_layers(seed)
+    cnn = args.model == "cnn"
+    layers = make_cnn_layers(seed) if cnn else make_layers(seed)
     params = [p for layer in layers for p in layer.parameters()]
     if args.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=args.lr)
     else:
         opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
-    feedback = torch.randn(2048, 10, generator=generator) / np.sqrt(10.0)
+    feedback = torch.randn(38656 if cnn else 2048, 10, generator=generator) / np.sqrt(10.0)
     n = len(x_train)
     results = []
     for epoch in range(1, args.epochs + 1):
@@ -95,8 +149,12 @@ def train(method, seed, args, data):
             x, y = x_train[idx], y_train[idx]
             opt.zero_grad()
             if method == "bp":
-                loss = torch.nn.functional.cross_entropy(forward(layers, x)[2], y)
+                logits = cnn_forward(layers, x)[3] if cnn else forward(layers, x)[2]
+                loss = torch.nn.functional.cross_entropy(logits, y)
                 loss.backward()
+            elif cnn:
+                with torch.no_grad():
+                    cnn_dfa_gradients(layers, x, y, feedback)
             else:
                 with torch.no_grad():
                     h1, h2, a3 = forward(layers, x)
@@ -111,7 +169,7 @@ def train(method, seed, args, data):
                         layer.bias.grad = delta.sum(0) / m
             opt.step()
         seconds = time.perf_counter() - start
-        acc = accuracy(layers, x_test, y_test)
+        acc = accuracy(layers, x_test, y_test, cnn)
         results.append((epoch, acc, seconds))
         print(f"{method}\t{seed}\t{epoch}\t{acc:.4f}\t{n / seconds:.0f}", flush=True)
     return results
@@ -126,11 +184,13 @@ def main():
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--methods", nargs="+", default=["bp", "dfa"])
+    parser.add_argument("--methods", nargs="+", default=["bp", "dfa"], choices=["bp", "dfa"])
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load(args.data)
-    print(f"# torch {torch.__version__}, {args.threads} threads, {args.optimizer} lr {args.lr}, "
+    print(f"# torch {torch.__version__}, {args.model}, {args.threads} threads, "
+          f"{args.optimizer} lr {args.lr}, "
           f"batch {args.batch}, {args.epochs} epochs", flush=True)
     print("method\tseed\tepoch\ttest_accuracy\tsamples_per_second", flush=True)
     for method in args.methods:

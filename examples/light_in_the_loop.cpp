@@ -11,213 +11,37 @@
 //
 // Defaults run in under a minute on 2 cores (2 epochs); the paper-scale run
 // is --epochs 10 or more. See --help for the flags.
-#include <lightloop/lightloop.hpp>
-
-#include "cli.hpp"
-
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <map>
-#include <string>
-#include <vector>
+#include "demo.hpp"
 
 namespace {
 
-struct options {
-    std::string data = "/usr/share/datasets/fashion-mnist";
-    std::string out = "light_in_the_loop_out";
-    std::size_t epochs = 2;
-    std::size_t batch = 128;
-    double learning_rate = 0.01;
-    std::string optimizer = "sgd"; // sgd (momentum 0.9) or adam
-    std::uint64_t seed = 0;
-    double threshold = 0.1;
-    int camera_bits = 8;
-    double read_noise = 5.0; // electrons rms
-    int threads = 2;
-    std::size_t train_limit = 0;
-    std::vector<std::string> methods{"bp", "dfa", "optical-intensity", "optical-holographic",
-                                     "shallow"};
+struct make_dense_network {
+    template <class Feedback>
+    auto operator()(Feedback feedback, std::uint64_t seed,
+                    const lightloop::mnist_data& data) const {
+        using namespace lightloop;
+        return network{std::move(feedback),
+                       softmax_cross_entropy{},
+                       seed,
+                       dense<tanh_act>{data.train.inputs.shape(1), 1024},
+                       dense<tanh_act>{1024, 1024},
+                       dense<identity>{1024, data.classes}};
+    }
 };
-
-/// The command line (--help lists it).
-void add_flags(CLI::App& app, options& o) {
-    app
-      .add_option("--data", o.data,
-                  "IDX directory with the standard MNIST file names, plain or .gz (Debian's "
-                  "dataset-fashion-mnist by default)")
-      ->capture_default_str();
-    app.add_option("--out", o.out, "where the CSV and SVG go")->capture_default_str();
-    app.add_option("--epochs", o.epochs, "passes over the training set")
-      ->check(lightloop::programs::positive())
-      ->capture_default_str();
-    app.add_option("--batch", o.batch, "samples per step")
-      ->check(lightloop::programs::positive())
-      ->capture_default_str();
-    app.add_option("--lr", o.learning_rate, "learning rate")
-      ->check(lightloop::programs::positive())
-      ->capture_default_str();
-    app.add_option("--optimizer", o.optimizer, "sgd (momentum 0.9) or adam")
-      ->check(CLI::IsMember({"sgd", "adam"}))
-      ->capture_default_str();
-    app.add_option("--seed", o.seed, "network, feedback and batch-order seed")
-      ->capture_default_str();
-    app.add_option("--threshold", o.threshold, "ternarization threshold, relative to max|e|")
-      ->capture_default_str();
-    app.add_option("--camera-bits", o.camera_bits, "camera ADC bit depth")->capture_default_str();
-    app.add_option("--noise", o.read_noise, "camera read noise, electrons rms")
-      ->capture_default_str();
-    lightloop::programs::add_threads(app, o.threads);
-    app.add_option("--train-limit", o.train_limit, "use only the first N training images (0: all)")
-      ->capture_default_str();
-    app.add_option("--methods", o.methods, "comma-separated methods to train")
-      ->delimiter(',')
-      ->check(CLI::IsMember(
-        {"bp", "fa", "dfa", "sign-dfa", "optical-intensity", "optical-holographic", "shallow"}))
-      ->capture_default_str();
-}
-
-struct result {
-    std::string name;
-    lightloop::fit_history history;
-    double alignment = 0;
-};
-
-template <class Feedback>
-result run(const std::string& name, Feedback feedback, const options& o,
-           const lightloop::mnist_data& data) {
-    using namespace lightloop;
-    network net{std::move(feedback),
-                softmax_cross_entropy{},
-                o.seed,
-                dense<tanh_act>{data.train.inputs.shape(1), 1024},
-                dense<tanh_act>{1024, 1024},
-                dense<identity>{1024, data.classes}};
-    const fit_options fo{
-      .epochs = o.epochs, .batch = o.batch, .seed = o.seed, .alignment_probe = 512};
-    auto callbacks = [&](auto& opt) {
-        return fit(net, opt, data.train, data.test, fo, progress_bar(name),
-                   csv_log(std::filesystem::path(o.out) / "light_in_the_loop.csv", name));
-    };
-    result r{name, {}, 0};
-    if (o.optimizer == "adam") {
-        adam opt{{.learning_rate = o.learning_rate}};
-        r.history = callbacks(opt);
-    } else {
-        sgd opt{{.learning_rate = o.learning_rate, .momentum = 0.9}};
-        r.history = callbacks(opt);
-    }
-    const auto& last = r.history.epochs.back();
-    r.alignment = alignment_report{last.alignment_mean, last.alignment_spread}.overall();
-    return r;
-}
-
-int experiment(const options& o) {
-    using namespace lightloop;
-    set_blas_threads(o.threads);
-    // Built first, so that a bad setting is refused before the data loads.
-    const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
-    const ternary_encoder encoder(o.threshold);
-    mnist_data data;
-    try {
-        data = load_mnist(o.data, {.train_limit = o.train_limit});
-    } catch (const data_error& e) {
-        throw data_error(std::string(e.what()) +
-                         "\n(an IDX data directory is needed: install Debian's "
-                         "dataset-fashion-mnist, or pass --data DIR)");
-    }
-    std::filesystem::create_directories(o.out);
-    std::filesystem::remove(std::filesystem::path(o.out) / "light_in_the_loop.csv");
-    const std::string data_name =
-      std::filesystem::path(o.data).filename().empty()
-        ? std::filesystem::path(o.data).parent_path().filename().string()
-        : std::filesystem::path(o.data).filename().string();
-    std::printf("lightloop %s | BLAS kernel %s, %d thread(s) | %s: %zu train, %zu test, %zux%zu\n",
-                version_string, blas_core_name().c_str(), o.threads, o.data.c_str(),
-                data.train.size(), data.test.size(), data.rows, data.cols);
-    std::printf("784-1024-1024-10 tanh, %s lr %g, batch %zu, %zu epochs, seed %llu; optical: "
-                "threshold %g, %d-bit camera, read noise %g e-\n\n",
-                o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
-                static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise);
-
-    std::vector<result> results;
-    auto wanted = [&](const std::string& m) {
-        return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
-    };
-    if (wanted("bp")) {
-        results.push_back(run("backprop", backprop{}, o, data));
-    }
-    if (wanted("fa")) {
-        results.push_back(run("feedback alignment", feedback_alignment{}, o, data));
-    }
-    if (wanted("dfa")) {
-        results.push_back(run("dfa dense", dfa<dense_gaussian>{}, o, data));
-    }
-    if (wanted("sign-dfa")) {
-        results.push_back(run("sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data));
-    }
-    if (wanted("optical-intensity")) {
-        using device = optical<intensity_readout, camera>;
-        results.push_back(run("dfa optical intensity",
-                              dfa<device>{device{intensity_readout{}, cam, encoder}}, o, data));
-    }
-    if (wanted("optical-holographic")) {
-        using device = optical<holographic_readout<off_axis_reference>, camera>;
-        results.push_back(run("dfa optical holographic",
-                              dfa<device>{device{holographic_readout<>{}, cam, encoder}}, o, data));
-    }
-    if (wanted("shallow")) {
-        results.push_back(run("shallow", shallow{}, o, data));
-    }
-
-    std::printf("\n%-24s %10s %10s %10s %12s %12s\n", "method", "test acc %", "alignment", "wall s",
-                "OPU frames", "OPU time s");
-    line_chart chart{data_name + ", " + std::to_string(data.train.inputs.shape(1)) + "-1024-1024-" +
-                       std::to_string(data.classes) + " tanh",
-                     "epoch",
-                     "test accuracy (%)",
-                     {}};
-    for (const auto& r : results) {
-        const auto& last = r.history.epochs.back();
-        const std::string alignment =
-          std::isfinite(r.alignment) ? std::to_string(r.alignment).substr(0, 5) : "-";
-        if (last.has_device) {
-            std::printf("%-24s %10.2f %10s %10.1f %12llu %12.1f\n", r.name.c_str(),
-                        100.0 * last.test_accuracy, alignment.c_str(), r.history.seconds,
-                        static_cast<unsigned long long>(last.device_frames), last.device_seconds);
-        } else {
-            std::printf("%-24s %10.2f %10s %10.1f %12s %12s\n", r.name.c_str(),
-                        100.0 * last.test_accuracy, alignment.c_str(), r.history.seconds, "-", "-");
-        }
-        plot_series s{r.name, {}, {}};
-        for (const auto& e : r.history.epochs) {
-            s.x.push_back(static_cast<double>(e.epoch));
-            s.y.push_back(100.0 * e.test_accuracy);
-        }
-        chart.series.push_back(s);
-    }
-    const auto svg = std::filesystem::path(o.out) / "light_in_the_loop.svg";
-    write_svg(chart, svg);
-    std::printf("\nalignment: mean cosine between each hidden layer's signal and backprop's, on "
-                "512 test images\nwrote %s and %s\n",
-                (std::filesystem::path(o.out) / "light_in_the_loop.csv").c_str(), svg.c_str());
-    return 0;
-}
 
 } // namespace
 
 int main(int argc, char** argv) {
     using namespace lightloop;
     ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
-    options o;
+    demos::options o;
+    o.out = "light_in_the_loop_out";
+    o.methods = {"bp", "dfa", "optical-intensity", "optical-holographic", "shallow"};
     CLI::App app{"The Light-in-the-loop experiment: a 784-1024-1024-10 tanh network on "
                  "Fashion-MNIST trained with backprop, DFA through a dense matrix and through "
                  "the simulated optical co-processor, and shallow training.",
                  "light_in_the_loop"};
-    add_flags(app, o);
-    return programs::run(app, argc, argv, [&] { return experiment(o); });
+    demos::add_flags(app, o);
+    const demos::demo<make_dense_network> d{"light_in_the_loop", "784-1024-1024-10 tanh", {}};
+    return programs::run(app, argc, argv, [&] { return demos::experiment(d, o); });
 }

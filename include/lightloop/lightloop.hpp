@@ -21,6 +21,7 @@
 #include "lightloop/layers/affine.hpp"
 #include "lightloop/layers/conv2d.hpp"
 #include "lightloop/layers/dense.hpp"
+#include "lightloop/layers/dropout.hpp"
 #include "lightloop/layers/init.hpp"
 #include "lightloop/layers/pooling.hpp"
 

@@ -122,7 +122,8 @@ public:
         }
     }
 
-    /// Forward pass; returns h_L (n x d_L), which stays valid until the next pass.
+    /// Forward pass for evaluation (dropout passes everything through);
+    /// returns h_L (n x d_L), which stays valid until the next pass.
     const matrix<value_type>& forward(const matrix<value_type>& x) {
         check_input(x);
         const matrix<value_type>* h = &x;
@@ -131,10 +132,34 @@ public:
         return *h;
     }
 
+    /// Forward pass of a training step: layers with a training behaviour
+    /// (dropout's masks) get forward_training(x, steps()), the others
+    /// forward(x). Training steps and the alignment probe use it.
+    const matrix<value_type>& forward_training(const matrix<value_type>& x) {
+        check_input(x);
+        const matrix<value_type>* h = &x;
+        detail::for_index<depth>([&](auto index) {
+            auto& l = std::get<decltype(index)::value>(layers_);
+            if constexpr (requires { l.forward_training(*h, steps_); }) {
+                h = &l.forward_training(*h, steps_);
+            } else {
+                h = &l.forward(*h);
+            }
+        });
+        return *h;
+    }
+
     /// Mean loss of the batch (forward pass only).
     value_type loss(const matrix<value_type>& x, const matrix<value_type>& target) {
         check_target(x, target);
         return loss_.value(forward(x), target);
+    }
+
+    /// The loss a training step at this step count sees (dropout's masks
+    /// included): what compute_gradients differentiates.
+    value_type training_loss(const matrix<value_type>& x, const matrix<value_type>& target) {
+        check_target(x, target);
+        return loss_.value(forward_training(x), target);
     }
 
     /// Forward, loss, feedback and every trained layer's gradient; returns the
@@ -186,7 +211,7 @@ public:
     value_type compute_signals(const matrix<value_type>& x, const matrix<value_type>& target,
                                Method& method) {
         check_target(x, target);
-        const matrix<value_type>& out = forward(x);
+        const matrix<value_type>& out = forward_training(x);
         const value_type value = loss_.evaluate(out, target, loss_gradient_);
         if (!std::isfinite(value)) {
             throw divergence_error("lightloop::network: loss is " + std::to_string(value) +

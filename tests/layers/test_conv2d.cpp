@@ -299,6 +299,13 @@ TEST_CASE("feedback alignment through conv2d with B = W is backprop; DFA never r
     fa.compute_gradients(x, y);
     CHECK(max_abs_diff(fa.layer<0>().weight_gradient(), bp.layer<0>().weight_gradient()) < 1e-15);
     CHECK(max_abs_diff(fa.layer<1>().weight_gradient(), bp.layer<1>().weight_gradient()) < 1e-15);
+    // The diagnostics compare the random filters with the filters they replace.
+    const auto weights = weight_alignment(fa);
+    CHECK(std::abs(weights[0] - 1.0) < 1e-12);
+    CHECK(std::isnan(weights[1])); // a max-pool above: no weights
+    const auto signals = gradient_alignment(fa, x, y);
+    CHECK(std::abs(signals.mean[0] - 1.0) < 1e-12);
+    CHECK(std::isnan(signals.mean[2])); // the max-pool has no signal of its own
 
     // DFA: the error is projected into both feature maps (3x6x6 and 4x2x2
     // slices), nothing travels back through a convolution.
@@ -313,6 +320,13 @@ TEST_CASE("feedback alignment through conv2d with B = W is backprop; DFA never r
     bp.compute_gradients(x, y);
     CHECK(bp.layer<1>().backward_data_products() == 2); // backprop needs it (layer 0's needs none)
     CHECK(bp.layer<0>().backward_data_products() == 0);
+
+    // The overall alignment averages the layers that have a signal of their
+    // own (the probe runs backprop, backward data included).
+    const auto report = gradient_alignment(direct, x, y);
+    REQUIRE(std::isnan(report.mean[2]));
+    REQUIRE(std::isnan(report.mean[3]));
+    CHECK(std::abs(report.overall() - (report.mean[0] + report.mean[1]) / 2) < 1e-15);
 }
 
 TEST_CASE("conv2d refuses settings that do not fit, naming them", "[layers][conv]") {

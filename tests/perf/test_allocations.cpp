@@ -94,17 +94,25 @@ TEST_CASE("a steady-state training step on two threads allocates nothing", "[per
     set_blas_threads(1);
 }
 
-TEST_CASE("a steady-state step through pooling and flatten allocates nothing",
-          "[perf][allocation][pooling]") {
-    // 64 -> 2x16x16 maps, 2x2 max pooling (its argmax kept per output), flatten, 128 -> 10;
-    // every method that handles layers without parameters, one and two threads.
+TEST_CASE("a steady-state step through convolution, pooling, flatten and dropout allocates "
+          "nothing",
+          "[perf][allocation][pooling][conv]") {
+    // A 1x16x16 input, conv 8 5x5 pad 2 (two chunks of the batch: the team
+    // runs them on two threads), 2x2 max pooling (its argmax kept per
+    // output), flatten, dense 512 -> 32, dropout, dense 32 -> 10; every
+    // method that handles layers without parameters, one and two threads,
+    // with an evaluation pass between steps (dropout switches its mask off
+    // and on).
     auto pooled = [](auto feedback, std::size_t threads) {
         set_blas_threads(static_cast<int>(threads));
-        network net{std::move(feedback),      softmax_cross_entropy{},      1,
-                    dense<tanh_act>{64, 512}, max_pool2d<>({2, 16, 16}, 2), flatten<>({2, 8, 8}),
-                    dense<identity>{128, 10}};
+        conv2d<tanh_act> conv({1, 16, 16}, {.out_channels = 8, .kernel = 5, .padding = 2});
+        REQUIRE(conv.chunk_samples() < 64);
+        network net{
+          std::move(feedback),      softmax_cross_entropy{},      1,
+          std::move(conv),          max_pool2d<>({8, 16, 16}, 2), flatten<>({8, 8, 8}),
+          dense<tanh_act>{512, 32}, dropout<>(32, 0.3),           dense<identity>{32, 10}};
         sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
-        const auto x = lightloop::testing::random_matrix<float>(64, 64, 2);
+        const auto x = lightloop::testing::random_matrix<float>(64, 256, 2);
         std::vector<int> labels(64);
         for (std::size_t i = 0; i < 64; ++i) {
             labels[i] = static_cast<int>(i % 10);
@@ -112,10 +120,12 @@ TEST_CASE("a steady-state step through pooling and flatten allocates nothing",
         const auto y = one_hot<float>(std::span<const int>(labels), 10);
         for (int i = 0; i < 3; ++i) {
             net.train_step(x, y, opt);
+            net.forward(x);
         }
         const std::size_t before = allocations.load();
         for (int i = 0; i < 10; ++i) {
             net.train_step(x, y, opt);
+            net.forward(x);
         }
         set_blas_threads(1);
         return allocations.load() - before;

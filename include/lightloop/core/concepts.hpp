@@ -217,7 +217,16 @@ struct parameter_visitor_archetype {
 //     static constexpr bool has_parameters = false: nothing to train
 //     (pooling, flatten). The network computes no gradient for it, direct
 //     methods give it no slice, and scale_by_derivative copies the signal.
-//     feature_shape output_shape() const: C x H x W of each output row.
+//     feature_shape input_shape() const, output_shape() const: C x H x W of
+//     each input and output row; the network refuses maps of the right size
+//     but another shape between two layers that say theirs.
+//     forward_training(x, step): the forward pass of training step `step`
+//     (dropout draws its masks from it); without it, training uses forward.
+//     feedback_weights_shape random_feedback_shape() const and
+//     backpropagate_with(weights, into) const: the backward-data product
+//     through other weights of that shape (conv2d), for feedback alignment's
+//     random ones; without them feedback alignment draws a d_in x d_out
+//     matrix and multiplies by it (dense).
 //     double gradient_bound(x, delta_max) const: an upper bound on |every
 //     gradient entry| compute_gradient(x) gives when delta is finite with
 //     max |delta| = delta_max, or +inf when it cannot vouch for a finite

@@ -33,16 +33,20 @@ struct alignment_report {
     std::vector<double> mean;   ///< per hidden layer
     std::vector<double> spread; ///< standard deviation over the probe samples
 
-    /// Mean over hidden layers of the per-layer means (NaN if none).
+    /// Mean of the per-layer means over the hidden layers that have a
+    /// signal of their own (pooling and flatten have none under the direct
+    /// methods: NaN there); NaN if none has.
     double overall() const {
-        if (mean.empty()) {
-            return std::numeric_limits<double>::quiet_NaN();
-        }
         double s = 0.0;
+        std::size_t layers = 0;
         for (const double m : mean) {
-            s += m;
+            if (std::isfinite(m)) {
+                s += m;
+                ++layers;
+            }
         }
-        return s / static_cast<double>(mean.size());
+        return layers > 0 ? s / static_cast<double>(layers)
+                          : std::numeric_limits<double>::quiet_NaN();
     }
 };
 
@@ -148,11 +152,15 @@ std::vector<double> weight_alignment(Network& net) {
         return detail::cosine(dot, a2, b2);
     };
     if constexpr (requires { fb.template feedback_matrix<T>(std::size_t{0}); }) {
-        // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T.
+        // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T, or
+        // a convolution's random filters against its filters W_{i+1}.
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
+            const auto& above = std::as_const(net).template layer<i + 1>();
             if constexpr (!Network::parametrized[i + 1]) {
                 return; // the signal passes a layer without weights: NaN
+            } else if constexpr (requires { above.random_feedback_shape(); }) {
+                out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, above.weights());
             } else {
                 const auto& w = std::as_const(net).template layer<i + 1>().weights();
                 auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});

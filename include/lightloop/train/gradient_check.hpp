@@ -2,7 +2,8 @@
 // Finite-difference gradient checker (in the manner of dlib's test_layer).
 //
 // Compares the gradients a network computes (compute_gradients) against
-// central differences of its loss, (L(w + h) - L(w - h)) / 2h, entry by entry.
+// central differences of its loss, (L(w + h) - L(w - h)) / 2h, entry by entry
+// (the training loss: with dropout, the step's masks).
 // Only backprop computes true gradients; for the other feedback methods the
 // mismatch measures how far their signal is from the gradient. Use double:
 // in float, rounding in L swamps the O(h^2) truncation error.
@@ -54,9 +55,9 @@ gradient_check_result check_gradients(Network& net, const matrix<typename Networ
                  j += std::max<std::size_t>(options.stride, 1)) {
                 const T saved = values[j];
                 values[j] = static_cast<T>(saved + options.step);
-                const double plus = static_cast<double>(net.loss(x, target));
+                const double plus = static_cast<double>(net.training_loss(x, target));
                 values[j] = static_cast<T>(saved - options.step);
-                const double minus = static_cast<double>(net.loss(x, target));
+                const double minus = static_cast<double>(net.training_loss(x, target));
                 values[j] = saved;
                 const double numeric = (plus - minus) / (2.0 * options.step);
                 const double a = static_cast<double>(analytic[j]);
