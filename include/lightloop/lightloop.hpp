@@ -23,6 +23,7 @@
 #include "lightloop/layers/dense.hpp"
 #include "lightloop/layers/dropout.hpp"
 #include "lightloop/layers/init.hpp"
+#include "lightloop/layers/layer_norm.hpp"
 #include "lightloop/layers/pooling.hpp"
 
 #include "lightloop/loss/mse.hpp"

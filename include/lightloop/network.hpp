@@ -102,7 +102,10 @@ public:
             constexpr std::size_t i = decltype(index)::value;
             std::get<i>(layers_).initialize(derive_seed(seed_, i));
             widths_[i + 1] = std::get<i>(layers_).output_size();
-            if constexpr (requires { std::get<i>(layers_).random_feedback_shape(); }) {
+            using layer_type = std::tuple_element_t<i, std::tuple<Layers...>>;
+            if constexpr (detail::backward_is_local<layer_type>()) {
+                feedback_weights_[i].exact = true;
+            } else if constexpr (requires { std::get<i>(layers_).random_feedback_shape(); }) {
                 feedback_weights_[i] = std::get<i>(layers_).random_feedback_shape();
             }
         });

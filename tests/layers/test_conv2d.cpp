@@ -162,7 +162,7 @@ TEST_CASE("conv2d computes the convolution by its definition, across chunks and 
     CHECK(second.parameter_layout()[0].shape == std::vector<std::size_t>{64, 32, 5, 5});
 }
 
-TEST_CASE("conv2d and pooling equal PyTorch's outputs and gradients for fixed weights",
+TEST_CASE("conv2d, pooling and layer_norm equal PyTorch's outputs and gradients for fixed weights",
           "[layers][conv][torch]") {
     Catch::StringMaker<double>::precision = 17;
     const auto torch = conv_tests::torch_values();
@@ -192,6 +192,8 @@ TEST_CASE("conv2d and pooling equal PyTorch's outputs and gradients for fixed we
                "conv_k2_identity", 1);
     check_conv(conv2d<tanh_act, double>({1, 8, 8}, {.out_channels = 2, .kernel = 5, .padding = 2}),
                "conv_k5_p2_tanh", 2);
+    // γ and β filled like the filters and biases: both show in the output.
+    check_conv(layer_norm<tanh_act, double>({3, 2, 2}), "layer_norm_tanh", 3);
 
     const auto check_pool = [&](auto layer, const std::string& name, std::size_t n) {
         CAPTURE(name);

@@ -60,6 +60,21 @@ def pool_case(name, n, in_shape, pool, window, stride):
     emit(name, "input_gradient", x.grad * n)
 
 
+def layer_norm_case(name, n, shape, activation):
+    """LayerNorm over a whole sample of `shape`, with γ and β filled (not 1
+    and 0) so that both show."""
+    x = tensor((n, *shape), 0.1, 1.0)
+    weight = tensor(shape, 0.2, 0.4)
+    bias = tensor(shape, 0.3, 0.2)
+    out = activation(F.layer_norm(x, shape, weight, bias, eps=1e-5))
+    g = fill(out.numel(), 0.4, 1.0).reshape(out.shape)
+    ((out * g).sum() / n).backward()
+    emit(name, "output", out)
+    emit(name, "input_gradient", x.grad * n)
+    emit(name, "weight_gradient", weight.grad)
+    emit(name, "bias_gradient", bias.grad)
+
+
 def stack_case(name):
     """conv 1x6x6 -> 3x6x6 (k3 p1, tanh), max-pool 2, flatten, dense 27 -> 4,
     softmax cross-entropy over a batch of 3 with labels 0, 2, 3."""
@@ -94,6 +109,7 @@ def main():
     conv_case("conv_k5_p2_tanh", 2, (1, 8, 8), 2, 5, 1, 2, torch.tanh)
     pool_case("max_pool_k3_s2", 2, (2, 7, 7), F.max_pool2d, 3, 2)
     pool_case("avg_pool_k2_s1", 1, (2, 4, 5), F.avg_pool2d, 2, 1)
+    layer_norm_case("layer_norm_tanh", 3, (3, 2, 2), torch.tanh)
     stack_case("stack")
 
 

@@ -34,6 +34,10 @@ struct feedback_weights_shape {
     std::size_t rows = 0;
     std::size_t cols = 0;
     std::size_t fan_in = 0;
+    /// The layer's backward product transports no weight matrix (layer_norm:
+    /// only its own statistics and an elementwise scale): feedback alignment
+    /// passes the signal through it exactly and draws nothing for it.
+    bool exact = false;
 };
 
 /// What a feedback method is configured with: the widths {d_0, d_1, ...,
@@ -61,6 +65,17 @@ constexpr bool has_parameters() {
         return L::has_parameters;
     } else {
         return true;
+    }
+}
+/// Whether a layer's backward product transports no weight matrix
+/// (`static constexpr bool backward_is_local = true`: layer_norm), so that
+/// feedback alignment passes the signal through it exactly.
+template <class L>
+constexpr bool backward_is_local() {
+    if constexpr (requires { L::backward_is_local; }) {
+        return L::backward_is_local;
+    } else {
+        return false;
     }
 }
 } // namespace detail

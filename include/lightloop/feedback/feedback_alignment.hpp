@@ -50,14 +50,16 @@ public:
         // if that layer has weights; through a layer without parameters
         // (pooling, flatten) it passes exactly, with no matrix (0 x 0 here).
         // A layer with its own backward-data product (conv2d) says which
-        // random weights replace its own there (layout.feedback_weights).
+        // random weights replace its own there (layout.feedback_weights); a
+        // layer whose backward product transports no weight matrix
+        // (layer_norm) is passed through exactly, like one without parameters.
         for (std::size_t i = 0; i + 2 < widths.size(); ++i) {
             const bool weighted = layout.trains(i + 1);
             const feedback_weights_shape own = layout.feedback_weights.empty()
                                                  ? feedback_weights_shape{}
                                                  : layout.feedback_weights[i + 1];
             feedback_weights_shape shape{widths[i + 1], widths[i + 2], widths[i + 2]};
-            if (!weighted) {
+            if (!weighted || own.exact) {
                 shape = {};
             } else if (own.rows != 0) {
                 shape = own;
@@ -89,8 +91,9 @@ public:
         // delta_i = delta_{i+1} B_{i+1}^T with rows as samples.
         detail::propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
             using above_type = std::remove_cvref_t<decltype(above)>;
-            if constexpr (!detail::has_parameters<above_type>()) {
-                above.backpropagate(into); // no weights to replace
+            if constexpr (!detail::has_parameters<above_type>() ||
+                          detail::backward_is_local<above_type>()) {
+                above.backpropagate(into); // no weight matrix to replace
             } else if constexpr (requires {
                                      above.backpropagate_with(feedback_matrix<T>(i), into);
                                  }) {

@@ -19,10 +19,13 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "lightloop/core/blas.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/backprop.hpp"
 #include "lightloop/feedback/detail.hpp"
@@ -128,6 +131,19 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
     return report;
 }
 
+namespace detail {
+/// Whether every layer of a tuple is a plain weight matrix (dense): no
+/// convolution's filters, no normalisation's elementwise scale.
+template <class Tuple>
+struct plain_weights;
+template <class... Layers>
+struct plain_weights<std::tuple<Layers...>> {
+    static constexpr bool value = ((!backward_is_local<Layers>() &&
+                                    !requires(const Layers& l) { l.random_feedback_shape(); }) &&
+                                   ...);
+};
+} // namespace detail
+
 /// Per-layer cosine between the method's fixed feedback matrix and the
 /// forward weights it stands in for (see the file comment).
 template <class Network>
@@ -157,8 +173,10 @@ std::vector<double> weight_alignment(Network& net) {
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
             const auto& above = std::as_const(net).template layer<i + 1>();
-            if constexpr (!Network::parametrized[i + 1]) {
-                return; // the signal passes a layer without weights: NaN
+            using above_type = std::remove_cvref_t<decltype(above)>;
+            if constexpr (!Network::parametrized[i + 1] ||
+                          detail::backward_is_local<above_type>()) {
+                return; // the signal passes it exactly: no random weights, NaN
             } else if constexpr (requires { above.random_feedback_shape(); }) {
                 out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, above.weights());
             } else {
@@ -173,9 +191,12 @@ std::vector<double> weight_alignment(Network& net) {
             }
         });
     } else if constexpr (requires { fb.device().template feedback_matrix<T>(); } &&
-                         Network::all_parametrized) {
-        // (Defined for dense stacks: with a layer without weights between,
-        // the product of the weights above stands for no matrix: NaN.)
+                         Network::all_parametrized &&
+                         detail::plain_weights<
+                           std::remove_cvref_t<decltype(std::as_const(net).layers())>>::value) {
+        // (Defined for dense stacks: with a layer without weights between, a
+        // convolution or a normalisation, the product of the weights above
+        // stands for no matrix: NaN.)
         // dfa / drtp with a dense device: rows [offset_i, offset_i + d_i) of B
         // against P_i = (W_L ... W_{i+1})^T, built from the top down.
         const matrix<T>& b = fb.device().template feedback_matrix<T>();
