@@ -19,6 +19,7 @@
 
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
+#include "lightloop/layers/batch_norm.hpp"
 #include "lightloop/layers/conv2d.hpp"
 #include "lightloop/layers/dense.hpp"
 #include "lightloop/layers/dropout.hpp"

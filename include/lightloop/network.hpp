@@ -284,6 +284,14 @@ public:
             update_or_restore(opt);
         }
         ++steps_;
+        // The step is applied: layers with running estimates (batch_norm)
+        // take the training pass's statistics in.
+        detail::for_index<depth>([&](auto index) {
+            auto& l = std::get<decltype(index)::value>(layers_);
+            if constexpr (requires { l.commit_training_pass(); }) {
+                l.commit_training_pass();
+            }
+        });
     }
 
     /// Tells the network that its parameters were changed through a

@@ -162,7 +162,7 @@ TEST_CASE("conv2d computes the convolution by its definition, across chunks and 
     CHECK(second.parameter_layout()[0].shape == std::vector<std::size_t>{64, 32, 5, 5});
 }
 
-TEST_CASE("conv2d, pooling and layer_norm equal PyTorch's outputs and gradients for fixed weights",
+TEST_CASE("conv2d, pooling and the norms equal PyTorch's outputs and gradients for fixed weights",
           "[layers][conv][torch]") {
     Catch::StringMaker<double>::precision = 17;
     const auto torch = conv_tests::torch_values();
@@ -194,6 +194,30 @@ TEST_CASE("conv2d, pooling and layer_norm equal PyTorch's outputs and gradients 
                "conv_k5_p2_tanh", 2);
     // γ and β filled like the filters and biases: both show in the output.
     check_conv(layer_norm<tanh_act, double>({3, 2, 2}), "layer_norm_tanh", 3);
+
+    {
+        // Batch normalisation: a training pass (batch statistics), its running
+        // estimates after the step, then an evaluation pass.
+        const std::string name = "batch_norm_tanh";
+        batch_norm<tanh_act, double> norm({2, 3, 3});
+        conv_tests::fill_into(norm.weights(), 0.2, 0.4);
+        conv_tests::fill_into(norm.bias(), 0.3, 0.2);
+        auto x = matrix<double>::from_shape({3, 18});
+        conv_tests::fill_into(x, 0.1, 1.0);
+        CHECK(conv_tests::gap_to(norm.forward_training(x, 0), value(name, "output")) < 1e-15);
+        const auto g = conv_tests::fill(3 * 18, 0.4, 1.0);
+        norm.scale_by_derivative(g.data(), 18);
+        auto into = matrix<double>::from_shape({3, 18});
+        norm.backpropagate(into);
+        CHECK(conv_tests::gap_to(into, value(name, "input_gradient")) < 1e-15);
+        norm.compute_gradient(x);
+        CHECK(conv_tests::gap_to(norm.weight_gradient(), value(name, "weight_gradient")) < 1e-15);
+        CHECK(conv_tests::gap_to(norm.bias_gradient(), value(name, "bias_gradient")) < 1e-15);
+        norm.commit_training_pass();
+        CHECK(conv_tests::gap_to(norm.running_mean(), value(name, "running_mean")) < 1e-15);
+        CHECK(conv_tests::gap_to(norm.running_var(), value(name, "running_var")) < 1e-15);
+        CHECK(conv_tests::gap_to(norm.forward(x), value(name, "evaluation_output")) < 1e-15);
+    }
 
     const auto check_pool = [&](auto layer, const std::string& name, std::size_t n) {
         CAPTURE(name);

@@ -75,6 +75,28 @@ def layer_norm_case(name, n, shape, activation):
     emit(name, "bias_gradient", bias.grad)
 
 
+def batch_norm_case(name, n, shape, activation):
+    """BatchNorm2d in training mode (batch statistics; the running estimates
+    move once, momentum 0.1), then in evaluation mode on the same input."""
+    c = shape[0]
+    x = tensor((n, *shape), 0.1, 1.0)
+    norm = torch.nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
+    with torch.no_grad():
+        norm.weight.copy_(fill(c, 0.2, 0.4))
+        norm.bias.copy_(fill(c, 0.3, 0.2))
+    out = activation(norm(x))
+    g = fill(out.numel(), 0.4, 1.0).reshape(out.shape)
+    ((out * g).sum() / n).backward()
+    emit(name, "output", out)
+    emit(name, "input_gradient", x.grad * n)
+    emit(name, "weight_gradient", norm.weight.grad)
+    emit(name, "bias_gradient", norm.bias.grad)
+    emit(name, "running_mean", norm.running_mean)
+    emit(name, "running_var", norm.running_var)
+    norm.eval()
+    emit(name, "evaluation_output", activation(norm(x)))
+
+
 def stack_case(name):
     """conv 1x6x6 -> 3x6x6 (k3 p1, tanh), max-pool 2, flatten, dense 27 -> 4,
     softmax cross-entropy over a batch of 3 with labels 0, 2, 3."""
@@ -110,6 +132,7 @@ def main():
     pool_case("max_pool_k3_s2", 2, (2, 7, 7), F.max_pool2d, 3, 2)
     pool_case("avg_pool_k2_s1", 1, (2, 4, 5), F.avg_pool2d, 2, 1)
     layer_norm_case("layer_norm_tanh", 3, (3, 2, 2), torch.tanh)
+    batch_norm_case("batch_norm_tanh", 3, (2, 3, 3), torch.tanh)
     stack_case("stack")
 
 

@@ -222,6 +222,13 @@ struct parameter_visitor_archetype {
 //     but another shape between two layers that say theirs.
 //     forward_training(x, step): the forward pass of training step `step`
 //     (dropout draws its masks from it); without it, training uses forward.
+//     static constexpr bool backward_is_local = true: the backward product
+//     transports no weight matrix (layer_norm, batch_norm): feedback
+//     alignment passes the signal through it exactly.
+//     visit_buffers(f): f(values) per tensor that is not trained but is
+//     saved in checkpoints (batch_norm's running estimates).
+//     commit_training_pass(): called after a training step is applied
+//     (batch_norm moves its running estimates then, not in the pass).
 //     feedback_weights_shape random_feedback_shape() const and
 //     backpropagate_with(weights, into) const: the backward-data product
 //     through other weights of that shape (conv2d), for feedback alignment's

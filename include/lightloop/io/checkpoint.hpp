@@ -12,7 +12,9 @@
 //     saved outside fit);
 //   optimizer name (text), then its state as a sized block (moments, step
 //     count; empty for optimizers without state);
-//   parameter tensors (u64 count; each a u64 length and the values);
+//   parameter tensors (u64 count; each a u64 length and the values), each
+//     layer's parameters followed by its buffers (batch_norm's running
+//     estimates);
 //   feedback state as a sized block (an optical device's calibration,
 //     statistics and noise counter; empty for dense devices);
 //   run record as a sized block (fit's per-epoch records; empty when saved
@@ -210,6 +212,18 @@ struct no_record {};
 
 } // namespace detail
 
+namespace detail {
+/// f(values) for each tensor a checkpoint holds of `layer`: its parameters,
+/// then its buffers (batch_norm's running estimates: not trained, saved).
+template <class Layer, class F>
+void visit_saved(Layer& layer, F&& f) {
+    layer.visit_parameters([&](auto values, auto) { f(values); });
+    if constexpr (requires { layer.visit_buffers(f); }) {
+        layer.visit_buffers(f);
+    }
+}
+} // namespace detail
+
 /// The architecture signature of `net`: what a checkpoint must match.
 template <class Network>
 std::string architecture_signature(const Network& net) {
@@ -249,11 +263,11 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
     w.block(optimizer_state);
     std::uint64_t tensors = 0;
     net.visit_layers(
-      [&](auto& layer, std::size_t) { layer.visit_parameters([&](auto, auto) { ++tensors; }); });
+      [&](auto& layer, std::size_t) { detail::visit_saved(layer, [&](auto) { ++tensors; }); });
     w.u64(tensors);
     net.visit_layers([&](auto& layer, std::size_t) {
-        layer.visit_parameters(
-          [&](auto values, auto) { w.values(std::span<const T>(values.data(), values.size())); });
+        detail::visit_saved(
+          layer, [&](auto values) { w.values(std::span<const T>(values.data(), values.size())); });
     });
     auto& feedback = net.feedback();
     state_writer feedback_state;
@@ -320,7 +334,7 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
     const std::uint64_t tensors = r.u64("tensor count");
     std::vector<std::vector<T>> values;
     net.visit_layers([&](auto& layer, std::size_t) {
-        layer.visit_parameters([&](auto v, auto) { values.emplace_back(v.size()); });
+        detail::visit_saved(layer, [&](auto v) { values.emplace_back(v.size()); });
     });
     if (tensors != values.size()) {
         r.fail("checkpoint has " + std::to_string(tensors) + " parameter tensors, the network " +
@@ -358,7 +372,7 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
     // Commit.
     std::size_t t = 0;
     net.visit_layers([&](auto& layer, std::size_t) {
-        layer.visit_parameters([&](auto v, auto) {
+        detail::visit_saved(layer, [&](auto v) {
             std::copy(values[t].begin(), values[t].end(), v.begin());
             ++t;
         });
