@@ -138,6 +138,48 @@ TEST_CASE("a steady-state step through convolution, pooling, flatten and dropout
     }
 }
 
+TEST_CASE("a steady-state step through the norms allocates nothing", "[perf][allocation][norm]") {
+    // conv 4 3x3 (no activation), batch_norm with tanh, flatten, dense 256 -> 32,
+    // layer_norm with tanh, dense 32 -> 10; evaluation passes between steps
+    // (batch_norm switches to its running estimates and back).
+    auto normed = [](auto feedback, std::size_t threads) {
+        set_blas_threads(static_cast<int>(threads));
+        network net{std::move(feedback),
+                    softmax_cross_entropy{},
+                    1,
+                    conv2d<identity>({1, 8, 8}, {.out_channels = 4, .kernel = 3, .padding = 1}),
+                    batch_norm<tanh_act>({4, 8, 8}),
+                    flatten<>({4, 8, 8}),
+                    dense<identity>{256, 32},
+                    layer_norm<tanh_act>(32),
+                    dense<identity>{32, 10}};
+        sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
+        const auto x = lightloop::testing::random_matrix<float>(64, 64, 3);
+        std::vector<int> labels(64);
+        for (std::size_t i = 0; i < 64; ++i) {
+            labels[i] = static_cast<int>(i % 10);
+        }
+        const auto y = one_hot<float>(std::span<const int>(labels), 10);
+        for (int i = 0; i < 3; ++i) {
+            net.train_step(x, y, opt);
+            net.forward(x);
+        }
+        const std::size_t before = allocations.load();
+        for (int i = 0; i < 10; ++i) {
+            net.train_step(x, y, opt);
+            net.forward(x);
+        }
+        set_blas_threads(1);
+        return allocations.load() - before;
+    };
+    for (const std::size_t threads : {1U, 2U}) {
+        CAPTURE(threads);
+        CHECK(normed(backprop{}, threads) == 0);
+        CHECK(normed(feedback_alignment{}, threads) == 0);
+        CHECK(normed(dfa<dense_gaussian>{}, threads) == 0);
+    }
+}
+
 TEST_CASE("the allocation counter counts", "[perf][allocation]") {
     // Guards the test above against a counter that never moves.
     const std::size_t before = allocations.load();

@@ -17,6 +17,7 @@
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
+#include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
@@ -47,6 +48,9 @@ public:
 
     std::size_t input_size() const noexcept { return weights_.shape(1); }
     std::size_t output_size() const noexcept { return weights_.shape(0); }
+    /// A vector: {d, 1, 1} (read as maps of its size by a layer above).
+    feature_shape input_shape() const noexcept { return {input_size(), 1, 1}; }
+    feature_shape output_shape() const noexcept { return {output_size(), 1, 1}; }
 
     /// Draws W from the layer's scheme with `seed`; the bias starts at zero.
     void initialize(std::uint64_t seed) {
