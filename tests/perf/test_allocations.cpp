@@ -94,6 +94,31 @@ TEST_CASE("a steady-state training step on two threads allocates nothing", "[per
     set_blas_threads(1);
 }
 
+/// Allocations over ten steady-state steps of `net` (after three to warm up)
+/// on a batch of 64 with ten classes, each step followed by an evaluation
+/// pass; resets the thread count to one.
+template <class Net>
+std::size_t allocations_with_evaluation(Net& net) {
+    sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
+    const auto x = lightloop::testing::random_matrix<float>(64, net.input_size(), 2);
+    std::vector<int> labels(64);
+    for (std::size_t i = 0; i < 64; ++i) {
+        labels[i] = static_cast<int>(i % 10);
+    }
+    const auto y = one_hot<float>(std::span<const int>(labels), 10);
+    for (int i = 0; i < 3; ++i) {
+        net.train_step(x, y, opt);
+        net.forward(x);
+    }
+    const std::size_t before = allocations.load();
+    for (int i = 0; i < 10; ++i) {
+        net.train_step(x, y, opt);
+        net.forward(x);
+    }
+    set_blas_threads(1);
+    return allocations.load() - before;
+}
+
 TEST_CASE("a steady-state step through convolution, pooling, flatten and dropout allocates "
           "nothing",
           "[perf][allocation][pooling][conv]") {
@@ -111,24 +136,7 @@ TEST_CASE("a steady-state step through convolution, pooling, flatten and dropout
           std::move(feedback),      softmax_cross_entropy{},      1,
           std::move(conv),          max_pool2d<>({8, 16, 16}, 2), flatten<>({8, 8, 8}),
           dense<tanh_act>{512, 32}, dropout<>(32, 0.3),           dense<identity>{32, 10}};
-        sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
-        const auto x = lightloop::testing::random_matrix<float>(64, 256, 2);
-        std::vector<int> labels(64);
-        for (std::size_t i = 0; i < 64; ++i) {
-            labels[i] = static_cast<int>(i % 10);
-        }
-        const auto y = one_hot<float>(std::span<const int>(labels), 10);
-        for (int i = 0; i < 3; ++i) {
-            net.train_step(x, y, opt);
-            net.forward(x);
-        }
-        const std::size_t before = allocations.load();
-        for (int i = 0; i < 10; ++i) {
-            net.train_step(x, y, opt);
-            net.forward(x);
-        }
-        set_blas_threads(1);
-        return allocations.load() - before;
+        return allocations_with_evaluation(net);
     };
     for (const std::size_t threads : {1U, 2U}) {
         CAPTURE(threads);
@@ -153,24 +161,7 @@ TEST_CASE("a steady-state step through the norms allocates nothing", "[perf][all
                     dense<identity>{256, 32},
                     layer_norm<tanh_act>(32),
                     dense<identity>{32, 10}};
-        sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
-        const auto x = lightloop::testing::random_matrix<float>(64, 64, 3);
-        std::vector<int> labels(64);
-        for (std::size_t i = 0; i < 64; ++i) {
-            labels[i] = static_cast<int>(i % 10);
-        }
-        const auto y = one_hot<float>(std::span<const int>(labels), 10);
-        for (int i = 0; i < 3; ++i) {
-            net.train_step(x, y, opt);
-            net.forward(x);
-        }
-        const std::size_t before = allocations.load();
-        for (int i = 0; i < 10; ++i) {
-            net.train_step(x, y, opt);
-            net.forward(x);
-        }
-        set_blas_threads(1);
-        return allocations.load() - before;
+        return allocations_with_evaluation(net);
     };
     for (const std::size_t threads : {1U, 2U}) {
         CAPTURE(threads);
