@@ -48,13 +48,9 @@ public:
       : layer_norm(shape, Act{}, eps) {}
 
     layer_norm(feature_shape shape, Act act, double eps = 1e-5)
-      : affine(act, 1, checked(shape, eps).size())
+      : affine(act, checked(shape, eps).size(), 1) // γ as a column: one scale per value
       , shape_(shape)
       , eps_(eps) {
-        this->bias_ = vector<T>::from_shape({shape.size()});
-        this->bias_gradient_ = vector<T>::from_shape({shape.size()});
-        this->bias_.fill(T(0));
-        this->bias_gradient_.fill(T(0));
         this->weights_.fill(T(1));
     }
 
