@@ -8,8 +8,15 @@
 //        dense 3136->1024; dense 1024->10.
 //
 //   throughput [--models mlp,cnn] [--batches 32,128,512] [--threads 1,2]
-//              [--seconds 1.5] [--rounds 5] [--torch FILE] [--json FILE]
+//              [--precision fp32,bf16] [--seconds 1.5] [--rounds 5]
+//              [--torch FILE] [--json FILE]
 //              [--methods bp,fa,dfa,holographic,intensity]
+//
+// --precision bf16 trains the same network with dense<..., mixed_bf16>
+// layers (core/precision.hpp): bf16 GEMM operands on the default bf16
+// backend (oneDNN where built with it), fp32 master weights and element-wise
+// work. Its rows compare with the fp32 row of the same method (vs fp32) and
+// with PyTorch's two bf16 modes (torch_throughput.py --precision bf16).
 //
 // For each (batch, threads) the methods take turns: `rounds` rounds in which
 // every method steps for seconds/rounds and every GEMM shape is timed for
@@ -27,7 +34,15 @@
 // threaded cblas_sgemm and as lightloop's gemm (one-thread OpenBLAS calls on
 // lightloop's team), and the faster counts; the roofline time of a step is
 // the sum of its GEMMs' times, and the report gives roofline / measured: the
-// fraction of the machine's GEMM speed the whole step reaches.
+// fraction of the machine's GEMM speed the whole step reaches. A bf16
+// row's GEMMs are timed as bf16 products on the same backend as its step.
+//
+// The memory side: the bytes the step's element-wise passes and its
+// optimizer update move (step_bytes below: a count of the loads and stores
+// of each pass, GEMM operands and results aside), at the bandwidth of a
+// triad over arrays far larger than the caches, measured in the same run.
+// The roofline is the larger of the GEMM time and that memory time; the
+// table says which binds (bound) and the fraction is against it.
 #include <benchmark/benchmark.h>
 
 #include <lightloop/lightloop.hpp>
@@ -55,9 +70,10 @@ struct gemm_shape {
     transpose ta;
     transpose tb;
     std::size_t m, n, k;
+    bool bf16 = false; ///< operands in bf16 (on the default bf16 backend)
     double flops() const { return 2.0 * static_cast<double>(m * n * k); }
     bool operator<(const gemm_shape& o) const {
-        return std::tie(ta, tb, m, n, k) < std::tie(o.ta, o.tb, o.m, o.n, o.k);
+        return std::tie(ta, tb, m, n, k, bf16) < std::tie(o.ta, o.tb, o.m, o.n, o.k, o.bf16);
     }
 };
 
@@ -66,20 +82,22 @@ constexpr std::size_t widths[] = {784, 1024, 1024, 10};
 /// The GEMMs of one training step of `method` at batch n on the paper's
 /// network (see dense.hpp, backprop.hpp, feedback_alignment.hpp, direct.hpp,
 /// optical/transmission_matrix.hpp).
+/// In bf16 (`bf16`) the layers' products are bf16 ones; the projections
+/// and feedback alignment's random-matrix products stay fp32.
 std::vector<gemm_shape> mlp_step_gemms(const std::string& method, std::size_t n,
-                                       std::size_t optical_frames) {
+                                       std::size_t optical_frames, bool bf16) {
     std::vector<gemm_shape> g;
     for (int i = 0; i < 3; ++i) {
         const std::size_t in = widths[i];
         const std::size_t out = widths[i + 1];
-        g.push_back({transpose::no, transpose::yes, n, out, in}); // a = h W^T
+        g.push_back({transpose::no, transpose::yes, n, out, in, bf16}); // a = h W^T
         if (method != "shallow" || i == 2) {
-            g.push_back({transpose::yes, transpose::no, out, in, n}); // dW = delta^T h
+            g.push_back({transpose::yes, transpose::no, out, in, n, bf16}); // dW = delta^T h
         }
     }
     if (method == "bp") {
-        g.push_back({transpose::no, transpose::no, n, 1024, 10});   // delta_2 = delta_3 W_3
-        g.push_back({transpose::no, transpose::no, n, 1024, 1024}); // delta_1 = delta_2 W_2
+        g.push_back({transpose::no, transpose::no, n, 1024, 10, bf16});   // delta_2 = delta_3 W_3
+        g.push_back({transpose::no, transpose::no, n, 1024, 1024, bf16}); // delta_1 = delta_2 W_2
     } else if (method == "fa") {
         g.push_back({transpose::no, transpose::yes, n, 1024, 10});
         g.push_back({transpose::no, transpose::yes, n, 1024, 1024});
@@ -143,10 +161,72 @@ std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
 }
 
 std::vector<gemm_shape> step_gemms(const std::string& model, const std::string& method,
-                                   std::size_t n, std::size_t optical_frames) {
+                                   std::size_t n, std::size_t optical_frames, bool bf16) {
     return model == "cnn" ? cnn_step_gemms(method, n, optical_frames)
-                          : mlp_step_gemms(method, n, optical_frames);
+                          : mlp_step_gemms(method, n, optical_frames, bf16);
 }
+
+double median(std::vector<double> times);
+
+/// The bytes one step of the MLP moves outside its GEMMs, counted per pass
+/// from the code (dense.hpp, affine.hpp, activations.hpp, sgd.hpp): the
+/// momentum update reads w, g, v and writes w, v (20 bytes a parameter; a
+/// bf16 layer also writes W's bf16 copy, 2 bytes); the forward bias and
+/// activation pass reads a and writes a and h (12 bytes an output); a layer
+/// that learns scales its signal by f' (reads the signal and h, writes
+/// delta: 12), sums the bias gradient (reads delta: 4) and bounds its
+/// gradient (reads its input: 4 an input); a bf16 layer converts its input
+/// and its delta (reads 4, writes 2). A lower bound: smaller passes (the
+/// loss, finite checks on 10 columns) are left out. The CNN has no count.
+double step_bytes(const std::string& model, const std::string& method, bool bf16, std::size_t n) {
+    if (model != "mlp") {
+        return 0.0;
+    }
+    const auto nd = static_cast<double>(n);
+    double bytes = 0.0;
+    for (int i = 0; i < 3; ++i) {
+        const auto in = static_cast<double>(widths[i]);
+        const auto out = static_cast<double>(widths[i + 1]);
+        bytes += nd * out * 12.0 + (bf16 ? nd * in * 6.0 : 0.0);
+        const bool learns = method != "shallow" || i == 2;
+        if (learns) {
+            bytes += (in * out + out) * 20.0 + (bf16 ? in * out * 2.0 : 0.0);
+            bytes += nd * out * 16.0 + nd * in * 4.0 + (bf16 ? nd * out * 6.0 : 0.0);
+        }
+    }
+    return bytes;
+}
+
+/// Bytes per second of a triad a = b + s c over three arrays of 32 MiB each
+/// on lightloop's team: the rate the element-wise passes can move data at.
+class bandwidth_timer {
+public:
+    bandwidth_timer()
+      : a_(words, 0.0f)
+      , b_(words, 1.0f)
+      , c_(words, 2.0f) {
+        call();
+    }
+    void call() {
+        float* a = a_.data();
+        const float* b = b_.data();
+        const float* c = c_.data();
+        parallel_for_ranges(words, elementwise_grain, [&](std::size_t first, std::size_t end) {
+            for (std::size_t i = first; i < end; ++i) {
+                a[i] = b[i] + 0.5f * c[i];
+            }
+        });
+        benchmark::DoNotOptimize(a_.data());
+    }
+    double bytes_per_second() const {
+        return 3.0 * sizeof(float) * static_cast<double>(words) / median(times);
+    }
+    std::vector<double> times;
+
+private:
+    static constexpr std::size_t words = std::size_t{8} << 20;
+    std::vector<float> a_, b_, c_;
+};
 
 /// Appends the time of each call of `call` for `budget` seconds (at least
 /// three calls) to `times`.
@@ -173,25 +253,41 @@ double median(std::vector<double> times) {
 
 /// One GEMM shape with its operands, timed alone two ways: OpenBLAS's own
 /// cblas_sgemm on its own threads, and lightloop's gemm (the same call in
-/// pieces on lightloop's team). The roofline takes the faster.
+/// pieces on lightloop's team). The roofline takes the faster. A bf16 shape
+/// is timed as the default bf16 backend's product (on lightloop's team) only.
 class gemm_timer {
 public:
     explicit gemm_timer(const gemm_shape& s)
       : s_(s)
-      , a_((s.ta == transpose::yes ? s.k : s.m) * (s.ta == transpose::yes ? s.m : s.k), 0.5f)
-      , b_((s.tb == transpose::yes ? s.n : s.k) * (s.tb == transpose::yes ? s.k : s.n), 0.25f)
+      , a_(s.bf16 ? 0 : a_size(), 0.5f)
+      , b_(s.bf16 ? 0 : b_size(), 0.25f)
+      , a16_(s.bf16 ? a_size() : 0)
+      , b16_(s.bf16 ? b_size() : 0)
       , c_(s.m * s.n, 0.0f) {
+        const std::vector<float> a(s.bf16 ? a_size() : 0, 0.5f);
+        const std::vector<float> b(s.bf16 ? b_size() : 0, 0.25f);
+        convert_to_bf16(a.data(), a16_.data(), a.size());
+        convert_to_bf16(b.data(), b16_.data(), b.size());
         call_openblas();
         call_lightloop();
     }
     void call_openblas() {
+        if (s_.bf16) {
+            call_lightloop();
+            return;
+        }
         detail::blas_call(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(),
                           0.0f, c_.data(), s_.n);
         benchmark::DoNotOptimize(c_.data());
     }
     void call_lightloop() {
-        gemm(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(), 0.0f,
-             c_.data(), s_.n);
+        if (s_.bf16) {
+            mixed_bf16::backend::gemm_bf16(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a16_.data(), lda(),
+                                           b16_.data(), ldb(), 0.0f, c_.data(), s_.n);
+        } else {
+            gemm(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(), 0.0f,
+                 c_.data(), s_.n);
+        }
         benchmark::DoNotOptimize(c_.data());
     }
     /// Median seconds of the faster way.
@@ -200,10 +296,14 @@ public:
     std::vector<double> lightloop_times;
 
 private:
+    std::size_t a_size() const { return s_.m * s_.k; }
+    std::size_t b_size() const { return s_.k * s_.n; }
     std::size_t lda() const { return s_.ta == transpose::yes ? s_.m : s_.k; }
     std::size_t ldb() const { return s_.tb == transpose::yes ? s_.k : s_.n; }
     gemm_shape s_;
-    std::vector<float> a_, b_, c_;
+    std::vector<float> a_, b_;
+    std::vector<mixed_bf16::operand_type> a16_, b16_;
+    std::vector<float> c_;
 };
 
 /// One method's network, batch and optimizer, stepped on demand: the methods
@@ -211,17 +311,18 @@ private:
 /// reaches them all alike and their ratios hold.
 struct runner {
     std::string method;
+    std::string precision; ///< "fp32" or "bf16"
     std::function<void()> step;
     std::function<double()> frames_per_sample; // optical exposures' patterns per sample
     std::vector<double> times;
 };
 
-template <class Feedback>
+template <class P, class Feedback>
 auto make_mlp(Feedback feedback) {
-    return network<Feedback, softmax_cross_entropy, dense<tanh_act>, dense<tanh_act>,
-                   dense<identity>>(std::move(feedback), softmax_cross_entropy{}, 1,
-                                    dense<tanh_act>{784, 1024}, dense<tanh_act>{1024, 1024},
-                                    dense<identity>{1024, 10});
+    return network<Feedback, softmax_cross_entropy, dense<tanh_act, P>, dense<tanh_act, P>,
+                   dense<identity, P>>(
+      std::move(feedback), softmax_cross_entropy{}, 1, dense<tanh_act, P>{784, 1024},
+      dense<tanh_act, P>{1024, 1024}, dense<identity, P>{1024, 10});
 }
 
 template <class Feedback>
@@ -237,7 +338,8 @@ auto make_cnn(Feedback feedback) {
 }
 
 template <class Net>
-runner make_runner(const std::string& method, Net net, std::size_t batch) {
+runner make_runner(const std::string& method, const std::string& precision, Net net,
+                   std::size_t batch) {
     struct state {
         Net net;
         matrix<float> x;
@@ -255,7 +357,8 @@ runner make_runner(const std::string& method, Net net, std::size_t batch) {
         labels[i] = static_cast<int>(gen.below(10));
     }
     s->y = one_hot<float>(std::span<const int>(labels), 10);
-    runner r{method, [s] { s->net.train_step(s->x, s->y, s->opt); }, [] { return 0.0; }, {}};
+    runner r{
+      method, precision, [s] { s->net.train_step(s->x, s->y, s->opt); }, [] { return 0.0; }, {}};
     if constexpr (requires { s->net.feedback().device().statistics(); }) {
         r.frames_per_sample = [s] {
             const auto stats = s->net.feedback().device().statistics();
@@ -269,32 +372,40 @@ runner make_runner(const std::string& method, Net net, std::size_t batch) {
 }
 
 template <class Feedback>
-runner make_runner(const std::string& model, const std::string& method, Feedback feedback,
-                   std::size_t batch) {
+runner make_runner(const std::string& model, const std::string& method,
+                   const std::string& precision, Feedback feedback, std::size_t batch) {
     if (model == "cnn") {
-        return make_runner(method, make_cnn(std::move(feedback)), batch);
+        if (precision != "fp32") {
+            throw config_error("throughput: the cnn model trains in fp32 only (conv2d has no bf16 "
+                               "precision yet); use --precision fp32 with --models cnn");
+        }
+        return make_runner(method, precision, make_cnn(std::move(feedback)), batch);
     }
-    return make_runner(method, make_mlp(std::move(feedback)), batch);
+    if (precision == "bf16") {
+        return make_runner(method, precision, make_mlp<mixed_bf16>(std::move(feedback)), batch);
+    }
+    return make_runner(method, precision, make_mlp<float>(std::move(feedback)), batch);
 }
 
-runner make_runner(const std::string& model, const std::string& method, std::size_t batch) {
+runner make_runner(const std::string& model, const std::string& method,
+                   const std::string& precision, std::size_t batch) {
     if (method == "bp") {
-        return make_runner(model, method, backprop{}, batch);
+        return make_runner(model, method, precision, backprop{}, batch);
     }
     if (method == "fa") {
-        return make_runner(model, method, feedback_alignment{}, batch);
+        return make_runner(model, method, precision, feedback_alignment{}, batch);
     }
     if (method == "dfa") {
-        return make_runner(model, method, dfa<dense_gaussian>{}, batch);
+        return make_runner(model, method, precision, dfa<dense_gaussian>{}, batch);
     }
     if (method == "holographic") {
-        return make_runner(model, method, dfa<optical<>>{}, batch);
+        return make_runner(model, method, precision, dfa<optical<>>{}, batch);
     }
     if (method == "intensity") {
-        return make_runner(model, method, dfa<optical<intensity_readout>>{}, batch);
+        return make_runner(model, method, precision, dfa<optical<intensity_readout>>{}, batch);
     }
     if (method == "shallow") {
-        return make_runner(model, method, shallow{}, batch);
+        return make_runner(model, method, precision, shallow{}, batch);
     }
     throw config_error("throughput: unknown method " + method);
 }
@@ -329,6 +440,7 @@ struct options {
     std::vector<std::size_t> batches{32, 128, 512};
     std::vector<int> threads{1, 2};
     std::vector<std::string> methods{"bp", "fa", "dfa", "holographic", "intensity"};
+    std::vector<std::string> precisions{"fp32"};
     std::string torch_path;
     std::string json_path = "throughput.json";
     double budget = 1.5;
@@ -365,6 +477,13 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"bp", "fa", "dfa", "holographic", "intensity", "shallow"}))
       ->capture_default_str();
+    app
+      .add_option("--precision", o.precisions,
+                  "comma-separated precisions: fp32, bf16 (mixed: bf16 GEMM operands, fp32 "
+                  "master weights)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
     app.add_option("--torch", o.torch_path, "PyTorch's figures (torch_throughput.py's output)")
       ->check(CLI::ExistingFile);
     app.add_option("--json", o.json_path, "where the figures are written")->capture_default_str();
@@ -387,13 +506,19 @@ int measure(const options& o) {
     const int rounds = o.rounds;
     const auto torch = read_torch(torch_path);
     const auto blas = blas_info();
-    std::printf("lightloop %s | OpenBLAS %s | kernel %s\n", version_string, blas.config.c_str(),
-                blas.core.c_str());
+    std::printf("lightloop %s | OpenBLAS %s | kernel %s | bf16 backend %s: %s\n", version_string,
+                blas.config.c_str(), blas.core.c_str(), mixed_bf16::backend::name,
+                mixed_bf16::backend::isa().c_str());
+    if (const auto warning = precision_warning<mixed_bf16>();
+        warning &&
+        std::find(o.precisions.begin(), o.precisions.end(), "bf16") != o.precisions.end()) {
+        std::printf("%s\n", warning->c_str());
+    }
     std::printf("mlp: 784-1024-1024-10; cnn: conv 32 5x5, pool, conv 64 5x5, pool, 3136-1024-10;"
-                " tanh, SGD momentum 0.9, float\n\n");
-    std::printf("%-5s %-12s %5s %3s %10s %8s %9s %9s %9s %7s %7s %7s\n", "model", "method", "batch",
-                "thr", "samples/s", "GFLOP/s", "roofline", "vs torch", "vs t. bp", "scaled",
-                "vs dfa", "vs bp");
+                " tanh, SGD momentum 0.9\n\n");
+    std::printf("%-5s %-12s %-4s %5s %3s %10s %8s %9s %-6s %9s %9s %7s %7s %7s %7s\n", "model",
+                "method", "prec", "batch", "thr", "samples/s", "GFLOP/s", "roofline", "bound",
+                "vs torch", "vs t. bp", "scaled", "vs dfa", "vs bp", "vs fp32");
     std::ofstream json(json_path);
     if (!json) {
         throw data_error("throughput: " + json_path + ": cannot write");
@@ -407,8 +532,10 @@ int measure(const options& o) {
             for (const std::size_t batch : o.batches) {
                 const std::string batch_s = std::to_string(batch);
                 std::vector<runner> runners;
-                for (const auto& method : o.methods) {
-                    runners.push_back(make_runner(model, method, batch));
+                for (const auto& precision : o.precisions) {
+                    for (const auto& method : o.methods) {
+                        runners.push_back(make_runner(model, method, precision, batch));
+                    }
                 }
                 // Each method's GEMM shapes (the optical field GEMMs depend on the
                 // frames per sample the warm-up saw).
@@ -419,11 +546,13 @@ int measure(const options& o) {
                 for (auto& r : runners) {
                     const auto frames = static_cast<std::size_t>(
                       r.frames_per_sample() * static_cast<double>(batch) + 0.5);
-                    shapes.push_back(step_gemms(model, r.method, batch, frames));
+                    shapes.push_back(
+                      step_gemms(model, r.method, batch, frames, r.precision == "bf16"));
                     for (const auto& g : shapes.back()) {
                         timers.try_emplace(g, g);
                     }
                 }
+                bandwidth_timer bandwidth;
                 // Rounds: every method and every GEMM shape in turn, a slice each.
                 for (int round = 0; round < rounds; ++round) {
                     for (auto& r : runners) {
@@ -435,46 +564,59 @@ int measure(const options& o) {
                         time_calls([&timer = timer] { timer.call_lightloop(); },
                                    gemm_budget / rounds, timer.lightloop_times);
                     }
+                    time_calls([&bandwidth] { bandwidth.call(); }, gemm_budget / rounds,
+                               bandwidth.times);
                     // OpenBLAS's workers spin for up to 2^28 cycles after its own
                     // threaded calls; the next method's steps should not meet them.
                     if (threads > 1) {
                         std::this_thread::sleep_for(std::chrono::milliseconds(250));
                     }
                 }
+                // Rates by precision and method, for the ratios between rows.
+                std::map<std::string, double> rates;
                 std::vector<double> step_medians;
-                double dfa_rate = std::nan("");
-                double bp_rate = std::nan("");
                 for (const auto& r : runners) {
                     step_medians.push_back(median(r.times));
-                    if (r.method == "dfa") {
-                        dfa_rate = static_cast<double>(batch) / step_medians.back();
-                    }
-                    if (r.method == "bp") {
-                        bp_rate = static_cast<double>(batch) / step_medians.back();
-                    }
+                    rates[r.precision + "/" + r.method] =
+                      static_cast<double>(batch) / step_medians.back();
                 }
+                const auto rate_of = [&rates](const std::string& key) {
+                    return rates.count(key) ? rates.at(key) : std::nan("");
+                };
                 const double own_sgemm =
                   first_layer.flops() / timers.at(first_layer).seconds() * 1e-9;
+                const double bytes_per_second = bandwidth.bytes_per_second();
                 for (std::size_t i = 0; i < runners.size(); ++i) {
                     const std::string& method = runners[i].method;
+                    const std::string& precision = runners[i].precision;
+                    const bool bf16 = precision == "bf16";
                     const double step_seconds = step_medians[i];
                     const double rate = static_cast<double>(batch) / step_seconds;
-                    const double vs_dfa = rate / dfa_rate;
-                    const double vs_bp = rate / bp_rate;
+                    const double vs_dfa = rate / rate_of(precision + "/dfa");
+                    const double vs_bp = rate / rate_of(precision + "/bp");
+                    const double vs_fp32 = bf16 ? rate / rate_of("fp32/" + method) : std::nan("");
                     double flops = 0;
-                    double roof_seconds = 0;
+                    double gemm_seconds = 0;
                     for (const auto& g : shapes[i]) {
                         flops += g.flops();
-                        roof_seconds += timers.at(g).seconds();
+                        gemm_seconds += timers.at(g).seconds();
                     }
-                    const double fraction = roof_seconds / step_seconds;
+                    const double bytes = step_bytes(model, method, bf16, batch);
+                    const double memory_seconds = bytes / bytes_per_second;
+                    const bool memory_bound = memory_seconds > gemm_seconds;
+                    const double fraction = std::max(gemm_seconds, memory_seconds) / step_seconds;
                     // torch_throughput.py names the CNN's rows cnn_bp, cnn_dfa.
                     const std::string prefix = model == "cnn" ? "cnn_" : "";
                     const auto key = prefix + method + "/" + batch_s + "/" + threads_s;
-                    const auto torch_bp_key = prefix + "bp/" + batch_s + "/" + threads_s;
-                    const double vs_torch = torch.count(key) ? rate / torch.at(key) : std::nan("");
-                    const double vs_torch_bp =
-                      torch.count(torch_bp_key) ? rate / torch.at(torch_bp_key) : std::nan("");
+                    const auto torch_rate = [&](const std::string& name) {
+                        const auto k = prefix + name + "/" + batch_s + "/" + threads_s;
+                        return torch.count(k) ? torch.at(k) : std::nan("");
+                    };
+                    // A bf16 row is compared with PyTorch's fastest bf16 backprop
+                    // (bf16 parameters); an fp32 row with its fp32 one.
+                    const double vs_torch = bf16 ? std::nan("") : rate / torch_rate(method);
+                    const double vs_torch_bp = rate / torch_rate(bf16 ? "bf16_bp" : "bp");
+                    const double vs_torch_autocast = rate / torch_rate("autocast_bp");
                     // The same ratio with each side divided by its own run's SGEMM
                     // speed at the first layer's shape: what it would be had both
                     // run on the machine in the same state.
@@ -482,37 +624,54 @@ int measure(const options& o) {
                     const double vs_torch_bp_scaled =
                       torch.count(sgemm_key) ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
                                              : std::nan("");
-                    std::printf(
-                      "%-5s %-12s %5zu %3d %10.0f %8.1f %8.0f%% %9.2f %9.2f %7.2f %7.2f %7.2f\n",
-                      model.c_str(), method.c_str(), batch, threads, rate,
-                      flops / step_seconds * 1e-9, 100.0 * fraction, vs_torch, vs_torch_bp,
-                      vs_torch_bp_scaled, vs_dfa, vs_bp);
+                    std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %8.0f%% %-6s %9.2f %9.2f "
+                                "%7.2f %7.2f %7.2f %7.2f\n",
+                                model.c_str(), method.c_str(), precision.c_str(), batch, threads,
+                                rate, flops / step_seconds * 1e-9, 100.0 * fraction,
+                                memory_bound ? "memory" : "gemm", vs_torch, vs_torch_bp,
+                                vs_torch_bp_scaled, vs_dfa, vs_bp, vs_fp32);
                     std::fflush(stdout);
                     const auto number = [](double v) {
                         return std::isfinite(v) ? std::to_string(v) : std::string("null");
                     };
                     json << (first ? "" : ",\n") << "  {\"model\": \"" << model
-                         << "\", \"method\": \"" << method << "\", \"batch\": " << batch
-                         << ", \"threads\": " << threads << ", \"samples_per_second\": " << rate
+                         << "\", \"method\": \"" << method << "\", \"precision\": \"" << precision
+                         << "\", \"batch\": " << batch << ", \"threads\": " << threads
+                         << ", \"samples_per_second\": " << rate
                          << ", \"gemm_gflop_per_step\": " << flops * 1e-9
+                         << ", \"gemm_seconds\": " << gemm_seconds
+                         << ", \"memory_bytes_per_step\": " << bytes
+                         << ", \"memory_seconds\": " << memory_seconds
+                         << ", \"bandwidth_gb_per_second\": " << bytes_per_second * 1e-9
+                         << ", \"bound\": \"" << (memory_bound ? "memory" : "gemm") << "\""
                          << ", \"roofline_fraction\": " << fraction
+                         << ", \"gemm_roofline_fraction\": " << gemm_seconds / step_seconds
                          << ", \"vs_torch\": " << number(vs_torch)
                          << ", \"vs_torch_bp\": " << number(vs_torch_bp)
                          << ", \"vs_torch_bp_sgemm_scaled\": " << number(vs_torch_bp_scaled)
                          << ", \"vs_dense_dfa\": " << number(vs_dfa)
                          << ", \"vs_own_bp\": " << number(vs_bp)
-                         << ", \"roofline_vs_torch_bp\": " << number(vs_torch_bp / fraction) << "}";
+                         << ", \"roofline_vs_torch_bp\": " << number(vs_torch_bp / fraction);
+                    if (bf16) {
+                        json << ", \"vs_fp32\": " << number(vs_fp32)
+                             << ", \"vs_torch_bf16_bp\": " << number(vs_torch_bp)
+                             << ", \"vs_torch_autocast_bp\": " << number(vs_torch_autocast);
+                    }
+                    json << "}";
                     first = false;
                 }
             }
         }
     }
     json << "\n]\n";
-    std::printf("\nroofline: the step's GEMMs, each timed alone at its shape (the faster of "
-                "OpenBLAS's\nown threads and lightloop's gemm), over the measured step "
-                "time\nscaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
+    std::printf("\nroofline: the larger of the step's GEMM time (each GEMM timed alone at its "
+                "shape and precision,\nthe faster of OpenBLAS's own threads and lightloop's gemm) "
+                "and its memory time (the bytes its\nelement-wise passes and update move, at the "
+                "triad bandwidth of this run), over the measured\nstep time; bound says which\n"
+                "vs t. bp: PyTorch's backprop in the row's precision (bf16: bf16 parameters)\n"
+                "scaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
                 "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
-                "step run at 100%% of its GEMM roofline\nwrote %s\n",
+                "step run at 100%% of its roofline\nwrote %s\n",
                 json_path.c_str());
     return 0;
 }

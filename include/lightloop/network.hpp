@@ -27,10 +27,12 @@
 #include <utility>
 #include <vector>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -354,6 +356,12 @@ private:
         bool trained;
         std::span<value_type> values;
         std::span<const value_type> gradient;
+        // A mixed-precision layer's bf16 copy of `values` (one of the two,
+        // or neither), written by the optimizer's pass; *copy_current says
+        // whether it matches `values` (core/precision.hpp).
+        std::span<bf16> copy16;
+        std::span<float> copy32;
+        bool* copy_current = nullptr;
     };
 
     /// Lists every parameter tensor in slot order (into slots_, which keeps
@@ -365,11 +373,67 @@ private:
         slots_.clear();
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            std::get<i>(layers_).visit_parameters(
-              [&](std::span<value_type> values, std::span<const value_type> gradient) {
-                  slots_.push_back({slots_.size(), i, trains_layer(i), values, gradient});
-              });
+            std::get<i>(layers_).visit_parameters([&](std::span<value_type> values,
+                                                      std::span<const value_type> gradient,
+                                                      auto... copy) {
+                parameter_slot slot{slots_.size(), i, trains_layer(i), values, gradient, {}, {},
+                                    nullptr};
+                (take_copy(slot, copy), ...);
+                slots_.push_back(slot);
+            });
         });
+    }
+
+    template <class Operand>
+    static void take_copy(parameter_slot& slot, detail::operand_copy<Operand> copy) {
+        if constexpr (std::is_same_v<Operand, bf16>) {
+            slot.copy16 = copy.values;
+            slot.copy_current = copy.current;
+        } else if constexpr (std::is_same_v<Operand, float>) {
+            slot.copy32 = copy.values;
+            slot.copy_current = copy.current;
+        }
+    }
+
+    /// One slot's update: with its bf16 copy written in the optimizer's
+    /// pass where the slot has one (or, for an optimizer that cannot, by a
+    /// conversion after it).
+    template <class Optimizer>
+    double update_slot(Optimizer& opt, const parameter_slot& s) {
+        if (s.copy_current != nullptr) {
+            *s.copy_current = false;
+            const double largest = !s.copy16.empty() ? update_with_copy(opt, s, s.copy16)
+                                                     : update_with_copy(opt, s, s.copy32);
+            *s.copy_current = largest < std::numeric_limits<double>::infinity();
+            return largest;
+        }
+        if constexpr (requires {
+                          {
+                              opt.update_and_measure(s.index, s.values, s.gradient)
+                              } -> std::convertible_to<double>;
+                      }) {
+            return opt.update_and_measure(s.index, s.values, s.gradient);
+        } else {
+            opt.update(s.index, s.values, s.gradient);
+            return detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
+        }
+    }
+
+    template <class Optimizer, class Operand>
+    double update_with_copy(Optimizer& opt, const parameter_slot& s, std::span<Operand> copy) {
+        if constexpr (requires {
+                          {
+                              opt.update_and_measure(s.index, s.values, s.gradient, copy)
+                              } -> std::convertible_to<double>;
+                      }) {
+            return opt.update_and_measure(s.index, s.values, s.gradient, copy);
+        } else {
+            opt.update(s.index, s.values, s.gradient);
+            if constexpr (std::is_same_v<value_type, float>) {
+                detail::convert_on_team(s.values.data(), copy.data(), s.values.size());
+            }
+            return detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
+        }
     }
 
     /// The largest |value| of every trained slot, by one pass over them.
@@ -394,17 +458,7 @@ private:
             if (!s.trained) {
                 continue;
             }
-            double largest = 0.0;
-            if constexpr (requires {
-                              {
-                                  opt.update_and_measure(s.index, s.values, s.gradient)
-                                  } -> std::convertible_to<double>;
-                          }) {
-                largest = opt.update_and_measure(s.index, s.values, s.gradient);
-            } else {
-                opt.update(s.index, s.values, s.gradient);
-                largest = detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
-            }
+            const double largest = update_slot(opt, s);
             if (!(largest < std::numeric_limits<double>::infinity())) {
                 return s.layer;
             }
@@ -446,6 +500,9 @@ private:
             if (s.trained) {
                 std::copy_n(from, s.values.size(), s.values.data());
                 from += s.values.size();
+                if (s.copy_current != nullptr) {
+                    *s.copy_current = false; // converted again before its next product
+                }
             }
         }
         value_max_ = saved_max;

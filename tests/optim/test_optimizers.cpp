@@ -6,6 +6,8 @@
 
 #include <lightloop/lightloop.hpp>
 
+#include "support/helpers.hpp"
+
 using namespace lightloop;
 
 namespace {

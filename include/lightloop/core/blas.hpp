@@ -64,6 +64,50 @@ void blas_call(transpose ta, transpose tb, std::size_t m, std::size_t n, std::si
 
 } // namespace detail
 
+namespace detail {
+
+/// Spreads C = op(A) op(B) (m x n, k deep) over lightloop's team in pieces
+/// of C's rows or columns, calling piece(rows, cols, a, b, c) with the
+/// operands' and C's first elements for each piece (leading dimensions and
+/// transposes unchanged). The pieces never split the k sum and are cut on
+/// whole kernel tiles (multiples of 16), so C has one thread's bits
+/// (core/parallel.hpp says when it need not). Small products, and one
+/// thread, make one piece on the calling thread. The cut is along C's
+/// longer side, or always along its rows with `rows_only` (for a backend
+/// whose sums depend on a piece's width, as oneDNN's do).
+template <class A, class B, class C, class Piece>
+void gemm_on_team(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                  const A* a, std::size_t lda, const B* b, std::size_t ldb, C* c, std::size_t ldc,
+                  std::size_t pieces_per_thread, bool rows_only, Piece&& piece) {
+    const std::size_t threads = parallel_threads();
+    const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+    const auto worth = static_cast<std::size_t>(macs / gemm_piece_macs);
+    const bool by_rows = rows_only || m >= n;
+    const std::size_t extent = by_rows ? m : n;
+    const std::size_t pieces =
+      threads == 1 ? 1 : std::min({pieces_per_thread * threads, worth, (extent + 15) / 16});
+    if (pieces <= 1) {
+        piece(m, n, a, b, c);
+        return;
+    }
+    // Piece edges on multiples of 16, the kernels' widest unrolling.
+    const std::size_t step = ((extent + pieces - 1) / pieces + 15) / 16 * 16;
+    shared_team().run(pieces, [&](std::size_t index, std::size_t) {
+        const std::size_t begin = std::min(extent, index * step);
+        const std::size_t size = std::min(extent, begin + step) - begin;
+        if (size == 0) {
+            return;
+        }
+        if (by_rows) {
+            piece(size, n, ta == transpose::yes ? a + begin : a + begin * lda, b, c + begin * ldc);
+        } else {
+            piece(m, size, a, tb == transpose::yes ? b + begin * ldb : b + begin, c + begin);
+        }
+    });
+}
+
+} // namespace detail
+
 /// C (m x n, row-major, leading dimension ldc) = alpha op(A) op(B) + beta C,
 /// with op(A) of shape (m x k) and op(B) of shape (k x n).
 template <class T>
@@ -74,49 +118,23 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     if (m == 0 || n == 0) {
         return;
     }
-    const std::size_t threads = parallel_threads();
-    if (threads == 1 || get_blas_thread_policy() == blas_thread_policy::untouched) {
+    if (parallel_threads() == 1 || get_blas_thread_policy() == blas_thread_policy::untouched) {
         // One call: on one thread, or threaded by OpenBLAS as it is set.
         detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    // Spread over lightloop's team in pieces of C's rows or columns, each a
-    // one-thread OpenBLAS call (see blas_single_thread). The pieces never
-    // split the k sum: cut on whole kernel tiles, C has one thread's bits
-    // (core/parallel.hpp says when it need not).
-    // Held for small products too: OpenBLAS threads them more slowly than it
-    // runs them on one thread (README, "One set of threads").
+    // Each piece a one-thread OpenBLAS call (see blas_single_thread), held
+    // for small products too: OpenBLAS threads them more slowly than it runs
+    // them on one thread (README, "One set of threads"). Two pieces a
+    // thread: a thread that a neighbour slows takes fewer (measured faster
+    // than one piece a thread: README; the shared operand is packed per
+    // piece, but it is the small one here).
     const blas_single_thread hold;
-    const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-    const auto worth = static_cast<std::size_t>(macs / detail::gemm_piece_macs);
-    const bool by_rows = m >= n;
-    const std::size_t extent = by_rows ? m : n;
-    // Two pieces a thread: a thread that a neighbour slows takes fewer
-    // (measured faster than one piece a thread: README; the shared operand is
-    // packed per piece, but it is the small one here).
-    const std::size_t pieces = std::min({2 * threads, worth, (extent + 15) / 16});
-    if (pieces <= 1) {
-        detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
-    // Piece edges on multiples of 16, the kernels' widest unrolling.
-    const std::size_t step = ((extent + pieces - 1) / pieces + 15) / 16 * 16;
-    shared_team().run(pieces, [&](std::size_t piece, std::size_t) {
-        const std::size_t begin = std::min(extent, piece * step);
-        const std::size_t size = std::min(extent, begin + step) - begin;
-        if (size == 0) {
-            return;
-        }
-        if (by_rows) {
-            const T* a_rows = ta == transpose::yes ? a + begin : a + begin * lda;
-            detail::blas_call(ta, tb, size, n, k, alpha, a_rows, lda, b, ldb, beta, c + begin * ldc,
-                              ldc);
-        } else {
-            const T* b_columns = tb == transpose::yes ? b + begin * ldb : b + begin;
-            detail::blas_call(ta, tb, m, size, k, alpha, a, lda, b_columns, ldb, beta, c + begin,
-                              ldc);
-        }
-    });
+    detail::gemm_on_team(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 2, false,
+                         [&](std::size_t rows, std::size_t cols, const T* ap, const T* bp, T* cp) {
+                             detail::blas_call(ta, tb, rows, cols, k, alpha, ap, lda, bp, ldb, beta,
+                                               cp, ldc);
+                         });
 }
 
 /// C = alpha op(A) op(B) + beta C on whole matrices. C must already have the

@@ -2,45 +2,81 @@
 // What dense and conv2d share: a weight matrix W (rows x cols), a bias of
 // `rows`, their gradients, the fused activation, and the batch's
 // pre-activation a, output h = f(a) and signal delta, each n x width.
+//
+// Its products run in the layer's precision (core/precision.hpp): for a
+// mixed precision the layer also keeps its GEMM operands' bf16 copies: the
+// weights' (written by the optimizer's pass, see visit_parameters), the
+// batch input's and delta's (converted from the fp32 values when a product
+// first needs them).
 
 #include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <span>
 
+#include "lightloop/core/bf16.hpp"
+#include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/finite.hpp"
+#include "lightloop/core/parallel.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 
 namespace lightloop::detail {
 
-template <class Act, scalar T>
+template <class Act, precision P>
 class affine_layer {
 public:
+    using T = master_t<P>;
     using value_type = T;
     using activation_type = Act;
+    using precision_type = P;
+    using operand_type = operand_t<P>;
+    static constexpr bool mixed = is_mixed_precision<P>;
 
     /// delta = s ⊙ f'(a), s an (n x width) block with row stride ld.
     void scale_by_derivative(const T* signal, std::size_t ld) {
         scale_rows_by_derivative(act_, signal, ld, pre_activation_.data(), output_.data(),
                                  delta_.data(), pre_activation_.shape(0), pre_activation_.shape(1));
+        delta_operand_current_ = false;
     }
 
-    /// f(W, dW) then f(b, db).
+    /// f(W, dW) then f(b, db). A mixed layer passes a visitor that takes it
+    /// the weights' bf16 copy as a third argument (an operand_copy) and
+    /// leaves that copy to the visitor; for any other visitor it converts
+    /// the weights again before its next product.
     template <class F>
     void visit_parameters(F&& f) {
-        f(std::span<T>(weights_.data(), weights_.size()),
-          std::span<const T>(weight_gradient_.data(), weight_gradient_.size()));
+        const std::span<T> w(weights_.data(), weights_.size());
+        const std::span<const T> g(weight_gradient_.data(), weight_gradient_.size());
+        if constexpr (!mixed) {
+            f(w, g);
+        } else if constexpr (std::is_invocable_v<F&, std::span<T>, std::span<const T>,
+                                                 operand_copy<operand_type>>) {
+            f(w, g,
+              operand_copy<operand_type>{
+                std::span<operand_type>(weights_operand_.data(), weights_operand_.size()),
+                &weights_operand_current_});
+        } else {
+            weights_operand_current_ = false;
+            f(w, g);
+        }
         f(std::span<T>(bias_.data(), bias_.size()),
           std::span<const T>(bias_gradient_.data(), bias_gradient_.size()));
     }
 
     const matrix<T>& output() const noexcept { return output_; }
     const matrix<T>& pre_activation() const noexcept { return pre_activation_; }
-    matrix<T>& delta() noexcept { return delta_; }
+    matrix<T>& delta() noexcept {
+        delta_operand_current_ = false;
+        return delta_;
+    }
     const matrix<T>& delta() const noexcept { return delta_; }
-    matrix<T>& weights() noexcept { return weights_; }
+    matrix<T>& weights() noexcept {
+        weights_operand_current_ = false;
+        return weights_;
+    }
     const matrix<T>& weights() const noexcept { return weights_; }
     vector<T>& bias() noexcept { return bias_; }
     const vector<T>& bias() const noexcept { return bias_; }
@@ -59,6 +95,66 @@ protected:
         weight_gradient_.fill(T(0));
         bias_.fill(T(0));
         bias_gradient_.fill(T(0));
+        if constexpr (mixed) {
+            weights_operand_ = matrix<operand_type>::from_shape({rows, cols});
+            warn_about_precision_once<P>();
+        }
+    }
+
+    /// C = alpha op(A) op(B) + beta C in the layer's precision: A and B are
+    /// operands (operand_type), C is T.
+    static void product(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                        T alpha, const operand_type* a, std::size_t lda, const operand_type* b,
+                        std::size_t ldb, T beta, T* c, std::size_t ldc) {
+        if constexpr (mixed) {
+            P::backend::gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        } else {
+            gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        }
+    }
+
+    /// W as a GEMM operand: W itself, or its bf16 copy (converted here only
+    /// if something other than the optimizer's pass changed W).
+    const operand_type* weights_operand() const {
+        if constexpr (mixed) {
+            if (!weights_operand_current_) {
+                convert_on_team(weights_.data(), weights_operand_.data(), weights_.size());
+                weights_operand_current_ = true;
+            }
+            return weights_operand_.data();
+        } else {
+            return weights_.data();
+        }
+    }
+
+    /// The batch input x (n x cols) as a GEMM operand: x itself, or its bf16
+    /// copy, converted by the forward pass and reused by the gradient of the
+    /// same x.
+    const operand_type* input_operand(const matrix<T>& x, bool reuse) {
+        if constexpr (mixed) {
+            if (!reuse || input_source_ != x.data() || input_operand_.size() != x.size()) {
+                ensure_shape(input_operand_, x.shape(0), x.shape(1));
+                convert_on_team(x.data(), input_operand_.data(), x.size());
+                input_source_ = x.data();
+            }
+            return input_operand_.data();
+        } else {
+            return x.data();
+        }
+    }
+
+    /// delta as a GEMM operand (converted once per new delta).
+    const operand_type* delta_operand() const {
+        if constexpr (mixed) {
+            if (!delta_operand_current_) {
+                ensure_shape(delta_operand_, delta_.shape(0), delta_.shape(1));
+                convert_on_team(delta_.data(), delta_operand_.data(), delta_.size());
+                delta_operand_current_ = true;
+            }
+            return delta_operand_.data();
+        } else {
+            return delta_.data();
+        }
     }
 
     /// Shapes a, h and delta for a batch of n (allocates only when n changes).
@@ -66,6 +162,7 @@ protected:
         ensure_shape(pre_activation_, n, width);
         ensure_shape(output_, n, width);
         ensure_shape(delta_, n, width);
+        delta_operand_current_ = false;
     }
 
     /// The gradient_bound of a layer whose every gradient entry is a mean
@@ -92,6 +189,13 @@ protected:
     matrix<T> pre_activation_;
     matrix<T> output_;
     matrix<T> delta_;
+    // Mixed precision only: the operands' bf16 copies.
+    mutable matrix<operand_type> weights_operand_;
+    mutable bool weights_operand_current_ = false;
+    matrix<operand_type> input_operand_;
+    const T* input_source_ = nullptr;
+    mutable matrix<operand_type> delta_operand_;
+    mutable bool delta_operand_current_ = false;
 };
 
 } // namespace lightloop::detail

@@ -16,6 +16,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -25,10 +26,12 @@
 
 namespace lightloop {
 
-template <class Act = identity, scalar T = float>
-requires activation<Act, T>
-class dense : public detail::affine_layer<Act, T> {
-    using affine = detail::affine_layer<Act, T>;
+/// P is the precision (core/precision.hpp): float, double or mixed_bf16.
+template <class Act = identity, precision P = float>
+requires activation<Act, master_t<P>>
+class dense : public detail::affine_layer<Act, P> {
+    using affine = detail::affine_layer<Act, P>;
+    using T = master_t<P>;
     using affine::act_;
     using affine::bias_;
     using affine::bias_gradient_;
@@ -69,7 +72,10 @@ public:
         const std::size_t n = x.shape(0);
         const std::size_t out = output_size();
         this->shape_batch(n, out);
-        gemm(T(1), x, transpose::no, weights_, transpose::yes, T(0), pre_activation_);
+        const std::size_t in = input_size();
+        affine::product(transpose::no, transpose::yes, n, out, in, T(1),
+                        this->input_operand(x, false), in, this->weights_operand(), in, T(0),
+                        pre_activation_.data(), out);
         const Act act = act_;
         const T* bias = bias_.data();
         T* a = pre_activation_.data();
@@ -90,7 +96,16 @@ public:
 
     /// into = delta W, the gradient with respect to this layer's input.
     void backpropagate(matrix<T>& into) const {
-        gemm(T(1), delta_, transpose::no, weights_, transpose::no, T(0), into);
+        const std::size_t n = delta_.shape(0);
+        if (into.shape(0) != n || into.shape(1) != input_size()) {
+            throw shape_error("lightloop::dense (" + describe() + "): backward signal is " +
+                              std::to_string(into.shape(0)) + "x" + std::to_string(into.shape(1)) +
+                              ", expected " + std::to_string(n) + "x" +
+                              std::to_string(input_size()));
+        }
+        affine::product(transpose::no, transpose::no, n, input_size(), output_size(), T(1),
+                        this->delta_operand(), output_size(), this->weights_operand(), input_size(),
+                        T(0), into.data(), input_size());
     }
 
     /// dW = (1/n) delta^T x and db = (1/n) sum_rows delta.
@@ -103,8 +118,10 @@ public:
                               std::to_string(input_size()));
         }
         const T inv_n = T(1) / static_cast<T>(n);
-        gemm(inv_n, delta_, transpose::yes, x, transpose::no, T(0), weight_gradient_);
         const std::size_t out = output_size();
+        affine::product(transpose::yes, transpose::no, out, input_size(), n, inv_n,
+                        this->delta_operand(), out, this->input_operand(x, true), input_size(),
+                        T(0), weight_gradient_.data(), input_size());
         T* db = bias_gradient_.data();
         const T* d = delta_.data();
         // Columns in pieces, each summed over the rows in order: the same
@@ -163,5 +180,6 @@ private:
 };
 static_assert(layer<dense<identity, float>>);
 static_assert(layer<dense<tanh_act, double>>);
+static_assert(layer<dense<tanh_act, mixed_bf16>>);
 
 } // namespace lightloop

@@ -11,7 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/simd.hpp"
@@ -61,62 +63,18 @@ public:
     /// moments), or +inf if any of them is not finite: watched as they are
     /// written, instead of a second pass over them.
     double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        detail::check_update_sizes("adam", slot, w.size(), g.size());
-        if (step_ == 0) {
-            throw config_error("lightloop::adam: update() before begin_step()");
-        }
-        const std::size_t count = w.size();
-        const std::span<T> m = state_.get("adam", slot, 0, count);
-        const std::span<T> v = state_.get("adam", slot, 1, count);
-        const double t = static_cast<double>(step_);
-        const T b1 = static_cast<T>(settings_.beta1);
-        const T b2 = static_cast<T>(settings_.beta2);
-        const T step_size =
-          static_cast<T>(settings_.learning_rate / (1.0 - std::pow(settings_.beta1, t)));
-        const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(1.0 - std::pow(settings_.beta2, t)));
-        const T eps = static_cast<T>(settings_.epsilon);
-        const T wd = static_cast<T>(settings_.weight_decay);
-        const bool decoupled = settings_.decoupled_weight_decay;
-        const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
-        const double largest =
-          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-              T* const wp = w.data() + b;
-              T* const mp = m.data() + b;
-              T* const vp = v.data() + b;
-              const T* const gp = g.data() + b;
-              const T beta1 = b1;
-              const T beta2 = b2;
-              const T size = step_size;
-              const T bias_correction = inv_sqrt_bc2;
-              const T epsilon = eps;
-              const T decay = wd;
-              const T keep = shrink;
-              const bool decouple = decoupled;
-              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
-                  using V = decltype(lane);
-                  V wi = simd::load<V>(wp + i);
-                  V grad = simd::load<V>(gp + i);
-                  if (decouple) {
-                      wi = wi * V(keep);
-                  } else {
-                      grad = grad + V(decay) * wi;
-                  }
-                  const V mi = V(beta1) * simd::load<V>(mp + i) + V(T(1) - beta1) * grad;
-                  const V vi = V(beta2) * simd::load<V>(vp + i) + V(T(1) - beta2) * grad * grad;
-                  simd::store(mp + i, mi);
-                  simd::store(vp + i, vi);
-                  using std::sqrt;
-                  using xsimd::sqrt;
-                  const V updated =
-                    wi - V(size) * mi / (sqrt(vi) * V(bias_correction) + V(epsilon));
-                  simd::store(wp + i, updated);
-                  watch.see(updated);
-                  watch.see(mi);
-                  watch.see(vi);
-              });
-          });
-        state_.remember_largest(slot, largest);
-        return largest;
+        return update_impl(slot, w, g, static_cast<void*>(nullptr));
+    }
+
+    /// update_and_measure() that also writes w's bf16 copy `low` (bf16, or
+    /// floats holding bf16 values) in the same pass: the mixed-precision
+    /// network's update (core/precision.hpp).
+    template <class Low>
+    requires std::is_same_v<T, float>
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g,
+                              std::span<Low> low) {
+        detail::check_copy_size("adam", slot, w.size(), low.size());
+        return update_impl(slot, w, g, low.data());
     }
 
     /// An upper bound on the magnitude of everything the next update of
@@ -154,6 +112,71 @@ public:
         const std::uint64_t step = in.u64("adam step count");
         state_.load(in);
         step_ = step;
+    }
+
+private:
+    template <class Low>
+    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low) {
+        detail::check_update_sizes("adam", slot, w.size(), g.size());
+        if (step_ == 0) {
+            throw config_error("lightloop::adam: update() before begin_step()");
+        }
+        const std::size_t count = w.size();
+        const std::span<T> m = state_.get("adam", slot, 0, count);
+        const std::span<T> v = state_.get("adam", slot, 1, count);
+        const double t = static_cast<double>(step_);
+        const T b1 = static_cast<T>(settings_.beta1);
+        const T b2 = static_cast<T>(settings_.beta2);
+        const T step_size =
+          static_cast<T>(settings_.learning_rate / (1.0 - std::pow(settings_.beta1, t)));
+        const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(1.0 - std::pow(settings_.beta2, t)));
+        const T eps = static_cast<T>(settings_.epsilon);
+        const T wd = static_cast<T>(settings_.weight_decay);
+        const bool decoupled = settings_.decoupled_weight_decay;
+        const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
+        const double largest =
+          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + b;
+              [[maybe_unused]] Low* const lp = detail::advance(low, b);
+              T* const mp = m.data() + b;
+              T* const vp = v.data() + b;
+              const T* const gp = g.data() + b;
+              const T beta1 = b1;
+              const T beta2 = b2;
+              const T size = step_size;
+              const T bias_correction = inv_sqrt_bc2;
+              const T epsilon = eps;
+              const T decay = wd;
+              const T keep = shrink;
+              const bool decouple = decoupled;
+              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                  using V = decltype(lane);
+                  V wi = simd::load<V>(wp + i);
+                  V grad = simd::load<V>(gp + i);
+                  if (decouple) {
+                      wi = wi * V(keep);
+                  } else {
+                      grad = grad + V(decay) * wi;
+                  }
+                  const V mi = V(beta1) * simd::load<V>(mp + i) + V(T(1) - beta1) * grad;
+                  const V vi = V(beta2) * simd::load<V>(vp + i) + V(T(1) - beta2) * grad * grad;
+                  simd::store(mp + i, mi);
+                  simd::store(vp + i, vi);
+                  using std::sqrt;
+                  using xsimd::sqrt;
+                  const V updated =
+                    wi - V(size) * mi / (sqrt(vi) * V(bias_correction) + V(epsilon));
+                  simd::store(wp + i, updated);
+                  if constexpr (!std::is_void_v<Low>) {
+                      simd::store_bf16(lp + i, updated);
+                  }
+                  watch.see(updated);
+                  watch.see(mi);
+                  watch.see(vi);
+              });
+          });
+        state_.remember_largest(slot, largest);
+        return largest;
     }
 
 private:

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,26 @@ inline void require_setting(bool ok, const char* optimizer, const char* name, do
 inline void check_learning_rate(const char* optimizer, double lr) {
     require_setting(lr > 0.0 && std::isfinite(lr), optimizer, "learning_rate", lr,
                     "positive and finite");
+}
+
+/// p + offset, or p itself when p is a void* (no bf16 copy to write).
+template <class L>
+L* advance(L* p, std::size_t offset) noexcept {
+    if constexpr (std::is_void_v<L>) {
+        return p;
+    } else {
+        return p + offset;
+    }
+}
+
+/// Refuses a weights' bf16 copy whose length is not the weights'.
+inline void check_copy_size(const char* optimizer, std::size_t slot, std::size_t weights,
+                            std::size_t copy) {
+    if (weights != copy) {
+        throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
+                          std::to_string(slot) + " has " + std::to_string(weights) +
+                          " weights but a bf16 copy of " + std::to_string(copy));
+    }
 }
 
 /// The frame of an optimizer's update: [0, count) in pieces on the shared

@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <span>
+#include <type_traits>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/simd.hpp"
 #include "lightloop/optim/detail.hpp"
@@ -54,52 +56,18 @@ public:
     /// momentum), or +inf if any of them is not finite: watched as they are
     /// written, instead of a second pass over them.
     double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        detail::check_update_sizes("sgd", slot, w.size(), g.size());
-        const T lr = static_cast<T>(settings_.learning_rate);
-        const T mu = static_cast<T>(settings_.momentum);
-        const T wd = static_cast<T>(settings_.weight_decay);
-        const std::size_t count = w.size();
-        if (settings_.momentum == 0.0) {
-            return detail::update_in_pieces<T>(
-              count, [&](std::size_t b, std::size_t e, auto& watch) {
-                  T* const wp = w.data() + b;
-                  const T* const gp = g.data() + b;
-                  const T rate = lr;
-                  const T decay = wd;
-                  simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
-                      using V = decltype(lane);
-                      const V wi = simd::load<V>(wp + i);
-                      const V updated = wi - V(rate) * (simd::load<V>(gp + i) + V(decay) * wi);
-                      simd::store(wp + i, updated);
-                      watch.see(updated);
-                  });
-              });
-        }
-        const std::span<T> v = state_.get("sgd", slot, 0, count);
-        const bool nesterov = settings_.nesterov;
-        const double largest =
-          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-              T* const wp = w.data() + b;
-              T* const vp = v.data() + b;
-              const T* const gp = g.data() + b;
-              const T rate = lr;
-              const T momentum = mu;
-              const T decay = wd;
-              const bool ahead = nesterov;
-              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
-                  using V = decltype(lane);
-                  const V wi = simd::load<V>(wp + i);
-                  const V grad = simd::load<V>(gp + i) + V(decay) * wi;
-                  const V vi = V(momentum) * simd::load<V>(vp + i) + grad;
-                  simd::store(vp + i, vi);
-                  const V updated = wi - V(rate) * (ahead ? V(grad + V(momentum) * vi) : vi);
-                  simd::store(wp + i, updated);
-                  watch.see(updated);
-                  watch.see(vi);
-              });
-          });
-        state_.remember_largest(slot, largest);
-        return largest;
+        return update_impl(slot, w, g, static_cast<void*>(nullptr));
+    }
+
+    /// update_and_measure() that also writes w's bf16 copy `low` (bf16, or
+    /// floats holding bf16 values) in the same pass: the mixed-precision
+    /// network's update (core/precision.hpp).
+    template <class Low>
+    requires std::is_same_v<T, float>
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g,
+                              std::span<Low> low) {
+        detail::check_copy_size("sgd", slot, w.size(), low.size());
+        return update_impl(slot, w, g, low.data());
     }
 
     /// An upper bound on the magnitude of everything the next update of
@@ -126,6 +94,65 @@ public:
     const auto& state() const noexcept { return state_.raw(); }
     void save_state(state_writer& out) const { state_.save(out); }
     void load_state(state_reader& in) { state_.load(in); }
+
+private:
+    template <class Low>
+    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low) {
+        detail::check_update_sizes("sgd", slot, w.size(), g.size());
+        const T lr = static_cast<T>(settings_.learning_rate);
+        const T mu = static_cast<T>(settings_.momentum);
+        const T wd = static_cast<T>(settings_.weight_decay);
+        const std::size_t count = w.size();
+        if (settings_.momentum == 0.0) {
+            return detail::update_in_pieces<T>(
+              count, [&](std::size_t b, std::size_t e, auto& watch) {
+                  T* const wp = w.data() + b;
+                  [[maybe_unused]] Low* const lp = detail::advance(low, b);
+                  const T* const gp = g.data() + b;
+                  const T rate = lr;
+                  const T decay = wd;
+                  simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                      using V = decltype(lane);
+                      const V wi = simd::load<V>(wp + i);
+                      const V updated = wi - V(rate) * (simd::load<V>(gp + i) + V(decay) * wi);
+                      simd::store(wp + i, updated);
+                      if constexpr (!std::is_void_v<Low>) {
+                          simd::store_bf16(lp + i, updated);
+                      }
+                      watch.see(updated);
+                  });
+              });
+        }
+        const std::span<T> v = state_.get("sgd", slot, 0, count);
+        const bool nesterov = settings_.nesterov;
+        const double largest =
+          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + b;
+              [[maybe_unused]] Low* const lp = detail::advance(low, b);
+              T* const vp = v.data() + b;
+              const T* const gp = g.data() + b;
+              const T rate = lr;
+              const T momentum = mu;
+              const T decay = wd;
+              const bool ahead = nesterov;
+              simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
+                  using V = decltype(lane);
+                  const V wi = simd::load<V>(wp + i);
+                  const V grad = simd::load<V>(gp + i) + V(decay) * wi;
+                  const V vi = V(momentum) * simd::load<V>(vp + i) + grad;
+                  simd::store(vp + i, vi);
+                  const V updated = wi - V(rate) * (ahead ? V(grad + V(momentum) * vi) : vi);
+                  simd::store(wp + i, updated);
+                  if constexpr (!std::is_void_v<Low>) {
+                      simd::store_bf16(lp + i, updated);
+                  }
+                  watch.see(updated);
+                  watch.see(vi);
+              });
+          });
+        state_.remember_largest(slot, largest);
+        return largest;
+    }
 
 private:
     sgd_settings settings_;

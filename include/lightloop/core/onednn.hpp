@@ -1,0 +1,378 @@
+#pragma once
+// The oneDNN GEMM backend: bf16 x bf16 -> fp32 products (and fp32 ones)
+// through oneDNN's matmul primitive, which picks AMX, AVX512-BF16 or its
+// fallback for the CPU at run time.
+//
+// Built when CMake finds oneDNN (LIGHTLOOP_WITH_ONEDNN, which defines the
+// macro of the same name); without it this header declares nothing and
+// bf16 networks run on the OpenBLAS backend's emulation (core/precision.hpp).
+//
+// Threads. Debian's oneDNN is an OpenMP build. Its products run here the way
+// lightloop's OpenBLAS products do (core/blas.hpp): cut into pieces of C on
+// lightloop's own team, each piece one oneDNN call held at one OpenMP thread
+// (created and executed so), so no OpenMP team is ever started and nothing
+// spins on the cores the element-wise passes need.
+//
+// Primitives are created once per piece shape (with its alpha and beta) and
+// kept for the process; each thread keeps its own stream, memory objects and
+// scratchpad (user-managed) per primitive. A product of a shape seen before
+// creates nothing. oneDNN 2.6's execute itself still allocates a few small
+// blocks per call inside the library (its argument map); the allocation test
+// counts them apart from lightloop's own (tests/perf/test_allocations.cpp).
+
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+#include "lightloop/core/bf16.hpp"
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/parallel.hpp"
+
+#if __has_include(<omp.h>)
+#include <omp.h>
+#else
+extern "C" {
+int omp_get_max_threads(void);
+void omp_set_num_threads(int);
+}
+#endif
+
+namespace lightloop {
+namespace detail::onednn {
+
+inline void check(dnnl_status_t status, const char* what) {
+    if (status != dnnl_success) {
+        throw error(std::string("lightloop: oneDNN ") + what +
+                    " failed: " + dnnl_status2str(status));
+    }
+}
+
+/// Holds the calling thread's OpenMP thread count at 1 (see the file
+/// comment) and puts it back.
+class omp_single_thread {
+public:
+    omp_single_thread()
+      : saved_(omp_get_max_threads()) {
+        if (saved_ != 1) {
+            omp_set_num_threads(1);
+        }
+    }
+    ~omp_single_thread() {
+        if (saved_ != 1) {
+            omp_set_num_threads(saved_);
+        }
+    }
+    omp_single_thread(const omp_single_thread&) = delete;
+    omp_single_thread& operator=(const omp_single_thread&) = delete;
+
+private:
+    int saved_;
+};
+
+/// One product's shape: C (m x n, ldc) = alpha op(A) op(B) + beta C.
+struct matmul_key {
+    bool ta, tb;
+    dnnl_data_type_t operands;
+    std::size_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    bool operator==(const matmul_key&) const noexcept = default;
+};
+
+struct matmul_key_hash {
+    std::size_t operator()(const matmul_key& key) const noexcept {
+        std::size_t h = std::hash<std::size_t>{}(key.m);
+        const auto mix = [&h](std::size_t v) { h = h * 0x9e3779b97f4a7c15ULL + v + (h >> 29); };
+        mix(key.n);
+        mix(key.k);
+        mix(key.lda);
+        mix(key.ldb);
+        mix(key.ldc);
+        mix((static_cast<std::size_t>(key.ta) << 1) | static_cast<std::size_t>(key.tb));
+        mix(static_cast<std::size_t>(key.operands));
+        mix(std::hash<float>{}(key.alpha));
+        mix(std::hash<float>{}(key.beta));
+        return h;
+    }
+};
+
+/// The process's CPU engine.
+inline dnnl_engine_t engine() {
+    static const std::unique_ptr<dnnl_engine, dnnl_status_t (*)(dnnl_engine_t)> cpu = [] {
+        dnnl_engine_t e = nullptr;
+        check(dnnl_engine_create(&e, dnnl_cpu, 0), "engine creation");
+        return std::unique_ptr<dnnl_engine, dnnl_status_t (*)(dnnl_engine_t)>(e,
+                                                                              dnnl_engine_destroy);
+    }();
+    return cpu.get();
+}
+
+/// A created matmul: its primitive and its operands' descriptions.
+struct matmul_entry {
+    dnnl_primitive_t primitive = nullptr;
+    dnnl_memory_desc_t a{}, b{}, c{}, scratch{};
+    std::size_t scratch_bytes = 0;
+    matmul_entry() = default;
+    matmul_entry(const matmul_entry&) = delete;
+    matmul_entry& operator=(const matmul_entry&) = delete;
+    ~matmul_entry() {
+        if (primitive != nullptr) {
+            dnnl_primitive_destroy(primitive);
+        }
+    }
+};
+
+inline dnnl_memory_desc_t matrix_desc(std::size_t rows, std::size_t cols, bool transposed,
+                                      std::size_t ld, dnnl_data_type_t type) {
+    dnnl_memory_desc_t md{};
+    const dnnl_dims_t dims = {static_cast<dnnl_dim_t>(rows), static_cast<dnnl_dim_t>(cols)};
+    const dnnl_dims_t strides = {transposed ? 1 : static_cast<dnnl_dim_t>(ld),
+                                 transposed ? static_cast<dnnl_dim_t>(ld) : 1};
+    check(dnnl_memory_desc_init_by_strides(&md, 2, dims, type, strides), "memory description");
+    return md;
+}
+
+/// Creates the matmul for `key` (under the caller's omp_single_thread hold:
+/// oneDNN sizes its work for the threads it sees at creation).
+inline std::unique_ptr<matmul_entry> create_matmul(const matmul_key& key) {
+    auto entry = std::make_unique<matmul_entry>();
+    entry->a = matrix_desc(key.m, key.k, key.ta, key.lda, key.operands);
+    entry->b = matrix_desc(key.k, key.n, key.tb, key.ldb, key.operands);
+    entry->c = matrix_desc(key.m, key.n, false, key.ldc, dnnl_f32);
+    dnnl_matmul_desc_t desc{};
+    check(dnnl_matmul_desc_init(&desc, &entry->a, &entry->b, nullptr, &entry->c), "matmul setup");
+    dnnl_primitive_attr_t attr = nullptr;
+    check(dnnl_primitive_attr_create(&attr), "attribute creation");
+    const std::unique_ptr<dnnl_primitive_attr, dnnl_status_t (*)(dnnl_primitive_attr_t)> attr_owner(
+      attr, dnnl_primitive_attr_destroy);
+    check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+          "scratchpad mode");
+    if (key.alpha != 1.0f) {
+        check(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key.alpha), "output scale");
+    }
+    if (key.beta != 0.0f) {
+        dnnl_post_ops_t post = nullptr;
+        check(dnnl_post_ops_create(&post), "post-op creation");
+        const std::unique_ptr<dnnl_post_ops, dnnl_status_t (*)(dnnl_post_ops_t)> post_owner(
+          post, dnnl_post_ops_destroy);
+        check(dnnl_post_ops_append_sum(post, key.beta), "sum post-op");
+        check(dnnl_primitive_attr_set_post_ops(attr, post), "post-ops");
+    }
+    dnnl_primitive_desc_t pd = nullptr;
+    check(dnnl_primitive_desc_create(&pd, &desc, attr, engine(), nullptr), "matmul creation");
+    const std::unique_ptr<dnnl_primitive_desc, dnnl_status_t (*)(dnnl_primitive_desc_t)> pd_owner(
+      pd, dnnl_primitive_desc_destroy);
+    const dnnl_memory_desc_t* scratch =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (scratch != nullptr) {
+        entry->scratch = *scratch;
+        entry->scratch_bytes = dnnl_memory_desc_get_size(scratch);
+    }
+    check(dnnl_primitive_create(&entry->primitive, pd), "primitive creation");
+    return entry;
+}
+
+/// Every matmul created so far, for the process.
+class matmul_cache {
+public:
+    const matmul_entry& get(const matmul_key& key) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        auto found = entries_.find(key);
+        if (found == entries_.end()) {
+            found = entries_.emplace(key, create_matmul(key)).first;
+        }
+        return *found->second;
+    }
+    std::size_t size() {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        return entries_.size();
+    }
+
+private:
+    std::mutex mutex_;
+    std::unordered_map<matmul_key, std::unique_ptr<matmul_entry>, matmul_key_hash> entries_;
+};
+
+inline matmul_cache& matmuls() {
+    static matmul_cache cache;
+    return cache;
+}
+
+/// What one thread needs to run one matmul: a stream, memory objects whose
+/// data pointers are set per call, and a scratchpad.
+struct thread_binding {
+    dnnl_stream_t stream = nullptr;
+    dnnl_memory_t a = nullptr, b = nullptr, c = nullptr, scratch = nullptr;
+    std::vector<unsigned char> scratch_space;
+    thread_binding() = default;
+    thread_binding(const thread_binding&) = delete;
+    thread_binding& operator=(const thread_binding&) = delete;
+    ~thread_binding() {
+        for (dnnl_memory_t m : {a, b, c, scratch}) {
+            if (m != nullptr) {
+                dnnl_memory_destroy(m);
+            }
+        }
+        if (stream != nullptr) {
+            dnnl_stream_destroy(stream);
+        }
+    }
+};
+
+inline thread_binding& binding_for(const matmul_entry& entry) {
+    thread_local std::unordered_map<const matmul_entry*, std::unique_ptr<thread_binding>> bindings;
+    auto found = bindings.find(&entry);
+    if (found != bindings.end()) {
+        return *found->second;
+    }
+    auto bound = std::make_unique<thread_binding>();
+    check(dnnl_stream_create(&bound->stream, engine(), dnnl_stream_default_flags),
+          "stream creation");
+    check(dnnl_memory_create(&bound->a, &entry.a, engine(), DNNL_MEMORY_NONE), "memory creation");
+    check(dnnl_memory_create(&bound->b, &entry.b, engine(), DNNL_MEMORY_NONE), "memory creation");
+    check(dnnl_memory_create(&bound->c, &entry.c, engine(), DNNL_MEMORY_NONE), "memory creation");
+    if (entry.scratch_bytes > 0) {
+        bound->scratch_space.resize(entry.scratch_bytes);
+        check(dnnl_memory_create(&bound->scratch, &entry.scratch, engine(),
+                                 bound->scratch_space.data()),
+              "scratchpad creation");
+    }
+    return *bindings.emplace(&entry, std::move(bound)).first->second;
+}
+
+/// Counts oneDNN executions, so that tests can tell the library's own
+/// allocations from lightloop's (see the file comment).
+inline std::atomic<std::size_t>& executions() {
+    static std::atomic<std::size_t> count{0};
+    return count;
+}
+
+/// Set while a thread is inside a oneDNN execution.
+inline bool& inside_call() {
+    thread_local bool inside = false;
+    return inside;
+}
+
+/// Runs one piece on the calling thread.
+inline void run_matmul(const matmul_key& key, const void* a, const void* b, float* c) {
+    const omp_single_thread hold;
+    const matmul_entry& entry = matmuls().get(key);
+    thread_binding& bound = binding_for(entry);
+    check(dnnl_memory_set_data_handle_v2(bound.a, const_cast<void*>(a), bound.stream),
+          "operand binding");
+    check(dnnl_memory_set_data_handle_v2(bound.b, const_cast<void*>(b), bound.stream),
+          "operand binding");
+    check(dnnl_memory_set_data_handle_v2(bound.c, c, bound.stream), "result binding");
+    const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, bound.a},
+                                     {DNNL_ARG_WEIGHTS, bound.b},
+                                     {DNNL_ARG_DST, bound.c},
+                                     {DNNL_ARG_SCRATCHPAD, bound.scratch}};
+    const int count = bound.scratch != nullptr ? 4 : 3;
+    inside_call() = true;
+    struct leave {
+        ~leave() { inside_call() = false; }
+    } const leaving;
+    check(dnnl_primitive_execute(entry.primitive, bound.stream, count, args), "matmul");
+    check(dnnl_stream_wait(bound.stream), "stream wait");
+    executions().fetch_add(1, std::memory_order_relaxed);
+}
+
+template <class T>
+constexpr dnnl_data_type_t data_type() {
+    if constexpr (std::is_same_v<T, bf16>) {
+        return dnnl_bf16;
+    } else {
+        static_assert(std::is_same_v<T, float>, "oneDNN products take bf16 or float operands");
+        return dnnl_f32;
+    }
+}
+
+} // namespace detail::onednn
+
+/// C (m x n, row-major, ldc; fp32) = alpha op(A) op(B) + beta C through
+/// oneDNN, with A and B both bf16 (accumulated in fp32) or both float, spread
+/// over lightloop's team like lightloop::gemm.
+template <class Operand>
+void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                 float alpha, const Operand* a, std::size_t lda, const Operand* b, std::size_t ldb,
+                 float beta, float* c, std::size_t ldc) {
+    if (m == 0 || n == 0) {
+        return;
+    }
+    if (k == 0) {
+        // No product: C = beta C (oneDNN takes no empty reduction).
+        for (std::size_t r = 0; r < m; ++r) {
+            for (std::size_t col = 0; col < n; ++col) {
+                c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
+            }
+        }
+        return;
+    }
+    // One piece a thread: each piece reorders the B it reads for the kernel
+    // itself, so fewer pieces do less of that. Cut along C's rows only:
+    // oneDNN's sums depend on the width of the product it is given (its
+    // blocking of k follows n), not on its height, so row pieces give C the
+    // same bits on any thread count (tested).
+    detail::gemm_on_team(
+      ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 1, true,
+      [&](std::size_t rows, std::size_t cols, const Operand* ap, const Operand* bp, float* cp) {
+          const detail::onednn::matmul_key key{ta == transpose::yes,
+                                               tb == transpose::yes,
+                                               detail::onednn::data_type<Operand>(),
+                                               rows,
+                                               cols,
+                                               k,
+                                               lda,
+                                               ldb,
+                                               ldc,
+                                               alpha,
+                                               beta};
+          detail::onednn::run_matmul(key, ap, bp, cp);
+      });
+}
+
+/// The instruction set oneDNN dispatches to on this CPU: "AMX", "AVX512-BF16",
+/// "AVX-512", "AVX2", ... (its effective ISA, which ONEDNN_MAX_CPU_ISA can
+/// lower).
+inline std::string onednn_isa() {
+    switch (dnnl_get_effective_cpu_isa()) {
+        case dnnl_cpu_isa_avx512_core_amx:
+            return "AMX";
+        case dnnl_cpu_isa_avx512_core_bf16:
+            return "AVX512-BF16";
+        case dnnl_cpu_isa_avx512_core_vnni:
+            return "AVX-512 (VNNI, no bf16)";
+        case dnnl_cpu_isa_avx512_core:
+            return "AVX-512 (no bf16)";
+        case dnnl_cpu_isa_avx2_vnni:
+        case dnnl_cpu_isa_avx2:
+            return "AVX2 (no bf16)";
+        default:
+            return "pre-AVX2 (no bf16)";
+    }
+}
+
+/// Whether oneDNN runs bf16 products on bf16 instructions here (AMX or
+/// AVX512-BF16) rather than emulating them.
+inline bool onednn_native_bf16() {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}
+
+} // namespace lightloop
+
+#endif // LIGHTLOOP_WITH_ONEDNN

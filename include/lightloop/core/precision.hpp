@@ -1,0 +1,187 @@
+#pragma once
+// Precision policies and GEMM backends, chosen at compile time.
+//
+// A layer's second template argument is its precision: `float` or `double`
+// (everything in that type, through OpenBLAS, as always), or `mixed_bf16`:
+//   - GEMM operands are bf16, accumulated in fp32;
+//   - the master weights, their gradients and the optimizer's state are fp32;
+//   - element-wise work (bias, activation, loss, softmax, the projection and
+//     its decoding) is fp32;
+//   - the weights' bf16 copy is written by the optimizer's own pass over the
+//     weights (optim/sgd.hpp, optim/adam.hpp), never by a pass of its own.
+// A mixed layer's value_type is float: losses, feedback methods, devices and
+// optimizers see an fp32 network. Switching a network is one type:
+//
+//     using P = mixed_bf16;   // or float
+//     dense<tanh_act, P>{784, 1024}, dense<tanh_act, P>{1024, 1024}, ...
+//
+// mixed_bf16 runs its products on the default backend: oneDNN where CMake
+// found it (LIGHTLOOP_WITH_ONEDNN), which uses AMX or AVX512-BF16 when the CPU
+// has them and emulates bf16 otherwise; else OpenBLAS, which has no bf16
+// kernel and runs the same products in fp32 on bf16-rounded operands (the
+// same values, at fp32 speed). mixed_bf16_on<openblas_backend> or
+// mixed_bf16_on<onednn_backend> names one.
+
+#include <cstddef>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+
+#include "lightloop/core/bf16.hpp"
+#include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
+#include "lightloop/core/onednn.hpp"
+#include "lightloop/core/parallel.hpp"
+
+namespace lightloop {
+
+/// OpenBLAS: fp32 and double products; bf16 ones emulated as fp32 products
+/// of bf16-rounded floats.
+struct openblas_backend {
+    static constexpr const char* name = "openblas";
+    /// How a bf16 operand is stored for this backend.
+    using bf16_operand = float;
+    static void gemm_bf16(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                          float alpha, const float* a, std::size_t lda, const float* b,
+                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+        gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+    static bool native_bf16() { return false; }
+    static std::string isa() { return "fp32 (bf16 emulated)"; }
+};
+
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+/// oneDNN: bf16 products on AMX or AVX512-BF16 (emulated on older CPUs).
+struct onednn_backend {
+    static constexpr const char* name = "onednn";
+    using bf16_operand = bf16;
+    static void gemm_bf16(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                          float alpha, const bf16* a, std::size_t lda, const bf16* b,
+                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+        onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+    static bool native_bf16() { return onednn_native_bf16(); }
+    static std::string isa() { return onednn_isa(); }
+};
+using default_bf16_backend = onednn_backend;
+#else
+using default_bf16_backend = openblas_backend;
+#endif
+
+/// The mixed bf16 precision (see the file comment) on `Backend`.
+template <class Backend>
+struct mixed_bf16_on {
+    using master_type = float;
+    using backend = Backend;
+    using operand_type = typename Backend::bf16_operand;
+};
+
+/// Mixed bf16 on the default backend.
+using mixed_bf16 = mixed_bf16_on<default_bf16_backend>;
+
+namespace detail {
+template <class P>
+struct precision_traits {
+    static constexpr bool mixed = false;
+};
+template <class Backend>
+struct precision_traits<mixed_bf16_on<Backend>> {
+    static constexpr bool mixed = true;
+};
+template <class P>
+struct master_of {
+    using type = P;
+};
+template <class Backend>
+struct master_of<mixed_bf16_on<Backend>> {
+    using type = float;
+};
+template <class P>
+struct operand_of {
+    using type = P;
+};
+template <class Backend>
+struct operand_of<mixed_bf16_on<Backend>> {
+    using type = typename Backend::bf16_operand;
+};
+} // namespace detail
+
+/// Whether P is a mixed precision (bf16 operands, fp32 master values).
+template <class P>
+inline constexpr bool is_mixed_precision = detail::precision_traits<P>::mixed;
+
+/// A layer's precision: a scalar, or a mixed policy.
+template <class P>
+concept precision = scalar<P> || is_mixed_precision<P>;
+
+/// The type P's parameters, activations and gradients are held in.
+template <precision P>
+using master_t = typename detail::master_of<P>::type;
+
+/// The type P's GEMM operands are held in (P itself for a scalar).
+template <precision P>
+using operand_t = typename detail::operand_of<P>::type;
+
+/// "fp32", "fp64", "bf16 (onednn)".
+template <precision P>
+std::string precision_name() {
+    if constexpr (std::is_same_v<P, float>) {
+        return "fp32";
+    } else if constexpr (std::is_same_v<P, double>) {
+        return "fp64";
+    } else {
+        return std::string("bf16 (") + P::backend::name + ")";
+    }
+}
+
+/// A warning for a mixed precision whose products do not run on bf16
+/// instructions here (they are emulated: slower, same values); nothing for a
+/// scalar precision or where they do.
+template <precision P>
+std::optional<std::string> precision_warning() {
+    if constexpr (is_mixed_precision<P>) {
+        using backend = typename P::backend;
+        if (!backend::native_bf16()) {
+            return std::string("lightloop: this CPU or backend has no bf16 matrix instructions "
+                               "(backend ") +
+                   backend::name + ": " + backend::isa() +
+                   "); bf16 products are emulated, with the same values but no speed-up";
+        }
+    }
+    return std::nullopt;
+}
+
+namespace detail {
+/// The bf16 copy of a parameter tensor that a mixed-precision layer hands to
+/// a visitor able to keep it current (the network's update: the optimizer
+/// writes `values` in its pass over the weights, then sets *current).
+template <class Operand>
+struct operand_copy {
+    std::span<Operand> values;
+    bool* current;
+};
+
+/// Writes src rounded to bf16 into dst (n values), on lightloop's team.
+template <class Operand>
+void convert_on_team(const float* src, Operand* dst, std::size_t n) {
+    parallel_for_ranges(n, elementwise_grain, [&](std::size_t begin, std::size_t end) {
+        convert_to_bf16(src + begin, dst + begin, end - begin);
+    });
+}
+
+/// Prints precision_warning<P>() to stderr, once per process.
+template <precision P>
+void warn_about_precision_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (const auto warning = precision_warning<P>()) {
+            std::fprintf(stderr, "%s\n", warning->c_str());
+        }
+    });
+}
+} // namespace detail
+
+} // namespace lightloop

@@ -1,0 +1,384 @@
+// Mixed bf16 precision: the rounding, the backends' bf16 products against
+// the product of their rounded operands, the mixed dense layer against the
+// same references, the optimizers' fused copy, the network keeping that copy
+// current, checkpoints and training.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "support/files.hpp"
+#include "support/helpers.hpp"
+
+using namespace lightloop;
+
+namespace precision_tests {
+
+/// op(A) op(B) in double, from operands first rounded to bf16.
+matrix<double> rounded_product(const matrix<float>& a, bool ta, const matrix<float>& b, bool tb) {
+    matrix<float> ar = a;
+    matrix<float> br = b;
+    for (auto& v : ar) {
+        v = round_to_bf16(v);
+    }
+    for (auto& v : br) {
+        v = round_to_bf16(v);
+    }
+    return lightloop::testing::naive_product(ar, ta, br, tb);
+}
+
+/// The same products of |entries|: what bounds fp32 accumulation error.
+matrix<double> magnitude_product(const matrix<float>& a, bool ta, const matrix<float>& b, bool tb) {
+    matrix<float> aa = xt::abs(a);
+    matrix<float> ba = xt::abs(b);
+    return lightloop::testing::naive_product(aa, ta, ba, tb);
+}
+
+/// Products of bf16 values are exact in fp32; summing k of them in fp32 in
+/// any order errs by at most (k - 1) u sum |a b| (u = 2^-24), the final scale
+/// and the beta term by a rounding each.
+double accumulation_bound(std::size_t k, double magnitude) {
+    return (static_cast<double>(k) + 2.0) * std::ldexp(1.0, -24) * magnitude + 1e-30;
+}
+
+template <class Backend>
+void check_backend_products(std::size_t m, std::size_t n, std::size_t k) {
+    using operand = typename Backend::bf16_operand;
+    for (const bool ta : {false, true}) {
+        for (const bool tb : {false, true}) {
+            const auto a = lightloop::testing::random_matrix<float>(ta ? k : m, ta ? m : k, 11);
+            const auto b = lightloop::testing::random_matrix<float>(tb ? n : k, tb ? k : n, 12);
+            std::vector<operand> a16(a.size());
+            std::vector<operand> b16(b.size());
+            convert_to_bf16(a.data(), a16.data(), a.size());
+            convert_to_bf16(b.data(), b16.data(), b.size());
+            const auto ref = rounded_product(a, ta, b, tb);
+            const auto exact = lightloop::testing::naive_product(a, ta, b, tb);
+            const auto mag = magnitude_product(a, ta, b, tb);
+            const auto c0 = lightloop::testing::random_matrix<float>(m, n, 13);
+            for (const float beta : {0.0f, 1.0f}) {
+                const float alpha = 0.25f;
+                matrix<float> c = c0;
+                Backend::gemm_bf16(ta ? transpose::yes : transpose::no,
+                                   tb ? transpose::yes : transpose::no, m, n, k, alpha, a16.data(),
+                                   a.shape(1), b16.data(), b.shape(1), beta, c.data(), n);
+                double worst = 0.0;
+                double rounding_shift = 0.0;
+                for (std::size_t i = 0; i < m; ++i) {
+                    for (std::size_t j = 0; j < n; ++j) {
+                        const double expected = alpha * ref(i, j) + beta * c0(i, j);
+                        const double bound = accumulation_bound(k, alpha * mag(i, j)) +
+                                             std::ldexp(std::abs(expected), -23);
+                        worst = std::max(worst, std::abs(c(i, j) - expected) / bound);
+                        rounding_shift =
+                          std::max(rounding_shift, std::abs(alpha * (exact(i, j) - ref(i, j))) /
+                                                     accumulation_bound(k, alpha * mag(i, j)));
+                    }
+                }
+                INFO(Backend::name << " ta=" << ta << " tb=" << tb << " beta=" << beta);
+                CHECK(worst <= 1.0);
+                // Rounding the operands moves the product past that bound:
+                // the check above tells bf16 operands from fp32 ones.
+                CHECK(rounding_shift > 4.0);
+            }
+        }
+    }
+}
+
+} // namespace precision_tests
+
+TEST_CASE("bf16 rounds to nearest even, flushes subnormals and keeps NaN and infinity",
+          "[core][precision]") {
+    CHECK(to_float(to_bf16(1.0f)) == 1.0f);
+    CHECK(to_float(to_bf16(-3.5f)) == -3.5f);
+    // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even 1.
+    CHECK(round_to_bf16(1.0f + std::ldexp(1.0f, -8)) == 1.0f);
+    // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to the even one.
+    CHECK(round_to_bf16(1.0f + 3.0f * std::ldexp(1.0f, -8)) == 1.0f + std::ldexp(1.0f, -6));
+    // Above halfway rounds up, below rounds down.
+    CHECK(round_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)) ==
+          1.0f + std::ldexp(1.0f, -7));
+    CHECK(round_to_bf16(1.0f + std::ldexp(1.0f, -8) - std::ldexp(1.0f, -20)) == 1.0f);
+    // Subnormals become zeros of their sign.
+    const float tiny = std::numeric_limits<float>::denorm_min() * 1000.0f;
+    CHECK(std::bit_cast<std::uint32_t>(round_to_bf16(tiny)) == 0U);
+    CHECK(std::bit_cast<std::uint32_t>(round_to_bf16(-tiny)) == 0x80000000U);
+    // The smallest normal float stays.
+    CHECK(round_to_bf16(std::numeric_limits<float>::min()) == std::numeric_limits<float>::min());
+    // Past the largest bf16, to infinity; infinities and NaN stay.
+    CHECK(std::isinf(round_to_bf16(std::numeric_limits<float>::max())));
+    CHECK(round_to_bf16(-std::numeric_limits<float>::infinity()) ==
+          -std::numeric_limits<float>::infinity());
+    // A NaN whose payload sits in the dropped half stays a NaN.
+    CHECK(std::isnan(round_to_bf16(std::bit_cast<float>(0x7f800001U))));
+    CHECK(std::isnan(round_to_bf16(std::numeric_limits<float>::quiet_NaN())));
+}
+
+TEST_CASE("bulk and vector bf16 conversion equal the scalar one", "[core][precision]") {
+    auto values = lightloop::testing::random_matrix<float>(1, 203, 5);
+    values(0, 0) = std::numeric_limits<float>::infinity();
+    values(0, 17) = std::numeric_limits<float>::quiet_NaN();
+    values(0, 18) = std::numeric_limits<float>::denorm_min();
+    values(0, 19) = 1.0f + std::ldexp(1.0f, -8);
+    values(0, 200) = -0.0f;
+    std::vector<bf16> bulk(values.size());
+    std::vector<float> held(values.size());
+    convert_to_bf16(values.data(), bulk.data(), values.size());
+    convert_to_bf16(values.data(), held.data(), values.size());
+    std::vector<bf16> lanes(values.size());
+    simd::for_each_lane<float>(values.size(), [&](std::size_t i, auto lane) {
+        using V = decltype(lane);
+        simd::store_bf16(lanes.data() + i, simd::load<V>(values.data() + i));
+    });
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        INFO("entry " << i << " = " << values[i]);
+        CHECK(bulk[i] == to_bf16(values[i]));
+        CHECK(lanes[i] == to_bf16(values[i]));
+        CHECK(std::bit_cast<std::uint32_t>(held[i]) ==
+              std::bit_cast<std::uint32_t>(round_to_bf16(values[i])));
+    }
+}
+
+TEST_CASE("bf16 products equal the fp32-accumulated product of the rounded operands",
+          "[core][precision]") {
+    // Small and odd; and large enough to be cut into pieces on two threads.
+    precision_tests::check_backend_products<openblas_backend>(13, 37, 29);
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+    precision_tests::check_backend_products<onednn_backend>(13, 37, 29);
+    precision_tests::check_backend_products<onednn_backend>(96, 160, 300);
+#endif
+}
+
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+TEST_CASE("oneDNN products give the same bits on one and two threads", "[core][precision]") {
+    const std::size_t m = 128;
+    const std::size_t n = 256;
+    const std::size_t k = 784;
+    const auto a = lightloop::testing::random_matrix<float>(m, k, 1);
+    const auto b = lightloop::testing::random_matrix<float>(n, k, 2);
+    std::vector<bf16> a16(a.size());
+    std::vector<bf16> b16(b.size());
+    convert_to_bf16(a.data(), a16.data(), a.size());
+    convert_to_bf16(b.data(), b16.data(), b.size());
+    const auto product = [&](int threads) {
+        const auto before = static_cast<int>(parallel_threads());
+        set_blas_threads(threads);
+        matrix<float> c = matrix<float>::from_shape({m, n});
+        onednn_gemm(transpose::no, transpose::yes, m, n, k, 1.0f, a16.data(), k, b16.data(), k,
+                    0.0f, c.data(), n);
+        set_blas_threads(before);
+        return c;
+    };
+    CHECK(lightloop::testing::identical(product(1), product(2)));
+}
+#endif
+
+TEST_CASE("a mixed-precision dense layer computes from bf16 operands", "[layers][precision]") {
+    using namespace precision_tests;
+    const std::size_t n = 19;
+    const std::size_t in = 37;
+    const std::size_t out = 29;
+    dense<tanh_act, mixed_bf16> layer(in, out);
+    layer.initialize(3);
+    for (std::size_t o = 0; o < out; ++o) {
+        layer.bias()(o) = 0.01f * static_cast<float>(o);
+    }
+    const auto x = lightloop::testing::random_matrix<float>(n, in, 4);
+    const matrix<float> h = layer.forward(x);
+    const matrix<float> w = layer.weights();
+    const auto a_ref = rounded_product(x, false, w, true);
+    const auto a_mag = magnitude_product(x, false, w, true);
+    for (std::size_t r = 0; r < n; ++r) {
+        for (std::size_t c = 0; c < out; ++c) {
+            const double a = a_ref(r, c) + layer.bias()(c);
+            // tanh is 1-Lipschitz; its own rounding adds a few ulps.
+            CHECK(std::abs(h(r, c) - std::tanh(a)) <= accumulation_bound(in, a_mag(r, c)) + 1e-6);
+        }
+    }
+    // Backward: delta = s ⊙ f'(a), then delta W and (1/n) delta^T x, both from
+    // bf16 operands.
+    const auto signal = lightloop::testing::random_matrix<float>(n, out, 5);
+    layer.scale_by_derivative(signal.data(), out);
+    const matrix<float> delta = layer.delta();
+    matrix<float> into = matrix<float>::from_shape({n, in});
+    layer.backpropagate(into);
+    const auto back_ref = rounded_product(delta, false, w, false);
+    const auto back_mag = magnitude_product(delta, false, w, false);
+    layer.compute_gradient(x);
+    const auto grad_ref = rounded_product(delta, true, x, false);
+    const auto grad_mag = magnitude_product(delta, true, x, false);
+    double worst_back = 0.0;
+    double worst_grad = 0.0;
+    for (std::size_t r = 0; r < n; ++r) {
+        for (std::size_t c = 0; c < in; ++c) {
+            worst_back = std::max(worst_back, std::abs(into(r, c) - back_ref(r, c)) /
+                                                accumulation_bound(out, back_mag(r, c)));
+        }
+    }
+    for (std::size_t o = 0; o < out; ++o) {
+        for (std::size_t c = 0; c < in; ++c) {
+            const double expected = grad_ref(o, c) / static_cast<double>(n);
+            const double bound = accumulation_bound(n, grad_mag(o, c) / static_cast<double>(n)) +
+                                 std::ldexp(std::abs(expected), -23);
+            worst_grad =
+              std::max(worst_grad, std::abs(layer.weight_gradient()(o, c) - expected) / bound);
+        }
+    }
+    CHECK(worst_back <= 1.0);
+    CHECK(worst_grad <= 1.0);
+    // The bias gradient is element-wise work: fp32 sums of the fp32 delta.
+    for (std::size_t o = 0; o < out; ++o) {
+        double sum = 0.0;
+        for (std::size_t r = 0; r < n; ++r) {
+            sum += delta(r, o);
+        }
+        CHECK(layer.bias_gradient()(o) == Approx(sum / static_cast<double>(n)).margin(1e-6));
+    }
+}
+
+TEST_CASE("the optimizers write the weights' bf16 copy in their update pass",
+          "[optim][precision]") {
+    const auto g = lightloop::testing::random_matrix<float>(1, 301, 8);
+    const auto w0 = lightloop::testing::random_matrix<float>(1, 301, 9);
+    const auto check_optimizer = [&](auto plain, auto fused) {
+        matrix<float> w_plain = w0;
+        matrix<float> w_fused = w0;
+        std::vector<bf16> copy(w0.size());
+        std::vector<float> held(w0.size());
+        for (int step = 0; step < 3; ++step) {
+            plain.begin_step();
+            fused.begin_step();
+            const double a = plain.update_and_measure(0, std::span<float>(w_plain.data(), 301),
+                                                      std::span<const float>(g.data(), 301));
+            const double b = fused.update_and_measure(0, std::span<float>(w_fused.data(), 301),
+                                                      std::span<const float>(g.data(), 301),
+                                                      std::span<bf16>(copy));
+            CHECK(a == b);
+        }
+        matrix<float> w_held = w0;
+        auto again = fused;
+        CHECK(lightloop::testing::identical(w_plain, w_fused));
+        for (std::size_t i = 0; i < w0.size(); ++i) {
+            CHECK(copy[i] == to_bf16(w_fused[i]));
+        }
+        // The emulating backend's copy: floats holding the rounded values.
+        again.begin_step();
+        std::vector<float> w_again(w_fused.begin(), w_fused.end());
+        again.update_and_measure(0, std::span<float>(w_again),
+                                 std::span<const float>(g.data(), 301), std::span<float>(held));
+        for (std::size_t i = 0; i < w0.size(); ++i) {
+            CHECK(held[i] == round_to_bf16(w_again[i]));
+        }
+    };
+    check_optimizer(sgd<float>{{.learning_rate = 0.1, .momentum = 0.9}},
+                    sgd<float>{{.learning_rate = 0.1, .momentum = 0.9}});
+    check_optimizer(sgd<float>{{.learning_rate = 0.1}}, sgd<float>{{.learning_rate = 0.1}});
+    check_optimizer(adam<float>{{.learning_rate = 0.01}}, adam<float>{{.learning_rate = 0.01}});
+    sgd<float> opt{0.1};
+    std::vector<float> w(4, 1.0f);
+    std::vector<float> grad(4, 1.0f);
+    std::vector<bf16> short_copy(3);
+    CHECK_THROWS_WITH(opt.update_and_measure(0, std::span<float>(w), std::span<const float>(grad),
+                                             std::span<bf16>(short_copy)),
+                      Catch::Contains("bf16 copy of 3"));
+}
+
+namespace precision_tests {
+
+template <class P>
+auto make_mixed_net(std::uint64_t seed) {
+    return make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+      seed, dense<tanh_act, P>{2, 32}, dense<tanh_act, P>{32, 32}, dense<identity, P>{32, 3});
+}
+
+/// The logits of the first layer's forward computed from the layer's current
+/// fp32 weights, rounded: what the layer must give if its bf16 copy is
+/// current.
+template <class Net>
+double first_layer_error(Net& net, const matrix<float>& x) {
+    const auto& l = std::as_const(net).template layer<0>();
+    const matrix<float> w = l.weights();
+    const auto a_ref = rounded_product(x, false, w, true);
+    const auto a_mag = magnitude_product(x, false, w, true);
+    auto& layer = net.template layer<0>();
+    const matrix<float> h = layer.forward(x);
+    double worst = 0.0;
+    for (std::size_t r = 0; r < x.shape(0); ++r) {
+        for (std::size_t c = 0; c < w.shape(0); ++c) {
+            const double expected = std::tanh(a_ref(r, c) + l.bias()(c));
+            worst = std::max(worst, std::abs(h(r, c) - expected) /
+                                      (accumulation_bound(x.shape(1), a_mag(r, c)) + 1e-6));
+        }
+    }
+    return worst;
+}
+
+} // namespace precision_tests
+
+TEST_CASE("a mixed network keeps the weights' bf16 copy current, and sees changes made outside",
+          "[network][precision]") {
+    const auto data = make_spirals(64, 3, 1.0, 0.02, 1);
+    auto net = precision_tests::make_mixed_net<mixed_bf16>(3);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    for (int step = 0; step < 5; ++step) {
+        net.train_step(data.inputs, data.targets, opt);
+    }
+    // The optimizer's pass wrote the copy the next product uses.
+    CHECK(precision_tests::first_layer_error(net, data.inputs) <= 1.0);
+    // Weights changed through the layer: the next product sees them.
+    net.layer<0>().weights() *= -2.0f;
+    CHECK(precision_tests::first_layer_error(net, data.inputs) <= 1.0);
+    // And after more steps.
+    net.train_step(data.inputs, data.targets, opt);
+    CHECK(precision_tests::first_layer_error(net, data.inputs) <= 1.0);
+}
+
+TEST_CASE("a mixed network's checkpoint restores what it predicts", "[io][precision]") {
+    lightloop::testing::scratch_dir dir("precision");
+    const auto data = make_spirals(64, 3, 1.0, 0.02, 1);
+    auto net = precision_tests::make_mixed_net<mixed_bf16>(3);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    for (int step = 0; step < 5; ++step) {
+        net.train_step(data.inputs, data.targets, opt);
+    }
+    save_checkpoint(net, opt, dir / "mixed.ckpt", 1);
+    const matrix<float> before = net.forward(data.inputs);
+    // Another network of the same architecture whose bf16 copy is current
+    // for other weights: loading must not leave it predicting from them.
+    auto other = precision_tests::make_mixed_net<mixed_bf16>(3);
+    sgd<float> other_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    other.train_step(data.inputs, data.targets, other_opt);
+    REQUIRE_FALSE(lightloop::testing::identical(other.forward(data.inputs), before));
+    load_checkpoint(other, other_opt, dir / "mixed.ckpt");
+    CHECK(lightloop::testing::identical(other.forward(data.inputs), before));
+    // The fp32 master weights load into an fp32 network too.
+    auto full = precision_tests::make_mixed_net<float>(3);
+    sgd<float> full_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    load_checkpoint(full, full_opt, dir / "mixed.ckpt");
+    CHECK(lightloop::testing::identical(full.layer<0>().weights(), net.layer<0>().weights()));
+}
+
+TEST_CASE("mixed bf16 training matches fp32 accuracy on spirals", "[train][precision]") {
+    const auto train = make_spirals(300, 3, 1.0, 0.02, 1);
+    const auto test = make_spirals(300, 3, 1.0, 0.02, 2);
+    const auto accuracy = [&](auto net) {
+        adam<float> opt{{.learning_rate = 3e-3}};
+        for (int step = 0; step < 1500; ++step) {
+            net.train_step(train.inputs, train.targets, opt);
+        }
+        return evaluate_accuracy(net, test.inputs, test.targets);
+    };
+    const double full = accuracy(precision_tests::make_mixed_net<float>(7));
+    const double mixed = accuracy(precision_tests::make_mixed_net<mixed_bf16>(7));
+    const double emulated =
+      accuracy(precision_tests::make_mixed_net<mixed_bf16_on<openblas_backend>>(7));
+    INFO("fp32 " << full << ", bf16 " << mixed << ", bf16 emulated " << emulated);
+    CHECK(full >= 0.95);
+    CHECK(mixed >= 0.95);
+    CHECK(emulated >= 0.95);
+    CHECK(std::abs(mixed - full) <= 0.02);
+}
