@@ -11,11 +11,21 @@ samples/s,
 and the thread layout that gave it; and per batch and thread count an
 "sgemm" line with the GFLOP/s of the first layer's GEMM in the same run.
 
+--precision fp32,bf16 adds PyTorch's two bf16 modes of the paper's network
+with backprop: bf16_bp (parameters, gradients and momentum in bf16: PyTorch's
+fastest) and autocast_bp (fp32 parameters, products under
+torch.autocast("cpu", dtype=torch.bfloat16): its mixed, accurate mode). Both
+run on oneDNN in Debian's torch.
+
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
     /usr/bin/python3 benchmarks/torch_throughput.py --batches 128 \
         --methods cnn_bp cnn_dfa > torch_cnn.tsv
     ./build/release/benchmarks/throughput --models cnn --batches 128 --torch torch_cnn.tsv
+    /usr/bin/python3 benchmarks/torch_throughput.py --batches 128 --precision fp32,bf16 \
+        > torch_bf16.tsv
+    ./build/release/benchmarks/throughput --batches 128 --precision fp32,bf16 \
+        --methods bp,dfa,holographic --torch torch_bf16.tsv
 
 Debian's torch calls the system BLAS (OpenBLAS, a pthreads build), which starts
 its own threads whatever torch.set_num_threads says. With T threads to spend,
@@ -148,11 +158,36 @@ def step_cnn_dfa(torch, layers, opt, x, y, feedback):
     opt.step()
 
 
+def step_autocast_bp(torch, layers, opt, x, y):
+    """Backprop with fp32 parameters and bf16 products (torch.autocast)."""
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = x
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            if i < 2:
+                h = torch.tanh(h)
+    torch.nn.functional.cross_entropy(h.float(), y).backward()
+    opt.step()
+
+
 def measure(torch, method, batch, seconds):
     if method.startswith("cnn_"):
         return measure_cnn(torch, method, batch, seconds)
     torch.manual_seed(0)
     layers = [torch.nn.Linear(784, 1024), torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 10)]
+    if method in ("bf16_bp", "autocast_bp"):
+        x = torch.rand(batch, 784)
+        y = torch.randint(0, 10, (batch,))
+        if method == "bf16_bp":
+            # Everything in bf16: parameters, activations, gradients, momentum.
+            layers = [layer.to(torch.bfloat16) for layer in layers]
+            x = x.to(torch.bfloat16)
+        params = [p for layer in layers for p in layer.parameters()]
+        opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        step = (lambda: step_bp(torch, layers, opt, x, y)) if method == "bf16_bp" else \
+            (lambda: step_autocast_bp(torch, layers, opt, x, y))
+        return median_rate(step, batch, seconds)
     params = [p for layer in layers for p in layer.parameters()]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x = torch.rand(batch, 784)
@@ -196,10 +231,19 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--methods", nargs="+", default=["bp", "dfa"],
-                        choices=["bp", "dfa", "cnn_bp", "cnn_dfa"])
+                        choices=["bp", "dfa", "cnn_bp", "cnn_dfa", "bf16_bp", "autocast_bp"])
+    parser.add_argument("--precision", default="fp32",
+                        help="comma-separated: fp32, bf16 (adds bf16_bp and autocast_bp)")
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    precisions = args.precision.split(",")
+    if any(p not in ("fp32", "bf16") for p in precisions):
+        parser.error(f"--precision: expected fp32 and/or bf16, got {args.precision}")
+    if "bf16" in precisions and not args.child:
+        if "fp32" not in precisions:
+            args.methods = []
+        args.methods = args.methods + ["bf16_bp", "autocast_bp"]
     if args.child:
         child(args.threads[0], args)
         return

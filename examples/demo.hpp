@@ -33,6 +33,7 @@ struct options {
     double read_noise = 5.0; // electrons rms
     int threads = 2;
     std::size_t train_limit = 0;
+    std::string precision = "fp32";   // fp32, or bf16 (mixed: core/precision.hpp)
     std::vector<std::string> methods; // the demo's own defaults
 };
 
@@ -42,7 +43,7 @@ template <class MakeNetwork>
 struct demo {
     std::string stem;
     std::string architecture; // "784-1024-1024-10 tanh"
-    MakeNetwork make_network; // (feedback, seed, data) -> network
+    MakeNetwork make_network; // (feedback, seed, data, precision_tag<P>) -> network
 };
 
 /// The command line (--help lists it).
@@ -75,6 +76,12 @@ inline void add_flags(CLI::App& app, options& o) {
     lightloop::programs::add_threads(app, o.threads);
     app.add_option("--train-limit", o.train_limit, "use only the first N training images (0: all)")
       ->capture_default_str();
+    app
+      .add_option("--precision", o.precision,
+                  "fp32, or bf16: mixed precision (bf16 GEMM operands accumulated in fp32, fp32 "
+                  "weights and element-wise work)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
     app.add_option("--methods", o.methods, "comma-separated methods to train")
       ->delimiter(',')
       ->check(CLI::IsMember(
@@ -88,16 +95,15 @@ struct result {
     double alignment = 0;
 };
 
-template <class Demo, class Feedback>
-result run(const Demo& d, const std::string& name, Feedback feedback, const options& o,
-           const lightloop::mnist_data& data) {
+template <class Net>
+result train(const std::string& stem, const std::string& name, Net net, const options& o,
+             const lightloop::mnist_data& data) {
     using namespace lightloop;
-    auto net = d.make_network(std::move(feedback), o.seed, data);
     const fit_options fo{
       .epochs = o.epochs, .batch = o.batch, .seed = o.seed, .alignment_probe = 512};
     auto callbacks = [&](auto& opt) {
         return fit(net, opt, data.train, data.test, fo, progress_bar(name),
-                   csv_log(std::filesystem::path(o.out) / (d.stem + ".csv"), name));
+                   csv_log(std::filesystem::path(o.out) / (stem + ".csv"), name));
     };
     result r{name, {}, 0};
     if (o.optimizer == "adam") {
@@ -112,10 +118,48 @@ result run(const Demo& d, const std::string& name, Feedback feedback, const opti
     return r;
 }
 
+/// One method's run in the precision o.precision names; a demo whose
+/// network has no bf16 form refuses bf16 (config_error, exit code 2).
+template <class Demo, class Feedback>
+result run(const Demo& d, const std::string& name, Feedback feedback, const options& o,
+           const lightloop::mnist_data& data) {
+    using namespace lightloop;
+    if (o.precision == "bf16") {
+        if constexpr (requires {
+                          d.make_network(std::move(feedback), o.seed, data,
+                                         precision_tag<mixed_bf16>{});
+                      }) {
+            return train(
+              d.stem, name,
+              d.make_network(std::move(feedback), o.seed, data, precision_tag<mixed_bf16>{}), o,
+              data);
+        } else {
+            throw config_error(d.stem + ": --precision bf16 is not available for this network "
+                                        "(its layers have no bf16 form yet)");
+        }
+    }
+    return train(d.stem, name,
+                 d.make_network(std::move(feedback), o.seed, data, precision_tag<float>{}), o,
+                 data);
+}
+
 template <class Demo>
 int experiment(const Demo& d, const options& o) {
     using namespace lightloop;
     set_blas_threads(o.threads);
+    if constexpr (!requires(const mnist_data& data) {
+                      d.make_network(backprop{}, o.seed, data, precision_tag<mixed_bf16>{});
+                  }) {
+        if (o.precision == "bf16") {
+            throw config_error(d.stem + ": --precision bf16 is not available for this network "
+                                        "(its layers have no bf16 form yet)");
+        }
+    }
+    if (o.precision == "bf16") {
+        if (const auto warning = precision_warning<mixed_bf16>()) {
+            std::fprintf(stderr, "%s\n", warning->c_str());
+        }
+    }
     // Built first, so that a bad setting is refused before the data loads.
     const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
     const ternary_encoder encoder(o.threshold);
@@ -136,9 +180,13 @@ int experiment(const Demo& d, const options& o) {
     std::printf("lightloop %s | BLAS kernel %s, %d thread(s) | %s: %zu train, %zu test, %zux%zu\n",
                 version_string, blas_core_name().c_str(), o.threads, o.data.c_str(),
                 data.train.size(), data.test.size(), data.rows, data.cols);
-    std::printf("%s, %s lr %g, batch %zu, %zu epochs, seed %llu; optical: "
+    std::printf("CPU matrix features: %s | bf16 products: %s\n",
+                matrix_features_text(detect_cpu_features()).c_str(), bf16_dispatch().c_str());
+    std::printf("%s, %s, %s lr %g, batch %zu, %zu epochs, seed %llu; optical: "
                 "threshold %g, %d-bit camera, read noise %g e-\n\n",
-                d.architecture.c_str(), o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
+                d.architecture.c_str(),
+                o.precision == "bf16" ? "mixed bf16 (bf16 GEMM operands, fp32 weights)" : "fp32",
+                o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
                 static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise);
 
     std::vector<result> results;

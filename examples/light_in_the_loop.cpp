@@ -16,16 +16,17 @@
 namespace {
 
 struct make_dense_network {
-    template <class Feedback>
-    auto operator()(Feedback feedback, std::uint64_t seed,
-                    const lightloop::mnist_data& data) const {
+    /// P: float, or mixed_bf16 (--precision bf16).
+    template <class Feedback, class P>
+    auto operator()(Feedback feedback, std::uint64_t seed, const lightloop::mnist_data& data,
+                    lightloop::precision_tag<P>) const {
         using namespace lightloop;
         return network{std::move(feedback),
                        softmax_cross_entropy{},
                        seed,
-                       dense<tanh_act>{data.train.inputs.shape(1), 1024},
-                       dense<tanh_act>{1024, 1024},
-                       dense<identity>{1024, data.classes}};
+                       dense<tanh_act, P>{data.train.inputs.shape(1), 1024},
+                       dense<tanh_act, P>{1024, 1024},
+                       dense<identity, P>{1024, data.classes}};
     }
 };
 

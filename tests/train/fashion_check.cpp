@@ -11,6 +11,10 @@
 //   optical holographic DFA >= lightloop dense DFA - 3 points
 // CI runs it for 1 epoch and seeds 0, 1; the README gives the longer run.
 //
+// With --precision fp32,bf16 (the mlp only) it also trains each method in
+// mixed bf16 (dense<..., mixed_bf16>: bf16 GEMM operands, fp32 weights) and
+// holds each to within 0.3 points of the same method in fp32, same seeds.
+//
 // With --model cnn it trains examples/fashion_cnn.cpp's CNN with backprop and
 // dense DFA against benchmarks/torch_cnn_reference.tsv (the same script with
 // --model cnn; its DFA written by hand):
@@ -18,17 +22,19 @@
 //   dense DFA  >= PyTorch DFA - 1 point
 //
 //   fashion_check --reference benchmarks/torch_reference.tsv [--model mlp|cnn]
-//                 [--epochs N] [--seeds 0,1,2] [--data DIR]
+//                 [--epochs N] [--seeds 0,1,2] [--data DIR] [--precision fp32,bf16]
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -85,15 +91,15 @@ double train_one(Net net, const lightloop::mnist_data& data, std::size_t epochs,
 /// Test accuracy after `epochs`, averaged over `seeds` (network, feedback and
 /// batch-order seed), as the reference averages PyTorch's seeds: one run
 /// swings by about a point from epoch to epoch.
-template <class Feedback>
+template <class Feedback, class P = float>
 auto make_mlp(std::uint64_t seed) {
     using namespace lightloop;
     return network{Feedback{},
                    softmax_cross_entropy{},
                    seed,
-                   dense<tanh_act>{784, 1024},
-                   dense<tanh_act>{1024, 1024},
-                   dense<identity>{1024, 10}};
+                   dense<tanh_act, P>{784, 1024},
+                   dense<tanh_act, P>{1024, 1024},
+                   dense<identity, P>{1024, 10}};
 }
 
 template <class Feedback>
@@ -111,17 +117,19 @@ auto make_cnn(std::uint64_t seed) {
                    dense<identity>{1024, 10}};
 }
 
-template <class Feedback>
+template <class Feedback, class P = float>
 double train(const std::string& model, const lightloop::mnist_data& data, std::size_t epochs,
              const std::vector<std::uint64_t>& seeds) {
     using namespace lightloop;
     double sum = 0;
     for (const auto seed : seeds) {
-        if (model == "cnn") {
-            sum += train_one(make_cnn<Feedback>(seed), data, epochs, seed);
-        } else {
-            sum += train_one(make_mlp<Feedback>(seed), data, epochs, seed);
+        if constexpr (std::is_same_v<P, float>) {
+            if (model == "cnn") {
+                sum += train_one(make_cnn<Feedback>(seed), data, epochs, seed);
+                continue;
+            }
         }
+        sum += train_one(make_mlp<Feedback, P>(seed), data, epochs, seed);
     }
     return sum / static_cast<double>(seeds.size());
 }
@@ -136,6 +144,7 @@ int main(int argc, char** argv) {
     std::size_t epochs = 1;
     std::vector<std::uint64_t> seeds{0};
     std::string model = "mlp";
+    std::vector<std::string> precisions{"fp32"};
     CLI::App app{"Trains the paper's network (or a CNN) on Fashion-MNIST with backprop, dense "
                  "DFA and holographic optical DFA, and holds the mean test accuracy over seeds to "
                  "floors derived from PyTorch's reference figures.",
@@ -153,7 +162,20 @@ int main(int argc, char** argv) {
     app.add_option("--seeds", seeds, "comma-separated seeds to average over")
       ->delimiter(',')
       ->capture_default_str();
+    app
+      .add_option("--precision", precisions,
+                  "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
+                  "0.3 points of fp32 (mlp only)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
     return programs::run(app, argc, argv, [&] {
+        const bool with_bf16 =
+          std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
+        if (with_bf16 && model == "cnn") {
+            throw config_error("fashion_check: --precision bf16 is for the mlp only (conv2d has "
+                               "no bf16 form yet)");
+        }
         const auto torch = read_reference(reference, epochs);
         const auto data = load_mnist(data_dir);
         const bool cnn = model == "cnn";
@@ -162,11 +184,16 @@ int main(int argc, char** argv) {
                     cnn ? "CNN (conv 32 5x5, pool, conv 64 5x5, pool, 1024, 10; tanh)"
                         : "784-1024-1024-10 tanh",
                     epochs, seeds.size(), blas_core_name().c_str());
+        if (with_bf16) {
+            std::printf("bf16 products: %s (%s)\n", bf16_dispatch().c_str(),
+                        matrix_features_text(detect_cpu_features()).c_str());
+        }
         struct check {
             const char* name;
             double value;
             double floor;
             const char* against;
+            double ceiling = 1.0; // an accuracy above it fails too (the bf16 checks)
         };
         std::vector<check> checks;
         const double bp = train<backprop>(model, data, epochs, seeds);
@@ -184,13 +211,31 @@ int main(int argc, char** argv) {
               {"dfa optical holographic", holographic, direct - 0.03,
                "lightloop dense DFA - 3 points"},
             };
+            if (with_bf16) {
+                // Within 0.3 points of fp32, either way.
+                const auto near = [&](const char* name, double value, double fp32) {
+                    checks.push_back(
+                      {name, value, fp32 - 0.003, "fp32 -/+ 0.3 point", fp32 + 0.003});
+                };
+                using P = mixed_bf16;
+                near("bf16 backprop", train<backprop, P>(model, data, epochs, seeds), bp);
+                near("bf16 dfa dense", train<dfa<dense_gaussian>, P>(model, data, epochs, seeds),
+                     direct);
+                near("bf16 dfa optical holographic",
+                     train<dfa<optical<>>, P>(model, data, epochs, seeds), holographic);
+            }
         }
         int failed = 0;
         for (const auto& c : checks) {
-            const bool ok = c.value >= c.floor;
+            const bool ok = c.value >= c.floor && c.value <= c.ceiling;
             failed += ok ? 0 : 1;
-            std::printf("%-26s %6.2f %%  floor %6.2f %% (%s)  %s\n", c.name, 100 * c.value,
-                        100 * c.floor, c.against, ok ? "ok" : "BELOW FLOOR");
+            if (c.ceiling < 1.0) {
+                std::printf("%-30s %6.2f %%  range %6.2f-%.2f %% (%s)  %s\n", c.name, 100 * c.value,
+                            100 * c.floor, 100 * c.ceiling, c.against, ok ? "ok" : "OUT OF RANGE");
+            } else {
+                std::printf("%-30s %6.2f %%  floor %6.2f %% (%s)  %s\n", c.name, 100 * c.value,
+                            100 * c.floor, c.against, ok ? "ok" : "BELOW FLOOR");
+            }
         }
         std::printf("PyTorch reference (mean over seeds): backprop %.2f %%, DFA %.2f %%\n",
                     100 * torch.at("bp"), 100 * torch.at("dfa"));

@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <array>
 #include <cstdio>
@@ -24,7 +27,9 @@ namespace lightloop {
 
 struct cpu_features {
     bool avx2 = false;
-    bool avx512 = false; ///< AVX-512 F, BW and VL, what OpenBLAS's SkylakeX kernel needs
+    bool avx512 = false;      ///< AVX-512 F, BW and VL, what OpenBLAS's SkylakeX kernel needs
+    bool avx512_bf16 = false; ///< AVX512-BF16: bf16 dot products in AVX-512 registers
+    bool amx_bf16 = false;    ///< AMX tiles with bf16 (Sapphire Rapids and later)
 };
 
 inline cpu_features detect_cpu_features() noexcept {
@@ -34,8 +39,26 @@ inline cpu_features detect_cpu_features() noexcept {
     f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
+    unsigned eax = 0;
+    unsigned ebx = 0;
+    unsigned ecx = 0;
+    unsigned edx = 0;
+    // CPUID leaf 7: sub-leaf 1 EAX bit 5 is AVX512_BF16; sub-leaf 0 EDX
+    // bits 22 and 24 are AMX-BF16 and AMX-TILE.
+    if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) {
+        f.avx512_bf16 = f.avx512 && (eax & (1U << 5U)) != 0;
+    }
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0) {
+        f.amx_bf16 = (edx & (1U << 22U)) != 0 && (edx & (1U << 24U)) != 0;
+    }
 #endif
     return f;
+}
+
+/// "AMX-BF16 yes, AVX512-BF16 yes": the CPU's bf16 matrix features.
+inline std::string matrix_features_text(cpu_features f) {
+    return std::string("AMX-BF16 ") + (f.amx_bf16 ? "yes" : "no") + ", AVX512-BF16 " +
+           (f.avx512_bf16 ? "yes" : "no");
 }
 
 /// Kernels OpenBLAS uses when it does not recognise the CPU: pre-AVX2 cores.

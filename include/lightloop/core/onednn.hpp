@@ -14,11 +14,11 @@
 // spins on the cores the element-wise passes need.
 //
 // Primitives are created once per piece shape (with its alpha and beta) and
-// kept for the process; each thread keeps its own stream, memory objects and
-// scratchpad (user-managed) per primitive. A product of a shape seen before
-// creates nothing. oneDNN 2.6's execute itself still allocates a few small
-// blocks per call inside the library (its argument map); the allocation test
-// counts them apart from lightloop's own (tests/perf/test_allocations.cpp).
+// kept for the process, each with a pool of bindings (a stream, memory
+// objects and a user-managed scratchpad), one per thread of the team, that
+// executions borrow. A product of a shape seen before creates nothing. oneDNN 2.6's execute itself
+// still allocates a few small blocks per call inside the library (its argument map); the allocation
+// test counts them apart from lightloop's own (tests/perf/test_allocations.cpp).
 
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 
@@ -121,15 +121,41 @@ inline dnnl_engine_t engine() {
     return cpu.get();
 }
 
-/// A created matmul: its primitive and its operands' descriptions.
+/// What one execution of a matmul needs of its own: a stream, memory
+/// objects whose data pointers are set per call, and a scratchpad.
+struct binding {
+    dnnl_stream_t stream = nullptr;
+    dnnl_memory_t a = nullptr, b = nullptr, c = nullptr, scratch = nullptr;
+    std::vector<unsigned char> scratch_space;
+    binding() = default;
+    binding(const binding&) = delete;
+    binding& operator=(const binding&) = delete;
+    ~binding() {
+        for (dnnl_memory_t m : {a, b, c, scratch}) {
+            if (m != nullptr) {
+                dnnl_memory_destroy(m);
+            }
+        }
+        if (stream != nullptr) {
+            dnnl_stream_destroy(stream);
+        }
+    }
+};
+
+/// A created matmul: its primitive, its operands' descriptions, and a pool
+/// of bindings, one per execution running at once (made for the team's
+/// size when the matmul is created, so pieces on any thread find one).
 struct matmul_entry {
     dnnl_primitive_t primitive = nullptr;
     dnnl_memory_desc_t a{}, b{}, c{}, scratch{};
     std::size_t scratch_bytes = 0;
+    std::mutex pool_mutex;
+    std::vector<std::unique_ptr<binding>> pool; // guarded by pool_mutex
     matmul_entry() = default;
     matmul_entry(const matmul_entry&) = delete;
     matmul_entry& operator=(const matmul_entry&) = delete;
     ~matmul_entry() {
+        pool.clear();
         if (primitive != nullptr) {
             dnnl_primitive_destroy(primitive);
         }
@@ -186,14 +212,75 @@ inline std::unique_ptr<matmul_entry> create_matmul(const matmul_key& key) {
     return entry;
 }
 
+inline std::unique_ptr<binding> make_binding(const matmul_entry& entry) {
+    auto bound = std::make_unique<binding>();
+    check(dnnl_stream_create(&bound->stream, engine(), dnnl_stream_default_flags),
+          "stream creation");
+    check(dnnl_memory_create(&bound->a, &entry.a, engine(), DNNL_MEMORY_NONE), "memory creation");
+    check(dnnl_memory_create(&bound->b, &entry.b, engine(), DNNL_MEMORY_NONE), "memory creation");
+    check(dnnl_memory_create(&bound->c, &entry.c, engine(), DNNL_MEMORY_NONE), "memory creation");
+    if (entry.scratch_bytes > 0) {
+        bound->scratch_space.resize(entry.scratch_bytes);
+        check(dnnl_memory_create(&bound->scratch, &entry.scratch, engine(),
+                                 bound->scratch_space.data()),
+              "scratchpad creation");
+    }
+    return bound;
+}
+
+/// Fills a new entry's pool: one binding per thread of the team, and room
+/// for twice as many, so that taking and returning them allocates nothing.
+inline void fill_pool(matmul_entry& entry) {
+    const std::size_t threads = parallel_threads();
+    entry.pool.reserve(2 * threads);
+    for (std::size_t i = 0; i < threads; ++i) {
+        entry.pool.push_back(make_binding(entry));
+    }
+}
+
+/// A binding taken from an entry's pool for one execution, given back after.
+class borrowed_binding {
+public:
+    explicit borrowed_binding(matmul_entry& entry)
+      : entry_(entry) {
+        {
+            const std::lock_guard<std::mutex> lock(entry.pool_mutex);
+            if (!entry.pool.empty()) {
+                bound_ = std::move(entry.pool.back());
+                entry.pool.pop_back();
+            }
+        }
+        if (!bound_) {
+            bound_ = make_binding(entry); // more executions at once than threads
+        }
+    }
+    ~borrowed_binding() {
+        const std::lock_guard<std::mutex> lock(entry_.pool_mutex);
+        entry_.pool.push_back(std::move(bound_));
+    }
+    borrowed_binding(const borrowed_binding&) = delete;
+    borrowed_binding& operator=(const borrowed_binding&) = delete;
+    binding& operator*() const noexcept { return *bound_; }
+
+private:
+    matmul_entry& entry_;
+    std::unique_ptr<binding> bound_;
+};
+
 /// Every matmul created so far, for the process.
 class matmul_cache {
 public:
-    const matmul_entry& get(const matmul_key& key) {
+    // The engine is made first, so that it outlives the primitives and
+    // streams at exit (statics die in reverse order of construction).
+    matmul_cache() { engine(); }
+
+    matmul_entry& get(const matmul_key& key) {
         const std::lock_guard<std::mutex> lock(mutex_);
         auto found = entries_.find(key);
         if (found == entries_.end()) {
-            found = entries_.emplace(key, create_matmul(key)).first;
+            auto entry = create_matmul(key);
+            fill_pool(*entry);
+            found = entries_.emplace(key, std::move(entry)).first;
         }
         return *found->second;
     }
@@ -212,48 +299,6 @@ inline matmul_cache& matmuls() {
     return cache;
 }
 
-/// What one thread needs to run one matmul: a stream, memory objects whose
-/// data pointers are set per call, and a scratchpad.
-struct thread_binding {
-    dnnl_stream_t stream = nullptr;
-    dnnl_memory_t a = nullptr, b = nullptr, c = nullptr, scratch = nullptr;
-    std::vector<unsigned char> scratch_space;
-    thread_binding() = default;
-    thread_binding(const thread_binding&) = delete;
-    thread_binding& operator=(const thread_binding&) = delete;
-    ~thread_binding() {
-        for (dnnl_memory_t m : {a, b, c, scratch}) {
-            if (m != nullptr) {
-                dnnl_memory_destroy(m);
-            }
-        }
-        if (stream != nullptr) {
-            dnnl_stream_destroy(stream);
-        }
-    }
-};
-
-inline thread_binding& binding_for(const matmul_entry& entry) {
-    thread_local std::unordered_map<const matmul_entry*, std::unique_ptr<thread_binding>> bindings;
-    auto found = bindings.find(&entry);
-    if (found != bindings.end()) {
-        return *found->second;
-    }
-    auto bound = std::make_unique<thread_binding>();
-    check(dnnl_stream_create(&bound->stream, engine(), dnnl_stream_default_flags),
-          "stream creation");
-    check(dnnl_memory_create(&bound->a, &entry.a, engine(), DNNL_MEMORY_NONE), "memory creation");
-    check(dnnl_memory_create(&bound->b, &entry.b, engine(), DNNL_MEMORY_NONE), "memory creation");
-    check(dnnl_memory_create(&bound->c, &entry.c, engine(), DNNL_MEMORY_NONE), "memory creation");
-    if (entry.scratch_bytes > 0) {
-        bound->scratch_space.resize(entry.scratch_bytes);
-        check(dnnl_memory_create(&bound->scratch, &entry.scratch, engine(),
-                                 bound->scratch_space.data()),
-              "scratchpad creation");
-    }
-    return *bindings.emplace(&entry, std::move(bound)).first->second;
-}
-
 /// Counts oneDNN executions, so that tests can tell the library's own
 /// allocations from lightloop's (see the file comment).
 inline std::atomic<std::size_t>& executions() {
@@ -270,8 +315,9 @@ inline bool& inside_call() {
 /// Runs one piece on the calling thread.
 inline void run_matmul(const matmul_key& key, const void* a, const void* b, float* c) {
     const omp_single_thread hold;
-    const matmul_entry& entry = matmuls().get(key);
-    thread_binding& bound = binding_for(entry);
+    matmul_entry& entry = matmuls().get(key);
+    const borrowed_binding borrowed(entry);
+    binding& bound = *borrowed;
     check(dnnl_memory_set_data_handle_v2(bound.a, const_cast<void*>(a), bound.stream),
           "operand binding");
     check(dnnl_memory_set_data_handle_v2(bound.b, const_cast<void*>(b), bound.stream),

@@ -82,6 +82,18 @@ struct mixed_bf16_on {
 /// Mixed bf16 on the default backend.
 using mixed_bf16 = mixed_bf16_on<default_bf16_backend>;
 
+/// Where mixed_bf16's products run here: "onednn: AVX512-BF16", "onednn: AMX",
+/// "openblas: fp32 (bf16 emulated)".
+inline std::string bf16_dispatch() {
+    return std::string(default_bf16_backend::name) + ": " + default_bf16_backend::isa();
+}
+
+/// Names a precision in a call: make_network(..., precision_tag<mixed_bf16>{}).
+template <class P>
+struct precision_tag {
+    using type = P;
+};
+
 namespace detail {
 template <class P>
 struct precision_traits {
