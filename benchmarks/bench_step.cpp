@@ -3,7 +3,11 @@
 // cblas_sgemm), the fused bias + tanh pass and its derivative,
 // softmax cross-entropy, the SGD-momentum and Adam updates of the hidden
 // weights (with their finite check), each projection device (10 -> 2048), and one whole
-// training step per feedback method. Rates are per wall-clock second
+// training step per feedback method. In mixed bf16: each GEMM as a bf16
+// product on the default bf16 backend (and, with oneDNN, the fp32 products
+// through oneDNN, to compare the two fp32 backends), the SGD-momentum update
+// writing the weights' bf16 copy in its pass against the update followed by
+// a conversion pass, and the bf16 steps. Rates are per wall-clock second
 // (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads.
 // The end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
@@ -30,11 +34,12 @@ matrix<float> cyclic_targets(std::size_t batch) {
     return one_hot<float>(std::span<const int>(labels), 10);
 }
 
-template <class Feedback>
+template <class Feedback, class P = float>
 void bm_train_step(benchmark::State& state) {
     const auto batch = static_cast<std::size_t>(state.range(0));
-    auto net = make_network<Feedback, softmax_cross_entropy>(
-      1, dense<tanh_act>{784, 1024}, dense<tanh_act>{1024, 1024}, dense<identity>{1024, 10});
+    auto net = make_network<Feedback, softmax_cross_entropy>(1, dense<tanh_act, P>{784, 1024},
+                                                             dense<tanh_act, P>{1024, 1024},
+                                                             dense<identity, P>{1024, 10});
     auto x = matrix<float>::from_shape({batch, 784});
     rng gen(2);
     fill_normal(std::span<float>(x.data(), x.size()), gen, 1.0);
@@ -47,8 +52,10 @@ void bm_train_step(benchmark::State& state) {
 }
 
 /// Who runs a GEMM: lightloop's gemm (pieces on lightloop's team, each a
-/// one-thread OpenBLAS call) or OpenBLAS's own cblas_sgemm on its threads.
-enum class gemm_way { lightloop, openblas };
+/// one-thread OpenBLAS call), OpenBLAS's own cblas_sgemm on its threads, the
+/// default bf16 backend's bf16 product (pieces on the team), or oneDNN's
+/// fp32 product (pieces on the team).
+enum class gemm_way { lightloop, openblas, bf16, onednn_fp32 };
 
 /// One GEMM of a training step, C (m x n) = op(A) op(B) with k inner, from
 /// the arguments {transpose A, transpose B, m, n, k}.
@@ -61,6 +68,10 @@ void bm_gemm(benchmark::State& state) {
     const auto k = static_cast<std::size_t>(state.range(4));
     const std::vector<float> a(m * k, 0.5f);
     const std::vector<float> b(k * n, 0.01f);
+    std::vector<mixed_bf16::operand_type> a16(a.size());
+    std::vector<mixed_bf16::operand_type> b16(b.size());
+    convert_to_bf16(a.data(), a16.data(), a.size());
+    convert_to_bf16(b.data(), b16.data(), b.size());
     std::vector<float> c(m * n);
     const std::size_t lda = ta ? m : k;
     const std::size_t ldb = tb ? k : n;
@@ -69,6 +80,13 @@ void bm_gemm(benchmark::State& state) {
     for (auto _ : state) {
         if constexpr (Way == gemm_way::lightloop) {
             gemm(op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), n);
+        } else if constexpr (Way == gemm_way::bf16) {
+            mixed_bf16::backend::gemm_bf16(op_a, op_b, m, n, k, 1.0f, a16.data(), lda, b16.data(),
+                                           ldb, 0.0f, c.data(), n);
+        } else if constexpr (Way == gemm_way::onednn_fp32) {
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+            onednn_gemm(op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), n);
+#endif
         } else { // the same call straight to OpenBLAS, on its own threads
             detail::blas_call(op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
                               c.data(), n);
@@ -182,6 +200,34 @@ void bm_optimizer_update(benchmark::State& state) {
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
+/// The same momentum update of the hidden weights in mixed bf16: writing
+/// the weights' bf16 copy in the update's own pass (range 1, what the network
+/// does), or updating and then converting in a second pass (range 0).
+void bm_update_with_copy(benchmark::State& state) {
+    const bool fused = state.range(0) != 0;
+    const std::size_t count = 784 * 1024 + 1024 * 1024;
+    std::vector<float> w(count, 0.01f);
+    std::vector<float> g(count, 1e-3f);
+    std::vector<mixed_bf16::operand_type> copy(count);
+    sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+    opt.begin_step();
+    opt.update(0, std::span<float>(w), std::span<const float>(g)); // allocates the state
+    for (auto _ : state) {
+        opt.begin_step();
+        if (fused) {
+            benchmark::DoNotOptimize(
+              opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g),
+                                     std::span<mixed_bf16::operand_type>(copy)));
+        } else {
+            benchmark::DoNotOptimize(
+              opt.update_and_measure(0, std::span<float>(w), std::span<const float>(g)));
+            detail::convert_on_team(w.data(), copy.data(), count);
+        }
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(count));
+}
+
 struct momentum_sgd : sgd<float> {
     momentum_sgd()
       : sgd<float>({.learning_rate = 0.01, .momentum = 0.9}) {}
@@ -190,6 +236,11 @@ struct momentum_sgd : sgd<float> {
 } // namespace
 
 BENCHMARK(bm_gemm<gemm_way::lightloop>)->Apply(step_gemm_shapes)->UseRealTime();
+BENCHMARK(bm_gemm<gemm_way::bf16>)->Apply(step_gemm_shapes)->UseRealTime();
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+BENCHMARK(bm_gemm<gemm_way::onednn_fp32>)->Apply(step_gemm_shapes)->UseRealTime();
+#endif
+BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_dense_forward_fused)->Arg(128)->UseRealTime();
 BENCHMARK(bm_tanh_derivative)->Arg(128)->UseRealTime();
 BENCHMARK(bm_softmax_cross_entropy)->Arg(128)->UseRealTime();
@@ -210,6 +261,18 @@ BENCHMARK(bm_train_step<dfa<dense_gaussian>>)
   ->UseRealTime();
 BENCHMARK(bm_train_step<dfa<optical<>>>)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_train_step<shallow>)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_train_step<backprop, mixed_bf16>)
+  ->Arg(128)
+  ->Unit(benchmark::kMillisecond)
+  ->UseRealTime();
+BENCHMARK(bm_train_step<dfa<dense_gaussian>, mixed_bf16>)
+  ->Arg(128)
+  ->Unit(benchmark::kMillisecond)
+  ->UseRealTime();
+BENCHMARK(bm_train_step<dfa<optical<>>, mixed_bf16>)
+  ->Arg(128)
+  ->Unit(benchmark::kMillisecond)
+  ->UseRealTime();
 // Last: OpenBLAS's workers spin for a while after its own threaded calls.
 BENCHMARK(bm_gemm<gemm_way::openblas>)->Apply(step_gemm_shapes)->UseRealTime();
 
@@ -235,6 +298,7 @@ int main(int argc, char** argv) {
         args.push_back(nullptr);
         const auto blas = lightloop::blas_info();
         benchmark::AddCustomContext("openblas_core", blas.core);
+        benchmark::AddCustomContext("bf16_products", lightloop::bf16_dispatch());
         benchmark::Initialize(&count, args.data());
         if (benchmark::ReportUnrecognizedArguments(count, args.data())) {
             return lightloop::programs::bad_input;

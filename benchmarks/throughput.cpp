@@ -42,7 +42,9 @@
 // of each pass, GEMM operands and results aside), at the bandwidth of a
 // triad over arrays far larger than the caches, measured in the same run.
 // The roofline is the larger of the GEMM time and that memory time; the
-// table says which binds (bound) and the fraction is against it.
+// table says which binds (bound) and the fraction is against it. The JSON
+// also gives sequential_roofline_fraction, against their sum: the step runs
+// its GEMMs and its memory-bound passes one after the other.
 #include <benchmark/benchmark.h>
 
 #include <lightloop/lightloop.hpp>
@@ -646,6 +648,8 @@ int measure(const options& o) {
                          << ", \"bound\": \"" << (memory_bound ? "memory" : "gemm") << "\""
                          << ", \"roofline_fraction\": " << fraction
                          << ", \"gemm_roofline_fraction\": " << gemm_seconds / step_seconds
+                         << ", \"sequential_roofline_fraction\": "
+                         << (gemm_seconds + memory_seconds) / step_seconds
                          << ", \"vs_torch\": " << number(vs_torch)
                          << ", \"vs_torch_bp\": " << number(vs_torch_bp)
                          << ", \"vs_torch_bp_sgemm_scaled\": " << number(vs_torch_bp_scaled)

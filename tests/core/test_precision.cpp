@@ -382,3 +382,90 @@ TEST_CASE("mixed bf16 training matches fp32 accuracy on spirals", "[train][preci
     CHECK(emulated >= 0.95);
     CHECK(std::abs(mixed - full) <= 0.02);
 }
+
+namespace precision_tests {
+
+/// 10 log10(sum ideal^2 / sum (y - ideal)^2).
+double snr_db(const matrix<float>& y, const matrix<float>& ideal) {
+    double signal = 0.0;
+    double noise = 0.0;
+    for (std::size_t i = 0; i < y.size(); ++i) {
+        signal += static_cast<double>(ideal[i]) * ideal[i];
+        noise += (static_cast<double>(y[i]) - ideal[i]) * (static_cast<double>(y[i]) - ideal[i]);
+    }
+    return 10.0 * std::log10(signal / noise);
+}
+
+} // namespace precision_tests
+
+TEST_CASE("a bf16 medium changes the holographic projection's SNR by less than 0.1 dB",
+          "[projection][optical][precision]") {
+    // DFA's errors for a batch of 128 (softmax minus one-hot), projected
+    // 10 -> 1024 through the default 8-bit camera with read noise, against
+    // the exact projection of the fp32 medium (an ideal camera).
+    auto e = lightloop::testing::random_matrix<float>(128, 10, 21, 0.1);
+    for (std::size_t r = 0; r < 128; ++r) {
+        e(r, r % 10) -= 0.8f;
+    }
+    const auto project = [&](auto device) {
+        device.configure(10, 1024, 77);
+        auto y = matrix<float>::from_shape({128, 1024});
+        device.project(e, y); // calibrates
+        device.project(e, y);
+        return std::pair(y, device);
+    };
+    using real_device = optical<holographic_readout<>, camera>;
+    const auto [exact, ideal_device] = project(optical<holographic_readout<>, ideal_camera>{});
+    const auto [y32, device32] = project(real_device{});
+    auto [y16, device16] = project(
+      real_device(holographic_readout<>{}, camera{}, ternary_encoder{}, {.bf16_medium = true}));
+    const double snr32 = precision_tests::snr_db(y32, exact);
+    const double snr16 = precision_tests::snr_db(y16, exact);
+    CAPTURE(snr32, snr16);
+    CHECK(std::abs(snr16 - snr32) < 0.1);
+    // The medium really is rounded, and that changes the measurement.
+    const matrix<float>& r16 = device16.medium().real<float>();
+    CHECK(std::all_of(r16.begin(), r16.end(), [](float v) { return v == round_to_bf16(v); }));
+    CHECK_FALSE(lightloop::testing::identical(y16, y32));
+}
+
+TEST_CASE("a wide bf16 medium's field is the fp32 sum of its rounded entries",
+          "[projection][optical][precision]") {
+    // 100 inputs: past direct_max_inputs, the field runs as bf16 GEMMs.
+    const std::size_t in = 100;
+    const std::size_t out = 70;
+    const std::size_t rows = 9;
+    transmission_matrix rounded(out, in, 5, 1.0, true);
+    transmission_matrix full(out, in, 5, 1.0, false);
+    REQUIRE(in > transmission_matrix::direct_max_inputs);
+    rng gen(6);
+    auto frames = matrix<float>::from_shape({rows, in});
+    for (auto& v : frames) {
+        v = gen.uniform() < 0.3 ? 1.0f : 0.0f;
+    }
+    auto re = matrix<float>::from_shape({rows, out});
+    auto im = matrix<float>::from_shape({rows, out});
+    rounded.prepare<float>();
+    rounded.field(frames.data(), rows, re.data(), im.data());
+    const matrix<float>& r_full = full.real<float>();
+    const matrix<float>& i_full = full.imag<float>();
+    double worst = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t j = 0; j < out; ++j) {
+            double sum_re = 0.0;
+            double sum_im = 0.0;
+            double mag = 0.0;
+            for (std::size_t k = 0; k < in; ++k) {
+                if (frames(r, k) != 0.0f) {
+                    sum_re += round_to_bf16(r_full(j, k));
+                    sum_im += round_to_bf16(i_full(j, k));
+                    mag += std::abs(r_full(j, k)) + std::abs(i_full(j, k));
+                }
+            }
+            const double bound = precision_tests::accumulation_bound(in, mag);
+            worst = std::max(
+              {worst, std::abs(re(r, j) - sum_re) / bound, std::abs(im(r, j) - sum_im) / bound});
+        }
+    }
+    CHECK(worst <= 1.0);
+}

@@ -56,6 +56,9 @@ struct optical_settings {
     /// Also compute the noiseless projection of every batch and accumulate the
     /// SNR of the measured one against it (costs a second decode).
     bool track_snr = false;
+    /// Round the medium's entries to bf16 (transmission_matrix.hpp): the
+    /// frames are binary, so the field is otherwise exact.
+    bool bf16_medium = false;
 };
 
 struct optical_statistics {
@@ -117,7 +120,8 @@ public:
     void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
         in_ = in;
         out_ = out;
-        medium_ = transmission_matrix(out, in, derive_seed(seed, 0), settings_.variance);
+        medium_ = transmission_matrix(out, in, derive_seed(seed, 0), settings_.variance,
+                                      settings_.bf16_medium);
         readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
         camera_.reseed(derive_seed(seed, 2));
         if constexpr (requires { camera_.reset_counts(); }) {

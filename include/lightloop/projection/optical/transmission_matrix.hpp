@@ -4,15 +4,25 @@
 // i.i.d. N(0, σ²/2). The field on the camera for a DMD frame x is E = R x,
 // computed as two real GEMMs (Re R x, Im R x). R is known only by its seed and
 // regenerated from it.
+//
+// A bf16 medium rounds R's entries to bf16 (core/bf16.hpp). The frames are
+// binary, exact in bf16, so nothing else is rounded: the field is the exact
+// sum of bf16 entries, accumulated in fp32 (wide inputs run it as bf16 GEMMs
+// on the default bf16 backend, the same values). It halves what a stored
+// medium would take and runs wide inputs on the CPU's bf16 units.
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/simd.hpp"
@@ -23,11 +33,17 @@ namespace lightloop {
 class transmission_matrix {
 public:
     transmission_matrix() = default;
-    transmission_matrix(std::size_t out, std::size_t in, std::uint64_t seed, double variance)
+    /// `bf16`: round R's entries to bf16 (see the file comment).
+    transmission_matrix(std::size_t out, std::size_t in, std::uint64_t seed, double variance,
+                        bool bf16 = false)
       : variance_(variance)
       , seed_(seed)
+      , bf16_(bf16)
       , real_(out, in, derive_seed(seed, 0), std::sqrt(variance / 2.0))
       , imag_(out, in, derive_seed(seed, 1), std::sqrt(variance / 2.0)) {}
+
+    /// Whether R's entries are rounded to bf16.
+    bool bf16() const noexcept { return bf16_; }
 
     std::size_t outputs() const noexcept { return real_.rows(); }
     std::size_t inputs() const noexcept { return real_.cols(); }
@@ -37,11 +53,11 @@ public:
 
     template <scalar T>
     const matrix<T>& real() {
-        return real_.template get<T>();
+        return rounded<T>(real_.template get<T>(), 0);
     }
     template <scalar T>
     const matrix<T>& imag() {
-        return imag_.template get<T>();
+        return rounded<T>(imag_.template get<T>(), 1);
     }
 
     /// Draws everything field<T>() reads, so that concurrent calls only read.
@@ -51,6 +67,10 @@ public:
         imag<T>();
         if (inputs() <= direct_max_inputs) {
             transposed<T>();
+        } else if constexpr (std::is_same_v<T, float>) {
+            if (bf16_) {
+                prepare_operands();
+            }
         }
     }
 
@@ -66,6 +86,12 @@ public:
         const std::size_t in = inputs();
         const std::size_t out = outputs();
         if (in > direct_max_inputs) {
+            if constexpr (std::is_same_v<T, float>) {
+                if (bf16_) {
+                    bf16_field(frames, rows, re, im);
+                    return;
+                }
+            }
             gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, real<T>().data(),
                  in, T(0), re, out);
             gemm(transpose::no, transpose::yes, rows, out, in, T(1), frames, in, imag<T>().data(),
@@ -106,8 +132,55 @@ public:
     }
 
 private:
+    using operand = mixed_bf16::operand_type;
+
+    /// m with its entries rounded to bf16 for a bf16 medium, once per type
+    /// and part (`part` 0 real, 1 imaginary).
+    template <scalar T>
+    const matrix<T>& rounded(matrix<T>& m, int part) {
+        bool& done = rounded_[std::is_same_v<T, float> ? 0 : 1][part];
+        if (bf16_ && !done) {
+            for (auto& v : m) {
+                v = static_cast<T>(round_to_bf16(static_cast<float>(v)));
+            }
+            done = true;
+        }
+        return m;
+    }
+
+    /// R's entries as bf16 GEMM operands, made once.
+    void prepare_operands() {
+        if (real_operand_.size() == 0) {
+            real_operand_.resize({outputs(), inputs()});
+            imag_operand_.resize({outputs(), inputs()});
+            convert_to_bf16(real<float>().data(), real_operand_.data(), real_operand_.size());
+            convert_to_bf16(imag<float>().data(), imag_operand_.data(), imag_operand_.size());
+        }
+    }
+
+    /// The wide field as two bf16 GEMMs (frames and R exact in bf16).
+    void bf16_field(const float* frames, std::size_t rows, float* re, float* im) {
+        const std::size_t in = inputs();
+        const std::size_t out = outputs();
+        prepare_operands();
+        // Per thread: the device runs its blocks on the team.
+        thread_local std::vector<operand> binary;
+        if (binary.size() < rows * in) {
+            binary.resize(rows * in);
+        }
+        convert_to_bf16(frames, binary.data(), rows * in);
+        mixed_bf16::backend::gemm_bf16(transpose::no, transpose::yes, rows, out, in, 1.0f,
+                                       binary.data(), in, real_operand_.data(), in, 0.0f, re, out);
+        mixed_bf16::backend::gemm_bf16(transpose::no, transpose::yes, rows, out, in, 1.0f,
+                                       binary.data(), in, imag_operand_.data(), in, 0.0f, im, out);
+    }
+
     double variance_ = 1.0;
     std::uint64_t seed_ = 0;
+    bool bf16_ = false;
+    bool rounded_[2][2] = {{false, false}, {false, false}};
+    matrix<operand> real_operand_;
+    matrix<operand> imag_operand_;
     seeded_matrix<gaussian_entries> real_;
     seeded_matrix<gaussian_entries> imag_;
     detail::per_scalar<matrix> transposed_;
