@@ -30,9 +30,10 @@
 // they sum the medium's columns instead of a GEMM). A convolution's products
 // count as the one GEMM over the whole batch's columns that its chunks make
 // up (conv2d.hpp). Each GEMM
-// shape is timed alone at the same thread count, both as OpenBLAS's own
-// threaded cblas_sgemm and as lightloop's gemm (one-thread OpenBLAS calls on
-// lightloop's team), and the faster counts; the roofline time of a step is
+// shape is timed alone at the same thread count, as OpenBLAS's own
+// threaded cblas_sgemm, as lightloop's gemm (one-thread OpenBLAS calls on
+// lightloop's team) and, where oneDNN is built in, as oneDNN's fp32 product
+// (what float layers then run on), and the fastest counts; the roofline time of a step is
 // the sum of its GEMMs' times, and the report gives roofline / measured: the
 // fraction of the machine's GEMM speed the whole step reaches. A bf16
 // row's GEMMs are timed as bf16 products on the same backend as its step.
@@ -292,16 +293,44 @@ public:
         }
         benchmark::DoNotOptimize(c_.data());
     }
-    /// Median seconds of the faster way.
-    double seconds() const { return std::min(median(openblas_times), median(lightloop_times)); }
+    /// oneDNN's fp32 product (pieces on lightloop's team), the third way for
+    /// an fp32 shape where oneDNN is built in (float layers run on it then).
+    void call_onednn() {
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+        if (!s_.bf16) {
+            onednn_gemm(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(),
+                        0.0f, c_.data(), s_.n);
+            benchmark::DoNotOptimize(c_.data());
+            return;
+        }
+#endif
+        call_lightloop();
+    }
+    /// Median seconds of the fastest way.
+    double seconds() const {
+        double best = std::min(median(openblas_times), median(lightloop_times));
+        if (!onednn_times.empty()) {
+            best = std::min(best, median(onednn_times));
+        }
+        return best;
+    }
     std::vector<double> openblas_times;
     std::vector<double> lightloop_times;
+    std::vector<double> onednn_times;
 
 private:
-    std::size_t a_size() const { return s_.m * s_.k; }
-    std::size_t b_size() const { return s_.k * s_.n; }
-    std::size_t lda() const { return s_.ta == transpose::yes ? s_.m : s_.k; }
-    std::size_t ldb() const { return s_.tb == transpose::yes ? s_.k : s_.n; }
+    std::size_t a_size() const {
+        return s_.m * s_.k;
+    }
+    std::size_t b_size() const {
+        return s_.k * s_.n;
+    }
+    std::size_t lda() const {
+        return s_.ta == transpose::yes ? s_.m : s_.k;
+    }
+    std::size_t ldb() const {
+        return s_.tb == transpose::yes ? s_.k : s_.n;
+    }
     gemm_shape s_;
     std::vector<float> a_, b_;
     std::vector<mixed_bf16::operand_type> a16_, b16_;
@@ -565,6 +594,10 @@ int measure(const options& o) {
                                    gemm_budget / rounds, timer.openblas_times);
                         time_calls([&timer = timer] { timer.call_lightloop(); },
                                    gemm_budget / rounds, timer.lightloop_times);
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+                        time_calls([&timer = timer] { timer.call_onednn(); }, gemm_budget / rounds,
+                                   timer.onednn_times);
+#endif
                     }
                     time_calls([&bandwidth] { bandwidth.call(); }, gemm_budget / rounds,
                                bandwidth.times);

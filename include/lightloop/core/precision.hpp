@@ -49,6 +49,11 @@ struct openblas_backend {
                           std::size_t ldb, float beta, float* c, std::size_t ldc) {
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
+    static void gemm_fp32(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                          float alpha, const float* a, std::size_t lda, const float* b,
+                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+        gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
     static bool native_bf16() { return false; }
     static std::string isa() { return "fp32 (bf16 emulated)"; }
 };
@@ -63,12 +68,28 @@ struct onednn_backend {
                           std::size_t ldb, float beta, float* c, std::size_t ldc) {
         onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
+    static void gemm_fp32(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                          float alpha, const float* a, std::size_t lda, const float* b,
+                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+        onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
     static bool native_bf16() { return onednn_native_bf16(); }
     static std::string isa() { return onednn_isa(); }
 };
 using default_bf16_backend = onednn_backend;
 #else
 using default_bf16_backend = openblas_backend;
+#endif
+
+/// Where a float layer's products run: oneDNN where it is built in (faster
+/// than OpenBLAS at the paper's step shapes on the machines measured: README,
+/// "Mixed precision"), unless LIGHTLOOP_FP32_ON_OPENBLAS is defined; OpenBLAS
+/// otherwise. Double products, and fp32 products outside the layers (the
+/// projections, feedback alignment's), run on OpenBLAS.
+#if defined(LIGHTLOOP_WITH_ONEDNN) && !defined(LIGHTLOOP_FP32_ON_OPENBLAS)
+using default_fp32_backend = onednn_backend;
+#else
+using default_fp32_backend = openblas_backend;
 #endif
 
 /// The mixed bf16 precision (see the file comment) on `Backend`.
