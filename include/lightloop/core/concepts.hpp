@@ -118,6 +118,11 @@ concept projection_device = scalar<T> &&
 //     without them it copies the parameters first, to put them back.
 //     save_state(state_writer&) / load_state(state_reader&): the state, for
 //     checkpoints and for putting it back when a step overflows.
+//     double update_and_measure(slot, w, g, copy): the same, also writing
+//     copy[i] = w[i] rounded to bf16 (copy a span of bf16, or of floats
+//     holding bf16 values) in the same pass: a mixed-precision layer's GEMM
+//     copy of its weights (core/precision.hpp). Without it the network
+//     converts the weights after the update.
 //     sgd and adam have all of these.
 // ---------------------------------------------------------------------------
 template <class O>
@@ -199,7 +204,8 @@ struct parameter_visitor_archetype {
 //     its parameters, its activations for the current batch, its learning
 //     signal delta = d loss / d a_i and its parameter gradients.
 // REQUIRES
-//     value_type: the scalar type.
+//     value_type: the scalar type (float for a mixed-precision layer, whose
+//     products run in bf16: core/precision.hpp).
 //     input_size(), output_size(): the widths d_{i-1} and d_i.
 //     initialize(seed) draws the parameters from seed.
 //     forward(x): x is (n x d_{i-1}); computes and keeps a_i and h_i, returns h_i.
@@ -212,7 +218,10 @@ struct parameter_visitor_archetype {
 //     compute_gradient(x): from delta and the same x given to forward, the
 //     mean-over-batch parameter gradients (1/n) delta^T x and (1/n) sum delta.
 //     visit_parameters(f) calls f(values, gradient) once per parameter tensor,
-//     always in the same order.
+//     always in the same order. A mixed-precision layer calls
+//     f(values, gradient, detail::operand_copy{bf16 copy, &current}) for a
+//     tensor with a GEMM copy when f takes it (the network's update does, and
+//     keeps the copy current), and otherwise marks its copy stale.
 // OPTIONAL
 //     static constexpr bool has_parameters = false: nothing to train
 //     (pooling, flatten). The network computes no gradient for it, direct
