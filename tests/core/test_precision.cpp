@@ -337,6 +337,22 @@ TEST_CASE("a mixed network keeps the weights' bf16 copy current, and sees change
     CHECK(precision_tests::first_layer_error(net, data.inputs) <= 1.0);
 }
 
+TEST_CASE("a mixed network's step that overflows leaves no stale bf16 copy behind",
+          "[network][precision][divergence]") {
+    // Layers 0 and 1 update first (their copies written from the new weights), then layer 2
+    // overflows and every weight is put back: the copies must follow the weights back.
+    const auto data = make_spirals(64, 3, 1.0, 0.02, 1);
+    auto net = precision_tests::make_mixed_net<mixed_bf16>(3);
+    sgd<float> opt{{.learning_rate = 1.0, .weight_decay = 3.0}};
+    net.train_step(data.inputs, data.targets, opt);
+    const matrix<float> w0 = std::as_const(net).layer<0>().weights();
+    net.layer<2>().weights()(1, 2) = 2e38f;
+    CHECK_THROWS_WITH(net.train_step(data.inputs, data.targets, opt),
+                      Catch::Contains("no parameter and no optimizer state changed"));
+    REQUIRE(lightloop::testing::identical(std::as_const(net).layer<0>().weights(), w0));
+    CHECK(precision_tests::first_layer_error(net, data.inputs) <= 1.0);
+}
+
 TEST_CASE("a mixed network's checkpoint restores what it predicts", "[io][precision]") {
     lightloop::testing::scratch_dir dir("precision");
     const auto data = make_spirals(64, 3, 1.0, 0.02, 1);
