@@ -81,8 +81,8 @@ void bm_gemm(benchmark::State& state) {
         if constexpr (Way == gemm_way::lightloop) {
             gemm(op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), n);
         } else if constexpr (Way == gemm_way::bf16) {
-            mixed_bf16::backend::gemm_bf16(op_a, op_b, m, n, k, 1.0f, a16.data(), lda, b16.data(),
-                                           ldb, 0.0f, c.data(), n);
+            mixed_bf16::backend::product(op_a, op_b, m, n, k, 1.0f, a16.data(), lda, b16.data(),
+                                         ldb, 0.0f, c.data(), n);
         } else if constexpr (Way == gemm_way::onednn_fp32) {
 #if defined(LIGHTLOOP_WITH_ONEDNN)
             onednn_gemm(op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), n);

@@ -285,8 +285,8 @@ public:
     }
     void call_lightloop() {
         if (s_.bf16) {
-            mixed_bf16::backend::gemm_bf16(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a16_.data(), lda(),
-                                           b16_.data(), ldb(), 0.0f, c_.data(), s_.n);
+            mixed_bf16::backend::product(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a16_.data(), lda(),
+                                         b16_.data(), ldb(), 0.0f, c_.data(), s_.n);
         } else {
             gemm(s_.ta, s_.tb, s_.m, s_.n, s_.k, 1.0f, a_.data(), lda(), b_.data(), ldb(), 0.0f,
                  c_.data(), s_.n);

@@ -63,9 +63,9 @@ void check_backend_products(std::size_t m, std::size_t n, std::size_t k) {
             for (const float beta : {0.0f, 1.0f}) {
                 const float alpha = 0.25f;
                 matrix<float> c = c0;
-                Backend::gemm_bf16(ta ? transpose::yes : transpose::no,
-                                   tb ? transpose::yes : transpose::no, m, n, k, alpha, a16.data(),
-                                   a.shape(1), b16.data(), b.shape(1), beta, c.data(), n);
+                Backend::product(ta ? transpose::yes : transpose::no,
+                                 tb ? transpose::yes : transpose::no, m, n, k, alpha, a16.data(),
+                                 a.shape(1), b16.data(), b.shape(1), beta, c.data(), n);
                 double worst = 0.0;
                 double rounding_shift = 0.0;
                 for (std::size_t i = 0; i < m; ++i) {

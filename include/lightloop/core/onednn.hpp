@@ -26,7 +26,6 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -284,10 +283,6 @@ public:
         }
         return *found->second;
     }
-    std::size_t size() {
-        const std::lock_guard<std::mutex> lock(mutex_);
-        return entries_.size();
-    }
 
 private:
     std::mutex mutex_;
@@ -297,13 +292,6 @@ private:
 inline matmul_cache& matmuls() {
     static matmul_cache cache;
     return cache;
-}
-
-/// Counts oneDNN executions, so that tests can tell the library's own
-/// allocations from lightloop's (see the file comment).
-inline std::atomic<std::size_t>& executions() {
-    static std::atomic<std::size_t> count{0};
-    return count;
 }
 
 /// Set while a thread is inside a oneDNN execution.
@@ -334,7 +322,6 @@ inline void run_matmul(const matmul_key& key, const void* a, const void* b, floa
     } const leaving;
     check(dnnl_primitive_execute(entry.primitive, bound.stream, count, args), "matmul");
     check(dnnl_stream_wait(bound.stream), "stream wait");
-    executions().fetch_add(1, std::memory_order_relaxed);
 }
 
 template <class T>

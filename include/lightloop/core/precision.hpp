@@ -44,14 +44,12 @@ struct openblas_backend {
     static constexpr const char* name = "openblas";
     /// How a bf16 operand is stored for this backend.
     using bf16_operand = float;
-    static void gemm_bf16(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
-                          float alpha, const float* a, std::size_t lda, const float* b,
-                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
-        gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
-    static void gemm_fp32(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
-                          float alpha, const float* a, std::size_t lda, const float* b,
-                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+    /// C (fp32) = alpha op(A) op(B) + beta C; Operand is float (fp32 values,
+    /// or bf16 values held in floats).
+    template <class Operand>
+    static void product(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                        float alpha, const Operand* a, std::size_t lda, const Operand* b,
+                        std::size_t ldb, float beta, float* c, std::size_t ldc) {
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static bool native_bf16() { return false; }
@@ -63,14 +61,11 @@ struct openblas_backend {
 struct onednn_backend {
     static constexpr const char* name = "onednn";
     using bf16_operand = bf16;
-    static void gemm_bf16(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
-                          float alpha, const bf16* a, std::size_t lda, const bf16* b,
-                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
-        onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
-    static void gemm_fp32(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
-                          float alpha, const float* a, std::size_t lda, const float* b,
-                          std::size_t ldb, float beta, float* c, std::size_t ldc) {
+    /// C (fp32) = alpha op(A) op(B) + beta C; Operand is bf16 or float.
+    template <class Operand>
+    static void product(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                        float alpha, const Operand* a, std::size_t lda, const Operand* b,
+                        std::size_t ldb, float beta, float* c, std::size_t ldc) {
         onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static bool native_bf16() { return onednn_native_bf16(); }
@@ -157,18 +152,6 @@ using master_t = typename detail::master_of<P>::type;
 /// The type P's GEMM operands are held in (P itself for a scalar).
 template <precision P>
 using operand_t = typename detail::operand_of<P>::type;
-
-/// "fp32", "fp64", "bf16 (onednn)".
-template <precision P>
-std::string precision_name() {
-    if constexpr (std::is_same_v<P, float>) {
-        return "fp32";
-    } else if constexpr (std::is_same_v<P, double>) {
-        return "fp64";
-    } else {
-        return std::string("bf16 (") + P::backend::name + ")";
-    }
-}
 
 /// A warning for a mixed precision whose products do not run on bf16
 /// instructions here (they are emulated: slower, same values); nothing for a

@@ -107,9 +107,9 @@ protected:
                         T alpha, const operand_type* a, std::size_t lda, const operand_type* b,
                         std::size_t ldb, T beta, T* c, std::size_t ldc) {
         if constexpr (mixed) {
-            P::backend::gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            P::backend::product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         } else if constexpr (std::is_same_v<T, float>) {
-            default_fp32_backend::gemm_fp32(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            default_fp32_backend::product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         } else {
             gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         }

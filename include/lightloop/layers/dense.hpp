@@ -97,12 +97,7 @@ public:
     /// into = delta W, the gradient with respect to this layer's input.
     void backpropagate(matrix<T>& into) const {
         const std::size_t n = delta_.shape(0);
-        if (into.shape(0) != n || into.shape(1) != input_size()) {
-            throw shape_error("lightloop::dense (" + describe() + "): backward signal is " +
-                              std::to_string(into.shape(0)) + "x" + std::to_string(into.shape(1)) +
-                              ", expected " + std::to_string(n) + "x" +
-                              std::to_string(input_size()));
-        }
+        check_batch_input(into, "backward signal");
         affine::product(transpose::no, transpose::no, n, input_size(), output_size(), T(1),
                         this->delta_operand(), output_size(), this->weights_operand(), input_size(),
                         T(0), into.data(), input_size());
@@ -111,12 +106,7 @@ public:
     /// dW = (1/n) delta^T x and db = (1/n) sum_rows delta.
     void compute_gradient(const matrix<T>& x) {
         const std::size_t n = delta_.shape(0);
-        if (x.shape(0) != n || x.shape(1) != input_size()) {
-            throw shape_error("lightloop::dense (" + describe() + "): gradient input is " +
-                              std::to_string(x.shape(0)) + "x" + std::to_string(x.shape(1)) +
-                              ", expected " + std::to_string(n) + "x" +
-                              std::to_string(input_size()));
-        }
+        check_batch_input(x, "gradient input");
         const T inv_n = T(1) / static_cast<T>(n);
         const std::size_t out = output_size();
         affine::product(transpose::yes, transpose::no, out, input_size(), n, inv_n,
@@ -168,6 +158,18 @@ public:
     }
 
 private:
+    /// Refuses `m` (named `what`) unless it is n x input_size(), n the batch
+    /// of delta.
+    void check_batch_input(const matrix<T>& m, const char* what) const {
+        const std::size_t n = delta_.shape(0);
+        if (m.shape(0) != n || m.shape(1) != input_size()) {
+            throw shape_error("lightloop::dense (" + describe() + "): " + what + " is " +
+                              std::to_string(m.shape(0)) + "x" + std::to_string(m.shape(1)) +
+                              ", expected " + std::to_string(n) + "x" +
+                              std::to_string(input_size()));
+        }
+    }
+
     static std::size_t checked_width(std::size_t width, std::size_t in, std::size_t out) {
         if (in == 0 || out == 0) {
             throw config_error("lightloop::dense: widths must be positive, got " +

@@ -169,10 +169,10 @@ private:
             binary.resize(rows * in);
         }
         convert_to_bf16(frames, binary.data(), rows * in);
-        mixed_bf16::backend::gemm_bf16(transpose::no, transpose::yes, rows, out, in, 1.0f,
-                                       binary.data(), in, real_operand_.data(), in, 0.0f, re, out);
-        mixed_bf16::backend::gemm_bf16(transpose::no, transpose::yes, rows, out, in, 1.0f,
-                                       binary.data(), in, imag_operand_.data(), in, 0.0f, im, out);
+        mixed_bf16::backend::product(transpose::no, transpose::yes, rows, out, in, 1.0f,
+                                     binary.data(), in, real_operand_.data(), in, 0.0f, re, out);
+        mixed_bf16::backend::product(transpose::no, transpose::yes, rows, out, in, 1.0f,
+                                     binary.data(), in, imag_operand_.data(), in, 0.0f, im, out);
     }
 
     double variance_ = 1.0;
