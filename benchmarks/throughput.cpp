@@ -12,8 +12,8 @@
 //              [--torch FILE] [--json FILE]
 //              [--methods bp,fa,dfa,holographic,intensity]
 //
-// --precision bf16 trains the same network with dense<..., mixed_bf16>
-// layers (core/precision.hpp): bf16 GEMM operands on the default bf16
+// --precision bf16 trains the same network with dense<..., mixed_bf16> and
+// conv2d<..., mixed_bf16> layers (core/precision.hpp): bf16 GEMM operands on the default bf16
 // backend (oneDNN where built with it), fp32 master weights and element-wise
 // work. Its rows compare with the fp32 row of the same method (vs fp32) and
 // with PyTorch's two bf16 modes (torch_throughput.py --precision bf16).
@@ -126,33 +126,37 @@ constexpr std::size_t cnn_projection = 32 * 28 * 28 + 64 * 14 * 14 + 1024;
 
 /// The same for the CNN: a convolution's products over all its chunks as one
 /// GEMM each (conv2d.hpp): forward W · cols, weight gradient D · cols^T and,
-/// for backprop above the first, backward data W^T · D.
+/// for backprop above the first, backward data W^T · D. In bf16 the layers'
+/// products are bf16 ones (a convolution's backward data through feedback
+/// alignment's filters too); the projections and feedback alignment's dense
+/// products stay fp32.
 std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
-                                       std::size_t optical_frames) {
+                                       std::size_t optical_frames, bool bf16) {
     std::vector<gemm_shape> g;
     for (std::size_t i = 0; i < 2; ++i) {
         const conv_gemm c = cnn_convs[i];
         const std::size_t taps = c.in * 25;
         const std::size_t columns = n * c.positions;
-        g.push_back({transpose::no, transpose::no, c.out, columns, taps});
+        g.push_back({transpose::no, transpose::no, c.out, columns, taps, bf16});
         if (method != "shallow") {
-            g.push_back({transpose::no, transpose::yes, c.out, taps, columns});
+            g.push_back({transpose::no, transpose::yes, c.out, taps, columns, bf16});
         }
         if ((method == "bp" || method == "fa") && i > 0) {
-            g.push_back({transpose::yes, transpose::no, taps, columns, c.out});
+            g.push_back({transpose::yes, transpose::no, taps, columns, c.out, bf16});
         }
     }
     for (std::size_t i = 0; i < 2; ++i) {
         const std::size_t in = cnn_dense[i];
         const std::size_t out = cnn_dense[i + 1];
-        g.push_back({transpose::no, transpose::yes, n, out, in});
+        g.push_back({transpose::no, transpose::yes, n, out, in, bf16});
         if (method != "shallow" || i == 1) {
-            g.push_back({transpose::yes, transpose::no, out, in, n});
+            g.push_back({transpose::yes, transpose::no, out, in, n, bf16});
         }
     }
     if (method == "bp" || method == "fa") {
-        g.push_back({transpose::no, transpose::no, n, 1024, 10});
-        g.push_back({transpose::no, transpose::no, n, 3136, 1024});
+        const bool layer_products = bf16 && method == "bp";
+        g.push_back({transpose::no, transpose::no, n, 1024, 10, layer_products});
+        g.push_back({transpose::no, transpose::no, n, 3136, 1024, layer_products});
     } else if (method == "dfa") {
         g.push_back({transpose::no, transpose::yes, n, cnn_projection, 10});
     } else if ((method == "holographic" || method == "intensity") &&
@@ -165,7 +169,7 @@ std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
 
 std::vector<gemm_shape> step_gemms(const std::string& model, const std::string& method,
                                    std::size_t n, std::size_t optical_frames, bool bf16) {
-    return model == "cnn" ? cnn_step_gemms(method, n, optical_frames)
+    return model == "cnn" ? cnn_step_gemms(method, n, optical_frames, bf16)
                           : mlp_step_gemms(method, n, optical_frames, bf16);
 }
 
@@ -356,16 +360,17 @@ auto make_mlp(Feedback feedback) {
       dense<tanh_act, P>{1024, 1024}, dense<identity, P>{1024, 10});
 }
 
-template <class Feedback>
+template <class P, class Feedback>
 auto make_cnn(Feedback feedback) {
-    return network<Feedback, softmax_cross_entropy, conv2d<tanh_act>, max_pool2d<>,
-                   conv2d<tanh_act>, max_pool2d<>, flatten<>, dense<tanh_act>, dense<identity>>(
+    return network<Feedback, softmax_cross_entropy, conv2d<tanh_act, P>, max_pool2d<>,
+                   conv2d<tanh_act, P>, max_pool2d<>, flatten<>, dense<tanh_act, P>,
+                   dense<identity, P>>(
       std::move(feedback), softmax_cross_entropy{}, 1,
-      conv2d<tanh_act>({1, 28, 28}, {.out_channels = 32, .kernel = 5, .padding = 2}),
+      conv2d<tanh_act, P>({1, 28, 28}, {.out_channels = 32, .kernel = 5, .padding = 2}),
       max_pool2d<>({32, 28, 28}, 2),
-      conv2d<tanh_act>({32, 14, 14}, {.out_channels = 64, .kernel = 5, .padding = 2}),
-      max_pool2d<>({64, 14, 14}, 2), flatten<>({64, 7, 7}), dense<tanh_act>{3136, 1024},
-      dense<identity>{1024, 10});
+      conv2d<tanh_act, P>({32, 14, 14}, {.out_channels = 64, .kernel = 5, .padding = 2}),
+      max_pool2d<>({64, 14, 14}, 2), flatten<>({64, 7, 7}), dense<tanh_act, P>{3136, 1024},
+      dense<identity, P>{1024, 10});
 }
 
 template <class Net>
@@ -406,11 +411,10 @@ template <class Feedback>
 runner make_runner(const std::string& model, const std::string& method,
                    const std::string& precision, Feedback feedback, std::size_t batch) {
     if (model == "cnn") {
-        if (precision != "fp32") {
-            throw config_error("throughput: the cnn model trains in fp32 only (conv2d has no bf16 "
-                               "precision yet); use --precision fp32 with --models cnn");
+        if (precision == "bf16") {
+            return make_runner(method, precision, make_cnn<mixed_bf16>(std::move(feedback)), batch);
         }
-        return make_runner(method, precision, make_cnn(std::move(feedback)), batch);
+        return make_runner(method, precision, make_cnn<float>(std::move(feedback)), batch);
     }
     if (precision == "bf16") {
         return make_runner(method, precision, make_mlp<mixed_bf16>(std::move(feedback)), batch);

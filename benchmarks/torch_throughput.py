@@ -14,8 +14,9 @@ and the thread layout that gave it; and per batch and thread count an
 --precision fp32,bf16 adds PyTorch's two bf16 modes of the paper's network
 with backprop: bf16_bp (parameters, gradients and momentum in bf16: PyTorch's
 fastest) and autocast_bp (fp32 parameters, products under
-torch.autocast("cpu", dtype=torch.bfloat16): its mixed, accurate mode). Both
-run on oneDNN in Debian's torch.
+torch.autocast("cpu", dtype=torch.bfloat16): its mixed, accurate mode); with
+the CNN's methods, the CNN's: cnn_bf16_bp and cnn_autocast_bp. Both run on
+oneDNN in Debian's torch.
 
     /usr/bin/python3 benchmarks/torch_throughput.py > torch_throughput.tsv
     ./build/release/benchmarks/throughput --torch torch_throughput.tsv
@@ -26,6 +27,10 @@ run on oneDNN in Debian's torch.
         > torch_bf16.tsv
     ./build/release/benchmarks/throughput --batches 128 --precision fp32,bf16 \
         --methods bp,dfa,holographic --torch torch_bf16.tsv
+    /usr/bin/python3 benchmarks/torch_throughput.py --batches 128 --precision fp32,bf16 \
+        --methods cnn_bp cnn_dfa > torch_cnn_bf16.tsv
+    ./build/release/benchmarks/throughput --models cnn --batches 128 --precision fp32,bf16 \
+        --methods bp,dfa,holographic --torch torch_cnn_bf16.tsv
 
 Debian's torch calls the system BLAS (OpenBLAS, a pthreads build), which starts
 its own threads whatever torch.set_num_threads says. With T threads to spend,
@@ -128,7 +133,16 @@ def cnn_forward(torch, layers, x):
 def step_cnn_bp(torch, layers, opt, x, y):
     opt.zero_grad()
     logits = cnn_forward(torch, layers, x)[3]
-    torch.nn.functional.cross_entropy(logits, y).backward()
+    torch.nn.functional.cross_entropy(logits.float(), y).backward()
+    opt.step()
+
+
+def step_cnn_autocast_bp(torch, layers, opt, x, y):
+    """The CNN's backprop with fp32 parameters and bf16 products."""
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = cnn_forward(torch, layers, x)[3]
+    torch.nn.functional.cross_entropy(logits.float(), y).backward()
     opt.step()
 
 
@@ -201,13 +215,20 @@ def measure(torch, method, batch, seconds):
 def measure_cnn(torch, method, batch, seconds):
     torch.manual_seed(0)
     layers = cnn_layers(torch)
-    params = [p for layer in layers for p in layer.parameters()]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x = torch.rand(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
+    if method == "cnn_bf16_bp":
+        layers = [layer.to(torch.bfloat16) for layer in layers]
+        x = x.to(torch.bfloat16)
+    params = [p for layer in layers for p in layer.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     feedback = torch.randn(25088 + 12544 + 1024, 10) / 10 ** 0.5
-    step = (lambda: step_cnn_bp(torch, layers, opt, x, y)) if method == "cnn_bp" else \
-        (lambda: step_cnn_dfa(torch, layers, opt, x, y, feedback))
+    if method in ("cnn_bp", "cnn_bf16_bp"):
+        step = lambda: step_cnn_bp(torch, layers, opt, x, y)
+    elif method == "cnn_autocast_bp":
+        step = lambda: step_cnn_autocast_bp(torch, layers, opt, x, y)
+    else:
+        step = lambda: step_cnn_dfa(torch, layers, opt, x, y, feedback)
     return median_rate(step, batch, seconds)
 
 
@@ -231,7 +252,8 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--methods", nargs="+", default=["bp", "dfa"],
-                        choices=["bp", "dfa", "cnn_bp", "cnn_dfa", "bf16_bp", "autocast_bp"])
+                        choices=["bp", "dfa", "cnn_bp", "cnn_dfa", "bf16_bp", "autocast_bp",
+                                 "cnn_bf16_bp", "cnn_autocast_bp"])
     parser.add_argument("--precision", default="fp32",
                         help="comma-separated: fp32, bf16 (adds bf16_bp and autocast_bp)")
     parser.add_argument("--seconds", type=float, default=1.5)
@@ -241,9 +263,11 @@ def main():
     if any(p not in ("fp32", "bf16") for p in precisions):
         parser.error(f"--precision: expected fp32 and/or bf16, got {args.precision}")
     if "bf16" in precisions and not args.child:
+        cnn = any(m.startswith("cnn_") for m in args.methods)
         if "fp32" not in precisions:
             args.methods = []
-        args.methods = args.methods + ["bf16_bp", "autocast_bp"]
+        args.methods = args.methods + (["cnn_bf16_bp", "cnn_autocast_bp"] if cnn
+                                       else ["bf16_bp", "autocast_bp"])
     if args.child:
         child(args.threads[0], args)
         return

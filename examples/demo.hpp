@@ -118,25 +118,15 @@ result train(const std::string& stem, const std::string& name, Net net, const op
     return r;
 }
 
-/// One method's run in the precision o.precision names; a demo whose
-/// network has no bf16 form refuses bf16 (config_error, exit code 2).
+/// One method's run in the precision o.precision names.
 template <class Demo, class Feedback>
 result run(const Demo& d, const std::string& name, Feedback feedback, const options& o,
            const lightloop::mnist_data& data) {
     using namespace lightloop;
     if (o.precision == "bf16") {
-        if constexpr (requires {
-                          d.make_network(std::move(feedback), o.seed, data,
-                                         precision_tag<mixed_bf16>{});
-                      }) {
-            return train(
-              d.stem, name,
-              d.make_network(std::move(feedback), o.seed, data, precision_tag<mixed_bf16>{}), o,
-              data);
-        } else {
-            throw config_error(d.stem + ": --precision bf16 is not available for this network "
-                                        "(its layers have no bf16 form yet)");
-        }
+        return train(d.stem, name,
+                     d.make_network(std::move(feedback), o.seed, data, precision_tag<mixed_bf16>{}),
+                     o, data);
     }
     return train(d.stem, name,
                  d.make_network(std::move(feedback), o.seed, data, precision_tag<float>{}), o,
@@ -147,14 +137,6 @@ template <class Demo>
 int experiment(const Demo& d, const options& o) {
     using namespace lightloop;
     set_blas_threads(o.threads);
-    if constexpr (!requires(const mnist_data& data) {
-                      d.make_network(backprop{}, o.seed, data, precision_tag<mixed_bf16>{});
-                  }) {
-        if (o.precision == "bf16") {
-            throw config_error(d.stem + ": --precision bf16 is not available for this network "
-                                        "(its layers have no bf16 form yet)");
-        }
-    }
     if (o.precision == "bf16") {
         if (const auto warning = precision_warning<mixed_bf16>()) {
             std::fprintf(stderr, "%s\n", warning->c_str());

@@ -16,16 +16,17 @@
 namespace {
 
 struct make_cnn {
-    /// fp32 only: conv2d has no bf16 form yet, so --precision bf16 is refused.
-    template <class Feedback>
+    /// In fp32, or in mixed bf16 (--precision bf16: every conv2d and dense
+    /// layer's products on bf16 operands).
+    template <class Feedback, class P>
     auto operator()(Feedback feedback, std::uint64_t seed, const lightloop::mnist_data& data,
-                    lightloop::precision_tag<float>) const {
+                    lightloop::precision_tag<P>) const {
         using namespace lightloop;
         const feature_shape image{1, data.rows, data.cols};
-        conv2d<tanh_act> conv1(image, {.out_channels = 32, .kernel = 5, .padding = 2});
+        conv2d<tanh_act, P> conv1(image, {.out_channels = 32, .kernel = 5, .padding = 2});
         max_pool2d<> pool1(conv1.output_shape(), 2);
-        conv2d<tanh_act> conv2(pool1.output_shape(),
-                               {.out_channels = 64, .kernel = 5, .padding = 2});
+        conv2d<tanh_act, P> conv2(pool1.output_shape(),
+                                  {.out_channels = 64, .kernel = 5, .padding = 2});
         max_pool2d<> pool2(conv2.output_shape(), 2);
         flatten<> flat(pool2.output_shape());
         return network{std::move(feedback),
@@ -36,8 +37,8 @@ struct make_cnn {
                        std::move(conv2),
                        std::move(pool2),
                        flat,
-                       dense<tanh_act>{flat.output_size(), 1024},
-                       dense<identity>{1024, data.classes}};
+                       dense<tanh_act, P>{flat.output_size(), 1024},
+                       dense<identity, P>{1024, data.classes}};
     }
 };
 

@@ -240,6 +240,119 @@ TEST_CASE("a mixed-precision dense layer computes from bf16 operands", "[layers]
     }
 }
 
+TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][precision]") {
+    using namespace precision_tests;
+    // 28x28 maps: 6 samples a chunk, so 13 samples make three chunks (and
+    // three gradient groups) of unequal sizes.
+    const feature_shape in{2, 28, 28};
+    const conv2d_spec spec{.out_channels = 3, .kernel = 5, .padding = 2};
+    const std::size_t n = 13;
+    conv2d<identity, mixed_bf16> layer(in, spec);
+    REQUIRE((n + layer.chunk_samples() - 1) / layer.chunk_samples() == 3);
+    layer.initialize(3);
+    for (std::size_t c = 0; c < spec.out_channels; ++c) {
+        layer.bias()(c) = 0.1f * static_cast<float>(c + 1);
+    }
+    const auto x = lightloop::testing::random_matrix<float>(n, in.size(), 4);
+    // Double layers on the rounded operands (the reference), on their
+    // magnitudes (what bounds fp32 sums), and on the unrounded ones.
+    const auto as_double = [](const auto& m, bool round, bool magnitude) {
+        matrix<double> d = xt::zeros<double>(m.shape());
+        for (std::size_t i = 0; i < m.size(); ++i) {
+            const float v = round ? round_to_bf16(m.data()[i]) : m.data()[i];
+            d.data()[i] = magnitude ? std::abs(v) : v;
+        }
+        return d;
+    };
+    conv2d<identity, double> ref(in, spec);
+    conv2d<identity, double> mag(in, spec);
+    conv2d<identity, double> exact(in, spec);
+    ref.weights() = as_double(layer.weights(), true, false);
+    mag.weights() = as_double(layer.weights(), true, true);
+    exact.weights() = as_double(layer.weights(), false, false);
+    for (std::size_t c = 0; c < spec.out_channels; ++c) {
+        ref.bias()(c) = exact.bias()(c) = layer.bias()(c);
+    }
+    const matrix<double> x_ref = as_double(x, true, false);
+    const matrix<double> x_mag = as_double(x, true, true);
+    const matrix<double> x_exact = as_double(x, false, false);
+    const matrix<float> a = layer.forward(x);
+    ref.forward(x_ref);
+    mag.forward(x_mag);
+    exact.forward(x_exact);
+    const std::size_t patch = layer.patch_size();
+    double worst = 0.0;
+    double rounding_shift = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const double expected = ref.output().data()[i];
+        const double sums = accumulation_bound(patch, mag.output().data()[i]);
+        worst = std::max(worst, std::abs(a.data()[i] - expected) /
+                                  (sums + std::ldexp(std::abs(expected), -23)));
+        rounding_shift =
+          std::max(rounding_shift, std::abs(exact.output().data()[i] - expected) / sums);
+    }
+    CHECK(worst <= 1.0);
+    // fp32 operands would miss the reference by more than the bound.
+    CHECK(rounding_shift > 4.0);
+
+    // Backward data and the weight gradient, from bf16 delta, W and x.
+    const auto signal = lightloop::testing::random_matrix<float>(n, layer.output_size(), 5);
+    layer.scale_by_derivative(signal.data(), layer.output_size());
+    ref.delta() = as_double(layer.delta(), true, false);
+    mag.delta() = as_double(layer.delta(), true, true);
+    matrix<float> into = matrix<float>::from_shape({n, in.size()});
+    matrix<double> into_ref = matrix<double>::from_shape({n, in.size()});
+    matrix<double> into_mag = matrix<double>::from_shape({n, in.size()});
+    layer.backpropagate(into);
+    ref.backpropagate(into_ref);
+    mag.backpropagate(into_mag);
+    // Each input gradient sums C_out·k·k terms (the product's, then col2im's).
+    const std::size_t back_terms = spec.out_channels * spec.kernel * spec.kernel;
+    double worst_back = 0.0;
+    for (std::size_t i = 0; i < into.size(); ++i) {
+        worst_back = std::max(worst_back, std::abs(into.data()[i] - into_ref.data()[i]) /
+                                            accumulation_bound(back_terms, into_mag.data()[i]));
+    }
+    CHECK(worst_back <= 1.0);
+    // Through other filters (feedback alignment's), rounded the same way.
+    const auto filters =
+      lightloop::testing::random_matrix<float>(spec.out_channels, layer.patch_size(), 6);
+    layer.backpropagate_with(filters, into);
+    ref.backpropagate_with(as_double(filters, true, false), into_ref);
+    mag.backpropagate_with(as_double(filters, true, true), into_mag);
+    double worst_feedback = 0.0;
+    for (std::size_t i = 0; i < into.size(); ++i) {
+        worst_feedback =
+          std::max(worst_feedback, std::abs(into.data()[i] - into_ref.data()[i]) /
+                                     accumulation_bound(back_terms, into_mag.data()[i]));
+    }
+    CHECK(worst_feedback <= 1.0);
+    layer.compute_gradient(x);
+    ref.compute_gradient(x_ref);
+    mag.compute_gradient(x_mag);
+    const std::size_t positions = layer.output_shape().height * layer.output_shape().width;
+    double worst_grad = 0.0;
+    for (std::size_t i = 0; i < layer.weight_gradient().size(); ++i) {
+        const double expected = ref.weight_gradient().data()[i];
+        const double bound = accumulation_bound(n * positions, mag.weight_gradient().data()[i]) +
+                             std::ldexp(std::abs(expected), -23);
+        worst_grad =
+          std::max(worst_grad, std::abs(layer.weight_gradient().data()[i] - expected) / bound);
+    }
+    CHECK(worst_grad <= 1.0);
+    // The bias gradient is element-wise work on the fp32 delta.
+    matrix<double> delta_exact = as_double(layer.delta(), false, false);
+    for (std::size_t c = 0; c < spec.out_channels; ++c) {
+        double sum = 0.0;
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t p = 0; p < positions; ++p) {
+                sum += delta_exact(r, c * positions + p);
+            }
+        }
+        CHECK(layer.bias_gradient()(c) == Approx(sum / static_cast<double>(n)).epsilon(1e-5));
+    }
+}
+
 TEST_CASE("the optimizers write the weights' bf16 copy in their update pass",
           "[optim][precision]") {
     const auto g = lightloop::testing::random_matrix<float>(1, 301, 8);

@@ -173,22 +173,33 @@ TEST_CASE("a steady-state step through convolution, pooling, flatten and dropout
     // output), flatten, dense 512 -> 32, dropout, dense 32 -> 10; every
     // method that handles layers without parameters, one and two threads,
     // with an evaluation pass between steps (dropout switches its mask off
-    // and on).
-    auto pooled = [](auto feedback, std::size_t threads) {
+    // and on); in fp32 and in mixed bf16 (the layers' bf16 operand copies,
+    // and feedback alignment's filters converted for the backward product).
+    auto pooled = [](auto feedback, std::size_t threads, auto precision) {
+        using P = typename decltype(precision)::type;
         set_blas_threads(static_cast<int>(threads));
-        conv2d<tanh_act> conv({1, 16, 16}, {.out_channels = 8, .kernel = 5, .padding = 2});
+        conv2d<tanh_act, P> conv({1, 16, 16}, {.out_channels = 8, .kernel = 5, .padding = 2});
         REQUIRE(conv.chunk_samples() < 64);
-        network net{
-          std::move(feedback),      softmax_cross_entropy{},      1,
-          std::move(conv),          max_pool2d<>({8, 16, 16}, 2), flatten<>({8, 8, 8}),
-          dense<tanh_act>{512, 32}, dropout<>(32, 0.3),           dense<identity>{32, 10}};
+        network net{std::move(feedback),
+                    softmax_cross_entropy{},
+                    1,
+                    std::move(conv),
+                    max_pool2d<>({8, 16, 16}, 2),
+                    flatten<>({8, 8, 8}),
+                    dense<tanh_act, P>{512, 32},
+                    dropout<>(32, 0.3),
+                    dense<identity, P>{32, 10}};
         return allocations_with_evaluation(net);
+    };
+    const auto each_method = [&](std::size_t threads, auto precision) {
+        CHECK(pooled(backprop{}, threads, precision) == 0);
+        CHECK(pooled(feedback_alignment{}, threads, precision) == 0);
+        CHECK(pooled(dfa<dense_gaussian>{}, threads, precision) == 0);
     };
     for (const std::size_t threads : {1U, 2U}) {
         CAPTURE(threads);
-        CHECK(pooled(backprop{}, threads) == 0);
-        CHECK(pooled(feedback_alignment{}, threads) == 0);
-        CHECK(pooled(dfa<dense_gaussian>{}, threads) == 0);
+        each_method(threads, precision_tag<float>{});
+        each_method(threads, precision_tag<mixed_bf16>{});
     }
 }
 

@@ -334,6 +334,41 @@ constexpr dnnl_data_type_t data_type() {
     }
 }
 
+/// Handles the products oneDNN is not given: none at all (m or n zero), or
+/// no sum (k zero: C = beta C, as BLAS does). True when it handled one.
+inline bool empty_product(std::size_t m, std::size_t n, std::size_t k, float beta, float* c,
+                          std::size_t ldc) {
+    if (m == 0 || n == 0) {
+        return true;
+    }
+    if (k != 0) {
+        return false;
+    }
+    for (std::size_t r = 0; r < m; ++r) {
+        for (std::size_t col = 0; col < n; ++col) {
+            c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
+        }
+    }
+    return true;
+}
+
+/// The key of C (m x n) = alpha op(A) op(B) + beta C with these operands.
+template <class Operand>
+matmul_key key_of(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                  std::size_t lda, std::size_t ldb, std::size_t ldc, float alpha, float beta) {
+    return {ta == transpose::yes,
+            tb == transpose::yes,
+            data_type<Operand>(),
+            m,
+            n,
+            k,
+            lda,
+            ldb,
+            ldc,
+            alpha,
+            beta};
+}
+
 } // namespace detail::onednn
 
 /// C (m x n, row-major, ldc; fp32) = alpha op(A) op(B) + beta C through
@@ -343,16 +378,7 @@ template <class Operand>
 void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
                  float alpha, const Operand* a, std::size_t lda, const Operand* b, std::size_t ldb,
                  float beta, float* c, std::size_t ldc) {
-    if (m == 0 || n == 0) {
-        return;
-    }
-    if (k == 0) {
-        // No product: C = beta C (oneDNN takes no empty reduction).
-        for (std::size_t r = 0; r < m; ++r) {
-            for (std::size_t col = 0; col < n; ++col) {
-                c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
-            }
-        }
+    if (detail::onednn::empty_product(m, n, k, beta, c, ldc)) {
         return;
     }
     // One piece a thread: each piece reorders the B it reads for the kernel
@@ -363,19 +389,23 @@ void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::
     detail::gemm_on_team(
       ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 1, true,
       [&](std::size_t rows, std::size_t cols, const Operand* ap, const Operand* bp, float* cp) {
-          const detail::onednn::matmul_key key{ta == transpose::yes,
-                                               tb == transpose::yes,
-                                               detail::onednn::data_type<Operand>(),
-                                               rows,
-                                               cols,
-                                               k,
-                                               lda,
-                                               ldb,
-                                               ldc,
-                                               alpha,
-                                               beta};
-          detail::onednn::run_matmul(key, ap, bp, cp);
+          detail::onednn::run_matmul(
+            detail::onednn::key_of<Operand>(ta, tb, rows, cols, k, lda, ldb, ldc, alpha, beta), ap,
+            bp, cp);
       });
+}
+
+/// As onednn_gemm, as one oneDNN call on the calling thread alone, for a
+/// caller that spreads its own products over the team (conv2d's chunks).
+template <class Operand>
+void onednn_gemm_here(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
+                      float alpha, const Operand* a, std::size_t lda, const Operand* b,
+                      std::size_t ldb, float beta, float* c, std::size_t ldc) {
+    if (detail::onednn::empty_product(m, n, k, beta, c, ldc)) {
+        return;
+    }
+    detail::onednn::run_matmul(
+      detail::onednn::key_of<Operand>(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta), a, b, c);
 }
 
 /// The instruction set oneDNN dispatches to on this CPU: "AMX", "AVX512-BF16",

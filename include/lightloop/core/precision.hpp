@@ -52,6 +52,15 @@ struct openblas_backend {
                         std::size_t ldb, float beta, float* c, std::size_t ldc) {
         gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
+    /// As product, as one call on the calling thread (held at one OpenBLAS
+    /// thread by a caller that spreads its own products: conv2d's chunks).
+    template <class Operand>
+    static void product_here(transpose ta, transpose tb, std::size_t m, std::size_t n,
+                             std::size_t k, float alpha, const Operand* a, std::size_t lda,
+                             const Operand* b, std::size_t ldb, float beta, float* c,
+                             std::size_t ldc) {
+        detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
     static bool native_bf16() { return false; }
     static std::string isa() { return "fp32 (bf16 emulated)"; }
 };
@@ -67,6 +76,14 @@ struct onednn_backend {
                         float alpha, const Operand* a, std::size_t lda, const Operand* b,
                         std::size_t ldb, float beta, float* c, std::size_t ldc) {
         onednn_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+    /// As product, as one oneDNN call on the calling thread.
+    template <class Operand>
+    static void product_here(transpose ta, transpose tb, std::size_t m, std::size_t n,
+                             std::size_t k, float alpha, const Operand* a, std::size_t lda,
+                             const Operand* b, std::size_t ldb, float beta, float* c,
+                             std::size_t ldc) {
+        onednn_gemm_here(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static bool native_bf16() { return onednn_native_bf16(); }
     static std::string isa() { return onednn_isa(); }
@@ -126,6 +143,16 @@ struct master_of {
 template <class Backend>
 struct master_of<mixed_bf16_on<Backend>> {
     using type = float;
+};
+/// The backend a precision's products run on: a mixed policy's own, or the
+/// fp32 default for a scalar (double products run on OpenBLAS directly).
+template <class P>
+struct backend_of {
+    using type = default_fp32_backend;
+};
+template <class Backend>
+struct backend_of<mixed_bf16_on<Backend>> {
+    using type = Backend;
 };
 template <class P>
 struct operand_of {

@@ -101,17 +101,28 @@ protected:
         }
     }
 
+    /// Where a product runs: spread over lightloop's team, or as one call
+    /// on the calling thread (for a layer that spreads its own products
+    /// over the team: conv2d's chunks).
+    enum class site { team, caller };
+
     /// C = alpha op(A) op(B) + beta C in the layer's precision: A and B are
     /// operands (operand_type), C is T.
+    template <site Where = site::team>
     static void product(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
                         T alpha, const operand_type* a, std::size_t lda, const operand_type* b,
                         std::size_t ldb, T beta, T* c, std::size_t ldc) {
-        if constexpr (mixed) {
-            P::backend::product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        } else if constexpr (std::is_same_v<T, float>) {
-            default_fp32_backend::product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        using backend = typename backend_of<P>::type;
+        if constexpr (std::is_same_v<T, double>) {
+            if constexpr (Where == site::team) {
+                gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            } else {
+                blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            }
+        } else if constexpr (Where == site::team) {
+            backend::product(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         } else {
-            gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            backend::product_here(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         }
     }
 

@@ -20,6 +20,12 @@
 // gradient is summed per fixed group of chunks, then the groups in order:
 // the same bits on any thread count.
 //
+// Precision (core/precision.hpp) as in dense: conv2d<Act, mixed_bf16> keeps
+// bf16 copies of W, of the batch input and of delta, gathers its columns
+// from them in bf16 and runs the three products on bf16 operands with fp32
+// sums; a float layer's products run on the fp32 default backend (oneDNN
+// where built), a double layer's on OpenBLAS.
+//
 // DFA never calls backpropagate (the backward-data product): it projects the
 // error straight into this layer's C x H x W feature map.
 // backward_data_products() counts the calls, for the test that says so.
@@ -40,6 +46,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -83,10 +90,14 @@ inline feature_shape convolved_shape(feature_shape in, const conv2d_spec& spec) 
 
 } // namespace detail
 
-template <class Act = identity, scalar T = float>
-requires activation<Act, T>
-class conv2d : public detail::affine_layer<Act, T> {
-    using affine = detail::affine_layer<Act, T>;
+/// P is the precision (core/precision.hpp): float, double or mixed_bf16.
+template <class Act = identity, precision P = float>
+requires activation<Act, master_t<P>>
+class conv2d : public detail::affine_layer<Act, P> {
+    using affine = detail::affine_layer<Act, P>;
+    using T = master_t<P>;
+    using U = operand_t<P>; // the products' operands
+    using site = typename affine::site;
     using affine::act_;
     using affine::bias_;
     using affine::bias_gradient_;
@@ -154,11 +165,15 @@ public:
         T* a = pre_activation_.data();
         T* h = output_.data();
         const T* bias = bias_.data();
-        for_chunks(n, [&](std::size_t first, std::size_t count, T* cols, T* staging) {
-            gather_columns(x.data(), first, count, cols);
+        const U* input = this->input_operand(x, false);
+        const U* w = this->weights_operand();
+        for_chunks(n, [&](std::size_t first, std::size_t count, const space& work) {
+            gather_columns(input, first, count, work.cols);
             const std::size_t width = count * positions;
-            detail::blas_call(transpose::no, transpose::no, channels, width, patch_size(), T(1),
-                              weights_.data(), patch_size(), cols, width, T(0), staging, width);
+            T* staging = work.wide;
+            affine::template product<site::caller>(transpose::no, transpose::no, channels, width,
+                                                   patch_size(), T(1), w, patch_size(), work.cols,
+                                                   width, T(0), staging, width);
             for (std::size_t j = 0; j < count; ++j) {
                 T* a_row = a + (first + j) * out_.size();
                 for (std::size_t c = 0; c < channels; ++c) {
@@ -196,12 +211,15 @@ public:
         }
         ++backward_data_products_;
         const std::size_t positions = out_.height * out_.width;
-        for_chunks(n, [&](std::size_t first, std::size_t count, T* cols, T* staging) {
-            gather_delta(first, count, staging);
+        const U* w = backward_operand(weights);
+        const U* d = this->delta_operand();
+        for_chunks(n, [&](std::size_t first, std::size_t count, const space& work) {
+            gather_delta(d, first, count, work.delta);
             const std::size_t width = count * positions;
-            detail::blas_call(transpose::yes, transpose::no, patch_size(), width,
-                              spec_.out_channels, T(1), weights.data(), patch_size(), staging,
-                              width, T(0), cols, width);
+            T* cols = work.wide;
+            affine::template product<site::caller>(transpose::yes, transpose::no, patch_size(),
+                                                   width, spec_.out_channels, T(1), w, patch_size(),
+                                                   work.delta, width, T(0), cols, width);
             scatter_columns(cols, first, count, into.data());
         });
     }
@@ -225,21 +243,23 @@ public:
         }
         const std::size_t positions = out_.height * out_.width;
         const T* d = delta_.data();
+        const U* input = this->input_operand(x, true);
+        const U* d_operand = this->delta_operand();
         prepare_workspace();
         run_tasks(groups, [&](std::size_t group, std::size_t worker) {
             T* dw = partial_.data() + group * group_size;
             T* db = dw + weight_count;
             std::fill_n(dw, group_size, T(0));
-            T* cols = workspace(worker);
-            T* staging = cols + column_capacity();
+            const space work = workspace(worker);
             for (std::size_t chunk = group; chunk < chunks; chunk += groups) {
                 const std::size_t first = chunk * chunk_;
                 const std::size_t count = std::min(chunk_, n - first);
                 const std::size_t width = count * positions;
-                gather_columns(x.data(), first, count, cols);
-                gather_delta(first, count, staging);
-                detail::blas_call(transpose::no, transpose::yes, channels, patch_size(), width,
-                                  T(1), staging, width, cols, width, T(1), dw, patch_size());
+                gather_columns(input, first, count, work.cols);
+                gather_delta(d_operand, first, count, work.delta);
+                affine::template product<site::caller>(transpose::no, transpose::yes, channels,
+                                                       patch_size(), width, T(1), work.delta, width,
+                                                       work.cols, width, T(1), dw, patch_size());
                 for (std::size_t j = first; j < first + count; ++j) {
                     for (std::size_t c = 0; c < channels; ++c) {
                         const T* row = d + j * out_.size() + c * positions;
@@ -325,16 +345,47 @@ private:
     std::size_t staging_capacity() const noexcept {
         return spec_.out_channels * chunk_ * out_.height * out_.width;
     }
-    T* workspace(std::size_t worker) const {
-        return workspace_.data() + worker * (column_capacity() + staging_capacity());
+    std::size_t wide_capacity() const noexcept {
+        return std::max(column_capacity(), staging_capacity());
     }
 
-    /// Per thread: one chunk's columns, then its C_out x s·HW staging block.
+    /// One thread's scratch for a chunk: its columns and its C_out x s·HW
+    /// block of delta (GEMM operands), and a block of T for a product's
+    /// result (the forward's C_out x s·HW, the backward's columns).
+    struct space {
+        U* cols;
+        U* delta;
+        T* wide;
+    };
+    space workspace(std::size_t worker) const {
+        U* operands = operand_space_.data() + worker * (column_capacity() + staging_capacity());
+        return {operands, operands + column_capacity(),
+                wide_space_.data() + worker * wide_capacity()};
+    }
+
     /// Sized once for the thread count.
     void prepare_workspace() const {
-        const std::size_t needed = task_threads() * (column_capacity() + staging_capacity());
-        if (workspace_.size() < needed) {
-            workspace_.resize(needed);
+        const std::size_t threads = task_threads();
+        if (operand_space_.size() < threads * (column_capacity() + staging_capacity())) {
+            operand_space_.resize(threads * (column_capacity() + staging_capacity()));
+        }
+        if (wide_space_.size() < threads * wide_capacity()) {
+            wide_space_.resize(threads * wide_capacity());
+        }
+    }
+
+    /// The backward-data product's filters as an operand: W's own (bf16
+    /// copy), or other filters (feedback alignment's) converted here.
+    const U* backward_operand(const matrix<T>& weights) const {
+        if constexpr (affine::mixed) {
+            if (&weights == &weights_) {
+                return this->weights_operand();
+            }
+            ensure_shape(feedback_operand_, weights.shape(0), weights.shape(1));
+            detail::convert_on_team(weights.data(), feedback_operand_.data(), weights.size());
+            return feedback_operand_.data();
+        } else {
+            return weights.data();
         }
     }
 
@@ -358,15 +409,14 @@ private:
         shared_team().run(tasks, f);
     }
 
-    /// f(first, count, cols, staging) for each chunk of the n samples.
+    /// f(first, count, space) for each chunk of the n samples.
     template <class F>
     void for_chunks(std::size_t n, F&& f) const {
         prepare_workspace();
         const std::size_t chunks = (n + chunk_ - 1) / chunk_;
         run_tasks(chunks, [&](std::size_t chunk, std::size_t worker) {
             const std::size_t first = chunk * chunk_;
-            T* cols = workspace(worker);
-            f(first, std::min(chunk_, n - first), cols, cols + column_capacity());
+            f(first, std::min(chunk_, n - first), workspace(worker));
         });
     }
 
@@ -416,21 +466,23 @@ private:
 
     static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
-    /// cols (C·k·k x count·HW) = the patches of samples first..first+count.
-    void gather_columns(const T* x, std::size_t first, std::size_t count, T* cols) const {
-        const T* base = x + first * in_.size();
+    /// cols (C·k·k x count·HW) = the patches of samples first..first+count
+    /// of x (the batch input, or its operand copy).
+    template <class V>
+    void gather_columns(const V* x, std::size_t first, std::size_t count, V* cols) const {
+        const V* base = x + first * in_.size();
         const std::size_t s = spec_.stride;
         const std::size_t p = spec_.padding;
         for_patch_rows(count, [&](std::size_t column, std::size_t offset, std::size_t begin,
                                   std::size_t end, std::size_t kx) {
-            T* to = cols + column;
+            V* to = cols + column;
             if (offset == npos) {
-                std::fill_n(to, out_.width, T(0));
+                std::fill_n(to, out_.width, V{});
                 return;
             }
             // Input column ox·s + kx - p, in range for ox in [begin, end).
-            const T* row = base + offset;
-            std::fill_n(to, begin, T(0));
+            const V* row = base + offset;
+            std::fill_n(to, begin, V{});
             if (s == 1) {
                 std::copy(row + (begin + kx - p), row + (end + kx - p), to + begin);
             } else {
@@ -438,7 +490,7 @@ private:
                     to[ox] = row[ox * s + kx - p];
                 }
             }
-            std::fill(to + end, to + out_.width, T(0));
+            std::fill(to + end, to + out_.width, V{});
         });
     }
 
@@ -462,12 +514,11 @@ private:
         });
     }
 
-    /// staging (C_out x count·HW) = delta's rows first..first+count, channel
-    /// by channel.
-    void gather_delta(std::size_t first, std::size_t count, T* staging) const {
+    /// staging (C_out x count·HW) = rows first..first+count of d (delta or
+    /// its operand copy), channel by channel.
+    void gather_delta(const U* d, std::size_t first, std::size_t count, U* staging) const {
         const std::size_t positions = out_.height * out_.width;
         const std::size_t width = count * positions;
-        const T* d = delta_.data();
         for (std::size_t j = 0; j < count; ++j) {
             for (std::size_t c = 0; c < spec_.out_channels; ++c) {
                 std::copy_n(d + (first + j) * out_.size() + c * positions, positions,
@@ -480,14 +531,17 @@ private:
     feature_shape in_;
     feature_shape out_;
     std::size_t chunk_ = 1; // samples per chunk
-    // Scratch for the products (see prepare_workspace); the backward-data
-    // product is const to the layer but uses it.
-    mutable std::vector<T> workspace_;
-    std::vector<T> partial_; // compute_gradient's per-group sums
+    // Scratch for the products (see workspace); the backward-data product
+    // is const to the layer but uses it.
+    mutable std::vector<U> operand_space_;
+    mutable std::vector<T> wide_space_;
+    mutable matrix<U> feedback_operand_; // mixed: backward filters' copy
+    std::vector<T> partial_;             // compute_gradient's per-group sums
     mutable std::uint64_t backward_data_products_ = 0;
 };
 
 static_assert(layer<conv2d<identity, float>>);
 static_assert(layer<conv2d<tanh_act, double>>);
+static_assert(layer<conv2d<tanh_act, mixed_bf16>>);
 
 } // namespace lightloop
