@@ -7,7 +7,11 @@
 // product on the default bf16 backend (and, with oneDNN, the fp32 products
 // through oneDNN, to compare the two fp32 backends), the SGD-momentum update
 // writing the weights' bf16 copy in its pass against the update followed by
-// a conversion pass, and the bf16 steps. Rates are per wall-clock second
+// a conversion pass, and the bf16 steps. The CNN's two convolutions, each
+// pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as
+// oneDNN's own convolution primitives on blocked layouts (one thread, with
+// the reorders from and to the batch's rows: the way forward for conv2d,
+// README "Mixed precision"). Rates are per wall-clock second
 // (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads.
 // The end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
@@ -18,6 +22,10 @@
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
+
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 #include "cli.hpp"
 
@@ -228,6 +236,144 @@ void bm_update_with_copy(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(count));
 }
 
+/// Who runs a convolution of the CNN (throughput's): conv2d (im2col and
+/// GEMMs, fp32 or mixed bf16), or oneDNN's own convolution primitives on
+/// blocked layouts in fp32 or bf16, with the reorders from and to the
+/// batch's channel-major rows that conv2d would need around them.
+enum class conv_way { conv2d_fp32, conv2d_bf16, onednn_fp32, onednn_bf16 };
+/// Which product: forward, weight gradient, backward data.
+enum class conv_pass { forward, weight_gradient, backward_data };
+
+/// The CNN's two convolutions: {in channels, out channels, map side}.
+constexpr std::size_t cnn_convolutions[2][3] = {{1, 32, 28}, {32, 64, 14}};
+
+/// One convolution pass at batch 128 (arguments: which convolution, which
+/// pass), GFLOP/s of the convolution's 2 N C_out C_in k² H W.
+template <conv_way Way>
+void bm_conv(benchmark::State& state) {
+    const std::size_t* shape = cnn_convolutions[state.range(0)];
+    const auto pass = static_cast<conv_pass>(state.range(1));
+    const std::size_t n = 128;
+    const std::size_t c = shape[0];
+    const std::size_t o = shape[1];
+    const std::size_t side = shape[2];
+    const double flops = 2.0 * static_cast<double>(n * o * c * 25 * side * side);
+    if constexpr (Way == conv_way::conv2d_fp32 || Way == conv_way::conv2d_bf16) {
+        using P = std::conditional_t<Way == conv_way::conv2d_bf16, mixed_bf16, float>;
+        conv2d<identity, P> layer({c, side, side}, {.out_channels = o, .kernel = 5, .padding = 2});
+        layer.initialize(1);
+        auto x = matrix<float>::from_shape({n, layer.input_size()});
+        x.fill(0.3f);
+        auto into = matrix<float>::from_shape({n, layer.input_size()});
+        layer.forward(x);
+        layer.delta().fill(0.01f);
+        for (auto _ : state) {
+            if (pass == conv_pass::forward) {
+                layer.forward(x);
+            } else if (pass == conv_pass::weight_gradient) {
+                layer.compute_gradient(x);
+            } else {
+                layer.backpropagate(into);
+            }
+            benchmark::ClobberMemory();
+        }
+    } else {
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+        using namespace dnnl;
+        using tag = memory::format_tag;
+        const detail::onednn::omp_single_thread hold;
+        const auto type =
+          Way == conv_way::onednn_bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+        const auto f32 = memory::data_type::f32;
+        const auto d = [](std::size_t v) { return static_cast<memory::dim>(v); };
+        const memory::dims src_dims{d(n), d(c), d(side), d(side)};
+        const memory::dims dst_dims{d(n), d(o), d(side), d(side)};
+        const memory::dims weight_dims{d(o), d(c), 5, 5};
+        const memory::dims strides{1, 1};
+        const memory::dims padding{2, 2};
+        engine cpu(engine::kind::cpu, 0);
+        stream s(cpu);
+        const memory::desc src_any(src_dims, type, tag::any);
+        const memory::desc weights_any(weight_dims, type, tag::any);
+        const memory::desc dst_any(dst_dims, type, tag::any);
+        const convolution_forward::primitive_desc fpd(
+          convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                    src_any, weights_any, memory::desc(dst_dims, f32, tag::any),
+                                    strides, padding, padding),
+          cpu);
+        const convolution_backward_weights::primitive_desc wpd(
+          convolution_backward_weights::desc(algorithm::convolution_direct, src_any,
+                                             memory::desc(weight_dims, f32, tag::any), dst_any,
+                                             strides, padding, padding),
+          cpu, fpd);
+        const convolution_backward_data::primitive_desc dpd(
+          convolution_backward_data::desc(algorithm::convolution_direct,
+                                          memory::desc(src_dims, f32, tag::any), weights_any,
+                                          dst_any, strides, padding, padding),
+          cpu, fpd);
+        // The batch's rows (channel-major, fp32) and their blocked forms.
+        memory x(memory::desc(src_dims, f32, tag::nchw), cpu);
+        memory out(memory::desc(dst_dims, f32, tag::nchw), cpu);
+        memory delta(memory::desc(dst_dims, f32, tag::nchw), cpu);
+        memory into(memory::desc(src_dims, f32, tag::nchw), cpu);
+        std::fill_n(static_cast<float*>(x.get_data_handle()), n * c * side * side, 0.3f);
+        std::fill_n(static_cast<float*>(delta.get_data_handle()), n * o * side * side, 0.01f);
+        memory src(fpd.src_desc(), cpu);
+        memory weights(fpd.weights_desc(), cpu);
+        memory dst(fpd.dst_desc(), cpu);
+        memory w_delta(wpd.diff_dst_desc(), cpu);
+        memory w_grad(wpd.diff_weights_desc(), cpu);
+        memory d_delta(dpd.diff_dst_desc(), cpu);
+        memory d_weights(dpd.weights_desc(), cpu);
+        memory d_src(dpd.diff_src_desc(), cpu);
+        reorder(x, src).execute(s, x, src);
+        const reorder to_src(x, src);
+        const reorder from_dst(dst, out);
+        const reorder to_w_delta(delta, w_delta);
+        const reorder to_d_delta(delta, d_delta);
+        const reorder from_d_src(d_src, into);
+        const convolution_forward forward(fpd);
+        const convolution_backward_weights gradient(wpd);
+        const convolution_backward_data backward(dpd);
+        for (auto _ : state) {
+            if (pass == conv_pass::forward) {
+                to_src.execute(s, x, src);
+                forward.execute(
+                  s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+                from_dst.execute(s, dst, out);
+            } else if (pass == conv_pass::weight_gradient) {
+                // The forward's blocked input is reused.
+                to_w_delta.execute(s, delta, w_delta);
+                gradient.execute(s, {{DNNL_ARG_SRC, src},
+                                     {DNNL_ARG_DIFF_DST, w_delta},
+                                     {DNNL_ARG_DIFF_WEIGHTS, w_grad}});
+            } else {
+                to_d_delta.execute(s, delta, d_delta);
+                backward.execute(s, {{DNNL_ARG_DIFF_DST, d_delta},
+                                     {DNNL_ARG_WEIGHTS, d_weights},
+                                     {DNNL_ARG_DIFF_SRC, d_src}});
+                from_d_src.execute(s, d_src, into);
+            }
+            s.wait();
+        }
+        state.SetLabel(fpd.impl_info_str());
+#endif
+    }
+    state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+/// Both convolutions, each pass.
+void conv_shapes(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"conv", "pass"});
+    for (int conv = 0; conv < 2; ++conv) {
+        for (int pass = 0; pass < 3; ++pass) {
+            b->Args({conv, pass});
+        }
+    }
+}
+
 struct momentum_sgd : sgd<float> {
     momentum_sgd()
       : sgd<float>({.learning_rate = 0.01, .momentum = 0.9}) {}
@@ -239,6 +385,12 @@ BENCHMARK(bm_gemm<gemm_way::lightloop>)->Apply(step_gemm_shapes)->UseRealTime();
 BENCHMARK(bm_gemm<gemm_way::bf16>)->Apply(step_gemm_shapes)->UseRealTime();
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 BENCHMARK(bm_gemm<gemm_way::onednn_fp32>)->Apply(step_gemm_shapes)->UseRealTime();
+#endif
+BENCHMARK(bm_conv<conv_way::conv2d_fp32>)->Apply(conv_shapes)->UseRealTime();
+BENCHMARK(bm_conv<conv_way::conv2d_bf16>)->Apply(conv_shapes)->UseRealTime();
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+BENCHMARK(bm_conv<conv_way::onednn_fp32>)->Apply(conv_shapes)->UseRealTime();
+BENCHMARK(bm_conv<conv_way::onednn_bf16>)->Apply(conv_shapes)->UseRealTime();
 #endif
 BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_dense_forward_fused)->Arg(128)->UseRealTime();

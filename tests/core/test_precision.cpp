@@ -240,15 +240,19 @@ TEST_CASE("a mixed-precision dense layer computes from bf16 operands", "[layers]
     }
 }
 
-TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][precision]") {
-    using namespace precision_tests;
-    // 28x28 maps: 6 samples a chunk, so 13 samples make three chunks (and
-    // three gradient groups) of unequal sizes.
-    const feature_shape in{2, 28, 28};
-    const conv2d_spec spec{.out_channels = 3, .kernel = 5, .padding = 2};
-    const std::size_t n = 13;
-    conv2d<identity, mixed_bf16> layer(in, spec);
-    REQUIRE((n + layer.chunk_samples() - 1) / layer.chunk_samples() == 3);
+namespace precision_tests {
+
+/// conv2d<identity, P> (float or a mixed precision) against double
+/// convolutions: forward, backward data (through W and through other
+/// filters) and the weight gradient, each within the bound of fp32 sums of
+/// its terms, from bf16-rounded operands when P is mixed. `chunks` samples
+/// chunks of the layer's products, the last one shorter.
+template <class P>
+void check_conv_against_double(feature_shape in, conv2d_spec spec, std::size_t chunks) {
+    constexpr bool round = is_mixed_precision<P>;
+    conv2d<identity, P> layer(in, spec);
+    const std::size_t n = (chunks - 1) * layer.chunk_samples() + 1;
+    CAPTURE(layer.describe(), n);
     layer.initialize(3);
     for (std::size_t c = 0; c < spec.out_channels; ++c) {
         layer.bias()(c) = 0.1f * static_cast<float>(c + 1);
@@ -256,10 +260,10 @@ TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][prec
     const auto x = lightloop::testing::random_matrix<float>(n, in.size(), 4);
     // Double layers on the rounded operands (the reference), on their
     // magnitudes (what bounds fp32 sums), and on the unrounded ones.
-    const auto as_double = [](const auto& m, bool round, bool magnitude) {
+    const auto as_double = [](const auto& m, bool rounded, bool magnitude) {
         matrix<double> d = xt::zeros<double>(m.shape());
         for (std::size_t i = 0; i < m.size(); ++i) {
-            const float v = round ? round_to_bf16(m.data()[i]) : m.data()[i];
+            const float v = rounded ? round_to_bf16(m.data()[i]) : m.data()[i];
             d.data()[i] = magnitude ? std::abs(v) : v;
         }
         return d;
@@ -267,14 +271,14 @@ TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][prec
     conv2d<identity, double> ref(in, spec);
     conv2d<identity, double> mag(in, spec);
     conv2d<identity, double> exact(in, spec);
-    ref.weights() = as_double(layer.weights(), true, false);
-    mag.weights() = as_double(layer.weights(), true, true);
+    ref.weights() = as_double(layer.weights(), round, false);
+    mag.weights() = as_double(layer.weights(), round, true);
     exact.weights() = as_double(layer.weights(), false, false);
     for (std::size_t c = 0; c < spec.out_channels; ++c) {
         ref.bias()(c) = exact.bias()(c) = layer.bias()(c);
     }
-    const matrix<double> x_ref = as_double(x, true, false);
-    const matrix<double> x_mag = as_double(x, true, true);
+    const matrix<double> x_ref = as_double(x, round, false);
+    const matrix<double> x_mag = as_double(x, round, true);
     const matrix<double> x_exact = as_double(x, false, false);
     const matrix<float> a = layer.forward(x);
     ref.forward(x_ref);
@@ -292,14 +296,18 @@ TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][prec
           std::max(rounding_shift, std::abs(exact.output().data()[i] - expected) / sums);
     }
     CHECK(worst <= 1.0);
-    // fp32 operands would miss the reference by more than the bound.
-    CHECK(rounding_shift > 4.0);
+    if constexpr (round) {
+        // fp32 operands would miss the reference by more than the bound.
+        CHECK(rounding_shift > 4.0);
+    } else {
+        CHECK(rounding_shift == 0.0);
+    }
 
     // Backward data and the weight gradient, from bf16 delta, W and x.
     const auto signal = lightloop::testing::random_matrix<float>(n, layer.output_size(), 5);
     layer.scale_by_derivative(signal.data(), layer.output_size());
-    ref.delta() = as_double(layer.delta(), true, false);
-    mag.delta() = as_double(layer.delta(), true, true);
+    ref.delta() = as_double(layer.delta(), round, false);
+    mag.delta() = as_double(layer.delta(), round, true);
     matrix<float> into = matrix<float>::from_shape({n, in.size()});
     matrix<double> into_ref = matrix<double>::from_shape({n, in.size()});
     matrix<double> into_mag = matrix<double>::from_shape({n, in.size()});
@@ -318,8 +326,8 @@ TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][prec
     const auto filters =
       lightloop::testing::random_matrix<float>(spec.out_channels, layer.patch_size(), 6);
     layer.backpropagate_with(filters, into);
-    ref.backpropagate_with(as_double(filters, true, false), into_ref);
-    mag.backpropagate_with(as_double(filters, true, true), into_mag);
+    ref.backpropagate_with(as_double(filters, round, false), into_ref);
+    mag.backpropagate_with(as_double(filters, round, true), into_mag);
     double worst_feedback = 0.0;
     for (std::size_t i = 0; i < into.size(); ++i) {
         worst_feedback =
@@ -351,6 +359,28 @@ TEST_CASE("a mixed-precision conv2d computes from bf16 operands", "[layers][prec
         }
         CHECK(layer.bias_gradient()(c) == Approx(sum / static_cast<double>(n)).epsilon(1e-5));
     }
+}
+
+} // namespace precision_tests
+
+TEST_CASE("conv2d in fp32 and mixed bf16 computes what double convolutions do",
+          "[layers][precision][conv]") {
+    using namespace precision_tests;
+    // Several chunks with a shorter last; strides, padding, non-square maps,
+    // and a stride that leaves the last input rows unread.
+    const conv2d_spec k5{.out_channels = 3, .kernel = 5, .padding = 2};
+    const conv2d_spec strided{.out_channels = 4, .kernel = 3, .stride = 2, .padding = 1};
+    const conv2d_spec wide_pad{.out_channels = 2, .kernel = 4, .stride = 3, .padding = 3};
+    const conv2d_spec unread{.out_channels = 2, .kernel = 2, .stride = 2};
+    check_conv_against_double<float>({2, 28, 28}, k5, 3);
+    check_conv_against_double<mixed_bf16>({2, 28, 28}, k5, 3);
+    check_conv_against_double<float>({3, 7, 6}, strided, 1);
+    check_conv_against_double<mixed_bf16>({3, 7, 6}, strided, 2);
+    check_conv_against_double<float>({1, 9, 4}, wide_pad, 2);
+    check_conv_against_double<mixed_bf16>({1, 9, 4}, wide_pad, 1);
+    check_conv_against_double<float>({2, 5, 5}, unread, 2);
+    check_conv_against_double<mixed_bf16>({2, 5, 5}, unread, 2);
+    check_conv_against_double<mixed_bf16_on<openblas_backend>>({2, 28, 28}, k5, 3);
 }
 
 TEST_CASE("the optimizers write the weights' bf16 copy in their update pass",

@@ -275,11 +275,13 @@ TEST_CASE("backprop through conv2d matches finite differences", "[layers][conv][
 TEST_CASE("conv2d gives the same bits on one and two threads", "[layers][conv]") {
     // Several chunks (checked below): the weight gradient's groups, not the
     // threads, fix the order of its sums.
+    // In fp32 and in mixed bf16.
     const auto x = random_matrix<float>(130, 784, 51);
     const auto signal = random_matrix<float>(130, 3 * 784, 52);
-    const auto run = [&](int threads) {
+    const auto run = [&](int threads, auto precision) {
+        using P = typename decltype(precision)::type;
         set_blas_threads(threads);
-        conv2d<tanh_act> layer({1, 28, 28}, {.out_channels = 3, .kernel = 5, .padding = 2});
+        conv2d<tanh_act, P> layer({1, 28, 28}, {.out_channels = 3, .kernel = 5, .padding = 2});
         layer.initialize(53);
         REQUIRE(layer.chunk_samples() < 40);
         const matrix<float> out = layer.forward(x);
@@ -291,13 +293,17 @@ TEST_CASE("conv2d gives the same bits on one and two threads", "[layers][conv]")
           out, layer.weight_gradient(), into,
           matrix<float>(xt::reshape_view(layer.bias_gradient(), {1, 3}))};
     };
-    const auto one = run(1);
-    const auto two = run(2);
-    set_blas_threads(1);
-    for (std::size_t i = 0; i < one.size(); ++i) {
-        CAPTURE(i);
-        CHECK(one[i] == two[i]);
-    }
+    const auto compare = [&](auto precision) {
+        const auto one = run(1, precision);
+        const auto two = run(2, precision);
+        set_blas_threads(1);
+        for (std::size_t i = 0; i < one.size(); ++i) {
+            CAPTURE(i);
+            CHECK(one[i] == two[i]);
+        }
+    };
+    compare(precision_tag<float>{});
+    compare(precision_tag<mixed_bf16>{});
 }
 
 TEST_CASE("feedback alignment through conv2d with B = W is backprop; DFA never runs a "
