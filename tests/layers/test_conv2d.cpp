@@ -361,6 +361,71 @@ TEST_CASE("feedback alignment through conv2d with B = W is backprop; DFA never r
     CHECK(std::abs(report.overall() - (report.mean[0] + report.mean[1]) / 2) < 1e-15);
 }
 
+TEST_CASE("a float conv network's gradients under DFA and backprop match its double twin",
+          "[layers][conv][dfa]") {
+    // The whole step in a network (forward of every layer, then each
+    // layer's gradient from the input its forward kept), several chunks with
+    // a shorter last, two steps (the second from updated weights): float
+    // layers (oneDNN's primitives where built) against double (im2col) with
+    // the same weights and feedback matrix.
+    const auto make = [](auto method, auto precision) {
+        using T = typename decltype(precision)::type;
+        return make_network<decltype(method), softmax_cross_entropy>(
+          71, conv2d<tanh_act, T>({1, 12, 12}, {.out_channels = 4, .kernel = 3, .padding = 1}),
+          max_pool2d<T>({4, 12, 12}, 2),
+          conv2d<tanh_act, T>({4, 6, 6}, {.out_channels = 6, .kernel = 3, .padding = 1}),
+          max_pool2d<T>({6, 6, 6}, 2), flatten<T>({6, 3, 3}), dense<tanh_act, T>{54, 16},
+          dense<identity, T>{16, 10});
+    };
+    const std::size_t n = 40;
+    const auto x64 = random_matrix<double>(n, 144, 72);
+    const matrix<float> x32 = xt::cast<float>(x64);
+    std::vector<int> labels(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        labels[i] = static_cast<int>(i % 10);
+    }
+    const auto y64 = one_hot<double>(std::span<const int>(labels), 10);
+    const auto y32 = one_hot<float>(std::span<const int>(labels), 10);
+    const auto compare = [&](auto method) {
+        auto single = make(method, precision_tag<float>{});
+        auto twin = make(method, precision_tag<double>{});
+        // The twin takes the float network's weights (and DFA's matrix).
+        const auto copy_layer = [&](auto& from, auto& to) {
+            to.weights() = xt::cast<double>(from.weights());
+            to.bias() = xt::cast<double>(from.bias());
+        };
+        copy_layer(single.template layer<0>(), twin.template layer<0>());
+        copy_layer(single.template layer<2>(), twin.template layer<2>());
+        copy_layer(single.template layer<5>(), twin.template layer<5>());
+        copy_layer(single.template layer<6>(), twin.template layer<6>());
+        if constexpr (std::is_same_v<decltype(method), dfa<dense_gaussian>>) {
+            twin.feedback().device().template feedback_matrix<double>() =
+              xt::cast<double>(single.feedback().device().template feedback_matrix<float>());
+        }
+        sgd<float> opt32{0.05};
+        sgd<double> opt64{0.05};
+        for (int step = 0; step < 2; ++step) {
+            CAPTURE(step);
+            single.compute_gradients(x32, y32);
+            twin.compute_gradients(x64, y64);
+            const auto gap = [](const auto& a, const auto& b) {
+                return max_abs_diff(matrix<double>(xt::cast<double>(a)), b) /
+                       std::max(1e-12, static_cast<double>(xt::amax(xt::abs(b))()));
+            };
+            CHECK(gap(single.template layer<0>().weight_gradient(),
+                      twin.template layer<0>().weight_gradient()) < 1e-4);
+            CHECK(gap(single.template layer<2>().weight_gradient(),
+                      twin.template layer<2>().weight_gradient()) < 1e-4);
+            CHECK(gap(single.template layer<5>().weight_gradient(),
+                      twin.template layer<5>().weight_gradient()) < 1e-4);
+            single.apply_gradients(opt32);
+            twin.apply_gradients(opt64);
+        }
+    };
+    compare(backprop{});
+    compare(dfa<dense_gaussian>{});
+}
+
 TEST_CASE("conv2d refuses settings that do not fit, naming them", "[layers][conv]") {
     CHECK_THROWS_WITH((conv2d<>({1, 4, 4}, {.out_channels = 2, .kernel = 5})),
                       Catch::Contains("does not fit") && Catch::Contains("1x4x4"));
