@@ -369,6 +369,59 @@ matmul_key key_of(transpose ta, transpose tb, std::size_t m, std::size_t n, std:
             beta};
 }
 
+/// Whether oneDNN creates bf16 matmuls on this CPU: oneDNN 2.6 has them
+/// from AVX-512 up (emulated there without AVX512-BF16), not on AVX2 CPUs,
+/// where lightloop widens bf16 operands to floats instead. Probed once per
+/// process.
+inline bool bf16_matmul_available() {
+    static const bool available = [] {
+        try {
+            const omp_single_thread hold;
+            create_matmul(
+              key_of<bf16>(transpose::no, transpose::no, 16, 16, 16, 16, 16, 16, 1.0f, 0.0f));
+            return true;
+        } catch (const error&) {
+            return false;
+        }
+    }();
+    return available;
+}
+
+/// A bf16 operand (rows x cols, leading dimension ld) widened to floats in
+/// `buffer` (which grows once to the largest operand seen).
+inline const float* widened(const bf16* values, std::size_t rows, std::size_t cols, std::size_t ld,
+                            std::vector<float>& buffer) {
+    const std::size_t count = rows == 0 ? 0 : (rows - 1) * ld + cols;
+    if (buffer.size() < count) {
+        buffer.resize(count);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+        buffer[i] = to_float(values[i]);
+    }
+    return buffer.data();
+}
+
+/// Runs product(a, b) on the operands as given, or, for bf16 operands on a
+/// CPU without oneDNN's bf16 matmul, on their widened copies (the same
+/// values; fp32 speed): product is called with float operands then.
+template <class Operand, class Product>
+void with_supported_operands(transpose ta, transpose tb, std::size_t m, std::size_t n,
+                             std::size_t k, const Operand* a, std::size_t lda, const Operand* b,
+                             std::size_t ldb, Product&& product) {
+    if constexpr (std::is_same_v<Operand, bf16>) {
+        if (!bf16_matmul_available()) {
+            thread_local std::vector<float> wide_a;
+            thread_local std::vector<float> wide_b;
+            const bool at = ta == transpose::yes;
+            const bool bt = tb == transpose::yes;
+            product(widened(a, at ? k : m, at ? m : k, lda, wide_a),
+                    widened(b, bt ? n : k, bt ? k : n, ldb, wide_b));
+            return;
+        }
+    }
+    product(a, b);
+}
+
 } // namespace detail::onednn
 
 /// C (m x n, row-major, ldc; fp32) = alpha op(A) op(B) + beta C through
@@ -381,17 +434,22 @@ void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::
     if (detail::onednn::empty_product(m, n, k, beta, c, ldc)) {
         return;
     }
-    // One piece a thread: each piece reorders the B it reads for the kernel
-    // itself, so fewer pieces do less of that. Cut along C's rows only:
-    // oneDNN's sums depend on the width of the product it is given (its
-    // blocking of k follows n), not on its height, so row pieces give C the
-    // same bits on any thread count (tested).
-    detail::gemm_on_team(
-      ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 1, true,
-      [&](std::size_t rows, std::size_t cols, const Operand* ap, const Operand* bp, float* cp) {
-          detail::onednn::run_matmul(
-            detail::onednn::key_of<Operand>(ta, tb, rows, cols, k, lda, ldb, ldc, alpha, beta), ap,
-            bp, cp);
+    detail::onednn::with_supported_operands(
+      ta, tb, m, n, k, a, lda, b, ldb, [&](const auto* a_operand, const auto* b_operand) {
+          using Supported = std::remove_cv_t<std::remove_pointer_t<decltype(a_operand)>>;
+          // One piece a thread: each piece reorders the B it reads for the
+          // kernel itself, so fewer pieces do less of that. Cut along C's
+          // rows only: oneDNN's sums depend on the width of the product it
+          // is given (its blocking of k follows n), not on its height, so
+          // row pieces give C the same bits on any thread count (tested).
+          detail::gemm_on_team(ta, tb, m, n, k, a_operand, lda, b_operand, ldb, c, ldc, 1, true,
+                               [&](std::size_t rows, std::size_t cols, const Supported* ap,
+                                   const Supported* bp, float* cp) {
+                                   detail::onednn::run_matmul(
+                                     detail::onednn::key_of<Supported>(ta, tb, rows, cols, k, lda,
+                                                                       ldb, ldc, alpha, beta),
+                                     ap, bp, cp);
+                               });
       });
 }
 
@@ -404,8 +462,13 @@ void onednn_gemm_here(transpose ta, transpose tb, std::size_t m, std::size_t n, 
     if (detail::onednn::empty_product(m, n, k, beta, c, ldc)) {
         return;
     }
-    detail::onednn::run_matmul(
-      detail::onednn::key_of<Operand>(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta), a, b, c);
+    detail::onednn::with_supported_operands(
+      ta, tb, m, n, k, a, lda, b, ldb, [&](const auto* a_operand, const auto* b_operand) {
+          using Supported = std::remove_cv_t<std::remove_pointer_t<decltype(a_operand)>>;
+          detail::onednn::run_matmul(
+            detail::onednn::key_of<Supported>(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta),
+            a_operand, b_operand, c);
+      });
 }
 
 /// The instruction set oneDNN dispatches to on this CPU: "AMX", "AVX512-BF16",

@@ -356,6 +356,23 @@ private:
     std::vector<std::unique_ptr<binding>> workers_;
 };
 
+/// Whether oneDNN creates bf16 convolutions (forward, backward weights and
+/// backward data, with their reorders) on this CPU: oneDNN 2.6 has them from
+/// AVX-512 up, not on AVX2 CPUs (where conv2d<..., mixed_bf16> then runs its
+/// im2col products on oneDNN's emulated bf16 matmul). Probed once per process
+/// with a small convolution.
+inline bool bf16_convolutions_available() {
+    static const bool available = [] {
+        try {
+            const conv_plan<bf16> probe({1, 4, 4, 1, 4, 4, 3, 1, 1}, 1);
+            return true;
+        } catch (const error&) {
+            return false;
+        }
+    }();
+    return available;
+}
+
 /// A layer's plans, one per chunk size it has met (the full chunk and the
 /// batch's remainder), and the batch's input in the forward's layout. A copy
 /// of a layer makes its own (a copy starts empty).

@@ -11,7 +11,10 @@
 // How it computes: two ways, chosen at compile time by the precision.
 //
 // oneDNN's convolution primitives (core/onednn_convolution.hpp), for float
-// and mixed_bf16 layers where oneDNN is built in (onednn_primitives): per
+// and mixed_bf16 layers where oneDNN is built in (onednn_primitives; bf16
+// ones only where oneDNN has bf16 convolutions for the CPU, from AVX-512 up:
+// uses_primitives() says, and an AVX2 CPU takes im2col on oneDNN's emulated
+// bf16 matmul): per
 // chunk of `primitive_chunk` samples on lightloop's threads, the chunk's rows
 // are reordered into oneDNN's blocked layout (converted to bf16 in the same
 // pass for a mixed layer), convolved by the forward, backward-weights or
@@ -124,8 +127,9 @@ public:
     /// (fixed by the batch, not the threads), each on one thread at a time.
     static constexpr std::size_t max_gradient_groups = 16;
 #if defined(LIGHTLOOP_WITH_ONEDNN)
-    /// Whether the products run as oneDNN's convolution primitives (fp32 and
-    /// bf16 on the oneDNN backend; see the file comment) rather than im2col.
+    /// Whether the products can run as oneDNN's convolution primitives (fp32
+    /// and bf16 on the oneDNN backend; see the file comment) rather than
+    /// im2col; a bf16 layer also needs them on this CPU (uses_primitives).
     static constexpr bool onednn_primitives =
       std::is_same_v<T, float> &&
       std::is_same_v<typename detail::backend_of<P>::type, onednn_backend>;
@@ -145,8 +149,11 @@ public:
       , out_(detail::convolved_shape(in, spec)) {
         const std::size_t taps = patch_size();
         const std::size_t positions = out_.height * out_.width;
-        chunk_ = onednn_primitives ? primitive_chunk
-                                   : std::max<std::size_t>(1, column_budget / (taps * positions));
+        if constexpr (onednn_primitives) {
+            on_primitives_ = !affine::mixed || detail::onednn::bf16_convolutions_available();
+        }
+        chunk_ = on_primitives_ ? primitive_chunk
+                                : std::max<std::size_t>(1, column_budget / (taps * positions));
     }
 
     std::size_t input_size() const noexcept {
@@ -163,6 +170,10 @@ public:
     }
     const conv2d_spec& spec() const noexcept {
         return spec_;
+    }
+    /// Whether this layer runs oneDNN's convolution primitives (else im2col).
+    bool uses_primitives() const noexcept {
+        return on_primitives_;
     }
     /// Samples per chunk of the products (see the file comment).
     std::size_t chunk_samples() const noexcept {
@@ -211,8 +222,10 @@ public:
         };
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            primitives_forward(x, finish_row);
-            return output_;
+            if (on_primitives_) {
+                primitives_forward(x, finish_row);
+                return output_;
+            }
         }
 #endif
         const U* input = this->input_operand(x, false);
@@ -263,8 +276,10 @@ public:
         const U* w = backward_operand(weights);
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            primitives_backward(w, into);
-            return;
+            if (on_primitives_) {
+                primitives_backward(w, into);
+                return;
+            }
         }
 #endif
         const U* d = this->delta_operand();
@@ -290,8 +305,10 @@ public:
         check_rows(x, "gradient input");
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            primitives_gradient(x);
-            return;
+            if (on_primitives_) {
+                primitives_gradient(x);
+                return;
+            }
         }
 #endif
         const std::size_t positions = out_.height * out_.width;
@@ -719,7 +736,8 @@ private:
     conv2d_spec spec_;
     feature_shape in_;
     feature_shape out_;
-    std::size_t chunk_ = 1; // samples per chunk
+    bool on_primitives_ = false; // oneDNN's primitives, or im2col
+    std::size_t chunk_ = 1;      // samples per chunk
     // Scratch for the products (see workspace); the backward-data product
     // is const to the layer but uses it.
     mutable std::vector<U> operand_space_;
