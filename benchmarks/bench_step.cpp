@@ -9,9 +9,8 @@
 // writing the weights' bf16 copy in its pass against the update followed by
 // a conversion pass, and the bf16 steps. The CNN's two convolutions, each
 // pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as
-// oneDNN's own convolution primitives on blocked layouts (one thread, with
-// the reorders from and to the batch's rows: the way forward for conv2d,
-// README "Mixed precision"). Rates are per wall-clock second
+// conv2d's oneDNN plan with the whole batch as one chunk on one thread
+// (README, "The CNN"). Rates are per wall-clock second
 // (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads.
 // The end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
@@ -22,10 +21,6 @@
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
-
-#if defined(LIGHTLOOP_WITH_ONEDNN)
-#include <oneapi/dnnl/dnnl.hpp>
-#endif
 
 #include "cli.hpp"
 
@@ -236,10 +231,10 @@ void bm_update_with_copy(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(count));
 }
 
-/// Who runs a convolution of the CNN (throughput's): conv2d (im2col and
-/// GEMMs, fp32 or mixed bf16), or oneDNN's own convolution primitives on
-/// blocked layouts in fp32 or bf16, with the reorders from and to the
-/// batch's channel-major rows that conv2d would need around them.
+/// Who runs a convolution of the CNN (throughput's): conv2d (fp32 or mixed
+/// bf16: oneDNN's primitives per 16-sample chunk where built, else im2col
+/// GEMMs), or conv2d's oneDNN plan given the whole batch as one chunk (fp32
+/// or bf16, with the reorders from and to the batch's rows).
 enum class conv_way { conv2d_fp32, conv2d_bf16, onednn_fp32, onednn_bf16 };
 /// Which product: forward, weight gradient, backward data.
 enum class conv_pass { forward, weight_gradient, backward_data };
@@ -279,84 +274,33 @@ void bm_conv(benchmark::State& state) {
         }
     } else {
 #if defined(LIGHTLOOP_WITH_ONEDNN)
-        using namespace dnnl;
-        using tag = memory::format_tag;
-        const detail::onednn::omp_single_thread hold;
-        const auto type =
-          Way == conv_way::onednn_bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-        const auto f32 = memory::data_type::f32;
-        const auto d = [](std::size_t v) { return static_cast<memory::dim>(v); };
-        const memory::dims src_dims{d(n), d(c), d(side), d(side)};
-        const memory::dims dst_dims{d(n), d(o), d(side), d(side)};
-        const memory::dims weight_dims{d(o), d(c), 5, 5};
-        const memory::dims strides{1, 1};
-        const memory::dims padding{2, 2};
-        engine cpu(engine::kind::cpu, 0);
-        stream s(cpu);
-        const memory::desc src_any(src_dims, type, tag::any);
-        const memory::desc weights_any(weight_dims, type, tag::any);
-        const memory::desc dst_any(dst_dims, type, tag::any);
-        const convolution_forward::primitive_desc fpd(
-          convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
-                                    src_any, weights_any, memory::desc(dst_dims, f32, tag::any),
-                                    strides, padding, padding),
-          cpu);
-        const convolution_backward_weights::primitive_desc wpd(
-          convolution_backward_weights::desc(algorithm::convolution_direct, src_any,
-                                             memory::desc(weight_dims, f32, tag::any), dst_any,
-                                             strides, padding, padding),
-          cpu, fpd);
-        const convolution_backward_data::primitive_desc dpd(
-          convolution_backward_data::desc(algorithm::convolution_direct,
-                                          memory::desc(src_dims, f32, tag::any), weights_any,
-                                          dst_any, strides, padding, padding),
-          cpu, fpd);
-        // The batch's rows (channel-major, fp32) and their blocked forms.
-        memory x(memory::desc(src_dims, f32, tag::nchw), cpu);
-        memory out(memory::desc(dst_dims, f32, tag::nchw), cpu);
-        memory delta(memory::desc(dst_dims, f32, tag::nchw), cpu);
-        memory into(memory::desc(src_dims, f32, tag::nchw), cpu);
-        std::fill_n(static_cast<float*>(x.get_data_handle()), n * c * side * side, 0.3f);
-        std::fill_n(static_cast<float*>(delta.get_data_handle()), n * o * side * side, 0.01f);
-        memory src(fpd.src_desc(), cpu);
-        memory weights(fpd.weights_desc(), cpu);
-        memory dst(fpd.dst_desc(), cpu);
-        memory w_delta(wpd.diff_dst_desc(), cpu);
-        memory w_grad(wpd.diff_weights_desc(), cpu);
-        memory d_delta(dpd.diff_dst_desc(), cpu);
-        memory d_weights(dpd.weights_desc(), cpu);
-        memory d_src(dpd.diff_src_desc(), cpu);
-        reorder(x, src).execute(s, x, src);
-        const reorder to_src(x, src);
-        const reorder from_dst(dst, out);
-        const reorder to_w_delta(delta, w_delta);
-        const reorder to_d_delta(delta, d_delta);
-        const reorder from_d_src(d_src, into);
-        const convolution_forward forward(fpd);
-        const convolution_backward_weights gradient(wpd);
-        const convolution_backward_data backward(dpd);
+        // The whole batch as one chunk of conv2d's oneDNN plan: one call per
+        // pass, reorders included.
+        using operand = std::conditional_t<Way == conv_way::onednn_bf16, bf16, float>;
+        detail::onednn::conv_plan<operand> plan({c, side, side, o, side, side, 5, 1, 2}, n);
+        plan.prepare_workers(1);
+        const std::vector<operand> filters(o * c * 25, operand{});
+        plan.load_forward_filters(filters.data());
+        plan.load_backward_filters(filters.data());
+        const std::vector<float> x(n * c * side * side, 0.3f);
+        const std::vector<float> delta(n * o * side * side, 0.01f);
+        std::vector<float> out(delta.size());
+        std::vector<float> into(x.size());
+        std::vector<float> gradient(filters.size());
+        detail::onednn::aligned_buffer blocked;
+        blocked.reserve(plan.input_bytes());
+        plan.forward(0, x.data(), blocked.data(), out.data());
         for (auto _ : state) {
             if (pass == conv_pass::forward) {
-                to_src.execute(s, x, src);
-                forward.execute(
-                  s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
-                from_dst.execute(s, dst, out);
+                plan.forward(0, x.data(), blocked.data(), out.data());
             } else if (pass == conv_pass::weight_gradient) {
                 // The forward's blocked input is reused.
-                to_w_delta.execute(s, delta, w_delta);
-                gradient.execute(s, {{DNNL_ARG_SRC, src},
-                                     {DNNL_ARG_DIFF_DST, w_delta},
-                                     {DNNL_ARG_DIFF_WEIGHTS, w_grad}});
+                plan.weight_gradient(0, x.data(), blocked.data(), delta.data(), gradient.data());
             } else {
-                to_d_delta.execute(s, delta, d_delta);
-                backward.execute(s, {{DNNL_ARG_DIFF_DST, d_delta},
-                                     {DNNL_ARG_WEIGHTS, d_weights},
-                                     {DNNL_ARG_DIFF_SRC, d_src}});
-                from_d_src.execute(s, d_src, into);
+                plan.backward_data(0, delta.data(), into.data());
             }
-            s.wait();
+            benchmark::ClobberMemory();
         }
-        state.SetLabel(fpd.impl_info_str());
 #endif
     }
     state.counters["GFLOP/s"] =

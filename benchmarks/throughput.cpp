@@ -13,9 +13,9 @@
 //              [--methods bp,fa,dfa,holographic,intensity]
 //
 // --precision bf16 trains the same network with dense<..., mixed_bf16> and
-// conv2d<..., mixed_bf16> layers (core/precision.hpp): bf16 GEMM operands on the default bf16
-// backend (oneDNN where built with it), fp32 master weights and element-wise
-// work. Its rows compare with the fp32 row of the same method (vs fp32) and
+// conv2d<..., mixed_bf16> layers (core/precision.hpp): bf16 GEMM operands on
+// the default bf16 backend (oneDNN where built with it), fp32 master weights
+// and element-wise work. Its rows compare with the fp32 row of the same method (vs fp32) and
 // with PyTorch's two bf16 modes (torch_throughput.py --precision bf16).
 //
 // For each (batch, threads) the methods take turns: `rounds` rounds in which
@@ -124,9 +124,11 @@ constexpr std::size_t cnn_dense[] = {3136, 1024, 10};
 /// What DFA projects into: both convolutions' maps and the hidden dense layer.
 constexpr std::size_t cnn_projection = 32 * 28 * 28 + 64 * 14 * 14 + 1024;
 
-/// The same for the CNN: a convolution's products over all its chunks as one
-/// GEMM each (conv2d.hpp): forward W · cols, weight gradient D · cols^T and,
-/// for backprop above the first, backward data W^T · D. In bf16 the layers'
+/// The same for the CNN: a convolution counted as the GEMMs of its im2col
+/// form over the whole batch (conv2d.hpp; the machine's GEMM speed for the
+/// same flops, which oneDNN's convolution primitives can beat): forward
+/// W · cols, weight gradient D · cols^T and, for backprop above the first,
+/// backward data W^T · D. In bf16 the layers'
 /// products are bf16 ones (a convolution's backward data through feedback
 /// alignment's filters too); the projections and feedback alignment's dense
 /// products stay fp32.

@@ -300,28 +300,37 @@ inline bool& inside_call() {
     return inside;
 }
 
+/// Points memory object `m` at `data` for the next execution on `s`.
+inline void bind(dnnl_memory_t m, const void* data, dnnl_stream_t s) {
+    check(dnnl_memory_set_data_handle_v2(m, const_cast<void*>(data), s), "memory binding");
+}
+
+/// Runs primitive `p` with `args` on `s` and waits for it, marked as inside
+/// oneDNN for the allocation test.
+inline void execute(dnnl_primitive_t p, dnnl_stream_t s, const dnnl_exec_arg_t* args, int count,
+                    const char* what) {
+    inside_call() = true;
+    struct leave {
+        ~leave() { inside_call() = false; }
+    } const leaving;
+    check(dnnl_primitive_execute(p, s, count, args), what);
+    check(dnnl_stream_wait(s), "stream wait");
+}
+
 /// Runs one piece on the calling thread.
 inline void run_matmul(const matmul_key& key, const void* a, const void* b, float* c) {
     const omp_single_thread hold;
     matmul_entry& entry = matmuls().get(key);
     const borrowed_binding borrowed(entry);
     binding& bound = *borrowed;
-    check(dnnl_memory_set_data_handle_v2(bound.a, const_cast<void*>(a), bound.stream),
-          "operand binding");
-    check(dnnl_memory_set_data_handle_v2(bound.b, const_cast<void*>(b), bound.stream),
-          "operand binding");
-    check(dnnl_memory_set_data_handle_v2(bound.c, c, bound.stream), "result binding");
+    bind(bound.a, a, bound.stream);
+    bind(bound.b, b, bound.stream);
+    bind(bound.c, c, bound.stream);
     const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, bound.a},
                                      {DNNL_ARG_WEIGHTS, bound.b},
                                      {DNNL_ARG_DST, bound.c},
                                      {DNNL_ARG_SCRATCHPAD, bound.scratch}};
-    const int count = bound.scratch != nullptr ? 4 : 3;
-    inside_call() = true;
-    struct leave {
-        ~leave() { inside_call() = false; }
-    } const leaving;
-    check(dnnl_primitive_execute(entry.primitive, bound.stream, count, args), "matmul");
-    check(dnnl_stream_wait(bound.stream), "stream wait");
+    execute(entry.primitive, bound.stream, args, bound.scratch != nullptr ? 4 : 3, "matmul");
 }
 
 template <class T>

@@ -17,7 +17,7 @@
 // The reorders from fp32 rows convert to bf16 in the same pass (rounding to
 // nearest even, as lightloop's own conversion). The filters are reordered
 // from their plain (out, in, k, k) bf16 or fp32 copy once per call
-// (load_*_weights, on the calling thread).
+// (load_*_filters, on the calling thread).
 //
 // Threads: as for the matmuls (core/onednn.hpp), each call is one oneDNN
 // execution held at one OpenMP thread; conv2d runs its chunks on lightloop's
@@ -67,29 +67,19 @@ public:
         const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
         return storage_.data() + ((64 - address % 64) % 64);
     }
-    std::size_t size() const noexcept { return size_; }
 
 private:
     std::vector<std::byte> storage_;
     std::size_t size_ = 0;
 };
 
-/// Runs a created primitive with `args` on `stream`, marked as inside oneDNN
-/// for the allocation test.
+/// execute and bind (core/onednn.hpp) for the C++ API's handles.
 inline void execute(const dnnl::primitive& p, const dnnl::stream& s, const dnnl_exec_arg_t* args,
                     int count, const char* what) {
-    inside_call() = true;
-    struct leave {
-        ~leave() { inside_call() = false; }
-    } const leaving;
-    check(dnnl_primitive_execute(p.get(), s.get(), count, args), what);
-    check(dnnl_stream_wait(s.get()), "stream wait");
+    execute(p.get(), s.get(), args, count, what);
 }
-
-/// Points `m` at `data` (for this execution).
 inline void bind(const dnnl::memory& m, const void* data, const dnnl::stream& s) {
-    check(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), s.get()),
-          "memory binding");
+    bind(m.get(), data, s.get());
 }
 
 template <class Operand>
@@ -184,8 +174,6 @@ public:
     std::size_t samples() const noexcept { return samples_; }
     /// Bytes of the blocked input of this plan's samples (forward's layout).
     std::size_t input_bytes() const noexcept { return input_bytes_; }
-    /// oneDNN's implementation: "brg:avx512_core_bf16", "jit:avx512_core", ...
-    std::string implementation() const { return forward_pd_.impl_info_str(); }
 
     /// One binding for each of `workers` threads (made here, before the team
     /// runs, so that the chunks create nothing).

@@ -128,39 +128,23 @@ struct precision_tag {
 };
 
 namespace detail {
+/// What a precision P is made of: whether it is mixed, the type its values
+/// are held in (master), its GEMM operands' type, and the backend its
+/// products run on (a mixed policy's own; the fp32 default for a scalar,
+/// whose double products run on OpenBLAS directly).
 template <class P>
 struct precision_traits {
     static constexpr bool mixed = false;
+    using master = P;
+    using operand = P;
+    using backend = default_fp32_backend;
 };
 template <class Backend>
 struct precision_traits<mixed_bf16_on<Backend>> {
     static constexpr bool mixed = true;
-};
-template <class P>
-struct master_of {
-    using type = P;
-};
-template <class Backend>
-struct master_of<mixed_bf16_on<Backend>> {
-    using type = float;
-};
-/// The backend a precision's products run on: a mixed policy's own, or the
-/// fp32 default for a scalar (double products run on OpenBLAS directly).
-template <class P>
-struct backend_of {
-    using type = default_fp32_backend;
-};
-template <class Backend>
-struct backend_of<mixed_bf16_on<Backend>> {
-    using type = Backend;
-};
-template <class P>
-struct operand_of {
-    using type = P;
-};
-template <class Backend>
-struct operand_of<mixed_bf16_on<Backend>> {
-    using type = typename Backend::bf16_operand;
+    using master = float;
+    using operand = typename Backend::bf16_operand;
+    using backend = Backend;
 };
 } // namespace detail
 
@@ -174,11 +158,11 @@ concept precision = scalar<P> || is_mixed_precision<P>;
 
 /// The type P's parameters, activations and gradients are held in.
 template <precision P>
-using master_t = typename detail::master_of<P>::type;
+using master_t = typename detail::precision_traits<P>::master;
 
 /// The type P's GEMM operands are held in (P itself for a scalar).
 template <precision P>
-using operand_t = typename detail::operand_of<P>::type;
+using operand_t = typename detail::precision_traits<P>::operand;
 
 /// A warning for a mixed precision whose products do not run on bf16
 /// instructions here (they are emulated: slower, same values); nothing for a

@@ -112,7 +112,7 @@ protected:
     static void product(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
                         T alpha, const operand_type* a, std::size_t lda, const operand_type* b,
                         std::size_t ldb, T beta, T* c, std::size_t ldc) {
-        using backend = typename backend_of<P>::type;
+        using backend = typename precision_traits<P>::backend;
         if constexpr (std::is_same_v<T, double>) {
             if constexpr (Where == site::team) {
                 gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -100,6 +100,30 @@ inline feature_shape convolved_shape(feature_shape in, const conv2d_spec& spec) 
             (in.width + 2 * spec.padding - spec.kernel) / spec.stride + 1};
 }
 
+/// Whether conv2d<..., P> can run on oneDNN's convolution primitives: float
+/// and mixed bf16 on the oneDNN backend, where oneDNN is built in.
+template <class P>
+inline constexpr bool onednn_convolutions =
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+  std::is_same_v<master_t<P>, float>&&
+    std::is_same_v<typename precision_traits<P>::backend, onednn_backend>;
+#else
+  false;
+#endif
+
+/// Whether conv2d<..., P> runs on oneDNN's convolution primitives here: it
+/// can (onednn_convolutions), and for bf16, oneDNN has bf16 convolutions for
+/// this CPU.
+template <class P>
+bool runs_onednn_convolutions() {
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+    if constexpr (onednn_convolutions<P>) {
+        return !is_mixed_precision<P> || onednn::bf16_convolutions_available();
+    }
+#endif
+    return false;
+}
+
 } // namespace detail
 
 /// P is the precision (core/precision.hpp): float, double or mixed_bf16.
@@ -126,16 +150,10 @@ public:
     /// The weight gradient is summed in at most this many groups of chunks
     /// (fixed by the batch, not the threads), each on one thread at a time.
     static constexpr std::size_t max_gradient_groups = 16;
-#if defined(LIGHTLOOP_WITH_ONEDNN)
-    /// Whether the products can run as oneDNN's convolution primitives (fp32
-    /// and bf16 on the oneDNN backend; see the file comment) rather than
-    /// im2col; a bf16 layer also needs them on this CPU (uses_primitives).
-    static constexpr bool onednn_primitives =
-      std::is_same_v<T, float> &&
-      std::is_same_v<typename detail::backend_of<P>::type, onednn_backend>;
-#else
-    static constexpr bool onednn_primitives = false;
-#endif
+    /// Whether the products can run as oneDNN's convolution primitives
+    /// rather than im2col (see the file comment); a bf16 layer also needs
+    /// them on this CPU (uses_primitives).
+    static constexpr bool onednn_primitives = detail::onednn_convolutions<P>;
     /// Samples per chunk on oneDNN's primitives.
     static constexpr std::size_t primitive_chunk = 16;
 
@@ -149,40 +167,22 @@ public:
       , out_(detail::convolved_shape(in, spec)) {
         const std::size_t taps = patch_size();
         const std::size_t positions = out_.height * out_.width;
-        if constexpr (onednn_primitives) {
-            on_primitives_ = !affine::mixed || detail::onednn::bf16_convolutions_available();
-        }
+        on_primitives_ = detail::runs_onednn_convolutions<P>();
         chunk_ = on_primitives_ ? primitive_chunk
                                 : std::max<std::size_t>(1, column_budget / (taps * positions));
     }
 
-    std::size_t input_size() const noexcept {
-        return in_.size();
-    }
-    std::size_t output_size() const noexcept {
-        return out_.size();
-    }
-    feature_shape input_shape() const noexcept {
-        return in_;
-    }
-    feature_shape output_shape() const noexcept {
-        return out_;
-    }
-    const conv2d_spec& spec() const noexcept {
-        return spec_;
-    }
+    std::size_t input_size() const noexcept { return in_.size(); }
+    std::size_t output_size() const noexcept { return out_.size(); }
+    feature_shape input_shape() const noexcept { return in_; }
+    feature_shape output_shape() const noexcept { return out_; }
+    const conv2d_spec& spec() const noexcept { return spec_; }
     /// Whether this layer runs oneDNN's convolution primitives (else im2col).
-    bool uses_primitives() const noexcept {
-        return on_primitives_;
-    }
+    bool uses_primitives() const noexcept { return on_primitives_; }
     /// Samples per chunk of the products (see the file comment).
-    std::size_t chunk_samples() const noexcept {
-        return chunk_;
-    }
+    std::size_t chunk_samples() const noexcept { return chunk_; }
     /// in_channels · k · k: the length of one filter.
-    std::size_t patch_size() const noexcept {
-        return in_.channels * spec_.kernel * spec_.kernel;
-    }
+    std::size_t patch_size() const noexcept { return in_.channels * spec_.kernel * spec_.kernel; }
 
     /// Draws W from the scheme with fan_in = in_channels·k·k and fan_out =
     /// out_channels·k·k (PyTorch's fans for a convolution); the bias starts
@@ -438,9 +438,14 @@ private:
     std::pair<plan*, plan*> plans_for(std::size_t n) const {
         const std::size_t workers = task_threads();
         plan* full = &primitives_.get(geometry(), std::min(chunk_, n), workers);
-        plan* last =
-          n % chunk_ == 0 || n < chunk_ ? full : &primitives_.get(geometry(), n % chunk_, workers);
+        plan* last = n % chunk_ == 0 ? full : &primitives_.get(geometry(), n % chunk_, workers);
         return {full, last};
+    }
+
+    /// The plan a chunk of `count` samples runs on: the full chunk's, or
+    /// the last, shorter chunk's.
+    static plan& plan_of(std::pair<plan*, plan*> plans, std::size_t count) {
+        return count == plans.first->samples() ? *plans.first : *plans.second;
     }
 
     /// f(chunk, worker, first, count, plan) for each chunk of n samples, on
@@ -450,8 +455,8 @@ private:
         const std::size_t chunks = (n + chunk_ - 1) / chunk_;
         run_tasks(chunks, [&](std::size_t chunk, std::size_t worker) {
             const std::size_t first = chunk * chunk_;
-            f(chunk, worker, first, std::min(chunk_, n - first),
-              chunk + 1 == chunks ? *plans.second : *plans.first);
+            const std::size_t count = std::min(chunk_, n - first);
+            f(chunk, worker, first, count, plan_of(plans, count));
         });
     }
 
@@ -521,7 +526,7 @@ private:
         const T* d = delta_.data();
         sum_gradient(n, [&](std::size_t chunk, std::size_t worker, std::size_t first,
                             std::size_t count, T* dw) {
-            plan& p = count == plans.first->samples() ? *plans.first : *plans.second;
+            plan& p = plan_of(plans, count);
             T* own = chunk_gradients_.data() + worker * weight_count;
             p.weight_gradient(worker, x.data() + first * in_.size(),
                               reuse ? blocked_input(chunk, *plans.first) : nullptr,
