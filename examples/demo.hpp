@@ -46,6 +46,23 @@ struct demo {
     MakeNetwork make_network; // (feedback, seed, data, precision_tag<P>) -> network
 };
 
+/// The paper's network (784-1024-1024-10 tanh): light_in_the_loop's and
+/// light_in_the_loop_mpi's.
+struct make_paper_network {
+    /// P: float, or mixed_bf16 (--precision bf16).
+    template <class Feedback, class P>
+    auto operator()(Feedback feedback, std::uint64_t seed, const lightloop::mnist_data& data,
+                    lightloop::precision_tag<P>) const {
+        using namespace lightloop;
+        return network{std::move(feedback),
+                       softmax_cross_entropy{},
+                       seed,
+                       dense<tanh_act, P>{data.train.inputs.shape(1), 1024},
+                       dense<tanh_act, P>{1024, 1024},
+                       dense<identity, P>{1024, data.classes}};
+    }
+};
+
 /// The command line (--help lists it).
 inline void add_flags(CLI::App& app, options& o) {
     app
@@ -95,15 +112,27 @@ struct result {
     double alignment = 0;
 };
 
-template <class Net>
+/// How a demo runs fit: in this process. light_in_the_loop_mpi has one over
+/// MPI ranks, where only rank 0 prints and writes files.
+struct one_process {
+    bool prints() const noexcept { return true; }
+    template <class Net, class Optimizer>
+    lightloop::fit_history fit(Net& net, Optimizer& opt, const lightloop::mnist_data& data,
+                               const lightloop::fit_options& fo, const std::string& name,
+                               const std::filesystem::path& csv) const {
+        return lightloop::fit(net, opt, data.train, data.test, fo, lightloop::progress_bar(name),
+                              lightloop::csv_log(csv, name));
+    }
+};
+
+template <class Net, class Runner>
 result train(const std::string& stem, const std::string& name, Net net, const options& o,
-             const lightloop::mnist_data& data) {
+             const lightloop::mnist_data& data, Runner& runner) {
     using namespace lightloop;
     const fit_options fo{
       .epochs = o.epochs, .batch = o.batch, .seed = o.seed, .alignment_probe = 512};
     auto callbacks = [&](auto& opt) {
-        return fit(net, opt, data.train, data.test, fo, progress_bar(name),
-                   csv_log(std::filesystem::path(o.out) / (stem + ".csv"), name));
+        return runner.fit(net, opt, data, fo, name, std::filesystem::path(o.out) / (stem + ".csv"));
     };
     result r{name, {}, 0};
     if (o.optimizer == "adam") {
@@ -119,22 +148,64 @@ result train(const std::string& stem, const std::string& name, Net net, const op
 }
 
 /// One method's run in the precision o.precision names.
-template <class Demo, class Feedback>
+template <class Demo, class Feedback, class Runner>
 result run(const Demo& d, const std::string& name, Feedback feedback, const options& o,
-           const lightloop::mnist_data& data) {
+           const lightloop::mnist_data& data, Runner& runner) {
     using namespace lightloop;
     if (o.precision == "bf16") {
         return train(d.stem, name,
                      d.make_network(std::move(feedback), o.seed, data, precision_tag<mixed_bf16>{}),
-                     o, data);
+                     o, data, runner);
     }
     return train(d.stem, name,
-                 d.make_network(std::move(feedback), o.seed, data, precision_tag<float>{}), o,
-                 data);
+                 d.make_network(std::move(feedback), o.seed, data, precision_tag<float>{}), o, data,
+                 runner);
 }
 
-template <class Demo>
-int experiment(const Demo& d, const options& o) {
+/// One run per wanted method, in the table's order.
+template <class Demo, class Runner>
+std::vector<result> for_each_method(const Demo& d, const options& o,
+                                    const lightloop::mnist_data& data, Runner& runner,
+                                    const lightloop::camera& cam,
+                                    const lightloop::ternary_encoder& encoder) {
+    using namespace lightloop;
+    std::vector<result> results;
+    auto wanted = [&](const std::string& m) {
+        return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
+    };
+    if (wanted("bp")) {
+        results.push_back(run(d, "backprop", backprop{}, o, data, runner));
+    }
+    if (wanted("fa")) {
+        results.push_back(run(d, "feedback alignment", feedback_alignment{}, o, data, runner));
+    }
+    if (wanted("dfa")) {
+        results.push_back(run(d, "dfa dense", dfa<dense_gaussian>{}, o, data, runner));
+    }
+    if (wanted("sign-dfa")) {
+        results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data, runner));
+    }
+    if (wanted("optical-intensity")) {
+        using device = optical<intensity_readout, camera>;
+        results.push_back(run(d, "dfa optical intensity",
+                              dfa<device>{device{intensity_readout{}, cam, encoder}}, o, data,
+                              runner));
+    }
+    if (wanted("optical-holographic")) {
+        using device = optical<holographic_readout<off_axis_reference>, camera>;
+        results.push_back(run(d, "dfa optical holographic",
+                              dfa<device>{device{holographic_readout<>{}, cam, encoder}}, o, data,
+                              runner));
+    }
+    if (wanted("shallow")) {
+        results.push_back(run(d, "shallow", shallow{}, o, data, runner));
+    }
+
+    return results;
+}
+
+template <class Demo, class Runner = one_process>
+int experiment(const Demo& d, const options& o, Runner runner = {}) {
     using namespace lightloop;
     set_blas_threads(o.threads);
     if (o.precision == "bf16") {
@@ -153,6 +224,10 @@ int experiment(const Demo& d, const options& o) {
                          "\n(an IDX data directory is needed: install Debian's "
                          "dataset-fashion-mnist, or pass --data DIR)");
     }
+    if (!runner.prints()) { // another process prints the table and writes the files
+        for_each_method(d, o, data, runner, cam, encoder);
+        return 0;
+    }
     std::filesystem::create_directories(o.out);
     std::filesystem::remove(std::filesystem::path(o.out) / (d.stem + ".csv"));
     const std::string data_name =
@@ -170,36 +245,11 @@ int experiment(const Demo& d, const options& o) {
                 o.precision == "bf16" ? "mixed bf16 (bf16 GEMM operands, fp32 weights)" : "fp32",
                 o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
                 static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise);
+    if constexpr (requires { runner.describe(); }) {
+        std::printf("%s\n\n", runner.describe().c_str());
+    }
 
-    std::vector<result> results;
-    auto wanted = [&](const std::string& m) {
-        return std::find(o.methods.begin(), o.methods.end(), m) != o.methods.end();
-    };
-    if (wanted("bp")) {
-        results.push_back(run(d, "backprop", backprop{}, o, data));
-    }
-    if (wanted("fa")) {
-        results.push_back(run(d, "feedback alignment", feedback_alignment{}, o, data));
-    }
-    if (wanted("dfa")) {
-        results.push_back(run(d, "dfa dense", dfa<dense_gaussian>{}, o, data));
-    }
-    if (wanted("sign-dfa")) {
-        results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data));
-    }
-    if (wanted("optical-intensity")) {
-        using device = optical<intensity_readout, camera>;
-        results.push_back(run(d, "dfa optical intensity",
-                              dfa<device>{device{intensity_readout{}, cam, encoder}}, o, data));
-    }
-    if (wanted("optical-holographic")) {
-        using device = optical<holographic_readout<off_axis_reference>, camera>;
-        results.push_back(run(d, "dfa optical holographic",
-                              dfa<device>{device{holographic_readout<>{}, cam, encoder}}, o, data));
-    }
-    if (wanted("shallow")) {
-        results.push_back(run(d, "shallow", shallow{}, o, data));
-    }
+    const std::vector<result> results = for_each_method(d, o, data, runner, cam, encoder);
 
     std::printf("\n%-24s %10s %10s %10s %12s %12s\n", "method", "test acc %", "alignment", "wall s",
                 "OPU frames", "OPU time s");

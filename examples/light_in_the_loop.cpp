@@ -13,25 +13,6 @@
 // is --epochs 10 or more. See --help for the flags.
 #include "demo.hpp"
 
-namespace {
-
-struct make_dense_network {
-    /// P: float, or mixed_bf16 (--precision bf16).
-    template <class Feedback, class P>
-    auto operator()(Feedback feedback, std::uint64_t seed, const lightloop::mnist_data& data,
-                    lightloop::precision_tag<P>) const {
-        using namespace lightloop;
-        return network{std::move(feedback),
-                       softmax_cross_entropy{},
-                       seed,
-                       dense<tanh_act, P>{data.train.inputs.shape(1), 1024},
-                       dense<tanh_act, P>{1024, 1024},
-                       dense<identity, P>{1024, data.classes}};
-    }
-};
-
-} // namespace
-
 int main(int argc, char** argv) {
     using namespace lightloop;
     ensure_fast_blas(argv); // re-executes once if OpenBLAS fell back to a generic kernel
@@ -43,6 +24,7 @@ int main(int argc, char** argv) {
                  "the simulated optical co-processor, and shallow training.",
                  "light_in_the_loop"};
     demos::add_flags(app, o);
-    const demos::demo<make_dense_network> d{"light_in_the_loop", "784-1024-1024-10 tanh", {}};
+    const demos::demo<demos::make_paper_network> d{
+      "light_in_the_loop", "784-1024-1024-10 tanh", {}};
     return programs::run(app, argc, argv, [&] { return demos::experiment(d, o); });
 }

@@ -296,6 +296,30 @@ public:
         });
     }
 
+    /// Each trained parameter tensor's gradient from the last
+    /// compute_gradients, writable, in slot order: f(layer index,
+    /// std::span<value_type> gradient). For code that combines gradients
+    /// computed elsewhere before apply_gradients (data-parallel training sums
+    /// them over processes); it must then say a bound on each trained layer's
+    /// new entries (set_gradient_bound), which apply_gradients proves the
+    /// update safe from.
+    template <class F>
+    void visit_gradients(F&& f) {
+        collect_slots();
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                // The layer owns its gradient as a non-const member; only its
+                // accessor hands it out const.
+                f(s.layer, std::span<value_type>(const_cast<value_type*>(s.gradient.data()),
+                                                 s.gradient.size()));
+            }
+        }
+    }
+    /// A bound on every |entry| of trained layer `i`'s gradient: what
+    /// compute_gradients found, or what set_gradient_bound said.
+    double gradient_bound(std::size_t i) const { return gradient_max_.at(i); }
+    void set_gradient_bound(std::size_t i, double bound) { gradient_max_.at(i) = bound; }
+
     /// Tells the network that its parameters were changed through a
     /// reference kept from before (apply_gradients measures them again).
     void parameters_changed() noexcept { value_max_known_ = false; }

@@ -29,6 +29,11 @@ foreach(header ${headers})
   floor_of("${header}" mine)
   file(STRINGS "${INCLUDE_DIR}/lightloop/${header}" includes
        REGEX "^#include \"lightloop/[^\"]+\"")
+  # MPI stays in its room: only distributed/ may include mpi.h.
+  file(STRINGS "${INCLUDE_DIR}/lightloop/${header}" mpi_includes REGEX "^#include [<\"]mpi\\.h[>\"]")
+  if(mpi_includes AND NOT header MATCHES "^distributed/")
+    string(APPEND violations "\n  ${header} includes mpi.h (only distributed/ may)")
+  endif()
   foreach(line ${includes})
     string(REGEX REPLACE "^#include \"lightloop/([^\"]+)\".*" "\\1" target "${line}")
     floor_of("${target}" theirs)

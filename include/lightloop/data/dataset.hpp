@@ -102,12 +102,40 @@ public:
         gather_rows(data_->targets, rows, y);
     }
 
+    /// Rows in batch `b` of an epoch.
+    std::size_t batch_rows(std::size_t b) const noexcept {
+        const std::size_t start = b * batch_;
+        return start < order_.size() ? std::min(batch_, order_.size() - start) : 0;
+    }
+
+    /// Shard `shard` of `shards` of batch `b`: its rows `shard`, `shard` +
+    /// `shards`, ... (data-parallel training: the ranks split every batch of
+    /// one shuffle). Every shard must get a row: refused when the batch has
+    /// fewer rows than shards.
+    void fill_shard(std::size_t b, std::size_t shard, std::size_t shards, matrix<T>& x,
+                    matrix<T>& y) {
+        const std::size_t rows = batch_rows(b);
+        if (shards == 0 || shard >= shards || rows < shards) {
+            throw config_error("lightloop::batch_sampler: shard " + std::to_string(shard) + " of " +
+                               std::to_string(shards) + " of batch " + std::to_string(b) + " (" +
+                               std::to_string(rows) +
+                               " rows): every shard needs a row of every batch");
+        }
+        shard_rows_.clear();
+        for (std::size_t i = b * batch_ + shard; i < b * batch_ + rows; i += shards) {
+            shard_rows_.push_back(order_[i]);
+        }
+        gather_rows(data_->inputs, std::span<const std::size_t>(shard_rows_), x);
+        gather_rows(data_->targets, std::span<const std::size_t>(shard_rows_), y);
+    }
+
 private:
     const labelled_data<T>* data_;
     std::size_t batch_;
     std::uint64_t seed_;
     bool shuffle_;
     std::vector<std::size_t> order_;
+    std::vector<std::size_t> shard_rows_; // fill_shard's, kept for its capacity
 };
 
 } // namespace lightloop

@@ -111,21 +111,26 @@ struct evaluation {
     double accuracy = 0.0;
 };
 
-/// Mean loss and accuracy of `net` on `data`, `batch` rows per forward pass.
+/// Mean loss and accuracy of `net` on rows [first, last) of `data` (all of
+/// it by default), `batch` rows per forward pass.
 template <class Network>
 evaluation evaluate(Network& net, const labelled_data<typename Network::value_type>& data,
-                    std::size_t batch = 1000) {
+                    std::size_t batch = 1000, std::size_t first = 0,
+                    std::size_t last = std::numeric_limits<std::size_t>::max()) {
     using T = typename Network::value_type;
-    if (data.size() == 0 || batch == 0) {
-        throw config_error("lightloop::evaluate: needs data and a positive batch size");
+    last = std::min(last, data.size());
+    if (first >= last || batch == 0) {
+        throw config_error("lightloop::evaluate: needs data (rows " + std::to_string(first) +
+                           " to " + std::to_string(last) + " of " + std::to_string(data.size()) +
+                           ") and a positive batch size");
     }
     matrix<T> xb;
     matrix<T> yb;
     std::vector<std::size_t> rows;
     double loss = 0.0;
     std::size_t correct = 0;
-    for (std::size_t start = 0; start < data.size(); start += batch) {
-        const std::size_t count = std::min(batch, data.size() - start);
+    for (std::size_t start = first; start < last; start += batch) {
+        const std::size_t count = std::min(batch, last - start);
         rows.resize(count);
         for (std::size_t i = 0; i < count; ++i) {
             rows[i] = start + i;
@@ -137,7 +142,7 @@ evaluation evaluate(Network& net, const labelled_data<typename Network::value_ty
           static_cast<double>(net.loss_function().value(out, yb)) * static_cast<double>(count);
         correct += count_correct(out, yb);
     }
-    const auto n = static_cast<double>(data.size());
+    const auto n = static_cast<double>(last - first);
     return {loss / n, static_cast<double>(correct) / n};
 }
 
@@ -252,11 +257,48 @@ struct epoch_log {
 
 } // namespace detail
 
-template <class Network, optimizer Optimizer, class... Callbacks>
-fit_history fit(Network& net, Optimizer& opt,
-                const labelled_data<typename Network::value_type>& train,
-                const labelled_data<typename Network::value_type>& test, fit_options options,
-                Callbacks&&... callbacks) {
+/// One training step's figures over the whole batch (every process's
+/// share of it, in data-parallel training).
+struct step_totals {
+    double loss_sum = 0.0; ///< the batch's mean loss times its rows
+    std::size_t correct = 0;
+    std::size_t samples = 0;
+};
+
+/// How fit trains on one process. A strategy says how a batch is taken from
+/// the sampler, how a step and an evaluation run, whether this process writes
+/// the checkpoint, and how processes agree to stop; distributed/ has the
+/// strategies over several processes (fit_with).
+struct single_process {
+    template <class T>
+    void begin(const batch_sampler<T>&) const noexcept {}
+    template <class T>
+    void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {
+        sampler.fill(b, x, y);
+    }
+    template <class Network, class Optimizer, class T>
+    step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) const {
+        const double loss = static_cast<double>(net.train_step(x, y, opt));
+        const std::size_t correct =
+          count_correct(std::as_const(net).template layer<Network::depth - 1>().output(), y);
+        return {loss * static_cast<double>(x.shape(0)), correct, x.shape(0)};
+    }
+    template <class Network>
+    evaluation evaluate(Network& net, const labelled_data<typename Network::value_type>& data,
+                        std::size_t batch) const {
+        return lightloop::evaluate(net, data, batch);
+    }
+    bool writes_files() const noexcept { return true; }
+    bool agree_to_stop(bool stop) const noexcept { return stop; }
+};
+
+/// fit with a strategy: single_process{} is fit itself; a distributed one
+/// (distributed/data_parallel.hpp) runs the same loop on every rank.
+template <class Strategy, class Network, optimizer Optimizer, class... Callbacks>
+fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
+                     const labelled_data<typename Network::value_type>& train,
+                     const labelled_data<typename Network::value_type>& test, fit_options options,
+                     Callbacks&&... callbacks) {
     using T = typename Network::value_type;
     using clock = std::chrono::steady_clock;
     if (options.epochs == 0) {
@@ -282,6 +324,7 @@ fit_history fit(Network& net, Optimizer& opt,
         check_widths(test, "test");
     }
     batch_sampler<T> sampler(train, options.batch, options.seed);
+    strategy.begin(sampler);
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
     (
@@ -355,12 +398,12 @@ fit_history fit(Network& net, Optimizer& opt,
              }()),
              ...);
             opt.set_learning_rate(lr);
-            sampler.fill(b, xb, yb);
-            const double loss = static_cast<double>(net.train_step(xb, yb, opt));
-            correct +=
-              count_correct(std::as_const(net).template layer<Network::depth - 1>().output(), yb);
-            loss_sum += loss * static_cast<double>(xb.shape(0));
-            done += xb.shape(0);
+            strategy.fill(sampler, b, xb, yb);
+            const step_totals totals = strategy.step(net, opt, xb, yb);
+            const double loss = totals.loss_sum / static_cast<double>(totals.samples);
+            correct += totals.correct;
+            loss_sum += totals.loss_sum;
+            done += totals.samples;
             const batch_info batch{
               epoch,
               b,
@@ -392,7 +435,7 @@ fit_history fit(Network& net, Optimizer& opt,
             record.weight_alignment = weight_alignment(net);
         }
         if (test.size() > 0) {
-            const evaluation eval = evaluate(net, test, options.eval_batch);
+            const evaluation eval = strategy.evaluate(net, test, options.eval_batch);
             record.test_loss = eval.loss;
             record.test_accuracy = eval.accuracy;
         } else { // no test set: no figures, rather than zeros that read as perfect
@@ -401,13 +444,13 @@ fit_history fit(Network& net, Optimizer& opt,
         }
         detail::record_device(net, record);
         history.epochs.push_back(record);
-        if (!options.checkpoint.empty()) {
+        if (!options.checkpoint.empty() && strategy.writes_files()) {
             save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch,
                             detail::epoch_log{history.epochs});
         }
         bool stop = false;
         ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
-        if (stop) {
+        if (strategy.agree_to_stop(stop)) {
             history.stopped_early = epoch + 1 < options.epochs;
             break;
         }
@@ -422,6 +465,16 @@ fit_history fit(Network& net, Optimizer& opt,
       }(),
       ...);
     return history;
+}
+
+template <class Network, optimizer Optimizer, class... Callbacks>
+fit_history fit(Network& net, Optimizer& opt,
+                const labelled_data<typename Network::value_type>& train,
+                const labelled_data<typename Network::value_type>& test, fit_options options,
+                Callbacks&&... callbacks) {
+    single_process one;
+    return fit_with(one, net, opt, train, test, std::move(options),
+                    std::forward<Callbacks>(callbacks)...);
 }
 
 } // namespace lightloop

@@ -123,17 +123,28 @@ public:
         medium_ = transmission_matrix(out, in, derive_seed(seed, 0), settings_.variance,
                                       settings_.bf16_medium);
         readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
-        camera_.reseed(derive_seed(seed, 2));
+        camera_seed_ = derive_seed(seed, 2);
+        base_noise_seed_ = derive_seed(seed, 3);
+        apply_noise_stream();
         if constexpr (requires { camera_.reset_counts(); }) {
             camera_.reset_counts();
         }
-        noise_seed_ = derive_seed(seed, 3);
         next_block_ = 0;
         extra_pixels_read_ = extra_pixels_saturated_ = 0;
         calibrated_ = false;
         stats_ = optical_statistics{};
         stats_.frame_rate = settings_.frame_rate;
     }
+
+    /// Draws the camera's noise from stream `stream` of the seed's noise
+    /// (0, the default, is a single device's): data-parallel ranks share the
+    /// medium and reference drawn from the seed and each has a camera of its
+    /// own. Kept across configure().
+    void set_noise_stream(std::uint64_t stream) {
+        noise_stream_ = stream;
+        apply_noise_stream();
+    }
+    std::uint64_t noise_stream() const noexcept { return noise_stream_; }
 
     /// Everything that fixes the device but the seed (the network's).
     std::string describe() const {
@@ -457,6 +468,15 @@ private:
         }
     }
 
+    /// The camera's seeds for the noise stream (set_noise_stream).
+    void apply_noise_stream() {
+        const auto stream_of = [&](std::uint64_t seed) {
+            return noise_stream_ == 0 ? seed : derive_seed(seed, noise_stream_);
+        };
+        camera_.reseed(stream_of(camera_seed_));
+        noise_seed_ = stream_of(base_noise_seed_);
+    }
+
     /// Frames per block (plus at most one sample's): four (block_rows x out)
     /// buffers stay within L2.
     static constexpr std::size_t block_rows = 16;
@@ -470,6 +490,9 @@ private:
     transmission_matrix medium_;
     bool calibrated_ = false;
     optical_statistics stats_{};
+    std::uint64_t camera_seed_ = 0;
+    std::uint64_t base_noise_seed_ = 0;
+    std::uint64_t noise_stream_ = 0; // set_noise_stream
     std::uint64_t noise_seed_ = 0;
     std::uint64_t next_block_ = 0;        // blocks exposed since configure(): seeds their noise
     std::uint64_t extra_pixels_read_ = 0; // by the worker threads' camera copies

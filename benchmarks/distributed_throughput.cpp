@@ -1,0 +1,379 @@
+// Training throughput over MPI ranks against one process on the same cores,
+// from one invocation: the paper's network (784-1024-1024-10 tanh, SGD
+// momentum 0.9) at a global batch of 128, each method
+//   - in this process on 1 and on 2 threads (the references), and
+//   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
+//     program through mpiexec (every rank a shard of each global batch,
+//     gradients summed).
+// The modes take turns over --rounds rounds and the figures are medians, so
+// a drift of the shared machine reaches every mode alike. It also prints the
+// bytes each rank sent per step (measured) and, with --model, the computed
+// communication of each parallel mode up to the paper's scale.
+//
+//   distributed_throughput [--methods bp,dfa,holographic] [--ranks 1,2,3]
+//                          [--steps 30] [--rounds 3] [--json FILE] [--model]
+//
+// As root, the mpiexec it starts gets OMPI_ALLOW_RUN_AS_ROOT=1 and
+// OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (Open MPI refuses root otherwise).
+#include <lightloop/distributed/data_parallel.hpp>
+#include <lightloop/lightloop.hpp>
+
+#include "cli.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef LIGHTLOOP_MPIEXEC
+#define LIGHTLOOP_MPIEXEC "mpiexec"
+#endif
+
+namespace {
+
+using namespace lightloop;
+using clock_type = std::chrono::steady_clock;
+
+struct options {
+    std::vector<std::string> methods{"bp", "dfa", "holographic"};
+    std::vector<std::size_t> ranks{1, 2, 3};
+    std::size_t batch = 128;
+    std::size_t steps = 30;
+    std::size_t rounds = 3;
+    std::string json;
+    bool model = false;
+    bool worker = false; // internal: one rank of a run this program launched
+};
+
+constexpr std::size_t classes = 10;
+constexpr std::array<std::size_t, 4> widths{784, 1024, 1024, classes};
+
+/// A fixed synthetic set (inputs in [0, 1], random labels): the step's cost
+/// does not depend on the values.
+labelled_data<float> synthetic(std::size_t rows) {
+    labelled_data<float> data;
+    data.inputs = matrix<float>::from_shape({rows, widths.front()});
+    data.targets = matrix<float>::from_shape({rows, classes});
+    data.targets.fill(0.0f);
+    rng gen(3);
+    for (float& v : data.inputs) {
+        v = static_cast<float>(gen.uniform(0.0, 1.0));
+    }
+    for (std::size_t i = 0; i < rows; ++i) {
+        data.labels.push_back(gen.below(classes));
+        data.targets(i, data.labels.back()) = 1.0f;
+    }
+    return data;
+}
+
+template <class Feedback>
+auto make_net(Feedback feedback) {
+    return network{std::move(feedback),
+                   softmax_cross_entropy{},
+                   std::uint64_t{7},
+                   dense<tanh_act>{widths[0], widths[1]},
+                   dense<tanh_act>{widths[1], widths[2]},
+                   dense<identity>{widths[2], widths[3]}};
+}
+
+using holographic_device = optical<holographic_readout<off_axis_reference>, camera>;
+
+/// Calls f(network) with the method's network.
+template <class F>
+void with_network(const std::string& method, F&& f) {
+    if (method == "bp") {
+        auto net = make_net(backprop{});
+        f(net);
+    } else if (method == "dfa") {
+        auto net = make_net(dfa<dense_gaussian>{});
+        f(net);
+    } else if (method == "holographic") {
+        auto net = make_net(dfa<holographic_device>{});
+        f(net);
+    } else {
+        throw config_error("distributed_throughput: unknown method '" + method + "'");
+    }
+}
+
+/// Samples per second of `steps` steps after 5 warm-up steps, where step(b)
+/// trains on global batch b.
+template <class Step>
+double rate_of(std::size_t steps, std::size_t batch, Step&& step) {
+    for (std::size_t b = 0; b < 5; ++b) {
+        step(b);
+    }
+    const auto start = clock_type::now();
+    for (std::size_t b = 0; b < steps; ++b) {
+        step(5 + b);
+    }
+    const double seconds = std::chrono::duration<double>(clock_type::now() - start).count();
+    return static_cast<double>(steps * batch) / seconds;
+}
+
+/// One process, `threads` threads.
+double single_process_rate(const std::string& method, std::size_t threads, const options& o,
+                           const labelled_data<float>& data) {
+    set_blas_threads(static_cast<int>(threads));
+    double rate = 0.0;
+    with_network(method, [&](auto& net) {
+        sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+        batch_sampler<float> sampler(data, o.batch, 1);
+        sampler.start_epoch(0);
+        matrix<float> x;
+        matrix<float> y;
+        rate = rate_of(o.steps, o.batch, [&](std::size_t b) {
+            sampler.fill(b % sampler.batches(), x, y);
+            net.train_step(x, y, opt);
+        });
+    });
+    return rate;
+}
+
+/// A worker rank: every method once, data-parallel; rank 0 prints
+/// "rate <method> <samples/s> <bytes sent per step>".
+int worker(const options& o) {
+    distributed::environment mpi_env;
+    distributed::communicator comm;
+    set_blas_threads(1);
+    const auto data = synthetic(o.batch * 8);
+    for (const std::string& method : o.methods) {
+        with_network(method, [&](auto& net) {
+            distributed::give_rank_noise_stream(net, comm.rank());
+            sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+            distributed::data_parallel<float> parallel(comm);
+            batch_sampler<float> sampler(data, o.batch, 1);
+            sampler.start_epoch(0);
+            matrix<float> x;
+            matrix<float> y;
+            comm.barrier();
+            comm.reset_bytes();
+            const double rate = rate_of(o.steps, o.batch, [&](std::size_t b) {
+                sampler.fill_shard(b % sampler.batches(), comm.rank(), comm.size(), x, y);
+                parallel.step(net, opt, x, y);
+            });
+            const double bytes =
+              static_cast<double>(comm.bytes().total()) / static_cast<double>(o.steps + 5);
+            double all[1] = {rate};
+            comm.sum_identical(std::span<double>(all)); // the ranks ran in lock step
+            if (comm.rank() == 0) {
+                std::printf("rate %s %.3f %.0f\n", method.c_str(),
+                            all[0] / static_cast<double>(comm.size()), bytes);
+            }
+        });
+    }
+    std::fflush(stdout);
+    return 0;
+}
+
+/// Runs `ranks` workers under mpiexec; returns method -> {samples/s, bytes}.
+std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const options& o) {
+    std::string methods;
+    for (const auto& m : o.methods) {
+        methods += (methods.empty() ? "" : ",") + m;
+    }
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    std::string command = std::string(::geteuid() == 0 ? "OMPI_ALLOW_RUN_AS_ROOT=1 "
+                                                         "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                                                       : "") +
+                          "OPENBLAS_NUM_THREADS=1 " LIGHTLOOP_MPIEXEC " -n " +
+                          std::to_string(ranks) + " --oversubscribe '" + self +
+                          "' --worker --methods " + methods + " --batch " +
+                          std::to_string(o.batch) + " --steps " + std::to_string(o.steps) + " 2>&1";
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+        throw config_error("distributed_throughput: cannot start " + command);
+    }
+    std::map<std::string, std::pair<double, double>> rates;
+    std::string output;
+    char line[4096];
+    while (std::fgets(line, sizeof line, pipe) != nullptr) {
+        output += line;
+        std::istringstream in(line);
+        std::string word;
+        std::string method;
+        double rate = 0.0;
+        double bytes = 0.0;
+        if (in >> word >> method >> rate >> bytes && word == "rate") {
+            rates[method] = {rate, bytes};
+        }
+    }
+    const int status = ::pclose(pipe);
+    if (status != 0 || rates.size() != o.methods.size()) {
+        throw config_error("distributed_throughput: " + std::to_string(ranks) +
+                           " ranks under " LIGHTLOOP_MPIEXEC " failed:\n" + output);
+    }
+    return rates;
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Bytes one rank sends per step (fp32), by the models of docs/DESIGN.md:
+/// data-parallel sums every parameter (a ring's 2 (p - 1) / p of them);
+/// DFA layer-parallel sends each boundary's activations forward once and
+/// broadcasts e (batch x classes) from the last rank; backprop
+/// model-parallel sends the activations forward and the deltas back.
+struct traffic_model {
+    double data_parallel;
+    double dfa_layer_parallel;
+    double bp_model_parallel;
+};
+
+traffic_model model_traffic(std::size_t width, std::size_t layers, std::size_t classes_out,
+                            std::size_t batch, std::size_t ranks) {
+    const double p = static_cast<double>(ranks);
+    const double w = static_cast<double>(width);
+    const double n = static_cast<double>(batch);
+    const double params =
+      static_cast<double>(layers - 1) * w * w + w * static_cast<double>(classes_out);
+    const double boundaries = std::min<double>(p - 1.0, static_cast<double>(layers) - 1.0);
+    traffic_model t{};
+    t.data_parallel = 2.0 * (p - 1.0) / p * params * 4.0;
+    // per step, summed over ranks, then per rank
+    const double forward = boundaries * n * w * 4.0;
+    t.dfa_layer_parallel = (forward + (p - 1.0) * n * static_cast<double>(classes_out) * 4.0) / p;
+    t.bp_model_parallel = 2.0 * forward / p;
+    return t;
+}
+
+std::string bytes_text(double b) {
+    const char* unit[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    int u = 0;
+    while (b >= 1000.0 && u < 5) {
+        b /= 1000.0;
+        ++u;
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g %s", b, unit[u]);
+    return text;
+}
+
+void print_model() {
+    std::printf("\ncomputed: bytes one rank sends per step (fp32), batch 128, 10 classes, "
+                "L layers of width w split over p ranks\n");
+    std::printf("%10s %6s %6s %16s %18s %18s\n", "width w", "L", "ranks", "data-parallel",
+                "DFA layer-par.", "BP model-par.");
+    for (const std::size_t w : {1024ul, 10000ul, 100000ul, 1000000ul}) {
+        for (const std::size_t p : {2ul, 8ul, 64ul, 1000ul}) {
+            const std::size_t layers = std::max<std::size_t>(p, 3);
+            const auto t = model_traffic(w, layers, 10, 128, p);
+            std::printf(
+              "%10zu %6zu %6zu %16s %18s %18s\n", w, layers, p, bytes_text(t.data_parallel).c_str(),
+              bytes_text(t.dfa_layer_parallel).c_str(), bytes_text(t.bp_model_parallel).c_str());
+        }
+    }
+    std::printf("data-parallel grows with the parameters (L w^2) and not with p; both layer "
+                "splits grow with the activations (batch x w per boundary), and DFA's backward "
+                "is one broadcast of e (batch x classes) where backprop sends every delta "
+                "back.\n");
+}
+
+int measure(const options& o) {
+    const auto data = synthetic(o.batch * 8);
+    // mode -> method -> per-round samples/s
+    std::map<std::string, std::map<std::string, std::vector<double>>> rates;
+    std::map<std::string, double> bytes;
+    for (std::size_t round = 0; round < o.rounds; ++round) {
+        for (const std::size_t threads : {1ul, 2ul}) {
+            for (const auto& m : o.methods) {
+                rates["1 process x " + std::to_string(threads) + " thr"][m].push_back(
+                  single_process_rate(m, threads, o, data));
+            }
+        }
+        for (const std::size_t r : o.ranks) {
+            const std::string mode = std::to_string(r) + " ranks x 1 thr";
+            for (const auto& [m, figures] : launch(r, o)) {
+                rates[mode][m].push_back(figures.first);
+                bytes[mode + m] = figures.second;
+            }
+        }
+        std::fprintf(stderr, "round %zu of %zu done\n", round + 1, o.rounds);
+    }
+    std::printf("lightloop %s | BLAS kernel %s | 784-1024-1024-10 tanh, global batch %zu, "
+                "%zu steps per figure, median of %zu rounds\n",
+                version_string, blas_core_name().c_str(), o.batch, o.steps, o.rounds);
+    std::printf("%-18s %-12s %12s %14s %14s %16s\n", "mode", "method", "samples/s",
+                "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank");
+    std::ostringstream json;
+    json << "[\n";
+    bool first = true;
+    auto print_mode = [&](const std::string& mode, const std::string& kind, std::size_t ranks) {
+        for (const auto& m : o.methods) {
+            const double rate = median(rates[mode][m]);
+            const double two = median(rates["1 process x 2 thr"][m]);
+            const double one = median(rates["1 process x 1 thr"][m]);
+            const double sent = bytes.count(mode + m) != 0 ? bytes[mode + m] : 0.0;
+            std::printf("%-18s %-12s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(), rate,
+                        rate / two, rate / one, ranks > 0 ? bytes_text(sent).c_str() : "-");
+            json << (first ? "" : ",\n") << "  {\"mode\": \"" << kind << "\", \"ranks\": " << ranks
+                 << ", \"method\": \"" << m << "\", \"samples_per_second\": " << rate
+                 << ", \"vs_one_process_2_threads\": " << rate / two
+                 << ", \"vs_one_process_1_thread\": " << rate / one
+                 << ", \"bytes_sent_per_step_per_rank\": " << sent << "}";
+            first = false;
+        }
+    };
+    print_mode("1 process x 1 thr", "single", 0);
+    print_mode("1 process x 2 thr", "single", 0);
+    for (const std::size_t r : o.ranks) {
+        print_mode(std::to_string(r) + " ranks x 1 thr", "data", r);
+    }
+    json << "\n]\n";
+    if (o.model) {
+        print_model();
+    }
+    if (!o.json.empty()) {
+        std::ofstream out(o.json);
+        out << json.str();
+        if (!out) {
+            throw data_error("distributed_throughput: cannot write " + o.json);
+        }
+    }
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    ensure_fast_blas(argv);
+    options o;
+    CLI::App app{"Training throughput over MPI ranks (data-parallel) against one process on "
+                 "the same cores, all from one invocation (it starts mpiexec itself).",
+                 "distributed_throughput"};
+    app.add_option("--methods", o.methods, "bp, dfa, holographic")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"bp", "dfa", "holographic"}))
+      ->capture_default_str();
+    app.add_option("--ranks", o.ranks, "rank counts to launch, 1 thread each")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+    app.add_option("--batch", o.batch, "global batch")
+      ->check(programs::positive())
+      ->capture_default_str();
+    app.add_option("--steps", o.steps, "timed steps per figure")
+      ->check(programs::positive())
+      ->capture_default_str();
+    app.add_option("--rounds", o.rounds, "rounds; figures are medians")
+      ->check(programs::positive())
+      ->capture_default_str();
+    app.add_option("--json", o.json, "also write the rows as JSON");
+    app.add_flag("--model", o.model,
+                 "also print the computed communication of each mode up to 10^6-wide layers "
+                 "and 1000 ranks");
+    app.add_flag("--worker", o.worker, "internal: run as one rank under mpiexec");
+    return programs::run(app, argc, argv, [&] { return o.worker ? worker(o) : measure(o); });
+}

@@ -1,0 +1,262 @@
+#pragma once
+// MPI for lightloop: the process environment and a communicator whose
+// collectives throw lightloop errors instead of aborting, and whose sums give
+// every rank the same bits.
+//
+//   lightloop::distributed::environment mpi(argc, argv);
+//   lightloop::distributed::communicator comm;   // a private copy of MPI_COMM_WORLD
+//   comm.sum_identical(std::span<float>(gradient));
+//
+// This room sits above train/ (docs/DESIGN.md); it is the only part of the
+// library that includes mpi.h, and it is built only with LIGHTLOOP_WITH_MPI.
+
+// The C API only: Open MPI's deprecated C++ bindings stay out.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "lightloop/core/error.hpp"
+
+namespace lightloop::distributed {
+
+/// An MPI call failed, or another rank reported a failure in a collective
+/// step; the message names the operation and the ranks involved.
+class mpi_error : public error {
+public:
+    using error::error;
+};
+
+namespace detail {
+
+template <class T>
+MPI_Datatype datatype() {
+    if constexpr (std::is_same_v<T, float>) {
+        return MPI_FLOAT;
+    } else if constexpr (std::is_same_v<T, double>) {
+        return MPI_DOUBLE;
+    } else if constexpr (std::is_same_v<T, std::uint64_t>) {
+        return MPI_UINT64_T;
+    } else if constexpr (std::is_same_v<T, std::int32_t>) {
+        return MPI_INT32_T;
+    } else if constexpr (std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::byte>) {
+        return MPI_BYTE;
+    } else {
+        static_assert(sizeof(T) == 0, "lightloop::distributed: no MPI type for this scalar");
+    }
+}
+
+inline std::string mpi_message(int code) {
+    char text[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) {
+        return "MPI error " + std::to_string(code);
+    }
+    return std::string(text, static_cast<std::size_t>(length));
+}
+
+/// MPI counts are ints: a longer message is refused, never truncated.
+inline int mpi_count(std::size_t n, const char* what) {
+    if (n > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+        throw config_error(std::string("lightloop::distributed: ") + what + " of " +
+                           std::to_string(n) + " values is longer than one MPI message allows");
+    }
+    return static_cast<int>(n);
+}
+
+} // namespace detail
+
+/// Initialises MPI (threads: funneled, lightloop's team never calls MPI) for
+/// the lifetime of the object, unless the program already has; finalises
+/// only what it initialised.
+class environment {
+public:
+    environment(int& argc, char**& argv) { start(&argc, &argv); }
+    /// Without the program's arguments (MPI may not need them).
+    environment() { start(nullptr, nullptr); }
+    environment(const environment&) = delete;
+    environment& operator=(const environment&) = delete;
+    ~environment() {
+        if (owns_) {
+            int finalized = 0;
+            MPI_Finalized(&finalized);
+            if (finalized == 0) {
+                MPI_Finalize();
+            }
+        }
+    }
+
+    /// Ends every process of the job with `code` (a rank that cannot go on:
+    /// the others would wait in their next collective forever).
+    [[noreturn]] static void abort(int code) {
+        MPI_Abort(MPI_COMM_WORLD, code);
+        std::abort(); // MPI_Abort does not return
+    }
+
+private:
+    void start(int* argc, char*** argv) {
+        int initialized = 0;
+        MPI_Initialized(&initialized);
+        if (initialized != 0) {
+            return;
+        }
+        int provided = 0;
+        const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) {
+            throw mpi_error("lightloop::distributed: MPI_Init_thread failed: " +
+                            detail::mpi_message(rc));
+        }
+        owns_ = true;
+        if (provided < MPI_THREAD_FUNNELED) {
+            MPI_Finalize();
+            owns_ = false;
+            throw mpi_error("lightloop::distributed: this MPI gives thread level " +
+                            std::to_string(provided) +
+                            ", below MPI_THREAD_FUNNELED (the main thread calls MPI while "
+                            "lightloop's worker threads exist)");
+        }
+    }
+
+    bool owns_ = false;
+};
+
+/// A private duplicate of an MPI communicator (MPI_COMM_WORLD by default)
+/// whose errors return to lightloop, which throws mpi_error naming the call.
+/// Counts the bytes this rank hands to MPI, per kind of traffic.
+class communicator {
+public:
+    explicit communicator(MPI_Comm parent = MPI_COMM_WORLD) {
+        check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
+        check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+        check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+        check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    }
+    communicator(const communicator&) = delete;
+    communicator& operator=(const communicator&) = delete;
+    ~communicator() {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (comm_ != MPI_COMM_NULL && finalized == 0) {
+            MPI_Comm_free(&comm_);
+        }
+    }
+
+    std::size_t rank() const noexcept { return static_cast<std::size_t>(rank_); }
+    std::size_t size() const noexcept { return static_cast<std::size_t>(size_); }
+    MPI_Comm handle() const noexcept { return comm_; }
+
+    /// Replaces `values` on every rank by their sum over the ranks, the same
+    /// bits on every rank: a reduce-scatter gives each rank one block of the
+    /// sum (every value is added up on one rank only), an all-gather copies
+    /// the blocks to all. Each rank sends about 2 (p - 1) / p of the values,
+    /// as a ring all-reduce does.
+    template <class T>
+    void sum_identical(std::span<T> values) {
+        if (size_ == 1 || values.empty()) {
+            return;
+        }
+        const std::size_t p = size();
+        counts_.resize(p);
+        starts_.resize(p);
+        std::size_t at = 0;
+        for (std::size_t r = 0; r < p; ++r) {
+            const std::size_t share = values.size() / p + (r < values.size() % p ? 1 : 0);
+            starts_[r] = detail::mpi_count(at, "a sum");
+            counts_[r] = detail::mpi_count(share, "a sum");
+            at += share;
+        }
+        block_.resize(std::max<std::size_t>(1, values.size() / p + 1) * sizeof(T));
+        T* mine = reinterpret_cast<T*>(block_.data());
+        const MPI_Datatype type = detail::datatype<T>();
+        check(MPI_Reduce_scatter(values.data(), mine, counts_.data(), type, MPI_SUM, comm_),
+              "MPI_Reduce_scatter (sum over ranks)");
+        check(MPI_Allgatherv(mine, counts_[rank()], type, values.data(), counts_.data(),
+                             starts_.data(), type, comm_),
+              "MPI_Allgatherv (sum over ranks)");
+        bytes_.sum += 2 * (values.size() - static_cast<std::size_t>(counts_[rank()])) * sizeof(T);
+    }
+
+    /// Copies `values` from rank `root` to every rank.
+    template <class T>
+    void broadcast(std::span<T> values, std::size_t root = 0) {
+        if (size_ == 1 || values.empty()) {
+            return;
+        }
+        check(MPI_Bcast(values.data(), detail::mpi_count(values.size(), "a broadcast"),
+                        detail::datatype<T>(), static_cast<int>(root), comm_),
+              "MPI_Bcast");
+        if (rank() == root) {
+            bytes_.broadcast += values.size() * sizeof(T) * (size() - 1);
+        }
+    }
+
+    /// Sends `values` to rank `to` (blocking).
+    template <class T>
+    void send(std::span<const T> values, std::size_t to, int tag) {
+        check(MPI_Send(values.data(), detail::mpi_count(values.size(), "a message"),
+                       detail::datatype<T>(), static_cast<int>(to), tag, comm_),
+              "MPI_Send");
+        bytes_.point_to_point += values.size() * sizeof(T);
+    }
+
+    /// Receives exactly values.size() values from rank `from` (blocking).
+    template <class T>
+    void receive(std::span<T> values, std::size_t from, int tag) {
+        MPI_Status status;
+        check(MPI_Recv(values.data(), detail::mpi_count(values.size(), "a message"),
+                       detail::datatype<T>(), static_cast<int>(from), tag, comm_, &status),
+              "MPI_Recv");
+        int count = 0;
+        MPI_Get_count(&status, detail::datatype<T>(), &count);
+        if (static_cast<std::size_t>(count) != values.size()) {
+            throw mpi_error("lightloop::distributed: rank " + std::to_string(rank_) + " expected " +
+                            std::to_string(values.size()) + " values from rank " +
+                            std::to_string(from) + " and got " + std::to_string(count));
+        }
+    }
+
+    void barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+    /// Bytes this rank has handed to MPI since construction (or reset), by
+    /// kind: sums (reduce-scatter + all-gather), broadcasts (the root's
+    /// copies to every other rank), point-to-point sends.
+    struct traffic {
+        std::uint64_t sum = 0;
+        std::uint64_t broadcast = 0;
+        std::uint64_t point_to_point = 0;
+        std::uint64_t total() const noexcept { return sum + broadcast + point_to_point; }
+    };
+    const traffic& bytes() const noexcept { return bytes_; }
+    void reset_bytes() noexcept { bytes_ = {}; }
+
+    void check(int rc, const char* call) const {
+        if (rc != MPI_SUCCESS) {
+            throw mpi_error("lightloop::distributed: " + std::string(call) + " failed on rank " +
+                            std::to_string(rank_) + ": " + detail::mpi_message(rc));
+        }
+    }
+
+private:
+    MPI_Comm comm_ = MPI_COMM_NULL;
+    int rank_ = 0;
+    int size_ = 1;
+    std::vector<int> counts_;
+    std::vector<int> starts_;
+    std::vector<std::byte> block_; // this rank's block of a sum
+    traffic bytes_;
+};
+
+} // namespace lightloop::distributed

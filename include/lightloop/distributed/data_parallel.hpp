@@ -1,0 +1,219 @@
+#pragma once
+// Data-parallel training over MPI: every rank holds the whole network, trains
+// on its shard of every global batch (rows rank, rank + p, ... of one seeded
+// shuffle), and the ranks sum their gradients before the same optimizer
+// applies them on every rank.
+//
+//   lightloop::distributed::environment mpi(argc, argv);
+//   lightloop::distributed::communicator comm;
+//   auto net = make_network<dfa<dense_gaussian>, softmax_cross_entropy>(...);
+//   lightloop::distributed::data_parallel<float> parallel(comm);
+//   fit_with(parallel, net, opt, train, test, {.epochs = 3, .batch = 128});
+//
+// Weights stay bitwise identical on every rank: the sums give every rank the
+// same bits (communicator::sum_identical), and everything after them is the
+// same arithmetic on the same values. A failure on one rank (a non-finite
+// loss on its shard) is agreed on before any gradient moves, so every rank
+// throws and none waits forever.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/random.hpp"
+#include "lightloop/core/tensor.hpp"
+#include "lightloop/data/dataset.hpp"
+#include "lightloop/distributed/communicator.hpp"
+#include "lightloop/train/fit.hpp"
+#include "lightloop/train/metrics.hpp"
+
+namespace lightloop::distributed {
+
+namespace detail {
+/// A layer with running estimates (batch_norm).
+template <class L, class T>
+concept has_buffers = requires(L& l) {
+    l.visit_buffers([](std::span<T>) {});
+};
+} // namespace detail
+
+/// Gives rank r of a feedback method's device its own camera-noise stream
+/// (an optical device; dense devices have no noise): the medium stays the
+/// one the network's seed drew, identical on every rank.
+template <class Network>
+void give_rank_noise_stream(Network& net, std::size_t rank) {
+    auto& fb = net.feedback();
+    if constexpr (requires { fb.device().set_noise_stream(std::uint64_t{}); }) {
+        fb.device().set_noise_stream(rank);
+    }
+}
+
+/// fit_with's strategy for data-parallel training, and a step for code that
+/// runs its own loop. T is the network's value_type.
+template <class T>
+class data_parallel {
+public:
+    explicit data_parallel(communicator& comm)
+      : comm_(&comm) {}
+
+    communicator& comm() noexcept { return *comm_; }
+
+    /// One data-parallel step on this rank's shard (x, y): returns the whole
+    /// batch's figures, the same on every rank. Throws on every rank if any
+    /// rank failed (naming those ranks), with no weight changed anywhere.
+    template <class Network, class Optimizer>
+    step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
+        constexpr std::size_t depth = Network::depth;
+        const std::size_t p = comm_->size();
+        const std::size_t rank = comm_->rank();
+        // What the ranks agree on before any gradient moves: the batch's
+        // loss sum, correct count and rows, each layer's gradient bound
+        // weighted by rows, and which ranks failed.
+        constexpr std::size_t fixed = 3;
+        agreed_.assign(fixed + depth + p, 0.0);
+        std::string failure;
+        const auto rows = static_cast<double>(x.shape(0));
+        try {
+            const double loss = static_cast<double>(net.compute_gradients(x, y));
+            agreed_[0] = loss * rows;
+            agreed_[1] = static_cast<double>(
+              count_correct(std::as_const(net).template layer<depth - 1>().output(), y));
+            agreed_[2] = rows;
+            for (std::size_t i = 0; i < depth; ++i) {
+                if (Network::trains_layer(i)) {
+                    agreed_[fixed + i] = net.gradient_bound(i) * rows;
+                }
+            }
+        } catch (const lightloop::error& e) {
+            failure = e.what();
+            agreed_[fixed + depth + rank] = 1.0;
+        }
+        comm_->sum_identical(std::span<double>(agreed_));
+        std::string failed_ranks;
+        for (std::size_t r = 0; r < p; ++r) {
+            if (agreed_[fixed + depth + r] != 0.0) {
+                failed_ranks += (failed_ranks.empty() ? "" : ", ") + std::to_string(r);
+            }
+        }
+        if (!failed_ranks.empty()) {
+            throw divergence_error(
+              "lightloop::distributed::data_parallel: step " + std::to_string(net.steps()) +
+              " failed on rank(s) " + failed_ranks + "; no rank updated its weights" +
+              (failure.empty() ? std::string()
+                               : " (rank " + std::to_string(rank) + ": " + failure + ")"));
+        }
+        const double total = agreed_[2];
+        // Sum over ranks of (n_r / n) g_r. With equal shards every rank's
+        // weight is 1/p, applied once to the sum (exact for p a power of two).
+        const bool equal_shards = rows * static_cast<double>(p) == total;
+        const T before = equal_shards ? T(1) : static_cast<T>(rows / total);
+        const T after = equal_shards ? static_cast<T>(1.0 / static_cast<double>(p)) : T(1);
+        net.visit_gradients([&](std::size_t, std::span<T> gradient) {
+            if (before != T(1)) {
+                for (T& v : gradient) {
+                    v *= before;
+                }
+            }
+            comm_->sum_identical(gradient);
+            if (after != T(1)) {
+                for (T& v : gradient) {
+                    v *= after;
+                }
+            }
+        });
+        for (std::size_t i = 0; i < depth; ++i) {
+            if (Network::trains_layer(i)) {
+                // |sum_r (n_r / n) g_r| <= sum_r (n_r / n) |g_r|
+                net.set_gradient_bound(i, agreed_[fixed + i] / total);
+            }
+        }
+        net.apply_gradients(opt);
+        average_buffers(net, rows / total);
+        return {agreed_[0], static_cast<std::size_t>(agreed_[1]), static_cast<std::size_t>(total)};
+    }
+
+    // --- fit_with's strategy -------------------------------------------------
+
+    /// Every rank needs a row of every batch.
+    void begin(const batch_sampler<T>& sampler) const {
+        const std::size_t last = sampler.batch_rows(sampler.batches() - 1);
+        const std::size_t smallest = std::min(sampler.batch_size(), last);
+        if (smallest < comm_->size()) {
+            throw config_error("lightloop::distributed::data_parallel: a batch of " +
+                               std::to_string(smallest) + " rows cannot be split over " +
+                               std::to_string(comm_->size()) +
+                               " ranks (every rank needs a row of every batch; the last batch of "
+                               "an epoch has " +
+                               std::to_string(last) + ")");
+        }
+    }
+    void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {
+        sampler.fill_shard(b, comm_->rank(), comm_->size(), x, y);
+    }
+    /// Each rank evaluates a contiguous part of the data; the sums are
+    /// combined (the same figures on every rank).
+    template <class Network>
+    evaluation evaluate(Network& net, const labelled_data<T>& data, std::size_t batch) {
+        const std::size_t p = comm_->size();
+        const std::size_t first = data.size() * comm_->rank() / p;
+        const std::size_t last = data.size() * (comm_->rank() + 1) / p;
+        double sums[3] = {0.0, 0.0, static_cast<double>(last - first)};
+        if (last > first) {
+            const evaluation mine = lightloop::evaluate(net, data, batch, first, last);
+            sums[0] = mine.loss * sums[2];
+            sums[1] = mine.accuracy * sums[2];
+        }
+        comm_->sum_identical(std::span<double>(sums));
+        return {sums[0] / sums[2], sums[1] / sums[2]};
+    }
+    /// Rank 0 writes checkpoints (every rank holds the same weights and
+    /// optimizer state); every rank reads them on resume.
+    bool writes_files() const noexcept { return comm_->rank() == 0; }
+    /// Stops when any rank's callbacks ask to.
+    bool agree_to_stop(bool stop) {
+        double votes[1] = {stop ? 1.0 : 0.0};
+        comm_->sum_identical(std::span<double>(votes));
+        return votes[0] > 0.0;
+    }
+
+private:
+    /// Running estimates (batch_norm's) become the row-weighted mean of the
+    /// ranks': exact for running means (the global batch's mean), the mean
+    /// of the ranks' variances for running variances.
+    template <class Network>
+    void average_buffers(Network& net, double weight) {
+        using layers = std::remove_cvref_t<decltype(std::as_const(net).layers())>;
+        if constexpr (has_buffers<layers>::value) { // else visit_layers would cost a measurement
+            net.visit_layers([&](auto& layer, std::size_t) {
+                if constexpr (requires { layer.visit_buffers([](std::span<T>) {}); }) {
+                    layer.visit_buffers([&](std::span<T> values) {
+                        for (T& v : values) {
+                            v = static_cast<T>(v * weight);
+                        }
+                        comm_->sum_identical(values);
+                    });
+                }
+            });
+        }
+    }
+
+    template <class Layers>
+    struct has_buffers;
+    template <class... Layers>
+    struct has_buffers<std::tuple<Layers...>> {
+        static constexpr bool value = (detail::has_buffers<Layers, T> || ...);
+    };
+
+    communicator* comm_;
+    std::vector<double> agreed_;
+};
+
+} // namespace lightloop::distributed
