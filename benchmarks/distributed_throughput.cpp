@@ -4,7 +4,9 @@
 //   - in this process on 1 and on 2 threads (the references), and
 //   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
 //     program through mpiexec (every rank a shard of each global batch,
-//     gradients summed).
+//     gradients summed), and
+//   - for the DFA methods, synchronous DFA layer-parallel on the same ranks
+//     (each rank a block of layers; e broadcast from the last).
 // The modes take turns over --rounds rounds and the figures are medians, so
 // a drift of the shared machine reaches every mode alike. It also prints the
 // bytes each rank sent per step (measured) and, with --model, the computed
@@ -16,6 +18,7 @@
 // As root, the mpiexec it starts gets OMPI_ALLOW_RUN_AS_ROOT=1 and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (Open MPI refuses root otherwise).
 #include <lightloop/distributed/data_parallel.hpp>
+#include <lightloop/distributed/layer_parallel.hpp>
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
@@ -30,6 +33,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <sys/wait.h>
@@ -139,35 +143,57 @@ double single_process_rate(const std::string& method, std::size_t threads, const
     return rate;
 }
 
-/// A worker rank: every method once, data-parallel; rank 0 prints
-/// "rate <method> <samples/s> <bytes sent per step>".
+/// Times one mode on this rank's communicator; rank 0 prints
+/// "rate <mode> <method> <samples/s> <bytes sent per step by rank 0>".
+template <class Step>
+void time_mode(distributed::communicator& comm, const std::string& mode, const std::string& method,
+               const options& o, Step&& step) {
+    comm.barrier();
+    comm.reset_bytes();
+    const double rate = rate_of(o.steps, o.batch, step);
+    const double bytes =
+      static_cast<double>(comm.bytes().total()) / static_cast<double>(o.steps + 5);
+    double all[1] = {rate};
+    comm.sum_identical(std::span<double>(all)); // the ranks ran in lock step
+    if (comm.rank() == 0) {
+        std::printf("rate %s %s %.3f %.0f\n", mode.c_str(), method.c_str(),
+                    all[0] / static_cast<double>(comm.size()), bytes);
+    }
+}
+
+/// A worker rank: every method data-parallel, and the DFA methods
+/// layer-parallel.
 int worker(const options& o) {
     distributed::environment mpi_env;
     distributed::communicator comm;
     set_blas_threads(1);
     const auto data = synthetic(o.batch * 8);
+    batch_sampler<float> sampler(data, o.batch, 1);
+    sampler.start_epoch(0);
+    matrix<float> x;
+    matrix<float> y;
     for (const std::string& method : o.methods) {
         with_network(method, [&](auto& net) {
             distributed::give_rank_noise_stream(net, comm.rank());
             sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
             distributed::data_parallel<float> parallel(comm);
-            batch_sampler<float> sampler(data, o.batch, 1);
-            sampler.start_epoch(0);
-            matrix<float> x;
-            matrix<float> y;
-            comm.barrier();
-            comm.reset_bytes();
-            const double rate = rate_of(o.steps, o.batch, [&](std::size_t b) {
+            time_mode(comm, "data", method, o, [&](std::size_t b) {
                 sampler.fill_shard(b % sampler.batches(), comm.rank(), comm.size(), x, y);
                 parallel.step(net, opt, x, y);
             });
-            const double bytes =
-              static_cast<double>(comm.bytes().total()) / static_cast<double>(o.steps + 5);
-            double all[1] = {rate};
-            comm.sum_identical(std::span<double>(all)); // the ranks ran in lock step
-            if (comm.rank() == 0) {
-                std::printf("rate %s %.3f %.0f\n", method.c_str(),
-                            all[0] / static_cast<double>(comm.size()), bytes);
+        });
+        if (method == "bp" || comm.size() > widths.size() - 1) {
+            continue; // backprop has no layer-parallel mode; a rank needs a layer
+        }
+        with_network(method, [&](auto& net) {
+            using net_type = std::remove_cvref_t<decltype(net)>;
+            if constexpr (requires { net.feedback().device_seed(); }) {
+                sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+                distributed::dfa_layer_parallel<net_type> parallel(comm, net);
+                time_mode(comm, "layer", method, o, [&](std::size_t b) {
+                    sampler.fill(b % sampler.batches(), x, y);
+                    parallel.step(net, opt, x, y);
+                });
             }
         });
     }
@@ -175,7 +201,8 @@ int worker(const options& o) {
     return 0;
 }
 
-/// Runs `ranks` workers under mpiexec; returns method -> {samples/s, bytes}.
+/// Runs `ranks` workers under mpiexec; returns "mode method" -> {samples/s,
+/// bytes}.
 std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const options& o) {
     std::string methods;
     for (const auto& m : o.methods) {
@@ -200,15 +227,16 @@ std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const
         output += line;
         std::istringstream in(line);
         std::string word;
+        std::string mode;
         std::string method;
         double rate = 0.0;
         double bytes = 0.0;
-        if (in >> word >> method >> rate >> bytes && word == "rate") {
-            rates[method] = {rate, bytes};
+        if (in >> word >> mode >> method >> rate >> bytes && word == "rate") {
+            rates[mode + " " + method] = {rate, bytes};
         }
     }
     const int status = ::pclose(pipe);
-    if (status != 0 || rates.size() != o.methods.size()) {
+    if (status != 0 || rates.size() < o.methods.size()) {
         throw config_error("distributed_throughput: " + std::to_string(ranks) +
                            " ranks under " LIGHTLOOP_MPIEXEC " failed:\n" + output);
     }
@@ -294,8 +322,10 @@ int measure(const options& o) {
             }
         }
         for (const std::size_t r : o.ranks) {
-            const std::string mode = std::to_string(r) + " ranks x 1 thr";
-            for (const auto& [m, figures] : launch(r, o)) {
+            for (const auto& [key, figures] : launch(r, o)) {
+                const std::string kind = key.substr(0, key.find(' '));
+                const std::string m = key.substr(key.find(' ') + 1);
+                const std::string mode = kind + " " + std::to_string(r) + " x 1 thr";
                 rates[mode][m].push_back(figures.first);
                 bytes[mode + m] = figures.second;
             }
@@ -305,13 +335,16 @@ int measure(const options& o) {
     std::printf("lightloop %s | BLAS kernel %s | 784-1024-1024-10 tanh, global batch %zu, "
                 "%zu steps per figure, median of %zu rounds\n",
                 version_string, blas_core_name().c_str(), o.batch, o.steps, o.rounds);
-    std::printf("%-18s %-12s %12s %14s %14s %16s\n", "mode", "method", "samples/s",
+    std::printf("%-18s %-12s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
                 "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank");
     std::ostringstream json;
     json << "[\n";
     bool first = true;
     auto print_mode = [&](const std::string& mode, const std::string& kind, std::size_t ranks) {
         for (const auto& m : o.methods) {
+            if (rates[mode][m].empty()) {
+                continue;
+            }
             const double rate = median(rates[mode][m]);
             const double two = median(rates["1 process x 2 thr"][m]);
             const double one = median(rates["1 process x 1 thr"][m]);
@@ -328,8 +361,10 @@ int measure(const options& o) {
     };
     print_mode("1 process x 1 thr", "single", 0);
     print_mode("1 process x 2 thr", "single", 0);
-    for (const std::size_t r : o.ranks) {
-        print_mode(std::to_string(r) + " ranks x 1 thr", "data", r);
+    for (const std::string kind : {"data", "layer"}) {
+        for (const std::size_t r : o.ranks) {
+            print_mode(kind + " " + std::to_string(r) + " x 1 thr", kind, r);
+        }
     }
     json << "\n]\n";
     if (o.model) {
@@ -350,7 +385,8 @@ int measure(const options& o) {
 int main(int argc, char** argv) {
     ensure_fast_blas(argv);
     options o;
-    CLI::App app{"Training throughput over MPI ranks (data-parallel) against one process on "
+    CLI::App app{"Training throughput over MPI ranks (data- and DFA layer-parallel) against one "
+                 "process on "
                  "the same cores, all from one invocation (it starts mpiexec itself).",
                  "distributed_throughput"};
     app.add_option("--methods", o.methods, "bp, dfa, holographic")

@@ -1,36 +1,64 @@
-// light_in_the_loop over MPI: the same experiment, flags and table, with each
-// global batch split over the ranks (data-parallel: every rank holds the
-// network, trains on rows rank, rank + p, ... of each batch, and the ranks sum
-// their gradients before the same update).
+// light_in_the_loop over MPI: the same experiment, flags and table, in one of
+// two modes:
+//   --mode data   every rank holds the network, trains on rows rank, rank + p,
+//                 ... of each global batch, and the ranks sum their gradients
+//                 before the same update;
+//   --mode layer  DFA layer-parallel: each rank owns a block of layers,
+//                 activations flow forward, the last rank broadcasts e, each
+//                 rank projects it through its slice of B (DFA methods only).
 //
 //   mpirun -np 2 build/release/examples/light_in_the_loop_mpi --mode data --epochs 3
+//   mpirun -np 2 build/release/examples/light_in_the_loop_mpi --mode layer --methods dfa
 //
 // Rank 0 prints the table and writes the CSV and SVG. Every rank keeps the
 // same weights; an optical device has the seed's medium on every rank and a
 // camera (noise stream) of its own. --threads is per rank (1 by default: one
 // rank per core).
 #include <lightloop/distributed/data_parallel.hpp>
+#include <lightloop/distributed/layer_parallel.hpp>
 
 #include "demo.hpp"
 
 namespace {
 
-/// The demo's fit over the ranks: rank 0 shows progress and writes the CSV.
-struct data_parallel_runner {
+/// The demo's fit over the ranks, in either mode: rank 0 shows progress and
+/// writes the CSV.
+struct parallel_runner {
     lightloop::distributed::communicator* comm;
+    std::string mode; // data or layer
 
     bool prints() const noexcept { return comm->rank() == 0; }
     std::string describe() const {
+        if (mode == "layer") {
+            return "DFA layer-parallel over " + std::to_string(comm->size()) +
+                   " MPI ranks: each rank a block of layers, e broadcast from the last";
+        }
         return "data-parallel over " + std::to_string(comm->size()) +
                " MPI ranks: each global batch split over them, gradients summed";
     }
     template <class Net, class Optimizer>
     lightloop::fit_history fit(Net& net, Optimizer& opt, const lightloop::mnist_data& data,
-                               const lightloop::fit_options& fo, const std::string& name,
+                               lightloop::fit_options fo, const std::string& name,
                                const std::filesystem::path& csv) const {
         using namespace lightloop;
+        if (mode == "layer") {
+            if constexpr (requires { net.feedback().device_seed(); }) {
+                fo.alignment_probe = 0; // needs backprop through every layer on one rank
+                distributed::dfa_layer_parallel<Net> parallel(*comm, net);
+                return run(parallel, net, opt, data, fo, name, csv);
+            } else {
+                throw config_error("--mode layer cannot train " + name);
+            }
+        }
         distributed::give_rank_noise_stream(net, comm->rank());
         distributed::data_parallel<typename Net::value_type> parallel(*comm);
+        return run(parallel, net, opt, data, fo, name, csv);
+    }
+    template <class Strategy, class Net, class Optimizer>
+    lightloop::fit_history run(Strategy& parallel, Net& net, Optimizer& opt,
+                               const lightloop::mnist_data& data, const lightloop::fit_options& fo,
+                               const std::string& name, const std::filesystem::path& csv) const {
+        using namespace lightloop;
         if (prints()) {
             return fit_with(parallel, net, opt, data.train, data.test, fo, progress_bar(name),
                             csv_log(csv, name));
@@ -58,15 +86,30 @@ int main(int argc, char** argv) {
                      "ranks.",
                      "light_in_the_loop_mpi"};
         demos::add_flags(app, o);
-        app.add_option("--mode", mode, "data: data-parallel (each rank a shard of every batch)")
-          ->check(CLI::IsMember({"data"}))
+        app
+          .add_option("--mode", mode,
+                      "data: data-parallel (each rank a shard of every batch); layer: DFA "
+                      "layer-parallel (each rank a block of layers; DFA methods only)")
+          ->check(CLI::IsMember({"data", "layer"}))
           ->capture_default_str();
         const demos::demo<demos::make_paper_network> d{
           "light_in_the_loop_mpi", "784-1024-1024-10 tanh", {}};
         // Every rank parses the same command line and fails alike; a rank
         // whose library call fails while the others go on ends the job.
-        code = programs::run(app, argc, argv,
-                             [&] { return demos::experiment(d, o, data_parallel_runner{&comm}); });
+        code = programs::run(app, argc, argv, [&] {
+            if (mode == "layer" && app.count("--methods") == 0) {
+                o.methods = {"dfa", "optical-intensity", "optical-holographic"};
+            }
+            for (const std::string& m : o.methods) {
+                if (mode == "layer" && m != "dfa" && m != "optical-intensity" &&
+                    m != "optical-holographic") {
+                    throw config_error("--mode layer trains the DFA methods only (dfa, "
+                                       "optical-intensity, optical-holographic), not " +
+                                       m + ": its backward pass needs every layer's delta");
+                }
+            }
+            return demos::experiment(d, o, parallel_runner{&comm, mode});
+        });
         if (code != 0 && comm.size() > 1) {
             std::fprintf(stderr, "light_in_the_loop_mpi: rank %zu stops the job (exit code %d)\n",
                          comm.rank(), code);

@@ -74,6 +74,15 @@ std::string describe_layer(const L& l) {
 }
 } // namespace detail
 
+/// Layers [first, last) of a network: the block one rank owns in
+/// layer-parallel training (distributed/). The default is every layer.
+struct layer_range {
+    std::size_t first = 0;
+    std::size_t last = std::numeric_limits<std::size_t>::max();
+    constexpr bool contains(std::size_t i) const noexcept { return first <= i && i < last; }
+    constexpr bool operator==(const layer_range&) const = default;
+};
+
 template <feedback_method Feedback, class Loss, layer... Layers>
 requires(sizeof...(Layers) >= 1) class network {
 public:
@@ -129,21 +138,35 @@ public:
 
     /// Forward pass for evaluation (dropout passes everything through);
     /// returns h_L (n x d_L), which stays valid until the next pass.
-    const matrix<value_type>& forward(const matrix<value_type>& x) {
-        check_input(x);
+    /// With a range, only its layers run (as forward_training's).
+    const matrix<value_type>& forward(const matrix<value_type>& x, layer_range range = {}) {
+        check_range(range);
+        check_input(x, range.first);
         const matrix<value_type>* h = &x;
-        detail::for_index<depth>(
-          [&](auto index) { h = &std::get<decltype(index)::value>(layers_).forward(*h); });
+        detail::for_index<depth>([&](auto index) {
+            if (range.contains(index())) {
+                h = &std::get<decltype(index)::value>(layers_).forward(*h);
+            }
+        });
         return *h;
     }
 
     /// Forward pass of a training step: layers with a training behaviour
     /// (dropout's masks) get forward_training(x, steps()), the others
     /// forward(x). Training steps and the alignment probe use it.
-    const matrix<value_type>& forward_training(const matrix<value_type>& x) {
-        check_input(x);
+    ///
+    /// With a range, only its layers run, `x` being the input of its first
+    /// layer (layer-parallel training: the rank below sent it); returns the
+    /// output of its last layer.
+    const matrix<value_type>& forward_training(const matrix<value_type>& x,
+                                               layer_range range = {}) {
+        check_range(range);
+        check_input(x, range.first);
         const matrix<value_type>* h = &x;
         detail::for_index<depth>([&](auto index) {
+            if (!range.contains(index())) {
+                return;
+            }
             auto& l = std::get<decltype(index)::value>(layers_);
             if constexpr (requires { l.forward_training(*h, steps_); }) {
                 h = &l.forward_training(*h, steps_);
@@ -173,9 +196,19 @@ public:
     /// finite; the weights are then untouched.
     value_type compute_gradients(const matrix<value_type>& x, const matrix<value_type>& target) {
         const value_type value = compute_signals(x, target, feedback_);
+        compute_layer_gradients(x);
+        return value;
+    }
+
+    /// Every trained layer's gradient in `range` from the deltas its layers
+    /// hold (compute_signals, or layer-parallel training's own signals), `x`
+    /// being the input of the range's first layer. Throws divergence_error
+    /// naming the layer if a delta or a gradient is not finite.
+    void compute_layer_gradients(const matrix<value_type>& x, layer_range range = {}) {
+        check_range(range);
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            if (trains_layer(i)) {
+            if (trains_layer(i) && range.contains(i)) {
                 auto& l = std::get<i>(layers_);
                 const auto& delta = l.delta();
                 const double delta_max = detail::largest_magnitude_or_inf(
@@ -183,7 +216,7 @@ public:
                 if (!std::isfinite(delta_max)) {
                     diverged(i, "feedback signal", "weights were not updated");
                 }
-                const auto& input = input_of<i>(x);
+                const auto& input = i == range.first ? x : input_of<i>(x);
                 l.compute_gradient(input);
                 // A layer that can bound its gradient by its delta and input
                 // spares the pass over the gradient (a million entries here).
@@ -203,7 +236,6 @@ public:
                 gradient_max_[i] = bound;
             }
         });
-        return value;
     }
 
     /// Forward, loss and the hidden layers' signals (each layer's delta())
@@ -216,16 +248,32 @@ public:
     value_type compute_signals(const matrix<value_type>& x, const matrix<value_type>& target,
                                Method& method) {
         check_target(x, target);
-        const matrix<value_type>& out = forward_training(x);
+        forward_training(x);
+        const value_type value = compute_output_error(target);
+        method.backward(layers_, target);
+        return value;
+    }
+
+    /// The loss of the last training pass's output and the output layer's
+    /// delta e = dl/da_L (the rest of a step's signals are the feedback
+    /// method's). Returns the batch's mean loss; throws divergence_error if
+    /// it is not finite.
+    value_type compute_output_error(const matrix<value_type>& target) {
+        auto& top = std::get<depth - 1>(layers_);
+        const matrix<value_type>& out = top.output();
+        if (target.shape(0) != out.shape(0) || target.shape(1) != widths_.back()) {
+            throw shape_error("lightloop::network: target batch is " +
+                              std::to_string(target.shape(0)) + "x" +
+                              std::to_string(target.shape(1)) + ", expected " +
+                              std::to_string(out.shape(0)) + "x" + std::to_string(widths_.back()));
+        }
         const value_type value = loss_.evaluate(out, target, loss_gradient_);
         if (!std::isfinite(value)) {
             throw divergence_error("lightloop::network: loss is " + std::to_string(value) +
                                    " at step " + std::to_string(steps_) +
                                    "; weights were not updated");
         }
-        auto& top = std::get<depth - 1>(layers_);
         top.scale_by_derivative(loss_gradient_.data(), loss_gradient_.shape(1));
-        method.backward(layers_, target);
         return value;
     }
 
@@ -258,11 +306,17 @@ public:
     /// back if the update overflows. Parameters changed through a reference
     /// kept across steps are not seen: reach them through layer<I>() again
     /// (or call parameters_changed()).
+    ///
+    /// With a range, only its layers' slots are updated (layer-parallel
+    /// training: each rank its own block); the others keep their values and
+    /// the optimizer never sees them.
     template <optimizer Optimizer>
-    void apply_gradients(Optimizer& opt) {
-        collect_slots();
-        if (!value_max_known_) {
+    void apply_gradients(Optimizer& opt, layer_range range = {}) {
+        check_range(range);
+        collect_slots(range);
+        if (!value_max_known_ || !(measured_range_ == range)) {
             measure_parameters();
+            measured_range_ = range;
         }
         bool proven = false;
         if constexpr (detail::bounds_updates<Optimizer>) {
@@ -290,6 +344,9 @@ public:
         // take the training pass's statistics in.
         detail::for_index<depth>([&](auto index) {
             auto& l = std::get<decltype(index)::value>(layers_);
+            if (!range.contains(index())) {
+                return;
+            }
             if constexpr (requires { l.commit_training_pass(); }) {
                 l.commit_training_pass();
             }
@@ -393,15 +450,16 @@ private:
     /// below are plain loops over it: one lambda here rather than one per
     /// pass keeps GCC 12 from mangling two of them alike across translation
     /// units (an ODR clash the two-unit test caught under ThreadSanitizer).
-    void collect_slots() {
+    void collect_slots(layer_range range = {}) {
         slots_.clear();
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
             std::get<i>(layers_).visit_parameters([&](std::span<value_type> values,
                                                       std::span<const value_type> gradient,
                                                       auto... copy) {
-                parameter_slot slot{slots_.size(), i, trains_layer(i), values, gradient, {}, {},
-                                    nullptr};
+                parameter_slot slot{
+                  slots_.size(), i, trains_layer(i) && range.contains(i), values, gradient, {}, {},
+                  nullptr};
                 (take_copy(slot, copy), ...);
                 slots_.push_back(slot);
             });
@@ -597,11 +655,21 @@ private:
         });
     }
 
-    void check_input(const matrix<value_type>& x) const {
-        if (x.shape(1) != widths_.front() || x.shape(0) == 0) {
-            throw shape_error("lightloop::network: input batch is " + std::to_string(x.shape(0)) +
-                              "x" + std::to_string(x.shape(1)) + ", expected n x " +
-                              std::to_string(widths_.front()) + " with n > 0");
+    void check_input(const matrix<value_type>& x, std::size_t layer_index = 0) const {
+        if (x.shape(1) != widths_[layer_index] || x.shape(0) == 0) {
+            throw shape_error(
+              "lightloop::network: input batch" +
+              (layer_index == 0 ? std::string() : " of layer " + std::to_string(layer_index)) +
+              " is " + std::to_string(x.shape(0)) + "x" + std::to_string(x.shape(1)) +
+              ", expected n x " + std::to_string(widths_[layer_index]) + " with n > 0");
+        }
+    }
+
+    static void check_range(layer_range range) {
+        if (range.first >= range.last || range.first >= depth) {
+            throw config_error("lightloop::network: layer range [" + std::to_string(range.first) +
+                               ", " + std::to_string(range.last) + ") holds none of the " +
+                               std::to_string(depth) + " layers");
         }
     }
 
@@ -627,6 +695,7 @@ private:
     // last gradient.
     std::vector<double> value_max_;
     bool value_max_known_ = false;
+    layer_range measured_range_{}; // the slots value_max_ covers
     std::array<double, depth> gradient_max_{};
     std::vector<parameter_slot> slots_;        // collect_slots
     std::vector<value_type> saved_parameters_; // update_or_restore's copy

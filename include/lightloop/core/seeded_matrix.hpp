@@ -58,10 +58,21 @@ public:
       , cols_(cols)
       , seed_(seed)
       , stddev_(stddev) {}
+    /// Rows [first_row, first_row + rows) of the matrix the seed draws: the
+    /// same values as those rows of the whole, the others never stored (they
+    /// are drawn and dropped).
+    seeded_matrix(std::size_t first_row, std::size_t rows, std::size_t cols, std::uint64_t seed,
+                  double stddev)
+      : rows_(rows)
+      , cols_(cols)
+      , seed_(seed)
+      , stddev_(stddev)
+      , first_row_(first_row) {}
 
     std::size_t rows() const noexcept { return rows_; }
     std::size_t cols() const noexcept { return cols_; }
     std::uint64_t seed() const noexcept { return seed_; }
+    std::size_t first_row() const noexcept { return first_row_; }
     double stddev() const noexcept { return stddev_; }
 
     /// The matrix in scalar type T (rows x cols), drawn on first use. The
@@ -73,6 +84,9 @@ public:
         if (!ready) {
             m.resize({rows_, cols_});
             rng gen(seed_);
+            for (std::size_t skipped = 0; skipped < first_row_ * cols_; ++skipped) {
+                Entries::draw(gen);
+            }
             for (auto& v : m) {
                 v = static_cast<T>(stddev_ * Entries::draw(gen));
             }
@@ -86,6 +100,7 @@ private:
     std::size_t cols_ = 0;
     std::uint64_t seed_ = 0;
     double stddev_ = 1.0;
+    std::size_t first_row_ = 0;
     // Not std::optional: GCC 12 under ASan warns spuriously on optional<xtensor>.
     detail::per_scalar<matrix> storage_;
     bool float_ready_ = false;

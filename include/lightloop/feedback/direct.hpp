@@ -71,7 +71,8 @@ public:
                 offsets_[i] = total_;
             }
         }
-        device_.configure(widths.back(), total_, derive_seed(seed, 0));
+        device_seed_ = derive_seed(seed, 0);
+        device_.configure(widths.back(), total_, device_seed_);
     }
 
     template <class... Layers, scalar T>
@@ -121,6 +122,9 @@ public:
 
     Device& device() noexcept { return device_; }
     const Device& device() const noexcept { return device_; }
+    /// The seed the device was configured with (a slice of it, in
+    /// layer-parallel training, is configured from the same seed).
+    std::uint64_t device_seed() const noexcept { return device_seed_; }
     /// Sum of the hidden widths: the projection's output size.
     std::size_t projection_size() const noexcept { return total_; }
     std::size_t offset(std::size_t hidden_layer) const {
@@ -141,6 +145,7 @@ private:
     Device device_{};
     std::vector<std::size_t> offsets_;
     std::size_t total_ = 0;
+    std::uint64_t device_seed_ = 0;
     per_scalar<matrix> projection_;
     per_scalar<matrix> signs_; // sign(e), for sign-DFA
 };

@@ -52,6 +52,21 @@ public:
         matrix_ = seeded_matrix<Entries>(out, in, seed, entry_stddev());
     }
 
+    /// Outputs [first, first + count) of the device configure(in, total,
+    /// seed) makes: the same rows of B (the same values), the others never
+    /// stored. Layer-parallel DFA gives each rank the slice of its layers.
+    void configure_slice(std::size_t in, std::size_t total, std::uint64_t seed, std::size_t first,
+                         std::size_t count) {
+        if (first + count > total || count == 0) {
+            throw config_error("lightloop::dense_" + std::string(Entries::name) + ": slice [" +
+                               std::to_string(first) + ", " + std::to_string(first + count) +
+                               ") of " + std::to_string(total) + " outputs");
+        }
+        in_ = in;
+        out_ = count;
+        matrix_ = seeded_matrix<Entries>(first, count, in, seed, entry_stddev());
+    }
+
     /// "dense_gaussian scale=1", for checkpoint signatures (the seed is the
     /// network's).
     std::string describe() const {

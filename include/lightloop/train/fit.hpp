@@ -166,16 +166,25 @@ bool call_epoch_end(Callback& cb, const epoch_record& record, Network& net) {
     return false;
 }
 
-template <class Network>
-void record_device(Network& net, epoch_record& record) {
-    auto& fb = net.feedback();
-    if constexpr (requires { fb.device().statistics(); }) {
-        const auto stats = fb.device().statistics();
+/// An optical device's figures into the epoch's record (a dense device has
+/// none).
+template <class Device>
+void record_statistics(const Device& device, epoch_record& record) {
+    if constexpr (requires { device.statistics(); }) {
+        const auto stats = device.statistics();
         record.has_device = true;
         record.device_frames = stats.frames;
         record.device_seconds = stats.device_seconds();
         record.device_saturated = stats.saturated_fraction();
         record.device_snr_db = stats.snr_db();
+    }
+}
+
+template <class Network>
+void record_device(Network& net, epoch_record& record) {
+    auto& fb = net.feedback();
+    if constexpr (requires { fb.device(); }) {
+        record_statistics(fb.device(), record);
     }
 }
 
@@ -323,6 +332,9 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     if (test.size() > 0) {
         check_widths(test, "test");
     }
+    if constexpr (requires { strategy.check_options(options); }) {
+        strategy.check_options(options);
+    }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     strategy.begin(sampler);
     const double base_lr = opt.learning_rate();
@@ -443,6 +455,9 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             record.test_accuracy = std::numeric_limits<double>::quiet_NaN();
         }
         detail::record_device(net, record);
+        if constexpr (requires { strategy.record_device(record); }) {
+            strategy.record_device(record); // a device of the strategy's own
+        }
         history.epochs.push_back(record);
         if (!options.checkpoint.empty() && strategy.writes_files()) {
             save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch,
