@@ -5,8 +5,10 @@
 //   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
 //     program through mpiexec (every rank a shard of each global batch,
 //     gradients summed), and
-//   - for the DFA methods, synchronous DFA layer-parallel on the same ranks
-//     (each rank a block of layers; e broadcast from the last).
+//   - for the DFA methods, DFA layer-parallel on the same ranks (each rank a
+//     block of layers; e broadcast from the last), synchronous ("layer") and
+//     pipelined ("piped": the next batch forwarded while the error of the
+//     previous one is on its way).
 // The modes take turns over --rounds rounds and the figures are medians, so
 // a drift of the shared machine reaches every mode alike. It also prints the
 // bytes each rank sent per step (measured) and, with --model, the computed
@@ -144,20 +146,24 @@ double single_process_rate(const std::string& method, std::size_t threads, const
 }
 
 /// Times one mode on this rank's communicator; rank 0 prints
-/// "rate <mode> <method> <samples/s> <bytes sent per step by rank 0>".
-template <class Step>
+/// "rate <mode> <method> <samples/s> <bytes sent per step and rank>".
+/// `finish` runs after the timed steps (a pipelined mode's last update),
+/// before the ranks' next collective.
+template <class Step, class Finish>
 void time_mode(distributed::communicator& comm, const std::string& mode, const std::string& method,
-               const options& o, Step&& step) {
+               const options& o, Step&& step, Finish&& finish) {
     comm.barrier();
     comm.reset_bytes();
     const double rate = rate_of(o.steps, o.batch, step);
-    const double bytes =
-      static_cast<double>(comm.bytes().total()) / static_cast<double>(o.steps + 5);
-    double all[1] = {rate};
-    comm.sum_identical(std::span<double>(all)); // the ranks ran in lock step
+    finish();
+    // The rate (the ranks ran in lock step) and the bytes sent, each a mean
+    // over the ranks.
+    double all[2] = {rate,
+                     static_cast<double>(comm.bytes().total()) / static_cast<double>(o.steps + 5)};
+    comm.sum_identical(std::span<double>(all));
     if (comm.rank() == 0) {
-        std::printf("rate %s %s %.3f %.0f\n", mode.c_str(), method.c_str(),
-                    all[0] / static_cast<double>(comm.size()), bytes);
+        const auto p = static_cast<double>(comm.size());
+        std::printf("rate %s %s %.3f %.0f\n", mode.c_str(), method.c_str(), all[0] / p, all[1] / p);
     }
 }
 
@@ -177,25 +183,35 @@ int worker(const options& o) {
             distributed::give_rank_noise_stream(net, comm.rank());
             sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
             distributed::data_parallel<float> parallel(comm);
-            time_mode(comm, "data", method, o, [&](std::size_t b) {
-                sampler.fill_shard(b % sampler.batches(), comm.rank(), comm.size(), x, y);
-                parallel.step(net, opt, x, y);
-            });
+            time_mode(
+              comm, "data", method, o,
+              [&](std::size_t b) {
+                  sampler.fill_shard(b % sampler.batches(), comm.rank(), comm.size(), x, y);
+                  parallel.step(net, opt, x, y);
+              },
+              [] {});
         });
         if (method == "bp" || comm.size() > widths.size() - 1) {
             continue; // backprop has no layer-parallel mode; a rank needs a layer
         }
-        with_network(method, [&](auto& net) {
-            using net_type = std::remove_cvref_t<decltype(net)>;
-            if constexpr (requires { net.feedback().device_seed(); }) {
-                sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
-                distributed::dfa_layer_parallel<net_type> parallel(comm, net);
-                time_mode(comm, "layer", method, o, [&](std::size_t b) {
-                    sampler.fill(b % sampler.batches(), x, y);
-                    parallel.step(net, opt, x, y);
-                });
-            }
-        });
+        for (const auto mode : {distributed::layer_parallel_mode::synchronous,
+                                distributed::layer_parallel_mode::pipelined}) {
+            with_network(method, [&](auto& net) {
+                using net_type = std::remove_cvref_t<decltype(net)>;
+                if constexpr (requires { net.feedback().device_seed(); }) {
+                    sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+                    distributed::dfa_layer_parallel<net_type> parallel(comm, net, mode);
+                    const bool piped = mode == distributed::layer_parallel_mode::pipelined;
+                    time_mode(
+                      comm, piped ? "piped" : "layer", method, o,
+                      [&](std::size_t b) {
+                          sampler.fill(b % sampler.batches(), x, y);
+                          parallel.step(net, opt, x, y);
+                      },
+                      [&] { parallel.finish(net, opt); });
+                }
+            });
+        }
     }
     std::fflush(stdout);
     return 0;
@@ -361,10 +377,34 @@ int measure(const options& o) {
     };
     print_mode("1 process x 1 thr", "single", 0);
     print_mode("1 process x 2 thr", "single", 0);
-    for (const std::string kind : {"data", "layer"}) {
+    for (const std::string kind : {"data", "layer", "piped"}) {
         for (const std::size_t r : o.ranks) {
             print_mode(kind + " " + std::to_string(r) + " x 1 thr", kind, r);
         }
+    }
+    // Backprop model-parallel over the same layer split, computed: each
+    // boundary's activations forward and its deltas back (batch x width
+    // floats each way), against DFA layer-parallel's measured bytes.
+    std::printf("\nbackprop model-parallel, same layer split (computed: activations forward, "
+                "deltas back):\n");
+    for (const std::size_t r : o.ranks) {
+        if (r < 2 || r > widths.size() - 1) {
+            continue;
+        }
+        std::array<double, widths.size() - 1> costs{};
+        for (std::size_t i = 0; i < costs.size(); ++i) {
+            costs[i] = 1.0 + static_cast<double>(widths[i] * widths[i + 1] + widths[i + 1]);
+        }
+        double sent = 0.0;
+        for (const layer_range& block : distributed::balanced_split(costs, r)) {
+            if (block.last + 1 < widths.size()) {
+                sent += 2.0 * static_cast<double>(o.batch * widths[block.last] * sizeof(float));
+            }
+        }
+        std::printf("  %zu ranks: %s per step and rank\n", r,
+                    bytes_text(sent / static_cast<double>(r)).c_str());
+        json << ",\n  {\"mode\": \"bp_model_parallel_computed\", \"ranks\": " << r
+             << ", \"bytes_sent_per_step_per_rank\": " << sent / static_cast<double>(r) << "}";
     }
     json << "\n]\n";
     if (o.model) {

@@ -5,7 +5,10 @@
 //                 before the same update;
 //   --mode layer  DFA layer-parallel: each rank owns a block of layers,
 //                 activations flow forward, the last rank broadcasts e, each
-//                 rank projects it through its slice of B (DFA methods only).
+//                 rank projects it through its slice of B (DFA methods only);
+//   --mode layer-pipelined  the same, each rank below the last forwarding
+//                 the next batch while the previous one's error is on its way
+//                 (weights at most one step stale).
 //
 //   mpirun -np 2 build/release/examples/light_in_the_loop_mpi --mode data --epochs 3
 //   mpirun -np 2 build/release/examples/light_in_the_loop_mpi --mode layer --methods dfa
@@ -29,8 +32,9 @@ struct parallel_runner {
 
     bool prints() const noexcept { return comm->rank() == 0; }
     std::string describe() const {
-        if (mode == "layer") {
-            return "DFA layer-parallel over " + std::to_string(comm->size()) +
+        if (mode != "data") {
+            return std::string(mode == "layer" ? "synchronous" : "pipelined") +
+                   " DFA layer-parallel over " + std::to_string(comm->size()) +
                    " MPI ranks: each rank a block of layers, e broadcast from the last";
         }
         return "data-parallel over " + std::to_string(comm->size()) +
@@ -41,10 +45,13 @@ struct parallel_runner {
                                lightloop::fit_options fo, const std::string& name,
                                const std::filesystem::path& csv) const {
         using namespace lightloop;
-        if (mode == "layer") {
+        if (mode != "data") {
             if constexpr (requires { net.feedback().device_seed(); }) {
                 fo.alignment_probe = 0; // needs backprop through every layer on one rank
-                distributed::dfa_layer_parallel<Net> parallel(*comm, net);
+                distributed::dfa_layer_parallel<Net> parallel(
+                  *comm, net,
+                  mode == "layer-pipelined" ? distributed::layer_parallel_mode::pipelined
+                                            : distributed::layer_parallel_mode::synchronous);
                 return run(parallel, net, opt, data, fo, name, csv);
             } else {
                 throw config_error("--mode layer cannot train " + name);
@@ -89,19 +96,21 @@ int main(int argc, char** argv) {
         app
           .add_option("--mode", mode,
                       "data: data-parallel (each rank a shard of every batch); layer: DFA "
-                      "layer-parallel (each rank a block of layers; DFA methods only)")
-          ->check(CLI::IsMember({"data", "layer"}))
+                      "layer-parallel (each rank a block of layers; DFA methods only); "
+                      "layer-pipelined: the same, the next batch forwarded while the error "
+                      "of the previous one is on its way")
+          ->check(CLI::IsMember({"data", "layer", "layer-pipelined"}))
           ->capture_default_str();
         const demos::demo<demos::make_paper_network> d{
           "light_in_the_loop_mpi", "784-1024-1024-10 tanh", {}};
         // Every rank parses the same command line and fails alike; a rank
         // whose library call fails while the others go on ends the job.
         code = programs::run(app, argc, argv, [&] {
-            if (mode == "layer" && app.count("--methods") == 0) {
+            if (mode != "data" && app.count("--methods") == 0) {
                 o.methods = {"dfa", "optical-intensity", "optical-holographic"};
             }
             for (const std::string& m : o.methods) {
-                if (mode == "layer" && m != "dfa" && m != "optical-intensity" &&
+                if (mode != "data" && m != "dfa" && m != "optical-intensity" &&
                     m != "optical-holographic") {
                     throw config_error("--mode layer trains the DFA methods only (dfa, "
                                        "optical-intensity, optical-holographic), not " +

@@ -158,35 +158,72 @@ public:
     std::size_t size() const noexcept { return static_cast<std::size_t>(size_); }
     MPI_Comm handle() const noexcept { return comm_; }
 
-    /// Replaces `values` on every rank by their sum over the ranks, the same
-    /// bits on every rank: a reduce-scatter gives each rank one block of the
-    /// sum (every value is added up on one rank only), an all-gather copies
-    /// the blocks to all. Each rank sends about 2 (p - 1) / p of the values,
-    /// as a ring all-reduce does.
+    /// Replaces `values` on every rank by their sum over the ranks times
+    /// `scale`, the same bits on every rank: a ring reduce-scatter leaves each
+    /// block of the sum complete on one rank only (added in a fixed order),
+    /// that rank scales it, and a ring all-gather copies the blocks to all.
+    /// Each rank sends 2 (p - 1) / p of the values in 2 (p - 1) messages to
+    /// its neighbour. (MPI's all-reduce promises the same result on every
+    /// rank only as advice to implementors; Open MPI's reduce-scatter took
+    /// 2.5 times as long as this ring on 2 ranks here.)
     template <class T>
-    void sum_identical(std::span<T> values) {
-        if (size_ == 1 || values.empty()) {
+    void sum_identical(std::span<T> values, T scale = T(1)) {
+        const std::size_t p = size();
+        if (p == 1 || values.empty()) {
+            if (scale != T(1)) {
+                for (T& v : values) {
+                    v *= scale;
+                }
+            }
             return;
         }
-        const std::size_t p = size();
-        counts_.resize(p);
-        starts_.resize(p);
-        std::size_t at = 0;
-        for (std::size_t r = 0; r < p; ++r) {
-            const std::size_t share = values.size() / p + (r < values.size() % p ? 1 : 0);
-            starts_[r] = detail::mpi_count(at, "a sum");
-            counts_[r] = detail::mpi_count(share, "a sum");
-            at += share;
-        }
-        block_.resize(std::max<std::size_t>(1, values.size() / p + 1) * sizeof(T));
-        T* mine = reinterpret_cast<T*>(block_.data());
+        const std::size_t n = values.size();
+        const auto first = [&](std::size_t b) { return n * b / p; };
+        const auto count = [&](std::size_t b) { return first(b + 1) - first(b); };
+        block_.resize((n / p + 1) * sizeof(T));
+        T* incoming = reinterpret_cast<T*>(block_.data());
+        const std::size_t r = rank();
+        const std::size_t next = (r + 1) % p;
+        const std::size_t previous = (r + p - 1) % p;
         const MPI_Datatype type = detail::datatype<T>();
-        check(MPI_Reduce_scatter(values.data(), mine, counts_.data(), type, MPI_SUM, comm_),
-              "MPI_Reduce_scatter (sum over ranks)");
-        check(MPI_Allgatherv(mine, counts_[rank()], type, values.data(), counts_.data(),
-                             starts_.data(), type, comm_),
-              "MPI_Allgatherv (sum over ranks)");
-        bytes_.sum += 2 * (values.size() - static_cast<std::size_t>(counts_[rank()])) * sizeof(T);
+        std::uint64_t sent = 0;
+        // Reduce-scatter: at step s rank r passes block (r - s) on and adds
+        // block (r - s - 1) from its left neighbour to its own values; after
+        // p - 1 steps block (r + 1) mod p is complete on rank r.
+        for (std::size_t s = 0; s + 1 < p; ++s) {
+            const std::size_t out = (r + p - s) % p;
+            const std::size_t in = (r + 2 * p - s - 1) % p;
+            check(MPI_Sendrecv(values.data() + first(out), detail::mpi_count(count(out), "a sum"),
+                               type, static_cast<int>(next), sum_tag, incoming,
+                               detail::mpi_count(count(in), "a sum"), type,
+                               static_cast<int>(previous), sum_tag, comm_, MPI_STATUS_IGNORE),
+                  "MPI_Sendrecv (sum over ranks, reduce-scatter)");
+            T* into = values.data() + first(in);
+            for (std::size_t i = 0; i < count(in); ++i) {
+                into[i] = incoming[i] + into[i];
+            }
+            sent += count(out);
+        }
+        const std::size_t complete = (r + 1) % p;
+        if (scale != T(1)) {
+            T* block = values.data() + first(complete);
+            for (std::size_t i = 0; i < count(complete); ++i) {
+                block[i] *= scale;
+            }
+        }
+        // All-gather: at step s rank r passes block (r + 1 - s) on and takes
+        // block (r - s) from its left neighbour as it is.
+        for (std::size_t s = 0; s + 1 < p; ++s) {
+            const std::size_t out = (r + 1 + p - s) % p;
+            const std::size_t in = (r + p - s) % p;
+            check(MPI_Sendrecv(values.data() + first(out), detail::mpi_count(count(out), "a sum"),
+                               type, static_cast<int>(next), sum_tag, values.data() + first(in),
+                               detail::mpi_count(count(in), "a sum"), type,
+                               static_cast<int>(previous), sum_tag, comm_, MPI_STATUS_IGNORE),
+                  "MPI_Sendrecv (sum over ranks, all-gather)");
+            sent += count(out);
+        }
+        bytes_.sum += sent * sizeof(T);
     }
 
     /// Copies `values` from rank `root` to every rank.
@@ -211,6 +248,20 @@ public:
               "MPI_Send");
         bytes_.point_to_point += values.size() * sizeof(T);
     }
+
+    /// Starts sending `values` to rank `to`; they must stay as they are
+    /// until wait() on the returned request.
+    template <class T>
+    MPI_Request send_async(std::span<const T> values, std::size_t to, int tag) {
+        MPI_Request request = MPI_REQUEST_NULL;
+        check(MPI_Isend(values.data(), detail::mpi_count(values.size(), "a message"),
+                        detail::datatype<T>(), static_cast<int>(to), tag, comm_, &request),
+              "MPI_Isend");
+        bytes_.point_to_point += values.size() * sizeof(T);
+        return request;
+    }
+    /// Waits for a request of send_async (a null request returns at once).
+    void wait(MPI_Request& request) { check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait"); }
 
     /// Receives exactly values.size() values from rank `from` (blocking).
     template <class T>
@@ -253,9 +304,8 @@ private:
     MPI_Comm comm_ = MPI_COMM_NULL;
     int rank_ = 0;
     int size_ = 1;
-    std::vector<int> counts_;
-    std::vector<int> starts_;
-    std::vector<std::byte> block_; // this rank's block of a sum
+    static constexpr int sum_tag = 0x5eed;
+    std::vector<std::byte> block_; // a block of a sum in flight
     traffic bytes_;
 };
 

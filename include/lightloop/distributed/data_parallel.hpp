@@ -122,12 +122,7 @@ public:
                     v *= before;
                 }
             }
-            comm_->sum_identical(gradient);
-            if (after != T(1)) {
-                for (T& v : gradient) {
-                    v *= after;
-                }
-            }
+            comm_->sum_identical(gradient, after); // scaled on each block's one rank
         });
         for (std::size_t i = 0; i < depth; ++i) {
             if (Network::trains_layer(i)) {

@@ -33,6 +33,12 @@
 
 namespace lightloop::distributed {
 
+/// Synchronous: every rank waits for the step's error before the next
+/// forward (bitwise single-process DFA). Pipelined: a rank below the last
+/// forwards the next batch while the error of the previous one is on its way,
+/// and updates with it afterwards (weights at most one step stale).
+enum class layer_parallel_mode { synchronous, pipelined };
+
 /// Splits `costs` (one per layer) into `parts` contiguous blocks, each at
 /// least one layer, minimising the largest block's cost.
 inline std::vector<layer_range> balanced_split(std::span<const double> costs, std::size_t parts) {
@@ -85,8 +91,11 @@ public:
 
     /// Blocks of layers balanced by parameter count, or `split` (one range
     /// per rank, contiguous, covering every layer in order).
-    dfa_layer_parallel(communicator& comm, const Network& net, std::vector<layer_range> split = {})
-      : comm_(&comm) {
+    dfa_layer_parallel(communicator& comm, const Network& net,
+                       layer_parallel_mode mode = layer_parallel_mode::synchronous,
+                       std::vector<layer_range> split = {})
+      : comm_(&comm)
+      , mode_(mode) {
         static_assert(
           requires(const feedback_type f) {
               f.device_seed();
@@ -109,6 +118,9 @@ public:
         ranges_ = std::move(split);
         mine_ = ranges_[comm.rank()];
         configure_slice(net);
+        if (pipelined() && !is_last()) {
+            twin_.emplace_back(net); // the second set of activations in flight
+        }
     }
 
     communicator& comm() noexcept { return *comm_; }
@@ -120,67 +132,73 @@ public:
     std::size_t slice_count() const noexcept { return slice_count_; }
     device_type& device() noexcept { return device_; }
 
-    /// One synchronous step on the batch (x, y), the same on every rank
-    /// (rank 0 reads x, the last rank y). Returns the batch's figures, the
-    /// same on every rank; throws on every rank, nothing updated anywhere,
+    layer_parallel_mode mode() const noexcept { return mode_; }
+    bool pipelined() const noexcept { return mode_ == layer_parallel_mode::pipelined; }
+
+    /// One step on the batch (x, y), the same on every rank (rank 0 reads
+    /// x, the last rank y); throws on every rank, nothing updated anywhere,
     /// if any rank failed.
+    ///
+    /// Synchronous: returns the batch's figures, the same on every rank.
+    /// Pipelined: a rank below the last forwards this batch, then takes the
+    /// error of the previous one and applies its update (staleness one); it
+    /// returns the previous batch's figures, and finish() applies the last
+    /// batch's update and returns its figures.
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        const std::size_t n = x.shape(0);
-        const std::size_t classes = net.output_size();
-        const matrix<T>& input = receive_input(net, x);
-        std::string failure;
-        const matrix<T>& out = net.forward_training(input, mine_);
-        send_output(out);
-        // e, then loss x n, correct count and the last rank's failure flag.
-        ensure_shape(error_, n, classes);
-        double figures[3] = {0.0, 0.0, 0.0};
-        if (is_last()) {
-            try {
-                const double loss = static_cast<double>(net.compute_output_error(y));
-                figures[0] = loss * static_cast<double>(n);
-                figures[1] = static_cast<double>(count_correct(out, y));
-                const auto& e = std::as_const(net).template layer<depth - 1>().delta();
-                std::copy(e.begin(), e.end(), error_.begin());
-            } catch (const lightloop::error& err) {
-                failure = err.what();
-                figures[2] = 1.0;
-            }
+        if (!pipelined() || is_last()) {
+            const matrix<T>& input = receive_input(net, x, received_[0]);
+            const matrix<T>& out = net.forward_training(input, mine_);
+            send_output(out);
+            return update(net, opt, input, y, out);
         }
-        comm_->broadcast(std::span<double>(figures), comm_->size() - 1);
-        if (figures[2] != 0.0) {
-            fail(net, "the loss", failure);
+        // This batch's pass runs on the replica the pass two batches ago
+        // used, which holds every update up to the previous batch's.
+        const std::size_t k = passes_++;
+        Network& now = replica(net, k);
+        matrix<T>& input = received_[k % 2];
+        if (comm_->rank() == 0) {
+            ensure_shape(input, x.shape(0), x.shape(1));
+            std::copy(x.begin(), x.end(), input.begin()); // kept until its update
+        } else {
+            receive_input(net, x, input);
         }
-        comm_->broadcast(std::span<T>(error_.data(), error_.size()), comm_->size() - 1);
-        // This rank's slice of B e, into its hidden layers' deltas.
-        if (slice_count_ > 0) {
-            project_slice(n);
-            const auto& fb = net.feedback();
-            net.visit_layers([&](auto& l, std::size_t i) {
-                if (has_slice<std::remove_cvref_t<decltype(l)>>(i)) {
-                    l.scale_by_derivative(projected_.data() + (fb.offset(i) - slice_first_),
-                                          slice_count_);
-                }
-            });
+        wait_sent(k % 2); // the replica's output goes out of date now
+        const matrix<T>& out = now.forward_training(input, mine_);
+        send_output_async(out, k % 2);
+        if (k == 0) {
+            return {};
         }
-        double failed[1] = {0.0};
-        try {
-            net.compute_layer_gradients(input, mine_);
-        } catch (const lightloop::error& err) {
-            failure = err.what();
-            failed[0] = 1.0;
+        return update_previous(net, opt, k - 1, y);
+    }
+
+    /// Pipelined: applies the last batch's update on the ranks below the
+    /// last and returns its figures, so that `net` holds every update (the
+    /// end of an epoch, before evaluation). Synchronous: nothing.
+    template <class Optimizer>
+    step_totals finish(Network& net, Optimizer& opt) {
+        if (!pipelined() || is_last() || passes_ == 0) {
+            return {};
         }
-        comm_->sum_identical(std::span<double>(failed));
-        if (failed[0] != 0.0) {
-            fail(net, "a gradient", failure);
+        const std::size_t last = passes_ - 1;
+        const matrix<T>& y = received_[last % 2]; // unused below the last rank
+        const step_totals totals = update_previous(net, opt, last, y);
+        if (&replica(net, last) != &net) {
+            copy_owned(replica(net, last), net);
         }
-        net.apply_gradients(opt, mine_);
-        return {figures[0], static_cast<std::size_t>(figures[1]), n};
+        wait_sent(0);
+        wait_sent(1);
+        passes_ = 0;
+        return totals;
     }
 
     // --- fit_with's strategy -------------------------------------------------
 
     void begin(const batch_sampler<T>&) const {}
+    template <class Optimizer>
+    step_totals finish_epoch(Network& net, Optimizer& opt) {
+        return finish(net, opt);
+    }
     /// Every rank takes the whole batch (rank 0 uses its inputs, the last
     /// rank its targets).
     void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {
@@ -202,7 +220,7 @@ public:
             }
             gather_rows(data.inputs, std::span<const std::size_t>(rows), xb);
             gather_rows(data.targets, std::span<const std::size_t>(rows), yb);
-            const matrix<T>& out = net.forward(receive_input(net, xb), mine_);
+            const matrix<T>& out = net.forward(receive_input(net, xb, received_[0]), mine_);
             send_output(out);
             if (is_last()) {
                 sums[0] += static_cast<double>(net.loss_function().value(out, yb)) *
@@ -305,17 +323,109 @@ private:
         }
     }
 
-    /// Rank 0: x; the others: the activations the rank below sends.
+    /// Rank 0: x; the others: the activations the rank below sends, into
+    /// `into`.
     template <class N>
-    const matrix<T>& receive_input(const N& net, const matrix<T>& x) {
+    const matrix<T>& receive_input(const N& net, const matrix<T>& x, matrix<T>& into) {
         if (comm_->rank() == 0) {
             return x;
         }
-        ensure_shape(received_, x.shape(0), net.widths()[mine_.first]);
-        comm_->receive(std::span<T>(received_.data(), received_.size()), comm_->rank() - 1,
-                       activation_tag);
-        return received_;
+        ensure_shape(into, x.shape(0), net.widths()[mine_.first]);
+        comm_->receive(std::span<T>(into.data(), into.size()), comm_->rank() - 1, activation_tag);
+        return into;
     }
+
+    /// The e of a pass (and the last rank's figures), this rank's slice of
+    /// its projection into the deltas of `pass`, the gradients, an agreement
+    /// that no rank failed, and the update.
+    template <class Optimizer>
+    step_totals update(Network& pass, Optimizer& opt, const matrix<T>& input, const matrix<T>& y,
+                       const matrix<T>& out) {
+        const std::size_t n = input.shape(0);
+        std::string failure;
+        ensure_shape(error_, n, pass.output_size());
+        double figures[3] = {0.0, 0.0, 0.0}; // loss x n, correct, the last rank failed
+        if (is_last()) {
+            try {
+                const double loss = static_cast<double>(pass.compute_output_error(y));
+                figures[0] = loss * static_cast<double>(n);
+                figures[1] = static_cast<double>(count_correct(out, y));
+                const auto& e = std::as_const(pass).template layer<depth - 1>().delta();
+                std::copy(e.begin(), e.end(), error_.begin());
+            } catch (const lightloop::error& err) {
+                failure = err.what();
+                figures[2] = 1.0;
+            }
+        }
+        comm_->broadcast(std::span<double>(figures), comm_->size() - 1);
+        if (figures[2] != 0.0) {
+            fail(pass, "the loss", failure);
+        }
+        comm_->broadcast(std::span<T>(error_.data(), error_.size()), comm_->size() - 1);
+        if (slice_count_ > 0) {
+            project_slice(n);
+            const auto& fb = pass.feedback();
+            pass.visit_layers([&](auto& l, std::size_t i) {
+                if (has_slice<std::remove_cvref_t<decltype(l)>>(i)) {
+                    l.scale_by_derivative(projected_.data() + (fb.offset(i) - slice_first_),
+                                          slice_count_);
+                }
+            });
+        }
+        double failed[1] = {0.0};
+        try {
+            pass.compute_layer_gradients(input, mine_);
+        } catch (const lightloop::error& err) {
+            failure = err.what();
+            failed[0] = 1.0;
+        }
+        comm_->sum_identical(std::span<double>(failed));
+        if (failed[0] != 0.0) {
+            fail(pass, "a gradient", failure);
+        }
+        pass.apply_gradients(opt, mine_);
+        return {figures[0], static_cast<std::size_t>(figures[1]), n};
+    }
+
+    /// Pipelined, below the last rank: the update of pass k on its replica,
+    /// whose weights first become the latest (the other replica's).
+    template <class Optimizer>
+    step_totals update_previous(Network& net, Optimizer& opt, std::size_t k, const matrix<T>& y) {
+        Network& then = replica(net, k);
+        copy_owned(replica(net, k + 1), then); // its activations stay those of pass k
+        return update(then, opt, received_[k % 2], y, then.template layer<depth - 1>().output());
+    }
+
+    /// The network pass k runs on: `net` for even k, the twin for odd.
+    Network& replica(Network& net, std::size_t k) { return k % 2 == 0 ? net : twin_.front(); }
+
+    /// This rank's layers' parameters, from one replica to the other.
+    void copy_owned(Network& from, Network& to) {
+        spans_.clear();
+        from.visit_layers([&](auto& l, std::size_t i) {
+            if (mine_.contains(i)) {
+                l.visit_parameters(
+                  [&](std::span<T> values, auto&&...) { spans_.push_back(values); });
+            }
+        });
+        std::size_t at = 0;
+        to.visit_layers([&](auto& l, std::size_t i) {
+            if (mine_.contains(i)) {
+                l.visit_parameters([&](std::span<T> values, auto&&...) {
+                    std::copy(spans_[at].begin(), spans_[at].end(), values.begin());
+                    ++at;
+                });
+            }
+        });
+    }
+
+    void send_output_async(const matrix<T>& out, std::size_t slot) {
+        if (!is_last()) {
+            sent_[slot] = comm_->send_async(std::span<const T>(out.data(), out.size()),
+                                            comm_->rank() + 1, activation_tag);
+        }
+    }
+    void wait_sent(std::size_t slot) { comm_->wait(sent_[slot]); }
     void send_output(const matrix<T>& out) {
         if (!is_last()) {
             comm_->send(std::span<const T>(out.data(), out.size()), comm_->rank() + 1,
@@ -337,12 +447,17 @@ private:
     };
     static constexpr int activation_tag = 17;
     communicator* comm_;
+    layer_parallel_mode mode_;
+    std::vector<Network> twin_; // pipelined, below the last rank: the second replica
+    std::size_t passes_ = 0;    // pipelined: batches forwarded since the last finish()
+    std::vector<std::span<T>> spans_;
+    MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     std::vector<layer_range> ranges_;
     layer_range mine_{};
     device_type device_{};
     std::size_t slice_first_ = 0;
     std::size_t slice_count_ = 0;
-    matrix<T> received_;
+    matrix<T> received_[2]; // a pass's input (two in flight when pipelined)
     matrix<T> error_;
     matrix<T> projected_;
     matrix<T> whole_; // a whole projection, for a device without slices

@@ -412,7 +412,10 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             opt.set_learning_rate(lr);
             strategy.fill(sampler, b, xb, yb);
             const step_totals totals = strategy.step(net, opt, xb, yb);
-            const double loss = totals.loss_sum / static_cast<double>(totals.samples);
+            // (a pipelined strategy's first step has no figures yet)
+            const double loss = totals.samples > 0
+                                  ? totals.loss_sum / static_cast<double>(totals.samples)
+                                  : std::numeric_limits<double>::quiet_NaN();
             correct += totals.correct;
             loss_sum += totals.loss_sum;
             done += totals.samples;
@@ -423,7 +426,8 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
               done,
               sampler.samples(),
               loss,
-              loss_sum / static_cast<double>(done),
+              done > 0 ? loss_sum / static_cast<double>(done)
+                       : std::numeric_limits<double>::quiet_NaN(),
               lr,
               std::chrono::duration<double>(clock::now() - epoch_start).count()};
             (([&] {
@@ -432,6 +436,13 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
                  }
              }()),
              ...);
+        }
+        if constexpr (requires { strategy.finish_epoch(net, opt); }) {
+            // A pipelined strategy's last batch of the epoch, applied now.
+            const step_totals totals = strategy.finish_epoch(net, opt);
+            correct += totals.correct;
+            loss_sum += totals.loss_sum;
+            done += totals.samples;
         }
         epoch_record record;
         record.epoch = epoch + 1;
