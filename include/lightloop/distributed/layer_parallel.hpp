@@ -13,6 +13,9 @@
 // Synchronous: the bits are those of the same network trained by DFA in one
 // process (the same layers do the same arithmetic on the same values, and the
 // slice of the projection is the same columns of the same product; tested).
+// Pipelined (layer_parallel_mode::pipelined): the ranks below the last forward
+// the next batch while the previous batch's error is on its way, so their
+// weights are at most one step stale; finish() applies the last update.
 
 #include <algorithm>
 #include <cstddef>
