@@ -226,6 +226,13 @@ public:
         bytes_.sum += sent * sizeof(T);
     }
 
+    /// Whether any rank passed true (every rank gets the same answer).
+    bool any(bool mine) {
+        double votes[1] = {mine ? 1.0 : 0.0};
+        sum_identical(std::span<double>(votes));
+        return votes[0] > 0.0;
+    }
+
     /// Copies `values` from rank `root` to every rank.
     template <class T>
     void broadcast(std::span<T> values, std::size_t root = 0) {

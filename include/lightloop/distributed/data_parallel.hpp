@@ -173,11 +173,7 @@ public:
     /// optimizer state); every rank reads them on resume.
     bool writes_files() const noexcept { return comm_->rank() == 0; }
     /// Stops when any rank's callbacks ask to.
-    bool agree_to_stop(bool stop) {
-        double votes[1] = {stop ? 1.0 : 0.0};
-        comm_->sum_identical(std::span<double>(votes));
-        return votes[0] > 0.0;
-    }
+    bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
 private:
     /// Running estimates (batch_norm's) become the row-weighted mean of the

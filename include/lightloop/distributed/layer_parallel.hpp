@@ -242,11 +242,7 @@ public:
     void record_device(epoch_record& record) const {
         lightloop::detail::record_statistics(device_, record);
     }
-    bool agree_to_stop(bool stop) {
-        double votes[1] = {stop ? 1.0 : 0.0};
-        comm_->sum_identical(std::span<double>(votes));
-        return votes[0] > 0.0;
-    }
+    bool agree_to_stop(bool stop) { return comm_->any(stop); }
     void check_options(const fit_options& options) const {
         if (!options.checkpoint.empty()) {
             throw config_error("lightloop::distributed::dfa_layer_parallel: checkpoints are not "
@@ -375,15 +371,14 @@ private:
                 }
             });
         }
-        double failed[1] = {0.0};
+        bool failed = false;
         try {
             pass.compute_layer_gradients(input, mine_);
         } catch (const lightloop::error& err) {
             failure = err.what();
-            failed[0] = 1.0;
+            failed = true;
         }
-        comm_->sum_identical(std::span<double>(failed));
-        if (failed[0] != 0.0) {
+        if (comm_->any(failed)) {
             fail(pass, "a gradient", failure);
         }
         pass.apply_gradients(opt, mine_);
