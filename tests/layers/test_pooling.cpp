@@ -76,6 +76,77 @@ TEST_CASE("max and average pooling take each window's maximum and mean, channel 
     CHECK_THROWS_AS((max_pool2d<double>({1, 2, 2}, 3)), config_error);
 }
 
+// Max pooling against its definition, written out naively here: each
+// window's first maximum in reading order, its signal routed there and
+// nowhere else. Inputs from {0, ..., 3} make ties in most windows. The float
+// layers with 2 x 2 windows moved by 2 run the AVX-512 kernels where the
+// build targets them (rows of 3, 16 and 20 outputs: one masked step, one
+// full, one full and a masked rest; an odd input keeps the last row and
+// column out of every window, so the backward pass falls back to the general
+// loop there); double and the other windows run the general loop.
+template <class T>
+void check_max_pool_against_definition(feature_shape in, std::size_t window, std::size_t stride) {
+    CAPTURE(in.text(), window, stride);
+    max_pool2d<T> pool(in, window, stride);
+    const feature_shape out = pool.output_shape();
+    const std::size_t n = 3;
+    rng gen(in.size() + window);
+    auto x = matrix<T>::from_shape({n, in.size()});
+    for (auto& v : x) {
+        v = static_cast<T>(gen.below(4));
+    }
+    auto signal = matrix<T>::from_shape({n, out.size()});
+    for (auto& v : signal) {
+        v = static_cast<T>(gen.uniform() + 0.5);
+    }
+    const auto& y = pool.forward(x);
+    pool.delta() = signal;
+    auto into = matrix<T>::from_shape({n, in.size()});
+    std::fill(into.begin(), into.end(), T(-7)); // whatever was there must go
+    pool.backpropagate(into);
+
+    auto expected_y = matrix<T>::from_shape({n, out.size()});
+    auto expected_into = matrix<T>::from_shape({n, in.size()});
+    std::fill(expected_into.begin(), expected_into.end(), T(0));
+    for (std::size_t r = 0; r < n; ++r) {
+        for (std::size_t c = 0; c < out.channels; ++c) {
+            for (std::size_t oy = 0; oy < out.height; ++oy) {
+                for (std::size_t ox = 0; ox < out.width; ++ox) {
+                    std::size_t best = 0;
+                    bool found = false;
+                    for (std::size_t ky = 0; ky < window; ++ky) {
+                        for (std::size_t kx = 0; kx < window; ++kx) {
+                            const std::size_t i =
+                              (c * in.height + oy * stride + ky) * in.width + ox * stride + kx;
+                            if (!found || x(r, i) > x(r, best)) {
+                                best = i;
+                                found = true;
+                            }
+                        }
+                    }
+                    const std::size_t o = (c * out.height + oy) * out.width + ox;
+                    expected_y(r, o) = x(r, best);
+                    expected_into(r, best) += signal(r, o);
+                }
+            }
+        }
+    }
+    CHECK(max_abs_diff(y, expected_y) == 0);
+    CHECK(max_abs_diff(into, expected_into) == 0);
+}
+
+TEST_CASE("max pooling takes each window's first maximum and routes the signal there, ties "
+          "included",
+          "[layers][pooling]") {
+    for (const feature_shape in : {feature_shape{3, 6, 6}, feature_shape{2, 32, 32},
+                                   feature_shape{2, 4, 40}, feature_shape{2, 5, 7}}) {
+        check_max_pool_against_definition<float>(in, 2, 2);
+        check_max_pool_against_definition<double>(in, 2, 2);
+    }
+    check_max_pool_against_definition<float>({2, 7, 7}, 3, 2);
+    check_max_pool_against_definition<float>({1, 6, 6}, 2, 1);
+}
+
 // Backprop through pooling and flatten against central finite differences, in
 // double (the tolerance argument of test_gradients.cpp: 1e-5 relative). Random
 // inputs leave no ties inside a window, where max pooling has no derivative.
