@@ -61,6 +61,7 @@
 #include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
@@ -395,12 +396,7 @@ private:
                 chunk_gradient(chunk, worker, first, count, dw);
                 for (std::size_t j = first; j < first + count; ++j) {
                     for (std::size_t c = 0; c < channels; ++c) {
-                        const T* row = d + j * out_.size() + c * positions;
-                        T sum = 0;
-                        for (std::size_t p = 0; p < positions; ++p) {
-                            sum += row[p];
-                        }
-                        db[c] += sum;
+                        db[c] += simd::sum(d + j * out_.size() + c * positions, positions);
                     }
                 }
             }
