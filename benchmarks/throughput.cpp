@@ -29,7 +29,8 @@
 // DFA's projection; the optical devices add none: for the 10 error inputs
 // they sum the medium's columns instead of a GEMM). A convolution's products
 // count as the one GEMM over the whole batch's columns that its chunks make
-// up (conv2d.hpp). Each GEMM
+// up (conv2d.hpp), and are also timed as the conv2d layer's own pass over the
+// batch alone (oneDNN's convolution primitives beat the GEMM). Each GEMM
 // shape is timed alone at the same thread count, as OpenBLAS's own
 // threaded cblas_sgemm, as lightloop's gemm (one-thread OpenBLAS calls on
 // lightloop's team) and, where oneDNN is built in, as oneDNN's fp32 product
@@ -69,14 +70,20 @@ namespace {
 using namespace lightloop;
 using clock_type = std::chrono::steady_clock;
 
+/// Which convolution pass a CNN GEMM stands for (cnn_step_gemms), if any.
+enum class conv_pass { none, forward, weight_gradient, backward_data };
+
 struct gemm_shape {
     transpose ta;
     transpose tb;
     std::size_t m, n, k;
-    bool bf16 = false; ///< operands in bf16 (on the default bf16 backend)
+    bool bf16 = false;    ///< operands in bf16 (on the default bf16 backend)
+    std::size_t conv = 0; ///< which of cnn_convs, when pass is not none
+    conv_pass pass = conv_pass::none;
     double flops() const { return 2.0 * static_cast<double>(m * n * k); }
     bool operator<(const gemm_shape& o) const {
-        return std::tie(ta, tb, m, n, k, bf16) < std::tie(o.ta, o.tb, o.m, o.n, o.k, o.bf16);
+        return std::tie(ta, tb, m, n, k, bf16, conv, pass) <
+               std::tie(o.ta, o.tb, o.m, o.n, o.k, o.bf16, o.conv, o.pass);
     }
 };
 
@@ -120,6 +127,7 @@ struct conv_gemm {
     std::size_t in, out, positions;
 };
 constexpr conv_gemm cnn_convs[] = {{1, 32, 28 * 28}, {32, 64, 14 * 14}};
+constexpr std::size_t cnn_sides[] = {28, 14};
 constexpr std::size_t cnn_dense[] = {3136, 1024, 10};
 /// What DFA projects into: both convolutions' maps and the hidden dense layer.
 constexpr std::size_t cnn_projection = 32 * 28 * 28 + 64 * 14 * 14 + 1024;
@@ -139,12 +147,15 @@ std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
         const conv_gemm c = cnn_convs[i];
         const std::size_t taps = c.in * 25;
         const std::size_t columns = n * c.positions;
-        g.push_back({transpose::no, transpose::no, c.out, columns, taps, bf16});
+        g.push_back(
+          {transpose::no, transpose::no, c.out, columns, taps, bf16, i, conv_pass::forward});
         if (method != "shallow") {
-            g.push_back({transpose::no, transpose::yes, c.out, taps, columns, bf16});
+            g.push_back({transpose::no, transpose::yes, c.out, taps, columns, bf16, i,
+                         conv_pass::weight_gradient});
         }
         if ((method == "bp" || method == "fa") && i > 0) {
-            g.push_back({transpose::yes, transpose::no, taps, columns, c.out, bf16});
+            g.push_back({transpose::yes, transpose::no, taps, columns, c.out, bf16, i,
+                         conv_pass::backward_data});
         }
     }
     for (std::size_t i = 0; i < 2; ++i) {
@@ -279,6 +290,10 @@ public:
         convert_to_bf16(b.data(), b16_.data(), b.size());
         call_openblas();
         call_lightloop();
+        if (s.pass != conv_pass::none) {
+            layer_pass_ = s.bf16 ? conv_layer_pass<mixed_bf16>(s) : conv_layer_pass<float>(s);
+            layer_pass_();
+        }
     }
     void call_openblas() {
         if (s_.bf16) {
@@ -312,19 +327,66 @@ public:
 #endif
         call_lightloop();
     }
+    /// For a convolution's GEMM, the fourth way: the conv2d layer's own pass
+    /// over the batch, alone (oneDNN's convolution primitives where built
+    /// in, reorders included; im2col GEMMs otherwise).
+    bool has_layer_pass() const {
+        return static_cast<bool>(layer_pass_);
+    }
+    void call_layer() {
+        layer_pass_();
+    }
     /// Median seconds of the fastest way.
     double seconds() const {
         double best = std::min(median(openblas_times), median(lightloop_times));
-        if (!onednn_times.empty()) {
-            best = std::min(best, median(onednn_times));
+        for (const auto* times : {&onednn_times, &layer_times}) {
+            if (!times->empty()) {
+                best = std::min(best, median(*times));
+            }
         }
         return best;
     }
     std::vector<double> openblas_times;
     std::vector<double> lightloop_times;
     std::vector<double> onednn_times;
+    std::vector<double> layer_times;
 
 private:
+    /// The pass of a conv2d<identity, P> of the CNN's convolution s.conv over
+    /// the batch, as a call (the layer, its input and its signal held by it).
+    template <class P>
+    static std::function<void()> conv_layer_pass(const gemm_shape& s) {
+        const conv_gemm c = cnn_convs[s.conv];
+        const std::size_t side = cnn_sides[s.conv];
+        const std::size_t columns = s.pass == conv_pass::weight_gradient ? s.k : s.n;
+        const std::size_t batch = columns / c.positions;
+        auto layer = std::make_shared<conv2d<identity, P>>(
+          feature_shape{c.in, side, side},
+          conv2d_spec{.out_channels = c.out, .kernel = 5, .padding = 2});
+        layer->initialize(1);
+        auto x =
+          std::make_shared<matrix<float>>(matrix<float>::from_shape({batch, c.in * side * side}));
+        x->fill(0.3f);
+        auto into = std::make_shared<matrix<float>>(*x);
+        layer->forward(*x);
+        layer->delta().fill(0.01f);
+        switch (s.pass) {
+            case conv_pass::forward:
+                return [layer, x] { benchmark::DoNotOptimize(layer->forward(*x).data()); };
+            case conv_pass::weight_gradient:
+                return [layer, x] {
+                    layer->compute_gradient(*x);
+                    benchmark::DoNotOptimize(layer->weight_gradient().data());
+                };
+            default:
+                return [layer, into] {
+                    layer->backpropagate(*into);
+                    benchmark::DoNotOptimize(into->data());
+                };
+        }
+    }
+
+    std::function<void()> layer_pass_;
     std::size_t a_size() const {
         return s_.m * s_.k;
     }
@@ -604,6 +666,10 @@ int measure(const options& o) {
                         time_calls([&timer = timer] { timer.call_onednn(); }, gemm_budget / rounds,
                                    timer.onednn_times);
 #endif
+                        if (timer.has_layer_pass()) {
+                            time_calls([&timer = timer] { timer.call_layer(); },
+                                       gemm_budget / rounds, timer.layer_times);
+                        }
                     }
                     time_calls([&bandwidth] { bandwidth.call(); }, gemm_budget / rounds,
                                bandwidth.times);
@@ -707,15 +773,17 @@ int measure(const options& o) {
         }
     }
     json << "\n]\n";
-    std::printf("\nroofline: the larger of the step's GEMM time (each GEMM timed alone at its "
-                "shape and precision,\nthe faster of OpenBLAS's own threads and lightloop's gemm) "
-                "and its memory time (the bytes its\nelement-wise passes and update move, at the "
-                "triad bandwidth of this run), over the measured\nstep time; bound says which\n"
-                "vs t. bp: PyTorch's backprop in the row's precision (bf16: bf16 parameters)\n"
-                "scaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
-                "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
-                "step run at 100%% of its roofline\nwrote %s\n",
-                json_path.c_str());
+    std::printf(
+      "\nroofline: the larger of the step's GEMM time (each GEMM timed alone at its "
+      "shape and precision,\nthe fastest of OpenBLAS's own threads, lightloop's gemm, oneDNN's "
+      "product and, for a\nconvolution's, the conv2d layer's own pass) "
+      "and its memory time (the bytes its\nelement-wise passes and update move, at the "
+      "triad bandwidth of this run), over the measured\nstep time; bound says which\n"
+      "vs t. bp: PyTorch's backprop in the row's precision (bf16: bf16 parameters)\n"
+      "scaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
+      "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
+      "step run at 100%% of its roofline\nwrote %s\n",
+      json_path.c_str());
     return 0;
 }
 
