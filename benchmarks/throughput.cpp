@@ -47,6 +47,11 @@
 // table says which binds (bound) and the fraction is against it. The JSON
 // also gives sequential_roofline_fraction, against their sum: the step runs
 // its GEMMs and its memory-bound passes one after the other.
+//
+// Peak: the step's nominal GEMM flops per second over the machine's fp32
+// multiply-add peak at the same thread count, measured in the same run
+// (fma_peak_timer: independent SIMD FMA chains, nothing loaded). No step
+// runs above 100%; a target that needs more is out of the machine's reach.
 #include <benchmark/benchmark.h>
 
 #include <lightloop/lightloop.hpp>
@@ -246,6 +251,46 @@ public:
 private:
     static constexpr std::size_t words = std::size_t{8} << 20;
     std::vector<float> a_, b_, c_;
+};
+
+/// The machine's multiply-add peak at the cell's thread count: each thread
+/// of lightloop's team runs 12 independent chains of SIMD fused multiply-adds
+/// (enough to cover the instruction's latency on two pipes), nothing loaded
+/// or stored. No step can run faster than its nominal flops at this rate.
+class fma_peak_timer {
+public:
+    fma_peak_timer() { call(); }
+    void call() {
+        const std::size_t threads = parallel_threads();
+        shared_team().run(threads, [](std::size_t task, std::size_t) {
+            using batch = xsimd::batch<float>;
+            batch chains[chain_count];
+            for (std::size_t i = 0; i < chain_count; ++i) {
+                chains[i] = batch(1.0f + static_cast<float>(i + task) * 1e-7f);
+            }
+            const batch scale(0.9999999f);
+            const batch shift(1e-7f);
+            for (std::size_t k = 0; k < rounds; ++k) {
+                for (auto& c : chains) {
+                    c = xsimd::fma(c, scale, shift);
+                }
+            }
+            float sum = 0;
+            for (const auto& c : chains) {
+                sum += xsimd::hadd(c);
+            }
+            benchmark::DoNotOptimize(sum);
+        });
+    }
+    double flops_per_second() const {
+        return static_cast<double>(parallel_threads()) * 2.0 * rounds * chain_count *
+               xsimd::batch<float>::size / median(times);
+    }
+    std::vector<double> times;
+
+private:
+    static constexpr std::size_t chain_count = 12;
+    static constexpr std::size_t rounds = std::size_t{1} << 18;
 };
 
 /// Appends the time of each call of `call` for `budget` seconds (at least
@@ -615,9 +660,9 @@ int measure(const options& o) {
     }
     std::printf("mlp: 784-1024-1024-10; cnn: conv 32 5x5, pool, conv 64 5x5, pool, 3136-1024-10;"
                 " tanh, SGD momentum 0.9\n\n");
-    std::printf("%-5s %-12s %-4s %5s %3s %10s %8s %9s %-6s %9s %9s %7s %7s %7s %7s\n", "model",
-                "method", "prec", "batch", "thr", "samples/s", "GFLOP/s", "roofline", "bound",
-                "vs torch", "vs t. bp", "scaled", "vs dfa", "vs bp", "vs fp32");
+    std::printf("%-5s %-12s %-4s %5s %3s %10s %8s %6s %9s %-6s %9s %9s %7s %7s %7s %7s\n", "model",
+                "method", "prec", "batch", "thr", "samples/s", "GFLOP/s", "peak", "roofline",
+                "bound", "vs torch", "vs t. bp", "scaled", "vs dfa", "vs bp", "vs fp32");
     std::ofstream json(json_path);
     if (!json) {
         throw data_error("throughput: " + json_path + ": cannot write");
@@ -652,14 +697,13 @@ int measure(const options& o) {
                     }
                 }
                 bandwidth_timer bandwidth;
+                fma_peak_timer peak;
                 // Rounds: every method and every GEMM shape in turn, a slice each.
                 for (int round = 0; round < rounds; ++round) {
                     for (auto& r : runners) {
                         time_calls(r.step, budget / rounds, r.times);
                     }
                     for (auto& [shape, timer] : timers) {
-                        time_calls([&timer = timer] { timer.call_openblas(); },
-                                   gemm_budget / rounds, timer.openblas_times);
                         time_calls([&timer = timer] { timer.call_lightloop(); },
                                    gemm_budget / rounds, timer.lightloop_times);
 #if defined(LIGHTLOOP_WITH_ONEDNN)
@@ -673,8 +717,14 @@ int measure(const options& o) {
                     }
                     time_calls([&bandwidth] { bandwidth.call(); }, gemm_budget / rounds,
                                bandwidth.times);
-                    // OpenBLAS's workers spin for up to 2^28 cycles after its own
-                    // threaded calls; the next method's steps should not meet them.
+                    time_calls([&peak] { peak.call(); }, gemm_budget / rounds, peak.times);
+                    // OpenBLAS's own threaded calls last: its workers spin for up to
+                    // 2^28 cycles after them, and neither the other ways nor the next
+                    // method's steps should meet them.
+                    for (auto& [shape, timer] : timers) {
+                        time_calls([&timer = timer] { timer.call_openblas(); },
+                                   gemm_budget / rounds, timer.openblas_times);
+                    }
                     if (threads > 1) {
                         std::this_thread::sleep_for(std::chrono::milliseconds(250));
                     }
@@ -693,6 +743,7 @@ int measure(const options& o) {
                 const double own_sgemm =
                   first_layer.flops() / timers.at(first_layer).seconds() * 1e-9;
                 const double bytes_per_second = bandwidth.bytes_per_second();
+                const double peak_flops = peak.flops_per_second();
                 for (std::size_t i = 0; i < runners.size(); ++i) {
                     const std::string& method = runners[i].method;
                     const std::string& precision = runners[i].precision;
@@ -731,10 +782,11 @@ int measure(const options& o) {
                     const double vs_torch_bp_scaled =
                       torch.count(sgemm_key) ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
                                              : std::nan("");
-                    std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %8.0f%% %-6s %9.2f %9.2f "
-                                "%7.2f %7.2f %7.2f %7.2f\n",
+                    std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %5.0f%% %8.0f%% %-6s "
+                                "%9.2f %9.2f %7.2f %7.2f %7.2f %7.2f\n",
                                 model.c_str(), method.c_str(), precision.c_str(), batch, threads,
-                                rate, flops / step_seconds * 1e-9, 100.0 * fraction,
+                                rate, flops / step_seconds * 1e-9,
+                                100.0 * flops / step_seconds / peak_flops, 100.0 * fraction,
                                 memory_bound ? "memory" : "gemm", vs_torch, vs_torch_bp,
                                 vs_torch_bp_scaled, vs_dfa, vs_bp, vs_fp32);
                     std::fflush(stdout);
@@ -755,6 +807,8 @@ int measure(const options& o) {
                          << ", \"gemm_roofline_fraction\": " << gemm_seconds / step_seconds
                          << ", \"sequential_roofline_fraction\": "
                          << (gemm_seconds + memory_seconds) / step_seconds
+                         << ", \"fma_peak_gflop_per_second\": " << peak_flops * 1e-9
+                         << ", \"fma_peak_fraction\": " << flops / step_seconds / peak_flops
                          << ", \"vs_torch\": " << number(vs_torch)
                          << ", \"vs_torch_bp\": " << number(vs_torch_bp)
                          << ", \"vs_torch_bp_sgemm_scaled\": " << number(vs_torch_bp_scaled)
@@ -779,7 +833,8 @@ int measure(const options& o) {
       "product and, for a\nconvolution's, the conv2d layer's own pass) "
       "and its memory time (the bytes its\nelement-wise passes and update move, at the "
       "triad bandwidth of this run), over the measured\nstep time; bound says which\n"
-      "vs t. bp: PyTorch's backprop in the row's precision (bf16: bf16 parameters)\n"
+      "peak: GFLOP/s over the fp32 multiply-add peak of this run's threads (independent SIMD FMA "
+      "chains)\nvs t. bp: PyTorch's backprop in the row's precision (bf16: bf16 parameters)\n"
       "scaled: vs t. bp times PyTorch's run's SGEMM GFLOP/s over this run's "
       "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
       "step run at 100%% of its roofline\nwrote %s\n",
