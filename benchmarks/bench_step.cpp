@@ -23,6 +23,7 @@
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
+#include "cnn_convolutions.hpp"
 
 namespace {
 
@@ -236,40 +237,23 @@ void bm_update_with_copy(benchmark::State& state) {
 /// GEMMs), or conv2d's oneDNN plan given the whole batch as one chunk (fp32
 /// or bf16, with the reorders from and to the batch's rows).
 enum class conv_way { conv2d_fp32, conv2d_bf16, onednn_fp32, onednn_bf16 };
-/// Which product: forward, weight gradient, backward data.
-enum class conv_pass { forward, weight_gradient, backward_data };
-
-/// The CNN's two convolutions: {in channels, out channels, map side}.
-constexpr std::size_t cnn_convolutions[2][3] = {{1, 32, 28}, {32, 64, 14}};
-
+using bench::conv_pass;
 /// One convolution pass at batch 128 (arguments: which convolution, which
 /// pass), GFLOP/s of the convolution's 2 N C_out C_in k² H W.
 template <conv_way Way>
 void bm_conv(benchmark::State& state) {
-    const std::size_t* shape = cnn_convolutions[state.range(0)];
+    const auto conv = static_cast<std::size_t>(state.range(0));
     const auto pass = static_cast<conv_pass>(state.range(1));
     const std::size_t n = 128;
-    const std::size_t c = shape[0];
-    const std::size_t o = shape[1];
-    const std::size_t side = shape[2];
+    const std::size_t c = bench::cnn_convolutions[conv].in;
+    const std::size_t o = bench::cnn_convolutions[conv].out;
+    const std::size_t side = bench::cnn_convolutions[conv].side;
     const double flops = 2.0 * static_cast<double>(n * o * c * 25 * side * side);
     if constexpr (Way == conv_way::conv2d_fp32 || Way == conv_way::conv2d_bf16) {
         using P = std::conditional_t<Way == conv_way::conv2d_bf16, mixed_bf16, float>;
-        conv2d<identity, P> layer({c, side, side}, {.out_channels = o, .kernel = 5, .padding = 2});
-        layer.initialize(1);
-        auto x = matrix<float>::from_shape({n, layer.input_size()});
-        x.fill(0.3f);
-        auto into = matrix<float>::from_shape({n, layer.input_size()});
-        layer.forward(x);
-        layer.delta().fill(0.01f);
+        const auto call = bench::conv_layer_pass<P>(conv, pass, n);
         for (auto _ : state) {
-            if (pass == conv_pass::forward) {
-                layer.forward(x);
-            } else if (pass == conv_pass::weight_gradient) {
-                layer.compute_gradient(x);
-            } else {
-                layer.backpropagate(into);
-            }
+            call();
             benchmark::ClobberMemory();
         }
     } else {

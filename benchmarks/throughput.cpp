@@ -57,6 +57,7 @@
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
+#include "cnn_convolutions.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -65,6 +66,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -75,16 +77,15 @@ namespace {
 using namespace lightloop;
 using clock_type = std::chrono::steady_clock;
 
-/// Which convolution pass a CNN GEMM stands for (cnn_step_gemms), if any.
-enum class conv_pass { none, forward, weight_gradient, backward_data };
+using bench::conv_pass;
 
 struct gemm_shape {
     transpose ta;
     transpose tb;
     std::size_t m, n, k;
-    bool bf16 = false;    ///< operands in bf16 (on the default bf16 backend)
-    std::size_t conv = 0; ///< which of cnn_convs, when pass is not none
-    conv_pass pass = conv_pass::none;
+    bool bf16 = false;               ///< operands in bf16 (on the default bf16 backend)
+    std::size_t conv = 0;            ///< which of bench::cnn_convolutions, with a pass
+    std::optional<conv_pass> pass{}; ///< the convolution pass it stands for (cnn_step_gemms)
     double flops() const { return 2.0 * static_cast<double>(m * n * k); }
     bool operator<(const gemm_shape& o) const {
         return std::tie(ta, tb, m, n, k, bf16, conv, pass) <
@@ -127,12 +128,6 @@ std::vector<gemm_shape> mlp_step_gemms(const std::string& method, std::size_t n,
     return g;
 }
 
-/// The CNN's convolutions: (in channels, out channels, output positions).
-struct conv_gemm {
-    std::size_t in, out, positions;
-};
-constexpr conv_gemm cnn_convs[] = {{1, 32, 28 * 28}, {32, 64, 14 * 14}};
-constexpr std::size_t cnn_sides[] = {28, 14};
 constexpr std::size_t cnn_dense[] = {3136, 1024, 10};
 /// What DFA projects into: both convolutions' maps and the hidden dense layer.
 constexpr std::size_t cnn_projection = 32 * 28 * 28 + 64 * 14 * 14 + 1024;
@@ -149,9 +144,9 @@ std::vector<gemm_shape> cnn_step_gemms(const std::string& method, std::size_t n,
                                        std::size_t optical_frames, bool bf16) {
     std::vector<gemm_shape> g;
     for (std::size_t i = 0; i < 2; ++i) {
-        const conv_gemm c = cnn_convs[i];
+        const bench::cnn_convolution c = bench::cnn_convolutions[i];
         const std::size_t taps = c.in * 25;
-        const std::size_t columns = n * c.positions;
+        const std::size_t columns = n * c.positions();
         g.push_back(
           {transpose::no, transpose::no, c.out, columns, taps, bf16, i, conv_pass::forward});
         if (method != "shallow") {
@@ -335,8 +330,12 @@ public:
         convert_to_bf16(b.data(), b16_.data(), b.size());
         call_openblas();
         call_lightloop();
-        if (s.pass != conv_pass::none) {
-            layer_pass_ = s.bf16 ? conv_layer_pass<mixed_bf16>(s) : conv_layer_pass<float>(s);
+        if (s.pass) {
+            // The batch: the columns of the GEMM over the positions of a map.
+            const std::size_t columns = *s.pass == conv_pass::weight_gradient ? s.k : s.n;
+            const std::size_t batch = columns / bench::cnn_convolutions[s.conv].positions();
+            layer_pass_ = s.bf16 ? bench::conv_layer_pass<mixed_bf16>(s.conv, *s.pass, batch)
+                                 : bench::conv_layer_pass<float>(s.conv, *s.pass, batch);
             layer_pass_();
         }
     }
@@ -397,40 +396,6 @@ public:
     std::vector<double> layer_times;
 
 private:
-    /// The pass of a conv2d<identity, P> of the CNN's convolution s.conv over
-    /// the batch, as a call (the layer, its input and its signal held by it).
-    template <class P>
-    static std::function<void()> conv_layer_pass(const gemm_shape& s) {
-        const conv_gemm c = cnn_convs[s.conv];
-        const std::size_t side = cnn_sides[s.conv];
-        const std::size_t columns = s.pass == conv_pass::weight_gradient ? s.k : s.n;
-        const std::size_t batch = columns / c.positions;
-        auto layer = std::make_shared<conv2d<identity, P>>(
-          feature_shape{c.in, side, side},
-          conv2d_spec{.out_channels = c.out, .kernel = 5, .padding = 2});
-        layer->initialize(1);
-        auto x =
-          std::make_shared<matrix<float>>(matrix<float>::from_shape({batch, c.in * side * side}));
-        x->fill(0.3f);
-        auto into = std::make_shared<matrix<float>>(*x);
-        layer->forward(*x);
-        layer->delta().fill(0.01f);
-        switch (s.pass) {
-            case conv_pass::forward:
-                return [layer, x] { benchmark::DoNotOptimize(layer->forward(*x).data()); };
-            case conv_pass::weight_gradient:
-                return [layer, x] {
-                    layer->compute_gradient(*x);
-                    benchmark::DoNotOptimize(layer->weight_gradient().data());
-                };
-            default:
-                return [layer, into] {
-                    layer->backpropagate(*into);
-                    benchmark::DoNotOptimize(into->data());
-                };
-        }
-    }
-
     std::function<void()> layer_pass_;
     std::size_t a_size() const {
         return s_.m * s_.k;
