@@ -391,12 +391,11 @@ int measure(const options& o) {
         if (r < 2 || r > widths.size() - 1) {
             continue;
         }
-        std::array<double, widths.size() - 1> costs{};
-        for (std::size_t i = 0; i < costs.size(); ++i) {
-            costs[i] = 1.0 + static_cast<double>(widths[i] * widths[i + 1] + widths[i + 1]);
-        }
+        std::vector<layer_range> split;
+        with_network("bp",
+                     [&](const auto& net) { split = distributed::balanced_layer_split(net, r); });
         double sent = 0.0;
-        for (const layer_range& block : distributed::balanced_split(costs, r)) {
+        for (const layer_range& block : split) {
             if (block.last + 1 < widths.size()) {
                 sent += 2.0 * static_cast<double>(o.batch * widths[block.last] * sizeof(float));
             }

@@ -80,6 +80,22 @@ inline std::vector<layer_range> balanced_split(std::span<const double> costs, st
     return ranges;
 }
 
+/// The split dfa_layer_parallel takes by default: `parts` blocks balanced
+/// by each layer's weight count (one more for every layer: a layer without
+/// parameters still costs a pass).
+template <class Network>
+std::vector<layer_range> balanced_layer_split(const Network& net, std::size_t parts) {
+    std::vector<double> costs;
+    net.visit_layers([&](const auto& l, std::size_t) {
+        double cost = 1.0;
+        if constexpr (requires { l.weights(); }) {
+            cost += static_cast<double>(l.weights().size());
+        }
+        costs.push_back(cost);
+    });
+    return balanced_split(costs, parts);
+}
+
 /// DFA layer-parallel training of `Network` (a dfa<Device> network) over the
 /// ranks of `comm`; also fit_with's strategy. Every rank constructs the same
 /// network (same seed) and passes the same batches; rank r trains layers
@@ -107,15 +123,7 @@ public:
           },
           "lightloop::distributed::dfa_layer_parallel: the network must train with dfa<Device>");
         if (split.empty()) {
-            std::vector<double> costs;
-            net.visit_layers([&](const auto& l, std::size_t) {
-                double cost = 1.0; // a layer without parameters still costs a pass
-                if constexpr (requires { l.weights(); }) {
-                    cost += static_cast<double>(l.weights().size());
-                }
-                costs.push_back(cost);
-            });
-            split = balanced_split(costs, comm.size());
+            split = balanced_layer_split(net, comm.size());
         }
         check_split(split);
         ranges_ = std::move(split);
