@@ -168,13 +168,16 @@ public:
     /// 2.5 times as long as this ring on 2 ranks here.)
     template <class T>
     void sum_identical(std::span<T> values, T scale = T(1)) {
-        const std::size_t p = size();
-        if (p == 1 || values.empty()) {
+        const auto scale_in_place = [scale](std::span<T> block) {
             if (scale != T(1)) {
-                for (T& v : values) {
+                for (T& v : block) {
                     v *= scale;
                 }
             }
+        };
+        const std::size_t p = size();
+        if (p == 1 || values.empty()) {
+            scale_in_place(values);
             return;
         }
         const std::size_t n = values.size();
@@ -205,12 +208,7 @@ public:
             sent += count(out);
         }
         const std::size_t complete = (r + 1) % p;
-        if (scale != T(1)) {
-            T* block = values.data() + first(complete);
-            for (std::size_t i = 0; i < count(complete); ++i) {
-                block[i] *= scale;
-            }
-        }
+        scale_in_place(values.subspan(first(complete), count(complete)));
         // All-gather: at step s rank r passes block (r + 1 - s) on and takes
         // block (r - s) from its left neighbour as it is.
         for (std::size_t s = 0; s + 1 < p; ++s) {

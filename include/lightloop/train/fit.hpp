@@ -264,6 +264,11 @@ struct epoch_log {
     }
 };
 
+/// sum / count, or NaN when nothing was counted.
+inline double mean_or_nan(double sum, std::size_t count) noexcept {
+    return count > 0 ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+}
+
 } // namespace detail
 
 /// One training step's figures over the whole batch (every process's
@@ -413,9 +418,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             strategy.fill(sampler, b, xb, yb);
             const step_totals totals = strategy.step(net, opt, xb, yb);
             // (a pipelined strategy's first step has no figures yet)
-            const double loss = totals.samples > 0
-                                  ? totals.loss_sum / static_cast<double>(totals.samples)
-                                  : std::numeric_limits<double>::quiet_NaN();
+            const double loss = detail::mean_or_nan(totals.loss_sum, totals.samples);
             correct += totals.correct;
             loss_sum += totals.loss_sum;
             done += totals.samples;
@@ -426,8 +429,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
               done,
               sampler.samples(),
               loss,
-              done > 0 ? loss_sum / static_cast<double>(done)
-                       : std::numeric_limits<double>::quiet_NaN(),
+              detail::mean_or_nan(loss_sum, done),
               lr,
               std::chrono::duration<double>(clock::now() - epoch_start).count()};
             (([&] {
