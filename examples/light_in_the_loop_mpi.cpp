@@ -54,7 +54,7 @@ struct parallel_runner {
                                             : distributed::layer_parallel_mode::synchronous);
                 return run(parallel, net, opt, data, fo, name, csv);
             } else {
-                throw config_error("--mode layer cannot train " + name);
+                throw config_error("--mode " + mode + " cannot train " + name);
             }
         }
         distributed::give_rank_noise_stream(net, comm->rank());
@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
             for (const std::string& m : o.methods) {
                 if (mode != "data" && m != "dfa" && m != "optical-intensity" &&
                     m != "optical-holographic") {
-                    throw config_error("--mode layer trains the DFA methods only (dfa, "
+                    throw config_error("--mode " + mode +
+                                       " trains the DFA methods only (dfa, "
                                        "optical-intensity, optical-holographic), not " +
                                        m + ": its backward pass needs every layer's delta");
                 }
