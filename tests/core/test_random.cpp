@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include <lightloop/core/counter_random.hpp>
 #include <lightloop/core/random.hpp>
 #include <lightloop/core/random_lanes.hpp>
 
@@ -251,4 +252,147 @@ TEST_CASE("rng_lanes Poisson inversion has the Poisson distribution", "[core][ra
             p *= mean / static_cast<double>(k + 1);
         }
     }
+}
+
+TEST_CASE("philox4x32-10 matches Random123's known answers, and its SIMD form matches it",
+          "[core][random]") {
+    using words = std::array<std::uint32_t, 4>;
+    // Random123's kat_vectors, "philox4x32 10": counter, key, result.
+    CHECK(lightloop::philox4x32({0, 0, 0, 0}, {0, 0}) ==
+          words{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8});
+    CHECK(lightloop::philox4x32({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+                                {0xffffffff, 0xffffffff}) ==
+          words{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd});
+    CHECK(lightloop::philox4x32({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+                                {0xa4093822, 0x299f31d0}) ==
+          words{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1});
+    // The block form (vector lanes on AVX2 and AVX-512) on arbitrary counters
+    // and keys, every word set.
+    rng gen(3);
+    constexpr std::size_t lanes = lightloop::detail::philox_lanes;
+    for (int trial = 0; trial < 20; ++trial) {
+        std::array<std::uint32_t, lanes> c0{}, c1{}, c2{}, c3{};
+        std::array<words, lanes> expected{};
+        const auto k0 = static_cast<std::uint32_t>(gen());
+        const auto k1 = static_cast<std::uint32_t>(gen());
+        for (std::size_t l = 0; l < lanes; ++l) {
+            const std::uint64_t a = gen();
+            const std::uint64_t b = gen();
+            c0[l] = static_cast<std::uint32_t>(a);
+            c1[l] = static_cast<std::uint32_t>(a >> 32);
+            c2[l] = static_cast<std::uint32_t>(b);
+            c3[l] = static_cast<std::uint32_t>(b >> 32);
+            expected[l] = lightloop::philox4x32({c0[l], c1[l], c2[l], c3[l]}, {k0, k1});
+        }
+        lightloop::detail::philox_block(c0.data(), c1.data(), c2.data(), c3.data(), k0, k1);
+        for (std::size_t l = 0; l < lanes; ++l) {
+            CHECK(words{c0[l], c1[l], c2[l], c3[l]} == expected[l]);
+        }
+    }
+}
+
+TEST_CASE("counter-based complex normals are a function of (key, row, column), whatever the tiling",
+          "[core][random]") {
+    constexpr std::size_t width = 1000;
+    std::vector<float> re(width);
+    std::vector<float> im(width);
+    lightloop::complex_normal_row(77, 5, 0, width, 1.5f, re.data(), im.data());
+    // The same row in pieces of odd starts and lengths: the same bits.
+    std::vector<float> piece_re(width, -1.0f);
+    std::vector<float> piece_im(width, -1.0f);
+    rng gen(4);
+    for (std::size_t first = 0; first < width;) {
+        const std::size_t count = std::min<std::size_t>(1 + gen.below(97), width - first);
+        lightloop::complex_normal_row(77, 5, first, count, 1.5f, piece_re.data() + first,
+                                      piece_im.data() + first);
+        first += count;
+    }
+    CHECK(piece_re == re);
+    CHECK(piece_im == im);
+    // Each entry alone, and its Philox word: entry (5, k) is the Box-Muller
+    // pair of words (2 (k mod 2), 2 (k mod 2) + 1) of the counter (k / 2, 5).
+    for (const std::size_t k : {0UL, 1UL, 2UL, 63UL, 64UL, 999UL}) {
+        float one_re = 0.0f;
+        float one_im = 0.0f;
+        lightloop::complex_normal_row(77, 5, k, 1, 1.5f, &one_re, &one_im);
+        CHECK(one_re == re[k]);
+        CHECK(one_im == im[k]);
+        const auto w = lightloop::philox4x32({static_cast<std::uint32_t>(k / 2), 0, 5, 0}, {77, 0});
+        const std::uint32_t radius = w[2 * (k % 2)] >> 1;
+        const std::uint32_t angle = w[2 * (k % 2) + 1];
+        const double r =
+          1.5 / std::sqrt(2.0) *
+          std::sqrt(-2.0 * std::log((static_cast<double>(radius) + 0.5) * 0x1.0p-31));
+        const double phi =
+          std::numbers::pi / 2 * static_cast<double>(angle >> 30) +
+          (static_cast<double>((angle >> 8) & 0x3FFFFF) * 0x1.0p-22 - 0.5) * std::numbers::pi / 2;
+        CHECK(re[k] == Approx(r * std::cos(phi)).margin(1e-5));
+        CHECK(im[k] == Approx(r * std::sin(phi)).margin(1e-5));
+    }
+    // Columns past 2^32 and rows past 2^32 are distinct entries.
+    float far_re[2];
+    float far_im[2];
+    lightloop::complex_normal_row(77, 5, (1ULL << 33) + 4, 2, 1.5f, far_re, far_im);
+    CHECK(far_re[0] != re[4]);
+    lightloop::complex_normal_row(77, 5 + (1ULL << 32), 4, 2, 1.5f, far_re, far_im);
+    CHECK(far_re[0] != re[4]);
+}
+
+TEST_CASE("counter-based complex normals are CN(0, s^2): moments, phase, independence",
+          "[core][random]") {
+    constexpr std::size_t rows = 400;
+    constexpr std::size_t cols = 500;
+    const float scale = 2.0f;
+    std::vector<float> re(rows * cols);
+    std::vector<float> im(rows * cols);
+    for (std::size_t j = 0; j < rows; ++j) {
+        lightloop::complex_normal_row(9, j, 0, cols, scale, re.data() + j * cols,
+                                      im.data() + j * cols);
+    }
+    const double n = static_cast<double>(rows * cols);
+    const double s2 = static_cast<double>(scale) * scale;
+    double power = 0, power2 = 0, re2 = 0, cross = 0, mean_re = 0, row_lag = 0, col_lag = 0;
+    std::vector<double> octants(8, 0.0);
+    for (std::size_t j = 0; j < rows; ++j) {
+        for (std::size_t k = 0; k < cols; ++k) {
+            const double a = re[j * cols + k];
+            const double b = im[j * cols + k];
+            const double p = a * a + b * b;
+            power += p;
+            power2 += p * p;
+            re2 += a * a;
+            cross += a * b;
+            mean_re += a;
+            row_lag += j > 0 ? a * re[(j - 1) * cols + k] : 0.0;
+            col_lag += k > 0 ? a * re[j * cols + k - 1] : 0.0;
+            const double angle = std::atan2(b, a) + std::numbers::pi;
+            octants[std::min<std::size_t>(
+              7, static_cast<std::size_t>(angle / (std::numbers::pi / 4)))] += 1;
+        }
+    }
+    // |z|^2 is exponential with mean s^2: E|z|^4 = 2 s^4, Var |z|^2 = s^4
+    // (s.e. of the mean s^2 / sqrt(n)), Var |z|^4 = 20 s^8. Re z ~ N(0, s^2/2):
+    // s.e. of its second moment s^2/2 sqrt(2/n). Products of independent
+    // parts have mean 0 and s.e. (s^2/2)/sqrt(n).
+    CHECK(std::abs(power / n - s2) < 5 * s2 / std::sqrt(n));
+    CHECK(std::abs(power2 / n - 2 * s2 * s2) < 5 * std::sqrt(20.0) * s2 * s2 / std::sqrt(n));
+    CHECK(std::abs(re2 / n - s2 / 2) < 5 * s2 / 2 * std::sqrt(2 / n));
+    CHECK(std::abs(mean_re / n) < 5 * std::sqrt(s2 / 2 / n));
+    CHECK(std::abs(cross / n) < 5 * (s2 / 2) / std::sqrt(n));
+    CHECK(std::abs(row_lag / n) < 5 * (s2 / 2) / std::sqrt(n));
+    CHECK(std::abs(col_lag / n) < 5 * (s2 / 2) / std::sqrt(n));
+    for (const double count : octants) {
+        CHECK(std::abs(count - n / 8) < 5 * std::sqrt(n / 8 * 7 / 8));
+    }
+    // Another key: uncorrelated with this one.
+    std::vector<float> other_re(cols);
+    std::vector<float> other_im(cols);
+    double keys = 0;
+    for (std::size_t j = 0; j < rows; ++j) {
+        lightloop::complex_normal_row(10, j, 0, cols, scale, other_re.data(), other_im.data());
+        for (std::size_t k = 0; k < cols; ++k) {
+            keys += static_cast<double>(other_re[k]) * re[j * cols + k];
+        }
+    }
+    CHECK(std::abs(keys / n) < 5 * (s2 / 2) / std::sqrt(n));
 }

@@ -69,6 +69,53 @@ std::pair<B, B> sincos_eighth_turn(B t) noexcept {
     return {sin_t, cos_t};
 }
 
+/// N standard normal pairs by Box-Muller: pair i from radius[i] (31
+/// random bits, below 2^31) and angle[i] (32 bits), as (r cos φ, r sin φ)
+/// into first[i] and second[i]. (radius + 1/2) 2^-31 is in (0, 1], so the
+/// logarithm is finite and r stays below 6.66 (pairs beyond, a probability
+/// of 2.3e-10, are missing). The angle is a quadrant q (two bits) plus θ
+/// uniform on [-π/4, π/4) (22 bits): φ = q π/2 + θ is uniform on the circle.
+/// sin θ and cos θ on that short interval are short polynomials, and the
+/// quadrant rotates (cos θ, sin θ) by swapping and negating: no general range
+/// reduction as in a library sincos. Each pair is computed alike whatever
+/// its position in a SIMD batch.
+template <std::size_t N>
+void box_muller(const std::uint32_t* radius, const std::uint32_t* angle, float* first,
+                float* second) noexcept {
+    using batch = xsimd::batch<float>;
+    using ibatch = xsimd::batch<std::int32_t, batch::arch_type>;
+    using ubatch = xsimd::batch<std::uint32_t, batch::arch_type>;
+    constexpr std::size_t width = batch::size;
+    static_assert(N % width == 0);
+    constexpr float quarter_turn = static_cast<float>(std::numbers::pi / 2);
+    const ubatch sign_bit(0x80000000U);
+    for (std::size_t i = 0; i < N; i += width) {
+        const auto hi = ibatch::load_unaligned(reinterpret_cast<const std::int32_t*>(radius + i));
+        const ubatch lo = ubatch::load_unaligned(angle + i);
+        const batch u =
+          xsimd::min((xsimd::to_float(hi) + batch(0.5f)) * batch(0x1.0p-31f), batch(1.0f));
+        const batch r = xsimd::sqrt(batch(-2.0f) * log_unit(u));
+        const auto fraction = xsimd::bitwise_cast<ibatch>((lo >> 8) & ubatch(0x3FFFFFU));
+        const batch t =
+          (xsimd::to_float(fraction) * batch(0x1.0p-22f) - batch(0.5f)) * batch(quarter_turn);
+        const auto [sin_t, cos_t] = sincos_eighth_turn(t);
+        // Rotation by q quarter turns: q = 1 gives (-sin, cos), q = 2
+        // (-cos, -sin), q = 3 (sin, -cos). Negation is the sign bit, exact
+        // as a product with -1 is.
+        const ubatch q = lo >> 30;
+        // FLT_MIN's bits for an odd quadrant, zero for an even one.
+        const auto odd = xsimd::bitwise_cast<batch>((q & ubatch(1U)) << 23) != batch(0.0f);
+        const batch a = xsimd::select(odd, sin_t, cos_t);
+        const batch b = xsimd::select(odd, cos_t, sin_t);
+        const ubatch first_negative = ((q + ubatch(1U)) << 30) & sign_bit; // q = 1, 2
+        const ubatch second_negative = (q << 30) & sign_bit;               // q = 2, 3
+        xsimd::bitwise_xor(r * a, xsimd::bitwise_cast<batch>(first_negative))
+          .store_unaligned(first + i);
+        xsimd::bitwise_xor(r * b, xsimd::bitwise_cast<batch>(second_negative))
+          .store_unaligned(second + i);
+    }
+}
+
 } // namespace detail
 
 class rng_lanes {
@@ -231,50 +278,18 @@ private:
         }
     }
 
-    /// Box-Muller pairs (r cos φ, r sin φ). The angle is a quadrant q (two
-    /// random bits) plus θ uniform on [-π/4, π/4) (22 bits): φ = q π/2 + θ is
-    /// uniform on the circle. sin θ and cos θ on that short interval are
-    /// short polynomials, and the quadrant rotates (cos θ, sin θ) by swapping
-    /// and negating: no general range reduction as in a library sincos.
+    /// Box-Muller pairs from the block's words: the top 31 bits of each give
+    /// the radius, the low 32 the angle (detail::box_muller).
     void normal_block(float* out) noexcept {
-        // Half the block's words give radii, half give angles.
         alignas(64) std::uint64_t bits[block / 2];
         next(bits, block / 2 / lanes);
-        alignas(64) float radius_u[block / 2];
-        alignas(64) float theta[block / 2];
-        alignas(64) float swap[block / 2];        // 1: odd quadrant
-        alignas(64) float first_sign[block / 2];  // ±1
-        alignas(64) float second_sign[block / 2]; // ±1
-        constexpr float quarter_turn = static_cast<float>(std::numbers::pi / 2);
+        alignas(64) std::uint32_t radius[block / 2];
+        alignas(64) std::uint32_t angle[block / 2];
         for (std::size_t i = 0; i < block / 2; ++i) {
-            const auto hi = static_cast<std::int32_t>(bits[i] >> 33);
-            const auto lo = static_cast<std::uint32_t>(bits[i]);
-            // (hi + 1/2) 2^-31 is in (0, 1]: the logarithm is finite.
-            radius_u[i] = (static_cast<float>(hi) + 0.5f) * 0x1.0p-31f;
-            const std::uint32_t q = lo >> 30;
-            swap[i] = static_cast<float>(q & 1U);
-            first_sign[i] = q == 1 || q == 2 ? -1.0f : 1.0f;
-            second_sign[i] = q >= 2 ? -1.0f : 1.0f;
-            const auto fraction = static_cast<std::int32_t>((lo >> 8) & 0x3FFFFF);
-            theta[i] = (static_cast<float>(fraction) * 0x1.0p-22f - 0.5f) * quarter_turn;
+            radius[i] = static_cast<std::uint32_t>(bits[i] >> 33);
+            angle[i] = static_cast<std::uint32_t>(bits[i]);
         }
-        using batch = xsimd::batch<float>;
-        constexpr std::size_t width = batch::size;
-        static_assert((block / 2) % width == 0);
-        for (std::size_t i = 0; i < block / 2; i += width) {
-            const batch u = xsimd::min(batch::load_aligned(radius_u + i), batch(1.0f));
-            const batch r = xsimd::sqrt(batch(-2.0f) * detail::log_unit(u));
-            const batch t = batch::load_aligned(theta + i);
-            const auto [sin_t, cos_t] = detail::sincos_eighth_turn(t);
-            // Rotation by q quarter turns: q = 1 gives (-sin, cos), q = 2
-            // (-cos, -sin), q = 3 (sin, -cos).
-            const auto odd = batch::load_aligned(swap + i) != batch(0.0f);
-            const batch first = xsimd::select(odd, sin_t, cos_t);
-            const batch second = xsimd::select(odd, cos_t, sin_t);
-            (r * batch::load_aligned(first_sign + i) * first).store_unaligned(out + i);
-            (r * batch::load_aligned(second_sign + i) * second)
-              .store_unaligned(out + block / 2 + i);
-        }
+        detail::box_muller<block / 2>(radius, angle, out, out + block / 2);
     }
 
     alignas(64) std::uint64_t s0_[lanes]{};
