@@ -1,6 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <bit>
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "support/helpers.hpp"
 
@@ -30,14 +34,31 @@ std::vector<double> decode(const Encoder& enc, const std::vector<double>& x,
     return out;
 }
 
+/// Re R and Im R (out x in, in double) of any medium, read off its field:
+/// frame k lights micromirror k alone, so row k of the field is column k of R
+/// (exact: the other terms are zero products).
+template <class Medium>
+std::pair<matrix<double>, matrix<double>> medium_matrices(Medium& medium) {
+    const std::size_t in = medium.inputs();
+    const std::size_t out = medium.outputs();
+    auto identity = matrix<double>::from_shape({in, in});
+    std::fill(identity.begin(), identity.end(), 0.0);
+    for (std::size_t k = 0; k < in; ++k) {
+        identity(k, k) = 1.0;
+    }
+    auto columns_re = matrix<double>::from_shape({in, out});
+    auto columns_im = matrix<double>::from_shape({in, out});
+    medium.template prepare<double>();
+    medium.field(identity.data(), in, columns_re.data(), columns_im.data());
+    return {lightloop::testing::transposed(columns_re), lightloop::testing::transposed(columns_im)};
+}
+
 /// M = 2 Re(r̄ ⊙ R) times the readout's normalisation, formed entry by entry
 /// from the device's medium and reference: the matrix the holographic readout
 /// must apply.
 template <class Device>
 matrix<double> holographic_matrix(Device& device) {
-    auto& medium = device.medium();
-    const auto& re = medium.template real<double>();
-    const auto& im = medium.template imag<double>();
+    const auto [re, im] = medium_matrices(device.medium());
     const auto& r_re = device.readout().reference_real();
     const auto& r_im = device.readout().reference_imag();
     auto m = matrix<double>::from_shape({re.shape(0), re.shape(1)});
@@ -49,6 +70,17 @@ matrix<double> holographic_matrix(Device& device) {
         }
     }
     return m;
+}
+
+/// Binary frames (each micromirror on with probability `density`).
+template <class T>
+matrix<T> binary_frames(std::size_t n, std::size_t in, double density, std::uint64_t seed) {
+    auto x = matrix<T>::from_shape({n, in});
+    rng gen(seed);
+    for (auto& v : x) {
+        v = gen.uniform() < density ? T(1) : T(0);
+    }
+    return x;
 }
 
 /// A batch whose rows are already ternary multiples (c_r * {-1, 0, 1}), so the
@@ -166,11 +198,14 @@ TEST_CASE("the transmission matrix is complex Gaussian, seeded, and gives E = R 
 }
 
 TEMPLATE_TEST_CASE("holographic readout with an ideal camera is x M^T with M = 2 Re(r̄ ⊙ R)",
-                   "[projection][optical][holographic]", off_axis_reference, dmd_reference) {
-    // Relative error of the projection against x M^T, in scalar type T.
-    auto relative_error = [](auto zero) {
+                   "[projection][optical][holographic]", transmission_matrix, matrix_free_medium,
+                   structured_medium) {
+    // Relative error of the projection against x M^T, in scalar type T, for
+    // each reference.
+    auto relative_error = [](auto zero, auto reference) {
         using T = decltype(zero);
-        optical<holographic_readout<TestType>, ideal_camera> device;
+        optical<holographic_readout<decltype(reference)>, ideal_camera, ternary_encoder, TestType>
+          device;
         device.configure(12, 300, 41);
         const auto x = ternary_batch<T>(7, 12, 3);
         auto y = matrix<T>::from_shape({7, 300});
@@ -183,8 +218,346 @@ TEMPLATE_TEST_CASE("holographic readout with an ideal camera is x M^T with M = 2
     // |E + r|^2 - |r|^2 - |E|^2 cancels terms of size |r|^2 ~ σ² in, about 10
     // times the linear term here: double rounding leaves ~1e-15 of them; float
     // (eps 6e-8) with float GEMMs stays under 1e-4 of the output's scale.
-    CHECK(relative_error(0.0) < 1e-11);
-    CHECK(relative_error(0.0f) < 1e-4);
+    CHECK(relative_error(0.0, off_axis_reference{}) < 1e-11);
+    CHECK(relative_error(0.0f, off_axis_reference{}) < 1e-4);
+    CHECK(relative_error(0.0, dmd_reference{}) < 1e-11);
+    CHECK(relative_error(0.0f, dmd_reference{}) < 1e-4);
+}
+
+TEST_CASE("a drifting medium keeps its variance and decorrelates as sqrt(keep) per step",
+          "[projection][optical][drift]") {
+    // R <- sqrt(keep) R + sqrt(1 - keep) N: E|R|^2 stays σ², and the
+    // correlation with the start is the product of sqrt(keep) over the steps
+    // (the AR(1) model for any split of the frames).
+    constexpr std::size_t out = 300;
+    constexpr std::size_t in = 40; // the direct path's cache (in <= 64) must follow
+    const double variance = 2.0;
+    transmission_matrix medium(out, in, 5, variance);
+    const matrix<double> start_re = medium.real<double>();
+    const matrix<double> start_im = medium.imag<double>();
+    medium.drift(0.8, 0);
+    medium.drift(0.8, 1); // 0.64 in two steps: correlation 0.8
+    const auto& re = medium.real<double>();
+    const auto& im = medium.imag<double>();
+    double power = 0.0;
+    double correlation = 0.0;
+    for (std::size_t i = 0; i < re.size(); ++i) {
+        power += re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
+        correlation += re.data()[i] * start_re.data()[i] + im.data()[i] * start_im.data()[i];
+    }
+    const double n = static_cast<double>(re.size());
+    // s.e.: |R|^2 ~ σ² Exp(1), sqrt(1/n) relative; the correlation estimate
+    // has variance (1 + ρ²)/(2n) or less: 1/sqrt(n) bounds its s.e.
+    CHECK(std::abs(power / n / variance - 1.0) < 5 / std::sqrt(n));
+    CHECK(std::abs(correlation / n / variance - 0.8) < 5 / std::sqrt(n));
+    // The field uses the drifted R, through the direct path's cache.
+    const auto x = binary_frames<double>(4, in, 0.5, 3);
+    auto e_re = matrix<double>::from_shape({4, out});
+    auto e_im = matrix<double>::from_shape({4, out});
+    medium.prepare<double>();
+    medium.field(x.data(), 4, e_re.data(), e_im.data());
+    CHECK(lightloop::testing::max_abs_diff(e_re, lightloop::testing::naive_product(
+                                                   x, false, medium.real<double>(), true)) < 1e-12);
+    // Another step seed, another innovation; the same seed, the same one.
+    transmission_matrix a(out, in, 5, variance);
+    transmission_matrix b(out, in, 5, variance);
+    transmission_matrix c(out, in, 5, variance);
+    a.drift(0.5, 3);
+    b.drift(0.5, 3);
+    c.drift(0.5, 4);
+    CHECK(lightloop::testing::identical(a.real<float>(), b.real<float>()));
+    CHECK_FALSE(lightloop::testing::identical(a.real<float>(), c.real<float>()));
+}
+
+TEST_CASE("a drifting DMD reference needs recalibration, and its frames are counted",
+          "[projection][optical][drift]") {
+    // With an ideal camera, a recalibrated device projects exactly through
+    // the drifted medium and reference, x M(t)^T; one whose |r|^2 was
+    // measured before the drift is off by the change in |r|^2 on every
+    // frame. The ternary encoder's y(e₊) - y(e₋) cancels such an offset when
+    // a vector has both signs, so the inputs here are non-negative (e₋ empty).
+    using device_type = optical<holographic_readout<dmd_reference>, ideal_camera>;
+    auto x = ternary_batch<double>(6, 12, 4);
+    for (auto& v : x) {
+        v = std::abs(v);
+    }
+    auto run = [&](std::uint64_t recalibrate_every) {
+        device_type device(holographic_readout<dmd_reference>{}, ideal_camera{}, ternary_encoder{},
+                           {.drift = 0.02, .recalibrate_every = recalibrate_every});
+        device.configure(12, 200, 8);
+        auto y = matrix<double>::from_shape({6, 200});
+        device.project(x, y); // calibrates, then drifts (and recalibrates)
+        const auto expected = // through the drifted medium and reference
+          lightloop::testing::naive_product(x, false, holographic_matrix(device), true);
+        device.project(x, y);
+        return std::tuple{lightloop::testing::max_abs_diff(y, expected) /
+                            lightloop::testing::max_abs(expected),
+                          device.statistics(), y};
+    };
+    const auto [recalibrated_error, recalibrated, y_recalibrated] = run(1);
+    const auto [stale_error, stale, y_stale] = run(0);
+    CHECK(recalibrated_error < 1e-11);
+    CHECK(stale_error > 1e-3);
+    // 16 exposures at the start, then after each of the two projections.
+    CHECK(recalibrated.calibration_frames == 3 * 16);
+    CHECK(stale.calibration_frames == 16);
+    CHECK(recalibrated.frames - recalibrated.calibration_frames ==
+          stale.frames - stale.calibration_frames);
+    // The drift is state: saved and loaded, the device continues as the
+    // original does.
+    using noisy_type = optical<holographic_readout<dmd_reference>, camera>;
+    noisy_type original(holographic_readout<dmd_reference>{}, camera{}, ternary_encoder{},
+                        {.drift = 0.02, .recalibrate_every = 30});
+    original.configure(12, 200, 8);
+    auto y = matrix<double>::from_shape({6, 200});
+    original.project(x, y);
+    original.project(x, y);
+    state_writer saved;
+    original.save_state(saved);
+    noisy_type resumed(holographic_readout<dmd_reference>{}, camera{}, ternary_encoder{},
+                       {.drift = 0.02, .recalibrate_every = 30});
+    resumed.configure(12, 200, 8);
+    state_reader reader(saved.bytes(), "test");
+    resumed.load_state(reader);
+    auto y_original = matrix<double>::from_shape({6, 200});
+    auto y_resumed = matrix<double>::from_shape({6, 200});
+    original.project(x, y_original);
+    resumed.project(x, y_resumed);
+    CHECK(lightloop::testing::identical(y_original, y_resumed));
+    CHECK(original.statistics().calibration_frames == resumed.statistics().calibration_frames);
+    // Only a stored medium drifts.
+    using free_device = optical<holographic_readout<>, camera, ternary_encoder, matrix_free_medium>;
+    CHECK_THROWS_AS(free_device(optical_settings{.drift = 0.01}), config_error);
+    CHECK_THROWS_AS(device_type(optical_settings{.drift = 1.0}), config_error);
+}
+
+TEST_CASE(
+  "the matrix-free medium regenerates the stored medium's entries bitwise and gives E = R x",
+  "[projection][optical][medium]") {
+    // Sizes that cut the tiles (64 rows, 512 columns) unevenly.
+    constexpr std::size_t out = 150;
+    constexpr std::size_t in = 1100;
+    for (const bool bf16 : {false, true}) {
+        transmission_matrix stored(out, in, 21, 2.5, bf16);
+        matrix_free_medium free(out, in, 21, 2.5, bf16);
+        auto check_entries = [&](auto zero) {
+            using T = decltype(zero);
+            std::vector<T> re(in);
+            std::vector<T> im(in);
+            bool same = true;
+            for (std::size_t j = 0; j < out; ++j) {
+                free.entries<T>(j, 0, in, re.data(), im.data());
+                same = same && std::equal(re.begin(), re.end(), &stored.real<T>()(j, 0)) &&
+                       std::equal(im.begin(), im.end(), &stored.imag<T>()(j, 0));
+            }
+            CHECK(same);
+        };
+        check_entries(0.0f);
+        check_entries(0.0);
+        // A double network's medium holds the float entries exactly.
+        CHECK(lightloop::testing::max_abs_diff(stored.real<double>(), stored.real<float>()) == 0.0);
+        if (bf16) {
+            for (const float v : stored.real<float>()) {
+                REQUIRE(v == lightloop::round_to_bf16(v));
+            }
+        }
+    }
+    // The products, against the stored R, in double and float, and on one
+    // and two threads: the same bits (each pixel is one thread's sums).
+    matrix_free_medium free(out, in, 21, 2.5);
+    transmission_matrix stored(out, in, 21, 2.5);
+    const auto x = binary_frames<double>(9, in, 0.4, 2);
+    const auto expected_re =
+      lightloop::testing::naive_product(x, false, stored.real<double>(), true);
+    const auto expected_im =
+      lightloop::testing::naive_product(x, false, stored.imag<double>(), true);
+    auto field_with = [&](auto zero, int threads) {
+        using T = decltype(zero);
+        lightloop::set_blas_threads(threads);
+        matrix<T> frames = x;
+        auto re = matrix<T>::from_shape({9, out});
+        auto im = matrix<T>::from_shape({9, out});
+        free.field(frames.data(), 9, re.data(), im.data());
+        lightloop::set_blas_threads(1);
+        return std::pair{re, im};
+    };
+    const auto [re, im] = field_with(0.0, 1);
+    CHECK(lightloop::testing::max_abs_diff(re, expected_re) < 1e-12);
+    CHECK(lightloop::testing::max_abs_diff(im, expected_im) < 1e-12);
+    const auto [re_f, im_f] = field_with(0.0f, 1);
+    // Sums of ~440 float entries of size 1.1: float rounding below 1e-4.
+    CHECK(lightloop::testing::max_abs_diff(re_f, expected_re) < 1e-4);
+    CHECK(lightloop::testing::max_abs_diff(im_f, expected_im) < 1e-4);
+    const auto [re_two, im_two] = field_with(0.0f, 2);
+    CHECK(lightloop::testing::identical(re_f, re_two));
+    CHECK(lightloop::testing::identical(im_f, im_two));
+    CHECK(lightloop::shared_team().size() == 1);
+}
+
+TEST_CASE("the Walsh-Hadamard transform multiplies by the Sylvester-Hadamard matrix",
+          "[projection][optical][medium]") {
+    // H_jk = (-1)^popcount(j & k); 8192 crosses the transform's cache block.
+    for (const std::size_t n : {1UL, 2UL, 8UL, 64UL, 8192UL}) {
+        const auto x = random_matrix<double>(1, n, n);
+        std::vector<double> h(x.begin(), x.end());
+        lightloop::detail::walsh_hadamard(h.data(), n);
+        double worst = 0.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            double expected = 0.0;
+            for (std::size_t k = 0; k < n; ++k) {
+                expected += (std::popcount(j & k) % 2 == 0 ? 1.0 : -1.0) * x(0, k);
+            }
+            worst = std::max(worst, std::abs(h[j] - expected));
+        }
+        CHECK(worst < 1e-10 * std::sqrt(static_cast<double>(n)));
+    }
+}
+
+TEST_CASE("the structured medium is a scaled unitary with the i.i.d. medium's entry statistics",
+          "[projection][optical][medium]") {
+    // in = out = n = 512: S S^H = σ² n I exactly (up to rounding), where an
+    // i.i.d. matrix's Gram matrix fluctuates; entries have E|S|^2 = σ²,
+    // E|S|^4 = 2 σ^4 (complex Gaussian), independent real and imaginary parts.
+    constexpr std::size_t n = 512;
+    const double variance = 2.5;
+    structured_medium medium(n, n, 17, variance);
+    REQUIRE(medium.size() == n);
+    const auto [re, im] = medium_matrices(medium);
+    double worst_gram = 0.0;
+    for (std::size_t j = 0; j < n; j += 7) {
+        for (std::size_t l = 0; l < n; ++l) {
+            double g_re = 0.0;
+            double g_im = 0.0;
+            for (std::size_t k = 0; k < n; ++k) { // row j times conj(row l)
+                g_re += re(j, k) * re(l, k) + im(j, k) * im(l, k);
+                g_im += im(j, k) * re(l, k) - re(j, k) * im(l, k);
+            }
+            const double expected = j == l ? variance * n : 0.0;
+            worst_gram = std::max({worst_gram, std::abs(g_re - expected), std::abs(g_im)});
+        }
+    }
+    CHECK(worst_gram < 1e-9 * variance * n);
+    double p2 = 0.0, p4 = 0.0, re2 = 0.0, cross = 0.0;
+    for (std::size_t i = 0; i < re.size(); ++i) {
+        const double p = re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
+        p2 += p;
+        p4 += p * p;
+        re2 += re.data()[i] * re.data()[i];
+        cross += re.data()[i] * im.data()[i];
+    }
+    const double count = static_cast<double>(re.size());
+    CHECK(std::abs(p2 / count / variance - 1.0) < 1e-9); // exact: unitary
+    // The i.i.d. s.e. of these statistics: sqrt(20 / count) for E|S|^4 / σ^4,
+    // sqrt(2 / count) for the real part's second moment, 1/sqrt(count) for
+    // the correlation.
+    CHECK(std::abs(p4 / count / (variance * variance) - 2.0) < 5 * std::sqrt(20.0 / count));
+    CHECK(std::abs(re2 / count / (variance / 2) - 1.0) < 5 * std::sqrt(2.0 / count));
+    CHECK(std::abs(cross / count / (variance / 2)) < 5 / std::sqrt(count));
+    // Seeded: another seed, another medium.
+    structured_medium other(n, n, 18, variance);
+    CHECK_FALSE(lightloop::testing::identical(re, medium_matrices(other).first));
+}
+
+TEST_CASE("structured and i.i.d. media give complex Gaussian projections and preserve distances",
+          "[projection][optical][medium]") {
+    // A frame with m micromirrors on gives E_j ~ CN(0, σ² m) through an
+    // i.i.d. medium. The structured medium's field of one frame over its
+    // pixels should have the same distribution: second and fourth moments of
+    // |E|^2, the kurtosis of Re E, and the tail P(|Re E| > 2 sd) = 0.0455.
+    constexpr std::size_t in = 3000;
+    constexpr std::size_t out = 4096;
+    const double variance = 1.0;
+    const auto frames = binary_frames<double>(8, in, 0.3, 12);
+    auto statistics = [&](auto medium) {
+        medium.template prepare<double>();
+        auto re = matrix<double>::from_shape({8, out});
+        auto im = matrix<double>::from_shape({8, out});
+        medium.field(frames.data(), 8, re.data(), im.data());
+        double p2 = 0.0, p4 = 0.0, r4 = 0.0, tail = 0.0;
+        for (std::size_t r = 0; r < 8; ++r) {
+            double on = 0.0;
+            for (std::size_t k = 0; k < in; ++k) {
+                on += frames(r, k);
+            }
+            const double power = variance * on;
+            for (std::size_t j = 0; j < out; ++j) {
+                const double a = re(r, j);
+                const double b = im(r, j);
+                const double p = (a * a + b * b) / power;
+                p2 += p;
+                p4 += p * p;
+                const double z = a / std::sqrt(power / 2);
+                r4 += z * z * z * z;
+                tail += std::abs(z) > 2.0 ? 1.0 : 0.0;
+            }
+        }
+        const double n = 8.0 * out;
+        return std::array<double, 4>{p2 / n, p4 / n, r4 / n, tail / n};
+    };
+    const double n = 8.0 * out;
+    for (const auto& [name, s] :
+         {std::pair{"iid", statistics(transmission_matrix(out, in, 3, variance))},
+          std::pair{"structured", statistics(structured_medium(out, in, 3, variance))}}) {
+        INFO(name);
+        // |E|^2 / power ~ Exp(1): mean 1 (s.e. 1/sqrt n), second moment 2
+        // (s.e. sqrt(20/n)); Re E / sd ~ N(0, 1): fourth moment 3 (s.e.
+        // sqrt(96/n)); the tail, binomial.
+        CHECK(std::abs(s[0] - 1.0) < 5 / std::sqrt(n));
+        CHECK(std::abs(s[1] - 2.0) < 5 * std::sqrt(20.0 / n));
+        CHECK(std::abs(s[2] - 3.0) < 5 * std::sqrt(96.0 / n));
+        CHECK(std::abs(s[3] - 0.0455) < 5 * std::sqrt(0.0455 * 0.9545 / n));
+    }
+    // Johnson-Lindenstrauss: for frames u, v, ||S(u - v)||^2 / (σ² out ||u - v||^2)
+    // is a mean of `out` Exp(1) variables for an i.i.d. medium: within
+    // 5 / sqrt(out) = 0.078 of 1 for every one of the 28 pairs (and tighter
+    // for the structured medium, whose rows are orthogonal).
+    auto distortion = [&](auto medium) {
+        medium.template prepare<double>();
+        auto re = matrix<double>::from_shape({8, out});
+        auto im = matrix<double>::from_shape({8, out});
+        medium.field(frames.data(), 8, re.data(), im.data());
+        double worst = 0.0;
+        for (std::size_t u = 0; u < 8; ++u) {
+            for (std::size_t v = u + 1; v < 8; ++v) {
+                double image = 0.0;
+                double distance = 0.0;
+                for (std::size_t j = 0; j < out; ++j) {
+                    const double a = re(u, j) - re(v, j);
+                    const double b = im(u, j) - im(v, j);
+                    image += a * a + b * b;
+                }
+                for (std::size_t k = 0; k < in; ++k) {
+                    distance += (frames(u, k) - frames(v, k)) * (frames(u, k) - frames(v, k));
+                }
+                worst = std::max(worst, std::abs(image / (variance * out * distance) - 1.0));
+            }
+        }
+        return worst;
+    };
+    CHECK(distortion(transmission_matrix(out, in, 4, variance)) < 5 / std::sqrt(double(out)));
+    CHECK(distortion(structured_medium(out, in, 4, variance)) < 5 / std::sqrt(double(out)));
+}
+
+TEST_CASE("an optical device with a matrix-free medium projects as the stored one does",
+          "[projection][optical][medium]") {
+    // Same seed, same R, same camera noise: the projections differ only by
+    // the field's summation order, far below the camera's quantisation step
+    // (which would flip a level only for a field within ~1e-7 of a step's edge).
+    const auto x = ternary_batch<float>(40, 30, 8);
+    auto project = [&](auto device) {
+        device.configure(30, 200, 13);
+        auto y = matrix<float>::from_shape({40, 200});
+        device.project(x, y); // calibrates
+        device.project(x, y);
+        return std::pair{y, device.statistics()};
+    };
+    const auto [stored, stored_stats] = project(optical<>{});
+    const auto [free, free_stats] = project(optical<holographic_readout<off_axis_reference>, camera,
+                                                    ternary_encoder, matrix_free_medium>{});
+    CHECK(lightloop::testing::max_abs_diff(stored, free) <
+          1e-5 * lightloop::testing::max_abs(stored));
+    CHECK(stored_stats.frames == free_stats.frames);
+    CHECK(stored_stats.pixels_read == free_stats.pixels_read);
 }
 
 TEST_CASE("the holographic matrix has uncorrelated entries of the predicted variance",
@@ -415,6 +788,99 @@ TEST_CASE("the camera draws exactly where the normal approximation would miss th
     }
 }
 
+TEST_CASE("the camera's fixed pattern: per-pixel gains, and dark signal growing with exposure",
+          "[projection][optical][camera]") {
+    // Noise off and a 20-bit ADC (one count is 0.95 electrons): what remains
+    // is the pattern. Pixel j reports g_j I + d_j, in electrons
+    // exposure (g_j I + d_j).
+    constexpr std::size_t pixels = 4000;
+    camera cam({.bits = 20,
+                .full_well = 1e6,
+                .read_noise = 0.0,
+                .shot_noise = false,
+                .exposure = 1000.0,
+                .prnu = 0.05,
+                .dark_current = 2.0,
+                .dsnu = 0.3});
+    cam.configure_sensor(pixels, 9);
+    const auto& gain = cam.pixel_gains();
+    const auto& dark = cam.pixel_dark_currents();
+    REQUIRE(gain.size() == pixels);
+    // The pattern's statistics: mean gain 1 with rms prnu; dark currents of
+    // mean dark_current and relative rms dsnu (5 standard errors).
+    const auto gains = lightloop::testing::moments_of(gain); // raw moments
+    const auto darks = lightloop::testing::moments_of(dark);
+    const double gain_sd = std::sqrt(gains.variance - gains.mean * gains.mean);
+    const double dark_sd = std::sqrt(darks.variance - darks.mean * darks.mean);
+    const double n = pixels;
+    CHECK(std::abs(gains.mean - 1.0) < 5 * 0.05 / std::sqrt(n));
+    CHECK(std::abs(gain_sd / 0.05 - 1.0) < 5 / std::sqrt(2 * n));
+    CHECK(std::abs(darks.mean / 2.0 - 1.0) < 5 * 0.3 / std::sqrt(n));
+    // (max(0, 1 + 0.3 z) clips a 4e-4 tail: no visible change to the rms.)
+    CHECK(std::abs(dark_sd / darks.mean / 0.3 - 1.0) < 5 / std::sqrt(2 * n));
+    // Two rows: dark (I = 0) and lit (I = 100).
+    std::vector<double> light(2 * pixels, 0.0);
+    std::fill(light.begin() + pixels, light.end(), 100.0);
+    std::vector<double> measured(2 * pixels);
+    auto electrons_per_unit = [&](double exposure) {
+        cam.set_exposure(exposure);
+        cam.expose(std::span<const double>(light), std::span<double>(measured));
+        return exposure;
+    };
+    const double step = cam.electrons_per_count(); // one ADC count, in electrons
+    double worst_dark = 0.0;
+    double worst_gain = 0.0;
+    for (const double exposure : {1000.0, 4000.0}) {
+        electrons_per_unit(exposure);
+        for (std::size_t j = 0; j < pixels; ++j) {
+            // Dark electrons exposure d_j: four times as many at four times
+            // the exposure, within half a count.
+            worst_dark =
+              std::max(worst_dark, std::abs(measured[j] * exposure - exposure * dark[j]) / step);
+            const double lit = (measured[pixels + j] - measured[j]) / 100.0;
+            worst_gain = std::max(worst_gain, std::abs(lit - gain[j]));
+        }
+    }
+    CHECK(worst_dark <= 0.5 + 1e-9);
+    CHECK(worst_gain < 2 * step / (1000.0 * 100.0));
+    // The pattern needs the sensor's width and whole rows.
+    std::vector<double> odd(pixels + 1, 1.0);
+    std::vector<double> odd_out(pixels + 1);
+    CHECK_THROWS_AS(cam.expose(std::span<const double>(odd), std::span<double>(odd_out)),
+                    config_error);
+    camera unsized({.exposure = 1.0, .prnu = 0.01});
+    CHECK_THROWS_AS(unsized.expose(std::span<const double>(light), std::span<double>(measured)),
+                    config_error);
+    CHECK_THROWS_AS(camera({.dsnu = -1.0}), config_error);
+    // The optical device gives its camera the sensor's width and a pattern
+    // drawn from its seed: a holographic projection through PRNU alone
+    // scales output j by g_j (the calibrated |r|^2 carries the same gain,
+    // so only the signal term is off), and the normalisation, set from the
+    // mean calibrated |r|^2, by the ratio of the two devices'.
+    optical<holographic_readout<off_axis_reference>, camera> device(
+      holographic_readout<off_axis_reference>{},
+      camera({.bits = 20, .full_well = 1e6, .read_noise = 0.0, .shot_noise = false, .prnu = 0.05}));
+    device.configure(12, 300, 41);
+    optical<holographic_readout<off_axis_reference>, ideal_camera> ideal;
+    ideal.configure(12, 300, 41);
+    const auto x = ternary_batch<double>(7, 12, 3);
+    auto y = matrix<double>::from_shape({7, 300});
+    auto y_ideal = matrix<double>::from_shape({7, 300});
+    device.project(x, y);
+    ideal.project(x, y_ideal);
+    const auto& g = device.camera_model().pixel_gains();
+    REQUIRE(g.size() == 300);
+    const double ratio = device.readout().normalisation() / ideal.readout().normalisation();
+    double worst = 0.0;
+    for (std::size_t r = 0; r < 7; ++r) {
+        for (std::size_t j = 0; j < 300; ++j) {
+            worst = std::max(worst, std::abs(y(r, j) - ratio * g[j] * y_ideal(r, j)));
+        }
+    }
+    // Quantisation of three exposures, against outputs of size ~1.
+    CHECK(worst / lightloop::testing::max_abs(y_ideal) < 1e-3);
+}
+
 TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",
           "[projection][optical][camera]") {
     camera cam;
@@ -595,15 +1061,16 @@ TEST_CASE("the optical device is a function of its seed, noise included", "[proj
     CHECK_FALSE(lightloop::testing::identical(run(3), run(4)));
 }
 
-TEST_CASE("an optical projection does not depend on the thread count",
-          "[projection][optical][parallel]") {
+TEMPLATE_TEST_CASE("an optical projection does not depend on the thread count",
+                   "[projection][optical][parallel]", transmission_matrix, matrix_free_medium,
+                   structured_medium) {
     // The camera noise of each block is seeded by the block, and blocks are
     // cut by the data, so 1 and 2 threads give the same bits.
     const auto x = ternary_batch<float>(100, 10, 21);
     auto project_with = [&](int threads) {
         lightloop::set_blas_threads(threads);
         REQUIRE(lightloop::shared_team().size() == static_cast<std::size_t>(threads));
-        optical<> device;
+        optical<holographic_readout<off_axis_reference>, camera, ternary_encoder, TestType> device;
         device.configure(10, 300, 5);
         auto y = matrix<float>::from_shape({100, 300});
         device.project(x, y); // calibrates
@@ -617,4 +1084,46 @@ TEST_CASE("an optical projection does not depend on the thread count",
     CHECK(one_stats.pixels_read == two_stats.pixels_read);
     CHECK(one_stats.pixels_saturated == two_stats.pixels_saturated);
     CHECK(lightloop::shared_team().size() == 1);
+}
+
+TEST_CASE("the training-time model counts each method's work and the OPU's frames",
+          "[projection][optical][time_model]") {
+    // 100-50-40-10 at batch 8, GEMMs at 1e9 FLOP/s, memory at 1e9 B/s, an
+    // OPU of 1000 frames/s with 30 pixels (the 90 hidden outputs need 3
+    // tiles).
+    const std::vector<std::size_t> widths{100, 50, 40, 10};
+    const cpu_rates cpu{1e9, 1e9, 4};
+    opu_device_model opu;
+    opu.frame_rate = 1000;
+    opu.pixels = 30;
+    opu.transfer_bytes_per_second = 1e6;
+    const double weights = 100 * 50 + 50 * 40 + 40 * 10; // 7400
+    const double units = 50 + 40 + 10;
+    const step_time bp = predict_step(widths, 8, step_method::backprop, cpu, opu);
+    const step_time dense = predict_step(widths, 8, step_method::dfa_cpu, cpu, opu);
+    const step_time opu_step = predict_step(widths, 8, step_method::dfa_opu, cpu, opu);
+    CHECK(bp.gradients == Approx(2 * 8 * weights / 1e9));
+    CHECK(bp.forward == Approx(2 * 8 * weights / 1e9 + 2 * 8 * units * 4 / 1e9));
+    CHECK(bp.signals == Approx(2 * 8 * (50 * 40 + 40 * 10) / 1e9)); // not the first layer
+    CHECK(dense.signals == Approx(2 * 8 * 10 * 90 / 1e9));          // e (8 x 10) into 90
+    CHECK(opu_step.signals == 0.0);
+    CHECK(opu_step.frames == 8 * 2 * 2 * 3); // samples x patterns x exposures x tiles
+    CHECK(opu_step.device == Approx(opu_step.frames / 1000.0));
+    // Transfer: 30 pixels per exposure at a byte each, then decoding.
+    CHECK(opu_step.transfer ==
+          Approx(opu_step.frames * 30 / 1e6 + (opu_step.frames * 30 * 4 + 2 * 8 * 90 * 4) / 1e9));
+    CHECK(bp.total() == Approx(bp.forward + bp.signals + bp.gradients + bp.elementwise));
+    // The crossover search: a free OPU (infinitely fast frames and transfer)
+    // beats CPU DFA at once; a 1-frame/s one never does.
+    opu_device_model fast;
+    fast.frame_rate = 1e30;
+    fast.transfer_bytes_per_second = 1e30;
+    CHECK(crossover_width(100, 2, 1000, 8, step_method::dfa_opu, step_method::dfa_cpu, cpu, fast) ==
+          16);
+    opu_device_model slow;
+    slow.frame_rate = 1;
+    CHECK(crossover_width(100, 2, 10, 8, step_method::dfa_opu, step_method::dfa_cpu, cpu, slow,
+                          1 << 12) == 0);
+    CHECK_THROWS_AS(predict_step({100}, 8, step_method::backprop, cpu), config_error);
+    CHECK_THROWS_AS(predict_step(widths, 0, step_method::backprop, cpu), config_error);
 }

@@ -167,7 +167,10 @@ TEST_CASE("the alignment probe leaves the optical device and the training run as
     CHECK(probed_stats.pixels_read == stats.pixels_read);
     CHECK(probed_history.epochs.back().device_frames == history.epochs.back().device_frames);
     REQUIRE(probed_history.epochs.back().alignment_mean.size() == 2);
-    CHECK(probed_history.epochs.back().alignment_mean[0] > 0.0); // the probe did run
+    // The probe did run: a measured cosine (after three short epochs its sign
+    // is not settled: it depends on the draw of the medium).
+    const double cosine = probed_history.epochs.back().alignment_mean[0];
+    CHECK((std::isfinite(cosine) && cosine != 0.0 && std::abs(cosine) <= 1.0));
 }
 
 TEST_CASE("fit refuses an alignment probe without a test set before it trains", "[train][fit]") {

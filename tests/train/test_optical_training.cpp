@@ -22,9 +22,10 @@ std::pair<double, Feedback> optical_train(Feedback feedback, std::uint64_t seed)
 // Same task, network, learning rate and seeds for every device (the optical
 // output is scaled to the dense device's normalisation, so one learning rate
 // serves all). Holographic DFA must stay within 3 points of dense DFA on the
-// mean of four seeds: ternarization and camera noise cost about 1.5 (measured,
-// seeds 7-10: dense 0.936/0.913/0.924/0.931, holographic 0.905/0.907/0.913/
-// 0.917; a single seed swings by 2). The intensity readout is a non-linear
+// mean of four seeds: ternarization and camera noise cost about 0.6 here
+// (measured, seeds 7-10: dense 0.935/0.913/0.924/0.931, holographic 0.930/
+// 0.911/0.923/0.924; a single seed swings by 2, and with the medium drawn
+// by the earlier sequential generator the cost was 1.5). The intensity readout is a non-linear
 // projection; it only has to beat the linear classifier (~0.6) by a clear
 // margin (measured 0.92-0.93).
 TEST_CASE("DFA through the optical devices trains like DFA through the dense device",
@@ -60,4 +61,26 @@ TEST_CASE("DRTP trains through the optical device", "[train][optical]") {
     const double acc = optical_train(drtp<optical<>>{}, 7).first;
     CAPTURE(acc);
     CHECK(acc > 0.70); // DRTP's dense floor (test_training.cpp)
+}
+
+// The structured medium (Hadamard transforms and random phases, not i.i.d.)
+// must train as the i.i.d. medium does: holographic DFA within 0.5 points on
+// the mean of eight seeds (measured, seeds 7-14: i.i.d. 0.9190, structured
+// 0.9189; single seeds differ by up to 1.6 points either way).
+TEST_CASE("holographic DFA through the structured medium trains as through the i.i.d. medium",
+          "[train][optical]") {
+    using structured_opu =
+      optical<holographic_readout<off_axis_reference>, camera, ternary_encoder, structured_medium>;
+    double iid_mean = 0;
+    double structured_mean = 0;
+    for (std::uint64_t seed = 7; seed < 15; ++seed) {
+        const double iid = optical_train(dfa<optical<>>{}, seed).first;
+        const double structured = optical_train(dfa<structured_opu>{}, seed).first;
+        CAPTURE(seed, iid, structured);
+        CHECK(structured > 0.9); // each seed trains
+        iid_mean += iid / 8;
+        structured_mean += structured / 8;
+    }
+    CAPTURE(iid_mean, structured_mean);
+    CHECK(std::abs(structured_mean - iid_mean) < 0.005);
 }

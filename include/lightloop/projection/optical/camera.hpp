@@ -8,8 +8,21 @@
 // electrons per count, adds the black level dark_offset, rounds, and clips to
 // [0, 2^bits - 1]. A pixel at the top count is saturated. The reported
 // intensity inverts the known gain and offset: (counts - dark_offset) *
-// electrons_per_count / exposure. Dark current and pixel non-uniformity are
-// not modelled.
+// electrons_per_count / exposure.
+//
+// Fixed-pattern imperfections, each off by default: the sensor's pixels are
+// not alike. With `prnu` (photo-response non-uniformity) pixel j converts
+// light with gain g_j = max(0, 1 + prnu z_j); with `dark_current` it collects
+// exposure * d_j dark electrons, d_j = dark_current max(0, 1 + dsnu z'_j)
+// (dark-signal non-uniformity): dark current accumulates over the exposure
+// time, to which the exposure (electrons per intensity unit) is
+// proportional, so the dark signal grows with it. z and z' are i.i.d. N(0, 1)
+// from the sensor's seed: one pattern per device, fixed over its life. Dark
+// electrons have shot noise like the photo-electrons. The reported intensity
+// corrects neither (a camera that corrected them would need flat and dark
+// frames). The pattern needs the sensor's width: configure_sensor(pixels,
+// seed), which the optical device calls; exposures are then whole rows of
+// `pixels`.
 //
 // Calibration: before the first exposure the device shows the camera a batch
 // of realistic intensities; calibrate() sets the exposure so that their
@@ -60,7 +73,10 @@ struct camera_settings {
     bool shot_noise = true;     ///< Poisson photo-electron statistics
     double headroom = 0.8;      ///< calibration target, fraction of full well
     double calibration_quantile = 0.999;
-    double exposure = 0.0; ///< electrons per intensity unit; 0: set by calibrate()
+    double exposure = 0.0;     ///< electrons per intensity unit; 0: set by calibrate()
+    double prnu = 0.0;         ///< rms of the pixels' gains around 1 (fixed pattern)
+    double dark_current = 0.0; ///< mean dark electrons per pixel per unit of exposure
+    double dsnu = 0.0;         ///< rms of the pixels' dark currents around the mean, relative
 };
 
 class camera {
@@ -79,7 +95,41 @@ public:
         require(s.calibration_quantile > 0.0 && s.calibration_quantile <= 1.0,
                 "calibration_quantile", s.calibration_quantile, "in (0, 1]");
         require(s.exposure >= 0.0, "exposure", s.exposure, ">= 0");
+        require(s.prnu >= 0.0 && std::isfinite(s.prnu), "prnu", s.prnu, ">= 0");
+        require(s.dark_current >= 0.0 && std::isfinite(s.dark_current), "dark_current",
+                s.dark_current, ">= 0");
+        require(s.dsnu >= 0.0 && std::isfinite(s.dsnu), "dsnu", s.dsnu, ">= 0");
     }
+
+    /// Whether the pixels differ (prnu or dark current set).
+    bool has_fixed_pattern() const noexcept {
+        return settings_.prnu > 0.0 || settings_.dark_current > 0.0;
+    }
+
+    /// Draws the fixed pattern of a sensor `pixels` wide from `seed` (see the
+    /// file comment); with neither prnu nor dark current there is none.
+    void configure_sensor(std::size_t pixels, std::uint64_t seed) {
+        pixels_ = pixels;
+        gain_.clear();
+        dark_.clear();
+        if (!has_fixed_pattern()) {
+            return;
+        }
+        rng gen(seed);
+        gain_.resize(pixels);
+        dark_.resize(pixels);
+        for (std::size_t j = 0; j < pixels; ++j) {
+            gain_[j] = std::max(0.0, 1.0 + settings_.prnu * gen.normal());
+        }
+        for (std::size_t j = 0; j < pixels; ++j) {
+            dark_[j] = settings_.dark_current * std::max(0.0, 1.0 + settings_.dsnu * gen.normal());
+        }
+    }
+
+    /// The pixels' gains and dark currents (electrons per unit of exposure);
+    /// empty without a fixed pattern.
+    const std::vector<double>& pixel_gains() const noexcept { return gain_; }
+    const std::vector<double>& pixel_dark_currents() const noexcept { return dark_; }
 
     void reseed(std::uint64_t seed) { gen_.reseed(seed); }
 
@@ -87,11 +137,17 @@ public:
     /// checkpoint signatures.
     std::string describe() const {
         const auto& s = settings_;
-        return "camera bits=" + std::to_string(s.bits) +
-               " full_well=" + std::to_string(s.full_well) +
-               " read_noise=" + std::to_string(s.read_noise) +
-               " dark_offset=" + std::to_string(s.dark_offset) +
-               " shot_noise=" + std::to_string(s.shot_noise);
+        std::string text = "camera bits=" + std::to_string(s.bits) +
+                           " full_well=" + std::to_string(s.full_well) +
+                           " read_noise=" + std::to_string(s.read_noise) +
+                           " dark_offset=" + std::to_string(s.dark_offset) +
+                           " shot_noise=" + std::to_string(s.shot_noise);
+        if (has_fixed_pattern()) {
+            text += " prnu=" + std::to_string(s.prnu) +
+                    " dark_current=" + std::to_string(s.dark_current) +
+                    " dsnu=" + std::to_string(s.dsnu);
+        }
+        return text;
     }
 
     bool calibrated() const noexcept { return settings_.exposure > 0.0; }
@@ -138,10 +194,34 @@ public:
                                "-bit ADC needs double pixels (float holds counts exactly up "
                                "to 22 bits)");
         }
-        work_.template get<T>().resize();
-        for (std::size_t i = 0; i < intensity.size(); i += chunk) {
-            const std::size_t n = std::min(chunk, intensity.size() - i);
-            expose_chunk(intensity.data() + i, measured.data() + i, n);
+        auto& w = work_.template get<T>();
+        w.resize();
+        if (!has_fixed_pattern()) {
+            for (std::size_t i = 0; i < intensity.size(); i += chunk) {
+                const std::size_t n = std::min(chunk, intensity.size() - i);
+                expose_chunk(intensity.data() + i, measured.data() + i, n, false);
+            }
+        } else {
+            if (pixels_ == 0 || gain_.size() != pixels_ || intensity.size() % pixels_ != 0) {
+                throw config_error(
+                  "lightloop::camera: with prnu or dark current, configure_sensor(pixels, seed) "
+                  "first and expose whole rows (" +
+                  std::to_string(intensity.size()) + " values, sensor " + std::to_string(pixels_) +
+                  " pixels wide)");
+            }
+            // Each row pixel by pixel: the chunk's gains and dark signals
+            // (electrons per unit of exposure) go where the chunk's
+            // intensities are read.
+            for (std::size_t row = 0; row < intensity.size(); row += pixels_) {
+                for (std::size_t j = 0; j < pixels_; j += chunk) {
+                    const std::size_t n = std::min(chunk, pixels_ - j);
+                    for (std::size_t i = 0; i < n; ++i) {
+                        w.gain[i] = static_cast<T>(gain_[j + i]);
+                        w.dark[i] = static_cast<T>(dark_[j + i]);
+                    }
+                    expose_chunk(intensity.data() + row + j, measured.data() + row + j, n, true);
+                }
+            }
         }
         pixels_read_ += intensity.size();
     }
@@ -213,8 +293,12 @@ private:
         std::vector<double> dim_mean;
         std::vector<double> dim_count;
         std::vector<double> uniform;
+        std::vector<T> gain; // the chunk's pixel gains and dark signals (fixed pattern)
+        std::vector<T> dark;
         void resize() {
             if (normal.size() != chunk) {
+                gain.resize(chunk);
+                dark.resize(chunk);
                 normal.resize(chunk);
                 normal_t.resize(std::is_same_v<T, float> ? 0 : chunk);
                 mean.resize(chunk);
@@ -227,9 +311,10 @@ private:
         }
     };
 
-    /// Exposes n <= chunk pixels, in T with xsimd batches.
+    /// Exposes n <= chunk pixels, in T with xsimd batches; with `pattern`,
+    /// through the workspace's gains and dark signals.
     template <class T>
-    void expose_chunk(const T* intensity, T* measured, std::size_t n) {
+    void expose_chunk(const T* intensity, T* measured, std::size_t n, bool pattern) {
         using batch = xsimd::batch<T>;
         constexpr std::size_t width = batch::size;
         auto& w = work_.template get<T>();
@@ -259,8 +344,15 @@ private:
         const batch zero(T(0));
         const bool exact_possible = exact_draws_possible();
         auto dim_seen = zero > zero;
+        const T* gain = w.gain.data();
+        const T* dark = w.dark.data();
         for (std::size_t i = 0; i < padded; i += width) {
-            const batch m = xsimd::max(exposure * load_padded<batch>(intensity, i, n), zero);
+            batch light = load_padded<batch>(intensity, i, n);
+            if (pattern) { // gain g_j, and d_j dark electrons per unit of exposure
+                light = xsimd::fma(load_padded<batch>(gain, i, n), xsimd::max(light, zero),
+                                   load_padded<batch>(dark, i, n));
+            }
+            const batch m = xsimd::max(exposure * light, zero);
             m.store_unaligned(mean + i);
             if (exact_possible) {
                 dim_seen = dim_seen || needs_exact(m, read_var);
@@ -358,6 +450,9 @@ private:
     }
 
     camera_settings settings_;
+    std::size_t pixels_ = 0;   // the sensor's width (configure_sensor)
+    std::vector<double> gain_; // the fixed pattern: per-pixel gain
+    std::vector<double> dark_; // and dark electrons per unit of exposure
     rng_lanes gen_{0};
     detail::per_scalar<workspace> work_;
     std::vector<double> scratch_;

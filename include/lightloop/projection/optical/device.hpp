@@ -1,12 +1,13 @@
 #pragma once
-// optical<Readout, Camera, Encoder>: a simulated optical processing unit as a
-// projection device, so dfa<optical<...>> and drtp<optical<...>> train
-// through it.
+// optical<Readout, Camera, Encoder, Medium>: a simulated optical processing
+// unit as a projection device, so dfa<optical<...>> and drtp<optical<...>>
+// train through it.
 //
 // One projection of a batch x (n x in):
 //   1. the encoder turns each row into F binary frames and weights;
 //      all-zero frames are skipped (nothing to display);
-//   2. the medium gives the field E = R x of every frame (two real GEMMs);
+//   2. the medium gives the field E = R x of every frame (optical/medium.hpp:
+//      stored, or regenerated inside the product);
 //   3. the readout exposes the camera (exposures_per_frame per frame) and
 //      decodes one row per frame;
 //   4. row r of y is the weighted sum of its frames' rows, then the readout's
@@ -43,6 +44,7 @@
 #include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/camera.hpp"
 #include "lightloop/projection/optical/encoder.hpp"
+#include "lightloop/projection/optical/medium.hpp"
 #include "lightloop/projection/optical/readout.hpp"
 #include "lightloop/projection/optical/transmission_matrix.hpp"
 
@@ -59,6 +61,13 @@ struct optical_settings {
     /// Round the medium's entries to bf16 (transmission_matrix.hpp): the
     /// frames are binary, so the field is otherwise exact.
     bool bf16_medium = false;
+    /// ε, the medium's drift per frame: R(t+1) = √(1-ε) R(t) + √ε N(t)
+    /// (0: a stable medium). Applied between projections, for the frames each
+    /// took; a reference through the medium (dmd_reference) drifts with it.
+    double drift = 0.0;
+    /// Measure the holographic reference's |r|^2 again every this many
+    /// frames (0: only once, at the start); its exposures are counted.
+    std::uint64_t recalibrate_every = 0;
 };
 
 struct optical_statistics {
@@ -93,13 +102,14 @@ struct optical_statistics {
 };
 
 template <class Readout = holographic_readout<off_axis_reference>, class Camera = camera,
-          class Encoder = ternary_encoder>
-requires camera_model<Camera> && optical_encoder<Encoder>
+          class Encoder = ternary_encoder, class Medium = transmission_matrix>
+requires camera_model<Camera> && optical_encoder<Encoder> && scattering_medium<Medium>
 class optical {
 public:
     using readout_type = Readout;
     using camera_type = Camera;
     using encoder_type = Encoder;
+    using medium_type = Medium;
 
     optical() = default;
     explicit optical(Readout readout, Camera cam = {}, Encoder encoder = {},
@@ -120,9 +130,11 @@ public:
     void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
         in_ = in;
         out_ = out;
-        medium_ = transmission_matrix(out, in, derive_seed(seed, 0), settings_.variance,
-                                      settings_.bf16_medium);
+        medium_ = Medium(out, in, derive_seed(seed, 0), settings_.variance, settings_.bf16_medium);
         readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
+        if constexpr (requires { camera_.configure_sensor(out, seed); }) {
+            camera_.configure_sensor(out, derive_seed(seed, 4)); // its fixed pattern, if any
+        }
         camera_seed_ = derive_seed(seed, 2);
         base_noise_seed_ = derive_seed(seed, 3);
         apply_noise_stream();
@@ -131,6 +143,9 @@ public:
         }
         next_block_ = 0;
         extra_pixels_read_ = extra_pixels_saturated_ = 0;
+        drift_seed_ = derive_seed(seed, 5);
+        drift_steps_ = 0;
+        frames_since_calibration_ = 0;
         calibrated_ = false;
         stats_ = optical_statistics{};
         stats_.frame_rate = settings_.frame_rate;
@@ -149,7 +164,12 @@ public:
     /// Everything that fixes the device but the seed (the network's).
     std::string describe() const {
         return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
-               describe_object(encoder_) + "] variance=" + std::to_string(settings_.variance);
+               describe_object(encoder_) + "] medium=" + Medium::name +
+               " variance=" + std::to_string(settings_.variance) +
+               (settings_.drift > 0.0 || settings_.recalibrate_every > 0
+                  ? " drift=" + std::to_string(settings_.drift) +
+                      " recalibrate_every=" + std::to_string(settings_.recalibrate_every)
+                  : std::string());
     }
 
     /// Calibration, statistics and the noise counter: with them a resumed
@@ -172,6 +192,17 @@ public:
         }
         out.f64(s.signal_energy);
         out.f64(s.noise_energy);
+        if (settings_.drift > 0.0 || settings_.recalibrate_every > 0) {
+            // A drifted medium and reference are state, no longer the seed's.
+            out.u64(drift_steps_);
+            out.u64(frames_since_calibration_);
+            if constexpr (drifting_medium) {
+                medium_.save_state(out);
+            }
+            if constexpr (requires { readout_.save_reference(out); }) {
+                readout_.save_reference(out);
+            }
+        }
     }
 
     /// Reads the whole state, then applies it.
@@ -189,6 +220,19 @@ public:
         }
         const double signal = in.f64("optical statistics");
         const double noise = in.f64("optical statistics");
+        std::uint64_t drift_steps = 0;
+        std::uint64_t since_calibration = 0;
+        Medium medium = medium_;
+        if (settings_.drift > 0.0 || settings_.recalibrate_every > 0) {
+            drift_steps = in.u64("optical drift steps");
+            since_calibration = in.u64("optical frames since calibration");
+            if constexpr (drifting_medium) {
+                medium.load_state(in);
+            }
+            if constexpr (requires { readout.load_reference(in); }) {
+                readout.load_reference(in);
+            }
+        }
         if (calibrated) {
             if constexpr (requires { camera_.set_exposure(exposure); }) {
                 if (!(exposure > 0.0) || !std::isfinite(exposure)) {
@@ -198,6 +242,9 @@ public:
             }
         }
         readout_ = std::move(readout);
+        medium_ = std::move(medium);
+        drift_steps_ = drift_steps;
+        frames_since_calibration_ = since_calibration;
         calibrated_ = calibrated;
         if constexpr (requires { camera_.reset_counts(); }) {
             camera_.reset_counts();
@@ -226,6 +273,7 @@ public:
                               std::to_string(y.shape(0)) + "x" + std::to_string(y.shape(1)));
         }
         auto& buf = buffers_.template get<T>();
+        const std::uint64_t frames_before = stats_.frames;
         const std::size_t active = encode(x, buf);
         std::fill(y.begin(), y.end(), T(0));
         if (settings_.track_snr) {
@@ -238,6 +286,11 @@ public:
         if (active > 0) {
             medium_.template prepare<T>(); // materialised before the threads read it
             plan_blocks(buf, active);
+            if constexpr (Medium::field_per_batch) { // every frame's field in one product
+                ensure_shape(buf.field_re, active, out_);
+                ensure_shape(buf.field_im, active, out_);
+                medium_.field(buf.frames.data(), active, buf.field_re.data(), buf.field_im.data());
+            }
             const std::size_t blocks = buf.block_start.size() - 1;
             thread_team& team = shared_team();
             ensure_slots(buf, team.size());
@@ -269,6 +322,7 @@ public:
         stats_.projections += n;
         stats_.patterns += active;
         stats_.frames += active * Readout::exposures_per_frame;
+        after_projection<T>(stats_.frames - frames_before);
     }
 
     /// Counters since configure(), with the camera's pixel counts.
@@ -279,7 +333,7 @@ public:
         return s;
     }
 
-    transmission_matrix& medium() noexcept { return medium_; }
+    Medium& medium() noexcept { return medium_; }
     Readout& readout() noexcept { return readout_; }
     const Readout& readout() const noexcept { return readout_; }
     Camera& camera_model() noexcept { return camera_; }
@@ -303,9 +357,11 @@ private:
 
     template <class T>
     struct workspace {
-        matrix<T> frames;            // (n F x in), the first `active` rows hold non-empty frames
-        matrix<T> ideal;             // (n x out), with track_snr
-        std::vector<double> weights; // (n F)
+        matrix<T> frames;   // (n F x in), the first `active` rows hold non-empty frames
+        matrix<T> ideal;    // (n x out), with track_snr
+        matrix<T> field_re; // (active x out): the field, for a field_per_batch medium
+        matrix<T> field_im;
+        std::vector<double> weights;          // (n F)
         std::vector<double> encoded_norm2;    // (n): ||x̂_r||^2 of the decoded input
         std::vector<std::size_t> owner;       // active frame -> sample * F + frame
         std::vector<std::size_t> block_start; // first active frame of each block, then `active`
@@ -315,6 +371,52 @@ private:
     void check_settings() const {
         if (!(settings_.variance > 0.0) || !(settings_.frame_rate > 0.0)) {
             throw config_error("lightloop::optical: variance and frame_rate must be positive");
+        }
+        if (!(settings_.drift >= 0.0 && settings_.drift < 1.0)) {
+            throw config_error("lightloop::optical: drift must be in [0, 1), got " +
+                               std::to_string(settings_.drift));
+        }
+        if constexpr (!drifting_medium) {
+            if (settings_.drift > 0.0) {
+                throw config_error(std::string("lightloop::optical: the ") + Medium::name +
+                                   " medium cannot drift (only a stored one can)");
+            }
+        }
+    }
+
+    static constexpr std::uint64_t recalibration_stream = 1ULL << 63;
+
+    static constexpr bool drifting_medium = requires(Medium m, double keep, std::uint64_t step) {
+        m.drift(keep, step);
+    };
+
+    /// After a projection that took `frames` frames: the medium (and a
+    /// reference through it) drifts for them, and the reference's |r|^2 is
+    /// measured again when its schedule says so.
+    template <class T>
+    void after_projection(std::uint64_t frames) {
+        if constexpr (drifting_medium) {
+            if (settings_.drift > 0.0 && frames > 0) {
+                const double keep = std::pow(1.0 - settings_.drift, static_cast<double>(frames));
+                medium_.drift(keep, drift_steps_);
+                if constexpr (requires { readout_.drift(keep, drift_seed_, drift_steps_); }) {
+                    readout_.drift(keep, drift_seed_, drift_steps_);
+                }
+                ++drift_steps_;
+            }
+        }
+        frames_since_calibration_ += frames;
+        if (settings_.recalibrate_every > 0 && calibrated_ &&
+            frames_since_calibration_ >= settings_.recalibrate_every) {
+            if constexpr (requires { readout_.template recalibrate<T>(camera_); }) {
+                // Its own noise stream, whichever thread last used camera_.
+                camera_.reseed(
+                  derive_seed(derive_seed(noise_seed_, recalibration_stream), next_block_));
+                const std::size_t extra = readout_.template recalibrate<T>(camera_);
+                stats_.frames += extra;
+                stats_.calibration_frames += extra;
+            }
+            frames_since_calibration_ = 0;
         }
     }
 
@@ -401,8 +503,10 @@ private:
         for (std::size_t w = 0; w < buf.slots.size(); ++w) {
             auto& slot = buf.slots[w];
             const std::size_t rows = block_rows + encoder_.frames_per_sample();
-            ensure_shape(slot.re, rows, out_);
-            ensure_shape(slot.im, rows, out_);
+            if constexpr (!Medium::field_per_batch) { // else the batch's field is read
+                ensure_shape(slot.re, rows, out_);
+                ensure_shape(slot.im, rows, out_);
+            }
             ensure_shape(slot.decoded, rows, out_);
             ensure_shape(slot.scratch, rows, out_);
             if (w > 0 && w < threads) {
@@ -428,12 +532,18 @@ private:
         const std::uint64_t read_before = cam->pixels_read();
         const std::uint64_t saturated_before = cam->pixels_saturated();
         cam->reseed(derive_seed(noise_seed_, next_block_ + block));
-        medium_.field(buf.frames.data() + first * in_, rows, slot.re.data(), slot.im.data());
-        readout_.measure(slot.re.data(), slot.im.data(), rows, *cam, slot.decoded.data(),
-                         slot.scratch.data());
+        const T* re = slot.re.data();
+        const T* im = slot.im.data();
+        if constexpr (Medium::field_per_batch) {
+            re = buf.field_re.data() + first * out_;
+            im = buf.field_im.data() + first * out_;
+        } else {
+            medium_.field(buf.frames.data() + first * in_, rows, slot.re.data(), slot.im.data());
+        }
+        readout_.measure(re, im, rows, *cam, slot.decoded.data(), slot.scratch.data());
         accumulate(buf, slot, first, rows, y);
         if (settings_.track_snr) {
-            readout_.measure_ideal(slot.re.data(), slot.im.data(), rows, slot.decoded.data());
+            readout_.measure_ideal(re, im, rows, slot.decoded.data());
             accumulate(buf, slot, first, rows, buf.ideal);
         }
         if (!own_camera) {
@@ -487,13 +597,16 @@ private:
     optical_settings settings_{};
     std::size_t in_ = 0;
     std::size_t out_ = 0;
-    transmission_matrix medium_;
+    Medium medium_;
     bool calibrated_ = false;
     optical_statistics stats_{};
     std::uint64_t camera_seed_ = 0;
     std::uint64_t base_noise_seed_ = 0;
     std::uint64_t noise_stream_ = 0; // set_noise_stream
     std::uint64_t noise_seed_ = 0;
+    std::uint64_t drift_seed_ = 0;
+    std::uint64_t drift_steps_ = 0;              // drifts applied: seeds the next one's innovation
+    std::uint64_t frames_since_calibration_ = 0; // for recalibrate_every
     std::uint64_t next_block_ = 0;        // blocks exposed since configure(): seeds their noise
     std::uint64_t extra_pixels_read_ = 0; // by the worker threads' camera copies
     std::uint64_t extra_pixels_saturated_ = 0;
@@ -503,5 +616,6 @@ private:
 static_assert(projection_device<optical<>> && projection_device<optical<>, double>);
 static_assert(projection_device<optical<intensity_readout>>);
 static_assert(projection_device<optical<holographic_readout<dmd_reference>, ideal_camera>>);
+static_assert(scattering_medium<transmission_matrix>);
 
 } // namespace lightloop

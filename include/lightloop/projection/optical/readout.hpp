@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/counter_random.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/simd.hpp"
@@ -173,6 +174,53 @@ public:
     void save_state(state_writer& out) const {
         out.values(std::span<const double>(calibrated_power_));
     }
+
+    /// A reference that passes through the medium (Reference::through_medium:
+    /// the DMD reference, r = R_ref x_ref) drifts with it: r <- sqrt(keep) r +
+    /// sqrt(1 - keep) CN(0, σ² m), m the reference's lit micromirrors (the
+    /// sum of its drifting columns), drawn from (seed, step). The calibrated
+    /// |r|^2 goes stale until recalibrate(). A separate beam (off-axis) does
+    /// not drift.
+    void drift(double keep, std::uint64_t seed, std::uint64_t step) {
+        if constexpr (requires { Reference::through_medium; }) {
+            if constexpr (Reference::through_medium) {
+                const double a = std::sqrt(keep);
+                const double b = std::sqrt((1.0 - keep) * reference_.innovation_power(variance_));
+                std::vector<float> n_re(out_);
+                std::vector<float> n_im(out_);
+                complex_normal_row(derive_seed(seed, step + 1), 0, 0, out_, 1.0f, n_re.data(),
+                                   n_im.data());
+                for (std::size_t j = 0; j < out_; ++j) {
+                    reference_re_[j] = a * reference_re_[j] + b * n_re[j];
+                    reference_im_[j] = a * reference_im_[j] + b * n_im[j];
+                    reference_power_[j] =
+                      reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
+                }
+                reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
+                reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
+            }
+        }
+    }
+
+    /// The reference field as it stands (it drifts), for checkpoints.
+    void save_reference(state_writer& out) const {
+        out.values(std::span<const double>(reference_re_));
+        out.values(std::span<const double>(reference_im_));
+    }
+    void load_reference(state_reader& in) {
+        std::vector<double> re(out_);
+        std::vector<double> im(out_);
+        in.values_into(std::span<double>(re), "reference field (real part)");
+        in.values_into(std::span<double>(im), "reference field (imaginary part)");
+        reference_re_ = std::move(re);
+        reference_im_ = std::move(im);
+        for (std::size_t j = 0; j < out_; ++j) {
+            reference_power_[j] =
+              reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
+        }
+        reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
+        reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
+    }
     void load_state(state_reader& in) {
         std::vector<double> power(out_);
         in.values_into(std::span<double>(power), "calibrated reference power");
@@ -201,6 +249,13 @@ public:
     std::size_t calibrate(const T* re, const T* im, std::size_t rows, Camera& cam, T* scratch) {
         with_reference(re, im, rows, scratch);
         cam.calibrate(std::span<const T>(scratch, rows * out_));
+        return recalibrate<T>(cam);
+    }
+
+    /// Measures |r|^2 again with the reference alone, at the camera's
+    /// exposure: calibration_frames exposures, returned.
+    template <scalar T, class Camera>
+    std::size_t recalibrate(Camera& cam) {
         std::vector<T> power(out_);
         std::vector<T> measured(out_);
         for (std::size_t j = 0; j < out_; ++j) {

@@ -2,6 +2,7 @@
 // Reference fields for holographic readout. Each makes the complex field r
 // (one value per camera pixel) that interferes with the signal E.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -57,13 +58,21 @@ struct dmd_reference {
     double density = 0.5;
 
     static constexpr const char* name = "dmd";
+    /// r passes through the medium, and drifts with it.
+    static constexpr bool through_medium = true;
+
+    /// E|r_j|^2 = σ² m for the m lit reference micromirrors of `seed`'s
+    /// pattern (make()'s): the power of the innovation a drift adds to r.
+    double innovation_power(double variance) const noexcept {
+        return variance * static_cast<double>(lit);
+    }
 
     std::string describe() const {
         return "dmd pixels=" + std::to_string(pixels) + " density=" + std::to_string(density);
     }
 
     void make(std::size_t out, std::size_t /*in*/, std::uint64_t seed, double variance,
-              std::vector<double>& re, std::vector<double>& im) const {
+              std::vector<double>& re, std::vector<double>& im) {
         if (pixels == 0 || !(density > 0.0 && density <= 1.0)) {
             throw config_error("lightloop::dmd_reference: needs pixels > 0 and density in (0, 1]");
         }
@@ -77,6 +86,7 @@ struct dmd_reference {
         if (!any) {
             on[0] = true;
         }
+        lit = static_cast<std::size_t>(std::count(on.begin(), on.end(), true));
         // The reserved columns of R, drawn row by row: CN(0, σ²) entries.
         rng medium_gen(derive_seed(seed, 1));
         const double sd = std::sqrt(variance / 2.0);
@@ -93,6 +103,9 @@ struct dmd_reference {
             }
         }
     }
+
+    /// The lit micromirrors of the last pattern make() drew (not a setting).
+    std::size_t lit = 0;
 };
 
 } // namespace lightloop

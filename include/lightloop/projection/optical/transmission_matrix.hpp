@@ -1,9 +1,12 @@
 #pragma once
-// The scattering medium: a fixed complex Gaussian transmission matrix R
-// (out x in) with i.i.d. CN(0, σ²) entries, i.e. real and imaginary parts
+// The stored scattering medium: a fixed complex Gaussian transmission matrix
+// R (out x in) with i.i.d. CN(0, σ²) entries, i.e. real and imaginary parts
 // i.i.d. N(0, σ²/2). The field on the camera for a DMD frame x is E = R x,
-// computed as two real GEMMs (Re R x, Im R x). R is known only by its seed and
-// regenerated from it.
+// computed as two real GEMMs (Re R x, Im R x). R is known only by its seed:
+// entry (j, k) is medium_entries' (optical/medium.hpp), a pure
+// function of (seed, j, k), so this matrix is a cache of the function that
+// matrix_free_medium evaluates inside its products (bitwise the same entries,
+// tested). A double network sees the same entries, widened.
 //
 // A bf16 medium rounds R's entries to bf16 (core/bf16.hpp). The frames are
 // binary, exact in bf16, so nothing else is rounded: the field is the exact
@@ -11,53 +14,106 @@
 // on the default bf16 backend, the same values). It halves what a stored
 // medium would take and runs wide inputs on the CPU's bf16 units.
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "lightloop/core/bf16.hpp"
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/error.hpp"
 #include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
+#include "lightloop/io/state.hpp"
+#include "lightloop/projection/optical/medium.hpp"
 
 namespace lightloop {
 
-class transmission_matrix {
+namespace detail {
+
+/// The machine's physical memory in bytes, 0 when unknown.
+inline double physical_memory_bytes() noexcept {
+    const long pages = sysconf(_SC_PHYS_PAGES);
+    const long page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+} // namespace detail
+
+class transmission_matrix : public medium_parameters {
 public:
+    static constexpr const char* name = "stored";
+    /// field() costs the same per frame however the frames are grouped.
+    static constexpr bool field_per_batch = false;
+
     transmission_matrix() = default;
     /// `bf16`: round R's entries to bf16 (see the file comment).
     transmission_matrix(std::size_t out, std::size_t in, std::uint64_t seed, double variance,
                         bool bf16 = false)
-      : variance_(variance)
-      , seed_(seed)
-      , bf16_(bf16)
-      , real_(out, in, derive_seed(seed, 0), std::sqrt(variance / 2.0))
-      , imag_(out, in, derive_seed(seed, 1), std::sqrt(variance / 2.0)) {}
+      : medium_parameters(out, in, seed, variance, bf16) {}
 
-    /// Whether R's entries are rounded to bf16.
-    bool bf16() const noexcept { return bf16_; }
-
-    std::size_t outputs() const noexcept { return real_.rows(); }
-    std::size_t inputs() const noexcept { return real_.cols(); }
-    /// σ², the variance of each complex entry (E|R_jk|^2).
-    double variance() const noexcept { return variance_; }
-    std::uint64_t seed() const noexcept { return seed_; }
-
+    /// Re R and Im R (out x in) in type T, drawn on first use.
     template <scalar T>
     const matrix<T>& real() {
-        return rounded<T>(real_.template get<T>(), 0);
+        draw<T>();
+        return real_.template get<T>();
     }
     template <scalar T>
     const matrix<T>& imag() {
-        return rounded<T>(imag_.template get<T>(), 1);
+        draw<T>();
+        return imag_.template get<T>();
+    }
+
+    /// The medium drifts: R <- sqrt(keep) R + sqrt(1 - keep) N, with N a fresh
+    /// CN(0, σ²) matrix drawn from (seed, step). After F frames of the
+    /// per-frame model R(t+1) = √(1-ε) R(t) + √ε N(t), keep = (1-ε)^F gives
+    /// exactly the same distribution (the F innovations sum to one Gaussian
+    /// of variance 1 - keep), and R keeps its variance σ². Every copy drawn
+    /// so far drifts, and the caches field() reads are refreshed in place.
+    void drift(double keep, std::uint64_t step) {
+        if (real_.f.size() == 0 && real_.d.size() == 0) {
+            draw<float>(); // the seed's R, which then drifts
+        }
+        drifted_ = true;
+        const auto a = std::sqrt(keep);
+        const auto b = std::sqrt(1.0 - keep);
+        const std::uint64_t key = derive_seed(seed_, step + 1);
+        std::vector<float> n_re(in_);
+        std::vector<float> n_im(in_);
+        for (std::size_t j = 0; j < out_; ++j) {
+            medium_entries<float>(key, variance_, false, j, 0, in_, n_re.data(), n_im.data());
+            drift_row<float>(j, a, b, n_re, n_im);
+            drift_row<double>(j, a, b, n_re, n_im);
+        }
+        refresh_caches<float>();
+        refresh_caches<double>();
+    }
+
+    /// The matrices as they stand (a drifted medium is state, not a seed),
+    /// in float; load_state puts them back.
+    void save_state(state_writer& out) const {
+        const matrix<float>& re = real_.f;
+        out.u64(re.size());
+        out.values(std::span<const float>(re.data(), re.size()));
+        out.values(std::span<const float>(imag_.f.data(), imag_.f.size()));
+        out.u64(real_.d.size());
+        out.values(std::span<const double>(real_.d.data(), real_.d.size()));
+        out.values(std::span<const double>(imag_.d.data(), imag_.d.size()));
+    }
+    void load_state(state_reader& in) {
+        load_copy<float>(in);
+        load_copy<double>(in);
     }
 
     /// Draws everything field<T>() reads, so that concurrent calls only read.
@@ -134,18 +190,110 @@ public:
 private:
     using operand = mixed_bf16::operand_type;
 
-    /// m with its entries rounded to bf16 for a bf16 medium, once per type
-    /// and part (`part` 0 real, 1 imaginary).
-    template <scalar T>
-    const matrix<T>& rounded(matrix<T>& m, int part) {
-        bool& done = rounded_[std::is_same_v<T, float> ? 0 : 1][part];
-        if (bf16_ && !done) {
-            for (auto& v : m) {
-                v = static_cast<T>(round_to_bf16(static_cast<float>(v)));
-            }
-            done = true;
+    /// Refuses a matrix larger than the machine's memory (it would end in
+    /// the kernel's out-of-memory killer, not an exception).
+    void check_fits(std::size_t scalar_bytes) const {
+        const double bytes = 2.0 * static_cast<double>(out_) * static_cast<double>(in_) *
+                             static_cast<double>(scalar_bytes);
+        const double memory = detail::physical_memory_bytes();
+        if (memory > 0.0 && bytes > memory) {
+            const auto gib = [](double b) {
+                char text[32];
+                std::snprintf(text, sizeof text, "%.1f", b / (1024.0 * 1024.0 * 1024.0));
+                return std::string(text);
+            };
+            throw config_error("lightloop::transmission_matrix: a stored " + std::to_string(out_) +
+                               " x " + std::to_string(in_) + " medium needs " + gib(bytes) +
+                               " GiB, more than the " + gib(memory) +
+                               " GiB this machine has: use matrix_free_medium or "
+                               "structured_medium");
         }
-        return m;
+    }
+
+    template <class T>
+    void drift_row(std::size_t j, double a, double b, const std::vector<float>& n_re,
+                   const std::vector<float>& n_im) {
+        matrix<T>& re = real_.template get<T>();
+        if (re.size() == 0) {
+            return;
+        }
+        matrix<T>& im = imag_.template get<T>();
+        for (std::size_t k = 0; k < in_; ++k) {
+            auto drifted = [&](T v, float n) {
+                const auto x =
+                  static_cast<T>(a * static_cast<double>(v) + b * static_cast<double>(n));
+                return bf16_ ? static_cast<T>(round_to_bf16(static_cast<float>(x))) : x;
+            };
+            re(j, k) = drifted(re(j, k), n_re[k]);
+            im(j, k) = drifted(im(j, k), n_im[k]);
+        }
+    }
+
+    /// Remakes, in place, what prepare() derived from R in type T.
+    template <class T>
+    void refresh_caches() {
+        matrix<T>& t = transposed_.template get<T>();
+        if (t.size() != 0) {
+            fill_transposed(t);
+        }
+        if constexpr (std::is_same_v<T, float>) {
+            if (real_operand_.size() != 0) {
+                convert_to_bf16(real_.f.data(), real_operand_.data(), real_operand_.size());
+                convert_to_bf16(imag_.f.data(), imag_operand_.data(), imag_operand_.size());
+            }
+        }
+    }
+
+    template <class T>
+    void load_copy(state_reader& in) {
+        const std::uint64_t size = in.u64("medium size");
+        if (size == 0) { // not drawn in this type: two empty lists
+            std::span<T> none;
+            in.values_into(none, "medium (real part)");
+            in.values_into(none, "medium (imaginary part)");
+            return;
+        }
+        if (size != out_ * in_) {
+            in.fail("medium holds " + std::to_string(size) + " entries, expected " +
+                    std::to_string(out_ * in_));
+        }
+        check_fits(sizeof(T));
+        matrix<T> re = matrix<T>::from_shape({out_, in_});
+        matrix<T> im = matrix<T>::from_shape({out_, in_});
+        in.values_into(std::span<T>(re.data(), re.size()), "medium (real part)");
+        in.values_into(std::span<T>(im.data(), im.size()), "medium (imaginary part)");
+        real_.template get<T>() = std::move(re);
+        imag_.template get<T>() = std::move(im);
+        drifted_ = true;
+        transposed_.template get<T>() = matrix<T>();
+        if constexpr (std::is_same_v<T, float>) {
+            real_operand_ = matrix<operand>();
+            imag_operand_ = matrix<operand>();
+        }
+    }
+
+    /// Fills Re R and Im R in type T, once.
+    template <scalar T>
+    void draw() {
+        matrix<T>& re = real_.template get<T>();
+        if (re.size() == 0 && out_ * in_ > 0) {
+            check_fits(sizeof(T));
+            matrix<T>& im = imag_.template get<T>();
+            re.resize({out_, in_});
+            im.resize({out_, in_});
+            if (drifted_) { // no longer the seed's: the other type's copy, converted
+                using U = std::conditional_t<std::is_same_v<T, float>, double, float>;
+                std::copy(real_.template get<U>().begin(), real_.template get<U>().end(),
+                          re.begin());
+                std::copy(imag_.template get<U>().begin(), imag_.template get<U>().end(),
+                          im.begin());
+                return;
+            }
+            for (std::size_t j = 0; j < out_; ++j) {
+                medium_entries<T>(seed_, variance_, bf16_, j, 0, in_, re.data() + j * in_,
+                                  im.data() + j * in_);
+            }
+        }
     }
 
     /// R's entries as bf16 GEMM operands, made once.
@@ -175,14 +323,11 @@ private:
                                      binary.data(), in, imag_operand_.data(), in, 0.0f, im, out);
     }
 
-    double variance_ = 1.0;
-    std::uint64_t seed_ = 0;
-    bool bf16_ = false;
-    bool rounded_[2][2] = {{false, false}, {false, false}};
+    bool drifted_ = false; // R is no longer the seed's (drift, or a loaded state)
     matrix<operand> real_operand_;
     matrix<operand> imag_operand_;
-    seeded_matrix<gaussian_entries> real_;
-    seeded_matrix<gaussian_entries> imag_;
+    detail::per_scalar<matrix> real_;
+    detail::per_scalar<matrix> imag_;
     detail::per_scalar<matrix> transposed_;
 
     /// (in x 2 out): row k is column k of Re R, then column k of Im R.
@@ -190,19 +335,24 @@ private:
     const matrix<T>& transposed() {
         matrix<T>& t = transposed_.template get<T>();
         if (t.size() == 0) {
-            const std::size_t in = inputs();
-            const std::size_t out = outputs();
-            t.resize({in, 2 * out});
-            const matrix<T>& a = real<T>();
-            const matrix<T>& b = imag<T>();
-            for (std::size_t j = 0; j < out; ++j) {
-                for (std::size_t k = 0; k < in; ++k) {
-                    t(k, j) = a(j, k);
-                    t(k, out + j) = b(j, k);
-                }
-            }
+            t.resize({inputs(), 2 * outputs()});
+            fill_transposed(t);
         }
         return t;
+    }
+
+    template <class T>
+    void fill_transposed(matrix<T>& t) {
+        const std::size_t in = inputs();
+        const std::size_t out = outputs();
+        const matrix<T>& a = real<T>();
+        const matrix<T>& b = imag<T>();
+        for (std::size_t j = 0; j < out; ++j) {
+            for (std::size_t k = 0; k < in; ++k) {
+                t(k, j) = a(j, k);
+                t(k, out + j) = b(j, k);
+            }
+        }
     }
 };
 
