@@ -60,19 +60,27 @@ double seconds_per_call(F&& f, int rounds = 3) {
     return best;
 }
 
-/// FLOP/s of lightloop's GEMM at a layer's shape: (batch x w) times (w x w)ᵀ.
-double measure_gemm(std::size_t batch, std::size_t w) {
+/// FLOP/s of lightloop's GEMMs at a w x w layer's shapes: the forward
+/// product (batch x w) times (w x w)ᵀ, and the weight gradient (w x batch)
+/// times (batch x w), whose inner dimension is the batch.
+lightloop::cpu_rates measure_gemm(std::size_t batch, std::size_t w, double bandwidth) {
     using namespace lightloop;
     auto a = matrix<float>::from_shape({batch, w});
     auto b = matrix<float>::from_shape({w, w});
     auto c = matrix<float>::from_shape({batch, w});
     std::fill(a.begin(), a.end(), 0.5f);
     std::fill(b.begin(), b.end(), 0.25f);
-    const double s = seconds_per_call([&] {
+    std::fill(c.begin(), c.end(), 0.5f);
+    const double flops = 2.0 * static_cast<double>(batch) * static_cast<double>(w * w);
+    const double forward = seconds_per_call([&] {
         gemm(transpose::no, transpose::yes, batch, w, w, 1.0f, a.data(), w, b.data(), w, 0.0f,
              c.data(), w);
     });
-    return 2.0 * static_cast<double>(batch) * static_cast<double>(w * w) / s;
+    const double gradient = seconds_per_call([&] {
+        gemm(transpose::yes, transpose::no, w, w, batch, 1.0f, c.data(), w, a.data(), w, 0.0f,
+             b.data(), w);
+    });
+    return {flops / forward, bandwidth, 4, flops / gradient};
 }
 
 /// Bytes/s of an element-wise pass (y = a x + y over 64 MiB per array, on
@@ -139,11 +147,14 @@ int run(const settings& s) {
                 blas_core_name().c_str(), s.threads, s.batch);
     const double bandwidth = s.bandwidth_gbs > 0 ? s.bandwidth_gbs * 1e9 : measure_bandwidth();
     const std::size_t rate_width = 4096;
-    const double gemm_rate =
-      s.gemm_gflops > 0 ? s.gemm_gflops * 1e9 : measure_gemm(s.batch, rate_width);
-    std::printf("CPU: GEMM %.1f GFLOP/s (%s), element-wise %.1f GB/s (%s)\n", gemm_rate / 1e9,
-                s.gemm_gflops > 0 ? "given" : "measured at 128 x 4096 x 4096", bandwidth / 1e9,
-                s.bandwidth_gbs > 0 ? "given" : "measured");
+    const cpu_rates cpu = s.gemm_gflops > 0 ? cpu_rates{s.gemm_gflops * 1e9, bandwidth}
+                                            : measure_gemm(s.batch, rate_width, bandwidth);
+    std::printf("CPU: GEMM %.1f GFLOP/s, weight gradients %.1f (%s), element-wise %.1f GB/s "
+                "(%s)\n",
+                cpu.gemm_flops / 1e9,
+                (cpu.gradient_gemm_flops > 0 ? cpu.gradient_gemm_flops : cpu.gemm_flops) / 1e9,
+                s.gemm_gflops > 0 ? "given" : "measured at a 4096-wide layer's shapes",
+                bandwidth / 1e9, s.bandwidth_gbs > 0 ? "given" : "measured");
     opu_device_model opu;
     opu.frame_rate = s.frame_rate;
     std::printf("OPU: %.0f frames/s, %zu micromirrors x %zu pixels, %.0f patterns x %.0f "
@@ -153,10 +164,10 @@ int run(const settings& s) {
 
     if (s.check) {
         std::printf("model check, 784-w-w-10 (GEMM rate measured at each width):\n");
-        std::printf("%6s %9s %-22s %12s %12s %9s %14s %14s\n", "width", "GFLOP/s", "method",
+        std::printf("%6s %13s %-22s %12s %12s %9s %14s %14s\n", "width", "GFLOP/s f/g", "method",
                     "measured ms", "predicted ms", "ratio", "frames/step", "predicted");
         for (const std::size_t w : s.check_widths) {
-            const cpu_rates cpu{measure_gemm(s.batch, w), bandwidth};
+            const cpu_rates rates = measure_gemm(s.batch, w, bandwidth);
             const std::vector<std::size_t> widths{784, w, w, 10};
             const auto bp = measure_step(backprop{}, w, s.batch);
             const auto dense = measure_step(dfa<dense_gaussian>{}, w, s.batch);
@@ -168,7 +179,7 @@ int run(const settings& s) {
             for (const line& l :
                  {line{step_method::backprop, bp}, line{step_method::dfa_cpu, dense},
                   line{step_method::dfa_opu, optical_run}}) {
-                const step_time p = predict_step(widths, s.batch, l.method, cpu, opu);
+                const step_time p = predict_step(widths, s.batch, l.method, rates, opu);
                 // The simulated OPU runs on the CPU: its step is the CPU part
                 // only, device time aside.
                 const double predicted =
@@ -177,20 +188,21 @@ int run(const settings& s) {
                                           ? std::nan("") // the simulation's own cost
                                           : l.measured.first;
                 if (l.method == step_method::dfa_opu) {
-                    std::printf("%6zu %9.1f %-22s %12s %12.2f %9s %14.1f %14.1f\n", w,
-                                cpu.gemm_flops / 1e9, step_method_name(l.method), "(simulated)",
-                                1e3 * p.total(), "-", l.measured.second, p.frames);
+                    std::printf("%6zu %6.1f/%6.1f %-22s %12s %12.2f %9s %14.1f %14.1f\n", w,
+                                rates.gemm_flops / 1e9, rates.gradient_gemm_flops / 1e9,
+                                step_method_name(l.method), "(simulated)", 1e3 * p.total(), "-",
+                                l.measured.second, p.frames);
                 } else {
-                    std::printf("%6zu %9.1f %-22s %12.2f %12.2f %9.2f %14s %14s\n", w,
-                                cpu.gemm_flops / 1e9, step_method_name(l.method), 1e3 * measured,
-                                1e3 * predicted, predicted / measured, "-", "-");
+                    std::printf("%6zu %6.1f/%6.1f %-22s %12.2f %12.2f %9.2f %14s %14s\n", w,
+                                rates.gemm_flops / 1e9, rates.gradient_gemm_flops / 1e9,
+                                step_method_name(l.method), 1e3 * measured, 1e3 * predicted,
+                                predicted / measured, "-", "-");
                 }
             }
         }
         std::printf("\n");
     }
 
-    const cpu_rates cpu{gemm_rate, bandwidth};
     std::printf("crossover hidden width (powers of two), input %zu, batch %zu:\n", s.input,
                 s.batch);
     std::printf("%6s %9s %22s %22s\n", "depth", "classes", "OPU-DFA beats backprop",

@@ -15,6 +15,11 @@
 // Before the first projection the camera is calibrated on that batch (the
 // holographic readout also measures |r|^2); those exposures are counted.
 //
+// The parts live in their own headers: the frames (frame_batch.hpp), the
+// medium (medium.hpp), the readout, the camera, and the settings and
+// counters (settings.hpp); this class runs them on the threads, applies the
+// imperfections' schedules and keeps the state a checkpoint needs.
+//
 // Frame accounting: one frame is one camera exposure; a holographic
 // projection of a sample with ternary encoding costs up to 2 patterns x 2
 // exposures = 4 frames, an intensity one 2. The modelled device time is
@@ -44,62 +49,13 @@
 #include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/camera.hpp"
 #include "lightloop/projection/optical/encoder.hpp"
+#include "lightloop/projection/optical/frame_batch.hpp"
 #include "lightloop/projection/optical/medium.hpp"
 #include "lightloop/projection/optical/readout.hpp"
+#include "lightloop/projection/optical/settings.hpp"
 #include "lightloop/projection/optical/transmission_matrix.hpp"
 
 namespace lightloop {
-
-struct optical_settings {
-    /// σ², the variance of the transmission matrix's complex entries.
-    double variance = 1.0;
-    /// Frames (camera exposures) per second of the modelled device.
-    double frame_rate = 1500.0;
-    /// Also compute the noiseless projection of every batch and accumulate the
-    /// SNR of the measured one against it (costs a second decode).
-    bool track_snr = false;
-    /// Round the medium's entries to bf16 (transmission_matrix.hpp): the
-    /// frames are binary, so the field is otherwise exact.
-    bool bf16_medium = false;
-    /// ε, the medium's drift per frame: R(t+1) = √(1-ε) R(t) + √ε N(t)
-    /// (0: a stable medium). Applied between projections, for the frames each
-    /// took; a reference through the medium (dmd_reference) drifts with it.
-    double drift = 0.0;
-    /// Measure the holographic reference's |r|^2 again every this many
-    /// frames (0: only once, at the start); its exposures are counted.
-    std::uint64_t recalibrate_every = 0;
-};
-
-struct optical_statistics {
-    std::uint64_t projections = 0;        ///< vectors projected
-    std::uint64_t patterns = 0;           ///< non-empty binary frames displayed
-    std::uint64_t frames = 0;             ///< camera exposures, calibration included
-    std::uint64_t calibration_frames = 0; ///< of which spent calibrating
-    std::uint64_t pixels_read = 0;
-    std::uint64_t pixels_saturated = 0;
-    double frame_rate = 1500.0;
-    double signal_energy = 0.0; ///< sum of the noiseless projections squared (track_snr)
-    double noise_energy = 0.0;  ///< sum of (measured - noiseless)^2 (track_snr)
-
-    /// The time a real OPU at frame_rate would have taken.
-    double device_seconds() const noexcept { return static_cast<double>(frames) / frame_rate; }
-    double saturated_fraction() const noexcept {
-        return pixels_read == 0
-                 ? 0.0
-                 : static_cast<double>(pixels_saturated) / static_cast<double>(pixels_read);
-    }
-    /// 10 log10(signal / noise) of the measured projections against the
-    /// noiseless ones; +inf with no noise, NaN when not tracked.
-    double snr_db() const noexcept {
-        if (signal_energy == 0.0) {
-            return std::numeric_limits<double>::quiet_NaN();
-        }
-        if (noise_energy == 0.0) {
-            return std::numeric_limits<double>::infinity();
-        }
-        return 10.0 * std::log10(signal_energy / noise_energy);
-    }
-};
 
 template <class Readout = holographic_readout<off_axis_reference>, class Camera = camera,
           class Encoder = ternary_encoder, class Medium = transmission_matrix>
@@ -274,7 +230,7 @@ public:
         }
         auto& buf = buffers_.template get<T>();
         const std::uint64_t frames_before = stats_.frames;
-        const std::size_t active = encode(x, buf);
+        const std::size_t active = buf.batch.encode(encoder_, x);
         std::fill(y.begin(), y.end(), T(0));
         if (settings_.track_snr) {
             ensure_shape(buf.ideal, n, out_);
@@ -285,13 +241,13 @@ public:
         }
         if (active > 0) {
             medium_.template prepare<T>(); // materialised before the threads read it
-            plan_blocks(buf, active);
+            buf.batch.plan_blocks(block_rows);
             if constexpr (Medium::field_per_batch) { // every frame's field in one product
                 ensure_shape(buf.field_re, active, out_);
                 ensure_shape(buf.field_im, active, out_);
-                medium_.field(buf.frames.data(), active, buf.field_re.data(), buf.field_im.data());
+                medium_.field(buf.batch.frame(0), active, buf.field_re.data(), buf.field_im.data());
             }
-            const std::size_t blocks = buf.block_start.size() - 1;
+            const std::size_t blocks = buf.batch.blocks();
             thread_team& team = shared_team();
             ensure_slots(buf, team.size());
             if constexpr (std::is_copy_assignable_v<Camera>) {
@@ -357,15 +313,11 @@ private:
 
     template <class T>
     struct workspace {
-        matrix<T> frames;   // (n F x in), the first `active` rows hold non-empty frames
-        matrix<T> ideal;    // (n x out), with track_snr
-        matrix<T> field_re; // (active x out): the field, for a field_per_batch medium
+        frame_batch<T> batch; // the projection's frames
+        matrix<T> ideal;      // (n x out), with track_snr
+        matrix<T> field_re;   // (active x out): the field, for a field_per_batch medium
         matrix<T> field_im;
-        std::vector<double> weights;          // (n F)
-        std::vector<double> encoded_norm2;    // (n): ||x̂_r||^2 of the decoded input
-        std::vector<std::size_t> owner;       // active frame -> sample * F + frame
-        std::vector<std::size_t> block_start; // first active frame of each block, then `active`
-        std::vector<thread_slot<T>> slots;    // one per thread
+        std::vector<thread_slot<T>> slots; // one per thread
     };
 
     void check_settings() const {
@@ -420,49 +372,6 @@ private:
         }
     }
 
-    /// Encodes every row, keeps the non-empty frames packed at the top of
-    /// buf.frames and returns how many there are.
-    template <class T>
-    std::size_t encode(const matrix<T>& x, workspace<T>& buf) {
-        const std::size_t n = x.shape(0);
-        const std::size_t f_count = encoder_.frames_per_sample();
-        ensure_shape(buf.frames, n * f_count, in_);
-        buf.weights.resize(n * f_count);
-        buf.encoded_norm2.resize(n);
-        buf.owner.resize(n * f_count);
-        std::size_t active = 0;
-        T* frames = buf.frames.data();
-        for (std::size_t r = 0; r < n; ++r) {
-            // Encode into the slot right after the packed frames; r F >= active.
-            T* slot = frames + active * in_;
-            encoder_.encode(std::span<const T>(x.data() + r * in_, in_),
-                            std::span<T>(slot, f_count * in_),
-                            std::span<double>(buf.weights.data() + r * f_count, f_count));
-            double norm2 = 0.0;
-            for (std::size_t k = 0; k < in_; ++k) {
-                double v = 0.0;
-                for (std::size_t f = 0; f < f_count; ++f) {
-                    v += buf.weights[r * f_count + f] * static_cast<double>(slot[f * in_ + k]);
-                }
-                norm2 += v * v;
-            }
-            buf.encoded_norm2[r] = norm2;
-            for (std::size_t f = 0; f < f_count; ++f) {
-                const T* frame = slot + f * in_;
-                const bool empty = std::all_of(frame, frame + in_, [](T v) { return v == T(0); });
-                if (empty || buf.weights[r * f_count + f] == 0.0) {
-                    continue;
-                }
-                if (frames + active * in_ != frame) {
-                    std::copy(frame, frame + in_, frames + active * in_);
-                }
-                buf.owner[active] = r * f_count + f;
-                ++active;
-            }
-        }
-        return active;
-    }
-
     /// Calibrates the camera on the whole first batch (a quantile of its
     /// intensities), once; the exposures it takes are counted.
     template <class T>
@@ -470,29 +379,12 @@ private:
         matrix<T> re = matrix<T>::from_shape({active, out_});
         matrix<T> im = matrix<T>::from_shape({active, out_});
         matrix<T> scratch = matrix<T>::from_shape({active, out_});
-        medium_.field(buf.frames.data(), active, re.data(), im.data());
+        medium_.field(buf.batch.frame(0), active, re.data(), im.data());
         const std::size_t extra =
           readout_.calibrate(re.data(), im.data(), active, camera_, scratch.data());
         stats_.frames += extra;
         stats_.calibration_frames += extra;
         calibrated_ = true;
-    }
-
-    /// Splits the active frames into blocks of about block_rows frames that
-    /// never split a sample (so each output row has one writer), by the data
-    /// alone: the noise of a block does not depend on the thread count.
-    template <class T>
-    void plan_blocks(workspace<T>& buf, std::size_t active) const {
-        const std::size_t f_count = encoder_.frames_per_sample();
-        buf.block_start.clear();
-        buf.block_start.push_back(0);
-        for (std::size_t i = 1; i < active; ++i) {
-            const bool new_sample = buf.owner[i] / f_count != buf.owner[i - 1] / f_count;
-            if (new_sample && i - buf.block_start.back() + f_count > block_rows) {
-                buf.block_start.push_back(i);
-            }
-        }
-        buf.block_start.push_back(active);
     }
 
     template <class T>
@@ -521,8 +413,8 @@ private:
     template <class T>
     void run_block(workspace<T>& buf, thread_slot<T>& slot, std::size_t block, bool own_camera,
                    matrix<T>& y) {
-        const std::size_t first = buf.block_start[block];
-        const std::size_t rows = buf.block_start[block + 1] - first;
+        const std::size_t first = buf.batch.block_first(block);
+        const std::size_t rows = buf.batch.block_first(block + 1) - first;
         Camera* cam = &camera_;
         if constexpr (std::is_copy_assignable_v<Camera>) {
             if (!own_camera) {
@@ -538,13 +430,13 @@ private:
             re = buf.field_re.data() + first * out_;
             im = buf.field_im.data() + first * out_;
         } else {
-            medium_.field(buf.frames.data() + first * in_, rows, slot.re.data(), slot.im.data());
+            medium_.field(buf.batch.frame(first), rows, slot.re.data(), slot.im.data());
         }
         readout_.measure(re, im, rows, *cam, slot.decoded.data(), slot.scratch.data());
-        accumulate(buf, slot, first, rows, y);
+        buf.batch.accumulate(first, rows, slot.decoded.data(), out_, y);
         if (settings_.track_snr) {
             readout_.measure_ideal(re, im, rows, slot.decoded.data());
-            accumulate(buf, slot, first, rows, buf.ideal);
+            buf.batch.accumulate(first, rows, slot.decoded.data(), out_, buf.ideal);
         }
         if (!own_camera) {
             slot.pixels_read += cam->pixels_read() - read_before;
@@ -552,29 +444,12 @@ private:
         }
     }
 
-    /// Adds weight * decoded row to its sample's row of out, for the block
-    /// of active frames [first, first + rows).
-    template <class T>
-    void accumulate(const workspace<T>& buf, const thread_slot<T>& slot, std::size_t first,
-                    std::size_t rows, matrix<T>& out) const {
-        const std::size_t f_count = encoder_.frames_per_sample();
-        for (std::size_t i = 0; i < rows; ++i) {
-            const std::size_t frame = buf.owner[first + i];
-            const auto w = static_cast<T>(buf.weights[frame]);
-            const T* row = slot.decoded.data() + i * out_;
-            T* target = out.data() + (frame / f_count) * out_;
-            simd::for_each_lane<T>(out_, [&](std::size_t j, auto lane) {
-                using V = decltype(lane);
-                simd::store(target + j, simd::load<V>(target + j) + V(w) * simd::load<V>(row + j));
-            });
-        }
-    }
-
     /// The readout's per-sample scaling (intensity only).
     template <class T>
     void finish(const workspace<T>& buf, matrix<T>& out) const {
         for (std::size_t r = 0; r < out.shape(0); ++r) {
-            readout_.finish_sample(std::span<T>(out.data() + r * out_, out_), buf.encoded_norm2[r]);
+            readout_.finish_sample(std::span<T>(out.data() + r * out_, out_),
+                                   buf.batch.encoded_norm2(r));
         }
     }
 

@@ -15,7 +15,8 @@
 //     the projection that fits the device (ceil(C / micromirrors) x
 //     ceil(H / pixels)). Time: frames / frame rate, plus the images' transfer
 //     to the host and their decoding (element-wise, on the CPU).
-// GEMMs run at `gemm_flops`, element-wise passes (activations, derivatives,
+// GEMMs run at `gemm_flops` (the weight gradients', whose inner dimension
+// is the batch, at `gradient_gemm_flops`), element-wise passes (activations, derivatives,
 // the update, the decoding) at `bytes_per_second`; the parts add up (no
 // overlap of device and host). The OPU replaces only the projection, whose
 // cost on the CPU is C/d of a layer's: it pays when C H is large, as for the
@@ -35,9 +36,12 @@ namespace lightloop {
 /// What the CPU does per second, measured on this machine or given for
 /// another.
 struct cpu_rates {
-    double gemm_flops = 2e11;       ///< FLOP/s of the step's GEMMs
+    double gemm_flops = 2e11;       ///< FLOP/s of the forward and signal GEMMs
     double bytes_per_second = 2e10; ///< element-wise passes' memory bandwidth
     std::size_t scalar_bytes = 4;   ///< fp32
+    /// FLOP/s of the weight-gradient GEMMs, whose inner dimension is the
+    /// batch (slower at small batches); 0: gemm_flops.
+    double gradient_gemm_flops = 0;
 };
 
 /// An OPU as the model sees it (LightOn's: 1500 frames/s, 10^6 x 10^6).
@@ -112,7 +116,9 @@ inline step_time predict_step(const std::vector<std::size_t>& widths, std::size_
     step_time t;
     // Forward: GEMMs, then the activation (read a, write h).
     t.forward = 2 * n * weights / cpu.gemm_flops + 2 * n * units * scalar / cpu.bytes_per_second;
-    t.gradients = 2 * n * weights / cpu.gemm_flops;
+    const double gradient_rate =
+      cpu.gradient_gemm_flops > 0 ? cpu.gradient_gemm_flops : cpu.gemm_flops;
+    t.gradients = 2 * n * weights / gradient_rate;
     // The signal times f'(a) per unit (read signal and a, write), and the
     // update: read weight, gradient and momentum, write weight and momentum.
     t.elementwise = (3 * n * units + 5 * (weights + units)) * scalar / cpu.bytes_per_second;
