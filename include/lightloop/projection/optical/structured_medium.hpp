@@ -52,6 +52,11 @@ namespace lightloop {
 
 namespace detail {
 
+/// std::vector with one template parameter, as per_scalar takes (Clang 14
+/// does not match std::vector's defaulted allocator parameter there).
+template <class T>
+using phase_vector = std::vector<T>;
+
 /// In-place unnormalised Walsh-Hadamard transform of a (length n, a power of
 /// two): the butterflies (a, b) -> (a + b, a - b) for spans 1, 2, 4, ...
 /// Spans within a block of `block` values run block by block (the block stays
@@ -207,7 +212,7 @@ private:
 
     std::size_t size_ = 0;
     /// Per block b: cos θ (n), then sin θ (n).
-    detail::per_scalar<std::vector> phases_;
+    detail::per_scalar<detail::phase_vector> phases_;
 };
 
 static_assert(scattering_medium<structured_medium>);
