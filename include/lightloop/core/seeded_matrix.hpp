@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/random.hpp"
@@ -33,7 +34,26 @@ struct per_scalar {
             return d;
         }
     }
+    template <class T>
+    const Tensor<T>& get() const noexcept {
+        if constexpr (std::is_same_v<T, float>) {
+            return f;
+        } else {
+            return d;
+        }
+    }
 };
+
+/// A per-element table kept in double with a float copy: the one a loop in
+/// pixel type T reads.
+template <class T>
+const T* double_or_float(const std::vector<double>& d, const std::vector<float>& f) noexcept {
+    if constexpr (std::is_same_v<T, float>) {
+        return f.data();
+    } else {
+        return d.data();
+    }
+}
 
 } // namespace detail
 

@@ -112,6 +112,8 @@ public:
         pixels_ = pixels;
         gain_.clear();
         dark_.clear();
+        gain_f_.clear();
+        dark_f_.clear();
         if (!has_fixed_pattern()) {
             return;
         }
@@ -124,6 +126,8 @@ public:
         for (std::size_t j = 0; j < pixels; ++j) {
             dark_[j] = settings_.dark_current * std::max(0.0, 1.0 + settings_.dsnu * gen.normal());
         }
+        gain_f_.assign(gain_.begin(), gain_.end());
+        dark_f_.assign(dark_.begin(), dark_.end());
     }
 
     /// The pixels' gains and dark currents (electrons per unit of exposure);
@@ -194,12 +198,11 @@ public:
                                "-bit ADC needs double pixels (float holds counts exactly up "
                                "to 22 bits)");
         }
-        auto& w = work_.template get<T>();
-        w.resize();
+        work_.template get<T>().resize();
         if (!has_fixed_pattern()) {
             for (std::size_t i = 0; i < intensity.size(); i += chunk) {
                 const std::size_t n = std::min(chunk, intensity.size() - i);
-                expose_chunk(intensity.data() + i, measured.data() + i, n, false);
+                expose_chunk<T>(intensity.data() + i, measured.data() + i, n, nullptr, nullptr);
             }
         } else {
             if (pixels_ == 0 || gain_.size() != pixels_ || intensity.size() % pixels_ != 0) {
@@ -209,17 +212,15 @@ public:
                   std::to_string(intensity.size()) + " values, sensor " + std::to_string(pixels_) +
                   " pixels wide)");
             }
-            // Each row pixel by pixel: the chunk's gains and dark signals
-            // (electrons per unit of exposure) go where the chunk's
-            // intensities are read.
+            // Row by row, each chunk with its pixels' gains and dark signals
+            // (electrons per unit of exposure).
+            const T* gain = detail::double_or_float<T>(gain_, gain_f_);
+            const T* dark = detail::double_or_float<T>(dark_, dark_f_);
             for (std::size_t row = 0; row < intensity.size(); row += pixels_) {
                 for (std::size_t j = 0; j < pixels_; j += chunk) {
                     const std::size_t n = std::min(chunk, pixels_ - j);
-                    for (std::size_t i = 0; i < n; ++i) {
-                        w.gain[i] = static_cast<T>(gain_[j + i]);
-                        w.dark[i] = static_cast<T>(dark_[j + i]);
-                    }
-                    expose_chunk(intensity.data() + row + j, measured.data() + row + j, n, true);
+                    expose_chunk<T>(intensity.data() + row + j, measured.data() + row + j, n,
+                                    gain + j, dark + j);
                 }
             }
         }
@@ -293,12 +294,8 @@ private:
         std::vector<double> dim_mean;
         std::vector<double> dim_count;
         std::vector<double> uniform;
-        std::vector<T> gain; // the chunk's pixel gains and dark signals (fixed pattern)
-        std::vector<T> dark;
         void resize() {
             if (normal.size() != chunk) {
-                gain.resize(chunk);
-                dark.resize(chunk);
                 normal.resize(chunk);
                 normal_t.resize(std::is_same_v<T, float> ? 0 : chunk);
                 mean.resize(chunk);
@@ -311,10 +308,11 @@ private:
         }
     };
 
-    /// Exposes n <= chunk pixels, in T with xsimd batches; with `pattern`,
-    /// through the workspace's gains and dark signals.
+    /// Exposes n <= chunk pixels, in T with xsimd batches; through the
+    /// pixels' gains and dark signals when `gain` is given.
     template <class T>
-    void expose_chunk(const T* intensity, T* measured, std::size_t n, bool pattern) {
+    void expose_chunk(const T* intensity, T* measured, std::size_t n, const T* gain,
+                      const T* dark) {
         using batch = xsimd::batch<T>;
         constexpr std::size_t width = batch::size;
         auto& w = work_.template get<T>();
@@ -344,11 +342,9 @@ private:
         const batch zero(T(0));
         const bool exact_possible = exact_draws_possible();
         auto dim_seen = zero > zero;
-        const T* gain = w.gain.data();
-        const T* dark = w.dark.data();
         for (std::size_t i = 0; i < padded; i += width) {
             batch light = load_padded<batch>(intensity, i, n);
-            if (pattern) { // gain g_j, and d_j dark electrons per unit of exposure
+            if (gain != nullptr) { // gain g_j, and d_j dark electrons per unit of exposure
                 light = xsimd::fma(load_padded<batch>(gain, i, n), xsimd::max(light, zero),
                                    load_padded<batch>(dark, i, n));
             }
@@ -450,9 +446,11 @@ private:
     }
 
     camera_settings settings_;
-    std::size_t pixels_ = 0;   // the sensor's width (configure_sensor)
-    std::vector<double> gain_; // the fixed pattern: per-pixel gain
-    std::vector<double> dark_; // and dark electrons per unit of exposure
+    std::size_t pixels_ = 0;    // the sensor's width (configure_sensor)
+    std::vector<double> gain_;  // the fixed pattern: per-pixel gain
+    std::vector<double> dark_;  // and dark electrons per unit of exposure
+    std::vector<float> gain_f_; // float copies of the two, read by float exposures
+    std::vector<float> dark_f_;
     rng_lanes gen_{0};
     detail::per_scalar<workspace> work_;
     std::vector<double> scratch_;

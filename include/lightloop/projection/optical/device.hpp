@@ -122,7 +122,7 @@ public:
         return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
                describe_object(encoder_) + "] medium=" + Medium::name +
                " variance=" + std::to_string(settings_.variance) +
-               (settings_.drift > 0.0 || settings_.recalibrate_every > 0
+               (has_schedule()
                   ? " drift=" + std::to_string(settings_.drift) +
                       " recalibrate_every=" + std::to_string(settings_.recalibrate_every)
                   : std::string());
@@ -148,7 +148,7 @@ public:
         }
         out.f64(s.signal_energy);
         out.f64(s.noise_energy);
-        if (settings_.drift > 0.0 || settings_.recalibrate_every > 0) {
+        if (has_schedule()) {
             // A drifted medium and reference are state, no longer the seed's.
             out.u64(drift_steps_);
             out.u64(frames_since_calibration_);
@@ -178,12 +178,13 @@ public:
         const double noise = in.f64("optical statistics");
         std::uint64_t drift_steps = 0;
         std::uint64_t since_calibration = 0;
-        Medium medium = medium_;
-        if (settings_.drift > 0.0 || settings_.recalibrate_every > 0) {
+        std::optional<Medium> medium; // staged only when the state holds one
+        if (has_schedule()) {
             drift_steps = in.u64("optical drift steps");
             since_calibration = in.u64("optical frames since calibration");
             if constexpr (drifting_medium) {
-                medium.load_state(in);
+                medium = medium_;
+                medium->load_state(in);
             }
             if constexpr (requires { readout.load_reference(in); }) {
                 readout.load_reference(in);
@@ -198,7 +199,9 @@ public:
             }
         }
         readout_ = std::move(readout);
-        medium_ = std::move(medium);
+        if (medium) {
+            medium_ = std::move(*medium);
+        }
         drift_steps_ = drift_steps;
         frames_since_calibration_ = since_calibration;
         calibrated_ = calibrated;
@@ -236,17 +239,17 @@ public:
             ensure_shape(buf.ideal, n, out_);
             std::fill(buf.ideal.begin(), buf.ideal.end(), T(0));
         }
-        if (active > 0 && !calibrated_) {
-            calibrate(buf, active);
-        }
         if (active > 0) {
-            medium_.template prepare<T>(); // materialised before the threads read it
-            buf.batch.plan_blocks(block_rows);
+            medium_.template prepare<T>();           // materialised before the threads read it
             if constexpr (Medium::field_per_batch) { // every frame's field in one product
                 ensure_shape(buf.field_re, active, out_);
                 ensure_shape(buf.field_im, active, out_);
                 medium_.field(buf.batch.frame(0), active, buf.field_re.data(), buf.field_im.data());
             }
+            if (!calibrated_) {
+                calibrate(buf, active);
+            }
+            buf.batch.plan_blocks(block_rows);
             const std::size_t blocks = buf.batch.blocks();
             thread_team& team = shared_team();
             ensure_slots(buf, team.size());
@@ -336,6 +339,12 @@ private:
         }
     }
 
+    /// Whether drift or recalibration is scheduled: they add to the
+    /// signature and to the checkpoint state.
+    bool has_schedule() const noexcept {
+        return settings_.drift > 0.0 || settings_.recalibrate_every > 0;
+    }
+
     static constexpr std::uint64_t recalibration_stream = 1ULL << 63;
 
     static constexpr bool drifting_medium = requires(Medium m, double keep, std::uint64_t step) {
@@ -376,12 +385,19 @@ private:
     /// intensities), once; the exposures it takes are counted.
     template <class T>
     void calibrate(workspace<T>& buf, std::size_t active) {
-        matrix<T> re = matrix<T>::from_shape({active, out_});
-        matrix<T> im = matrix<T>::from_shape({active, out_});
         matrix<T> scratch = matrix<T>::from_shape({active, out_});
-        medium_.field(buf.batch.frame(0), active, re.data(), im.data());
-        const std::size_t extra =
-          readout_.calibrate(re.data(), im.data(), active, camera_, scratch.data());
+        const T* re = buf.field_re.data(); // a field_per_batch medium's field is made
+        const T* im = buf.field_im.data();
+        matrix<T> own_re;
+        matrix<T> own_im;
+        if constexpr (!Medium::field_per_batch) {
+            own_re = matrix<T>::from_shape({active, out_});
+            own_im = matrix<T>::from_shape({active, out_});
+            medium_.field(buf.batch.frame(0), active, own_re.data(), own_im.data());
+            re = own_re.data();
+            im = own_im.data();
+        }
+        const std::size_t extra = readout_.calibrate(re, im, active, camera_, scratch.data());
         stats_.frames += extra;
         stats_.calibration_frames += extra;
         calibrated_ = true;

@@ -18,6 +18,7 @@
 #include "lightloop/core/counter_random.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/simd.hpp"
 #include "lightloop/io/state.hpp"
 #include "lightloop/projection/optical/reference.hpp"
@@ -193,11 +194,8 @@ public:
                 for (std::size_t j = 0; j < out_; ++j) {
                     reference_re_[j] = a * reference_re_[j] + b * n_re[j];
                     reference_im_[j] = a * reference_im_[j] + b * n_im[j];
-                    reference_power_[j] =
-                      reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
                 }
-                reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
-                reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
+                reference_changed();
             }
         }
     }
@@ -214,12 +212,7 @@ public:
         in.values_into(std::span<double>(im), "reference field (imaginary part)");
         reference_re_ = std::move(re);
         reference_im_ = std::move(im);
-        for (std::size_t j = 0; j < out_; ++j) {
-            reference_power_[j] =
-              reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
-        }
-        reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
-        reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
+        reference_changed();
     }
     void load_state(state_reader& in) {
         std::vector<double> power(out_);
@@ -233,11 +226,7 @@ public:
         out_ = out;
         variance_ = variance;
         reference_.make(out, in, seed, variance, reference_re_, reference_im_);
-        reference_power_.resize(out);
-        for (std::size_t j = 0; j < out; ++j) {
-            reference_power_[j] =
-              reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
-        }
+        reference_changed();
         calibrated_power_ = reference_power_;
         set_normalisation();
     }
@@ -283,7 +272,7 @@ public:
         detail::squared_magnitude(re, im, count, decoded);
         cam.expose(std::span<const T>(decoded, count), std::span<T>(decoded, count));
         const auto norm = static_cast<T>(normalisation_);
-        const T* power = in_type<T>(calibrated_power_, calibrated_power_f_);
+        const T* power = detail::double_or_float<T>(calibrated_power_, calibrated_power_f_);
         for (std::size_t r = 0; r < rows; ++r) {
             const T* with = scratch + r * out_;
             T* row = decoded + r * out_;
@@ -324,8 +313,8 @@ public:
 private:
     template <class T>
     void with_reference(const T* re, const T* im, std::size_t rows, T* out) const {
-        const T* ref_re = in_type<T>(reference_re_, reference_re_f_);
-        const T* ref_im = in_type<T>(reference_im_, reference_im_f_);
+        const T* ref_re = detail::double_or_float<T>(reference_re_, reference_re_f_);
+        const T* ref_im = detail::double_or_float<T>(reference_im_, reference_im_f_);
         for (std::size_t r = 0; r < rows; ++r) {
             const T* re_row = re + r * out_;
             const T* im_row = im + r * out_;
@@ -336,17 +325,6 @@ private:
                 const V b = simd::load<V>(im_row + j) + simd::load<V>(ref_im + j);
                 simd::store(row + j, a * a + b * b);
             });
-        }
-    }
-
-    /// The double vector, or its float copy: the per-pixel loops read the
-    /// reference in the pixel type.
-    template <class T>
-    static const T* in_type(const std::vector<double>& d, const std::vector<float>& f) noexcept {
-        if constexpr (std::is_same_v<T, float>) {
-            return f.data();
-        } else {
-            return d.data();
         }
     }
 
@@ -361,9 +339,19 @@ private:
               "lightloop::holographic_readout: calibrated reference power is zero");
         }
         normalisation_ = 1.0 / std::sqrt(static_cast<double>(in_) * 2.0 * variance_ * mean_power);
+        calibrated_power_f_.assign(calibrated_power_.begin(), calibrated_power_.end());
+    }
+
+    /// |r|^2 and the float copies, from the reference field as it now is
+    /// (made, drifted or loaded).
+    void reference_changed() {
+        reference_power_.resize(out_);
+        for (std::size_t j = 0; j < out_; ++j) {
+            reference_power_[j] =
+              reference_re_[j] * reference_re_[j] + reference_im_[j] * reference_im_[j];
+        }
         reference_re_f_.assign(reference_re_.begin(), reference_re_.end());
         reference_im_f_.assign(reference_im_.begin(), reference_im_.end());
-        calibrated_power_f_.assign(calibrated_power_.begin(), calibrated_power_.end());
     }
 
     Reference reference_{};

@@ -100,18 +100,15 @@ public:
         refresh_caches<double>();
     }
 
-    /// The matrices as they stand (a drifted medium is state, not a seed),
-    /// in float; load_state puts them back.
+    /// The matrices as they stand (a drifted medium is state, not a seed):
+    /// each type's copy, empty where none was drawn; load_state puts them
+    /// back.
     void save_state(state_writer& out) const {
-        const matrix<float>& re = real_.f;
-        out.u64(re.size());
-        out.values(std::span<const float>(re.data(), re.size()));
-        out.values(std::span<const float>(imag_.f.data(), imag_.f.size()));
-        out.u64(real_.d.size());
-        out.values(std::span<const double>(real_.d.data(), real_.d.size()));
-        out.values(std::span<const double>(imag_.d.data(), imag_.d.size()));
+        save_copy<float>(out);
+        save_copy<double>(out);
     }
     void load_state(state_reader& in) {
+        drifted_ = false; // until a copy is loaded
         load_copy<float>(in);
         load_copy<double>(in);
     }
@@ -218,12 +215,11 @@ private:
             return;
         }
         matrix<T>& im = imag_.template get<T>();
+        const auto drifted = [&](T v, float n) {
+            const auto x = static_cast<T>(a * static_cast<double>(v) + b * static_cast<double>(n));
+            return bf16_ ? static_cast<T>(round_to_bf16(static_cast<float>(x))) : x;
+        };
         for (std::size_t k = 0; k < in_; ++k) {
-            auto drifted = [&](T v, float n) {
-                const auto x =
-                  static_cast<T>(a * static_cast<double>(v) + b * static_cast<double>(n));
-                return bf16_ ? static_cast<T>(round_to_bf16(static_cast<float>(x))) : x;
-            };
             re(j, k) = drifted(re(j, k), n_re[k]);
             im(j, k) = drifted(im(j, k), n_im[k]);
         }
@@ -245,31 +241,41 @@ private:
     }
 
     template <class T>
+    void save_copy(state_writer& out) const {
+        const matrix<T>& re = real_.template get<T>();
+        const matrix<T>& im = imag_.template get<T>();
+        out.values(std::span<const T>(re.data(), re.size()));
+        out.values(std::span<const T>(im.data(), im.size()));
+    }
+
+    /// One type's copy from a state: replaces this medium's, or, empty,
+    /// drops it (draw() then converts the other type's).
+    template <class T>
     void load_copy(state_reader& in) {
-        const std::uint64_t size = in.u64("medium size");
-        if (size == 0) { // not drawn in this type: two empty lists
-            std::span<T> none;
-            in.values_into(none, "medium (real part)");
-            in.values_into(none, "medium (imaginary part)");
-            return;
+        const std::vector<T> re = in.template values<T>("medium (real part)");
+        const std::vector<T> im = in.template values<T>("medium (imaginary part)");
+        if (re.size() != im.size() || (!re.empty() && re.size() != out_ * in_)) {
+            in.fail("medium holds " + std::to_string(re.size()) + " + " +
+                    std::to_string(im.size()) + " entries, expected " + std::to_string(out_ * in_) +
+                    " each");
         }
-        if (size != out_ * in_) {
-            in.fail("medium holds " + std::to_string(size) + " entries, expected " +
-                    std::to_string(out_ * in_));
-        }
-        check_fits(sizeof(T));
-        matrix<T> re = matrix<T>::from_shape({out_, in_});
-        matrix<T> im = matrix<T>::from_shape({out_, in_});
-        in.values_into(std::span<T>(re.data(), re.size()), "medium (real part)");
-        in.values_into(std::span<T>(im.data(), im.size()), "medium (imaginary part)");
-        real_.template get<T>() = std::move(re);
-        imag_.template get<T>() = std::move(im);
-        drifted_ = true;
+        matrix<T>& real = real_.template get<T>();
+        matrix<T>& imag = imag_.template get<T>();
         transposed_.template get<T>() = matrix<T>();
         if constexpr (std::is_same_v<T, float>) {
             real_operand_ = matrix<operand>();
             imag_operand_ = matrix<operand>();
         }
+        if (re.empty()) {
+            real = matrix<T>();
+            imag = matrix<T>();
+            return;
+        }
+        real.resize({out_, in_});
+        imag.resize({out_, in_});
+        std::copy(re.begin(), re.end(), real.begin());
+        std::copy(im.begin(), im.end(), imag.begin());
+        drifted_ = true;
     }
 
     /// Fills Re R and Im R in type T, once.
