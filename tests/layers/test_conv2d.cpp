@@ -172,8 +172,11 @@ TEST_CASE("conv2d, pooling and the norms equal PyTorch's outputs and gradients f
         return found->second;
     };
     // In double, to the last bits: PyTorch sums in another order, so its
-    // weight gradients (entries up to 6, sums of up to 50 terms) differ by a
-    // few ulp; everything else agrees within 1e-15.
+    // weight gradients (entries up to 6, sums of up to 128 terms) differ by a
+    // few ulp, as many as the GEMM kernel's own order gives (OpenBLAS's
+    // AVX-512 kernels within 4e-15 here, its AVX2 kernel 7.6e-15): the bound
+    // is 16 ulp of 6, far below the worst case of two orders of 128 terms (2 * 127 * u
+    // * sum |terms|, about 1e-12). Everything else agrees within 1e-15.
     const auto check_conv = [&](auto layer, const std::string& name, std::size_t n) {
         CAPTURE(name);
         conv_tests::fill_into(layer.weights(), 0.2, 0.4);
@@ -182,7 +185,8 @@ TEST_CASE("conv2d, pooling and the norms equal PyTorch's outputs and gradients f
         conv_tests::run_layer_case(layer, n, input_gradient);
         CHECK(conv_tests::gap_to(layer.output(), value(name, "output")) < 1e-15);
         CHECK(conv_tests::gap_to(input_gradient, value(name, "input_gradient")) < 1e-15);
-        CHECK(conv_tests::gap_to(layer.weight_gradient(), value(name, "weight_gradient")) < 4e-15);
+        CHECK(conv_tests::gap_to(layer.weight_gradient(), value(name, "weight_gradient")) <
+              16 * 8.9e-16);
         CHECK(conv_tests::gap_to(layer.bias_gradient(), value(name, "bias_gradient")) < 1e-15);
     };
     check_conv(conv2d<tanh_act, double>(

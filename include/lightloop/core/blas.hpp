@@ -70,8 +70,10 @@ namespace detail {
 /// of C's rows or columns, calling piece(rows, cols, a, b, c) with the
 /// operands' and C's first elements for each piece (leading dimensions and
 /// transposes unchanged). The pieces never split the k sum and are cut on
-/// whole kernel tiles (multiples of 16), so C has one thread's bits
-/// (core/parallel.hpp says when it need not). Small products, and one
+/// whole kernel tiles (multiples of 16), so C has one thread's bits on
+/// OpenBLAS's AVX-512 kernels (on its AVX2 kernels, elements next to a cut
+/// can differ in the last bits: blas_info.hpp, is_avx512_kernel;
+/// core/parallel.hpp says when it need not). Small products, and one
 /// thread, make one piece on the calling thread. The cut is along C's
 /// longer side, or always along its rows with `rows_only` (for a backend
 /// whose sums depend on a piece's width, as oneDNN's do).

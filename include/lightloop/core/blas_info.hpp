@@ -4,9 +4,13 @@
 // OpenBLAS picks its kernels when it is loaded, from the CPU id. Under some
 // hypervisors it misreads the CPU and falls back to a generic kernel
 // (openblas_get_corename() says "Prescott"), several times slower than the
-// AVX2 or AVX-512 kernel the CPU supports. OPENBLAS_CORETYPE fixes the choice,
-// but only if it is set before the library loads, so a program has to
-// re-execute itself to apply it: ensure_fast_blas() does that, once.
+// AVX2 or AVX-512 kernel the CPU supports. OpenBLAS 0.3.21 (Debian 12) also
+// gives CPUs it does not know by name, AMD's Zen 5 among them, its AVX2
+// "Haswell" kernel although they have AVX-512, where its SkylakeX kernel is
+// faster (measured in the README, "Threads").
+// OPENBLAS_CORETYPE fixes the choice, but only if it is set before the library
+// loads, so a program has to re-execute itself to apply it: ensure_fast_blas()
+// does that, once.
 
 #include <unistd.h>
 
@@ -74,6 +78,15 @@ inline bool is_generic_kernel(std::string_view core) noexcept {
     return false;
 }
 
+/// OpenBLAS's AVX-512 kernels. Their GEMM tiles are at most 16 wide along
+/// both of C's dimensions and each element's k sum has one order whatever the
+/// tile, so a product cut into pieces on multiples of 16 has one thread's bits
+/// (core/blas.hpp). Its AVX2 kernels do not keep that: the "Haswell" SGEMM
+/// sums some columns next to a cut in another order.
+inline bool is_avx512_kernel(std::string_view core) noexcept {
+    return core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+}
+
 /// The OPENBLAS_CORETYPE to ask for on a CPU with these features ("" if none).
 inline std::string recommended_coretype(cpu_features f) {
     if (f.avx512) {
@@ -91,8 +104,22 @@ struct blas_report {
     int threads = 1;    ///< openblas_get_num_threads()
     cpu_features cpu;
     bool generic = false; ///< a generic kernel on a CPU that has better
+    /// A kernel below what the CPU runs: generic on an AVX2 or AVX-512 CPU, or
+    /// an AVX2 one on an AVX-512 CPU.
+    bool below_cpu = false;
+    /// Whether a GEMM cut on multiples of 16 has one thread's bits (an
+    /// AVX-512 kernel: is_avx512_kernel).
+    bool thread_invariant_bits = false;
     std::string recommended;
 };
+
+/// Whether OpenBLAS's kernel `core` is below what a CPU with `cpu` runs.
+inline bool kernel_below_cpu(std::string_view core, cpu_features cpu) noexcept {
+    if (is_generic_kernel(core)) {
+        return cpu.avx2 || cpu.avx512;
+    }
+    return cpu.avx512 && !is_avx512_kernel(core);
+}
 
 inline blas_report blas_info() {
     blas_report r;
@@ -104,33 +131,38 @@ inline blas_report blas_info() {
     r.cpu = detect_cpu_features();
     r.recommended = recommended_coretype(r.cpu);
     r.generic = is_generic_kernel(r.core) && !r.recommended.empty();
+    r.below_cpu = kernel_below_cpu(r.core, r.cpu);
+    r.thread_invariant_bits = is_avx512_kernel(r.core);
     return r;
 }
 
-/// A warning to print when OpenBLAS runs a generic kernel on an AVX2 or
-/// AVX-512 CPU; nothing otherwise.
+/// A warning to print when OpenBLAS runs a kernel below the CPU (a generic
+/// one on an AVX2 or AVX-512 CPU, an AVX2 one on an AVX-512 CPU); nothing
+/// otherwise.
 inline std::optional<std::string> blas_warning(const blas_report& r) {
-    if (!r.generic) {
+    if (!r.below_cpu) {
         return std::nullopt;
     }
-    return "lightloop: OpenBLAS chose its generic '" + r.core + "' kernel on a CPU with " +
-           (r.cpu.avx512 ? "AVX-512" : "AVX2") + "; set OPENBLAS_CORETYPE=" + r.recommended +
-           " before the program starts (several times faster GEMMs)";
+    return "lightloop: OpenBLAS chose its " + std::string(r.generic ? "generic " : "") + "'" +
+           r.core + "' kernel on a CPU with " + (r.cpu.avx512 ? "AVX-512" : "AVX2") +
+           "; set OPENBLAS_CORETYPE=" + r.recommended + " before the program starts (" +
+           (r.generic ? "several times faster" : "faster") + " GEMMs)";
 }
 
 /// Whether a program should re-execute itself with OPENBLAS_CORETYPE set:
-/// the kernel is generic on a capable CPU, the user set no core type, has not
+/// the kernel is below the CPU, the user set no core type, has not
 /// opted out (LIGHTLOOP_NO_REEXEC) and this is not already the re-executed run.
 inline bool should_reexec(const blas_report& r, bool coretype_set, bool opted_out,
                           bool already_reexecuted) noexcept {
-    return r.generic && !coretype_set && !opted_out && !already_reexecuted;
+    return r.below_cpu && !coretype_set && !opted_out && !already_reexecuted;
 }
 
-/// Call first in main(). If OpenBLAS fell back to a generic kernel on an
-/// AVX2/AVX-512 CPU, re-executes the program once with OPENBLAS_CORETYPE set
-/// to the matching kernel. Opt out with LIGHTLOOP_NO_REEXEC=1. If it cannot
-/// re-execute, or the user's OPENBLAS_CORETYPE still gives a generic kernel,
-/// prints the warning to stderr and carries on.
+/// Call first in main(). If OpenBLAS chose a kernel below the CPU (a generic
+/// one on an AVX2/AVX-512 CPU, an AVX2 one on an AVX-512 CPU), re-executes
+/// the program once with OPENBLAS_CORETYPE set to the matching kernel. Opt
+/// out with LIGHTLOOP_NO_REEXEC=1. If it cannot re-execute, or the user's
+/// OPENBLAS_CORETYPE still gives a kernel below the CPU, prints the warning
+/// to stderr and carries on.
 inline void ensure_fast_blas(char** argv) {
     const blas_report r = blas_info();
     const bool coretype_set = std::getenv("OPENBLAS_CORETYPE") != nullptr;
