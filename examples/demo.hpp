@@ -204,6 +204,17 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
     return results;
 }
 
+/// A study's start (opu_drift, opu_pareto), after its settings are checked:
+/// the threads, the data, and its CSV emptied.
+template <class Demo>
+lightloop::mnist_data begin_study(const Demo& d, const options& o) {
+    lightloop::set_blas_threads(o.threads);
+    lightloop::mnist_data data = lightloop::load_mnist(o.data, {.train_limit = o.train_limit});
+    std::filesystem::create_directories(o.out);
+    std::filesystem::remove(std::filesystem::path(o.out) / (d.stem + ".csv"));
+    return data;
+}
+
 template <class Demo, class Runner = one_process>
 int experiment(const Demo& d, const options& o, Runner runner = {}) {
     using namespace lightloop;

@@ -41,12 +41,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
     const demos::demo<demos::make_paper_network> d{"opu_drift", "784-1024-1024-10 tanh", {}};
     return programs::run(app, argc, argv, [&] {
-        set_blas_threads(o.threads);
         const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
         const ternary_encoder encoder(o.threshold);
-        const mnist_data data = load_mnist(o.data, {.train_limit = o.train_limit});
-        std::filesystem::create_directories(o.out);
-        std::filesystem::remove(std::filesystem::path(o.out) / (d.stem + ".csv"));
+        const mnist_data data = demos::begin_study(d, o);
         std::printf("lightloop %s | %s: %zu train, %zu test | %s, sgd lr %g, batch %zu, %zu "
                     "epochs, seed %llu\nholographic DFA, DMD reference (drifts with the "
                     "medium), %d-bit camera, read noise %g e-\n\n",
