@@ -91,8 +91,8 @@ TEST_CASE("the OpenBLAS kernel trap is recognised and its remedy chosen", "[core
     REQUIRE(blas_warning(trapped).has_value());
     CHECK_THAT(*blas_warning(trapped), Catch::Contains("OPENBLAS_CORETYPE=SkylakeX"));
 
-    // OpenBLAS 0.3.21 gives a CPU it does not know by name (Zen 5) its AVX2
-    // kernel: below an AVX-512 CPU, not below an AVX2 one.
+    // An AVX2 kernel (an OpenBLAS older than the CPU, or OPENBLAS_CORETYPE in
+    // the environment): below an AVX-512 CPU, not below an AVX2 one.
     CHECK(kernel_below_cpu("Prescott", {.avx2 = true}));
     CHECK_FALSE(kernel_below_cpu("Prescott", {}));
     CHECK(kernel_below_cpu("Haswell", {.avx2 = true, .avx512 = true}));

@@ -4,10 +4,10 @@
 // OpenBLAS picks its kernels when it is loaded, from the CPU id. Under some
 // hypervisors it misreads the CPU and falls back to a generic kernel
 // (openblas_get_corename() says "Prescott"), several times slower than the
-// AVX2 or AVX-512 kernel the CPU supports. OpenBLAS 0.3.21 (Debian 12) also
-// gives CPUs it does not know by name, AMD's Zen 5 among them, its AVX2
-// "Haswell" kernel although they have AVX-512, where its SkylakeX kernel is
-// faster (measured in the README, "Threads").
+// AVX2 or AVX-512 kernel the CPU supports. An AVX2 kernel on an AVX-512 CPU
+// (an OpenBLAS older than the CPU, or OPENBLAS_CORETYPE=Haswell in the
+// environment) is below it too: its SkylakeX kernel is faster there
+// (measured in the README, "Threads").
 // OPENBLAS_CORETYPE fixes the choice, but only if it is set before the library
 // loads, so a program has to re-execute itself to apply it: ensure_fast_blas()
 // does that, once.
