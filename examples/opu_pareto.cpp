@@ -25,7 +25,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <numeric>
+#include <iterator>
 #include <string>
 #include <vector>
 
