@@ -4,7 +4,8 @@
 //   - in this process on 1 and on 2 threads (the references), and
 //   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
 //     program through mpiexec (every rank a shard of each global batch,
-//     gradients summed), and
+//     gradients summed through shared memory, as on any one node; and
+//     again by the ring of messages a multi-node run uses: "data-ring"), and
 //   - for the DFA methods, DFA layer-parallel on the same ranks (each rank a
 //     block of layers; e broadcast from the last), synchronous ("layer") and
 //     pipelined ("piped": the next batch forwarded while the error of the
@@ -172,6 +173,7 @@ void time_mode(distributed::communicator& comm, const std::string& mode, const s
 int worker(const options& o) {
     distributed::environment mpi_env;
     distributed::communicator comm;
+    distributed::communicator ring(MPI_COMM_WORLD, distributed::sum_route::ring);
     set_blas_threads(1);
     const auto data = synthetic(o.batch * 8);
     batch_sampler<float> sampler(data, o.batch, 1);
@@ -182,14 +184,19 @@ int worker(const options& o) {
         with_network(method, [&](auto& net) {
             distributed::give_rank_noise_stream(net, comm.rank());
             sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
-            distributed::data_parallel<float> parallel(comm);
-            time_mode(
-              comm, "data", method, o,
-              [&](std::size_t b) {
-                  sampler.fill_shard(b % sampler.batches(), comm.rank(), comm.size(), x, y);
-                  parallel.step(net, opt, x, y);
-              },
-              [] {});
+            // Data-parallel with the sums through shared memory (every rank
+            // is on this node), then the same with the ring of messages a
+            // multi-node run uses.
+            for (distributed::communicator* c : {&comm, &ring}) {
+                distributed::data_parallel<float> parallel(*c);
+                time_mode(
+                  *c, c == &ring ? "data-ring" : "data", method, o,
+                  [&](std::size_t b) {
+                      sampler.fill_shard(b % sampler.batches(), c->rank(), c->size(), x, y);
+                      parallel.step(net, opt, x, y);
+                  },
+                  [] {});
+            }
         });
         if (method == "bp" || comm.size() > widths.size() - 1) {
             continue; // backprop has no layer-parallel mode; a rank needs a layer
@@ -351,7 +358,7 @@ int measure(const options& o) {
     std::printf("lightloop %s | BLAS kernel %s | 784-1024-1024-10 tanh, global batch %zu, "
                 "%zu steps per figure, median of %zu rounds\n",
                 version_string, blas_core_name().c_str(), o.batch, o.steps, o.rounds);
-    std::printf("%-18s %-12s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
+    std::printf("%-20s %-12s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
                 "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank");
     std::ostringstream json;
     json << "[\n";
@@ -365,7 +372,7 @@ int measure(const options& o) {
             const double two = median(rates["1 process x 2 thr"][m]);
             const double one = median(rates["1 process x 1 thr"][m]);
             const double sent = bytes.count(mode + m) != 0 ? bytes[mode + m] : 0.0;
-            std::printf("%-18s %-12s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(), rate,
+            std::printf("%-20s %-12s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(), rate,
                         rate / two, rate / one, ranks > 0 ? bytes_text(sent).c_str() : "-");
             json << (first ? "" : ",\n") << "  {\"mode\": \"" << kind << "\", \"ranks\": " << ranks
                  << ", \"method\": \"" << m << "\", \"samples_per_second\": " << rate
@@ -377,7 +384,7 @@ int measure(const options& o) {
     };
     print_mode("1 process x 1 thr", "single", 0);
     print_mode("1 process x 2 thr", "single", 0);
-    for (const std::string kind : {"data", "layer", "piped"}) {
+    for (const std::string kind : {"data", "data-ring", "layer", "piped"}) {
         for (const std::size_t r : o.ranks) {
             print_mode(kind + " " + std::to_string(r) + " x 1 thr", kind, r);
         }

@@ -117,36 +117,78 @@ double data_parallel_against_one_process(const std::vector<std::size_t>& batches
 
 } // namespace
 
-TEST_CASE("sum_identical gives every rank the same bits of the sum", "[distributed]") {
-    const std::size_t p = world->size();
-    // Values of very different sizes, so that the order of the additions
-    // shows in the bits; 1001 values split unevenly over the ranks.
+namespace {
+
+/// Sums `count` values of very different sizes (so that the order of the
+/// additions shows in the bits) over the ranks of `comm`, scaled by
+/// `scale`; checks that every rank has the same bits and that each sum is
+/// within p - 1 roundings (the additions) + 1 (the scaling) + 1/2 (this
+/// check's exact sum rounded to a double) of its terms' magnitudes; returns
+/// the sum.
+template <class T>
+std::vector<T> check_sum(dist::communicator& comm, std::size_t count, T scale) {
+    const std::size_t p = comm.size();
+    INFO(count << " values of " << sizeof(T) << " bytes scaled by " << scale << ", "
+               << (comm.sums_in_shared_memory() ? "shared memory" : "ring"));
     const auto value = [](std::size_t r, std::size_t i) {
         return std::sin(static_cast<double>(i) * 0.7 + static_cast<double>(r)) *
                std::pow(10.0, static_cast<double>((i + r) % 9) - 4.0);
     };
-    std::vector<float> mine(1001);
-    for (std::size_t i = 0; i < mine.size(); ++i) {
-        mine[i] = static_cast<float>(value(world->rank(), i));
+    // Every rank's terms from one loop (the compiler may contract the
+    // formula differently in two loops, and doubles would show it).
+    std::vector<std::vector<T>> terms(p, std::vector<T>(count));
+    for (std::size_t r = 0; r < p; ++r) {
+        for (std::size_t i = 0; i < count; ++i) {
+            terms[r][i] = static_cast<T>(value(r, i));
+        }
     }
-    world->sum_identical(std::span<float>(mine));
+    std::vector<T> mine = terms[comm.rank()];
+    comm.sum_identical(std::span<T>(mine), scale);
     CHECK(same_bits_everywhere(mine));
-    // Each sum is within (p - 1) roundings of its terms' magnitudes.
+    const double unit = std::is_same_v<T, float> ? 0x1p-24 : 0x1p-53;
     double worst = 0.0;
     for (std::size_t i = 0; i < mine.size(); ++i) {
         long double exact = 0.0L;
         double size = 0.0;
         for (std::size_t r = 0; r < p; ++r) {
-            const float term = static_cast<float>(value(r, i));
+            const T term = terms[r][i];
             exact += term;
             size += std::abs(static_cast<double>(term));
         }
-        const double bound = static_cast<double>(p - 1) * 0x1p-24 * size;
+        exact *= static_cast<long double>(scale);
+        size *= std::abs(static_cast<double>(scale));
+        const double bound = (static_cast<double>(p) + 0.5) * unit * size;
         worst =
           std::max(worst, std::abs(static_cast<double>(mine[i]) - static_cast<double>(exact)) /
                             std::max(bound, 1e-300));
     }
     CHECK(worst <= 1.0);
+    return mine;
+}
+
+} // namespace
+
+TEST_CASE("sum_identical gives every rank the same bits of the sum, by either route",
+          "[distributed]") {
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    CHECK_FALSE(ring.sums_in_shared_memory());
+    // Every rank of these tests runs on this machine.
+    CHECK(world->sums_in_shared_memory());
+    // 1001 values split unevenly over the ranks; then more than two of the
+    // shared window's chunks (2^18 floats, 2^17 doubles) and a part of one.
+    for (const std::size_t count : {std::size_t{1001}, std::size_t{(1u << 19) + 4097}}) {
+        const auto shared = check_sum<float>(*world, count, 1.0f);
+        const auto ringed = check_sum<float>(ring, count, 1.0f);
+        if (world->size() == 2) {
+            CHECK(same_bits(shared, ringed)); // one addition: the same bits either way
+        }
+        check_sum<float>(*world, count, 0.25f);
+        check_sum<double>(*world, count, 1.0 / 3.0);
+        check_sum<double>(ring, count, 1.0 / 3.0);
+    }
+    // Fewer values than ranks: some blocks are empty.
+    check_sum<float>(*world, 1, 0.5f);
+    check_sum<float>(ring, 1, 0.5f);
 }
 
 TEST_CASE("data-parallel steps keep every rank's weights identical and follow one process",

@@ -133,23 +133,42 @@ private:
     bool owns_ = false;
 };
 
+/// How sum_identical moves the values: through a shared-memory window when
+/// every rank is on one node (and the window can be made), else by a ring of
+/// messages; or always by the ring.
+enum class sum_route { shared_memory_if_one_node, ring };
+
 /// A private duplicate of an MPI communicator (MPI_COMM_WORLD by default)
 /// whose errors return to lightloop, which throws mpi_error naming the call.
 /// Counts the bytes this rank hands to MPI, per kind of traffic.
 class communicator {
 public:
-    explicit communicator(MPI_Comm parent = MPI_COMM_WORLD) {
+    explicit communicator(MPI_Comm parent = MPI_COMM_WORLD,
+                          sum_route route = sum_route::shared_memory_if_one_node) {
         check(MPI_Comm_dup(parent, &comm_), "MPI_Comm_dup");
         check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
         check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
         check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+        if (route == sum_route::shared_memory_if_one_node && size_ > 1) {
+            open_shared_window();
+        }
     }
     communicator(const communicator&) = delete;
     communicator& operator=(const communicator&) = delete;
+    /// Collective where a shared window was made (MPI_Win_free), as
+    /// MPI_Comm_free is: every rank destroys its communicator, or none does
+    /// (a rank that cannot go on ends the job with environment::abort).
     ~communicator() {
         int finalized = 0;
         MPI_Finalized(&finalized);
-        if (comm_ != MPI_COMM_NULL && finalized == 0) {
+        if (finalized != 0) {
+            return;
+        }
+        if (window_ != MPI_WIN_NULL) {
+            MPI_Win_unlock_all(window_);
+            MPI_Win_free(&window_);
+        }
+        if (comm_ != MPI_COMM_NULL) {
             MPI_Comm_free(&comm_);
         }
     }
@@ -157,6 +176,9 @@ public:
     std::size_t rank() const noexcept { return static_cast<std::size_t>(rank_); }
     std::size_t size() const noexcept { return static_cast<std::size_t>(size_); }
     MPI_Comm handle() const noexcept { return comm_; }
+    /// Whether sum_identical goes through shared memory (every rank on one
+    /// node) rather than the ring.
+    bool sums_in_shared_memory() const noexcept { return window_ != MPI_WIN_NULL; }
 
     /// Replaces `values` on every rank by their sum over the ranks times
     /// `scale`, the same bits on every rank: a ring reduce-scatter leaves each
@@ -166,18 +188,22 @@ public:
     /// its neighbour. (MPI's all-reduce promises the same result on every
     /// rank only as advice to implementors; Open MPI's reduce-scatter took
     /// 2.5 times as long as this ring on 2 ranks here.)
+    ///
+    /// With every rank on one node the values go through a shared-memory
+    /// window instead, in chunks: each rank copies the blocks the others
+    /// will add into its part of the window, adds its own block (every
+    /// rank's terms in rank order) and scales it, and copies the others'
+    /// finished blocks back: two barriers a chunk and no message, the same
+    /// bits on every rank, and the same bits as the ring on two ranks.
     template <class T>
     void sum_identical(std::span<T> values, T scale = T(1)) {
-        const auto scale_in_place = [scale](std::span<T> block) {
-            if (scale != T(1)) {
-                for (T& v : block) {
-                    v *= scale;
-                }
-            }
-        };
         const std::size_t p = size();
         if (p == 1 || values.empty()) {
-            scale_in_place(values);
+            scale_in_place(values, scale);
+            return;
+        }
+        if (sums_in_shared_memory()) {
+            sum_in_shared_memory(values, scale);
             return;
         }
         const std::size_t n = values.size();
@@ -208,7 +234,7 @@ public:
             sent += count(out);
         }
         const std::size_t complete = (r + 1) % p;
-        scale_in_place(values.subspan(first(complete), count(complete)));
+        scale_in_place(values.subspan(first(complete), count(complete)), scale);
         // All-gather: at step s rank r passes block (r + 1 - s) on and takes
         // block (r - s) from its left neighbour as it is.
         for (std::size_t s = 0; s + 1 < p; ++s) {
@@ -306,11 +332,138 @@ public:
     }
 
 private:
+    template <class T>
+    static void scale_in_place(std::span<T> block, T scale) {
+        if (scale != T(1)) {
+            for (T& v : block) {
+                v *= scale;
+            }
+        }
+    }
+
+    /// Makes the shared window when every rank shares this node's memory;
+    /// leaves window_ null (the ring) when they do not or when any rank
+    /// could not make it, so all ranks take the same route.
+    void open_shared_window() {
+        MPI_Comm node = MPI_COMM_NULL;
+        check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+              "MPI_Comm_split_type");
+        int node_size = 0;
+        MPI_Comm_size(node, &node_size);
+        const bool one_node = node_size == size_;
+        int made = 0;
+        if (one_node) {
+            // Each rank's part: a chunk of its terms, then its finished block.
+            const std::size_t part = window_chunk_bytes + result_bytes();
+            void* base = nullptr;
+            made = MPI_Win_allocate_shared(static_cast<MPI_Aint>(part), 1, MPI_INFO_NULL, node,
+                                           &base, &window_) == MPI_SUCCESS
+                     ? 1
+                     : 0;
+        }
+        MPI_Comm_free(&node);
+        if (!one_node) {
+            return;
+        }
+        int everywhere = 0;
+        check(MPI_Allreduce(&made, &everywhere, 1, MPI_INT, MPI_MIN, comm_),
+              "MPI_Allreduce (shared window made?)");
+        if (everywhere == 0) {
+            if (made != 0) {
+                MPI_Win_free(&window_);
+            }
+            window_ = MPI_WIN_NULL;
+            return;
+        }
+        parts_.assign(size(), nullptr);
+        for (int q = 0; q < size_; ++q) {
+            MPI_Aint bytes = 0;
+            int unit = 0;
+            void* at = nullptr;
+            check(MPI_Win_shared_query(window_, q, &bytes, &unit, &at), "MPI_Win_shared_query");
+            parts_[static_cast<std::size_t>(q)] = static_cast<std::byte*>(at);
+        }
+        check(MPI_Win_lock_all(MPI_MODE_NOCHECK, window_), "MPI_Win_lock_all");
+    }
+
+    /// Bytes of a finished block: a chunk's share, rounded up to a cache line.
+    std::size_t result_bytes() const noexcept {
+        const std::size_t share = (window_chunk_bytes + size() - 1) / size();
+        return (share + 63) / 64 * 64 + 64;
+    }
+    template <class T>
+    T* terms_of(std::size_t q) const noexcept {
+        return reinterpret_cast<T*>(parts_[q]);
+    }
+    template <class T>
+    T* result_of(std::size_t q) const noexcept {
+        return reinterpret_cast<T*>(parts_[q] + window_chunk_bytes);
+    }
+    /// Everything written to the window before it is seen by every rank after.
+    void window_fence() {
+        check(MPI_Win_sync(window_), "MPI_Win_sync");
+        check(MPI_Barrier(comm_), "MPI_Barrier (shared-memory sum)");
+        check(MPI_Win_sync(window_), "MPI_Win_sync");
+    }
+
+    template <class T>
+    void sum_in_shared_memory(std::span<T> values, T scale) {
+        const std::size_t p = size();
+        const std::size_t r = rank();
+        const std::size_t chunk = window_chunk_bytes / sizeof(T);
+        T* const finished = result_of<T>(r);
+        // What the other ranks read from this rank's part: its terms for
+        // their blocks and its finished block (on two ranks, what the ring
+        // sends).
+        std::size_t read_by_others = 0;
+        for (std::size_t start = 0; start < values.size(); start += chunk) {
+            const std::size_t c = std::min(chunk, values.size() - start);
+            T* const mine = values.data() + start;
+            const auto first = [&](std::size_t b) { return c * b / p; };
+            T* const terms = terms_of<T>(r);
+            for (std::size_t b = 0; b < p; ++b) {
+                if (b != r) {
+                    std::copy(mine + first(b), mine + first(b + 1), terms + first(b));
+                }
+            }
+            window_fence(); // every rank's terms are in
+            const std::size_t lo = first(r);
+            const std::size_t n = first(r + 1) - lo;
+            const T* const rank0 = r == 0 ? mine + lo : terms_of<T>(0) + lo;
+            std::copy(rank0, rank0 + n, finished);
+            for (std::size_t q = 1; q < p; ++q) {
+                const T* const add = q == r ? mine + lo : terms_of<T>(q) + lo;
+                for (std::size_t i = 0; i < n; ++i) {
+                    finished[i] = finished[i] + add[i];
+                }
+            }
+            scale_in_place(std::span<T>(finished, n), scale);
+            std::copy(finished, finished + n, mine + lo);
+            window_fence(); // every block is finished
+            for (std::size_t b = 0; b < p; ++b) {
+                if (b != r) {
+                    const T* const from = result_of<T>(b);
+                    std::copy(from, from + (first(b + 1) - first(b)), mine + first(b));
+                }
+            }
+            // The next chunk's terms overwrite nothing another rank still
+            // reads: every rank read them before the second fence.
+            read_by_others += (c - n) + (p - 1) * n;
+        }
+        bytes_.sum += read_by_others * sizeof(T);
+    }
+
+    /// A chunk of one rank's terms in the shared window (its finished block
+    /// after it).
+    static constexpr std::size_t window_chunk_bytes = std::size_t{1} << 20;
+
     MPI_Comm comm_ = MPI_COMM_NULL;
     int rank_ = 0;
     int size_ = 1;
     static constexpr int sum_tag = 0x5eed;
     std::vector<std::byte> block_; // a block of a sum in flight
+    MPI_Win window_ = MPI_WIN_NULL;
+    std::vector<std::byte*> parts_; // each rank's part of the window, mapped here
     traffic bytes_;
 };
 
