@@ -472,14 +472,27 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
                           Catch::Contains("checkpoints are not written in layer-parallel mode"));
     }
     {
-        // The optical device has no slices yet: each rank holds the whole
-        // medium and reads its columns. Chance is 25%, a linear model 60%.
+        // Each rank's optical device is its own pixels of the whole one: the
+        // rows of R for its layers only (the others never drawn), a camera
+        // of its own. Chance is 25%, a linear model 60%.
         using net_type = decltype(make_deep<float, dfa<optical<>>>(0));
         net_type net = make_deep<float, dfa<optical<>>>(9);
         sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
         dist::dfa_layer_parallel<net_type> parallel(*world, net);
+        const std::size_t pixels = parallel.slice_count();
+        CHECK(parallel.device().output_size() == pixels);
+        CHECK(parallel.device().medium().outputs() == pixels);
+        CHECK(parallel.device().first_output() == parallel.slice_first());
+        CHECK(pixels < net.feedback().projection_size());
         const auto history = fit_with(parallel, net, opt, train, test, options);
         CHECK(history.epochs.back().test_accuracy > 0.7);
+        // This rank holds its rows of R only; the network's own device (the
+        // whole one) never projects here, so it never draws R.
+        // (R's real and imaginary parts, and their transpose for the narrow
+        // input: four floats per entry.)
+        CHECK(parallel.device().medium().stored_bytes() ==
+              4 * pixels * net.output_size() * sizeof(float));
+        CHECK(net.feedback().device().medium().stored_bytes() == 0);
     }
 }
 

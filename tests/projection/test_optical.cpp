@@ -788,6 +788,134 @@ TEST_CASE("the camera draws exactly where the normal approximation would miss th
     }
 }
 
+namespace {
+template <class D>
+concept sliceable_device = requires(D d) {
+    d.configure_slice(1, 2, 3, 0, 1);
+};
+} // namespace
+
+TEMPLATE_TEST_CASE("an optical device's slice of pixels projects the whole device's columns",
+                   "[projection][optical][slice]", transmission_matrix, matrix_free_medium) {
+    // An ideal camera and the off-axis reference: every output pixel is
+    // 2 Re(r̄_j (R x)_j) / |r_j|^2 scaled by the mean |r|^2 (the same for any
+    // set of pixels), so a slice is exactly those columns but for the
+    // field's summation order.
+    using device =
+      optical<holographic_readout<off_axis_reference>, ideal_camera, ternary_encoder, TestType>;
+    constexpr std::size_t in = 30;
+    constexpr std::size_t total = 300;
+    constexpr std::size_t first = 120;
+    constexpr std::size_t count = 50;
+    const auto x = ternary_batch<float>(12, in, 5);
+    device whole;
+    whole.configure(in, total, 77);
+    device slice;
+    slice.configure_slice(in, total, 77, first, count);
+    CHECK(slice.output_size() == count);
+    CHECK(slice.first_output() == first);
+    CHECK(slice.medium().outputs() == count); // the other rows are never made
+    CHECK(slice.medium().first_row() == first);
+    auto y = matrix<float>::from_shape({12, total});
+    auto part = matrix<float>::from_shape({12, count});
+    whole.project(x, y);
+    slice.project(x, part);
+    auto columns = matrix<float>::from_shape({12, count});
+    for (std::size_t r = 0; r < 12; ++r) {
+        for (std::size_t c = 0; c < count; ++c) {
+            columns(r, c) = y(r, first + c);
+        }
+    }
+    CHECK(lightloop::testing::max_abs_diff(columns, part) <
+          1e-5 * lightloop::testing::max_abs(columns));
+    CHECK_THROWS_AS(slice.configure_slice(in, total, 77, 280, 30), config_error);
+}
+
+TEST_CASE("a slice's medium rows, DMD reference and sensor pattern are the whole device's",
+          "[projection][optical][slice]") {
+    constexpr std::size_t in = 20;
+    constexpr std::size_t total = 200;
+    constexpr std::size_t first = 64;
+    constexpr std::size_t count = 70;
+    // The stored medium's rows, bitwise.
+    transmission_matrix whole_medium(total, in, 5, 1.0);
+    transmission_matrix slice_medium(count, in, 5, 1.0);
+    slice_medium.slice_rows(first);
+    const auto& all = whole_medium.real<float>();
+    const auto& mine = slice_medium.real<float>();
+    bool same = mine.shape(0) == count;
+    for (std::size_t j = 0; same && j < count; ++j) {
+        for (std::size_t k = 0; k < in; ++k) {
+            same = same && mine(j, k) == all(first + j, k) &&
+                   slice_medium.imag<float>()(j, k) == whole_medium.imag<float>()(first + j, k);
+        }
+    }
+    CHECK(same);
+    // The DMD reference's field (|r_j|^2 before any calibration) and the
+    // camera's gains and dark currents, at the slice's pixels.
+    using device = optical<holographic_readout<dmd_reference>, camera>;
+    const camera sensor({.prnu = 0.05, .dark_current = 2.0, .dsnu = 0.3});
+    device whole(holographic_readout<dmd_reference>{}, sensor);
+    device slice(holographic_readout<dmd_reference>{}, sensor);
+    whole.configure(in, total, 31);
+    slice.configure_slice(in, total, 31, first, count);
+    const auto& power = whole.readout().calibrated_reference_power();
+    const auto& slice_power = slice.readout().calibrated_reference_power();
+    const auto& gains = whole.camera_model().pixel_gains();
+    const auto& darks = whole.camera_model().pixel_dark_currents();
+    REQUIRE(slice_power.size() == count);
+    REQUIRE(slice.camera_model().pixel_gains().size() == count);
+    bool pixels_same = true;
+    for (std::size_t j = 0; j < count; ++j) {
+        pixels_same = pixels_same && slice_power[j] == power[first + j] &&
+                      slice.camera_model().pixel_gains()[j] == gains[first + j] &&
+                      slice.camera_model().pixel_dark_currents()[j] == darks[first + j];
+    }
+    CHECK(pixels_same);
+    // A medium that is not a set of independent rows has no slices.
+    STATIC_REQUIRE(sliceable_device<optical<>>);
+    STATIC_REQUIRE_FALSE(
+      sliceable_device<optical<holographic_readout<>, camera, ternary_encoder, structured_medium>>);
+}
+
+TEST_CASE("slices of an optical device draw camera noise of their own",
+          "[projection][optical][slice]") {
+    // Two slices of one device, shown the same field on their pixels: their
+    // noise must not repeat from slice to slice.
+    constexpr std::size_t in = 16;
+    const auto x = ternary_batch<float>(32, in, 6);
+    optical<> a;
+    optical<> b;
+    a.configure_slice(in, 400, 3, 0, 200);
+    b.configure_slice(in, 400, 3, 200, 200);
+    auto ya = matrix<float>::from_shape({32, 200});
+    auto yb = matrix<float>::from_shape({32, 200});
+    a.project(x, ya);
+    b.project(x, yb);
+    // Noise alone: each slice's projection minus its noiseless one.
+    optical<holographic_readout<>, ideal_camera> ia;
+    optical<holographic_readout<>, ideal_camera> ib;
+    ia.configure_slice(in, 400, 3, 0, 200);
+    ib.configure_slice(in, 400, 3, 200, 200);
+    auto ia_y = matrix<float>::from_shape({32, 200});
+    auto ib_y = matrix<float>::from_shape({32, 200});
+    ia.project(x, ia_y);
+    ib.project(x, ib_y);
+    double cross = 0.0;
+    double na = 0.0;
+    double nb = 0.0;
+    for (std::size_t i = 0; i < ya.size(); ++i) {
+        const double u = ya.data()[i] - ia_y.data()[i];
+        const double v = yb.data()[i] - ib_y.data()[i];
+        cross += u * v;
+        na += u * u;
+        nb += v * v;
+    }
+    // Independent noise: correlation ~ N(0, 1/6400); shared noise would give ~1.
+    REQUIRE(na > 0.0);
+    CHECK(std::abs(cross / std::sqrt(na * nb)) < 5.0 / std::sqrt(6400.0));
+}
+
 TEST_CASE("the camera's fixed pattern: per-pixel gains, and dark signal growing with exposure",
           "[projection][optical][camera]") {
     // Noise off and a 20-bit ADC (one count is 0.95 electrons): what remains

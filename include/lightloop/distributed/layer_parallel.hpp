@@ -12,7 +12,10 @@
 //
 // Synchronous: the bits are those of the same network trained by DFA in one
 // process (the same layers do the same arithmetic on the same values, and the
-// slice of the projection is the same columns of the same product; tested).
+// slice of the projection is the same columns of the same product; tested)
+// for the dense devices. An optical device's slice is the whole device's rows
+// of R, reference and sensor, but it calibrates and draws camera noise on its
+// own pixels, as a co-processor per rank would.
 // Pipelined (layer_parallel_mode::pipelined): the ranks below the last forward
 // the next batch while the previous batch's error is on its way, so their
 // weights are at most one step stale; finish() applies the last update.
@@ -289,9 +292,12 @@ private:
     }
 
     /// The device slice: the columns of this rank's hidden trained layers.
-    /// A device that can be configured for a slice holds only those columns;
-    /// another (the optical one, so far) is the whole device, and the step
-    /// copies its columns out of the whole projection.
+    /// A device that can be configured for a slice holds only those columns
+    /// (the dense devices; the optical one on a stored or matrix-free
+    /// medium, each rank then a device of its own on its pixels, with its
+    /// own camera calibration and noise); another (the optical one on a
+    /// structured medium) is the whole device, and the step copies its
+    /// columns out of the whole projection.
     void configure_slice(const Network& net) {
         const auto& fb = net.feedback();
         std::size_t first = fb.projection_size();

@@ -109,6 +109,18 @@ public:
     /// Draws the fixed pattern of a sensor `pixels` wide from `seed` (see the
     /// file comment); with neither prnu nor dark current there is none.
     void configure_sensor(std::size_t pixels, std::uint64_t seed) {
+        configure_sensor(pixels, seed, 0, pixels);
+    }
+    /// This camera as pixels [first, first + pixels) of a sensor `total`
+    /// wide: their part of that sensor's fixed pattern, the rest drawn
+    /// through and not kept.
+    void configure_sensor(std::size_t pixels, std::uint64_t seed, std::size_t first,
+                          std::size_t total) {
+        if (first > total || pixels > total - first) {
+            throw config_error("lightloop::camera: pixels [" + std::to_string(first) + ", " +
+                               std::to_string(first + pixels) + ") are not on a sensor " +
+                               std::to_string(total) + " wide");
+        }
         pixels_ = pixels;
         gain_.clear();
         dark_.clear();
@@ -120,11 +132,19 @@ public:
         rng gen(seed);
         gain_.resize(pixels);
         dark_.resize(pixels);
-        for (std::size_t j = 0; j < pixels; ++j) {
-            gain_[j] = std::max(0.0, 1.0 + settings_.prnu * gen.normal());
+        const auto mine = [&](std::size_t j) { return j >= first && j < first + pixels; };
+        for (std::size_t j = 0; j < total; ++j) {
+            const double g = std::max(0.0, 1.0 + settings_.prnu * gen.normal());
+            if (mine(j)) {
+                gain_[j - first] = g;
+            }
         }
-        for (std::size_t j = 0; j < pixels; ++j) {
-            dark_[j] = settings_.dark_current * std::max(0.0, 1.0 + settings_.dsnu * gen.normal());
+        for (std::size_t j = 0; j < total; ++j) {
+            const double d =
+              settings_.dark_current * std::max(0.0, 1.0 + settings_.dsnu * gen.normal());
+            if (mine(j)) {
+                dark_[j - first] = d;
+            }
         }
         gain_f_.assign(gain_.begin(), gain_.end());
         dark_f_.assign(dark_.begin(), dark_.end());

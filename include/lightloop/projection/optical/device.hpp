@@ -84,15 +84,65 @@ public:
     /// Draws R and the reference from `seed`, reseeds the camera's noise and
     /// forgets any calibration.
     void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        set_up(in, out, seed, 0, out);
+    }
+
+    /// This device as camera pixels [first, first + count) of the device
+    /// configure(in, total, seed) makes: rows [first, first + count) of its
+    /// R (only those are ever drawn, stored or regenerated), the reference
+    /// and the sensor's fixed pattern at those pixels. It is a device of its
+    /// own in what it measures: its camera calibrates its exposure on its
+    /// own pixels and draws noise of its own (a stream per slice), and the
+    /// readout's per-frame statistics (the intensity readout's centring and
+    /// scaling, the holographic one's mean |r|^2) are over its pixels. With
+    /// an ideal camera and the off-axis reference its holographic
+    /// projection is those columns of the whole device's (tested). For
+    /// DFA layer-parallel training: each process projects e onto its own
+    /// layers' pixels. Needs a medium whose rows are independent draws.
+    void configure_slice(std::size_t in, std::size_t total, std::uint64_t seed, std::size_t first,
+                         std::size_t count) requires row_sliceable_medium<Medium> {
+        if (first > total || count > total - first) {
+            throw config_error("lightloop::optical: slice [" + std::to_string(first) + ", " +
+                               std::to_string(first + count) + ") of " + std::to_string(total) +
+                               " outputs is out of range");
+        }
+        set_up(in, count, seed, first, total);
+    }
+
+    /// Where this device's outputs start among the whole device's (0 unless
+    /// configure_slice made it).
+    std::size_t first_output() const noexcept { return first_output_; }
+
+private:
+    /// configure and configure_slice: outputs [first, first + out) of a
+    /// device with `total` outputs.
+    void set_up(std::size_t in, std::size_t out, std::uint64_t seed, std::size_t first,
+                std::size_t total) {
         in_ = in;
         out_ = out;
+        first_output_ = first;
         medium_ = Medium(out, in, derive_seed(seed, 0), settings_.variance, settings_.bf16_medium);
-        readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
-        if constexpr (requires { camera_.configure_sensor(out, seed); }) {
-            camera_.configure_sensor(out, derive_seed(seed, 4)); // its fixed pattern, if any
+        if constexpr (row_sliceable_medium<Medium>) {
+            medium_.slice_rows(first);
         }
-        camera_seed_ = derive_seed(seed, 2);
-        base_noise_seed_ = derive_seed(seed, 3);
+        readout_.configure(in, out, derive_seed(seed, 1), settings_.variance, first);
+        // The camera's fixed pattern, if any: a slice's part of the sensor's.
+        if constexpr (requires { camera_.configure_sensor(out, seed, first, total); }) {
+            camera_.configure_sensor(out, derive_seed(seed, 4), first, total);
+        } else if constexpr (requires { camera_.configure_sensor(out, seed); }) {
+            if (out != total) {
+                throw config_error("lightloop::optical: this camera's configure_sensor takes no "
+                                   "slice (pixels, seed, first, total), so a slice of the device "
+                                   "cannot have its part of the sensor's fixed pattern");
+            }
+            camera_.configure_sensor(out, derive_seed(seed, 4));
+        }
+        // A slice's camera noise is its own: a stream per first pixel.
+        const auto own = [&](std::uint64_t s) {
+            return out == total ? s : derive_seed(s, (std::uint64_t{1} << 62) + first);
+        };
+        camera_seed_ = own(derive_seed(seed, 2));
+        base_noise_seed_ = own(derive_seed(seed, 3));
         apply_noise_stream();
         if constexpr (requires { camera_.reset_counts(); }) {
             camera_.reset_counts();
@@ -107,6 +157,7 @@ public:
         stats_.frame_rate = settings_.frame_rate;
     }
 
+public:
     /// Draws the camera's noise from stream `stream` of the seed's noise
     /// (0, the default, is a single device's): data-parallel ranks share the
     /// medium and reference drawn from the seed and each has a camera of its
@@ -488,6 +539,7 @@ private:
     optical_settings settings_{};
     std::size_t in_ = 0;
     std::size_t out_ = 0;
+    std::size_t first_output_ = 0; // configure_slice's first output
     Medium medium_;
     bool calibrated_ = false;
     optical_statistics stats_{};

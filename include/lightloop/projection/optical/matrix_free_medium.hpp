@@ -29,6 +29,8 @@ class matrix_free_medium : public medium_parameters {
 public:
     static constexpr const char* name = "matrix-free";
     static constexpr bool field_per_batch = true;
+    /// Rows are independent draws: a slice of them regenerates only its own.
+    static constexpr bool row_slices = true;
     /// A tile is tile_rows rows of R by tile_columns columns: its real and
     /// imaginary parts (256 KiB in float) stay in L2 while the frames stream
     /// through.
@@ -41,14 +43,18 @@ public:
                        bool bf16 = false)
       : medium_parameters(out, in, seed, variance, bf16) {}
 
+    /// This medium's row 0 is row `first` of the seed's R.
+    void slice_rows(std::size_t first) noexcept { first_row_ = first; }
+
     /// Nothing to make: field() only reads the medium's settings.
     template <scalar T>
     void prepare() const noexcept {}
 
-    /// R's entries (row, [first, first + count)), as field() uses them.
+    /// This medium's entries (row, [first, first + count)), as field() uses
+    /// them.
     template <scalar T>
     void entries(std::size_t row, std::size_t first, std::size_t count, T* re, T* im) const {
-        medium_entries<T>(seed_, variance_, bf16_, row, first, count, re, im);
+        medium_entries<T>(seed_, variance_, bf16_, first_row_ + row, first, count, re, im);
     }
 
     /// E = R x for `rows` frames stored row-major at `frames` (rows x in);
@@ -94,6 +100,6 @@ private:
     }
 };
 
-static_assert(scattering_medium<matrix_free_medium>);
+static_assert(row_sliceable_medium<matrix_free_medium>);
 
 } // namespace lightloop

@@ -71,13 +71,28 @@ public:
     double variance() const noexcept { return variance_; }
     std::uint64_t seed() const noexcept { return seed_; }
     bool bf16() const noexcept { return bf16_; }
+    /// Which row of the seed's R this medium's row 0 is: 0, or where a slice
+    /// of camera pixels starts (layer-parallel training, each process its
+    /// own pixels). Only a medium whose rows are independent draws
+    /// (`row_slices`) honours it.
+    std::size_t first_row() const noexcept { return first_row_; }
 
 protected:
+    std::size_t first_row_ = 0;
     std::size_t out_ = 0;
     std::size_t in_ = 0;
     double variance_ = 1.0;
     std::uint64_t seed_ = 0;
     bool bf16_ = false;
+};
+
+/// A medium that can be made as a slice of camera pixels: rows [first,
+/// first + out) of the out-of-total R its seed draws, the other rows never
+/// drawn (`M::row_slices`, set by slice_rows before the first product).
+template <class M>
+concept row_sliceable_medium = scattering_medium<M> && M::row_slices &&
+  requires(M m, std::size_t first) {
+    m.slice_rows(first);
 };
 
 /// R's entries (row, [first, first + count)) into re and im: CN(σ²) from the

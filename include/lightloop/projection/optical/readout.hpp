@@ -67,7 +67,10 @@ public:
     bool centered() const noexcept { return centered_; }
     std::string describe() const { return centered_ ? "intensity centered" : "intensity raw"; }
 
-    void configure(std::size_t in, std::size_t out, std::uint64_t /*seed*/, double /*variance*/) {
+    /// `first`: where these pixels start on the camera (a slice; nothing here
+    /// depends on it).
+    void configure(std::size_t in, std::size_t out, std::uint64_t /*seed*/, double /*variance*/,
+                   std::size_t /*first*/ = 0) {
         in_ = in;
         out_ = out;
     }
@@ -189,8 +192,8 @@ public:
                 const double b = std::sqrt((1.0 - keep) * reference_.innovation_power(variance_));
                 std::vector<float> n_re(out_);
                 std::vector<float> n_im(out_);
-                complex_normal_row(derive_seed(seed, step + 1), 0, 0, out_, 1.0f, n_re.data(),
-                                   n_im.data());
+                complex_normal_row(derive_seed(seed, step + 1), 0, first_pixel_, out_, 1.0f,
+                                   n_re.data(), n_im.data());
                 for (std::size_t j = 0; j < out_; ++j) {
                     reference_re_[j] = a * reference_re_[j] + b * n_re[j];
                     reference_im_[j] = a * reference_im_[j] + b * n_im[j];
@@ -221,11 +224,15 @@ public:
         set_normalisation();
     }
 
-    void configure(std::size_t in, std::size_t out, std::uint64_t seed, double variance) {
+    /// `first`: where these pixels start on the camera (a slice of it): the
+    /// reference there.
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed, double variance,
+                   std::size_t first = 0) {
         in_ = in;
         out_ = out;
+        first_pixel_ = first;
         variance_ = variance;
-        reference_.make(out, in, seed, variance, reference_re_, reference_im_);
+        reference_.make(out, in, seed, variance, reference_re_, reference_im_, first);
         reference_changed();
         calibrated_power_ = reference_power_;
         set_normalisation();
@@ -358,6 +365,7 @@ private:
     std::size_t calibration_frames_ = 16;
     std::size_t in_ = 0;
     std::size_t out_ = 0;
+    std::size_t first_pixel_ = 0; // where these pixels start on the camera
     double variance_ = 1.0;
     std::vector<double> reference_re_;
     std::vector<double> reference_im_;

@@ -30,8 +30,9 @@ struct off_axis_reference {
         return "off-axis power=" + std::to_string(power) + " tilt=" + std::to_string(tilt);
     }
 
+    /// r_j for the camera pixels [first, first + out).
     void make(std::size_t out, std::size_t in, std::uint64_t /*seed*/, double variance,
-              std::vector<double>& re, std::vector<double>& im) const {
+              std::vector<double>& re, std::vector<double>& im, std::size_t first = 0) const {
         if (!(power > 0.0)) {
             throw config_error("lightloop::off_axis_reference: power must be positive, got " +
                                std::to_string(power));
@@ -40,7 +41,7 @@ struct off_axis_reference {
         re.resize(out);
         im.resize(out);
         for (std::size_t j = 0; j < out; ++j) {
-            const double phase = 2.0 * std::numbers::pi * tilt * static_cast<double>(j);
+            const double phase = 2.0 * std::numbers::pi * tilt * static_cast<double>(first + j);
             re[j] = amplitude * std::cos(phase);
             im[j] = amplitude * std::sin(phase);
         }
@@ -71,8 +72,10 @@ struct dmd_reference {
         return "dmd pixels=" + std::to_string(pixels) + " density=" + std::to_string(density);
     }
 
+    /// r_j for the camera pixels [first, first + out); the rows before them
+    /// are drawn through and not kept.
     void make(std::size_t out, std::size_t /*in*/, std::uint64_t seed, double variance,
-              std::vector<double>& re, std::vector<double>& im) {
+              std::vector<double>& re, std::vector<double>& im, std::size_t first = 0) {
         if (pixels == 0 || !(density > 0.0 && density <= 1.0)) {
             throw config_error("lightloop::dmd_reference: needs pixels > 0 and density in (0, 1]");
         }
@@ -92,13 +95,13 @@ struct dmd_reference {
         const double sd = std::sqrt(variance / 2.0);
         re.assign(out, 0.0);
         im.assign(out, 0.0);
-        for (std::size_t j = 0; j < out; ++j) {
+        for (std::size_t j = 0; j < first + out; ++j) {
             for (std::size_t k = 0; k < pixels; ++k) {
                 const double a = sd * medium_gen.normal();
                 const double b = sd * medium_gen.normal();
-                if (on[k]) {
-                    re[j] += a;
-                    im[j] += b;
+                if (on[k] && j >= first) {
+                    re[j - first] += a;
+                    im[j - first] += b;
                 }
             }
         }

@@ -56,12 +56,35 @@ public:
     static constexpr const char* name = "stored";
     /// field() costs the same per frame however the frames are grouped.
     static constexpr bool field_per_batch = false;
+    /// Rows are independent draws: a slice of them stores only its own.
+    static constexpr bool row_slices = true;
 
     transmission_matrix() = default;
     /// `bf16`: round R's entries to bf16 (see the file comment).
     transmission_matrix(std::size_t out, std::size_t in, std::uint64_t seed, double variance,
                         bool bf16 = false)
       : medium_parameters(out, in, seed, variance, bf16) {}
+
+    /// This medium's row 0 is row `first` of the seed's R (a slice of
+    /// camera pixels): rows [first, first + outputs()) are drawn, no other.
+    /// Forgets what was drawn or drifted so far.
+    void slice_rows(std::size_t first) {
+        first_row_ = first;
+        drifted_ = false;
+        real_ = {};
+        imag_ = {};
+        transposed_ = {};
+        real_operand_ = {};
+        imag_operand_ = {};
+    }
+
+    /// Bytes of R held now, in every form drawn so far (floats, doubles, the
+    /// transposed and bf16 copies): 0 until a product or an accessor needs R.
+    std::size_t stored_bytes() const noexcept {
+        return (real_.f.size() + imag_.f.size() + transposed_.f.size()) * sizeof(float) +
+               (real_.d.size() + imag_.d.size() + transposed_.d.size()) * sizeof(double) +
+               (real_operand_.size() + imag_operand_.size()) * sizeof(operand);
+    }
 
     /// Re R and Im R (out x in) in type T, drawn on first use.
     template <scalar T>
@@ -92,7 +115,8 @@ public:
         std::vector<float> n_re(in_);
         std::vector<float> n_im(in_);
         for (std::size_t j = 0; j < out_; ++j) {
-            medium_entries<float>(key, variance_, false, j, 0, in_, n_re.data(), n_im.data());
+            medium_entries<float>(key, variance_, false, first_row_ + j, 0, in_, n_re.data(),
+                                  n_im.data());
             drift_row<float>(j, a, b, n_re, n_im);
             drift_row<double>(j, a, b, n_re, n_im);
         }
@@ -296,8 +320,8 @@ private:
                 return;
             }
             for (std::size_t j = 0; j < out_; ++j) {
-                medium_entries<T>(seed_, variance_, bf16_, j, 0, in_, re.data() + j * in_,
-                                  im.data() + j * in_);
+                medium_entries<T>(seed_, variance_, bf16_, first_row_ + j, 0, in_,
+                                  re.data() + j * in_, im.data() + j * in_);
             }
         }
     }
