@@ -884,23 +884,18 @@ TEST_CASE("slices of an optical device draw camera noise of their own",
     // noise must not repeat from slice to slice.
     constexpr std::size_t in = 16;
     const auto x = ternary_batch<float>(32, in, 6);
-    optical<> a;
-    optical<> b;
-    a.configure_slice(in, 400, 3, 0, 200);
-    b.configure_slice(in, 400, 3, 200, 200);
-    auto ya = matrix<float>::from_shape({32, 200});
-    auto yb = matrix<float>::from_shape({32, 200});
-    a.project(x, ya);
-    b.project(x, yb);
+    // Pixels [first, first + 200) of a 400-pixel device.
+    const auto project = [&](auto device, std::size_t first) {
+        device.configure_slice(in, 400, 3, first, 200);
+        auto y = matrix<float>::from_shape({32, 200});
+        device.project(x, y);
+        return y;
+    };
+    const auto ya = project(optical<>{}, 0);
+    const auto yb = project(optical<>{}, 200);
     // Noise alone: each slice's projection minus its noiseless one.
-    optical<holographic_readout<>, ideal_camera> ia;
-    optical<holographic_readout<>, ideal_camera> ib;
-    ia.configure_slice(in, 400, 3, 0, 200);
-    ib.configure_slice(in, 400, 3, 200, 200);
-    auto ia_y = matrix<float>::from_shape({32, 200});
-    auto ib_y = matrix<float>::from_shape({32, 200});
-    ia.project(x, ia_y);
-    ib.project(x, ib_y);
+    const auto ia_y = project(optical<holographic_readout<>, ideal_camera>{}, 0);
+    const auto ib_y = project(optical<holographic_readout<>, ideal_camera>{}, 200);
     double cross = 0.0;
     double na = 0.0;
     double nb = 0.0;
