@@ -11,7 +11,8 @@
 // The check trains the paper's shape (784-w-w-10) at a few widths with
 // backprop, dense DFA and holographic DFA through the simulated OPU, and
 // compares each step's measured time (and the OPU's counted frames) with the
-// prediction at the GEMM rate measured at that width.
+// prediction at the GEMM rate measured at that width, plus the fixed cost of
+// a step measured in the same run on a 784-16-16-10 network.
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
@@ -163,11 +164,27 @@ int run(const settings& s) {
                 opu.exposures_per_pattern);
 
     if (s.check) {
+        // The fixed cost of a step: a 784-16-16-10 network's measured step
+        // minus its predicted work (the mean of backprop's and DFA's).
+        const std::size_t tiny = 16;
+        cpu_rates tiny_rates = measure_gemm(s.batch, tiny, bandwidth);
+        const std::vector<std::size_t> tiny_widths{784, tiny, tiny, 10};
+        const double tiny_bp =
+          measure_step(backprop{}, tiny, s.batch).first -
+          predict_step(tiny_widths, s.batch, step_method::backprop, tiny_rates).total();
+        const double tiny_dfa =
+          measure_step(dfa<dense_gaussian>{}, tiny, s.batch).first -
+          predict_step(tiny_widths, s.batch, step_method::dfa_cpu, tiny_rates).total();
+        const double fixed = std::max(0.0, 0.5 * (tiny_bp + tiny_dfa));
+        std::printf("fixed cost per step: %.3f ms (a 784-%zu-%zu-10 step's time beyond its "
+                    "predicted work: backprop %.3f, DFA %.3f)\n",
+                    1e3 * fixed, tiny, tiny, 1e3 * tiny_bp, 1e3 * tiny_dfa);
         std::printf("model check, 784-w-w-10 (GEMM rate measured at each width):\n");
         std::printf("%6s %13s %-22s %12s %12s %9s %14s %14s\n", "width", "GFLOP/s f/g", "method",
                     "measured ms", "predicted ms", "ratio", "frames/step", "predicted");
         for (const std::size_t w : s.check_widths) {
-            const cpu_rates rates = measure_gemm(s.batch, w, bandwidth);
+            cpu_rates rates = measure_gemm(s.batch, w, bandwidth);
+            rates.step_seconds = fixed;
             const std::vector<std::size_t> widths{784, w, w, 10};
             const auto bp = measure_step(backprop{}, w, s.batch);
             const auto dense = measure_step(dfa<dense_gaussian>{}, w, s.batch);

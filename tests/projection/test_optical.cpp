@@ -1236,6 +1236,18 @@ TEST_CASE("the training-time model counts each method's work and the OPU's frame
     CHECK(opu_step.transfer ==
           Approx(opu_step.frames * 30 / 1e6 + (opu_step.frames * 30 * 4 + 2 * 8 * 90 * 4) / 1e9));
     CHECK(bp.total() == Approx(bp.forward + bp.signals + bp.gradients + bp.elementwise));
+    // A fixed cost per step adds to every method's total alike.
+    cpu_rates with_fixed = cpu;
+    with_fixed.step_seconds = 2e-3;
+    for (const step_method m :
+         {step_method::backprop, step_method::dfa_cpu, step_method::dfa_opu}) {
+        const step_time plain = predict_step(widths, 8, m, cpu, opu);
+        const step_time fixed = predict_step(widths, 8, m, with_fixed, opu);
+        CHECK(fixed.fixed == 2e-3);
+        CHECK(fixed.total() == Approx(plain.total() + 2e-3));
+    }
+    with_fixed.step_seconds = -1.0;
+    CHECK_THROWS_AS(predict_step(widths, 8, step_method::backprop, with_fixed), config_error);
     // The crossover search: a free OPU (infinitely fast frames and transfer)
     // beats CPU DFA at once; a 1-frame/s one never does.
     opu_device_model fast;

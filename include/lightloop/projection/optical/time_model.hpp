@@ -17,9 +17,9 @@
 //     to the host and their decoding (element-wise, on the CPU).
 // GEMMs run at `gemm_flops` (the weight gradients', whose inner dimension
 // is the batch, at `gradient_gemm_flops`), element-wise passes (activations, derivatives,
-// the update, the decoding) at `bytes_per_second`; the parts add up (no
-// overlap of device and host). The OPU replaces only the projection, whose
-// cost on the CPU is C/d of a layer's: it pays when C H is large, as for the
+// the update, the decoding) at `bytes_per_second`, and every step pays a
+// fixed `step_seconds`; the parts add up (no overlap of device and host). The OPU replaces only the
+// projection, whose cost on the CPU is C/d of a layer's: it pays when C H is large, as for the
 // "trillions of parameters" feedback matrices of the optical-training
 // papers, not for a 10-class error.
 
@@ -42,6 +42,10 @@ struct cpu_rates {
     /// FLOP/s of the weight-gradient GEMMs, whose inner dimension is the
     /// batch (slower at small batches); 0: gemm_flops.
     double gradient_gemm_flops = 0;
+    /// Seconds every step costs whatever its size: handing work to the
+    /// threads, the loss, the small passes. Measured as a tiny network's step
+    /// minus its predicted work; it weighs at small widths only.
+    double step_seconds = 0;
 };
 
 /// An OPU as the model sees it (LightOn's: 1500 frames/s, 10^6 x 10^6).
@@ -77,10 +81,11 @@ struct step_time {
     double elementwise = 0; ///< derivatives and the update
     double device = 0;      ///< OPU frames (frames / frame rate)
     double transfer = 0;    ///< camera images to the host, and their decoding
+    double fixed = 0;       ///< the per-step cost of any step (cpu_rates::step_seconds)
     double frames = 0;      ///< OPU exposures per step
 
     double total() const noexcept {
-        return forward + signals + gradients + elementwise + device + transfer;
+        return forward + signals + gradients + elementwise + device + transfer + fixed;
     }
 };
 
@@ -94,8 +99,9 @@ inline step_time predict_step(const std::vector<std::size_t>& widths, std::size_
         throw config_error("lightloop::predict_step: needs a batch and at least two non-zero "
                            "widths (input and classes)");
     }
-    if (!(cpu.gemm_flops > 0.0) || !(cpu.bytes_per_second > 0.0) || !(opu.frame_rate > 0.0) ||
-        !(opu.transfer_bytes_per_second > 0.0) || opu.micromirrors == 0 || opu.pixels == 0) {
+    if (!(cpu.gemm_flops > 0.0) || !(cpu.bytes_per_second > 0.0) || !(cpu.step_seconds >= 0.0) ||
+        !(opu.frame_rate > 0.0) || !(opu.transfer_bytes_per_second > 0.0) ||
+        opu.micromirrors == 0 || opu.pixels == 0) {
         throw config_error("lightloop::predict_step: rates and device sizes must be positive");
     }
     const auto n = static_cast<double>(batch);
@@ -114,6 +120,7 @@ inline step_time predict_step(const std::vector<std::size_t>& widths, std::size_
     }
     const auto classes = static_cast<double>(widths.back());
     step_time t;
+    t.fixed = cpu.step_seconds;
     // Forward: GEMMs, then the activation (read a, write h).
     t.forward = 2 * n * weights / cpu.gemm_flops + 2 * n * units * scalar / cpu.bytes_per_second;
     const double gradient_rate =
