@@ -11,8 +11,9 @@
 // The check trains the paper's shape (784-w-w-10) at a few widths with
 // backprop, dense DFA and holographic DFA through the simulated OPU, and
 // compares each step's measured time (and the OPU's counted frames) with the
-// prediction at the GEMM rate measured at that width, plus the fixed cost of
-// a step measured in the same run on a 784-16-16-10 network.
+// prediction at the GEMM rates measured at that network's layer shapes, plus
+// the fixed cost of a step measured in the same run on a 784-16-16-10
+// network.
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
@@ -61,26 +62,38 @@ double seconds_per_call(F&& f, int rounds = 3) {
     return best;
 }
 
-/// FLOP/s of lightloop's GEMMs at a w x w layer's shapes: the forward
-/// product (batch x w) times (w x w)ᵀ, and the weight gradient (w x batch)
-/// times (batch x w), whose inner dimension is the batch.
-lightloop::cpu_rates measure_gemm(std::size_t batch, std::size_t w, double bandwidth) {
+/// FLOP/s of a float network's GEMMs at its layers' shapes (widths {d_0,
+/// ..., d_L}), on the backend the layers use (default_fp32_backend: oneDNN
+/// where built in, else OpenBLAS): the forward products (batch x d_{i-1})
+/// times (d_i x d_{i-1})ᵀ, and the weight gradients (d_i x batch) times
+/// (batch x d_{i-1}), whose inner dimension is the batch; each rate is the
+/// layers' flops over their summed times.
+lightloop::cpu_rates measure_gemm(std::size_t batch, const std::vector<std::size_t>& widths,
+                                  double bandwidth) {
     using namespace lightloop;
-    auto a = matrix<float>::from_shape({batch, w});
-    auto b = matrix<float>::from_shape({w, w});
-    auto c = matrix<float>::from_shape({batch, w});
-    std::fill(a.begin(), a.end(), 0.5f);
-    std::fill(b.begin(), b.end(), 0.25f);
-    std::fill(c.begin(), c.end(), 0.5f);
-    const double flops = 2.0 * static_cast<double>(batch) * static_cast<double>(w * w);
-    const double forward = seconds_per_call([&] {
-        gemm(transpose::no, transpose::yes, batch, w, w, 1.0f, a.data(), w, b.data(), w, 0.0f,
-             c.data(), w);
-    });
-    const double gradient = seconds_per_call([&] {
-        gemm(transpose::yes, transpose::no, w, w, batch, 1.0f, c.data(), w, a.data(), w, 0.0f,
-             b.data(), w);
-    });
+    using backend = default_fp32_backend;
+    double flops = 0.0;
+    double forward = 0.0;
+    double gradient = 0.0;
+    for (std::size_t i = 1; i < widths.size(); ++i) {
+        const std::size_t in = widths[i - 1];
+        const std::size_t out = widths[i];
+        auto x = matrix<float>::from_shape({batch, in});
+        auto w = matrix<float>::from_shape({out, in});
+        auto y = matrix<float>::from_shape({batch, out});
+        std::fill(x.begin(), x.end(), 0.5f);
+        std::fill(w.begin(), w.end(), 0.25f);
+        std::fill(y.begin(), y.end(), 0.5f);
+        flops += 2.0 * static_cast<double>(batch) * static_cast<double>(in * out);
+        forward += seconds_per_call([&] {
+            backend::product(transpose::no, transpose::yes, batch, out, in, 1.0f, x.data(), in,
+                             w.data(), in, 0.0f, y.data(), out);
+        });
+        gradient += seconds_per_call([&] {
+            backend::product(transpose::yes, transpose::no, out, in, batch, 1.0f, y.data(), out,
+                             x.data(), in, 0.0f, w.data(), in);
+        });
+    }
     return {flops / forward, bandwidth, 4, flops / gradient};
 }
 
@@ -148,8 +161,9 @@ int run(const settings& s) {
                 blas_core_name().c_str(), s.threads, s.batch);
     const double bandwidth = s.bandwidth_gbs > 0 ? s.bandwidth_gbs * 1e9 : measure_bandwidth();
     const std::size_t rate_width = 4096;
-    const cpu_rates cpu = s.gemm_gflops > 0 ? cpu_rates{s.gemm_gflops * 1e9, bandwidth}
-                                            : measure_gemm(s.batch, rate_width, bandwidth);
+    const cpu_rates cpu = s.gemm_gflops > 0
+                            ? cpu_rates{s.gemm_gflops * 1e9, bandwidth}
+                            : measure_gemm(s.batch, {rate_width, rate_width}, bandwidth);
     std::printf("CPU: GEMM %.1f GFLOP/s, weight gradients %.1f (%s), element-wise %.1f GB/s "
                 "(%s)\n",
                 cpu.gemm_flops / 1e9,
@@ -167,8 +181,8 @@ int run(const settings& s) {
         // The fixed cost of a step: a 784-16-16-10 network's measured step
         // minus its predicted work (the mean of backprop's and DFA's).
         const std::size_t tiny = 16;
-        cpu_rates tiny_rates = measure_gemm(s.batch, tiny, bandwidth);
         const std::vector<std::size_t> tiny_widths{784, tiny, tiny, 10};
+        const cpu_rates tiny_rates = measure_gemm(s.batch, tiny_widths, bandwidth);
         const double tiny_bp =
           measure_step(backprop{}, tiny, s.batch).first -
           predict_step(tiny_widths, s.batch, step_method::backprop, tiny_rates).total();
@@ -179,13 +193,14 @@ int run(const settings& s) {
         std::printf("fixed cost per step: %.3f ms (a 784-%zu-%zu-10 step's time beyond its "
                     "predicted work: backprop %.3f, DFA %.3f)\n",
                     1e3 * fixed, tiny, tiny, 1e3 * tiny_bp, 1e3 * tiny_dfa);
-        std::printf("model check, 784-w-w-10 (GEMM rate measured at each width):\n");
+        std::printf("model check, 784-w-w-10 (GEMM rates measured at each network's layer "
+                    "shapes):\n");
         std::printf("%6s %13s %-22s %12s %12s %9s %14s %14s\n", "width", "GFLOP/s f/g", "method",
                     "measured ms", "predicted ms", "ratio", "frames/step", "predicted");
         for (const std::size_t w : s.check_widths) {
-            cpu_rates rates = measure_gemm(s.batch, w, bandwidth);
-            rates.step_seconds = fixed;
             const std::vector<std::size_t> widths{784, w, w, 10};
+            cpu_rates rates = measure_gemm(s.batch, widths, bandwidth);
+            rates.step_seconds = fixed;
             const auto bp = measure_step(backprop{}, w, s.batch);
             const auto dense = measure_step(dfa<dense_gaussian>{}, w, s.batch);
             const auto optical_run = measure_step(dfa<optical<>>{}, w, s.batch);
