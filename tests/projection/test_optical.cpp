@@ -878,6 +878,33 @@ TEST_CASE("a slice's medium rows, DMD reference and sensor pattern are the whole
       sliceable_device<optical<holographic_readout<>, camera, ternary_encoder, structured_medium>>);
 }
 
+// Named, not anonymous: the device it parameterises is a member of a
+// per_scalar<> in the unity build (GCC's -Wsubobject-linkage).
+namespace slice_tests {
+/// A user's readout written before slices: configure without a first pixel.
+struct readout_without_slices : intensity_readout {
+    void configure(std::size_t in, std::size_t out, std::uint64_t seed, double variance) {
+        intensity_readout::configure(in, out, seed, variance);
+    }
+};
+} // namespace slice_tests
+
+TEST_CASE("a readout without slices still serves whole devices and refuses a slice",
+          "[projection][optical][slice]") {
+    const auto x = ternary_batch<float>(8, 12, 2);
+    optical<slice_tests::readout_without_slices> mine;
+    optical<intensity_readout> theirs;
+    mine.configure(12, 60, 4);
+    theirs.configure(12, 60, 4);
+    auto a = matrix<float>::from_shape({8, 60});
+    auto b = matrix<float>::from_shape({8, 60});
+    mine.project(x, a);
+    theirs.project(x, b);
+    CHECK(lightloop::testing::max_abs_diff(a, b) == 0.0);
+    CHECK_THROWS_WITH(mine.configure_slice(12, 60, 4, 10, 20),
+                      Catch::Contains("this readout's configure takes no first pixel"));
+}
+
 TEST_CASE("slices of an optical device draw camera noise of their own",
           "[projection][optical][slice]") {
     // Two slices of one device, shown the same field on their pixels: their

@@ -125,7 +125,18 @@ private:
         if constexpr (row_sliceable_medium<Medium>) {
             medium_.slice_rows(first);
         }
-        readout_.configure(in, out, derive_seed(seed, 1), settings_.variance, first);
+        // The readout's reference at these pixels (a readout whose configure
+        // takes no first pixel serves whole devices only).
+        if constexpr (requires { readout_.configure(in, out, seed, settings_.variance, first); }) {
+            readout_.configure(in, out, derive_seed(seed, 1), settings_.variance, first);
+        } else {
+            if (out != total) {
+                throw config_error("lightloop::optical: this readout's configure takes no first "
+                                   "pixel (in, out, seed, variance, first), so it cannot serve a "
+                                   "slice of the device");
+            }
+            readout_.configure(in, out, derive_seed(seed, 1), settings_.variance);
+        }
         // The camera's fixed pattern, if any: a slice's part of the sensor's.
         if constexpr (requires { camera_.configure_sensor(out, seed, first, total); }) {
             camera_.configure_sensor(out, derive_seed(seed, 4), first, total);
