@@ -29,8 +29,6 @@ class matrix_free_medium : public medium_parameters {
 public:
     static constexpr const char* name = "matrix-free";
     static constexpr bool field_per_batch = true;
-    /// Rows are independent draws: a slice of them regenerates only its own.
-    static constexpr bool row_slices = true;
     /// A tile is tile_rows rows of R by tile_columns columns: its real and
     /// imaginary parts (256 KiB in float) stay in L2 while the frames stream
     /// through.
@@ -43,7 +41,8 @@ public:
                        bool bf16 = false)
       : medium_parameters(out, in, seed, variance, bf16) {}
 
-    /// This medium's row 0 is row `first` of the seed's R.
+    /// This medium's row 0 is row `first` of the seed's R (rows are
+    /// independent draws: a slice regenerates only its own).
     void slice_rows(std::size_t first) noexcept { first_row_ = first; }
 
     /// Nothing to make: field() only reads the medium's settings.

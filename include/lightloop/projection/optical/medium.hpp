@@ -74,7 +74,7 @@ public:
     /// Which row of the seed's R this medium's row 0 is: 0, or where a slice
     /// of camera pixels starts (layer-parallel training, each process its
     /// own pixels). Only a medium whose rows are independent draws
-    /// (`row_slices`) honours it.
+    /// (row_sliceable_medium: it has slice_rows) sets it.
     std::size_t first_row() const noexcept { return first_row_; }
 
 protected:
@@ -88,10 +88,9 @@ protected:
 
 /// A medium that can be made as a slice of camera pixels: rows [first,
 /// first + out) of the out-of-total R its seed draws, the other rows never
-/// drawn (`M::row_slices`, set by slice_rows before the first product).
+/// drawn (slice_rows(first), before the first product).
 template <class M>
-concept row_sliceable_medium = scattering_medium<M> && M::row_slices &&
-  requires(M m, std::size_t first) {
+concept row_sliceable_medium = scattering_medium<M> && requires(M m, std::size_t first) {
     m.slice_rows(first);
 };
 

@@ -16,12 +16,13 @@
 //     ceil(H / pixels)). Time: frames / frame rate, plus the images' transfer
 //     to the host and their decoding (element-wise, on the CPU).
 // GEMMs run at `gemm_flops` (the weight gradients', whose inner dimension
-// is the batch, at `gradient_gemm_flops`), element-wise passes (activations, derivatives,
-// the update, the decoding) at `bytes_per_second`, and every step pays a
-// fixed `step_seconds`; the parts add up (no overlap of device and host). The OPU replaces only the
-// projection, whose cost on the CPU is C/d of a layer's: it pays when C H is large, as for the
-// "trillions of parameters" feedback matrices of the optical-training
-// papers, not for a 10-class error.
+// is the batch, at `gradient_gemm_flops`), element-wise passes (activations,
+// derivatives, the update, the decoding) at `bytes_per_second`, and every
+// step pays a fixed `step_seconds`; the parts add up (no overlap of device
+// and host). The OPU replaces only the projection, whose cost on the CPU is
+// C/d of a layer's: it pays when C H is large, as for the "trillions of
+// parameters" feedback matrices of the optical-training papers, not for a
+// 10-class error.
 
 #include <algorithm>
 #include <cmath>

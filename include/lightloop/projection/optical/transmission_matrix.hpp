@@ -56,8 +56,6 @@ public:
     static constexpr const char* name = "stored";
     /// field() costs the same per frame however the frames are grouped.
     static constexpr bool field_per_batch = false;
-    /// Rows are independent draws: a slice of them stores only its own.
-    static constexpr bool row_slices = true;
 
     transmission_matrix() = default;
     /// `bf16`: round R's entries to bf16 (see the file comment).
@@ -66,16 +64,12 @@ public:
       : medium_parameters(out, in, seed, variance, bf16) {}
 
     /// This medium's row 0 is row `first` of the seed's R (a slice of
-    /// camera pixels): rows [first, first + outputs()) are drawn, no other.
-    /// Forgets what was drawn or drifted so far.
+    /// camera pixels; rows are independent draws): rows [first, first +
+    /// outputs()) are drawn, no other. Forgets what was drawn or drifted so
+    /// far.
     void slice_rows(std::size_t first) {
+        *this = transmission_matrix(out_, in_, seed_, variance_, bf16_);
         first_row_ = first;
-        drifted_ = false;
-        real_ = {};
-        imag_ = {};
-        transposed_ = {};
-        real_operand_ = {};
-        imag_operand_ = {};
     }
 
     /// Bytes of R held now, in every form drawn so far (floats, doubles, the
