@@ -5,7 +5,9 @@
 //   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
 //     program through mpiexec (every rank a shard of each global batch,
 //     gradients summed through shared memory, as on any one node; and
-//     again by the ring of messages a multi-node run uses: "data-ring"), and
+//     again by the ring of messages a multi-node run uses, with the sums
+//     after all gradients, "data-ring", and each layer's started as soon as
+//     its gradient exists, "data-overlap", as a multi-node run does), and
 //   - for the DFA methods, DFA layer-parallel on the same ranks (each rank a
 //     block of layers; e broadcast from the last), synchronous ("layer") and
 //     pipelined ("piped": the next batch forwarded while the error of the
@@ -186,11 +188,19 @@ int worker(const options& o) {
             sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
             // Data-parallel with the sums through shared memory (every rank
             // is on this node), then the same with the ring of messages a
-            // multi-node run uses.
-            for (distributed::communicator* c : {&comm, &ring}) {
-                distributed::data_parallel<float> parallel(*c);
+            // multi-node run uses, without and with overlap.
+            struct route {
+                distributed::communicator* comm;
+                distributed::sum_overlap overlap;
+                const char* mode;
+            };
+            for (const route& r : {route{&comm, distributed::sum_overlap::automatic, "data"},
+                                   route{&ring, distributed::sum_overlap::off, "data-ring"},
+                                   route{&ring, distributed::sum_overlap::on, "data-overlap"}}) {
+                distributed::communicator* c = r.comm;
+                distributed::data_parallel<float> parallel(*c, r.overlap);
                 time_mode(
-                  *c, c == &ring ? "data-ring" : "data", method, o,
+                  *c, r.mode, method, o,
                   [&](std::size_t b) {
                       sampler.fill_shard(b % sampler.batches(), c->rank(), c->size(), x, y);
                       parallel.step(net, opt, x, y);
@@ -384,7 +394,7 @@ int measure(const options& o) {
     };
     print_mode("1 process x 1 thr", "single", 0);
     print_mode("1 process x 2 thr", "single", 0);
-    for (const std::string kind : {"data", "data-ring", "layer", "piped"}) {
+    for (const std::string kind : {"data", "data-ring", "data-overlap", "layer", "piped"}) {
         for (const std::size_t r : o.ranks) {
             print_mode(kind + " " + std::to_string(r) + " x 1 thr", kind, r);
         }

@@ -49,6 +49,12 @@ namespace detail {
 // stream past any realistic depth.
 inline constexpr std::uint64_t feedback_stream = 1u << 20;
 
+/// compute_layer_gradients' default: nothing to do as a layer's gradient is
+/// complete.
+struct ignore_layer {
+    void operator()(std::size_t) const noexcept {}
+};
+
 /// An optimizer that can prove a step safe before writing (see concepts.hpp).
 template <class O>
 concept bounds_updates = requires(O opt, const O copt, std::size_t slot,
@@ -203,8 +209,13 @@ public:
     /// Every trained layer's gradient in `range` from the deltas its layers
     /// hold (compute_signals, or layer-parallel training's own signals), `x`
     /// being the input of the range's first layer. Throws divergence_error
-    /// naming the layer if a delta or a gradient is not finite.
-    void compute_layer_gradients(const matrix<value_type>& x, layer_range range = {}) {
+    /// naming the layer if a delta or a gradient is not finite. `done(i)` is
+    /// called as each trained layer i's gradient is complete (data-parallel
+    /// training starts its sum over the ranks there, while the next layer's
+    /// is computed).
+    template <class Done = detail::ignore_layer>
+    void compute_layer_gradients(const matrix<value_type>& x, layer_range range = {},
+                                 Done&& done = {}) {
         check_range(range);
         detail::for_index<depth>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
@@ -234,6 +245,7 @@ public:
                     }
                 }
                 gradient_max_[i] = bound;
+                done(i);
             }
         });
     }

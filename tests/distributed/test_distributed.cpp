@@ -82,13 +82,16 @@ void shard_of(const matrix<T>& all, std::size_t r, std::size_t p, matrix<T>& out
 /// batches (sizes `batches`), returns the largest weight difference; checks
 /// that every rank's weights are bitwise rank 0's.
 template <class T, class Feedback>
-double data_parallel_against_one_process(const std::vector<std::size_t>& batches) {
+double data_parallel_against_one_process(const std::vector<std::size_t>& batches,
+                                         dist::communicator& comm = *world,
+                                         dist::sum_overlap overlap = dist::sum_overlap::automatic,
+                                         std::vector<T>* weights = nullptr) {
     const auto data = lightloop::testing::blobs_task<T>(5);
     auto parallel_net = make_mlp<T, Feedback>(21);
     auto single_net = make_mlp<T, Feedback>(21);
     sgd<T> parallel_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     sgd<T> single_opt{{.learning_rate = 0.1, .momentum = 0.9}};
-    dist::data_parallel<T> parallel(*world);
+    dist::data_parallel<T> parallel(comm, overlap);
     matrix<T> x;
     matrix<T> y;
     matrix<T> xs;
@@ -112,6 +115,9 @@ double data_parallel_against_one_process(const std::vector<std::size_t>& batches
     }
     CHECK(same_bits_everywhere(weights_of(parallel_net)));
     CHECK(parallel_net.steps() == batches.size());
+    if (weights != nullptr) {
+        *weights = weights_of(parallel_net);
+    }
     return max_difference(weights_of(parallel_net), weights_of(single_net));
 }
 
@@ -212,10 +218,93 @@ TEST_CASE("data-parallel steps keep every rank's weights identical and follow on
     }
 }
 
+TEST_CASE("sums started on the ring travel while the rank works and give sum_identical's bits",
+          "[distributed]") {
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    const std::size_t r = ring.rank();
+    // Three sums in flight at once (one of fewer values than ranks, one of
+    // several MiB), started and moved on in between the rank's own work,
+    // against the same sums made one at a time by sum_identical.
+    const std::vector<std::size_t> sizes{1001, 1, (std::size_t{1} << 19) + 4097};
+    std::vector<std::vector<float>> started;
+    std::vector<std::vector<float>> blocking;
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+        std::vector<float> terms(sizes[k]);
+        for (std::size_t i = 0; i < terms.size(); ++i) {
+            terms[i] = static_cast<float>(std::sin(0.3 * static_cast<double>(i + 7 * r + k)) *
+                                          std::pow(10.0, static_cast<double>((i + r) % 7) - 3.0));
+        }
+        started.push_back(terms);
+        blocking.push_back(terms);
+    }
+    const std::uint64_t bytes_before = ring.bytes().sum;
+    std::vector<dist::sum_in_flight<float>> flights;
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+        flights.push_back(ring.start_sum(std::span<float>(started[k]), 0.5f));
+        for (auto& f : flights) {
+            f.progress();
+        }
+    }
+    for (auto& f : flights) {
+        f.finish();
+        CHECK(f.finished());
+    }
+    const std::uint64_t bytes_started = ring.bytes().sum - bytes_before;
+    for (std::size_t k = 0; k < sizes.size(); ++k) {
+        ring.sum_identical(std::span<float>(blocking[k]), 0.5f);
+        CHECK(same_bits(started[k], blocking[k]));
+        CHECK(same_bits_everywhere(started[k]));
+    }
+    // The same messages: 2 (p - 1) blocks of each sum leave every rank.
+    CHECK(bytes_started == ring.bytes().sum - bytes_before - bytes_started);
+    // Through shared memory a started sum is finished at once.
+    std::vector<float> here = blocking[0];
+    auto done = world->start_sum(std::span<float>(here), 1.0f);
+    CHECK(done.finished());
+    CHECK(same_bits_everywhere(here));
+}
+
+TEST_CASE("data-parallel steps that start each layer's sum early give the same weights",
+          "[distributed]") {
+    // On the ring (a multi-node run's route) `automatic` overlaps; in shared
+    // memory it does not. Overlapped or not, the same sums of the same
+    // gradients: the same weights, bit for bit, after steps with equal and
+    // unequal shards.
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    CHECK(dist::data_parallel<float>(ring).overlaps_sums());
+    CHECK_FALSE(dist::data_parallel<float>(*world).overlaps_sums());
+    CHECK(dist::data_parallel<float>(*world, dist::sum_overlap::on).overlaps_sums());
+    const std::vector<std::size_t> batches{24, 25, 24, 7, 24, 24};
+    std::vector<double> overlapped;
+    std::vector<double> after;
+    std::vector<double> in_shared_memory;
+    CHECK(data_parallel_against_one_process<double, backprop>(batches, ring, dist::sum_overlap::on,
+                                                              &overlapped) < 1e-12);
+    CHECK(data_parallel_against_one_process<double, backprop>(batches, ring, dist::sum_overlap::off,
+                                                              &after) < 1e-12);
+    CHECK(data_parallel_against_one_process<double, backprop>(
+            batches, *world, dist::sum_overlap::on, &in_shared_memory) < 1e-12);
+    CHECK(same_bits(overlapped, after));
+    if (world->size() == 2) {
+        CHECK(same_bits(overlapped, in_shared_memory)); // one addition either way
+    }
+    std::vector<float> dfa_overlapped;
+    std::vector<float> dfa_after;
+    CHECK(data_parallel_against_one_process<float, dfa<dense_gaussian>>(
+            batches, ring, dist::sum_overlap::on, &dfa_overlapped) < 1e-5);
+    CHECK(data_parallel_against_one_process<float, dfa<dense_gaussian>>(
+            batches, ring, dist::sum_overlap::off, &dfa_after) < 1e-5);
+    CHECK(same_bits(dfa_overlapped, dfa_after));
+}
+
 TEST_CASE("a failure on one rank stops every rank with nothing changed", "[distributed]") {
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    const bool overlapped = GENERATE(false, true);
+    INFO((overlapped ? "sums started layer by layer on the ring" : "sums after the gradients"));
     auto net = make_mlp<float, dfa<dense_gaussian>>(3);
     sgd<float> opt{{.learning_rate = 0.1}};
-    dist::data_parallel<float> parallel(*world);
+    dist::data_parallel<float> parallel(
+      overlapped ? ring : *world, overlapped ? dist::sum_overlap::on : dist::sum_overlap::off);
     const auto data = lightloop::testing::blobs_task<float>(5);
     matrix<float> x;
     matrix<float> y;
@@ -236,6 +325,14 @@ TEST_CASE("a failure on one rank stops every rank with nothing changed", "[distr
     CHECK(message.find("failed on rank(s) " + last + ";") != std::string::npos);
     CHECK(same_bits(weights_of(net), before));
     CHECK(net.steps() == 0);
+    // The ranks are still in step: the next batch trains everywhere alike.
+    if (world->rank() == world->size() - 1) {
+        x(1, 2) = 0.5f;
+    }
+    parallel.step(net, opt, x, y);
+    CHECK(net.steps() == 1);
+    CHECK_FALSE(same_bits(weights_of(net), before));
+    CHECK(same_bits_everywhere(weights_of(net)));
 }
 
 TEST_CASE("fit_with data_parallel: one checkpoint, resumed by every rank to the same bits",

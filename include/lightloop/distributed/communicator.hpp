@@ -133,6 +133,9 @@ private:
     bool owns_ = false;
 };
 
+template <class T>
+class sum_in_flight;
+
 /// How sum_identical moves the values: through a shared-memory window when
 /// every rank is on one node (and the window can be made), else by a ring of
 /// messages; or always by the ring.
@@ -185,7 +188,8 @@ public:
     /// block of the sum complete on one rank only (added in a fixed order),
     /// that rank scales it, and a ring all-gather copies the blocks to all.
     /// Each rank sends 2 (p - 1) / p of the values in 2 (p - 1) messages to
-    /// its neighbour. (MPI's all-reduce promises the same result on every
+    /// its neighbour (the steps of a sum_in_flight, waited for one after
+    /// another). (MPI's all-reduce promises the same result on every
     /// rank only as advice to implementors; Open MPI's reduce-scatter took
     /// 2.5 times as long as this ring on 2 ranks here.)
     ///
@@ -206,49 +210,24 @@ public:
             sum_in_shared_memory(values, scale);
             return;
         }
-        const std::size_t n = values.size();
-        const auto first = [&](std::size_t b) { return n * b / p; };
-        const auto count = [&](std::size_t b) { return first(b + 1) - first(b); };
-        block_.resize((n / p + 1) * sizeof(T));
-        T* incoming = reinterpret_cast<T*>(block_.data());
-        const std::size_t r = rank();
-        const std::size_t next = (r + 1) % p;
-        const std::size_t previous = (r + p - 1) % p;
-        const MPI_Datatype type = detail::datatype<T>();
-        std::uint64_t sent = 0;
-        // Reduce-scatter: at step s rank r passes block (r - s) on and adds
-        // block (r - s - 1) from its left neighbour to its own values; after
-        // p - 1 steps block (r + 1) mod p is complete on rank r.
-        for (std::size_t s = 0; s + 1 < p; ++s) {
-            const std::size_t out = (r + p - s) % p;
-            const std::size_t in = (r + 2 * p - s - 1) % p;
-            check(MPI_Sendrecv(values.data() + first(out), detail::mpi_count(count(out), "a sum"),
-                               type, static_cast<int>(next), sum_tag, incoming,
-                               detail::mpi_count(count(in), "a sum"), type,
-                               static_cast<int>(previous), sum_tag, comm_, MPI_STATUS_IGNORE),
-                  "MPI_Sendrecv (sum over ranks, reduce-scatter)");
-            T* into = values.data() + first(in);
-            for (std::size_t i = 0; i < count(in); ++i) {
-                into[i] = incoming[i] + into[i];
-            }
-            sent += count(out);
-        }
-        const std::size_t complete = (r + 1) % p;
-        scale_in_place(values.subspan(first(complete), count(complete)), scale);
-        // All-gather: at step s rank r passes block (r + 1 - s) on and takes
-        // block (r - s) from its left neighbour as it is.
-        for (std::size_t s = 0; s + 1 < p; ++s) {
-            const std::size_t out = (r + 1 + p - s) % p;
-            const std::size_t in = (r + p - s) % p;
-            check(MPI_Sendrecv(values.data() + first(out), detail::mpi_count(count(out), "a sum"),
-                               type, static_cast<int>(next), sum_tag, values.data() + first(in),
-                               detail::mpi_count(count(in), "a sum"), type,
-                               static_cast<int>(previous), sum_tag, comm_, MPI_STATUS_IGNORE),
-                  "MPI_Sendrecv (sum over ranks, all-gather)");
-            sent += count(out);
-        }
-        bytes_.sum += sent * sizeof(T);
+        sum_in_flight<T>(*this, values, scale, sum_tag).finish();
     }
+
+    /// sum_identical(values, scale) started now and finished by the
+    /// returned object's progress() / finish() (and at the latest by its
+    /// destructor), so that work can go on while the values travel: on the
+    /// ring, the same messages and additions as sum_identical's, hence the
+    /// same bits, sent without blocking, one ring step after another as
+    /// progress() finds the last one done. Through shared memory (one node)
+    /// the sum is the cores' own copying, which nothing can overlap: it is
+    /// done here and the object returned finished. `values` must stay put,
+    /// untouched, until the sum is finished. Every rank starts its sums in
+    /// the same order; at most `sums_in_flight_limit` at once.
+    template <class T>
+    sum_in_flight<T> start_sum(std::span<T> values, T scale = T(1));
+
+    /// How many started sums may be unfinished at once (each has its own tag).
+    static constexpr std::size_t sums_in_flight_limit = 1024;
 
     /// Whether any rank passed true (every rank gets the same answer).
     bool any(bool mine) {
@@ -332,6 +311,9 @@ public:
     }
 
 private:
+    template <class T>
+    friend class sum_in_flight;
+
     template <class T>
     static void scale_in_place(std::span<T> block, T scale) {
         if (scale != T(1)) {
@@ -461,10 +443,180 @@ private:
     int rank_ = 0;
     int size_ = 1;
     static constexpr int sum_tag = 0x5eed;
-    std::vector<std::byte> block_; // a block of a sum in flight
+    static constexpr int first_flight_tag = 0x6000; // started sums: one tag each
+    std::size_t sums_started_ = 0;
+    /// Buffers for the blocks sums in flight receive, lent to each sum
+    /// while it is on its way and kept for the next ones.
+    std::vector<std::vector<std::byte>> spare_blocks_;
+
+    std::vector<std::byte> borrow_block(std::size_t bytes) {
+        std::vector<std::byte> block;
+        if (!spare_blocks_.empty()) {
+            block = std::move(spare_blocks_.back());
+            spare_blocks_.pop_back();
+        }
+        block.resize(bytes);
+        return block;
+    }
+    void return_block(std::vector<std::byte>&& block) {
+        if (!block.empty()) {
+            spare_blocks_.push_back(std::move(block));
+        }
+    }
     MPI_Win window_ = MPI_WIN_NULL;
     std::vector<std::byte*> parts_; // each rank's part of the window, mapped here
     traffic bytes_;
 };
+
+/// A sum over the ranks on its way (communicator::start_sum): the ring of
+/// sum_identical as non-blocking messages, one step in flight at a time.
+/// Step s < p - 1 of rank r sends block (r - s) to the next rank and
+/// receives block (r - s - 1) from the previous one, which it then adds to
+/// its own; after them block (r + 1) is complete here and is scaled; the
+/// next p - 1 steps pass the complete blocks round as they are.
+template <class T>
+class sum_in_flight {
+public:
+    sum_in_flight() = default; // finished, nothing to do
+    sum_in_flight(communicator& comm, std::span<T> values, T scale, int tag)
+      : comm_(&comm)
+      , values_(values)
+      , scale_(scale)
+      , tag_(tag)
+      , incoming_(comm.borrow_block((values.size() / comm.size() + 1) * sizeof(T))) {
+        post();
+    }
+    sum_in_flight(sum_in_flight&& other) noexcept { swap(other); }
+    sum_in_flight& operator=(sum_in_flight&& other) noexcept {
+        if (this != &other) {
+            abandon();
+            swap(other);
+        }
+        return *this;
+    }
+    sum_in_flight(const sum_in_flight&) = delete;
+    sum_in_flight& operator=(const sum_in_flight&) = delete;
+    /// Finishes the sum (the other ranks wait for this rank's part).
+    ~sum_in_flight() { abandon(); }
+
+    bool finished() const noexcept { return comm_ == nullptr || step_ == steps(); }
+
+    /// Moves the sum on as far as it can without waiting; true once it is
+    /// finished.
+    bool progress() {
+        while (!finished()) {
+            int done = 0;
+            comm_->check(MPI_Testall(2, requests_, &done, MPI_STATUSES_IGNORE),
+                         "MPI_Testall (sum over ranks)");
+            if (done == 0) {
+                return false;
+            }
+            complete_step();
+        }
+        return true;
+    }
+
+    /// Waits for the sum to finish.
+    void finish() {
+        while (!finished()) {
+            comm_->check(MPI_Waitall(2, requests_, MPI_STATUSES_IGNORE),
+                         "MPI_Waitall (sum over ranks)");
+            complete_step();
+        }
+    }
+
+private:
+    std::size_t ranks() const noexcept { return comm_->size(); }
+    std::size_t steps() const noexcept { return 2 * (ranks() - 1); }
+    std::size_t first(std::size_t b) const noexcept { return values_.size() * b / ranks(); }
+    T* incoming() noexcept { return reinterpret_cast<T*>(incoming_.data()); }
+    std::size_t count(std::size_t b) const noexcept { return first(b + 1) - first(b); }
+
+    /// Posts step step_'s send and receive.
+    void post() {
+        const std::size_t p = ranks();
+        const std::size_t r = comm_->rank();
+        const std::size_t s = step_ < p - 1 ? step_ : step_ - (p - 1);
+        const bool reducing = step_ < p - 1;
+        const std::size_t out = reducing ? (r + p - s) % p : (r + 1 + p - s) % p;
+        in_ = reducing ? (r + 2 * p - s - 1) % p : (r + p - s) % p;
+        T* into = reducing ? incoming() : values_.data() + first(in_);
+        const MPI_Datatype type = detail::datatype<T>();
+        const auto next = static_cast<int>((r + 1) % p);
+        const auto previous = static_cast<int>((r + p - 1) % p);
+        comm_->check(MPI_Irecv(into, detail::mpi_count(count(in_), "a sum"), type, previous, tag_,
+                               comm_->handle(), &requests_[0]),
+                     "MPI_Irecv (sum over ranks)");
+        comm_->check(MPI_Isend(values_.data() + first(out), detail::mpi_count(count(out), "a sum"),
+                               type, next, tag_, comm_->handle(), &requests_[1]),
+                     "MPI_Isend (sum over ranks)");
+        comm_->bytes_.sum += count(out) * sizeof(T);
+    }
+
+    /// The step's messages are done: add what came in (reduce-scatter), scale
+    /// the complete block after the last addition, post the next step.
+    void complete_step() {
+        const std::size_t p = ranks();
+        if (step_ < p - 1) {
+            T* into = values_.data() + first(in_);
+            const T* const incoming_values = incoming();
+            for (std::size_t i = 0; i < count(in_); ++i) {
+                into[i] = incoming_values[i] + into[i];
+            }
+            if (step_ == p - 2) {
+                const std::size_t complete = (comm_->rank() + 1) % p;
+                communicator::scale_in_place(values_.subspan(first(complete), count(complete)),
+                                             scale_);
+            }
+        }
+        ++step_;
+        if (step_ < steps()) {
+            post();
+        } else {
+            comm_->return_block(std::move(incoming_));
+        }
+    }
+
+    /// Finishes the sum if it is on its way (errors cannot leave a
+    /// destructor: they would surface in the rank's next call instead).
+    void abandon() noexcept {
+        try {
+            finish();
+        } catch (...) {
+        }
+        comm_ = nullptr;
+    }
+
+    void swap(sum_in_flight& other) noexcept {
+        std::swap(comm_, other.comm_);
+        std::swap(values_, other.values_);
+        std::swap(scale_, other.scale_);
+        std::swap(tag_, other.tag_);
+        std::swap(step_, other.step_);
+        std::swap(in_, other.in_);
+        std::swap(requests_, other.requests_);
+        incoming_.swap(other.incoming_);
+    }
+
+    communicator* comm_ = nullptr;
+    std::span<T> values_;
+    T scale_ = T(1);
+    int tag_ = 0;
+    std::size_t step_ = 0;
+    std::size_t in_ = 0; // the block the step's receive brings
+    MPI_Request requests_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    std::vector<std::byte> incoming_; // lent by the communicator
+};
+
+template <class T>
+sum_in_flight<T> communicator::start_sum(std::span<T> values, T scale) {
+    if (size() == 1 || values.empty() || sums_in_shared_memory()) {
+        sum_identical(values, scale);
+        return {};
+    }
+    const int tag = first_flight_tag + static_cast<int>(sums_started_ % sums_in_flight_limit);
+    ++sums_started_;
+    return sum_in_flight<T>(*this, values, scale, tag);
+}
 
 } // namespace lightloop::distributed

@@ -56,33 +56,60 @@ void give_rank_noise_stream(Network& net, std::size_t rank) {
     }
 }
 
+/// When data_parallel starts each layer's gradient sum: as soon as that
+/// layer's gradient exists, so that it travels while the next layers' are
+/// computed (`on`), or all of them after the last (`off`). `automatic`
+/// overlaps where it can pay: when the sums go by the ring of messages
+/// (ranks on several nodes). On one node they go through shared memory,
+/// where a sum is the busy cores' own copying and overlap has nothing to hide.
+enum class sum_overlap { automatic, on, off };
+
 /// fit_with's strategy for data-parallel training, and a step for code that
 /// runs its own loop. T is the network's value_type.
 template <class T>
 class data_parallel {
 public:
-    explicit data_parallel(communicator& comm)
-      : comm_(&comm) {}
+    explicit data_parallel(communicator& comm, sum_overlap overlap = sum_overlap::automatic)
+      : comm_(&comm)
+      , overlap_(overlap == sum_overlap::on ||
+                 (overlap == sum_overlap::automatic && !comm.sums_in_shared_memory())) {}
 
     communicator& comm() noexcept { return *comm_; }
+    /// Whether steps start each layer's sum as soon as its gradient exists.
+    bool overlaps_sums() const noexcept { return overlap_; }
 
     /// One data-parallel step on this rank's shard (x, y): returns the whole
     /// batch's figures, the same on every rank. Throws on every rank if any
     /// rank failed (naming those ranks), with no weight changed anywhere.
+    /// Overlapped or not, the sums are the same and so are the weights, bit
+    /// for bit.
     template <class Network, class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
         constexpr std::size_t depth = Network::depth;
         const std::size_t p = comm_->size();
         const std::size_t rank = comm_->rank();
-        // What the ranks agree on before any gradient moves: the batch's
+        // What the ranks agree on before any weight changes: the batch's
         // loss sum, correct count and rows, each layer's gradient bound
         // weighted by rows, and which ranks failed.
-        constexpr std::size_t fixed = 3;
         agreed_.assign(fixed + depth + p, 0.0);
         std::string failure;
         const auto rows = static_cast<double>(x.shape(0));
+        // Overlapped, a sum's weights are fixed when it starts: the rows first.
+        double total_rows[1] = {rows};
+        if (overlap_) {
+            comm_->sum_identical(std::span<double>(total_rows));
+        }
+        std::vector<bool> started(depth, false);
+        in_flight_.clear();
         try {
-            const double loss = static_cast<double>(net.compute_gradients(x, y));
+            double loss = 0.0;
+            if (overlap_) {
+                loss = static_cast<double>(net.compute_signals(x, y, net.feedback()));
+                net.compute_layer_gradients(
+                  x, {}, [&](std::size_t i) { start_sums(net, i, rows, total_rows[0], started); });
+            } else {
+                loss = static_cast<double>(net.compute_gradients(x, y));
+            }
             agreed_[0] = loss * rows;
             agreed_[1] = static_cast<double>(
               count_correct(std::as_const(net).template layer<depth - 1>().output(), y));
@@ -92,11 +119,24 @@ public:
                     agreed_[fixed + i] = net.gradient_bound(i) * rows;
                 }
             }
+        } catch (const mpi_error&) {
+            throw; // the ranks are no longer in step: nothing to agree on
         } catch (const lightloop::error& e) {
             failure = e.what();
             agreed_[fixed + depth + rank] = 1.0;
         }
+        if (overlap_) {
+            // Every rank starts the same sums in the same order, failed or not.
+            for (std::size_t i = 0; i < depth; ++i) {
+                if (Network::trains_layer(i) && !started[i]) {
+                    start_sums(net, i, rows, total_rows[0], started);
+                }
+            }
+        }
         comm_->sum_identical(std::span<double>(agreed_));
+        for (auto& sum : in_flight_) {
+            sum.finish();
+        }
         std::string failed_ranks;
         for (std::size_t r = 0; r < p; ++r) {
             if (agreed_[fixed + depth + r] != 0.0) {
@@ -111,19 +151,11 @@ public:
                                : " (rank " + std::to_string(rank) + ": " + failure + ")"));
         }
         const double total = agreed_[2];
-        // Sum over ranks of (n_r / n) g_r. With equal shards every rank's
-        // weight is 1/p, applied once to the sum (exact for p a power of two).
-        const bool equal_shards = rows * static_cast<double>(p) == total;
-        const T before = equal_shards ? T(1) : static_cast<T>(rows / total);
-        const T after = equal_shards ? static_cast<T>(1.0 / static_cast<double>(p)) : T(1);
-        net.visit_gradients([&](std::size_t, std::span<T> gradient) {
-            if (before != T(1)) {
-                for (T& v : gradient) {
-                    v *= before;
-                }
-            }
-            comm_->sum_identical(gradient, after); // scaled on each block's one rank
-        });
+        if (!overlap_) {
+            net.visit_gradients([&](std::size_t, std::span<T> gradient) {
+                comm_->sum_identical(gradient, weigh_shard(gradient, rows, total));
+            });
+        }
         for (std::size_t i = 0; i < depth; ++i) {
             if (Network::trains_layer(i)) {
                 // |sum_r (n_r / n) g_r| <= sum_r (n_r / n) |g_r|
@@ -176,6 +208,42 @@ public:
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
 private:
+    static constexpr std::size_t fixed = 3; // agreed_: loss sum, correct, rows
+
+    /// Prepares `gradient` (this rank's g_r over its `rows` of the batch's
+    /// `total`) for the sum over ranks of sum_r (n_r / n) g_r, and returns
+    /// the scale the sum applies. With equal shards every rank's weight is
+    /// 1/p, applied once to the sum on each block's one rank (exact for p a
+    /// power of two); else each rank weighs its own.
+    T weigh_shard(std::span<T> gradient, double rows, double total) const {
+        const std::size_t p = comm_->size();
+        if (rows * static_cast<double>(p) == total) {
+            return static_cast<T>(1.0 / static_cast<double>(p));
+        }
+        const auto before = static_cast<T>(rows / total);
+        for (T& v : gradient) {
+            v *= before;
+        }
+        return T(1);
+    }
+
+    /// Starts the sums of trained layer i's gradients and moves the sums
+    /// already on their way on.
+    template <class Network>
+    void start_sums(Network& net, std::size_t i, double rows, double total,
+                    std::vector<bool>& started) {
+        started[i] = true;
+        net.visit_gradients([&](std::size_t layer, std::span<T> gradient) {
+            if (layer == i) {
+                in_flight_.push_back(
+                  comm_->start_sum(gradient, weigh_shard(gradient, rows, total)));
+            }
+        });
+        for (auto& sum : in_flight_) {
+            sum.progress();
+        }
+    }
+
     /// Running estimates (batch_norm's) become the row-weighted mean of the
     /// ranks': exact for running means (the global batch's mean), the mean
     /// of the ranks' variances for running variances.
@@ -204,7 +272,9 @@ private:
     };
 
     communicator* comm_;
+    bool overlap_;
     std::vector<double> agreed_;
+    std::vector<sum_in_flight<T>> in_flight_; // this step's sums on their way
 };
 
 } // namespace lightloop::distributed
