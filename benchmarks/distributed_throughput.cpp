@@ -194,7 +194,7 @@ int worker(const options& o) {
                 distributed::sum_overlap overlap;
                 const char* mode;
             };
-            for (const route& r : {route{&comm, distributed::sum_overlap::automatic, "data"},
+            for (const route& r : {route{&comm, distributed::sum_overlap::off, "data"},
                                    route{&ring, distributed::sum_overlap::off, "data-ring"},
                                    route{&ring, distributed::sum_overlap::on, "data-overlap"}}) {
                 distributed::communicator* c = r.comm;

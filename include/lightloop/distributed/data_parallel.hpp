@@ -56,23 +56,26 @@ void give_rank_noise_stream(Network& net, std::size_t rank) {
     }
 }
 
-/// When data_parallel starts each layer's gradient sum: as soon as that
-/// layer's gradient exists, so that it travels while the next layers' are
-/// computed (`on`), or all of them after the last (`off`). `automatic`
-/// overlaps where it can pay: when the sums go by the ring of messages
-/// (ranks on several nodes). On one node they go through shared memory,
-/// where a sum is the busy cores' own copying and overlap has nothing to hide.
-enum class sum_overlap { automatic, on, off };
+/// When data_parallel starts each layer's gradient sum: after the last
+/// gradient (`off`, the default), or as soon as that layer's gradient exists
+/// (`on`), so that it travels while the next layers' are computed. Through
+/// shared memory (every rank on one node) a sum is the busy cores' own
+/// copying, which nothing can overlap, and `on` changes nothing. On the ring
+/// of messages, `on` pays only where the interconnect moves a message without
+/// the CPU's help: lightloop's ranks call MPI between layers, not inside a
+/// product. On one node, ring forced, it cost 11 % a step (README,
+/// "Distributed training"); `distributed_throughput`'s data-overlap row
+/// measures it on a cluster.
+enum class sum_overlap { off, on };
 
 /// fit_with's strategy for data-parallel training, and a step for code that
 /// runs its own loop. T is the network's value_type.
 template <class T>
 class data_parallel {
 public:
-    explicit data_parallel(communicator& comm, sum_overlap overlap = sum_overlap::automatic)
+    explicit data_parallel(communicator& comm, sum_overlap overlap = sum_overlap::off)
       : comm_(&comm)
-      , overlap_(overlap == sum_overlap::on ||
-                 (overlap == sum_overlap::automatic && !comm.sums_in_shared_memory())) {}
+      , overlap_(overlap == sum_overlap::on && !comm.sums_in_shared_memory()) {}
 
     communicator& comm() noexcept { return *comm_; }
     /// Whether steps start each layer's sum as soon as its gradient exists.
