@@ -411,16 +411,29 @@ private:
             window_fence(); // every rank's terms are in
             const std::size_t lo = first(r);
             const std::size_t n = first(r + 1) - lo;
-            const T* const rank0 = r == 0 ? mine + lo : terms_of<T>(0) + lo;
-            std::copy(rank0, rank0 + n, finished);
+            // Every rank's term in rank order; the last addition, scaled, is
+            // written to this rank's values and to the window in one pass.
+            const auto term_of = [&](std::size_t q) -> const T* {
+                return q == r ? mine + lo : terms_of<T>(q) + lo;
+            };
             for (std::size_t q = 1; q < p; ++q) {
-                const T* const add = q == r ? mine + lo : terms_of<T>(q) + lo;
-                for (std::size_t i = 0; i < n; ++i) {
-                    finished[i] = finished[i] + add[i];
+                const T* const before = q == 1 ? term_of(0) : finished;
+                const T* const add = term_of(q);
+                if (q + 1 < p) {
+                    for (std::size_t i = 0; i < n; ++i) {
+                        finished[i] = before[i] + add[i];
+                    }
+                } else {
+                    for (std::size_t i = 0; i < n; ++i) {
+                        T sum = before[i] + add[i];
+                        if (scale != T(1)) {
+                            sum *= scale;
+                        }
+                        mine[lo + i] = sum;
+                        finished[i] = sum;
+                    }
                 }
             }
-            scale_in_place(std::span<T>(finished, n), scale);
-            std::copy(finished, finished + n, mine + lo);
             window_fence(); // every block is finished
             for (std::size_t b = 0; b < p; ++b) {
                 if (b != r) {
