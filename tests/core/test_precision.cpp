@@ -150,30 +150,61 @@ TEST_CASE("bf16 products equal the fp32-accumulated product of the rounded opera
 #if defined(LIGHTLOOP_WITH_ONEDNN)
     precision_tests::check_backend_products<onednn_backend>(13, 37, 29);
     precision_tests::check_backend_products<onednn_backend>(96, 160, 300);
+    // Wide enough to be cut into column pieces on the team (two of 272 and
+    // 248 columns), every transpose.
+    precision_tests::check_backend_products<onednn_backend>(96, 520, 200);
 #endif
 }
 
 #if defined(LIGHTLOOP_WITH_ONEDNN)
-TEST_CASE("oneDNN products give the same bits on one and two threads", "[core][precision]") {
-    const std::size_t m = 128;
-    const std::size_t n = 256;
-    const std::size_t k = 784;
-    const auto a = lightloop::testing::random_matrix<float>(m, k, 1);
-    const auto b = lightloop::testing::random_matrix<float>(n, k, 2);
-    std::vector<bf16> a16(a.size());
-    std::vector<bf16> b16(b.size());
-    convert_to_bf16(a.data(), a16.data(), a.size());
-    convert_to_bf16(b.data(), b16.data(), b.size());
-    const auto product = [&](int threads) {
-        const auto before = static_cast<int>(parallel_threads());
-        set_blas_threads(threads);
-        matrix<float> c = matrix<float>::from_shape({m, n});
-        onednn_gemm(transpose::no, transpose::yes, m, n, k, 1.0f, a16.data(), k, b16.data(), k,
-                    0.0f, c.data(), n);
-        set_blas_threads(before);
-        return c;
+TEST_CASE("oneDNN products give the same bits on one, two and three threads", "[core][precision]") {
+    // A forward product (batch rows, a layer's outputs as columns: cut into
+    // column pieces fixed by the shape), a wider one whose last piece is
+    // narrower, the signal product of backprop (NN), and a weight gradient
+    // (more rows than columns: cut into one row piece a thread).
+    struct shape {
+        std::size_t m, n, k;
+        transpose ta, tb;
     };
-    CHECK(lightloop::testing::identical(product(1), product(2)));
+    for (const shape s : {shape{128, 1024, 784, transpose::no, transpose::yes},
+                          shape{128, 784, 1024, transpose::no, transpose::no},
+                          shape{64, 1000, 300, transpose::no, transpose::yes},
+                          shape{1024, 784, 128, transpose::yes, transpose::no}}) {
+        INFO(s.m << " x " << s.n << ", " << s.k << " deep");
+        const auto a = lightloop::testing::random_matrix<float>(
+          s.ta == transpose::yes ? s.k : s.m, s.ta == transpose::yes ? s.m : s.k, 1);
+        const auto b = lightloop::testing::random_matrix<float>(
+          s.tb == transpose::yes ? s.n : s.k, s.tb == transpose::yes ? s.k : s.n, 2);
+        std::vector<bf16> a16(a.size());
+        std::vector<bf16> b16(b.size());
+        convert_to_bf16(a.data(), a16.data(), a.size());
+        convert_to_bf16(b.data(), b16.data(), b.size());
+        const auto product = [&](int threads, auto operand) {
+            using Operand = decltype(operand);
+            const auto before = static_cast<int>(parallel_threads());
+            set_blas_threads(threads);
+            matrix<float> c = matrix<float>::from_shape({s.m, s.n});
+            const Operand* ap = nullptr;
+            const Operand* bp = nullptr;
+            if constexpr (std::is_same_v<Operand, bf16>) {
+                ap = a16.data();
+                bp = b16.data();
+            } else {
+                ap = a.data();
+                bp = b.data();
+            }
+            onednn_gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, ap, a.shape(1), bp, b.shape(1), 0.0f,
+                        c.data(), s.n);
+            set_blas_threads(before);
+            return c;
+        };
+        const auto one = product(1, bf16{});
+        CHECK(lightloop::testing::identical(one, product(2, bf16{})));
+        CHECK(lightloop::testing::identical(one, product(3, bf16{})));
+        const auto one32 = product(1, 0.0f);
+        CHECK(lightloop::testing::identical(one32, product(2, 0.0f)));
+        CHECK(lightloop::testing::identical(one32, product(3, 0.0f)));
+    }
 }
 #endif
 

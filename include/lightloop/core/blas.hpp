@@ -75,19 +75,25 @@ namespace detail {
 /// can differ in the last bits: blas_info.hpp, is_avx512_kernel;
 /// core/parallel.hpp says when it need not). Small products, and one
 /// thread, make one piece on the calling thread. The cut is along C's
-/// longer side, or always along its rows with `rows_only` (for a backend
-/// whose sums depend on a piece's width, as oneDNN's do).
+/// longer side. With `fixed_columns` (for a backend whose sums depend on a
+/// piece's width, as oneDNN's do) a C with fewer rows than columns is cut
+/// into pieces of about that many columns, fixed by the shape alone and the
+/// same on one thread, so that C has the same bits on any thread count.
 template <class A, class B, class C, class Piece>
 void gemm_on_team(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
                   const A* a, std::size_t lda, const B* b, std::size_t ldb, C* c, std::size_t ldc,
-                  std::size_t pieces_per_thread, bool rows_only, Piece&& piece) {
+                  std::size_t pieces_per_thread, std::size_t fixed_columns, Piece&& piece) {
     const std::size_t threads = parallel_threads();
     const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
     const auto worth = static_cast<std::size_t>(macs / gemm_piece_macs);
-    const bool by_rows = rows_only || m >= n;
+    const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
+    const bool by_shape = fixed_columns > 0 && !by_rows;
     const std::size_t pieces =
-      threads == 1 ? 1 : std::min({pieces_per_thread * threads, worth, (extent + 15) / 16});
+      by_shape ? std::min({(n + fixed_columns - 1) / fixed_columns, std::max<std::size_t>(worth, 1),
+                           (extent + 15) / 16})
+      : threads == 1 ? 1
+                     : std::min({pieces_per_thread * threads, worth, (extent + 15) / 16});
     if (pieces <= 1) {
         piece(m, n, a, b, c);
         return;
@@ -132,7 +138,7 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     // than one piece a thread: README; the shared operand is packed per
     // piece, but it is the small one here).
     const blas_single_thread hold;
-    detail::gemm_on_team(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 2, false,
+    detail::gemm_on_team(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 2, 0,
                          [&](std::size_t rows, std::size_t cols, const T* ap, const T* bp, T* cp) {
                              detail::blas_call(ta, tb, rows, cols, k, alpha, ap, lda, bp, ldb, beta,
                                                cp, ldc);

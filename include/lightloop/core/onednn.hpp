@@ -150,6 +150,7 @@ struct matmul_entry {
     std::size_t scratch_bytes = 0;
     std::mutex pool_mutex;
     std::vector<std::unique_ptr<binding>> pool; // guarded by pool_mutex
+    std::size_t bindings = 0;                   // made so far; guarded by pool_mutex
     matmul_entry() = default;
     matmul_entry(const matmul_entry&) = delete;
     matmul_entry& operator=(const matmul_entry&) = delete;
@@ -227,12 +228,18 @@ inline std::unique_ptr<binding> make_binding(const matmul_entry& entry) {
     return bound;
 }
 
-/// Fills a new entry's pool: one binding per thread of the team, and room
-/// for twice as many, so that taking and returning them allocates nothing.
+/// Fills an entry's pool to one binding per thread of the team, with room
+/// for twice as many, so that taking and returning them allocates nothing:
+/// when the entry is made, and again when the team has grown since (a
+/// product made on one thread, then cut into pieces that run at once).
 inline void fill_pool(matmul_entry& entry) {
     const std::size_t threads = parallel_threads();
+    const std::lock_guard<std::mutex> lock(entry.pool_mutex);
+    if (entry.bindings >= threads) {
+        return;
+    }
     entry.pool.reserve(2 * threads);
-    for (std::size_t i = 0; i < threads; ++i) {
+    for (; entry.bindings < threads; ++entry.bindings) {
         entry.pool.push_back(make_binding(entry));
     }
 }
@@ -251,6 +258,8 @@ public:
         }
         if (!bound_) {
             bound_ = make_binding(entry); // more executions at once than threads
+            const std::lock_guard<std::mutex> lock(entry.pool_mutex);
+            ++entry.bindings;
         }
     }
     ~borrowed_binding() {
@@ -277,10 +286,9 @@ public:
         const std::lock_guard<std::mutex> lock(mutex_);
         auto found = entries_.find(key);
         if (found == entries_.end()) {
-            auto entry = create_matmul(key);
-            fill_pool(*entry);
-            found = entries_.emplace(key, std::move(entry)).first;
+            found = entries_.emplace(key, create_matmul(key)).first;
         }
+        fill_pool(*found->second);
         return *found->second;
     }
 
@@ -433,6 +441,10 @@ void with_supported_operands(transpose ta, transpose tb, std::size_t m, std::siz
 
 } // namespace detail::onednn
 
+/// The columns of one piece of a short, wide oneDNN product spread over the
+/// team (onednn_gemm): four pieces of a 1024-wide layer.
+inline constexpr std::size_t onednn_column_piece = 256;
+
 /// C (m x n, row-major, ldc; fp32) = alpha op(A) op(B) + beta C through
 /// oneDNN, with A and B both bf16 (accumulated in fp32) or both float, spread
 /// over lightloop's team like lightloop::gemm.
@@ -446,19 +458,25 @@ void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::
     detail::onednn::with_supported_operands(
       ta, tb, m, n, k, a, lda, b, ldb, [&](const auto* a_operand, const auto* b_operand) {
           using Supported = std::remove_cv_t<std::remove_pointer_t<decltype(a_operand)>>;
-          // One piece a thread: each piece reorders the B it reads for the
-          // kernel itself, so fewer pieces do less of that. Cut along C's
-          // rows only: oneDNN's sums depend on the width of the product it
-          // is given (its blocking of k follows n), not on its height, so
-          // row pieces give C the same bits on any thread count (tested).
-          detail::gemm_on_team(ta, tb, m, n, k, a_operand, lda, b_operand, ldb, c, ldc, 1, true,
-                               [&](std::size_t rows, std::size_t cols, const Supported* ap,
-                                   const Supported* bp, float* cp) {
-                                   detail::onednn::run_matmul(
-                                     detail::onednn::key_of<Supported>(ta, tb, rows, cols, k, lda,
-                                                                       ldb, ldc, alpha, beta),
-                                     ap, bp, cp);
-                               });
+          // Each piece reorders the B it reads for the kernel itself. A C
+          // with at least as many rows as columns (a weight gradient) is
+          // cut along its rows, one piece a thread: oneDNN's sums do not
+          // depend on a product's height, so C has the same bits on any
+          // thread count. A short, wide C (a forward product: the batch's
+          // rows, a layer's outputs as columns) is cut along its columns, so
+          // that each piece reorders only its part of B (row pieces each
+          // reordered all of it, and the forward pass hardly gained from a
+          // second thread); oneDNN's sums depend on a product's width (its
+          // blocking of k follows n), so those pieces are fixed by the shape
+          // alone, the same on one thread (tested).
+          detail::gemm_on_team(
+            ta, tb, m, n, k, a_operand, lda, b_operand, ldb, c, ldc, 1, onednn_column_piece,
+            [&](std::size_t rows, std::size_t cols, const Supported* ap, const Supported* bp,
+                float* cp) {
+                detail::onednn::run_matmul(detail::onednn::key_of<Supported>(
+                                             ta, tb, rows, cols, k, lda, ldb, ldc, alpha, beta),
+                                           ap, bp, cp);
+            });
       });
 }
 
