@@ -228,13 +228,13 @@ inline std::unique_ptr<binding> make_binding(const matmul_entry& entry) {
     return bound;
 }
 
-/// Fills an entry's pool to one binding per thread of the team, with room
+/// Tops an entry's pool up to one binding per thread of the team, with room
 /// for twice as many, so that taking and returning them allocates nothing:
-/// when the entry is made, and again when the team has grown since (a
+/// at the entry's first use, and again when the team has grown since (a
 /// product made on one thread, then cut into pieces that run at once).
+/// Called with entry.pool_mutex held.
 inline void fill_pool(matmul_entry& entry) {
     const std::size_t threads = parallel_threads();
-    const std::lock_guard<std::mutex> lock(entry.pool_mutex);
     if (entry.bindings >= threads) {
         return;
     }
@@ -251,15 +251,16 @@ public:
       : entry_(entry) {
         {
             const std::lock_guard<std::mutex> lock(entry.pool_mutex);
+            fill_pool(entry);
             if (!entry.pool.empty()) {
                 bound_ = std::move(entry.pool.back());
                 entry.pool.pop_back();
+            } else {
+                ++entry.bindings; // more executions at once than threads
             }
         }
         if (!bound_) {
-            bound_ = make_binding(entry); // more executions at once than threads
-            const std::lock_guard<std::mutex> lock(entry.pool_mutex);
-            ++entry.bindings;
+            bound_ = make_binding(entry);
         }
     }
     ~borrowed_binding() {
@@ -288,7 +289,6 @@ public:
         if (found == entries_.end()) {
             found = entries_.emplace(key, create_matmul(key)).first;
         }
-        fill_pool(*found->second);
         return *found->second;
     }
 

@@ -17,6 +17,7 @@
 // throws and none waits forever.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -102,7 +103,7 @@ public:
         if (overlap_) {
             comm_->sum_identical(std::span<double>(total_rows));
         }
-        std::vector<bool> started(depth, false);
+        std::array<bool, depth> started{};
         in_flight_.clear();
         try {
             double loss = 0.0;
@@ -234,7 +235,7 @@ private:
     /// already on their way on.
     template <class Network>
     void start_sums(Network& net, std::size_t i, double rows, double total,
-                    std::vector<bool>& started) {
+                    std::span<bool> started) {
         started[i] = true;
         net.visit_gradients([&](std::size_t layer, std::span<T> gradient) {
             if (layer == i) {
