@@ -334,7 +334,6 @@ private:
     void expose_chunk(const T* intensity, T* measured, std::size_t n, const T* gain,
                       const T* dark) {
         using batch = xsimd::batch<T>;
-        constexpr std::size_t width = batch::size;
         auto& w = work_.template get<T>();
         const bool shot = settings_.shot_noise;
         const T read_noise = static_cast<T>(settings_.read_noise);
@@ -348,34 +347,26 @@ private:
                       w.normal_t.begin());
             z = w.normal_t.data();
         }
-        // Padding the tail to whole batches keeps one loop: the pad pixels
-        // (intensity 0) are computed and dropped.
-        const std::size_t padded = (n + width - 1) / width * width;
         T* mean = w.mean.data();
         T* electrons = w.electrons.data();
 
-        // Every pixel as if bright (or without shot noise): one normal,
-        // mean + sqrt(shot variance + read variance) z.
+        // Every pixel as if bright, then the dim ones exactly.
         const batch exposure(static_cast<T>(settings_.exposure));
         const batch shot_factor(shot ? T(1) : T(0));
         const batch read_var(read_noise * read_noise);
-        const batch zero(T(0));
         const bool exact_possible = exact_draws_possible();
-        auto dim_seen = zero > zero;
-        for (std::size_t i = 0; i < padded; i += width) {
-            batch light = load_padded<batch>(intensity, i, n);
-            if (gain != nullptr) { // gain g_j, and d_j dark electrons per unit of exposure
-                light = xsimd::fma(load_padded<batch>(gain, i, n), xsimd::max(light, zero),
-                                   load_padded<batch>(dark, i, n));
-            }
-            const batch m = xsimd::max(exposure * light, zero);
-            m.store_unaligned(mean + i);
-            if (exact_possible) {
-                dim_seen = dim_seen || needs_exact(m, read_var);
-            }
-            const batch sd = xsimd::sqrt(xsimd::fma(shot_factor, m, read_var));
-            xsimd::fma(sd, load_padded<batch>(z, i, n), m).store_unaligned(electrons + i);
-        }
+        const auto dim_seen =
+          gain != nullptr
+            ? (exact_possible
+                 ? bright_pixels<true, true>(intensity, z, gain, dark, n, mean, electrons, exposure,
+                                             shot_factor, read_var)
+                 : bright_pixels<true, false>(intensity, z, gain, dark, n, mean, electrons,
+                                              exposure, shot_factor, read_var))
+            : (exact_possible
+                 ? bright_pixels<false, true>(intensity, z, gain, dark, n, mean, electrons,
+                                              exposure, shot_factor, read_var)
+                 : bright_pixels<false, false>(intensity, z, gain, dark, n, mean, electrons,
+                                               exposure, shot_factor, read_var));
         if (exact_possible && xsimd::any(dim_seen)) {
             // The dim pixels again, exactly: a Poisson count plus read noise
             // from the same normal.
@@ -390,22 +381,76 @@ private:
             }
         }
 
-        // The ADC: gain, black level, rounding, clipping; then the known
-        // gain and offset inverted.
         const batch per_electron(static_cast<T>(1.0 / electrons_per_count()));
         const batch top(static_cast<T>(max_count()));
         const batch offset(static_cast<T>(settings_.dark_offset));
         const batch to_intensity(static_cast<T>(electrons_per_count() / settings_.exposure));
         // Pad pixels have no electrons: they read the black level, unsaturated.
-        batch saturated(T(0));
-        for (std::size_t i = 0; i < padded; i += width) {
-            const batch counts =
-              round_nearest(batch::load_unaligned(electrons + i) * per_electron) + offset;
-            saturated += xsimd::select(counts >= top, batch(T(1)), zero);
-            const batch clipped = xsimd::min(xsimd::max(counts, zero), top);
-            store_padded((clipped - offset) * to_intensity, measured, i, n);
-        }
+        const batch saturated =
+          digitise(electrons, measured, n, per_electron, top, offset, to_intensity);
         pixels_saturated_ += static_cast<std::uint64_t>(xsimd::hadd(saturated));
+    }
+
+    /// The first pass of expose_chunk: every pixel as if bright (or without
+    /// shot noise), one normal each, mean + sqrt(shot variance + read
+    /// variance) z; the means are kept for the exact draws. Returns the lanes
+    /// that saw a mean needing the exact draw (with Exact). Its own function,
+    /// the constants passed by value: no store to the pixels can alias them,
+    /// so they stay in registers. The tail is a batch padded with zeros
+    /// (intensity 0), computed and dropped.
+    template <bool FixedPattern, bool Exact, class B, class T = typename B::value_type>
+    static auto bright_pixels(const T* intensity, const T* z, const T* gain, const T* dark,
+                              std::size_t n, T* mean, T* electrons, B exposure, B shot_factor,
+                              B read_var) noexcept {
+        const B zero(T(0));
+        auto dim_seen = zero > zero;
+        const auto pixels = [&](std::size_t i, B light, B normal, B g, B d) {
+            if constexpr (FixedPattern) { // gain g_j, d_j dark electrons per unit of exposure
+                light = xsimd::fma(g, xsimd::max(light, zero), d);
+            }
+            const B m = xsimd::max(exposure * light, zero);
+            m.store_unaligned(mean + i);
+            if constexpr (Exact) {
+                dim_seen = dim_seen || needs_exact(m, read_var);
+            }
+            const B sd = xsimd::sqrt(xsimd::fma(shot_factor, m, read_var));
+            xsimd::fma(sd, normal, m).store_unaligned(electrons + i);
+        };
+        const std::size_t full = n / B::size * B::size;
+        for (std::size_t i = 0; i < full; i += B::size) {
+            pixels(i, B::load_unaligned(intensity + i), B::load_unaligned(z + i),
+                   FixedPattern ? B::load_unaligned(gain + i) : zero,
+                   FixedPattern ? B::load_unaligned(dark + i) : zero);
+        }
+        if (full < n) {
+            pixels(full, load_padded<B>(intensity, full, n), load_padded<B>(z, full, n),
+                   FixedPattern ? load_padded<B>(gain, full, n) : zero,
+                   FixedPattern ? load_padded<B>(dark, full, n) : zero);
+        }
+        return dim_seen;
+    }
+
+    /// The ADC: gain, black level, rounding, clipping; then the known gain
+    /// and offset inverted. Returns the saturated pixels per lane.
+    template <class B, class T = typename B::value_type>
+    static B digitise(const T* electrons, T* measured, std::size_t n, B per_electron, B top,
+                      B offset, B to_intensity) noexcept {
+        const B zero(T(0));
+        B saturated(T(0));
+        const auto convert = [&](std::size_t i) {
+            const B counts =
+              round_nearest(B::load_unaligned(electrons + i) * per_electron) + offset;
+            saturated += xsimd::select(counts >= top, B(T(1)), zero);
+            return (xsimd::min(xsimd::max(counts, zero), top) - offset) * to_intensity;
+        };
+        const std::size_t full = n / B::size * B::size;
+        for (std::size_t i = 0; i < full; i += B::size) {
+            convert(i).store_unaligned(measured + i);
+        }
+        if (full < n) {
+            store_padded(convert(full), measured, full, n);
+        }
+        return saturated;
     }
 
     /// Writes the indices of the pixels that need the exact draw (see
