@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -219,6 +220,51 @@ TEMPLATE_TEST_CASE("gemm gives one thread's bits on any thread count when the cu
             }
         }
     }
+}
+
+TEST_CASE("a product with a short k is cut for its output, never below the small kernels' size",
+          "[core][blas]") {
+    set_blas_threads(2);
+    const auto cut = [](std::size_t m, std::size_t n, std::size_t k) {
+        std::vector<std::size_t> macs;
+        std::mutex lock;
+        detail::gemm_on_team(
+          transpose::no, transpose::no, m, n, k, static_cast<const float*>(nullptr), k,
+          static_cast<const float*>(nullptr), n, static_cast<float*>(nullptr), n, 2, 0,
+          [&](std::size_t rows, std::size_t cols, const float*, const float*, float*) {
+              const std::lock_guard<std::mutex> hold(lock);
+              macs.push_back(rows * cols * k);
+          });
+        std::sort(macs.begin(), macs.end());
+        return macs;
+    };
+    // DFA's projection of ten classes onto two 1024-wide layers: 2.6M
+    // multiply-adds, below gemm_piece_macs, but 262144 outputs to write.
+    const auto projection = cut(128, 2048, 10);
+    REQUIRE(projection.size() == 2);
+    CHECK(projection[0] == 128 * 1024 * 10);
+    // Cut any finer and a piece would fall to OpenBLAS's small kernels
+    // (at most 10^6 multiply-adds), whose sums round differently.
+    const auto narrow = cut(128, 1600, 10); // 2.05M: two pieces would be 1.02M and 1.02M
+    for (const std::size_t piece : narrow) {
+        CHECK(static_cast<double>(piece) > detail::small_kernel_macs);
+    }
+    // 1.95M multiply-adds and 243200 outputs, worth two pieces, but the
+    // second would hold 0.96M: one.
+    CHECK(cut(128, 1900, 8).size() == 1);
+    CHECK(cut(64, 64, 10).size() == 1);
+    // And the pieces give one thread's bits.
+    for (const bool ta : {false, true}) {
+        for (const bool tb : {false, true}) {
+            CAPTURE(ta, tb);
+            const auto one = strided_gemm<float>(ta, tb, 128, 2048, 10, 1);
+            for (const int threads : {2, 3}) {
+                check_one_threads_bits(one, strided_gemm<float>(ta, tb, 128, 2048, 10, threads));
+            }
+        }
+    }
+    set_blas_threads(1);
+    shared_team();
 }
 
 TEST_CASE("a GEMM holds OpenBLAS at one thread and gives its count back", "[core][blas]") {

@@ -44,6 +44,17 @@ constexpr CBLAS_TRANSPOSE blas_op(transpose t) noexcept {
 /// kernels (10^6 multiply-adds), whose sums round differently.
 inline constexpr double gemm_piece_macs = 4.0 * 1024 * 1024;
 
+/// What an entry of C costs beyond its multiply-adds, in multiply-adds: it is
+/// written to memory (and OpenBLAS scales C by beta first, a pass of its
+/// own). A product with a short k, DFA's projection of ten classes' error
+/// onto 2048 outputs, is worth the threads for its output alone.
+inline constexpr double gemm_entry_macs = 32.0;
+
+/// OpenBLAS hands products of at most this many multiply-adds to its
+/// small-matrix kernels (SkylakeX), whose sums round differently: no piece
+/// of a cut product is that small.
+inline constexpr double small_kernel_macs = 1e6;
+
 /// One cblas_sgemm / cblas_dgemm call (row-major), on as many threads as
 /// OpenBLAS is set to use at that moment: gemm's pieces make it under a
 /// blas_single_thread hold; the benchmarks call it bare as the reference.
@@ -85,21 +96,35 @@ void gemm_on_team(transpose ta, transpose tb, std::size_t m, std::size_t n, std:
                   std::size_t pieces_per_thread, std::size_t fixed_columns, Piece&& piece) {
     const std::size_t threads = parallel_threads();
     const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-    const auto worth = static_cast<std::size_t>(macs / gemm_piece_macs);
+    const double work = macs + gemm_entry_macs * static_cast<double>(m) * static_cast<double>(n);
+    const auto worth = static_cast<std::size_t>(work / gemm_piece_macs);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
     const bool by_shape = fixed_columns > 0 && !by_rows;
-    const std::size_t pieces =
-      by_shape ? std::min({(n + fixed_columns - 1) / fixed_columns, std::max<std::size_t>(worth, 1),
-                           (extent + 15) / 16})
-      : threads == 1 ? 1
-                     : std::min({pieces_per_thread * threads, worth, (extent + 15) / 16});
+    std::size_t pieces = by_shape ? std::min({(n + fixed_columns - 1) / fixed_columns,
+                                              std::max<std::size_t>(worth, 1), (extent + 15) / 16})
+                         : threads == 1
+                           ? 1
+                           : std::min({pieces_per_thread * threads, worth, (extent + 15) / 16});
+    // Piece edges on multiples of 16, the kernels' widest unrolling; the
+    // last piece is the smallest, and holds more than small_kernel_macs.
+    const auto step_of = [extent](std::size_t count) {
+        return ((extent + count - 1) / count + 15) / 16 * 16;
+    };
+    const double macs_per_line = macs / static_cast<double>(extent);
+    while (pieces > 1) {
+        const std::size_t s = step_of(pieces);
+        const std::size_t last = extent - (extent - 1) / s * s;
+        if (macs_per_line * static_cast<double>(last) > small_kernel_macs) {
+            break;
+        }
+        --pieces;
+    }
     if (pieces <= 1) {
         piece(m, n, a, b, c);
         return;
     }
-    // Piece edges on multiples of 16, the kernels' widest unrolling.
-    const std::size_t step = ((extent + pieces - 1) / pieces + 15) / 16 * 16;
+    const std::size_t step = step_of(pieces);
     shared_team().run(pieces, [&](std::size_t index, std::size_t) {
         const std::size_t begin = std::min(extent, index * step);
         const std::size_t size = std::min(extent, begin + step) - begin;
