@@ -197,6 +197,66 @@ TEST_CASE("sum_identical gives every rank the same bits of the sum, by either ro
     check_sum<float>(ring, 1, 0.5f);
 }
 
+TEST_CASE("sum_owned finishes this rank's block with sum_identical's bits; share_owned hands "
+          "the blocks round",
+          "[distributed]") {
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    for (dist::communicator* comm : {world, &ring}) {
+        const std::size_t r = comm->rank();
+        // Uneven blocks, fewer values than ranks, and more than two rounds
+        // of the shared window.
+        for (const std::size_t count :
+             {std::size_t{1001}, std::size_t{1}, std::size_t{(1u << 19) + 4097}}) {
+            INFO(count << " values, "
+                       << (comm->sums_in_shared_memory() ? "shared memory" : "ring"));
+            std::vector<float> terms(count);
+            for (std::size_t i = 0; i < count; ++i) {
+                terms[i] =
+                  static_cast<float>(std::sin(0.3 * static_cast<double>(i + 7 * r)) *
+                                     std::pow(10.0, static_cast<double>((i + r) % 7) - 3.0));
+            }
+            std::uint64_t mark = comm->bytes().sum;
+            std::vector<float> whole = terms;
+            comm->sum_identical(std::span<float>(whole), 0.5f);
+            const std::uint64_t whole_bytes = comm->bytes().sum - mark;
+
+            mark = comm->bytes().sum;
+            std::vector<float> owned = terms;
+            comm->sum_owned(std::span<float>(owned), 0.5f);
+            const std::uint64_t owned_bytes = comm->bytes().sum - mark;
+            const auto block = comm->owned_block(count);
+            const auto part = [&](const std::vector<float>& v) {
+                return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(block.first),
+                                          v.begin() +
+                                            static_cast<std::ptrdiff_t>(block.first + block.count));
+            };
+            CHECK(same_bits(part(owned), part(whole)));
+            // The blocks tile [0, count): every value is one rank's.
+            std::vector<double> owners(count, 0.0);
+            std::fill_n(owners.begin() + static_cast<std::ptrdiff_t>(block.first), block.count,
+                        1.0);
+            comm->sum_identical(std::span<double>(owners));
+            CHECK(std::all_of(owners.begin(), owners.end(), [](double v) { return v == 1.0; }));
+
+            // Each rank changes its own block (an update), then the blocks
+            // travel: every rank holds every owner's bits.
+            for (std::size_t i = block.first; i < block.first + block.count; ++i) {
+                owned[i] = 3.0f * owned[i] - 1.0f;
+            }
+            mark = comm->bytes().sum;
+            comm->share_owned(std::span<float>(owned));
+            const std::uint64_t shared_bytes = comm->bytes().sum - mark;
+            for (float& v : whole) {
+                v = 3.0f * v - 1.0f;
+            }
+            CHECK(same_bits(owned, whole));
+            CHECK(same_bits_everywhere(owned));
+            // The two halves move what sum_identical moves.
+            CHECK(owned_bytes + shared_bytes == whole_bytes);
+        }
+    }
+}
+
 TEST_CASE("data-parallel steps keep every rank's weights identical and follow one process",
           "[distributed]") {
     // In double the two runs differ only in the order of each gradient's

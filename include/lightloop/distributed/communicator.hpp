@@ -194,23 +194,15 @@ public:
     /// 2.5 times as long as this ring on 2 ranks here.)
     ///
     /// With every rank on one node the values go through a shared-memory
-    /// window instead, in chunks: each rank copies the blocks the others
-    /// will add into its part of the window, adds its own block (every
-    /// rank's terms in rank order) and scales it, and copies the others'
-    /// finished blocks back: two barriers a chunk and no message, the same
-    /// bits on every rank, and the same bits as the ring on two ranks.
+    /// window instead, in rounds: rank b finishes block b, and each round
+    /// each rank copies a piece of every block the others finish into its
+    /// part of the window, adds its own piece (every rank's terms in rank
+    /// order) and scales it, and copies the others' finished pieces back:
+    /// two barriers a round and no message, the same bits on every rank, and
+    /// the same bits as the ring on two ranks.
     template <class T>
     void sum_identical(std::span<T> values, T scale = T(1)) {
-        const std::size_t p = size();
-        if (p == 1 || values.empty()) {
-            scale_in_place(values, scale);
-            return;
-        }
-        if (sums_in_shared_memory()) {
-            sum_in_shared_memory(values, scale);
-            return;
-        }
-        sum_in_flight<T>(*this, values, scale, sum_tag).finish();
+        sum_over_ranks(values, scale, sum_reach::everywhere);
     }
 
     /// sum_identical(values, scale) started now and finished by the
@@ -228,6 +220,47 @@ public:
 
     /// How many started sums may be unfinished at once (each has its own tag).
     static constexpr std::size_t sums_in_flight_limit = 1024;
+
+    /// The part [first, first + count) of `values` of an n-value sum that
+    /// this rank finishes: the ranks' blocks tile [0, n) in p contiguous
+    /// blocks of n / p values, give or take one (which rank finishes which
+    /// depends on the route).
+    struct value_block {
+        std::size_t first = 0;
+        std::size_t count = 0;
+    };
+    value_block owned_block(std::size_t n) const noexcept {
+        const std::size_t p = size();
+        const std::size_t b = p == 1 || sums_in_shared_memory() ? rank() : (rank() + 1) % p;
+        return {n * b / p, n * (b + 1) / p - n * b / p};
+    }
+
+    /// The first half of sum_identical: afterwards this rank's owned_block
+    /// of `values` holds the sum over the ranks times `scale`, the same bits
+    /// as sum_identical gives there; the rest of `values` is left
+    /// unspecified. Half the traffic of sum_identical. With share_owned, for
+    /// an update each rank makes on its own block only (the weights then
+    /// travel instead of the sums).
+    template <class T>
+    void sum_owned(std::span<T> values, T scale = T(1)) {
+        sum_over_ranks(values, scale, sum_reach::owned);
+    }
+
+    /// The second half: every rank's owned_block of `values` is copied to
+    /// the same block on every other rank, so that all ranks hold the same
+    /// bits everywhere.
+    template <class T>
+    void share_owned(std::span<T> values) {
+        const std::size_t p = size();
+        if (p == 1 || values.empty()) {
+            return;
+        }
+        if (sums_in_shared_memory()) {
+            share_in_shared_memory(values);
+            return;
+        }
+        sum_in_flight<T>(*this, values, T(1), sum_tag, p - 1, 2 * (p - 1)).finish();
+    }
 
     /// Whether any rank passed true (every rank gets the same answer).
     bool any(bool mine) {
@@ -388,34 +421,77 @@ private:
         check(MPI_Win_sync(window_), "MPI_Win_sync");
     }
 
+    /// Whether a sum's finished blocks reach every rank (sum_identical) or
+    /// stay on the rank that finished each (sum_owned).
+    enum class sum_reach { everywhere, owned };
+
+    /// The shared-memory rounds: rank b finishes block b (owned_block) of
+    /// `values`, `piece` values of each block a round, so that a round's
+    /// terms fit a rank's chunk of the window. f(offset) runs one round:
+    /// block b's values [offset, offset + length(b, offset)).
     template <class T>
-    void sum_in_shared_memory(std::span<T> values, T scale) {
+    struct shared_rounds {
+        std::size_t n;
+        std::size_t p;
+        std::size_t piece = window_chunk_bytes / sizeof(T) / p;
+        std::size_t first(std::size_t b) const noexcept { return n * b / p; }
+        std::size_t length(std::size_t b, std::size_t offset) const noexcept {
+            const std::size_t count = first(b + 1) - first(b);
+            return offset < count ? std::min(piece, count - offset) : 0;
+        }
+        template <class F>
+        void run(F&& f) const {
+            const std::size_t longest = (n + p - 1) / p; // the same on every rank
+            for (std::size_t offset = 0; offset < longest; offset += piece) {
+                f(offset);
+            }
+        }
+    };
+
+    /// sum_identical (everywhere) or sum_owned (owned): on the ring, all its
+    /// steps or the reduce-scatter's.
+    template <class T>
+    void sum_over_ranks(std::span<T> values, T scale, sum_reach mode) {
+        const std::size_t p = size();
+        if (p == 1 || values.empty()) {
+            scale_in_place(values, scale);
+        } else if (sums_in_shared_memory()) {
+            sum_in_shared_memory(values, scale, mode);
+        } else {
+            sum_in_flight<T>(*this, values, scale, sum_tag, 0,
+                             mode == sum_reach::everywhere ? 2 * (p - 1) : p - 1)
+              .finish();
+        }
+    }
+
+    template <class T>
+    void sum_in_shared_memory(std::span<T> values, T scale, sum_reach mode) {
+        const shared_rounds<T> rounds{values.size(), size()};
         const std::size_t p = size();
         const std::size_t r = rank();
-        const std::size_t chunk = window_chunk_bytes / sizeof(T);
+        T* const terms = terms_of<T>(r);
         T* const finished = result_of<T>(r);
         // What the other ranks read from this rank's part: its terms for
         // their blocks and its finished block (on two ranks, what the ring
         // sends).
         std::size_t read_by_others = 0;
-        for (std::size_t start = 0; start < values.size(); start += chunk) {
-            const std::size_t c = std::min(chunk, values.size() - start);
-            T* const mine = values.data() + start;
-            const auto first = [&](std::size_t b) { return c * b / p; };
-            T* const terms = terms_of<T>(r);
+        rounds.run([&](std::size_t offset) {
             for (std::size_t b = 0; b < p; ++b) {
                 if (b != r) {
-                    std::copy(mine + first(b), mine + first(b + 1), terms + first(b));
+                    const T* const from = values.data() + rounds.first(b) + offset;
+                    std::copy(from, from + rounds.length(b, offset), terms + b * rounds.piece);
+                    read_by_others += rounds.length(b, offset);
                 }
             }
             window_fence(); // every rank's terms are in
-            const std::size_t lo = first(r);
-            const std::size_t n = first(r + 1) - lo;
+            const std::size_t n = rounds.length(r, offset);
+            T* const mine = values.data() + rounds.first(r) + offset;
             // Every rank's term in rank order; the last addition, scaled, is
-            // written to this rank's values and to the window in one pass.
+            // written to this rank's values (and to the window) in one pass.
             const auto term_of = [&](std::size_t q) -> const T* {
-                return q == r ? mine + lo : terms_of<T>(q) + lo;
+                return q == r ? mine : terms_of<T>(q) + r * rounds.piece;
             };
+            const bool everywhere = mode == sum_reach::everywhere;
             for (std::size_t q = 1; q < p; ++q) {
                 const T* const before = q == 1 ? term_of(0) : finished;
                 const T* const add = term_of(q);
@@ -429,23 +505,62 @@ private:
                         if (scale != T(1)) {
                             sum *= scale;
                         }
-                        mine[lo + i] = sum;
-                        finished[i] = sum;
+                        mine[i] = sum;
+                        if (everywhere) {
+                            finished[i] = sum;
+                        }
                     }
                 }
             }
-            window_fence(); // every block is finished
-            for (std::size_t b = 0; b < p; ++b) {
-                if (b != r) {
-                    const T* const from = result_of<T>(b);
-                    std::copy(from, from + (first(b + 1) - first(b)), mine + first(b));
-                }
+            // Two barriers a round: after the second every rank is done with
+            // this round's terms, so the next round's overwrite nothing still
+            // read (and a finished block is rewritten only after the next
+            // round's first).
+            window_fence();
+            if (everywhere) {
+                read_by_others += (p - 1) * n;
+                copy_blocks(values, rounds, offset,
+                            [this](std::size_t b) { return result_of<T>(b); });
             }
-            // The next chunk's terms overwrite nothing another rank still
-            // reads: every rank read them before the second fence.
-            read_by_others += (c - n) + (p - 1) * n;
-        }
+        });
         bytes_.sum += read_by_others * sizeof(T);
+    }
+
+    /// share_owned through the window: each round, every rank's piece of its
+    /// block in its part for terms, then copied by the others. (Not in its
+    /// part for finished blocks: after a sum_identical another rank may still
+    /// be copying those until this call's first barrier; a part's terms are
+    /// written only before a call's first barrier and read only between its
+    /// first and second.)
+    template <class T>
+    void share_in_shared_memory(std::span<T> values) {
+        const shared_rounds<T> rounds{values.size(), size()};
+        const std::size_t r = rank();
+        std::size_t read_by_others = 0;
+        rounds.run([&](std::size_t offset) {
+            const std::size_t n = rounds.length(r, offset);
+            const T* const mine = values.data() + rounds.first(r) + offset;
+            std::copy(mine, mine + n, terms_of<T>(r));
+            window_fence();
+            read_by_others += (size() - 1) * n;
+            copy_blocks(values, rounds, offset, [this](std::size_t b) { return terms_of<T>(b); });
+            window_fence(); // read before the next round overwrites them
+        });
+        bytes_.sum += read_by_others * sizeof(T);
+    }
+
+    /// The other ranks' pieces of this round, from their parts of the window
+    /// (where(b) gives rank b's piece).
+    template <class T, class Where>
+    void copy_blocks(std::span<T> values, const shared_rounds<T>& rounds, std::size_t offset,
+                     Where&& where) const {
+        for (std::size_t b = 0; b < size(); ++b) {
+            if (b != rank()) {
+                const T* const from = where(b);
+                std::copy(from, from + rounds.length(b, offset),
+                          values.data() + rounds.first(b) + offset);
+            }
+        }
     }
 
     /// A chunk of one rank's terms in the shared window (its finished block
@@ -491,13 +606,23 @@ template <class T>
 class sum_in_flight {
 public:
     sum_in_flight() = default; // finished, nothing to do
-    sum_in_flight(communicator& comm, std::span<T> values, T scale, int tag)
+    /// The ring's steps [first_step, end_step) of the 2 (p - 1): all of them
+    /// (sum_identical), the reduce-scatter's p - 1 (sum_owned) or the
+    /// all-gather's (share_owned).
+    sum_in_flight(communicator& comm, std::span<T> values, T scale, int tag,
+                  std::size_t first_step = 0, std::size_t end_step = all_steps)
       : comm_(&comm)
       , values_(values)
       , scale_(scale)
       , tag_(tag)
+      , step_(first_step)
+      , end_(std::min(end_step, steps()))
       , incoming_(comm.borrow_block((values.size() / comm.size() + 1) * sizeof(T))) {
-        post();
+        if (step_ < end_) {
+            post();
+        } else {
+            comm.return_block(std::move(incoming_));
+        }
     }
     sum_in_flight(sum_in_flight&& other) noexcept { swap(other); }
     sum_in_flight& operator=(sum_in_flight&& other) noexcept {
@@ -512,7 +637,7 @@ public:
     /// Finishes the sum (the other ranks wait for this rank's part).
     ~sum_in_flight() { abandon(); }
 
-    bool finished() const noexcept { return comm_ == nullptr || step_ == steps(); }
+    bool finished() const noexcept { return comm_ == nullptr || step_ >= end_; }
 
     /// Moves the sum on as far as it can without waiting; true once it is
     /// finished.
@@ -541,6 +666,7 @@ public:
 private:
     std::size_t ranks() const noexcept { return comm_->size(); }
     std::size_t steps() const noexcept { return 2 * (ranks() - 1); }
+    static constexpr std::size_t all_steps = std::size_t(-1);
     std::size_t first(std::size_t b) const noexcept { return values_.size() * b / ranks(); }
     T* incoming() noexcept { return reinterpret_cast<T*>(incoming_.data()); }
     std::size_t count(std::size_t b) const noexcept { return first(b + 1) - first(b); }
@@ -583,7 +709,7 @@ private:
             }
         }
         ++step_;
-        if (step_ < steps()) {
+        if (step_ < end_) {
             post();
         } else {
             comm_->return_block(std::move(incoming_));
@@ -606,6 +732,7 @@ private:
         std::swap(scale_, other.scale_);
         std::swap(tag_, other.tag_);
         std::swap(step_, other.step_);
+        std::swap(end_, other.end_);
         std::swap(in_, other.in_);
         std::swap(requests_, other.requests_);
         incoming_.swap(other.incoming_);
@@ -616,7 +743,8 @@ private:
     T scale_ = T(1);
     int tag_ = 0;
     std::size_t step_ = 0;
-    std::size_t in_ = 0; // the block the step's receive brings
+    std::size_t end_ = 0; // the step after the last this object makes
+    std::size_t in_ = 0;  // the block the step's receive brings
     MPI_Request requests_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     std::vector<std::byte> incoming_; // lent by the communicator
 };
