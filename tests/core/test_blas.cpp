@@ -228,9 +228,12 @@ TEST_CASE("a product with a short k is cut for its output, never below the small
     const auto cut = [](std::size_t m, std::size_t n, std::size_t k) {
         std::vector<std::size_t> macs;
         std::mutex lock;
+        // Real operands: the pieces point into them (nothing is multiplied).
+        const std::vector<float> a(m * k);
+        const std::vector<float> b(k * n);
+        std::vector<float> c(m * n);
         detail::gemm_on_team(
-          transpose::no, transpose::no, m, n, k, static_cast<const float*>(nullptr), k,
-          static_cast<const float*>(nullptr), n, static_cast<float*>(nullptr), n, 2, 0,
+          transpose::no, transpose::no, m, n, k, a.data(), k, b.data(), n, c.data(), n, 2, 0,
           [&](std::size_t rows, std::size_t cols, const float*, const float*, float*) {
               const std::lock_guard<std::mutex> hold(lock);
               macs.push_back(rows * cols * k);

@@ -38,10 +38,8 @@ constexpr CBLAS_TRANSPOSE blas_op(transpose t) noexcept {
 }
 
 /// A GEMM piece is worth a thread from this many multiply-adds (tens of
-/// microseconds on one core); below it the product runs on the calling
-/// thread. It also
-/// keeps every piece far above the sizes OpenBLAS hands to its small-matrix
-/// kernels (10^6 multiply-adds), whose sums round differently.
+/// microseconds on one core, an entry of C counted as gemm_entry_macs);
+/// below it the product runs on the calling thread.
 inline constexpr double gemm_piece_macs = 4.0 * 1024 * 1024;
 
 /// What an entry of C costs beyond its multiply-adds, in multiply-adds: it is
