@@ -39,7 +39,9 @@ std::vector<typename Network::value_type> weights_of(const Network& net) {
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    // memcmp takes no null pointer, even for no bytes (an empty vector's).
+    return a.size() == b.size() &&
+           (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 /// Whether every rank holds exactly rank 0's values (checked on every rank).
