@@ -617,7 +617,9 @@ public:
       , tag_(tag)
       , step_(first_step)
       , end_(std::min(end_step, steps()))
-      , incoming_(comm.borrow_block((values.size() / comm.size() + 1) * sizeof(T))) {
+      , incoming_(first_step < comm.size() - 1 // the reduce-scatter's steps receive into it
+                    ? comm.borrow_block((values.size() / comm.size() + 1) * sizeof(T))
+                    : std::vector<std::byte>()) {
         if (step_ < end_) {
             post();
         } else {
