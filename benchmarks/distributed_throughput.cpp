@@ -4,10 +4,12 @@
 //   - in this process on 1 and on 2 threads (the references), and
 //   - data-parallel on 1, 2 and 3 ranks of 1 thread each, launched by this
 //     program through mpiexec (every rank a shard of each global batch,
-//     gradients summed through shared memory, as on any one node; and
-//     again by the ring of messages a multi-node run uses, with the sums
-//     after all gradients, "data-ring", and each layer's started as soon as
-//     its gradient exists, "data-overlap", as a multi-node run does), and
+//     gradients summed through shared memory, as on any one node, with the
+//     update sharded, "data", and every rank updating everything,
+//     "data-whole"; and again by the ring of messages a multi-node run
+//     uses, sharded with the sums after all gradients, "data-ring", and
+//     whole with each layer's started as soon as its gradient exists,
+//     "data-overlap"), and
 //   - for the DFA methods, DFA layer-parallel on the same ranks (each rank a
 //     block of layers; e broadcast from the last), synchronous ("layer") and
 //     pipelined ("piped": the next batch forwarded while the error of the
@@ -192,13 +194,18 @@ int worker(const options& o) {
             struct route {
                 distributed::communicator* comm;
                 distributed::sum_overlap overlap;
+                distributed::update_split split;
                 const char* mode;
             };
-            for (const route& r : {route{&comm, distributed::sum_overlap::off, "data"},
-                                   route{&ring, distributed::sum_overlap::off, "data-ring"},
-                                   route{&ring, distributed::sum_overlap::on, "data-overlap"}}) {
+            constexpr auto sharded = distributed::update_split::sharded;
+            constexpr auto whole = distributed::update_split::whole;
+            for (const route& r :
+                 {route{&comm, distributed::sum_overlap::off, sharded, "data"},
+                  route{&comm, distributed::sum_overlap::off, whole, "data-whole"},
+                  route{&ring, distributed::sum_overlap::off, sharded, "data-ring"},
+                  route{&ring, distributed::sum_overlap::on, whole, "data-overlap"}}) {
                 distributed::communicator* c = r.comm;
-                distributed::data_parallel<float> parallel(*c, r.overlap);
+                distributed::data_parallel<float> parallel(*c, r.overlap, r.split);
                 time_mode(
                   *c, r.mode, method, o,
                   [&](std::size_t b) {
@@ -206,6 +213,7 @@ int worker(const options& o) {
                       parallel.step(net, opt, x, y);
                   },
                   [] {});
+                parallel.gather_state(opt); // the next mode's blocks may be other ones
             }
         });
         if (method == "bp" || comm.size() > widths.size() - 1) {
@@ -394,7 +402,8 @@ int measure(const options& o) {
     };
     print_mode("1 process x 1 thr", "single", 0);
     print_mode("1 process x 2 thr", "single", 0);
-    for (const std::string kind : {"data", "data-ring", "data-overlap", "layer", "piped"}) {
+    for (const std::string kind :
+         {"data", "data-whole", "data-ring", "data-overlap", "layer", "piped"}) {
         for (const std::size_t r : o.ranks) {
             print_mode(kind + " " + std::to_string(r) + " x 1 thr", kind, r);
         }

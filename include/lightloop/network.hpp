@@ -36,6 +36,7 @@
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
+#include "lightloop/core/value_block.hpp"
 #include "lightloop/feedback/detail.hpp"
 #include "lightloop/io/state.hpp"
 
@@ -62,6 +63,41 @@ concept bounds_updates = requires(O opt, const O copt, std::size_t slot,
                                   std::span<const typename O::value_type> g, double bound) {
     { copt.update_bound(slot, bound, bound) } -> std::convertible_to<double>;
     { opt.update_and_measure(slot, w, g) } -> std::convertible_to<double>;
+};
+
+/// An optimizer whose update is element-wise and can be made block by block
+/// (a sharded update: sgd, adam): update_block, set_state_bound to be told
+/// the largest state value all blocks together hold, and visit_state to
+/// hand the blocks of its state round (checkpoints). With float
+/// parameters it also writes a mixed-precision layer's bf16 copy.
+template <class O>
+concept updates_blocks = bounds_updates<O> &&
+  requires(O opt, std::size_t slot, std::span<typename O::value_type> w,
+           std::span<const typename O::value_type> g, value_block block, double bound) {
+    { opt.update_block(slot, w, g, block) } -> std::convertible_to<double>;
+    opt.set_state_bound(slot, bound);
+    opt.visit_state([](std::size_t, std::span<typename O::value_type>) {});
+} &&(!std::is_same_v<typename O::value_type, float> ||
+     requires(O opt, std::span<float> w, std::span<const float> g, std::span<bf16> low16,
+              std::span<float> low32, value_block block) {
+         { opt.update_block(std::size_t{}, w, g, low16, block) } -> std::convertible_to<double>;
+         { opt.update_block(std::size_t{}, w, g, low32, block) } -> std::convertible_to<double>;
+     });
+
+/// How the processes of a sharded update divide and agree
+/// (distributed::data_parallel has one): block(n) is this process's part of
+/// an n-value slot (the processes' blocks tile it); all(b) whether every
+/// process said true; largest(v) each value's largest over the processes;
+/// share(v) gives every process each owner's block of v (parameters, and
+/// bf16 copies).
+template <class S, class T>
+concept update_sharding = requires(S s, std::size_t n, bool mine, std::span<double> values,
+                                   std::span<T> parameters, std::span<bf16> copy) {
+    { s.block(n) } -> std::same_as<value_block>;
+    { s.all(mine) } -> std::convertible_to<bool>;
+    s.largest(values);
+    s.share(parameters);
+    s.share(copy);
 };
 
 /// Whether a bound leaves half of T's range for rounding.
@@ -351,18 +387,78 @@ public:
         } else {
             update_or_restore(opt);
         }
-        ++steps_;
-        // The step is applied: layers with running estimates (batch_norm)
-        // take the training pass's statistics in.
-        detail::for_index<depth>([&](auto index) {
-            auto& l = std::get<decltype(index)::value>(layers_);
-            if (!range.contains(index())) {
-                return;
+        step_applied(range);
+    }
+
+    /// apply_gradients shared by processes that hold the same parameters
+    /// and the same summed gradients (data-parallel training): each updates
+    /// only its block of every trained slot (shards.block), then the blocks
+    /// travel (shards.share), so that every process ends with the bits one
+    /// apply_gradients would give, having done 1/p of the update. The
+    /// optimizer's state is then current only in this process's blocks (see
+    /// distributed::data_parallel for checkpoints). All or nothing on every
+    /// process alike: the proof, and an overflow anywhere, are agreed on
+    /// (shards.all, shards.largest) before anything is kept.
+    template <optimizer Optimizer, detail::update_sharding<value_type> Sharding>
+    requires detail::updates_blocks<Optimizer>
+    void apply_gradient_blocks(Optimizer& opt, Sharding& shards) {
+        collect_slots();
+        if (!value_max_known_ || !(measured_range_ == layer_range{})) {
+            measure_parameters();
+            measured_range_ = {};
+        }
+        bool proven = true;
+        for (const parameter_slot& s : slots_) {
+            proven =
+              proven && (!s.trained || detail::bound_fits<value_type>(opt.update_bound(
+                                         s.index, value_max_[s.index], gradient_max_[s.layer])));
+        }
+        proven = shards.all(proven);
+        state_writer saved_state;
+        const std::vector<double> saved_max = proven ? std::vector<double>() : value_max_;
+        if (!proven) {
+            keep_parameters(opt, saved_state);
+        }
+        opt.begin_step();
+        written_.assign(slots_.size(), 0.0);
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                written_[s.index] = update_block(opt, s, shards.block(s.values.size()));
+                if (!(written_[s.index] < std::numeric_limits<double>::infinity())) {
+                    break;
+                }
             }
-            if constexpr (requires { l.commit_training_pass(); }) {
-                l.commit_training_pass();
+        }
+        shards.largest(std::span<double>(written_));
+        for (const parameter_slot& s : slots_) {
+            if (s.trained && !(written_[s.index] < std::numeric_limits<double>::infinity())) {
+                if (!proven) { // every process puts its block back
+                    value_max_ = saved_max;
+                    restore_parameters(opt, saved_state, s.layer);
+                }
+                value_max_known_ = false;
+                diverged(s.layer, "weights",
+                         "they were changed outside the network since they were last measured, "
+                         "so the check before the update missed this; earlier layers were "
+                         "updated");
             }
-        });
+        }
+        for (const parameter_slot& s : slots_) {
+            if (s.trained) {
+                value_max_[s.index] = written_[s.index];
+                opt.set_state_bound(s.index, written_[s.index]);
+                shards.share(s.values);
+                if (s.copy_current != nullptr) {
+                    if (!s.copy16.empty()) {
+                        shards.share(s.copy16);
+                    } else {
+                        shards.share(s.copy32);
+                    }
+                    *s.copy_current = true;
+                }
+            }
+        }
+        step_applied({});
     }
 
     /// Each trained parameter tensor's gradient from the last
@@ -530,6 +626,35 @@ private:
         }
     }
 
+    /// update_slot of `block` of the slot's values only.
+    template <class Optimizer>
+    double update_block(Optimizer& opt, const parameter_slot& s, value_block block) {
+        if constexpr (std::is_same_v<value_type, float>) {
+            if (s.copy_current != nullptr) {
+                *s.copy_current = false; // until the other blocks are shared
+                return !s.copy16.empty()
+                         ? opt.update_block(s.index, s.values, s.gradient, s.copy16, block)
+                         : opt.update_block(s.index, s.values, s.gradient, s.copy32, block);
+            }
+        }
+        return opt.update_block(s.index, s.values, s.gradient, block);
+    }
+
+    /// The step is applied: its count, and layers with running estimates
+    /// (batch_norm) take the training pass's statistics in.
+    void step_applied(layer_range range) {
+        ++steps_;
+        detail::for_index<depth>([&](auto index) {
+            auto& l = std::get<decltype(index)::value>(layers_);
+            if (!range.contains(index())) {
+                return;
+            }
+            if constexpr (requires { l.commit_training_pass(); }) {
+                l.commit_training_pass();
+            }
+        });
+    }
+
     /// The largest |value| of every trained slot, by one pass over them.
     void measure_parameters() {
         value_max_.assign(slots_.size(), 0.0);
@@ -565,6 +690,27 @@ private:
     /// to put back if it overflows.
     template <class Optimizer>
     void update_or_restore(Optimizer& opt) {
+        state_writer saved_state;
+        keep_parameters(opt, saved_state);
+        const std::vector<double> saved_max = value_max_;
+        const std::size_t failed = update_parameters(opt);
+        if (failed == depth) {
+            return;
+        }
+        value_max_ = saved_max;
+        restore_parameters(opt, saved_state, failed);
+    }
+
+    template <class Optimizer>
+    static constexpr bool saves_state = requires(Optimizer opt, state_writer w, state_reader r) {
+        opt.save_state(w);
+        opt.load_state(r);
+    };
+
+    /// Copies the trained parameters and the optimizer's state (where it can
+    /// save it) for restore_parameters.
+    template <class Optimizer>
+    void keep_parameters(Optimizer& opt, state_writer& saved_state) {
         std::size_t total = 0;
         for (const parameter_slot& s : slots_) {
             total += s.trained ? s.values.size() : 0;
@@ -576,19 +722,16 @@ private:
                 at = std::copy(s.values.begin(), s.values.end(), at);
             }
         }
-        constexpr bool has_state = requires(state_writer w, state_reader r) {
-            opt.save_state(w);
-            opt.load_state(r);
-        };
-        state_writer saved_state;
-        if constexpr (has_state) {
+        if constexpr (saves_state<Optimizer>) {
             opt.save_state(saved_state);
         }
-        const std::vector<double> saved_max = value_max_;
-        const std::size_t failed = update_parameters(opt);
-        if (failed == depth) {
-            return;
-        }
+    }
+
+    /// Puts back what keep_parameters kept and throws: layer `failed`'s
+    /// update would overflow.
+    template <class Optimizer>
+    [[noreturn]] void restore_parameters(Optimizer& opt, const state_writer& saved_state,
+                                         std::size_t failed) {
         const value_type* from = saved_parameters_.data();
         for (const parameter_slot& s : slots_) {
             if (s.trained) {
@@ -599,8 +742,7 @@ private:
                 }
             }
         }
-        value_max_ = saved_max;
-        if constexpr (has_state) {
+        if constexpr (saves_state<Optimizer>) {
             state_reader in(std::span<const std::byte>(saved_state.bytes()),
                             "optimizer state before the step");
             opt.load_state(in);
@@ -711,6 +853,7 @@ private:
     std::array<double, depth> gradient_max_{};
     std::vector<parameter_slot> slots_;        // collect_slots
     std::vector<value_type> saved_parameters_; // update_or_restore's copy
+    std::vector<double> written_;              // apply_gradient_blocks: largest per slot
 };
 
 /// A network with default-constructed feedback method and loss and `seed`.

@@ -280,6 +280,131 @@ TEST_CASE("data-parallel steps keep every rank's weights identical and follow on
     }
 }
 
+namespace {
+
+/// The first six rows of the blobs task: every rank's batch in the failure
+/// tests.
+void six_rows(matrix<float>& x, matrix<float>& y) {
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    const std::vector<std::size_t> rows{0, 1, 2, 3, 4, 5};
+    gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+    gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+}
+
+/// A network whose slots (259, 37, 1073, 29, 116, 4 values) end between
+/// vectors and split into blocks of every size on 2 and 3 ranks.
+template <class P>
+auto make_odd_mlp(std::uint64_t seed) {
+    return make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+      seed, dense<tanh_act, P>{6, 37}, dense<tanh_act, P>{37, 29}, dense<identity, P>{29, 4});
+}
+
+template <class T>
+std::vector<T> flattened(const std::vector<std::vector<T>>& parts) {
+    std::vector<T> all;
+    for (const auto& part : parts) {
+        all.insert(all.end(), part.begin(), part.end());
+    }
+    return all;
+}
+
+/// Data-parallel steps on `comm` with the update sharded and whole, on the
+/// same batches from the same start: the same weights and (after the
+/// sharded optimizer's blocks are handed round) the same optimizer state,
+/// bit for bit.
+template <class P, class Optimizer>
+void check_sharded_update(dist::communicator& comm, const Optimizer& proto) {
+    using T = typename Optimizer::value_type;
+    INFO((comm.sums_in_shared_memory() ? "shared memory" : "ring"));
+    const auto data = lightloop::testing::blobs_task<T>(5);
+    auto sharded_net = make_odd_mlp<P>(21);
+    auto whole_net = make_odd_mlp<P>(21);
+    Optimizer sharded_opt = proto;
+    Optimizer whole_opt = proto;
+    dist::data_parallel<T> sharded(comm);
+    dist::data_parallel<T> whole(comm, dist::sum_overlap::off, dist::update_split::whole);
+    CHECK(sharded.template shards_update<Optimizer>() == (comm.size() > 1));
+    CHECK_FALSE(whole.template shards_update<Optimizer>());
+    matrix<T> x;
+    matrix<T> y;
+    matrix<T> xs;
+    matrix<T> ys;
+    std::size_t start = 0;
+    for (const std::size_t n : {24u, 25u, 7u, 24u, 24u}) {
+        std::vector<std::size_t> rows(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            rows[i] = (start + 5 * i) % data.size();
+        }
+        start += n;
+        gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+        gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+        shard_of(x, comm.rank(), comm.size(), xs);
+        shard_of(y, comm.rank(), comm.size(), ys);
+        const step_totals a = sharded.step(sharded_net, sharded_opt, xs, ys);
+        const step_totals b = whole.step(whole_net, whole_opt, xs, ys);
+        CHECK(a.loss_sum == b.loss_sum);
+    }
+    CHECK(same_bits(weights_of(sharded_net), weights_of(whole_net)));
+    CHECK(same_bits_everywhere(weights_of(sharded_net)));
+    sharded.gather_state(sharded_opt);
+    CHECK(same_bits(flattened(sharded_opt.state()), flattened(whole_opt.state())));
+    CHECK(same_bits_everywhere(flattened(sharded_opt.state())));
+}
+
+} // namespace
+
+TEST_CASE("a sharded update gives the bits of the whole update on every rank, and its optimizer "
+          "state after a checkpoint's hand-round",
+          "[distributed]") {
+    dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
+    for (dist::communicator* comm : {world, &ring}) {
+        const sgd_settings nesterov{
+          .learning_rate = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 1e-3};
+        const adam_settings decayed{.learning_rate = 1e-2, .weight_decay = 1e-3};
+        check_sharded_update<float>(*comm, sgd<float>{nesterov});
+        check_sharded_update<double>(*comm, sgd<double>{nesterov});
+        check_sharded_update<float>(*comm, sgd<float>{0.05}); // no state
+        check_sharded_update<float>(*comm, adam<float>{decayed});
+        check_sharded_update<double>(*comm, adam<double>{decayed});
+        // Mixed bf16: the bf16 copies each rank's update writes travel too.
+        check_sharded_update<mixed_bf16>(*comm, sgd<float>{nesterov});
+        check_sharded_update<mixed_bf16>(*comm, adam<float>{decayed});
+    }
+}
+
+TEST_CASE("a sharded update that would overflow on one rank's block changes nothing on any rank",
+          "[distributed]") {
+    auto net = make_odd_mlp<float>(3);
+    // Weight decay 10 on a weight of 3e38: the momentum would be 3e39.
+    sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9, .weight_decay = 10.0}};
+    dist::data_parallel<float> parallel(*world);
+    matrix<float> x;
+    matrix<float> y;
+    six_rows(x, y);
+    parallel.step(net, opt, x, y);
+    auto& w = net.layer<1>().weights();
+    const float kept = w(28, 36); // the last value: the last rank's block
+    w(28, 36) = 3e38f;
+    const auto before = weights_of(net);
+    const auto state_before = flattened(opt.state());
+    std::string message;
+    try {
+        parallel.step(net, opt, x, y);
+    } catch (const divergence_error& e) {
+        message = e.what();
+    }
+    CHECK(message.find("of layer 1") != std::string::npos);
+    CHECK(message.find("no parameter and no optimizer state changed") != std::string::npos);
+    CHECK(same_bits(weights_of(net), before));
+    CHECK(same_bits(flattened(opt.state()), state_before));
+    CHECK(net.steps() == 1);
+    // Put back, the next step trains every rank alike.
+    net.layer<1>().weights()(28, 36) = kept;
+    parallel.step(net, opt, x, y);
+    CHECK(net.steps() == 2);
+    CHECK(same_bits_everywhere(weights_of(net)));
+}
+
 TEST_CASE("sums started on the ring travel while the rank works and give sum_identical's bits",
           "[distributed]") {
     dist::communicator ring(MPI_COMM_WORLD, dist::sum_route::ring);
@@ -367,12 +492,9 @@ TEST_CASE("a failure on one rank stops every rank with nothing changed", "[distr
     sgd<float> opt{{.learning_rate = 0.1}};
     dist::data_parallel<float> parallel(
       overlapped ? ring : *world, overlapped ? dist::sum_overlap::on : dist::sum_overlap::off);
-    const auto data = lightloop::testing::blobs_task<float>(5);
     matrix<float> x;
     matrix<float> y;
-    const std::vector<std::size_t> rows{0, 1, 2, 3, 4, 5};
-    gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
-    gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+    six_rows(x, y);
     if (world->rank() == world->size() - 1) {
         x(1, 2) = std::numeric_limits<float>::quiet_NaN();
     }

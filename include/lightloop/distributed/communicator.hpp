@@ -29,7 +29,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/value_block.hpp"
 
 namespace lightloop::distributed {
 
@@ -50,6 +52,8 @@ MPI_Datatype datatype() {
         return MPI_DOUBLE;
     } else if constexpr (std::is_same_v<T, std::uint64_t>) {
         return MPI_UINT64_T;
+    } else if constexpr (std::is_same_v<T, std::uint16_t>) {
+        return MPI_UINT16_T;
     } else if constexpr (std::is_same_v<T, std::int32_t>) {
         return MPI_INT32_T;
     } else if constexpr (std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::byte>) {
@@ -223,16 +227,12 @@ public:
 
     /// The part [first, first + count) of `values` of an n-value sum that
     /// this rank finishes: the ranks' blocks tile [0, n) in p contiguous
-    /// blocks of n / p values, give or take one (which rank finishes which
-    /// depends on the route).
-    struct value_block {
-        std::size_t first = 0;
-        std::size_t count = 0;
-    };
+    /// blocks of about n / p values (block_of: starts on multiples of 16
+    /// values), and which rank finishes which depends on the route.
     value_block owned_block(std::size_t n) const noexcept {
         const std::size_t p = size();
         const std::size_t b = p == 1 || sums_in_shared_memory() ? rank() : (rank() + 1) % p;
-        return {n * b / p, n * (b + 1) / p - n * b / p};
+        return block_of(n, b, p);
     }
 
     /// The first half of sum_identical: afterwards this rank's owned_block
@@ -260,6 +260,25 @@ public:
             return;
         }
         sum_in_flight<T>(*this, values, T(1), sum_tag, p - 1, 2 * (p - 1)).finish();
+    }
+    /// share_owned for bf16 values (a mixed-precision layer's copy of its
+    /// weights), moved as their 16-bit patterns.
+    void share_owned(std::span<bf16> values) {
+        // A bf16 and its one member are pointer-interconvertible.
+        share_owned(
+          std::span<std::uint16_t>(reinterpret_cast<std::uint16_t*>(values.data()), values.size()));
+    }
+
+    /// Replaces each of `values` by its largest value over the ranks (exact,
+    /// so the same on every rank).
+    void largest(std::span<double> values) {
+        if (size_ == 1 || values.empty()) {
+            return;
+        }
+        check(MPI_Allreduce(MPI_IN_PLACE, values.data(),
+                            detail::mpi_count(values.size(), "a maximum"), MPI_DOUBLE, MPI_MAX,
+                            comm_),
+              "MPI_Allreduce (largest over ranks)");
     }
 
     /// Whether any rank passed true (every rank gets the same answer).
@@ -434,14 +453,14 @@ private:
         std::size_t n;
         std::size_t p;
         std::size_t piece = window_chunk_bytes / sizeof(T) / p;
-        std::size_t first(std::size_t b) const noexcept { return n * b / p; }
+        std::size_t first(std::size_t b) const noexcept { return block_of(n, b, p).first; }
         std::size_t length(std::size_t b, std::size_t offset) const noexcept {
-            const std::size_t count = first(b + 1) - first(b);
+            const std::size_t count = block_of(n, b, p).count;
             return offset < count ? std::min(piece, count - offset) : 0;
         }
         template <class F>
         void run(F&& f) const {
-            const std::size_t longest = (n + p - 1) / p; // the same on every rank
+            const std::size_t longest = largest_block(n, p); // the same on every rank
             for (std::size_t offset = 0; offset < longest; offset += piece) {
                 f(offset);
             }
@@ -618,7 +637,7 @@ public:
       , step_(first_step)
       , end_(std::min(end_step, steps()))
       , incoming_(first_step < comm.size() - 1 // the reduce-scatter's steps receive into it
-                    ? comm.borrow_block((values.size() / comm.size() + 1) * sizeof(T))
+                    ? comm.borrow_block(largest_block(values.size(), comm.size()) * sizeof(T))
                     : std::vector<std::byte>()) {
         if (step_ < end_) {
             post();
@@ -669,9 +688,13 @@ private:
     std::size_t ranks() const noexcept { return comm_->size(); }
     std::size_t steps() const noexcept { return 2 * (ranks() - 1); }
     static constexpr std::size_t all_steps = std::size_t(-1);
-    std::size_t first(std::size_t b) const noexcept { return values_.size() * b / ranks(); }
+    std::size_t first(std::size_t b) const noexcept {
+        return block_of(values_.size(), b, ranks()).first;
+    }
     T* incoming() noexcept { return reinterpret_cast<T*>(incoming_.data()); }
-    std::size_t count(std::size_t b) const noexcept { return first(b + 1) - first(b); }
+    std::size_t count(std::size_t b) const noexcept {
+        return block_of(values_.size(), b, ranks()).count;
+    }
 
     /// Posts step step_'s send and receive.
     void post() {

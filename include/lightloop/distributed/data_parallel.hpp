@@ -15,6 +15,18 @@
 // same arithmetic on the same values. A failure on one rank (a non-finite
 // loss on its shard) is agreed on before any gradient moves, so every rank
 // throws and none waits forever.
+//
+// The update is sharded where the optimizer's update is element-wise (sgd,
+// adam: lightloop::detail::updates_blocks): each rank finishes the sum of
+// its own block of every gradient only (communicator::sum_owned), updates
+// that block of the weights, and the weights' blocks travel instead of the
+// sums (share_owned): the same bits as the whole update on every rank, for
+// 1/p of the update's work and less memory moved. The optimizer's state is
+// then current only in each rank's own blocks; before a checkpoint the
+// ranks hand those round too (gather_state, which fit_with calls), so that
+// rank 0 writes the one-process format and a run resumes on any number of
+// ranks. Code that runs its own loop calls gather_state before it saves
+// the optimizer, or steps it by other means.
 
 #include <algorithm>
 #include <array>
@@ -33,6 +45,7 @@
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
+#include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
 #include "lightloop/train/metrics.hpp"
 
@@ -69,18 +82,32 @@ void give_rank_noise_stream(Network& net, std::size_t rank) {
 /// measures it on a cluster.
 enum class sum_overlap { off, on };
 
+/// Whether data_parallel shards the update (each rank updates its block of
+/// every parameter tensor, then the blocks travel) where the optimizer
+/// allows it (`sharded`, the default), or every rank updates everything
+/// (`whole`). Both give the same bits. Overlapped sums (sum_overlap::on,
+/// taken on the ring) update whole.
+enum class update_split { sharded, whole };
+
 /// fit_with's strategy for data-parallel training, and a step for code that
 /// runs its own loop. T is the network's value_type.
 template <class T>
 class data_parallel {
 public:
-    explicit data_parallel(communicator& comm, sum_overlap overlap = sum_overlap::off)
+    explicit data_parallel(communicator& comm, sum_overlap overlap = sum_overlap::off,
+                           update_split split = update_split::sharded)
       : comm_(&comm)
-      , overlap_(overlap == sum_overlap::on && !comm.sums_in_shared_memory()) {}
+      , overlap_(overlap == sum_overlap::on && !comm.sums_in_shared_memory())
+      , shard_(split == update_split::sharded && !overlap_ && comm.size() > 1) {}
 
     communicator& comm() noexcept { return *comm_; }
     /// Whether steps start each layer's sum as soon as its gradient exists.
     bool overlaps_sums() const noexcept { return overlap_; }
+    /// Whether steps shard the update with an optimizer that allows it.
+    template <class Optimizer>
+    bool shards_update() const noexcept {
+        return shard_ && lightloop::detail::updates_blocks<Optimizer>;
+    }
 
     /// One data-parallel step on this rank's shard (x, y): returns the whole
     /// batch's figures, the same on every rank. Throws on every rank if any
@@ -155,9 +182,15 @@ public:
                                : " (rank " + std::to_string(rank) + ": " + failure + ")"));
         }
         const double total = agreed_[2];
+        const bool sharded = shards_update<Optimizer>();
         if (!overlap_) {
             net.visit_gradients([&](std::size_t, std::span<T> gradient) {
-                comm_->sum_identical(gradient, weigh_shard(gradient, rows, total));
+                const T scale = weigh_shard(gradient, rows, total);
+                if (sharded) {
+                    comm_->sum_owned(gradient, scale);
+                } else {
+                    comm_->sum_identical(gradient, scale);
+                }
             });
         }
         for (std::size_t i = 0; i < depth; ++i) {
@@ -166,7 +199,17 @@ public:
                 net.set_gradient_bound(i, agreed_[fixed + i] / total);
             }
         }
-        net.apply_gradients(opt);
+        if constexpr (lightloop::detail::updates_blocks<Optimizer>) {
+            if (sharded) {
+                shards parts{comm_};
+                net.apply_gradient_blocks(opt, parts);
+                state_sharded_ = true;
+            } else {
+                net.apply_gradients(opt);
+            }
+        } else {
+            net.apply_gradients(opt);
+        }
         average_buffers(net, rows / total);
         return {agreed_[0], static_cast<std::size_t>(agreed_[1]), static_cast<std::size_t>(total)};
     }
@@ -205,9 +248,32 @@ public:
         comm_->sum_identical(std::span<double>(sums));
         return {sums[0] / sums[2], sums[1] / sums[2]};
     }
-    /// Rank 0 writes checkpoints (every rank holds the same weights and
-    /// optimizer state); every rank reads them on resume.
+    /// Rank 0 writes checkpoints (every rank holds the same weights and,
+    /// after prepare_checkpoint, the same optimizer state); every rank reads
+    /// them on resume.
     bool writes_files() const noexcept { return comm_->rank() == 0; }
+    /// Before a checkpoint: gather_state (fit_with calls it on every rank).
+    template <class Network, class Optimizer>
+    void prepare_checkpoint(Network&, Optimizer& opt) {
+        gather_state(opt);
+    }
+
+    /// After sharded updates each rank's optimizer state is current in its
+    /// own blocks only: the ranks hand them round, so that every rank holds
+    /// all of it. Every rank calls it before the state is saved, and before
+    /// `opt` is stepped by anything but this object (another data_parallel,
+    /// whose blocks may be other ones, or one process). Nothing to do
+    /// otherwise.
+    template <class Optimizer>
+    void gather_state(Optimizer& opt) {
+        if constexpr (lightloop::detail::updates_blocks<Optimizer>) {
+            if (state_sharded_) {
+                opt.visit_state(
+                  [&](std::size_t, std::span<T> state) { comm_->share_owned(state); });
+                state_sharded_ = false;
+            }
+        }
+    }
     /// Stops when any rank's callbacks ask to.
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
@@ -275,8 +341,22 @@ private:
         static constexpr bool value = (detail::has_buffers<Layers, T> || ...);
     };
 
+    /// apply_gradient_blocks' view of the ranks.
+    struct shards {
+        communicator* comm;
+        value_block block(std::size_t n) const noexcept { return comm->owned_block(n); }
+        bool all(bool mine) { return !comm->any(!mine); }
+        void largest(std::span<double> values) { comm->largest(values); }
+        template <class U>
+        void share(std::span<U> values) {
+            comm->share_owned(values);
+        }
+    };
+
     communicator* comm_;
     bool overlap_;
+    bool shard_;
+    bool state_sharded_ = false; // some optimizer state current only in own blocks
     std::vector<double> agreed_;
     std::vector<sum_in_flight<T>> in_flight_; // this step's sums on their way
 };

@@ -31,7 +31,11 @@ struct adam_settings {
 };
 
 template <scalar T = float>
-class adam {
+class adam : public detail::elementwise_optimizer<adam<T>, T, 2> {
+    using base = detail::elementwise_optimizer<adam<T>, T, 2>;
+    friend base;
+    using base::state_; // per slot [m | v], the first and second moments
+
 public:
     using value_type = T;
     static constexpr const char* name = "adam";
@@ -54,28 +58,6 @@ public:
 
     /// Advances the step count t used by the bias correction.
     void begin_step() noexcept { ++step_; }
-
-    void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        update_and_measure(slot, w, g);
-    }
-
-    /// update(), returning the largest magnitude it wrote (weights and
-    /// moments), or +inf if any of them is not finite: watched as they are
-    /// written, instead of a second pass over them.
-    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        return update_impl(slot, w, g, static_cast<void*>(nullptr));
-    }
-
-    /// update_and_measure() that also writes w's bf16 copy `low` (bf16, or
-    /// floats holding bf16 values) in the same pass: the mixed-precision
-    /// network's update (core/precision.hpp).
-    template <class Low>
-    requires std::is_same_v<T, float>
-    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g,
-                              std::span<Low> low) {
-        detail::check_copy_size("adam", slot, w.size(), low.size());
-        return update_impl(slot, w, g, low.data());
-    }
 
     /// An upper bound on the magnitude of everything the next update of
     /// `slot` writes (the step after begin_step), given |w| <= w_max and
@@ -102,8 +84,6 @@ public:
     }
     const adam_settings& settings() const noexcept { return settings_; }
     std::uint64_t step_count() const noexcept { return step_; }
-    /// First and second moments per slot ([m | v]), read-only.
-    const auto& state() const noexcept { return state_.raw(); }
     void save_state(state_writer& out) const {
         out.u64(step_);
         state_.save(out);
@@ -116,12 +96,15 @@ public:
 
 private:
     template <class Low>
-    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low) {
+    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low,
+                       value_block block) {
         detail::check_update_sizes("adam", slot, w.size(), g.size());
+        detail::check_block("adam", slot, w.size(), block);
         if (step_ == 0) {
             throw config_error("lightloop::adam: update() before begin_step()");
         }
         const std::size_t count = w.size();
+        const std::size_t at = block.first;
         const std::span<T> m = state_.get("adam", slot, 0, count);
         const std::span<T> v = state_.get("adam", slot, 1, count);
         const double t = static_cast<double>(step_);
@@ -135,12 +118,12 @@ private:
         const bool decoupled = settings_.decoupled_weight_decay;
         const T shrink = static_cast<T>(1.0 - settings_.learning_rate * settings_.weight_decay);
         const double largest =
-          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-              T* const wp = w.data() + b;
-              [[maybe_unused]] Low* const lp = detail::advance(low, b);
-              T* const mp = m.data() + b;
-              T* const vp = v.data() + b;
-              const T* const gp = g.data() + b;
+          detail::update_in_pieces<T>(block.count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + at + b;
+              [[maybe_unused]] Low* const lp = detail::advance(low, at + b);
+              T* const mp = m.data() + at + b;
+              T* const vp = v.data() + at + b;
+              const T* const gp = g.data() + at + b;
               const T beta1 = b1;
               const T beta2 = b2;
               const T size = step_size;
@@ -182,7 +165,6 @@ private:
 private:
     adam_settings settings_;
     std::uint64_t step_ = 0;
-    detail::slot_state<T, 2> state_;
 };
 
 static_assert(optimizer<adam<float>> && optimizer<adam<double>>);

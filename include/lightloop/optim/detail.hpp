@@ -13,6 +13,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
+#include "lightloop/core/value_block.hpp"
 #include "lightloop/io/state.hpp"
 
 namespace lightloop::detail {
@@ -114,6 +115,26 @@ public:
     /// Records the largest magnitude an update of `slot` wrote (its state
     /// among it), after get() has made the slot.
     void remember_largest(std::size_t slot, double value) noexcept { largest_[slot] = value; }
+    /// Says a bound on |every state value| of `slot` learnt elsewhere (a
+    /// sharded update: the largest of every process's block).
+    void set_largest(std::size_t slot, double value) {
+        if (slot >= largest_.size()) {
+            largest_.resize(slot + 1, 0.0);
+            states_.resize(slot + 1);
+        }
+        largest_[slot] = value;
+    }
+    /// f(slot, buffer) for each of the `Buffers` state buffers of every slot
+    /// that has state.
+    template <class F>
+    void visit(F& f) {
+        for (std::size_t slot = 0; slot < states_.size(); ++slot) {
+            const std::size_t count = states_[slot].size() / Buffers;
+            for (std::size_t b = 0; b < Buffers && count > 0; ++b) {
+                f(slot, std::span<T>(states_[slot].data() + b * count, count));
+            }
+        }
+    }
 
     void save(state_writer& out) const {
         out.u64(states_.size());
@@ -149,6 +170,84 @@ public:
 private:
     std::vector<std::vector<T>> states_;
     std::vector<double> largest_;
+};
+
+/// Refuses a block that does not lie within a slot's `count` values.
+inline void check_block(const char* optimizer, std::size_t slot, std::size_t count,
+                        value_block block) {
+    if (block.first > count || block.count > count - block.first) {
+        throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
+                          std::to_string(slot) + " has " + std::to_string(count) +
+                          " values; the block [" + std::to_string(block.first) + ", " +
+                          std::to_string(block.first + block.count) + ") is not within them");
+    }
+}
+
+/// The update calls sgd and adam share. Each writes a slot's values, or a
+/// block of them (a sharded update: update_block), with or without their
+/// bf16 copy, through the derived optimizer's one pass
+/// update_impl(slot, w, g, low, block) (low: the copy's data, or a void*
+/// null), and keeps its per-slot state in `state_`.
+template <class Derived, class T, std::size_t Buffers>
+class elementwise_optimizer {
+public:
+    void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        update_and_measure(slot, w, g);
+    }
+
+    /// update(), returning the largest magnitude it wrote (weights and
+    /// state), or +inf if any of them is not finite: watched as they are
+    /// written, instead of a second pass over them.
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
+        return update_block(slot, w, g, {0, w.size()});
+    }
+
+    /// update_and_measure() that also writes w's bf16 copy `low` (bf16, or
+    /// floats holding bf16 values) in the same pass: the mixed-precision
+    /// network's update (core/precision.hpp).
+    template <class Low>
+    requires std::is_same_v<T, float>
+    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g,
+                              std::span<Low> low) {
+        return update_block(slot, w, g, low, {0, w.size()});
+    }
+
+    /// update_and_measure() of `block` of the slot's values only (w and g
+    /// are the whole slot's; the rest of w, and of the state, is left as it
+    /// is): a sharded update, each process updating its own block. The
+    /// update is element-wise, so blocks updated apart give the bits of one
+    /// update of the whole (blocks that start on multiples of 16 values, as
+    /// block_of's do: see core/value_block.hpp).
+    double update_block(std::size_t slot, std::span<T> w, std::span<const T> g, value_block block) {
+        return self().update_impl(slot, w, g, static_cast<void*>(nullptr), block);
+    }
+    template <class Low>
+    requires std::is_same_v<T, float>
+    double update_block(std::size_t slot, std::span<T> w, std::span<const T> g, std::span<Low> low,
+                        value_block block) {
+        check_copy_size(Derived::name, slot, w.size(), low.size());
+        return self().update_impl(slot, w, g, low.data(), block);
+    }
+
+    /// Tells the optimizer that no state value of `slot` exceeds `bound` in
+    /// magnitude (what update_bound starts from): after a sharded update,
+    /// the largest any process's update_block wrote.
+    void set_state_bound(std::size_t slot, double bound) { state_.set_largest(slot, bound); }
+    /// f(slot, state) for every state buffer of every slot (writable: a
+    /// sharded update's processes hand their blocks round before a
+    /// checkpoint; the values must stay within the slot's state bound).
+    template <class F>
+    void visit_state(F&& f) {
+        state_.visit(f);
+    }
+    /// The state buffers per slot (empty for a slot with none), read-only.
+    const auto& state() const noexcept { return state_.raw(); }
+
+protected:
+    slot_state<T, Buffers> state_;
+
+private:
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
 };
 
 inline void check_update_sizes(const char* optimizer, std::size_t slot, std::size_t w,

@@ -26,7 +26,11 @@ struct sgd_settings {
 };
 
 template <scalar T = float>
-class sgd {
+class sgd : public detail::elementwise_optimizer<sgd<T>, T, 1> {
+    using base = detail::elementwise_optimizer<sgd<T>, T, 1>;
+    friend base;
+    using base::state_; // per slot the momentum (none without momentum)
+
 public:
     using value_type = T;
     static constexpr const char* name = "sgd";
@@ -48,28 +52,6 @@ public:
 
     void begin_step() noexcept {}
 
-    void update(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        update_and_measure(slot, w, g);
-    }
-
-    /// update(), returning the largest magnitude it wrote (weights and
-    /// momentum), or +inf if any of them is not finite: watched as they are
-    /// written, instead of a second pass over them.
-    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g) {
-        return update_impl(slot, w, g, static_cast<void*>(nullptr));
-    }
-
-    /// update_and_measure() that also writes w's bf16 copy `low` (bf16, or
-    /// floats holding bf16 values) in the same pass: the mixed-precision
-    /// network's update (core/precision.hpp).
-    template <class Low>
-    requires std::is_same_v<T, float>
-    double update_and_measure(std::size_t slot, std::span<T> w, std::span<const T> g,
-                              std::span<Low> low) {
-        detail::check_copy_size("sgd", slot, w.size(), low.size());
-        return update_impl(slot, w, g, low.data());
-    }
-
     /// An upper bound on the magnitude of everything the next update of
     /// `slot` writes, given |w| <= w_max and |g| <= g_max (+inf when the
     /// inputs are not finite). The network proves with it, before any
@@ -90,25 +72,26 @@ public:
         settings_.learning_rate = lr;
     }
     const sgd_settings& settings() const noexcept { return settings_; }
-    /// Momentum buffers per slot (empty without momentum), read-only.
-    const auto& state() const noexcept { return state_.raw(); }
     void save_state(state_writer& out) const { state_.save(out); }
     void load_state(state_reader& in) { state_.load(in); }
 
 private:
     template <class Low>
-    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low) {
+    double update_impl(std::size_t slot, std::span<T> w, std::span<const T> g, Low* low,
+                       value_block block) {
         detail::check_update_sizes("sgd", slot, w.size(), g.size());
+        detail::check_block("sgd", slot, w.size(), block);
         const T lr = static_cast<T>(settings_.learning_rate);
         const T mu = static_cast<T>(settings_.momentum);
         const T wd = static_cast<T>(settings_.weight_decay);
         const std::size_t count = w.size();
+        const std::size_t at = block.first;
         if (settings_.momentum == 0.0) {
             return detail::update_in_pieces<T>(
-              count, [&](std::size_t b, std::size_t e, auto& watch) {
-                  T* const wp = w.data() + b;
-                  [[maybe_unused]] Low* const lp = detail::advance(low, b);
-                  const T* const gp = g.data() + b;
+              block.count, [&](std::size_t b, std::size_t e, auto& watch) {
+                  T* const wp = w.data() + at + b;
+                  [[maybe_unused]] Low* const lp = detail::advance(low, at + b);
+                  const T* const gp = g.data() + at + b;
                   const T rate = lr;
                   const T decay = wd;
                   simd::for_each_lane<T>(e - b, [&](std::size_t i, auto lane) {
@@ -126,11 +109,11 @@ private:
         const std::span<T> v = state_.get("sgd", slot, 0, count);
         const bool nesterov = settings_.nesterov;
         const double largest =
-          detail::update_in_pieces<T>(count, [&](std::size_t b, std::size_t e, auto& watch) {
-              T* const wp = w.data() + b;
-              [[maybe_unused]] Low* const lp = detail::advance(low, b);
-              T* const vp = v.data() + b;
-              const T* const gp = g.data() + b;
+          detail::update_in_pieces<T>(block.count, [&](std::size_t b, std::size_t e, auto& watch) {
+              T* const wp = w.data() + at + b;
+              [[maybe_unused]] Low* const lp = detail::advance(low, at + b);
+              T* const vp = v.data() + at + b;
+              const T* const gp = g.data() + at + b;
               const T rate = lr;
               const T momentum = mu;
               const T decay = wd;
@@ -156,7 +139,6 @@ private:
 
 private:
     sgd_settings settings_;
-    detail::slot_state<T, 1> state_;
 };
 
 static_assert(optimizer<sgd<float>> && optimizer<sgd<double>>);

@@ -281,8 +281,9 @@ struct step_totals {
 
 /// How fit trains on one process. A strategy says how a batch is taken from
 /// the sampler, how a step and an evaluation run, whether this process writes
-/// the checkpoint, and how processes agree to stop; distributed/ has the
-/// strategies over several processes (fit_with).
+/// the checkpoint (with, optionally, prepare_checkpoint(net, opt) called on
+/// every process before one writes), and how processes agree to stop;
+/// distributed/ has the strategies over several processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
@@ -472,6 +473,11 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             strategy.record_device(record); // a device of the strategy's own
         }
         history.epochs.push_back(record);
+        if constexpr (requires { strategy.prepare_checkpoint(net, opt); }) {
+            if (!options.checkpoint.empty()) { // every process, before one writes
+                strategy.prepare_checkpoint(net, opt);
+            }
+        }
         if (!options.checkpoint.empty() && strategy.writes_files()) {
             save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch,
                             detail::epoch_log{history.epochs});
