@@ -25,8 +25,8 @@
 // then current only in each rank's own blocks; before a checkpoint the
 // ranks hand those round too (gather_state, which fit_with calls), so that
 // rank 0 writes the one-process format and a run resumes on any number of
-// ranks. Code that runs its own loop calls gather_state before it saves
-// the optimizer, or steps it by other means.
+// ranks; and after fit_with's last epoch. Code that runs its own loop calls
+// gather_state before it saves the optimizer, or steps it by other means.
 
 #include <algorithm>
 #include <array>
@@ -252,9 +252,15 @@ public:
     /// after prepare_checkpoint, the same optimizer state); every rank reads
     /// them on resume.
     bool writes_files() const noexcept { return comm_->rank() == 0; }
-    /// Before a checkpoint: gather_state (fit_with calls it on every rank).
+    /// Before a checkpoint and after the last epoch: gather_state (fit_with
+    /// calls them on every rank), so that the optimizer fit_with hands back
+    /// holds its whole state on every rank.
     template <class Network, class Optimizer>
     void prepare_checkpoint(Network&, Optimizer& opt) {
+        gather_state(opt);
+    }
+    template <class Network, class Optimizer>
+    void finish_fit(Network&, Optimizer& opt) {
         gather_state(opt);
     }
 

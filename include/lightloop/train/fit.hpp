@@ -282,7 +282,8 @@ struct step_totals {
 /// How fit trains on one process. A strategy says how a batch is taken from
 /// the sampler, how a step and an evaluation run, whether this process writes
 /// the checkpoint (with, optionally, prepare_checkpoint(net, opt) called on
-/// every process before one writes), and how processes agree to stop;
+/// every process before one writes, and finish_fit(net, opt) after the last
+/// epoch), and how processes agree to stop;
 /// distributed/ has the strategies over several processes (fit_with).
 struct single_process {
     template <class T>
@@ -490,6 +491,9 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         }
     }
     opt.set_learning_rate(base_lr);
+    if constexpr (requires { strategy.finish_fit(net, opt); }) {
+        strategy.finish_fit(net, opt); // e.g. optimizer state kept in parts, made whole
+    }
     history.seconds = std::chrono::duration<double>(clock::now() - fit_start).count();
     (
       [&] {
