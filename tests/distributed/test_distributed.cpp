@@ -49,7 +49,7 @@ template <class T>
 bool same_bits_everywhere(const std::vector<T>& mine) {
     std::vector<T> root = mine;
     world->broadcast(std::span<T>(root), 0);
-    int same = std::memcmp(root.data(), mine.data(), mine.size() * sizeof(T)) == 0 ? 1 : 0;
+    const int same = same_bits(root, mine) ? 1 : 0;
     double votes[1] = {static_cast<double>(same)};
     world->sum_identical(std::span<double>(votes));
     return votes[0] == static_cast<double>(world->size());

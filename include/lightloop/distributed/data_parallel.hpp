@@ -22,10 +22,10 @@
 // that block of the weights, and the weights' blocks travel instead of the
 // sums (share_owned): the same bits as the whole update on every rank, for
 // 1/p of the update's work and less memory moved. The optimizer's state is
-// then current only in each rank's own blocks; before a checkpoint the
-// ranks hand those round too (gather_state, which fit_with calls), so that
-// rank 0 writes the one-process format and a run resumes on any number of
-// ranks; and after fit_with's last epoch. Code that runs its own loop calls
+// then current only in each rank's own blocks; the ranks hand those round
+// too (gather_state, which fit_with calls before each checkpoint and after
+// the last epoch), so that rank 0 writes the one-process format and a run
+// resumes on any number of ranks. Code that runs its own loop calls
 // gather_state before it saves the optimizer, or steps it by other means.
 
 #include <algorithm>
