@@ -361,28 +361,10 @@ public:
     template <optimizer Optimizer>
     void apply_gradients(Optimizer& opt, layer_range range = {}) {
         check_range(range);
-        collect_slots(range);
-        if (!value_max_known_ || !(measured_range_ == range)) {
-            measure_parameters();
-            measured_range_ = range;
-        }
-        bool proven = false;
-        if constexpr (detail::bounds_updates<Optimizer>) {
-            proven = true;
-            for (const parameter_slot& s : slots_) {
-                proven = proven &&
-                         (!s.trained || detail::bound_fits<value_type>(opt.update_bound(
-                                          s.index, value_max_[s.index], gradient_max_[s.layer])));
-            }
-        }
-        if (proven) {
+        if (proven_safe(opt, range)) {
             const std::size_t failed = update_parameters(opt);
             if (failed != depth) {
-                value_max_known_ = false;
-                diverged(failed, "weights",
-                         "they were changed outside the network since they were last measured, "
-                         "so the check before the update missed this; earlier layers were "
-                         "updated");
+                missed_overflow(failed);
             }
         } else {
             update_or_restore(opt);
@@ -402,18 +384,7 @@ public:
     template <optimizer Optimizer, detail::update_sharding<value_type> Sharding>
     requires detail::updates_blocks<Optimizer>
     void apply_gradient_blocks(Optimizer& opt, Sharding& shards) {
-        collect_slots();
-        if (!value_max_known_ || !(measured_range_ == layer_range{})) {
-            measure_parameters();
-            measured_range_ = {};
-        }
-        bool proven = true;
-        for (const parameter_slot& s : slots_) {
-            proven =
-              proven && (!s.trained || detail::bound_fits<value_type>(opt.update_bound(
-                                         s.index, value_max_[s.index], gradient_max_[s.layer])));
-        }
-        proven = shards.all(proven);
+        const bool proven = shards.all(proven_safe(opt, {}));
         state_writer saved_state;
         const std::vector<double> saved_max = proven ? std::vector<double>() : value_max_;
         if (!proven) {
@@ -436,11 +407,7 @@ public:
                     value_max_ = saved_max;
                     restore_parameters(opt, saved_state, s.layer);
                 }
-                value_max_known_ = false;
-                diverged(s.layer, "weights",
-                         "they were changed outside the network since they were last measured, "
-                         "so the check before the update missed this; earlier layers were "
-                         "updated");
+                missed_overflow(s.layer);
             }
         }
         for (const parameter_slot& s : slots_) {
@@ -624,6 +591,40 @@ private:
             }
             return detail::largest_magnitude_or_inf(std::span<const value_type>(s.values));
         }
+    }
+
+    /// Lists the slots of `range` (collect_slots), measures them if their
+    /// largest values are not known, and says whether the optimizer's
+    /// update_bound proves that no trained slot can overflow this step (never
+    /// for an optimizer without update_bound).
+    template <class Optimizer>
+    bool proven_safe(Optimizer& opt, layer_range range) {
+        collect_slots(range);
+        if (!value_max_known_ || !(measured_range_ == range)) {
+            measure_parameters();
+            measured_range_ = range;
+        }
+        if constexpr (detail::bounds_updates<Optimizer>) {
+            for (const parameter_slot& s : slots_) {
+                if (s.trained && !detail::bound_fits<value_type>(opt.update_bound(
+                                   s.index, value_max_[s.index], gradient_max_[s.layer]))) {
+                    return false;
+                }
+            }
+            return true;
+        } else {
+            return false;
+        }
+    }
+
+    /// A proven update overflowed layer `failed` after all: its parameters
+    /// were changed where the network could not see (they are measured
+    /// again next time).
+    [[noreturn]] void missed_overflow(std::size_t failed) {
+        value_max_known_ = false;
+        diverged(failed, "weights",
+                 "they were changed outside the network since they were last measured, so the "
+                 "check before the update missed this; earlier layers were updated");
     }
 
     /// update_slot of `block` of the slot's values only.

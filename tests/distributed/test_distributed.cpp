@@ -291,7 +291,7 @@ void six_rows(matrix<float>& x, matrix<float>& y) {
     gather_rows(data.targets, std::span<const std::size_t>(rows), y);
 }
 
-/// A network whose slots (259, 37, 1073, 29, 116, 4 values) end between
+/// A network whose slots (222, 37, 1073, 29, 116, 4 values) end between
 /// vectors and split into blocks of every size on 2 and 3 ranks.
 template <class P>
 auto make_odd_mlp(std::uint64_t seed) {

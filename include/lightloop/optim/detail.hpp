@@ -116,7 +116,8 @@ public:
     /// among it), after get() has made the slot.
     void remember_largest(std::size_t slot, double value) noexcept { largest_[slot] = value; }
     /// Says a bound on |every state value| of `slot` learnt elsewhere (a
-    /// sharded update: the largest of every process's block).
+    /// sharded update: the largest of every process's block). Both lists
+    /// grow together, as in get(), which would otherwise cut this one short.
     void set_largest(std::size_t slot, double value) {
         if (slot >= largest_.size()) {
             largest_.resize(slot + 1, 0.0);

@@ -283,8 +283,8 @@ struct step_totals {
 /// the sampler, how a step and an evaluation run, whether this process writes
 /// the checkpoint (with, optionally, prepare_checkpoint(net, opt) called on
 /// every process before one writes, and finish_fit(net, opt) after the last
-/// epoch), and how processes agree to stop;
-/// distributed/ has the strategies over several processes (fit_with).
+/// epoch), and how processes agree to stop; distributed/ has the strategies
+/// over several processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
