@@ -56,8 +56,7 @@
 #include <immintrin.h>
 #endif
 #if defined(__unix__)
-#include <sys/types.h>
-#include <unistd.h>
+#include <pthread.h>
 #endif
 
 namespace lightloop {
@@ -83,6 +82,24 @@ inline blas_hold_state& blas_hold() {
     static blas_hold_state state;
     return state;
 }
+
+#if defined(__unix__)
+/// How many fork()s separate this process from the one that first asked:
+/// a child's copy is one more than its parent's (a pthread_atfork handler,
+/// registered on the first call). A team compares it with the count its
+/// workers were started under, where getpid() would make a system call per
+/// run.
+inline std::atomic<std::uint64_t>& forks_seen() {
+    static std::atomic<std::uint64_t> forks{0};
+    static const bool registered = [] {
+        ::pthread_atfork(nullptr, nullptr,
+                         [] { forks_seen().fetch_add(1, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+    return forks;
+}
+#endif
 } // namespace detail
 
 /// The thread count lightloop uses: OpenBLAS's (OPENBLAS_NUM_THREADS, or
@@ -226,9 +243,16 @@ public:
         work(0);
         if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
             std::unique_lock<std::mutex> lock(state_mutex_);
-            done_.wait(lock, [this] { return busy_.load(std::memory_order_acquire) == 0; });
+            // Seen by the last worker to finish (both sides sequentially
+            // consistent: it either sees this or finished before the
+            // predicate's load), which then notifies under the lock.
+            caller_waiting_.store(true);
+            done_.wait(lock, [this] { return busy_.load() == 0; });
+            caller_waiting_.store(false, std::memory_order_relaxed);
         }
-        const std::lock_guard<std::mutex> lock(state_mutex_);
+        // Every worker wrote error_ before its release of busy_, which the
+        // loads above acquired: no lock, which a worker still notifying
+        // would hold (a futex wait and wake per run on the caller).
         if (error_) {
             std::rethrow_exception(std::exchange(error_, nullptr));
         }
@@ -268,11 +292,11 @@ private:
     /// wait for them forever.
     void adopt_after_fork() {
 #if defined(__unix__)
-        const ::pid_t pid = ::getpid();
-        if (pid == owner_) {
+        const std::uint64_t forks = detail::forks_seen().load(std::memory_order_relaxed);
+        if (forks == forks_) {
             return;
         }
-        owner_ = pid;
+        forks_ = forks;
         // Never destroyed: a joinable std::thread's destructor terminates.
         static auto* abandoned = new std::vector<std::vector<std::thread>>();
         abandoned->push_back(std::move(workers_));
@@ -319,7 +343,10 @@ private:
             }
             seen = generation_.load(std::memory_order_acquire);
             work(id);
-            if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            // The last worker out wakes the caller only if it went to sleep
+            // (caller_waiting_, set before its last look at busy_): a caller
+            // still spinning sees busy_ == 0 itself.
+            if (busy_.fetch_sub(1) == 1 && caller_waiting_.load()) {
                 // Under the lock: the caller either saw busy_ == 0 or is
                 // already waiting for this notification.
                 const std::lock_guard<std::mutex> lock(state_mutex_);
@@ -351,10 +378,13 @@ private:
     void* context_ = nullptr;
     std::size_t tasks_ = 0;
     std::atomic<std::size_t> next_{0};
-    std::atomic<std::size_t> busy_{0}; // workers still in this run
+    std::atomic<std::size_t> busy_{0};        // workers still in this run
+    std::atomic<bool> caller_waiting_{false}; // the caller sleeps on done_
     std::exception_ptr error_;
 #if defined(__unix__)
-    ::pid_t owner_ = ::getpid(); // the process whose threads workers_ are
+    // The forks this process descends from when workers_ were started
+    // (detail::forks_seen; a counter, not getpid(): a system call per run).
+    std::uint64_t forks_ = detail::forks_seen().load(std::memory_order_relaxed);
 #endif
 };
 
