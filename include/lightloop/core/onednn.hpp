@@ -16,7 +16,10 @@
 // Primitives are created once per piece shape (with its alpha and beta) and
 // kept for the process, each with a pool of bindings (a stream, memory
 // objects and a user-managed scratchpad), one per thread of the team, that
-// executions borrow. A product of a shape seen before creates nothing. oneDNN 2.6's execute itself
+// executions borrow. A product of a shape seen before creates nothing, and
+// takes no lock that sleeps: the cache is read under a shared lock and the
+// pool under a spin lock (two threads' pieces met on mutexes there, a futex
+// sleep and wake each time). oneDNN 2.6's execute itself
 // still allocates a few small blocks per call inside the library (its argument map); the allocation
 // test counts them apart from lightloop's own (tests/perf/test_allocations.cpp).
 
@@ -26,12 +29,14 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -41,6 +46,10 @@
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #if __has_include(<omp.h>)
 #include <omp.h>
@@ -141,6 +150,29 @@ struct binding {
     }
 };
 
+/// A lock for a few instructions' work (a binding taken from or given back
+/// to a pool): it spins, never sleeps. Two threads running pieces at once
+/// met on a std::mutex here, and each meeting was a futex sleep and wake,
+/// several a step on this virtual machine.
+class spin_lock {
+public:
+    void lock() noexcept {
+        while (held_.exchange(true, std::memory_order_acquire)) {
+            while (held_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+                _mm_pause();
+#endif
+            }
+        }
+    }
+    void unlock() noexcept {
+        held_.store(false, std::memory_order_release);
+    }
+
+private:
+    std::atomic<bool> held_{false};
+};
+
 /// A created matmul: its primitive, its operands' descriptions, and a pool
 /// of bindings, one per execution running at once (made for the team's
 /// size when the matmul is created, so pieces on any thread find one).
@@ -148,7 +180,7 @@ struct matmul_entry {
     dnnl_primitive_t primitive = nullptr;
     dnnl_memory_desc_t a{}, b{}, c{}, scratch{};
     std::size_t scratch_bytes = 0;
-    std::mutex pool_mutex;
+    spin_lock pool_mutex;
     std::vector<std::unique_ptr<binding>> pool; // guarded by pool_mutex
     std::size_t bindings = 0;                   // made so far; guarded by pool_mutex
     matmul_entry() = default;
@@ -250,7 +282,7 @@ public:
     explicit borrowed_binding(matmul_entry& entry)
       : entry_(entry) {
         {
-            const std::lock_guard<std::mutex> lock(entry.pool_mutex);
+            const std::lock_guard<spin_lock> lock(entry.pool_mutex);
             fill_pool(entry);
             if (!entry.pool.empty()) {
                 bound_ = std::move(entry.pool.back());
@@ -264,7 +296,7 @@ public:
         }
     }
     ~borrowed_binding() {
-        const std::lock_guard<std::mutex> lock(entry_.pool_mutex);
+        const std::lock_guard<spin_lock> lock(entry_.pool_mutex);
         entry_.pool.push_back(std::move(bound_));
     }
     borrowed_binding(const borrowed_binding&) = delete;
@@ -283,8 +315,17 @@ public:
     // streams at exit (statics die in reverse order of construction).
     matmul_cache() { engine(); }
 
+    /// Shared for a shape seen before (readers never wait for each other:
+    /// two threads' pieces look up at once), exclusive to create one.
     matmul_entry& get(const matmul_key& key) {
-        const std::lock_guard<std::mutex> lock(mutex_);
+        {
+            const std::shared_lock<std::shared_mutex> reading(mutex_);
+            const auto found = entries_.find(key);
+            if (found != entries_.end()) {
+                return *found->second;
+            }
+        }
+        const std::lock_guard<std::shared_mutex> writing(mutex_);
         auto found = entries_.find(key);
         if (found == entries_.end()) {
             found = entries_.emplace(key, create_matmul(key)).first;
@@ -293,7 +334,7 @@ public:
     }
 
 private:
-    std::mutex mutex_;
+    std::shared_mutex mutex_;
     std::unordered_map<matmul_key, std::unique_ptr<matmul_entry>, matmul_key_hash> entries_;
 };
 
