@@ -1191,6 +1191,33 @@ TEST_CASE("the optical device counts frames, device time and skips empty frames"
         CHECK(device.statistics().frames == patterns);
         CHECK(lightloop::testing::max_abs(y0) == 0.0);
     }
+    SECTION("holographic: a zero row projects to 0 whatever the output held, the others not") {
+        // Blocks write only their samples' rows; the rows of samples with
+        // no frame are zeroed apart (frame_batch::zero_silent_rows).
+        optical<holographic_readout<>, camera> device;
+        device.configure(8, 64, 1);
+        matrix<float> mixed = x;
+        for (const std::size_t r : {std::size_t{0}, std::size_t{3}}) {
+            std::fill(mixed.data() + r * 8, mixed.data() + (r + 1) * 8, 0.0f);
+        }
+        std::fill(y.begin(), y.end(), 7.0f);
+        device.project(mixed, y);
+        for (std::size_t r = 0; r < 5; ++r) {
+            double largest = 0.0;
+            std::size_t stale = 0; // entries still holding the 7 written before
+            for (std::size_t j = 0; j < 64; ++j) {
+                largest = std::max(largest, std::abs(static_cast<double>(y(r, j))));
+                stale += y(r, j) == 7.0f ? 1U : 0U;
+            }
+            INFO("row " << r);
+            CHECK(stale == 0);
+            if (r == 0 || r == 3) {
+                CHECK(largest == 0.0);
+            } else {
+                CHECK(largest > 0.0);
+            }
+        }
+    }
     auto bad = matrix<float>::from_shape({5, 63});
     optical<> device;
     device.configure(8, 64, 1);

@@ -296,10 +296,11 @@ public:
         auto& buf = buffers_.template get<T>();
         const std::uint64_t frames_before = stats_.frames;
         const std::size_t active = buf.batch.encode(encoder_, x);
-        std::fill(y.begin(), y.end(), T(0));
+        // Each block writes its samples' rows whole (frame_batch::accumulate).
+        buf.batch.zero_silent_rows(out_, y);
         if (settings_.track_snr) {
             ensure_shape(buf.ideal, n, out_);
-            std::fill(buf.ideal.begin(), buf.ideal.end(), T(0));
+            buf.batch.zero_silent_rows(out_, buf.ideal);
         }
         if (active > 0) {
             medium_.template prepare<T>();           // materialised before the threads read it

@@ -88,19 +88,51 @@ public:
     /// ||x̂_r||^2 of sample r as encoded.
     double encoded_norm2(std::size_t r) const noexcept { return encoded_norm2_[r]; }
 
-    /// Adds weight * decoded row to its sample's row of out (width columns),
-    /// for the active frames [first, first + rows).
+    /// Writes each sample's row of out (width columns) that has frames among
+    /// the active frames [first, first + rows) (a block: plan_blocks never
+    /// splits a sample): the sum of weight * decoded row over its frames, in
+    /// frame order, in one pass that writes the row once (no zeroed row read
+    /// back and rewritten per frame). Rows of samples with no active frame
+    /// are zero_silent_rows' job.
     void accumulate(std::size_t first, std::size_t rows, const T* decoded, std::size_t width,
                     matrix<T>& out) const {
-        for (std::size_t i = 0; i < rows; ++i) {
-            const std::size_t frame = owner_[first + i];
-            const auto w = static_cast<T>(weights_[frame]);
+        for (std::size_t i = 0; i < rows;) {
+            const std::size_t sample = owner_[first + i] / f_count_;
+            std::size_t frames = 1;
+            while (i + frames < rows && owner_[first + i + frames] / f_count_ == sample) {
+                ++frames;
+            }
             const T* row = decoded + i * width;
-            T* target = out.data() + (frame / f_count_) * width;
+            const std::size_t* owner = owner_.data() + first + i;
+            const double* weights = weights_.data();
+            T* target = out.data() + sample * width;
             simd::for_each_lane<T>(width, [&](std::size_t j, auto lane) {
                 using V = decltype(lane);
-                simd::store(target + j, simd::load<V>(target + j) + V(w) * simd::load<V>(row + j));
+                V sum = V(static_cast<T>(weights[owner[0]])) * simd::load<V>(row + j);
+                for (std::size_t f = 1; f < frames; ++f) {
+                    sum = sum +
+                          V(static_cast<T>(weights[owner[f]])) * simd::load<V>(row + f * width + j);
+                }
+                simd::store(target + j, sum);
             });
+            i += frames;
+        }
+    }
+
+    /// Zeroes the rows of out (width columns) of the samples with no active
+    /// frame (an all-zero input, or all its frames dropped), which no block
+    /// writes.
+    void zero_silent_rows(std::size_t width, matrix<T>& out) const {
+        const std::size_t n = weights_.size() / f_count_;
+        std::size_t next = 0; // the next active frame
+        for (std::size_t r = 0; r < n; ++r) {
+            if (next < active_ && owner_[next] / f_count_ == r) {
+                while (next < active_ && owner_[next] / f_count_ == r) {
+                    ++next;
+                }
+                continue;
+            }
+            std::fill(out.data() + r * width, out.data() + (r + 1) * width, T(0));
         }
     }
 
