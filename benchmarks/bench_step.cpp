@@ -7,12 +7,13 @@
 // product on the default bf16 backend (and, with oneDNN, the fp32 products
 // through oneDNN, to compare the two fp32 backends), the SGD-momentum update
 // writing the weights' bf16 copy in its pass against the update followed by
-// a conversion pass, and the bf16 steps. The CNN's two convolutions, each
-// pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as
-// conv2d's oneDNN plan with the whole batch as one chunk on one thread
-// (README, "The CNN"). Rates are per wall-clock second
-// (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads.
-// The end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
+// a conversion pass, the bf16 weight-gradient GEMM and another layer's update
+// one after the other against side by side on the two threads (whether the
+// memory-bound update can hide behind the GEMMs), and the bf16 steps. The CNN's two convolutions,
+// each pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as conv2d's oneDNN plan
+// with the whole batch as one chunk on one thread (README, "The CNN"). Rates are per wall-clock
+// second (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads. The end-to-end
+// roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
 
 #include <span>
@@ -232,6 +233,60 @@ void bm_update_with_copy(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(count));
 }
 
+/// Whether the step's memory-bound update can hide behind its GEMMs on two
+/// cores: the bf16 weight-gradient GEMM of the 1024 x 1024 layer and the
+/// SGD-momentum update (with the bf16 copy) of another 1024 x 1024 layer's
+/// weights, run one after the other, each on both threads (range 0, what
+/// the step does), or side by side, the GEMM on one thread and the update on
+/// the other (range 1). The throughput roofline's max(GEMM time, memory
+/// time) assumes they overlap; where side by side is no faster, a step
+/// cannot beat their sum (README, "Mixed precision").
+void bm_gemm_beside_update(benchmark::State& state) {
+    const bool side_by_side = state.range(0) != 0;
+    const std::size_t n = 1024;
+    const std::size_t batch = 128;
+    using operand = mixed_bf16::operand_type;
+    using backend = mixed_bf16::backend;
+    std::vector<float> delta(batch * n, 0.01f);
+    std::vector<float> input(batch * n, 0.5f);
+    std::vector<operand> delta16(delta.size());
+    std::vector<operand> input16(input.size());
+    convert_to_bf16(delta.data(), delta16.data(), delta.size());
+    convert_to_bf16(input.data(), input16.data(), input.size());
+    std::vector<float> gradient(n * n);
+    std::vector<float> w(n * n, 0.01f);
+    std::vector<float> g(n * n, 1e-3f);
+    std::vector<operand> copy(n * n);
+    sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+    opt.begin_step();
+    opt.update(0, std::span<float>(w), std::span<const float>(g)); // allocates the state
+    const auto product = [&](auto&& run) {
+        run(transpose::yes, transpose::no, n, n, batch, 1.0f / static_cast<float>(batch),
+            delta16.data(), n, input16.data(), n, 0.0f, gradient.data(), n);
+    };
+    const auto update = [&] {
+        benchmark::DoNotOptimize(opt.update_and_measure(
+          0, std::span<float>(w), std::span<const float>(g), std::span<operand>(copy)));
+    };
+    for (auto _ : state) {
+        opt.begin_step();
+        if (side_by_side) {
+            // A run inside a team task runs on its thread (core/parallel.hpp).
+            shared_team().run(2, [&](std::size_t task, std::size_t) {
+                if (task == 0) {
+                    product([](auto... args) { backend::product_here(args...); });
+                } else {
+                    update();
+                }
+            });
+        } else {
+            product([](auto... args) { backend::product(args...); });
+            update();
+        }
+        benchmark::ClobberMemory();
+    }
+}
+
 /// Who runs a convolution of the CNN (throughput's): conv2d (fp32 or mixed
 /// bf16: oneDNN's primitives per 16-sample chunk where built, else im2col
 /// GEMMs), or conv2d's oneDNN plan given the whole batch as one chunk (fp32
@@ -321,6 +376,7 @@ BENCHMARK(bm_conv<conv_way::onednn_fp32>)->Apply(conv_shapes)->UseRealTime();
 BENCHMARK(bm_conv<conv_way::onednn_bf16>)->Apply(conv_shapes)->UseRealTime();
 #endif
 BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
+BENCHMARK(bm_gemm_beside_update)->ArgName("side_by_side")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_dense_forward_fused)->Arg(128)->UseRealTime();
 BENCHMARK(bm_tanh_derivative)->Arg(128)->UseRealTime();
 BENCHMARK(bm_softmax_cross_entropy)->Arg(128)->UseRealTime();
