@@ -268,22 +268,32 @@ void bm_gemm_beside_update(benchmark::State& state) {
         benchmark::DoNotOptimize(opt.update_and_measure(
           0, std::span<float>(w), std::span<const float>(g), std::span<operand>(copy)));
     };
+    // The team hands tasks out as threads come free: count the iterations
+    // whose two tasks ran on different threads (counter "apart").
+    std::int64_t apart = 0;
     for (auto _ : state) {
         opt.begin_step();
         if (side_by_side) {
             // A run inside a team task runs on its thread (core/parallel.hpp).
-            shared_team().run(2, [&](std::size_t task, std::size_t) {
+            std::size_t ran_on[2] = {0, 0};
+            shared_team().run(2, [&](std::size_t task, std::size_t worker) {
+                ran_on[task] = worker;
                 if (task == 0) {
                     product([](auto... args) { backend::product_here(args...); });
                 } else {
                     update();
                 }
             });
+            apart += ran_on[0] != ran_on[1] ? 1 : 0;
         } else {
             product([](auto... args) { backend::product(args...); });
             update();
         }
         benchmark::ClobberMemory();
+    }
+    if (side_by_side) {
+        state.counters["apart"] =
+          static_cast<double>(apart) / static_cast<double>(state.iterations());
     }
 }
 
