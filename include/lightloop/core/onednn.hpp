@@ -47,10 +47,6 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 #if __has_include(<omp.h>)
 #include <omp.h>
 #else
@@ -159,15 +155,11 @@ public:
     void lock() noexcept {
         while (held_.exchange(true, std::memory_order_acquire)) {
             while (held_.load(std::memory_order_relaxed)) {
-#if defined(__x86_64__) || defined(__i386__)
-                _mm_pause();
-#endif
+                spin_pause();
             }
         }
     }
-    void unlock() noexcept {
-        held_.store(false, std::memory_order_release);
-    }
+    void unlock() noexcept { held_.store(false, std::memory_order_release); }
 
 private:
     std::atomic<bool> held_{false};

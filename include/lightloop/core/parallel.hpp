@@ -83,6 +83,14 @@ inline blas_hold_state& blas_hold() {
     return state;
 }
 
+/// One step of a spin-wait: the CPU's pause hint where it has one (the
+/// waiting core yields to its sibling and leaves the memory bus alone).
+inline void spin_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+}
+
 #if defined(__unix__)
 /// How many fork()s separate this process from the one that first asked:
 /// a child's copy is one more than its parent's (a pthread_atfork handler,
@@ -274,9 +282,7 @@ private:
                 if (ready()) {
                     return true;
                 }
-#if defined(__x86_64__) || defined(__i386__)
-                _mm_pause();
-#endif
+                detail::spin_pause();
             }
             if (clock::now() >= deadline) {
                 return ready();
