@@ -126,13 +126,13 @@ public:
         const std::size_t n = weights_.size() / f_count_;
         std::size_t next = 0; // the next active frame
         for (std::size_t r = 0; r < n; ++r) {
-            if (next < active_ && owner_[next] / f_count_ == r) {
-                while (next < active_ && owner_[next] / f_count_ == r) {
-                    ++next;
-                }
-                continue;
+            const std::size_t first = next;
+            while (next < active_ && owner_[next] / f_count_ == r) {
+                ++next;
             }
-            std::fill(out.data() + r * width, out.data() + (r + 1) * width, T(0));
+            if (next == first) {
+                std::fill(out.data() + r * width, out.data() + (r + 1) * width, T(0));
+            }
         }
     }
 
