@@ -204,6 +204,15 @@ public:
         settings_.exposure = electrons_per_unit;
     }
 
+    /// Sizes the scratch expose() draws into for pixels of type T (once).
+    /// The optical device calls it before its threads run: the copies the
+    /// other threads expose with are made from this camera, and a thread
+    /// that first exposes after warm-up would otherwise allocate then.
+    template <scalar T>
+    void prepare() {
+        work_.template get<T>().resize();
+    }
+
     template <scalar T>
     void expose(std::span<const T> intensity, std::span<T> measured) {
         if (!calibrated()) {
@@ -218,7 +227,7 @@ public:
                                "-bit ADC needs double pixels (float holds counts exactly up "
                                "to 22 bits)");
         }
-        work_.template get<T>().resize();
+        prepare<T>();
         if (!has_fixed_pattern()) {
             for (std::size_t i = 0; i < intensity.size(); i += chunk) {
                 const std::size_t n = std::min(chunk, intensity.size() - i);

@@ -303,7 +303,10 @@ public:
             buf.batch.zero_silent_rows(out_, buf.ideal);
         }
         if (active > 0) {
-            medium_.template prepare<T>();           // materialised before the threads read it
+            medium_.template prepare<T>(); // materialised before the threads read it
+            if constexpr (requires { camera_.template prepare<T>(); }) {
+                camera_.template prepare<T>(); // its scratch, before the copies are made
+            }
             if constexpr (Medium::field_per_batch) { // every frame's field in one product
                 ensure_shape(buf.field_re, active, out_);
                 ensure_shape(buf.field_im, active, out_);
