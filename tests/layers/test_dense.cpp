@@ -37,7 +37,7 @@ TEST_CASE("activations stay finite at extreme inputs", "[layers][activations]") 
 TEMPLATE_TEST_CASE("dense forward computes f(x W^T + b)", "[layers][dense]", float, double) {
     dense<tanh_act, TestType> layer{5, 3};
     layer.initialize(3);
-    layer.bias() = xt::xtensor<TestType, 1>{0.1, -0.2, 0.3};
+    layer.bias() = xt::xtensor<TestType, 1>{TestType(0.1), TestType(-0.2), TestType(0.3)};
     const auto x = random_matrix<TestType>(4, 5, 9);
     const auto& h = layer.forward(x);
     const auto z = naive_product(x, false, layer.weights(), true);
