@@ -21,12 +21,34 @@
 #include <utility>
 
 #include <xsimd/xsimd.hpp>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "lightloop/core/random.hpp"
 
 namespace lightloop {
 
 namespace detail {
+
+/// x rotated left by K bits in each 64-bit lane: one instruction with
+/// AVX-512 (VPROLQ), which xsimd does not expose, else two shifts and an or.
+/// xoshiro's two rotations are a quarter of its step.
+template <int K, class B>
+B rotate_left(B x) noexcept {
+    static_assert(K > 0 && K < 64);
+#if defined(__AVX512F__)
+    if constexpr (sizeof(B) == 64) {
+        return B(_mm512_rol_epi64(x, K));
+    }
+#endif
+#if defined(__AVX512VL__)
+    if constexpr (sizeof(B) == 32) {
+        return B(_mm256_rol_epi64(x, K));
+    }
+#endif
+    return (x << K) | (x >> (64 - K));
+}
 
 /// ln x for x in [2^-32, 1], no special cases: x = 2^k m with m in
 /// [√½, √2), ln m = ln(1 + f) by Cephes' single-precision polynomial
@@ -52,18 +74,18 @@ B log_unit(B x) noexcept {
     return xsimd::fma(k, B(0.693147180559945f), y);
 }
 
-/// sin t and cos t for |t| <= π/4: Taylor polynomials to t^9 and t^10,
-/// errors below 2e-9 and 3e-8, under single precision's rounding.
+/// sin t and cos t for |t| <= π/4: Cephes' single-precision minimax
+/// polynomials (sinf's to t^7, cosf's to t^8); errors against libm about
+/// 5e-8, single precision's rounding (Taylor polynomials would need a term
+/// more each).
 template <class B>
 std::pair<B, B> sincos_eighth_turn(B t) noexcept {
     const B t2 = t * t;
-    B sin_t = xsimd::fma(t2, B(1.0f / 362880), B(-1.0f / 5040));
-    sin_t = xsimd::fma(sin_t, t2, B(1.0f / 120));
-    sin_t = xsimd::fma(sin_t, t2, B(-1.0f / 6));
+    B sin_t = xsimd::fma(t2, B(-1.9515295891e-4f), B(8.3321608736e-3f));
+    sin_t = xsimd::fma(sin_t, t2, B(-1.6666654611e-1f));
     sin_t = xsimd::fma(sin_t * t2, t, t);
-    B cos_t = xsimd::fma(t2, B(-1.0f / 3628800), B(1.0f / 40320));
-    cos_t = xsimd::fma(cos_t, t2, B(-1.0f / 720));
-    cos_t = xsimd::fma(cos_t, t2, B(1.0f / 24));
+    B cos_t = xsimd::fma(t2, B(2.443315711809948e-5f), B(-1.388731625493765e-3f));
+    cos_t = xsimd::fma(cos_t, t2, B(4.166664568298827e-2f));
     cos_t = xsimd::fma(cos_t, t2, B(-0.5f));
     cos_t = xsimd::fma(cos_t, t2, B(1.0f));
     return {sin_t, cos_t};
@@ -150,14 +172,14 @@ public:
             batch s3 = batch::load_aligned(s3_ + g);
             for (std::size_t step = 0; step < steps; ++step) {
                 const batch sum = s0 + s3;
-                (((sum << 23) | (sum >> 41)) + s0).store_unaligned(out + step * lanes + g);
+                (detail::rotate_left<23>(sum) + s0).store_unaligned(out + step * lanes + g);
                 const batch t = s1 << 17;
                 s2 ^= s0;
                 s3 ^= s1;
                 s1 ^= s2;
                 s0 ^= s3;
                 s2 ^= t;
-                s3 = (s3 << 45) | (s3 >> 19);
+                s3 = detail::rotate_left<45>(s3);
             }
             s0.store_aligned(s0_ + g);
             s1.store_aligned(s1_ + g);
