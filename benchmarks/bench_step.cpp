@@ -11,17 +11,25 @@
 // one after the other against side by side on the two threads (whether the
 // memory-bound update can hide behind the GEMMs), and the bf16 steps. The CNN's two convolutions,
 // each pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as conv2d's oneDNN plan
-// with the whole batch as one chunk on one thread (README, "The CNN"). Rates are per wall-clock
+// with the whole batch as one chunk on one thread (README, "The CNN"). The bf16 forward
+// products straight through oneDNN with the weights plain (as lightloop keeps its copy) and
+// packed in the kernel's layout, and the packing alone. Rates are per wall-clock
 // second (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads. The end-to-end
 // roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 #include "cli.hpp"
 #include "cnn_convolutions.hpp"
@@ -357,6 +365,80 @@ void bm_conv(benchmark::State& state) {
                          benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+/// How bm_forward_weights hands oneDNN a bf16 layer's weights.
+enum class weights_way {
+    plain,  ///< as dense<.., mixed_bf16> stores its copy: W (out x in) row-major
+    packed, ///< already in the kernel's own layout (format_tag::any)
+    pack,   ///< the reorder from plain to packed alone
+};
+
+/// A bf16 layer's forward product, x (128 x in) W^T, straight through
+/// oneDNN's C++ API on its own OpenMP threads: with the weights as lightloop
+/// keeps them, which the kernel packs into its layout on every call, against
+/// weights packed beforehand, and that packing as a pass of its own. Whether
+/// keeping the bf16 copy packed would pay. The label names the kernel and
+/// the packed layout's inner blocks (16a64b2a: pairs of inputs interleaved,
+/// 64 outputs and 16 input pairs a block).
+template <weights_way Way>
+void bm_forward_weights(benchmark::State& state) {
+    if (!detail::onednn::bf16_matmul_available()) {
+        state.SkipWithError("oneDNN has no bf16 matmul on this CPU");
+        return;
+    }
+    using tag = dnnl::memory::format_tag;
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::dim m = 128;
+    const dnnl::memory::dim in = state.range(0);
+    const dnnl::memory::dim out = state.range(1);
+    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    dnnl::stream stream(engine);
+    const dnnl::memory::desc x_md({m, in}, dt::bf16, tag::ab);
+    const dnnl::memory::desc plain_md({in, out}, dt::bf16, tag::ba); // W^T, W row-major
+    const dnnl::memory::desc y_md({m, out}, dt::f32, tag::ab);
+    const dnnl::memory::desc w_md =
+      Way == weights_way::plain ? plain_md : dnnl::memory::desc({in, out}, dt::bf16, tag::any);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x_md, w_md, y_md), engine);
+    const dnnl::matmul product(pd);
+    dnnl::memory x(x_md, engine);
+    dnnl::memory y(y_md, engine);
+    dnnl::memory plain(plain_md, engine);
+    dnnl::memory packed(pd.weights_desc(), engine);
+    const auto fill = [](dnnl::memory& mem, std::uint16_t bits) {
+        auto* p = static_cast<std::uint16_t*>(mem.get_data_handle());
+        std::fill(p, p + mem.get_desc().get_size() / sizeof(std::uint16_t), bits);
+    };
+    fill(x, 0x3f00);     // 0.5
+    fill(plain, 0x3c23); // about 0.01
+    const dnnl::reorder pack(plain, packed);
+    pack.execute(stream, plain, packed);
+    stream.wait();
+    const auto& blocking = pd.weights_desc().data.format_desc.blocking;
+    std::string layout;
+    for (int i = 0; i < blocking.inner_nblks; ++i) {
+        layout += std::to_string(blocking.inner_blks[i]) +
+                  static_cast<char>('a' + static_cast<int>(blocking.inner_idxs[i]));
+    }
+    state.SetLabel(std::string(pd.impl_info_str()) +
+                   (Way == weights_way::plain ? " weights plain" : " weights packed " + layout));
+    for (auto _ : state) {
+        if constexpr (Way == weights_way::pack) {
+            pack.execute(stream, plain, packed);
+        } else {
+            product.execute(stream, {{DNNL_ARG_SRC, x},
+                                     {DNNL_ARG_WEIGHTS, Way == weights_way::plain ? plain : packed},
+                                     {DNNL_ARG_DST, y}});
+        }
+        stream.wait();
+    }
+    if constexpr (Way != weights_way::pack) {
+        state.counters["GFLOP/s"] = benchmark::Counter(
+          2.0 * static_cast<double>(m * in * out) * static_cast<double>(state.iterations()),
+          benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+    }
+}
+#endif
+
 /// Both convolutions, each pass.
 void conv_shapes(benchmark::internal::Benchmark* b) {
     b->ArgNames({"conv", "pass"});
@@ -384,6 +466,21 @@ BENCHMARK(bm_conv<conv_way::conv2d_bf16>)->Apply(conv_shapes)->UseRealTime();
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 BENCHMARK(bm_conv<conv_way::onednn_fp32>)->Apply(conv_shapes)->UseRealTime();
 BENCHMARK(bm_conv<conv_way::onednn_bf16>)->Apply(conv_shapes)->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::plain>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::packed>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::pack>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
 #endif
 BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_gemm_beside_update)->ArgName("side_by_side")->Arg(0)->Arg(1)->UseRealTime();
