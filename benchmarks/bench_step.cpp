@@ -23,6 +23,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -421,13 +422,15 @@ void bm_forward_weights(benchmark::State& state) {
     }
     state.SetLabel(std::string(pd.impl_info_str()) +
                    (Way == weights_way::plain ? " weights plain" : " weights packed " + layout));
+    const std::unordered_map<int, dnnl::memory> arguments{
+      {DNNL_ARG_SRC, x},
+      {DNNL_ARG_WEIGHTS, Way == weights_way::plain ? plain : packed},
+      {DNNL_ARG_DST, y}};
     for (auto _ : state) {
         if constexpr (Way == weights_way::pack) {
             pack.execute(stream, plain, packed);
         } else {
-            product.execute(stream, {{DNNL_ARG_SRC, x},
-                                     {DNNL_ARG_WEIGHTS, Way == weights_way::plain ? plain : packed},
-                                     {DNNL_ARG_DST, y}});
+            product.execute(stream, arguments);
         }
         stream.wait();
     }

@@ -10,9 +10,8 @@
 
 #include <lightloop/lightloop.hpp>
 
-int main(int argc, char** argv) {
+int main(int argc, char**) {
     const std::size_t columns = argc > 1 ? 3 : 5;
-    (void)argv;
     lightloop::transmission_matrix medium(2048, 10, 7, 1.0);
     const std::size_t rows = 16;
     std::vector<float> frames(rows * 10, 0.0f);

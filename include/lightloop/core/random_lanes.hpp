@@ -31,20 +31,15 @@ namespace lightloop {
 
 namespace detail {
 
-/// x rotated left by K bits in each 64-bit lane: one instruction with
-/// AVX-512 (VPROLQ), which xsimd does not expose, else two shifts and an or.
-/// xoshiro's two rotations are a quarter of its step.
+/// x rotated left by K bits in each 64-bit lane: one instruction for an
+/// AVX-512 batch (VPROLQ), which xsimd does not expose, else two shifts and
+/// an or. xoshiro's two rotations are a quarter of its step.
 template <int K, class B>
 B rotate_left(B x) noexcept {
     static_assert(K > 0 && K < 64);
 #if defined(__AVX512F__)
     if constexpr (sizeof(B) == 64) {
         return B(_mm512_rol_epi64(x, K));
-    }
-#endif
-#if defined(__AVX512VL__)
-    if constexpr (sizeof(B) == 32) {
-        return B(_mm256_rol_epi64(x, K));
     }
 #endif
     return (x << K) | (x >> (64 - K));
