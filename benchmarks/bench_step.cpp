@@ -440,6 +440,66 @@ void bm_forward_weights(benchmark::State& state) {
           benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
     }
 }
+
+/// The same forward product through lightloop (pieces on its team): the
+/// bf16 backend's product with W as the layers keep its copy (plain), or
+/// onednn_gemm_packed with W packed beforehand in the layout oneDNN asks for
+/// (onednn_packed_weights_layout; core/bf16_packing.hpp). Below, the
+/// conversion of fp32 weights into either copy, as a pass of its own.
+template <bool Packed>
+void bm_forward_packed(benchmark::State& state) {
+    const std::size_t m = 128;
+    const auto in = static_cast<std::size_t>(state.range(0));
+    const auto out = static_cast<std::size_t>(state.range(1));
+    const auto layout = onednn_packed_weights_layout(m, out, in);
+    if (!layout) {
+        state.SkipWithError("oneDNN offers no packed layout for bf16 weights on this CPU");
+        return;
+    }
+    const std::vector<float> w(out * in, 0.01f);
+    std::vector<bf16> x(m * in, to_bf16(0.5f));
+    std::vector<bf16> plain(w.size());
+    std::vector<bf16> packed(layout->size);
+    convert_to_bf16(w.data(), plain.data(), w.size());
+    convert_to_packed_bf16(*layout, w.data(), packed.data());
+    std::vector<float> y(m * out);
+    for (auto _ : state) {
+        if constexpr (Packed) {
+            onednn_gemm_packed(m, 1.0f, x.data(), *layout, packed.data(), 0.0f, y.data());
+        } else {
+            onednn_gemm(transpose::no, transpose::yes, m, out, in, 1.0f, x.data(), in, plain.data(),
+                        in, 0.0f, y.data(), out);
+        }
+        benchmark::ClobberMemory();
+    }
+    state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * static_cast<double>(m * in * out) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+/// fp32 weights (out x in) rounded into their bf16 copy, plain or packed, on
+/// the team: the pass a layer runs when its weights changed outside the
+/// optimizer.
+template <bool Packed>
+void bm_convert_weights(benchmark::State& state) {
+    const auto in = static_cast<std::size_t>(state.range(0));
+    const auto out = static_cast<std::size_t>(state.range(1));
+    const auto layout = onednn_packed_weights_layout(128, out, in);
+    if (!layout) {
+        state.SkipWithError("oneDNN offers no packed layout for bf16 weights on this CPU");
+        return;
+    }
+    const std::vector<float> w(out * in, 0.01f);
+    std::vector<bf16> copy(Packed ? layout->size : w.size());
+    for (auto _ : state) {
+        if constexpr (Packed) {
+            convert_to_packed_bf16(*layout, w.data(), copy.data());
+        } else {
+            detail::convert_on_team(w.data(), copy.data(), w.size());
+        }
+        benchmark::ClobberMemory();
+    }
+}
 #endif
 
 /// Both convolutions, each pass.
@@ -480,6 +540,26 @@ BENCHMARK(bm_forward_weights<weights_way::packed>)
   ->Args({1024, 1024})
   ->UseRealTime();
 BENCHMARK(bm_forward_weights<weights_way::pack>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_forward_packed<false>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_forward_packed<true>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_convert_weights<false>)
+  ->ArgNames({"in", "out"})
+  ->Args({784, 1024})
+  ->Args({1024, 1024})
+  ->UseRealTime();
+BENCHMARK(bm_convert_weights<true>)
   ->ArgNames({"in", "out"})
   ->Args({784, 1024})
   ->Args({1024, 1024})

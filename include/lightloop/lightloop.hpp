@@ -5,6 +5,7 @@
 
 #include "lightloop/version.hpp"
 
+#include "lightloop/core/bf16_packing.hpp"
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/blas_info.hpp"
 #include "lightloop/core/concepts.hpp"

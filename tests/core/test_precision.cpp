@@ -156,6 +156,118 @@ TEST_CASE("bf16 products equal the fp32-accumulated product of the rounded opera
 #endif
 }
 
+TEST_CASE("packed bf16 weights lie where their layout says, the padding zero",
+          "[core][precision]") {
+    // W (rows x cols) as oneDNN's AVX512-BF16 kernel packs it (32 x 64
+    // blocks), a layout of narrower blocks, and W's rows packed in two
+    // calls from an odd row (groups that start and end inside 16 rows).
+    struct case_ {
+        std::size_t rows, cols, n_block, split;
+    };
+    for (const case_ t : {case_{1024, 784, 64, 0}, case_{70, 37, 64, 0}, case_{70, 37, 16, 0},
+                          case_{100, 65, 32, 37}, case_{33, 1, 16, 5}}) {
+        INFO(t.rows << " x " << t.cols << ", blocks of " << t.n_block);
+        packed_bf16_layout l;
+        l.rows = t.rows;
+        l.cols = t.cols;
+        l.k_block = 32;
+        l.n_block = t.n_block;
+        const std::size_t k_padded = (t.cols + 31) / 32 * 32;
+        const std::size_t n_padded = (t.rows + t.n_block - 1) / t.n_block * t.n_block;
+        l.k_stride = 32 * t.n_block;
+        l.n_stride = k_padded * t.n_block;
+        l.size = k_padded * n_padded;
+        const auto w = lightloop::testing::random_matrix<float>(t.rows, t.cols, 5);
+        std::vector<bf16> plain(w.size());
+        convert_to_bf16(w.data(), plain.data(), w.size());
+        std::vector<bf16> converted(l.size);
+        convert_to_packed_bf16(l, w.data(), converted.data());
+        std::vector<bf16> packed(l.size);
+        const std::size_t split = t.split == 0 ? t.rows : t.split;
+        pack_bf16_rows(l, plain.data(), t.cols, 0, split, packed.data());
+        pack_bf16_rows(l, plain.data() + split * t.cols, t.cols, split, t.rows - split,
+                       packed.data());
+        // Each entry where the layout says, by the definition: block (k / 32,
+        // n / n_block), pair k % 32 / 2 of the block, output n % n_block,
+        // then k's parity.
+        std::vector<bool> used(l.size, false);
+        bool placed = true;
+        for (std::size_t r = 0; r < t.rows; ++r) {
+            for (std::size_t c = 0; c < t.cols; ++c) {
+                const std::size_t at = (c / 32) * (32 * t.n_block) + (r / t.n_block) * l.n_stride +
+                                       (c % 32) / 2 * 2 * t.n_block + (r % t.n_block) * 2 + c % 2;
+                placed = placed && l.offset(r, c) == at && converted[at] == plain[r * t.cols + c] &&
+                         packed[at] == plain[r * t.cols + c];
+                used[at] = true;
+            }
+        }
+        CHECK(placed);
+        bool padding_zero = true;
+        for (std::size_t i = 0; i < l.size; ++i) {
+            padding_zero =
+              padding_zero && (used[i] || (converted[i].bits == 0 && packed[i].bits == 0));
+        }
+        CHECK(padding_zero);
+    }
+}
+
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+TEST_CASE("oneDNN's product with packed weights is the rounded operands' product",
+          "[core][precision]") {
+    if (!detail::onednn::bf16_matmul_available()) {
+        // No bf16 matmul in oneDNN here (an AVX2 CPU): no layout is offered.
+        CHECK_FALSE(onednn_packed_weights_layout(128, 1024, 784).has_value());
+        return;
+    }
+    struct shape {
+        std::size_t m, rows, cols;
+    };
+    for (const shape s : {shape{128, 1024, 784}, shape{13, 70, 37}, shape{100, 10, 1024}}) {
+        INFO(s.m << " x " << s.cols << " -> " << s.rows);
+        const auto layout = onednn_packed_weights_layout(s.m, s.rows, s.cols);
+        REQUIRE(layout.has_value());
+        CHECK(layout->rows == s.rows);
+        CHECK(layout->cols == s.cols);
+        const auto x = lightloop::testing::random_matrix<float>(s.m, s.cols, 21);
+        const auto w = lightloop::testing::random_matrix<float>(s.rows, s.cols, 22);
+        std::vector<bf16> x16(x.size());
+        convert_to_bf16(x.data(), x16.data(), x.size());
+        std::vector<bf16> packed(layout->size);
+        convert_to_packed_bf16(*layout, w.data(), packed.data());
+        const auto ref = precision_tests::rounded_product(x, false, w, true);
+        const auto mag = precision_tests::magnitude_product(x, false, w, true);
+        const auto c0 = lightloop::testing::random_matrix<float>(s.m, s.rows, 23);
+        const auto product = [&](int threads, float beta) {
+            const auto before = static_cast<int>(parallel_threads());
+            set_blas_threads(threads);
+            matrix<float> c = c0;
+            onednn_gemm_packed(s.m, 0.25f, x16.data(), *layout, packed.data(), beta, c.data());
+            set_blas_threads(before);
+            return c;
+        };
+        for (const float beta : {0.0f, 1.0f}) {
+            const auto c = product(2, beta);
+            double worst = 0.0;
+            for (std::size_t i = 0; i < s.m; ++i) {
+                for (std::size_t j = 0; j < s.rows; ++j) {
+                    const double expected = 0.25 * ref(i, j) + beta * c0(i, j);
+                    const double bound =
+                      precision_tests::accumulation_bound(s.cols, 0.25 * mag(i, j)) +
+                      std::ldexp(std::abs(expected), -23);
+                    worst = std::max(worst, std::abs(c(i, j) - expected) / bound);
+                }
+            }
+            INFO("beta " << beta);
+            CHECK(worst <= 1.0);
+            // Pieces of C's rows: the same bits on any thread count.
+            CHECK(lightloop::testing::identical(c, product(1, beta)));
+            CHECK(lightloop::testing::identical(c, product(3, beta)));
+        }
+    }
+}
+
+#endif
+
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 TEST_CASE("oneDNN products give the same bits on one, two and three threads", "[core][precision]") {
     // A forward product (batch rows, a layer's outputs as columns: cut into

@@ -36,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <type_traits>
@@ -43,6 +44,7 @@
 #include <vector>
 
 #include "lightloop/core/bf16.hpp"
+#include "lightloop/core/bf16_packing.hpp"
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
@@ -88,12 +90,15 @@ private:
     int saved_;
 };
 
-/// One product's shape: C (m x n, ldc) = alpha op(A) op(B) + beta C.
+/// One product's shape: C (m x n, ldc) = alpha op(A) op(B) + beta C. A B
+/// packed for the kernel (core/bf16_packing.hpp) has its blocks' sizes and
+/// strides here (zeros for a plain B, given by tb and ldb).
 struct matmul_key {
     bool ta, tb;
     dnnl_data_type_t operands;
     std::size_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
+    std::size_t k_block = 0, n_block = 0, k_stride = 0, n_stride = 0;
     bool operator==(const matmul_key&) const noexcept = default;
 };
 
@@ -110,6 +115,8 @@ struct matmul_key_hash {
         mix(static_cast<std::size_t>(key.operands));
         mix(std::hash<float>{}(key.alpha));
         mix(std::hash<float>{}(key.beta));
+        mix(key.n_block);
+        mix(key.n_stride);
         return h;
     }
 };
@@ -196,12 +203,46 @@ inline dnnl_memory_desc_t matrix_desc(std::size_t rows, std::size_t cols, bool t
     return md;
 }
 
+/// A bf16 B (k x n) packed in blocks of k_block x n_block, pairs of k
+/// interleaved (core/bf16_packing.hpp), as oneDNN describes such a layout.
+inline dnnl_memory_desc_t packed_desc(const matmul_key& key) {
+    const auto round_up = [](std::size_t v, std::size_t to) { return (v + to - 1) / to * to; };
+    dnnl_memory_desc_t md{};
+    md.ndims = 2;
+    md.dims[0] = static_cast<dnnl_dim_t>(key.k);
+    md.dims[1] = static_cast<dnnl_dim_t>(key.n);
+    md.padded_dims[0] = static_cast<dnnl_dim_t>(round_up(key.k, key.k_block));
+    md.padded_dims[1] = static_cast<dnnl_dim_t>(round_up(key.n, key.n_block));
+    md.data_type = dnnl_bf16;
+    md.format_kind = dnnl_blocked;
+    auto& blocking = md.format_desc.blocking;
+    blocking.strides[0] = static_cast<dnnl_dim_t>(key.k_stride);
+    blocking.strides[1] = static_cast<dnnl_dim_t>(key.n_stride);
+    blocking.inner_nblks = 3;
+    blocking.inner_blks[0] = static_cast<dnnl_dim_t>(key.k_block / 2);
+    blocking.inner_blks[1] = static_cast<dnnl_dim_t>(key.n_block);
+    blocking.inner_blks[2] = 2;
+    blocking.inner_idxs[0] = 0;
+    blocking.inner_idxs[1] = 1;
+    blocking.inner_idxs[2] = 0;
+    return md;
+}
+
+/// The name of the implementation oneDNN chose for `pd` ("brg:avx512_core_bf16").
+inline std::string implementation(const_dnnl_primitive_desc_t pd) {
+    const char* name = nullptr;
+    check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name),
+          "implementation query");
+    return name != nullptr ? name : "";
+}
+
 /// Creates the matmul for `key` (under the caller's omp_single_thread hold:
 /// oneDNN sizes its work for the threads it sees at creation).
 inline std::unique_ptr<matmul_entry> create_matmul(const matmul_key& key) {
     auto entry = std::make_unique<matmul_entry>();
     entry->a = matrix_desc(key.m, key.k, key.ta, key.lda, key.operands);
-    entry->b = matrix_desc(key.k, key.n, key.tb, key.ldb, key.operands);
+    entry->b = key.n_block != 0 ? packed_desc(key)
+                                : matrix_desc(key.k, key.n, key.tb, key.ldb, key.operands);
     entry->c = matrix_desc(key.m, key.n, false, key.ldc, dnnl_f32);
     dnnl_matmul_desc_t desc{};
     check(dnnl_matmul_desc_init(&desc, &entry->a, &entry->b, nullptr, &entry->c), "matmul setup");
@@ -226,6 +267,13 @@ inline std::unique_ptr<matmul_entry> create_matmul(const matmul_key& key) {
     check(dnnl_primitive_desc_create(&pd, &desc, attr, engine(), nullptr), "matmul creation");
     const std::unique_ptr<dnnl_primitive_desc, dnnl_status_t (*)(dnnl_primitive_desc_t)> pd_owner(
       pd, dnnl_primitive_desc_destroy);
+    if (key.n_block != 0 && implementation(pd).starts_with("ref")) {
+        // oneDNN would run packed weights on its reference loops, orders of
+        // magnitude slower: packed_weights_layout offers no layout then.
+        throw error("lightloop: oneDNN has no fast kernel for packed bf16 weights at " +
+                    std::to_string(key.m) + " x " + std::to_string(key.k) + " x " +
+                    std::to_string(key.n) + " (" + implementation(pd) + ")");
+    }
     const dnnl_memory_desc_t* scratch =
       dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     if (scratch != nullptr) {
@@ -529,6 +577,138 @@ void onednn_gemm_here(transpose ta, transpose tb, std::size_t m, std::size_t n, 
             detail::onednn::key_of<Supported>(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta),
             a_operand, b_operand, c);
       });
+}
+
+namespace detail::onednn {
+
+/// The key of the forward product's piece C (m x n) = alpha A W^T + beta C
+/// with W packed by `l`.
+inline matmul_key packed_key(std::size_t m, std::size_t n, std::size_t lda, std::size_t ldc,
+                             float alpha, float beta, const packed_bf16_layout& l) {
+    matmul_key key =
+      key_of<bf16>(transpose::no, transpose::no, m, n, l.cols, lda, 0, ldc, alpha, beta);
+    key.k_block = l.k_block;
+    key.n_block = l.n_block;
+    key.k_stride = l.k_stride;
+    key.n_stride = l.n_stride;
+    return key;
+}
+
+/// The layout oneDNN's bf16 matmul picks for its B (k x n) when left to
+/// choose (format "any"), at C m x n, if it is one packed_bf16_layout can
+/// describe: blocks of 32 k (16 pairs) by a multiple of 16 n, blocks in
+/// order along k, then along n.
+inline std::optional<packed_bf16_layout> chosen_layout(std::size_t m, std::size_t k,
+                                                       std::size_t n) {
+    const dnnl_memory_desc_t a = matrix_desc(m, k, false, k, dnnl_bf16);
+    const dnnl_memory_desc_t c = matrix_desc(m, n, false, n, dnnl_f32);
+    dnnl_memory_desc_t b{};
+    const dnnl_dims_t dims = {static_cast<dnnl_dim_t>(k), static_cast<dnnl_dim_t>(n)};
+    check(dnnl_memory_desc_init_by_tag(&b, 2, dims, dnnl_bf16, dnnl_format_tag_any),
+          "memory description");
+    dnnl_matmul_desc_t desc{};
+    check(dnnl_matmul_desc_init(&desc, &a, &b, nullptr, &c), "matmul setup");
+    dnnl_primitive_desc_t pd = nullptr;
+    check(dnnl_primitive_desc_create(&pd, &desc, nullptr, engine(), nullptr), "matmul creation");
+    const std::unique_ptr<dnnl_primitive_desc, dnnl_status_t (*)(dnnl_primitive_desc_t)> pd_owner(
+      pd, dnnl_primitive_desc_destroy);
+    const dnnl_memory_desc_t* chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (chosen == nullptr || chosen->format_kind != dnnl_blocked || chosen->offset0 != 0) {
+        return std::nullopt;
+    }
+    const auto& blocking = chosen->format_desc.blocking;
+    if (blocking.inner_nblks != 3 || blocking.inner_idxs[0] != 0 || blocking.inner_idxs[1] != 1 ||
+        blocking.inner_idxs[2] != 0 || blocking.inner_blks[0] != 16 ||
+        blocking.inner_blks[2] != 2 || blocking.inner_blks[1] <= 0 ||
+        blocking.inner_blks[1] % 16 != 0) {
+        return std::nullopt;
+    }
+    packed_bf16_layout l;
+    l.rows = n;
+    l.cols = k;
+    l.k_block = 32;
+    l.n_block = static_cast<std::size_t>(blocking.inner_blks[1]);
+    const std::size_t k_padded = (k + 31) / 32 * 32;
+    const std::size_t n_padded = (n + l.n_block - 1) / l.n_block * l.n_block;
+    l.k_stride = 32 * l.n_block;
+    l.n_stride = k_padded * l.n_block;
+    l.size = k_padded * n_padded;
+    if (blocking.strides[0] != static_cast<dnnl_dim_t>(l.k_stride) ||
+        blocking.strides[1] != static_cast<dnnl_dim_t>(l.n_stride) ||
+        chosen->padded_dims[0] != static_cast<dnnl_dim_t>(k_padded)) {
+        return std::nullopt;
+    }
+    return l;
+}
+
+} // namespace detail::onednn
+
+/// The layout in which oneDNN's bf16 kernel reads a layer's weights W (rows
+/// outputs x cols inputs) as the B = W^T of its forward product x W^T, for
+/// batches like `batch` (core/bf16_packing.hpp), or nothing: where oneDNN
+/// has no bf16 matmul, picks a layout of another kind, or would run packed
+/// weights on no fast kernel. Read from oneDNN at run time (it differs
+/// between kernels: AVX512-BF16, AMX); the same for one-sample batches, or
+/// nothing.
+inline std::optional<packed_bf16_layout> onednn_packed_weights_layout(std::size_t batch,
+                                                                      std::size_t rows,
+                                                                      std::size_t cols) {
+    if (batch == 0 || rows == 0 || cols == 0 || !detail::onednn::bf16_matmul_available()) {
+        return std::nullopt;
+    }
+    const detail::onednn::omp_single_thread hold;
+    std::optional<packed_bf16_layout> layout;
+    for (const std::size_t m : {batch, std::size_t{1}}) {
+        const auto chosen = detail::onednn::chosen_layout(m, cols, rows);
+        if (!chosen || (layout && !(*layout == *chosen))) {
+            return std::nullopt;
+        }
+        layout = chosen;
+        try {
+            detail::onednn::create_matmul(
+              detail::onednn::packed_key(m, rows, cols, rows, 1.0f, 0.0f, *layout));
+        } catch (const error&) {
+            return std::nullopt;
+        }
+    }
+    return layout;
+}
+
+/// C (m x l.rows, row-major; fp32) = alpha A W^T + beta C through oneDNN,
+/// with A (m x l.cols, row-major) bf16 and W's bf16 copy `w` packed by `l`
+/// (onednn_packed_weights_layout). Spread over lightloop's team in pieces of
+/// C's rows, each reading all of W as it lies (no piece rearranges it), and
+/// each as wide as C: oneDNN's sums depend on a product's width, not its
+/// height, so C has the same bits on any thread count (tested). The packed
+/// kernel takes A and C whole, not inside wider matrices.
+inline void onednn_gemm_packed(std::size_t m, float alpha, const bf16* a,
+                               const packed_bf16_layout& l, const bf16* w, float beta, float* c) {
+    if (detail::onednn::empty_product(m, l.rows, l.cols, beta, c, l.rows)) {
+        return;
+    }
+    const auto piece = [&](std::size_t first, std::size_t rows) {
+        detail::onednn::run_matmul(
+          detail::onednn::packed_key(rows, l.rows, l.cols, l.rows, alpha, beta, l),
+          a + first * l.cols, w, c + first * l.rows);
+    };
+    const double macs =
+      static_cast<double>(m) * static_cast<double>(l.rows) * static_cast<double>(l.cols);
+    const std::size_t pieces =
+      std::min({parallel_threads(),
+                std::max<std::size_t>(1, static_cast<std::size_t>(macs / detail::gemm_piece_macs)),
+                (m + 15) / 16});
+    if (pieces <= 1) {
+        piece(0, m);
+        return;
+    }
+    const std::size_t step = ((m + pieces - 1) / pieces + 15) / 16 * 16;
+    shared_team().run(pieces, [&](std::size_t index, std::size_t) {
+        const std::size_t first = std::min(m, index * step);
+        const std::size_t rows = std::min(m, first + step) - first;
+        if (rows > 0) {
+            piece(first, rows);
+        }
+    });
 }
 
 /// The instruction set oneDNN dispatches to on this CPU: "AMX", "AVX512-BF16",
