@@ -64,7 +64,7 @@ inline constexpr std::size_t packing_row_group = 16;
 namespace detail {
 
 /// Packs the values of W[row0 + r][col0 + c] (r < rows <= 16, c < cols <=
-/// k_block, within one block) from src (row-major, ld values a row, src
+/// k_block, col0 a k block's first column) from src (row-major, ld values a row, src
 /// pointing at W[row0][col0]) into dst.
 inline void pack_tile(const packed_bf16_layout& l, const bf16* src, std::size_t ld,
                       std::size_t row0, std::size_t rows, std::size_t col0, std::size_t cols,
@@ -112,9 +112,14 @@ inline void pack_tile(const packed_bf16_layout& l, const bf16* src, std::size_t 
         return;
     }
 #endif
+    // Value by value (fewer than 16 rows, an odd width), the block's place
+    // worked out once a row: two divisions a value cost more than the rest.
+    const std::size_t block = (col0 / l.k_block) * l.k_stride;
     for (std::size_t r = 0; r < rows; ++r) {
+        const std::size_t row = row0 + r;
+        bf16* out = dst + block + (row / l.n_block) * l.n_stride + (row % l.n_block) * 2;
         for (std::size_t c = 0; c < cols; ++c) {
-            dst[l.offset(row0 + r, col0 + c)] = src[r * ld + c];
+            out[(c / 2) * 2 * l.n_block + c % 2] = src[r * ld + c];
         }
     }
 }
