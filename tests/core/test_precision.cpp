@@ -209,6 +209,19 @@ TEST_CASE("packed bf16 weights lie where their layout says, the padding zero",
         }
         CHECK(padding_zero);
     }
+    // Layouts the packing cannot fill are refused, not written past.
+    packed_bf16_layout wide{16, 64, 64, 64, 64 * 64, 64 * 64, 64 * 64};
+    const std::vector<float> w(16 * 64, 1.0f);
+    std::vector<bf16> room(64 * 64);
+    CHECK_THROWS_WITH(convert_to_packed_bf16(wide, w.data(), room.data()),
+                      Catch::Contains("blocks of 64 x 64"));
+    packed_bf16_layout short_size{16, 64, 32, 64, 32 * 64, 64 * 64, 1000};
+    CHECK_THROWS_WITH(convert_to_packed_bf16(short_size, w.data(), room.data()),
+                      Catch::Contains("size 1000"));
+    packed_bf16_layout fine{16, 64, 32, 64, 32 * 64, 64 * 64, 64 * 64};
+    const std::vector<bf16> rows(16 * 64);
+    CHECK_THROWS_WITH(pack_bf16_rows(fine, rows.data(), 64, 8, 9, room.data()),
+                      Catch::Contains("rows 8 to 17 of a layout of 16"));
 }
 
 #if defined(LIGHTLOOP_WITH_ONEDNN)

@@ -13,21 +13,23 @@
 // with zeros.
 //
 // The backend says which layout its kernel wants (core/onednn.hpp reads it
-// from oneDNN at run time: it differs between kernels); this header only
-// moves values into it. The optimizers' pass writes a packed copy this way
-// (optim/detail.hpp), a row group at a time: the group's rows rounded to
-// bf16 as they are updated, then packed from the first-level cache.
+// from oneDNN at run time: it differs between kernels, and
+// onednn_gemm_packed multiplies by such a copy); this header only moves
+// values into it: fp32 weights rounded and packed in one pass, or bf16 rows
+// packed a group of 16 at a time. The layers keep their copy in W's own
+// order: written in the optimizers' pass, a packed copy cost a training step
+// more than its faster forward products saved (README, "Mixed precision").
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
-#include <span>
+#include <string>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #include "lightloop/core/bf16.hpp"
+#include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 
 namespace lightloop {
@@ -51,12 +53,23 @@ struct packed_bf16_layout {
                                      const packed_bf16_layout&) noexcept = default;
 };
 
-/// A layer's bf16 weights copy as an optimizer's pass writes it: `values`,
-/// packed by `layout` (see the file comment).
-struct packed_bf16_copy {
-    std::span<bf16> values;
-    const packed_bf16_layout* layout = nullptr;
-};
+/// Refuses a layout this header cannot fill (`who` names the caller):
+/// blocks of 32 k, a positive n_block, strides and a size that hold every
+/// block.
+inline void check_packed_layout(const packed_bf16_layout& l, const char* who) {
+    const std::size_t k_blocks = (l.cols + 31) / 32;
+    const std::size_t n_blocks = l.n_block == 0 ? 0 : (l.rows + l.n_block - 1) / l.n_block;
+    if (l.k_block != 32 || l.n_block == 0 || l.k_stride < 32 * l.n_block ||
+        l.n_stride < k_blocks * l.k_stride || l.size < n_blocks * l.n_stride) {
+        throw shape_error(std::string("lightloop::") + who + ": a packed layout of " +
+                          std::to_string(l.rows) + " x " + std::to_string(l.cols) +
+                          " needs blocks of 32 k by a positive n_block whose strides and size "
+                          "hold every block; got blocks of " +
+                          std::to_string(l.k_block) + " x " + std::to_string(l.n_block) +
+                          ", strides " + std::to_string(l.k_stride) + " and " +
+                          std::to_string(l.n_stride) + ", size " + std::to_string(l.size));
+    }
+}
 
 /// Rows a packed copy is written in at a time: one transposition's worth.
 inline constexpr std::size_t packing_row_group = 16;
@@ -131,7 +144,13 @@ inline void pack_tile(const packed_bf16_layout& l, const bf16* src, std::size_t 
 /// `l`. Writes only those rows' places (and their k padding); the rest of
 /// dst, and the n padding, is left as it is (zeros from the start).
 inline void pack_bf16_rows(const packed_bf16_layout& l, const bf16* src, std::size_t ld,
-                           std::size_t row0, std::size_t rows, bf16* dst) noexcept {
+                           std::size_t row0, std::size_t rows, bf16* dst) {
+    check_packed_layout(l, "pack_bf16_rows");
+    if (row0 > l.rows || rows > l.rows - row0) {
+        throw shape_error("lightloop::pack_bf16_rows: rows " + std::to_string(row0) + " to " +
+                          std::to_string(row0 + rows) + " of a layout of " +
+                          std::to_string(l.rows));
+    }
     for (std::size_t r = 0; r < rows;) {
         // Up to the next multiple of 16 rows, within the n block.
         const std::size_t row = row0 + r;
@@ -145,9 +164,10 @@ inline void pack_bf16_rows(const packed_bf16_layout& l, const bf16* src, std::si
 }
 
 /// Writes W (rows x cols floats, row-major) rounded to bf16 into `dst`,
-/// packed by `l`, on lightloop's team: a layer's copy made again after its
-/// weights changed outside the optimizer's pass.
+/// packed by `l`, on lightloop's team (one pass; dst's padding is left as it
+/// is: zeros from the start).
 inline void convert_to_packed_bf16(const packed_bf16_layout& l, const float* w, bf16* dst) {
+    check_packed_layout(l, "convert_to_packed_bf16");
     const std::size_t groups = (l.rows + packing_row_group - 1) / packing_row_group;
     parallel_for_ranges(
       groups, std::max<std::size_t>(1, elementwise_grain / (packing_row_group * l.cols)),

@@ -683,6 +683,7 @@ inline std::optional<packed_bf16_layout> onednn_packed_weights_layout(std::size_
 /// kernel takes A and C whole, not inside wider matrices.
 inline void onednn_gemm_packed(std::size_t m, float alpha, const bf16* a,
                                const packed_bf16_layout& l, const bf16* w, float beta, float* c) {
+    check_packed_layout(l, "onednn_gemm_packed");
     if (detail::onednn::empty_product(m, l.rows, l.cols, beta, c, l.rows)) {
         return;
     }
