@@ -441,8 +441,8 @@ void bm_forward_weights(benchmark::State& state) {
     }
 }
 
-/// The same forward product through lightloop (pieces on its team): the
-/// bf16 backend's product with W as the layers keep its copy (plain), or
+/// The same forward product through lightloop (pieces on its team):
+/// onednn_gemm with W as the layers keep its copy (plain), or
 /// onednn_gemm_packed with W packed beforehand in the layout oneDNN asks for
 /// (onednn_packed_weights_layout; core/bf16_packing.hpp). Below, the
 /// conversion of fp32 weights into either copy, as a pass of its own.
@@ -477,9 +477,9 @@ void bm_forward_packed(benchmark::State& state) {
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
-/// fp32 weights (out x in) rounded into their bf16 copy, plain or packed, on
-/// the team: the pass a layer runs when its weights changed outside the
-/// optimizer.
+/// fp32 weights (out x in) rounded into their bf16 copy on the team: plain
+/// (the pass a layer runs when its weights changed outside the optimizer),
+/// or packed (convert_to_packed_bf16).
 template <bool Packed>
 void bm_convert_weights(benchmark::State& state) {
     const auto in = static_cast<std::size_t>(state.range(0));
