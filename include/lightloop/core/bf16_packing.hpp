@@ -168,25 +168,23 @@ inline void pack_bf16_rows(const packed_bf16_layout& l, const bf16* src, std::si
 /// is: zeros from the start).
 inline void convert_to_packed_bf16(const packed_bf16_layout& l, const float* w, bf16* dst) {
     check_packed_layout(l, "convert_to_packed_bf16");
-    const std::size_t groups = (l.rows + packing_row_group - 1) / packing_row_group;
-    parallel_for_ranges(
-      groups, std::max<std::size_t>(1, elementwise_grain / (packing_row_group * l.cols)),
-      [&](std::size_t first, std::size_t end) {
-          // One tile (16 rows x one block's 32 columns) at a time, rounded
-          // on the stack first.
-          alignas(64) bf16 tile[packing_row_group * 32];
-          for (std::size_t g = first; g < end; ++g) {
-              const std::size_t row0 = g * packing_row_group;
-              const std::size_t rows = std::min(packing_row_group, l.rows - row0);
-              for (std::size_t c = 0; c < l.cols; c += l.k_block) {
-                  const std::size_t cols = std::min(l.k_block, l.cols - c);
-                  for (std::size_t r = 0; r < rows; ++r) {
-                      convert_to_bf16(w + (row0 + r) * l.cols + c, tile + r * 32, cols);
-                  }
-                  detail::pack_tile(l, tile, 32, row0, rows, c, cols, dst);
-              }
-          }
-      });
+    // Pieces of rows start on multiples of 16 (parallel_for_ranges), so
+    // each piece's groups are whole transpositions but for W's last.
+    parallel_for_rows(l.rows, l.cols, [&](std::size_t first, std::size_t end) {
+        // One tile (16 rows x one block's 32 columns) at a time, rounded
+        // on the stack first.
+        alignas(64) bf16 tile[packing_row_group * 32];
+        for (std::size_t row0 = first; row0 < end; row0 += packing_row_group) {
+            const std::size_t rows = std::min(packing_row_group, end - row0);
+            for (std::size_t c = 0; c < l.cols; c += l.k_block) {
+                const std::size_t cols = std::min(l.k_block, l.cols - c);
+                for (std::size_t r = 0; r < rows; ++r) {
+                    convert_to_bf16(w + (row0 + r) * l.cols + c, tile + r * 32, cols);
+                }
+                detail::pack_tile(l, tile, 32, row0, rows, c, cols, dst);
+            }
+        }
+    });
 }
 
 } // namespace lightloop
