@@ -13,9 +13,10 @@
 // each pass, as conv2d runs them (fp32 and mixed bf16) and, with oneDNN, as conv2d's oneDNN plan
 // with the whole batch as one chunk on one thread (README, "The CNN"). The bf16 forward
 // products straight through oneDNN with the weights plain (as lightloop keeps its copy) and
-// packed in the kernel's layout, and the packing alone. Rates are per wall-clock
-// second (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads. The end-to-end
-// roofline and PyTorch comparison is benchmarks/throughput.cpp.
+// packed in the kernel's layout, and the packing alone; the same products through lightloop
+// (onednn_gemm against onednn_gemm_packed) and the conversions into either copy. Rates are per
+// wall-clock second (UseRealTime): with OPENBLAS_NUM_THREADS=2 the work runs on two threads. The
+// end-to-end roofline and PyTorch comparison is benchmarks/throughput.cpp.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -367,6 +368,13 @@ void bm_conv(benchmark::State& state) {
 }
 
 #if defined(LIGHTLOOP_WITH_ONEDNN)
+/// The paper's two hidden layers' weights, {in, out}.
+void hidden_layer_shapes(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"in", "out"});
+    b->Args({784, 1024});
+    b->Args({1024, 1024});
+}
+
 /// How bm_forward_weights hands oneDNN a bf16 layer's weights.
 enum class weights_way {
     plain,  ///< as dense<.., mixed_bf16> stores its copy: W (out x in) row-major
@@ -529,41 +537,13 @@ BENCHMARK(bm_conv<conv_way::conv2d_bf16>)->Apply(conv_shapes)->UseRealTime();
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 BENCHMARK(bm_conv<conv_way::onednn_fp32>)->Apply(conv_shapes)->UseRealTime();
 BENCHMARK(bm_conv<conv_way::onednn_bf16>)->Apply(conv_shapes)->UseRealTime();
-BENCHMARK(bm_forward_weights<weights_way::plain>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_forward_weights<weights_way::packed>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_forward_weights<weights_way::pack>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_forward_packed<false>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_forward_packed<true>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_convert_weights<false>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
-BENCHMARK(bm_convert_weights<true>)
-  ->ArgNames({"in", "out"})
-  ->Args({784, 1024})
-  ->Args({1024, 1024})
-  ->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::plain>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::packed>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_forward_weights<weights_way::pack>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_forward_packed<false>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_forward_packed<true>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_convert_weights<false>)->Apply(hidden_layer_shapes)->UseRealTime();
+BENCHMARK(bm_convert_weights<true>)->Apply(hidden_layer_shapes)->UseRealTime();
 #endif
 BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_gemm_beside_update)->ArgName("side_by_side")->Arg(0)->Arg(1)->UseRealTime();
