@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -141,6 +142,33 @@ matrix<T> strided_gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size
     set_blas_threads(1);
     return c;
 }
+
+/// The largest error of strided_gemm's C against its product in double,
+/// over all of C's columns: the padding past n must still hold C's own
+/// values (beta applied once, nothing written past the product).
+template <class T>
+double strided_gemm_error(const matrix<T>& c, bool ta, bool tb, std::size_t m, std::size_t n,
+                          std::size_t k) {
+    const auto a = random_matrix<T>(ta ? k : m, (ta ? m : k) + 5, 11);
+    const auto b = random_matrix<T>(tb ? n : k, (tb ? k : n) + 3, 12);
+    const auto c0 = random_matrix<T>(m, n + 7, 13);
+    double worst = 0;
+    for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t j = 0; j < n + 7; ++j) {
+            double expected = static_cast<double>(c0(i, j));
+            if (j < n) {
+                double sum = 0;
+                for (std::size_t p = 0; p < k; ++p) {
+                    sum += static_cast<double>(ta ? a(p, i) : a(i, p)) *
+                           static_cast<double>(tb ? b(j, p) : b(p, j));
+                }
+                expected = 0.5 * sum + 2.0 * expected;
+            }
+            worst = std::max(worst, std::abs(static_cast<double>(c(i, j)) - expected));
+        }
+    }
+    return worst;
+}
 } // namespace
 
 TEMPLATE_TEST_CASE("gemm spread over threads computes the product, by rows and by columns",
@@ -154,32 +182,14 @@ TEMPLATE_TEST_CASE("gemm spread over threads computes the product, by rows and b
     for (const shape s : {shape{300, 257, 200}, shape{100, 333, 260}}) {
         for (const bool ta : {false, true}) {
             for (const bool tb : {false, true}) {
-                const auto a = random_matrix<TestType>(ta ? s.k : s.m, (ta ? s.m : s.k) + 5, 11);
-                const auto b = random_matrix<TestType>(tb ? s.n : s.k, (tb ? s.k : s.n) + 3, 12);
-                const auto c0 = random_matrix<TestType>(s.m, s.n + 7, 13);
                 for (const int threads : {1, 2, 3}) {
                     CAPTURE(s.m, s.n, s.k, ta, tb, threads);
                     const auto c = strided_gemm<TestType>(ta, tb, s.m, s.n, s.k, threads);
                     // Each piece applied beta to its own part of C, once, and
-                    // left the padding columns alone.
-                    double worst = 0;
-                    for (std::size_t i = 0; i < s.m; ++i) {
-                        for (std::size_t j = 0; j < s.n + 7; ++j) {
-                            double expected = static_cast<double>(c0(i, j));
-                            if (j < s.n) {
-                                double sum = 0;
-                                for (std::size_t p = 0; p < s.k; ++p) {
-                                    sum += static_cast<double>(ta ? a(p, i) : a(i, p)) *
-                                           static_cast<double>(tb ? b(j, p) : b(p, j));
-                                }
-                                expected = 0.5 * sum + 2.0 * expected;
-                            }
-                            worst =
-                              std::max(worst, std::abs(static_cast<double>(c(i, j)) - expected));
-                        }
-                    }
-                    // k <= 260 products of unit normals: float rounding ~1e-4.
-                    CHECK(worst < (std::is_same_v<TestType, float> ? 1e-3 : 1e-10));
+                    // left the padding columns alone. k <= 260 products of
+                    // unit normals: float rounding ~1e-4.
+                    CHECK(strided_gemm_error(c, ta, tb, s.m, s.n, s.k) <
+                          (std::is_same_v<TestType, float> ? 1e-3 : 1e-10));
                 }
             }
         }
@@ -241,6 +251,8 @@ TEST_CASE("a product with a short k is cut for its output, never below the small
         std::sort(macs.begin(), macs.end());
         return macs;
     };
+    // The cut of a backend that takes short products through gemm_on_team
+    // (oneDNN's bf16 products; lightloop's gemm runs them as short_product).
     // DFA's projection of ten classes onto two 1024-wide layers: 2.6M
     // multiply-adds, below gemm_piece_macs, but 262144 outputs to write.
     const auto projection = cut(128, 2048, 10);
@@ -256,18 +268,46 @@ TEST_CASE("a product with a short k is cut for its output, never below the small
     // second would hold 0.96M: one.
     CHECK(cut(128, 1900, 8).size() == 1);
     CHECK(cut(64, 64, 10).size() == 1);
-    // And the pieces give one thread's bits.
-    for (const bool ta : {false, true}) {
-        for (const bool tb : {false, true}) {
-            CAPTURE(ta, tb);
-            const auto one = strided_gemm<float>(ta, tb, 128, 2048, 10, 1);
-            for (const int threads : {2, 3}) {
-                check_one_threads_bits(one, strided_gemm<float>(ta, tb, 128, 2048, 10, threads));
+    set_blas_threads(1);
+    shared_team();
+}
+
+TEMPLATE_TEST_CASE("a product at most 16 deep is each entry's own chain, the same bits on any "
+                   "thread count",
+                   "[core][blas]", float, double) {
+    // short_product, not OpenBLAS: DFA's projection (128 x 2048 x 10), a
+    // shape with partial tiles in both directions and more than one tile of
+    // rows (300 x 257 x 16, the deepest), one row (1 x 1000 x 3) and a
+    // single multiply-add deep (70 x 33 x 1), every transpose, the operands
+    // inside wider arrays (strided_gemm: C = 0.5 op(A) op(B) + 2 C).
+    struct shape {
+        std::size_t m, n, k;
+    };
+    for (const shape s :
+         {shape{128, 2048, 10}, shape{300, 257, 16}, shape{1, 1000, 3}, shape{70, 33, 1}}) {
+        for (const bool ta : {false, true}) {
+            for (const bool tb : {false, true}) {
+                CAPTURE(s.m, s.n, s.k, ta, tb);
+                const auto one = strided_gemm<TestType>(ta, tb, s.m, s.n, s.k, 1);
+                // At most 16 products of unit normals, and C's padding untouched.
+                CHECK(strided_gemm_error(one, ta, tb, s.m, s.n, s.k) <
+                      (std::is_same_v<TestType, float> ? 1e-5 : 1e-13));
+                for (const int threads : {2, 3}) {
+                    const auto many = strided_gemm<TestType>(ta, tb, s.m, s.n, s.k, threads);
+                    CHECK(std::equal(one.begin(), one.end(), many.begin()));
+                }
             }
         }
     }
+    // beta = 0 does not read C (as BLAS): NaNs there are overwritten.
+    set_blas_threads(2);
+    const auto a = random_matrix<TestType>(128, 10, 21);
+    const auto b = random_matrix<TestType>(2048, 10, 22);
+    matrix<TestType> c({128, 2048}, std::numeric_limits<TestType>::quiet_NaN());
+    gemm(TestType(1), a, transpose::no, b, transpose::yes, TestType(0), c);
+    CHECK(max_abs_diff(c, naive_product(a, false, b, true)) <
+          (std::is_same_v<TestType, float> ? 1e-5 : 1e-13));
     set_blas_threads(1);
-    shared_team();
 }
 
 TEST_CASE("a GEMM holds OpenBLAS at one thread and gives its count back", "[core][blas]") {
