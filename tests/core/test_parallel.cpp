@@ -97,11 +97,19 @@ TEST_CASE("parallel_for_ranges covers its range once, in aligned pieces of at le
         std::atomic<int> pieces{0};
         std::atomic<bool> aligned{true};
         std::atomic<bool> short_inner{false}; // a piece under the grain, not the last
+        std::atomic<std::size_t> first{0};    // the first piece's size
+        std::atomic<std::size_t> last{0};     // the last piece's size
         lightloop::parallel_for_ranges(count, 1000, [&](std::size_t begin, std::size_t end) {
             pieces.fetch_add(1);
             aligned = aligned && begin % 16 == 0;
             if (end < count && end - begin < 1000) {
                 short_inner = true;
+            }
+            if (begin == 0) {
+                first = end - begin;
+            }
+            if (end == count) {
+                last = end - begin;
             }
             for (std::size_t i = begin; i < end; ++i) {
                 hits[i].fetch_add(1);
@@ -117,6 +125,13 @@ TEST_CASE("parallel_for_ranges covers its range once, in aligned pieces of at le
             CHECK(pieces.load() == 1);
         } else {
             CHECK(pieces.load() >= 2);
+        }
+        // Guided: long pieces first (a quarter of the range on two
+        // threads), and a run that ends on a short one, under two grains,
+        // so that the other thread waits for little.
+        if (count == 100003) {
+            CHECK(first.load() == 25008);
+            CHECK(last.load() < 2000);
         }
     }
     lightloop::set_blas_threads(1);

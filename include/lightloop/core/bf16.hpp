@@ -77,7 +77,7 @@ void convert_to_bf16(const float* in, Out* out, std::size_t n) noexcept {
     std::size_t i = 0;
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     if constexpr (std::is_same_v<Out, bf16>) {
-        for (; i + 16 <= n; i += 16) {
+        for (const std::size_t whole = n / 16 * 16; i < whole; i += 16) {
             const __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + i));
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
                                 std::bit_cast<__m256i>(packed));

@@ -38,6 +38,7 @@
 // an atomic for up to `spin_time` before they sleep on a condition variable.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -420,16 +421,24 @@ void parallel_for_ranges(std::size_t count, std::size_t grain, F&& f) {
         f(std::size_t{0}, count);
         return;
     }
-    // A few pieces per thread: a worker that wakes late takes fewer.
-    const std::size_t pieces = std::min(count / grain, 4 * threads);
-    const std::size_t step = ((count + pieces - 1) / pieces + 15) / 16 * 16;
-    shared_team().run(pieces, [&](std::size_t piece, std::size_t) {
-        const std::size_t begin = std::min(count, piece * step);
-        const std::size_t end = std::min(count, begin + step);
-        if (begin < end) {
-            f(begin, end);
-        }
-    });
+    // Guided pieces: each a share of what is left (half of it over the
+    // threads), down to the grain, so that most of the range goes in long
+    // pieces and the run ends on short ones (a worker that wakes late, or
+    // runs slower, takes fewer, and the last piece leaves the others idle
+    // for little).
+    constexpr std::size_t most_pieces = 64;
+    std::array<std::size_t, most_pieces + 1> edges{};
+    std::size_t pieces = 0;
+    for (std::size_t begin = 0; begin < count && pieces < most_pieces; ++pieces) {
+        edges[pieces] = begin;
+        const std::size_t left = count - begin;
+        const std::size_t share =
+          (std::max(grain, left / (2 * threads)) + 15) / 16 * 16; // on multiples of 16
+        begin = pieces + 1 == most_pieces || left < share + grain ? count : begin + share;
+    }
+    edges[pieces] = count;
+    shared_team().run(pieces,
+                      [&](std::size_t piece, std::size_t) { f(edges[piece], edges[piece + 1]); });
 }
 
 /// parallel_for_ranges over the rows of a (rows x row_size) array, each
