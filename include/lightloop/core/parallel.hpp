@@ -429,7 +429,7 @@ void parallel_for_ranges(std::size_t count, std::size_t grain, F&& f) {
     constexpr std::size_t most_pieces = 64;
     std::array<std::size_t, most_pieces + 1> edges{};
     std::size_t pieces = 0;
-    for (std::size_t begin = 0; begin < count && pieces < most_pieces; ++pieces) {
+    for (std::size_t begin = 0; begin < count; ++pieces) { // the last piece takes the rest
         edges[pieces] = begin;
         const std::size_t left = count - begin;
         const std::size_t share =
