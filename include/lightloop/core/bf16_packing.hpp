@@ -18,7 +18,7 @@
 // values into it: fp32 weights rounded and packed in one pass, or bf16 rows
 // packed a group of 16 at a time. The layers keep their copy in W's own
 // order: written in the optimizers' pass, a packed copy cost a training step
-// more than its faster forward products saved (README, "Mixed precision").
+// more than its faster forward products saved (docs/bf16_experiments.md).
 
 #include <algorithm>
 #include <cstddef>
