@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
     app.remove_option(app.get_option("--seed"));
     app.add_option("--seeds", seeds, "seeds to average over, comma-separated")
       ->delimiter(',')
+      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--thresholds", thresholds,

@@ -63,6 +63,17 @@ inline CLI::Validator positive() {
       "POSITIVE");
 }
 
+/// No empty item in a comma-separated list (`--seeds ""`: "--seeds: an item
+/// of the list is empty"; CLI11 would otherwise train on the default). An
+/// empty item between commas, "1,,2", CLI11 drops before any check.
+inline CLI::Validator no_empty_items() {
+    return CLI::Validator(
+      [](std::string& value) -> std::string {
+          return value.empty() ? "an item of the list is empty" : std::string();
+      },
+      "ITEMS");
+}
+
 /// The thread count flag every training program has.
 inline CLI::Option* add_threads(CLI::App& app, int& threads) {
     return app

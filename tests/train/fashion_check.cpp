@@ -174,12 +174,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
     app.add_option("--seeds", seeds, "comma-separated seeds to average over")
       ->delimiter(',')
+      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--optical-seeds", optical_seeds,
                   "the seeds for holographic optical DFA, if not --seeds (its camera noise "
                   "feeds back into training, so its mean needs more of them)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(programs::no_empty_items());
     app
       .add_option("--precision", precisions,
                   "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
@@ -190,9 +192,6 @@ int main(int argc, char** argv) {
     return programs::run(app, argc, argv, [&] {
         const bool with_bf16 =
           std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
-        if (seeds.empty()) {
-            throw config_error("fashion_check: --seeds is empty");
-        }
         if (model == "cnn" && !optical_seeds.empty()) {
             throw config_error("fashion_check: --optical-seeds with --model cnn (the CNN's check "
                                "has no optical run)");
