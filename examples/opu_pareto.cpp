@@ -98,9 +98,11 @@ int main(int argc, char** argv) {
       .add_option("--thresholds", thresholds,
                   "ternarization thresholds relative to max|e|, each in [0, 1)")
       ->delimiter(',')
+      ->check(programs::no_empty_items())
       ->capture_default_str();
     app.add_option("--planes", planes, "bit-plane counts k, each in [1, 16]")
       ->delimiter(',')
+      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--encoders", encoders,
