@@ -250,7 +250,7 @@ void bm_update_with_copy(benchmark::State& state) {
 /// the step does), or side by side, the GEMM on one thread and the update on
 /// the other (range 1). The throughput roofline's max(GEMM time, memory
 /// time) assumes they overlap; where side by side is no faster, a step
-/// cannot beat their sum (README, "Mixed precision").
+/// cannot beat their sum (docs/bf16_experiments.md has the runs).
 void bm_gemm_beside_update(benchmark::State& state) {
     const bool side_by_side = state.range(0) != 0;
     const std::size_t n = 1024;

@@ -166,7 +166,7 @@ void short_product(transpose ta, transpose tb, std::size_t m, std::size_t n, std
     // One tile: op(B)'s columns [j0, j0 + w) copied into `block` (zeros past
     // w; at most 16 KB, in the first-level cache), then rows [i0, i0 + rows)
     // of C, a group of columns at a time down the rows (measured faster than
-    // each row's w columns at once: README, Mixed precision).
+    // each row's w columns at once: docs/bf16_experiments.md).
     const auto tile = [=]<bool TransA, bool TransB>(std::size_t index) {
         const std::size_t j0 = index % column_tiles * width;
         const std::size_t i0 = index / column_tiles * tile_rows;
