@@ -192,13 +192,13 @@ int main(int argc, char** argv) {
     return programs::run(app, argc, argv, [&] {
         const bool with_bf16 =
           std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
-        if (model == "cnn" && !optical_seeds.empty()) {
+        const bool cnn = model == "cnn";
+        if (cnn && !optical_seeds.empty()) {
             throw config_error("fashion_check: --optical-seeds with --model cnn (the CNN's check "
                                "has no optical run)");
         }
         const auto torch = read_reference(reference, epochs);
         const auto data = load_mnist(data_dir);
-        const bool cnn = model == "cnn";
         if (optical_seeds.empty()) {
             optical_seeds = seeds;
         }
