@@ -19,6 +19,7 @@
 #include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
@@ -114,19 +115,24 @@ public:
                         T(0), weight_gradient_.data(), input_size());
         T* db = bias_gradient_.data();
         const T* d = delta_.data();
-        // Columns in pieces, each summed over the rows in order: the same
-        // bits on any thread count.
+        // Columns in pieces, each summed over the rows in order (the same
+        // bits on any thread count), a SIMD batch of columns at a time in a
+        // register (g++ 12 vectorised the plain loop at -O3 only).
         parallel_for_ranges(out, elementwise_grain / std::max<std::size_t>(n, 1),
                             [&](std::size_t first, std::size_t end) {
-                                std::fill(db + first, db + end, T(0));
-                                for (std::size_t r = 0; r < n; ++r) {
-                                    for (std::size_t c = first; c < end; ++c) {
-                                        db[c] += d[r * out + c];
+                                const T* rows = d + first;
+                                T* sums = db + first;
+                                const std::size_t stride = out;
+                                const std::size_t count = n;
+                                const T scale = inv_n;
+                                simd::for_each_lane<T>(end - first, [&](std::size_t c, auto lane) {
+                                    using V = decltype(lane);
+                                    V sum(T(0));
+                                    for (std::size_t r = 0; r < count; ++r) {
+                                        sum += simd::load<V>(rows + r * stride + c);
                                     }
-                                }
-                                for (std::size_t c = first; c < end; ++c) {
-                                    db[c] *= inv_n;
-                                }
+                                    simd::store(sums + c, sum * V(scale));
+                                });
                             });
     }
 
