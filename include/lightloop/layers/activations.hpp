@@ -43,8 +43,10 @@ struct tanh_act {
     T value(T a) const noexcept {
         return std::tanh(a);
     }
-    /// For a scalar or an xsimd batch (scale_rows_by_derivative runs it in
-    /// lanes).
+    /// For a scalar or an xsimd batch: scale_rows_by_derivative runs it in
+    /// lanes (an activation says so with derivative_in_lanes; a user's
+    /// template derivative may well not compile for batches).
+    static constexpr bool derivative_in_lanes = true;
     template <class V>
     V derivative(V, V h) const noexcept {
         return V(1) - h * h;
@@ -136,13 +138,13 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// d = s ⊙ f'(a) over n rows of `width` values, s with row stride ld (s may
 /// be d itself), rows in pieces on lightloop's threads: the derivative pass
 /// of every layer with a fused activation. In SIMD lanes when the
-/// activation's derivative takes xsimd batches (tanh_act's does), so the
-/// pass does not depend on the compiler's -O3 vectoriser (at -O2 g++ 12
-/// left it scalar); element by element the same operations either way.
+/// activation's derivative takes xsimd batches (derivative_in_lanes, as
+/// tanh_act's does), so the pass does not depend on the compiler's -O3
+/// vectoriser (at -O2 g++ 12 left it scalar); element by element the same
+/// operations either way.
 template <class Act, scalar T>
 void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
                               const T* h, T* d, std::size_t n, std::size_t width) {
-    using batch = xsimd::batch<T>;
     parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
         const Act& f = act;
         for (std::size_t r = first; r < end; ++r) {
@@ -150,7 +152,7 @@ void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, c
             const T* a_row = a + r * width;
             const T* h_row = h + r * width;
             T* d_row = d + r * width;
-            if constexpr (requires { f.derivative(batch{}, batch{}); }) {
+            if constexpr (requires { requires Act::derivative_in_lanes; }) {
                 simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
                     using V = decltype(lane);
                     simd::store(d_row + c,
