@@ -146,7 +146,6 @@ template <class Act, scalar T>
 void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
                               const T* h, T* d, std::size_t n, std::size_t width) {
     parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
-        const Act& f = act;
         for (std::size_t r = first; r < end; ++r) {
             const T* s_row = signal + r * ld;
             const T* a_row = a + r * width;
@@ -155,13 +154,13 @@ void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, c
             if constexpr (requires { requires Act::derivative_in_lanes; }) {
                 simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
                     using V = decltype(lane);
-                    simd::store(d_row + c,
-                                simd::load<V>(s_row + c) *
-                                  f.derivative(simd::load<V>(a_row + c), simd::load<V>(h_row + c)));
+                    simd::store(d_row + c, simd::load<V>(s_row + c) *
+                                             act.derivative(simd::load<V>(a_row + c),
+                                                            simd::load<V>(h_row + c)));
                 });
             } else {
                 for (std::size_t c = 0; c < width; ++c) {
-                    d_row[c] = s_row[c] * f.derivative(a_row[c], h_row[c]);
+                    d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
                 }
             }
         }
