@@ -1,6 +1,10 @@
-# Runs PROGRAM with ARGS (comma-separated) and fails unless it exits with
+# Runs PROGRAM with ARGS (comma-separated, or SEPARATOR-separated when set:
+# for an argument that holds commas) and fails unless it exits with
 # EXPECT_CODE and its output (stdout and stderr) matches EXPECT_OUTPUT.
-string(REPLACE "," ";" args "${ARGS}")
+if(NOT DEFINED SEPARATOR)
+  set(SEPARATOR ",")
+endif()
+string(REPLACE "${SEPARATOR}" ";" args "${ARGS}")
 execute_process(COMMAND "${PROGRAM}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out
                 ERROR_VARIABLE err TIMEOUT 100)
 set(all "${out}${err}")

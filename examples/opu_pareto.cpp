@@ -92,17 +92,14 @@ int main(int argc, char** argv) {
     app.remove_option(app.get_option("--seed"));
     app.add_option("--seeds", seeds, "seeds to average over, comma-separated")
       ->delimiter(',')
-      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--thresholds", thresholds,
                   "ternarization thresholds relative to max|e|, each in [0, 1)")
       ->delimiter(',')
-      ->check(programs::no_empty_items())
       ->capture_default_str();
     app.add_option("--planes", planes, "bit-plane counts k, each in [1, 16]")
       ->delimiter(',')
-      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--encoders", encoders,

@@ -11,6 +11,7 @@
 #include <exception>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -21,14 +22,55 @@ namespace lightloop::programs {
 /// The exit code for bad input: a flag, a value, or what the library refuses.
 inline constexpr int bad_input = 2;
 
+/// Refuses an empty item in the value of a list flag (one with a
+/// delimiter): "--seeds 1,,2", "--seeds 1,", "--seeds ''" fail with
+/// "--seeds: an item of the list is empty". CLI11 splits a delimited value
+/// and drops its empty items before any validator sees them, so "1,,2" would
+/// otherwise train on seeds 1 and 2, and "" on the default. Looks at the
+/// "--name value..." and "--name=value" forms, up to the next flag.
+inline void reject_empty_list_items(const CLI::App& app, int argc, const char* const* argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--") {
+            return;
+        }
+        if (!arg.starts_with("--")) {
+            continue;
+        }
+        const std::size_t equals = arg.find('=');
+        const std::string name(arg.substr(0, equals));
+        const CLI::Option* option = app.get_option_no_throw(name);
+        if (option == nullptr || option->get_delimiter() == '\0') {
+            continue;
+        }
+        const char delimiter = option->get_delimiter();
+        const auto check = [&](std::string_view value) {
+            if (value.empty() || value.front() == delimiter || value.back() == delimiter ||
+                value.find(std::string(2, delimiter)) != std::string_view::npos) {
+                throw CLI::ValidationError(name, "an item of the list is empty, in '" +
+                                                   std::string(value) + "'");
+            }
+        };
+        if (equals != std::string_view::npos) {
+            check(arg.substr(equals + 1));
+            continue;
+        }
+        for (int j = i + 1; j < argc && !std::string_view(argv[j]).starts_with("-"); ++j) {
+            check(argv[j]);
+        }
+    }
+}
+
 /// Parses argv with `app`, then returns body()'s exit code. --help prints
 /// the usage and returns 0; a parse error prints CLI11's message and returns
 /// bad_input; a lightloop::error (or a filesystem error: a path from the
 /// command line) thrown by body prints "<name>: <message>" and returns
-/// bad_input; any other exception prints and returns 1.
+/// bad_input; any other exception prints and returns 1. A list flag's empty
+/// item is a parse error (reject_empty_list_items).
 template <class Body>
 int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
+        reject_empty_list_items(app, argc, argv);
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e); // prints the help, or the message and a hint
@@ -61,17 +103,6 @@ inline CLI::Validator positive() {
           return {};
       },
       "POSITIVE");
-}
-
-/// No empty item in a comma-separated list (`--seeds ""`: "--seeds: an item
-/// of the list is empty"; CLI11 would otherwise train on the default). An
-/// empty item between commas, "1,,2", CLI11 drops before any check.
-inline CLI::Validator no_empty_items() {
-    return CLI::Validator(
-      [](std::string& value) -> std::string {
-          return value.empty() ? "an item of the list is empty" : std::string();
-      },
-      "ITEMS");
 }
 
 /// The thread count flag every training program has.

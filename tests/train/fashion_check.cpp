@@ -174,14 +174,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
     app.add_option("--seeds", seeds, "comma-separated seeds to average over")
       ->delimiter(',')
-      ->check(programs::no_empty_items())
       ->capture_default_str();
     app
       .add_option("--optical-seeds", optical_seeds,
                   "the seeds for holographic optical DFA, if not --seeds (its camera noise "
                   "feeds back into training, so its mean needs more of them)")
-      ->delimiter(',')
-      ->check(programs::no_empty_items());
+      ->delimiter(',');
     app
       .add_option("--precision", precisions,
                   "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
