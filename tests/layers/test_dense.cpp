@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 #include "support/helpers.hpp"
 
@@ -22,6 +23,48 @@ TEMPLATE_TEST_CASE("each activation's derivative matches a central difference of
         const double numeric = (act.value(a + h) - act.value(a - h)) / (2 * h);
         CHECK(act.derivative(a, act.value(a)) == Approx(numeric).epsilon(1e-7).margin(1e-9));
     }
+}
+
+TEMPLATE_TEST_CASE("the derivative pass in SIMD lanes equals each activation's scalar derivative",
+                   "[layers][activations]", identity, tanh_act, sigmoid, relu, leaky_relu) {
+    STATIC_REQUIRE(TestType::derivative_in_lanes);
+    const TestType act = [] {
+        if constexpr (std::is_same_v<TestType, leaky_relu>) {
+            return leaky_relu{0.3};
+        } else {
+            return TestType{};
+        }
+    }();
+    // 3 rows of 37 (whole batches and a scalar tail on any SIMD width), the
+    // signal with a wider stride; a spans both signs and exact zeros
+    // (relu's kink: the subgradient 0).
+    const std::size_t rows = 3, width = 37, ld = 41;
+    const auto check = [&]<class T>(T) {
+        std::vector<T> a(rows * width), h(rows * width), s(rows * ld), d(rows * width);
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            a[i] = i % 7 == 0 ? T(0) : static_cast<T>(std::sin(0.37 * double(i)) * 3.0);
+            h[i] = act.value(a[i]);
+        }
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            s[i] = static_cast<T>(std::cos(0.11 * double(i)) + 0.25);
+        }
+        detail::scale_rows_by_derivative(act, s.data(), ld, a.data(), h.data(), d.data(), rows,
+                                         width);
+        std::size_t zero_slopes = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t c = 0; c < width; ++c) {
+                const std::size_t i = r * width + c;
+                const T expected = s[r * ld + c] * act.derivative(a[i], h[i]);
+                REQUIRE(d[i] == expected);
+                zero_slopes += act.derivative(a[i], h[i]) == T(0) ? 1U : 0U;
+            }
+        }
+        if constexpr (std::is_same_v<TestType, relu>) {
+            CHECK(zero_slopes > rows * width / 3); // the pass saw both branches
+        }
+    };
+    check(float{});
+    check(double{});
 }
 
 TEST_CASE("activations stay finite at extreme inputs", "[layers][activations]") {

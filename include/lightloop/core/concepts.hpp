@@ -40,8 +40,9 @@ concept scalar = std::same_as<T, float> || std::same_as<T, double>;
 //     Optionally, apply(a, h, count) computes h[i] = value(a[i]) for a whole
 //     row at once (tanh_act vectorises it); the dense layer uses it if present.
 //     Optionally, static constexpr bool derivative_in_lanes = true says that
-//     derivative is a template that also takes xsimd batches (tanh_act's
-//     is): the derivative pass then runs in SIMD lanes.
+//     derivative is a template that also takes xsimd batches (the library's
+//     five do; simd::select for a branch): the derivative pass then runs in
+//     SIMD lanes.
 // ---------------------------------------------------------------------------
 template <class A, class T = float>
 concept activation = scalar<T> && std::copy_constructible<A> && requires(const A act, T x) {

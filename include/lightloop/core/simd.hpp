@@ -61,6 +61,29 @@ void store(T* p, const V& v) noexcept {
     }
 }
 
+/// The scalar type of V: T for xsimd::batch<T>, V itself for a scalar.
+template <class V>
+struct lane_type {
+    using type = V;
+};
+template <class T, class A>
+struct lane_type<xsimd::batch<T, A>> {
+    using type = T;
+};
+template <class V>
+using lane_t = typename lane_type<V>::type;
+
+/// c ? a : b for scalars; lane by lane for batches (c then a batch's
+/// comparison, such as a > V(0)).
+template <class C, class V>
+V select(const C& c, const V& a, const V& b) noexcept {
+    if constexpr (std::is_arithmetic_v<V>) {
+        return c ? a : b;
+    } else {
+        return xsimd::select(c, a, b);
+    }
+}
+
 /// The sum of p[0, n) in a fixed order whatever the caller's threads: one
 /// partial sum per lane of xsimd::batch<T>, then the lanes (xsimd::hadd),
 /// then the rest in order. A plain loop keeps every addition in one chain,

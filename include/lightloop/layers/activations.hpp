@@ -25,9 +25,11 @@ struct identity {
     T value(T a) const noexcept {
         return a;
     }
-    template <scalar T>
-    T derivative(T, T) const noexcept {
-        return T(1);
+    /// Scalars or xsimd batches (see tanh_act).
+    static constexpr bool derivative_in_lanes = true;
+    template <class V>
+    V derivative(V, V) const noexcept {
+        return V(1);
     }
 };
 
@@ -77,9 +79,10 @@ struct sigmoid {
         const T z = std::exp(a);
         return z / (T(1) + z);
     }
-    template <scalar T>
-    T derivative(T, T h) const noexcept {
-        return h * (T(1) - h);
+    static constexpr bool derivative_in_lanes = true;
+    template <class V>
+    V derivative(V, V h) const noexcept {
+        return h * (V(1) - h);
     }
 };
 
@@ -90,9 +93,10 @@ struct relu {
     T value(T a) const noexcept {
         return a > T(0) ? a : T(0);
     }
-    template <scalar T>
-    T derivative(T a, T) const noexcept {
-        return a > T(0) ? T(1) : T(0);
+    static constexpr bool derivative_in_lanes = true;
+    template <class V>
+    V derivative(V a, V) const noexcept {
+        return simd::select(a > V(0), V(1), V(0));
     }
 };
 
@@ -114,9 +118,10 @@ struct leaky_relu {
     T value(T a) const noexcept {
         return a > T(0) ? a : static_cast<T>(slope) * a;
     }
-    template <scalar T>
-    T derivative(T a, T) const noexcept {
-        return a > T(0) ? T(1) : static_cast<T>(slope);
+    static constexpr bool derivative_in_lanes = true;
+    template <class V>
+    V derivative(V a, V) const noexcept {
+        return simd::select(a > V(0), V(1), V(static_cast<simd::lane_t<V>>(slope)));
     }
 };
 
@@ -139,7 +144,7 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// be d itself), rows in pieces on lightloop's threads: the derivative pass
 /// of every layer with a fused activation. In SIMD lanes when the
 /// activation's derivative takes xsimd batches (derivative_in_lanes, as
-/// tanh_act's does), so the pass does not depend on the compiler's -O3
+/// the library's activations' do), so the pass does not depend on the compiler's -O3
 /// vectoriser (at -O2 g++ 12 left it scalar); element by element the same
 /// operations either way.
 template <class Act, scalar T>
