@@ -67,6 +67,43 @@ TEMPLATE_TEST_CASE("the derivative pass in SIMD lanes equals each activation's s
     check(double{});
 }
 
+TEMPLATE_TEST_CASE("each activation's row kernel matches its value, to the bit where it selects",
+                   "[layers][activations]", tanh_act, sigmoid, relu, leaky_relu) {
+    const TestType act{};
+    const auto check = [&]<class T>(T) {
+        // Both signs, zeros, the extremes, and a tail past whole SIMD batches.
+        std::vector<T> a{T(0),     T(-0.0), T(1e-30), T(-1e-30), T(88),   T(-88), T(1000),
+                         T(-1000), T(1e30), T(-1e30), T(0.5),    T(-0.5), T(3),   T(-3)};
+        for (int i = 0; i < 23; ++i) {
+            a.push_back(static_cast<T>(std::sin(0.9 * i) * 6.0));
+        }
+        std::vector<T> h(a.size());
+        act.apply(a.data(), h.data(), a.size());
+        // tanh and sigmoid run xsimd's tanh and exp: a few ulp from libm's,
+        // and xsimd's exp returns 0 where the result would be subnormal
+        // (sigmoid below -87.3 in float): an absolute slack of the smallest
+        // normal number there.
+        const bool approximate =
+          std::is_same_v<TestType, tanh_act> || std::is_same_v<TestType, sigmoid>;
+        const double ulps = approximate ? 4.0 : 0.0;
+        const double floor = approximate ? static_cast<double>(std::numeric_limits<T>::min()) : 0.0;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            CAPTURE(a[i], h[i]);
+            const T expected = act.value(a[i]);
+            REQUIRE(std::isfinite(h[i]));
+            CHECK(std::abs(static_cast<double>(h[i]) - static_cast<double>(expected)) <=
+                  ulps * static_cast<double>(std::numeric_limits<T>::epsilon()) *
+                      std::abs(static_cast<double>(expected)) +
+                    floor);
+            if constexpr (std::is_same_v<TestType, sigmoid>) {
+                CHECK((h[i] >= T(0) && h[i] <= T(1)));
+            }
+        }
+    };
+    check(float{});
+    check(double{});
+}
+
 TEST_CASE("activations stay finite at extreme inputs", "[layers][activations]") {
     const sigmoid s;
     CHECK(s.value(-1000.0f) == 0.0f);
