@@ -38,7 +38,8 @@ concept scalar = std::same_as<T, float> || std::same_as<T, double>;
 //     the bias and applies f, which the dense layer splits over threads (the
 //     same policy object is called from several threads, on different rows).
 //     Optionally, apply(a, h, count) computes h[i] = value(a[i]) for a whole
-//     row at once (tanh_act vectorises it); the dense layer uses it if present.
+//     row at once (the library's activations but identity have one, in SIMD
+//     lanes); the layers use it if present.
 //     Optionally, static constexpr bool derivative_in_lanes = true says that
 //     derivative is a template that also takes xsimd batches (the library's
 //     five do; simd::select for a branch): the derivative pass then runs in

@@ -166,7 +166,7 @@ struct leaky_relu {
 namespace detail {
 
 /// h = f(a) over `count` values, through the activation's row kernel when it
-/// has one (tanh_act's vectorised apply).
+/// has one (apply: tanh_act's, sigmoid's and the relus', in SIMD lanes).
 template <class Act, scalar T>
 void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
     if constexpr (requires { act.apply(a, h, count); }) {
@@ -181,9 +181,9 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// d = s ⊙ f'(a) over n rows of `width` values, s with row stride ld (s may
 /// be d itself), rows in pieces on lightloop's threads: the derivative pass
 /// of every layer with a fused activation. In SIMD lanes when the
-/// activation's derivative takes xsimd batches (derivative_in_lanes, as
-/// the library's activations' do), so the pass does not depend on the compiler's -O3
-/// vectoriser (at -O2 g++ 12 left it scalar); element by element the same
+/// activation's derivative takes xsimd batches (derivative_in_lanes, as the
+/// library's activations' do), so the pass does not depend on the compiler's
+/// -O3 vectoriser (at -O2 g++ 12 left it scalar); element by element the same
 /// operations either way.
 template <class Act, scalar T>
 void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
