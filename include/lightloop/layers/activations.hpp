@@ -19,6 +19,18 @@
 
 namespace lightloop {
 
+namespace detail {
+/// x with its magnitude capped at 1e4 (NaN passes through), for xsimd's tanh
+/// and exp: they are exactly +-1 and 0 there already, and xsimd's double exp
+/// converts x log2(e) to a 64-bit integer, undefined past 9.2e18 (UBSan
+/// flagged it at a pre-activation of 1e30).
+template <class B>
+B capped(B x) noexcept {
+    const B cap(typename B::value_type(1e4));
+    return xsimd::select(xsimd::abs(x) > cap, xsimd::copysign(cap, x), x);
+}
+} // namespace detail
+
 /// f(a) = a.
 struct identity {
     static constexpr const char* name = "identity";
@@ -60,7 +72,7 @@ struct tanh_act {
         constexpr std::size_t width = batch::size;
         std::size_t i = 0;
         for (; i + width <= count; i += width) {
-            xsimd::tanh(batch::load_unaligned(a + i)).store_unaligned(h + i);
+            xsimd::tanh(detail::capped(batch::load_unaligned(a + i))).store_unaligned(h + i);
         }
         for (; i < count; ++i) {
             h[i] = value(a[i]);
@@ -97,7 +109,8 @@ struct sigmoid {
                 h[i] = value(a[i]);
             } else {
                 const V x = simd::load<V>(a + i);
-                const V z = xsimd::exp(-xsimd::abs(x)); // exp(-a) or exp(a), whichever is <= 1
+                // exp(-a) or exp(a), whichever is <= 1
+                const V z = xsimd::exp(-xsimd::abs(detail::capped(x)));
                 const V one(T(1));
                 simd::store(h + i, xsimd::select(x >= V(T(0)), one / (one + z), z / (one + z)));
             }
@@ -184,7 +197,9 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// activation's derivative takes xsimd batches (derivative_in_lanes, as the
 /// library's activations' do), so the pass does not depend on the compiler's
 /// -O3 vectoriser (at -O2 g++ 12 left it scalar); element by element the same
-/// operations either way.
+/// operations either way, rounded alike unless the compiler fuses one form's
+/// multiply and add and not the other's (clang contracts tanh's scalar
+/// 1 - h * h, not xsimd's operators: an ulp of the terms).
 template <class Act, scalar T>
 void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
                               const T* h, T* d, std::size_t n, std::size_t width) {
