@@ -46,8 +46,8 @@ namespace detail {
 /// in double: eight partial sums per term (by position mod 8 within a row;
 /// a row's last positions < 8 into the first), added in a fixed order at the
 /// end. The same bits on any thread count, and eight independent chains of
-/// additions instead of one, whose adder latency bound the pass (about a
-/// nanosecond a value: README, Speed).
+/// additions instead of one, whose adder latency bounded the pass (README,
+/// Speed, has the figures).
 template <std::size_t K, class Terms>
 std::array<double, K> channel_sums(std::size_t n, std::size_t width, std::size_t first,
                                    std::size_t positions, Terms&& terms) {
