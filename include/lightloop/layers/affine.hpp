@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <limits>
 #include <span>
+#include <type_traits>
 
 #include "lightloop/core/bf16.hpp"
 #include "lightloop/core/blas.hpp"
@@ -20,10 +21,56 @@
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/precision.hpp"
+#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 
 namespace lightloop::detail {
+
+/// Per column c of the n x width row-major d: sums[c] = scale Σ_r d[r][c]
+/// and, when x is given (the same shape), dots[c] = scale Σ_r d[r][c] x[r][c]:
+/// the bias gradient of a dense layer, dβ and dγ of layer_norm. Columns in
+/// pieces on lightloop's threads, each summed over the rows in order (the
+/// same bits on any thread count), a SIMD batch of columns at a time in
+/// registers (g++ 12 vectorised the plain loops at -O3 only).
+template <scalar T>
+void scaled_column_sums(const T* d, const std::type_identity_t<T>* x, std::size_t n,
+                        std::size_t width, std::type_identity_t<T> scale, T* sums,
+                        std::type_identity_t<T>* dots) {
+    const auto run = [&](auto with_dots) {
+        parallel_for_ranges(width, elementwise_grain / std::max<std::size_t>(n, 1),
+                            [&](std::size_t first, std::size_t end) {
+                                const T* rows = d + first;
+                                const T* others = with_dots ? x + first : nullptr;
+                                T* sum_out = sums + first;
+                                T* dot_out = with_dots ? dots + first : nullptr;
+                                const std::size_t stride = width;
+                                const std::size_t count = n;
+                                const T factor = scale;
+                                simd::for_each_lane<T>(end - first, [&](std::size_t c, auto lane) {
+                                    using V = decltype(lane);
+                                    V sum(T(0));
+                                    V dot(T(0));
+                                    for (std::size_t r = 0; r < count; ++r) {
+                                        const V dv = simd::load<V>(rows + r * stride + c);
+                                        if constexpr (decltype(with_dots)::value) {
+                                            dot += dv * simd::load<V>(others + r * stride + c);
+                                        }
+                                        sum += dv;
+                                    }
+                                    simd::store(sum_out + c, sum * V(factor));
+                                    if constexpr (decltype(with_dots)::value) {
+                                        simd::store(dot_out + c, dot * V(factor));
+                                    }
+                                });
+                            });
+    };
+    if (x != nullptr) {
+        run(std::true_type{});
+    } else {
+        run(std::false_type{});
+    }
+}
 
 template <class Act, precision P>
 class affine_layer {

@@ -19,7 +19,6 @@
 #include "lightloop/core/precision.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/shape.hpp"
-#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
@@ -113,27 +112,8 @@ public:
         affine::product(transpose::yes, transpose::no, out, input_size(), n, inv_n,
                         this->delta_operand(), out, this->input_operand(x, true), input_size(),
                         T(0), weight_gradient_.data(), input_size());
-        T* db = bias_gradient_.data();
-        const T* d = delta_.data();
-        // Columns in pieces, each summed over the rows in order (the same
-        // bits on any thread count), a SIMD batch of columns at a time in a
-        // register (g++ 12 vectorised the plain loop at -O3 only).
-        parallel_for_ranges(out, elementwise_grain / std::max<std::size_t>(n, 1),
-                            [&](std::size_t first, std::size_t end) {
-                                const T* rows = d + first;
-                                T* sums = db + first;
-                                const std::size_t stride = out;
-                                const std::size_t count = n;
-                                const T scale = inv_n;
-                                simd::for_each_lane<T>(end - first, [&](std::size_t c, auto lane) {
-                                    using V = decltype(lane);
-                                    V sum(T(0));
-                                    for (std::size_t r = 0; r < count; ++r) {
-                                        sum += simd::load<V>(rows + r * stride + c);
-                                    }
-                                    simd::store(sums + c, sum * V(scale));
-                                });
-                            });
+        detail::scaled_column_sums(delta_.data(), nullptr, n, out, inv_n, bias_gradient_.data(),
+                                   nullptr);
     }
 
     /// An upper bound on |every gradient entry| that compute_gradient(x)

@@ -27,7 +27,6 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/shape.hpp"
-#include "lightloop/core/simd.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/layers/activations.hpp"
 #include "lightloop/layers/affine.hpp"
@@ -158,33 +157,8 @@ public:
         }
         const std::size_t width = shape_.size();
         const T inv_n = T(1) / static_cast<T>(n);
-        const T* d = this->delta_.data();
-        const T* xhat = normalised_.data();
-        T* dg = this->weight_gradient_.data();
-        T* db = this->bias_gradient_.data();
-        // Features in pieces, each summed over the rows in order (the same
-        // bits on any thread count), a SIMD batch of features at a time in
-        // registers, as dense's bias sums (not left to the -O3 vectoriser).
-        parallel_for_ranges(width, elementwise_grain / std::max<std::size_t>(n, 1),
-                            [&](std::size_t first, std::size_t end) {
-                                const T* deltas = d + first;
-                                const T* normals = xhat + first;
-                                const std::size_t stride = width;
-                                const std::size_t count = n;
-                                const T scale = inv_n;
-                                simd::for_each_lane<T>(end - first, [&](std::size_t c, auto lane) {
-                                    using V = decltype(lane);
-                                    V g(T(0));
-                                    V b(T(0));
-                                    for (std::size_t r = 0; r < count; ++r) {
-                                        const V dv = simd::load<V>(deltas + r * stride + c);
-                                        g += dv * simd::load<V>(normals + r * stride + c);
-                                        b += dv;
-                                    }
-                                    simd::store(dg + first + c, g * V(scale));
-                                    simd::store(db + first + c, b * V(scale));
-                                });
-                            });
+        detail::scaled_column_sums(this->delta_.data(), normalised_.data(), n, width, inv_n,
+                                   this->bias_gradient_.data(), this->weight_gradient_.data());
     }
 
     /// weight γ and bias β, each of the feature shape's size (PyTorch's
