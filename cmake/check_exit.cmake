@@ -1,12 +1,20 @@
 # Runs PROGRAM with ARGS (comma-separated, or SEPARATOR-separated when set:
 # for an argument that holds commas) and fails unless it exits with
-# EXPECT_CODE and its output (stdout and stderr) matches EXPECT_OUTPUT.
+# EXPECT_CODE and its output (stdout and stderr) matches EXPECT_OUTPUT. An
+# empty item is passed as an empty argument (`--seeds||--data` with "|").
+cmake_minimum_required(VERSION 3.20) # lists keep their empty items (CMP0007)
 if(NOT DEFINED SEPARATOR)
   set(SEPARATOR ",")
 endif()
 string(REPLACE "${SEPARATOR}" ";" args "${ARGS}")
-execute_process(COMMAND "${PROGRAM}" ${args} RESULT_VARIABLE code OUTPUT_VARIABLE out
-                ERROR_VARIABLE err TIMEOUT 100)
+# Each argument as a bracket argument, which may be empty; an unquoted list
+# expansion would drop the empty ones.
+set(run "execute_process(COMMAND [==[${PROGRAM}]==]")
+foreach(arg IN LISTS args)
+  string(APPEND run " [==[${arg}]==]")
+endforeach()
+string(APPEND run " RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 100)")
+cmake_language(EVAL CODE "${run}")
 set(all "${out}${err}")
 if(NOT code STREQUAL EXPECT_CODE)
   message(FATAL_ERROR "${PROGRAM} ${ARGS}: exit code ${code}, expected ${EXPECT_CODE}\n${all}")
