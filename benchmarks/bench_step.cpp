@@ -20,6 +20,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -127,13 +128,17 @@ void step_gemm_shapes(benchmark::internal::Benchmark* b) {
     }
 }
 
-/// The fused pass after a layer's GEMM: a = z + b, h = tanh(a), per element.
+/// A 1024 -> 1024 dense layer's forward pass: the GEMM, then the fused pass
+/// a = z + b, h = f(a), per element (the activation's value pass).
+template <class Act>
 void bm_dense_forward_fused(benchmark::State& state) {
     const auto batch = static_cast<std::size_t>(state.range(0));
-    dense<tanh_act> layer{1024, 1024};
+    dense<Act> layer{1024, 1024};
     layer.initialize(1);
     auto x = matrix<float>::from_shape({batch, 1024});
-    x.fill(0.1f);
+    for (std::size_t i = 0; i < x.size(); ++i) { // both signs: both branches
+        x.data()[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+    }
     for (auto _ : state) {
         benchmark::DoNotOptimize(layer.forward(x).data());
     }
@@ -547,7 +552,11 @@ BENCHMARK(bm_convert_weights<true>)->Apply(hidden_layer_shapes)->UseRealTime();
 #endif
 BENCHMARK(bm_update_with_copy)->ArgName("fused")->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(bm_gemm_beside_update)->ArgName("side_by_side")->Arg(0)->Arg(1)->UseRealTime();
-BENCHMARK(bm_dense_forward_fused)->Arg(128)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused<identity>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused<tanh_act>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused<sigmoid>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused<relu>)->Arg(128)->UseRealTime();
+BENCHMARK(bm_dense_forward_fused<leaky_relu>)->Arg(128)->UseRealTime();
 BENCHMARK(bm_tanh_derivative)->Arg(128)->UseRealTime();
 BENCHMARK(bm_softmax_cross_entropy)->Arg(128)->UseRealTime();
 BENCHMARK(bm_optimizer_update<momentum_sgd>)->UseRealTime();

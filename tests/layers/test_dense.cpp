@@ -25,17 +25,24 @@ TEMPLATE_TEST_CASE("each activation's derivative matches a central difference of
     }
 }
 
+namespace {
+/// The activation the lane tests run: leaky relu with a slope far from its
+/// default, so a pass that dropped it would show.
+template <class Act>
+Act activation_under_test() {
+    if constexpr (std::is_same_v<Act, leaky_relu>) {
+        return leaky_relu{0.3};
+    } else {
+        return Act{};
+    }
+}
+} // namespace
+
 TEMPLATE_TEST_CASE("the derivative pass in SIMD lanes equals each activation's scalar derivative, "
                    "to the bit where it selects",
                    "[layers][activations]", identity, tanh_act, sigmoid, relu, leaky_relu) {
     STATIC_REQUIRE(TestType::derivative_in_lanes);
-    const TestType act = [] {
-        if constexpr (std::is_same_v<TestType, leaky_relu>) {
-            return leaky_relu{0.3};
-        } else {
-            return TestType{};
-        }
-    }();
+    const auto act = activation_under_test<TestType>();
     // 3 rows of 37 (whole batches and a scalar tail on any SIMD width), the
     // signal with a wider stride; a spans both signs and exact zeros
     // (relu's kink: the subgradient 0).
@@ -79,9 +86,11 @@ TEMPLATE_TEST_CASE("the derivative pass in SIMD lanes equals each activation's s
     check(double{});
 }
 
-TEMPLATE_TEST_CASE("each activation's row kernel matches its value, to the bit where it selects",
-                   "[layers][activations]", tanh_act, sigmoid, relu, leaky_relu) {
-    const TestType act{};
+TEMPLATE_TEST_CASE("the value pass in SIMD lanes equals each activation's scalar value, to the "
+                   "bit where it selects",
+                   "[layers][activations]", identity, tanh_act, sigmoid, relu, leaky_relu) {
+    STATIC_REQUIRE(TestType::value_in_lanes);
+    const auto act = activation_under_test<TestType>();
     const auto check = [&]<class T>(T) {
         // Both signs, zeros, the extremes, and a tail past whole SIMD batches.
         std::vector<T> a{T(0),     T(-0.0), T(1e-30), T(-1e-30), T(88),   T(-88), T(1000),
@@ -90,11 +99,12 @@ TEMPLATE_TEST_CASE("each activation's row kernel matches its value, to the bit w
             a.push_back(static_cast<T>(std::sin(0.9 * i) * 6.0));
         }
         std::vector<T> h(a.size());
-        act.apply(a.data(), h.data(), a.size());
-        // tanh and sigmoid run xsimd's tanh and exp: a few ulp from libm's,
-        // and xsimd's exp returns 0 where the result would be subnormal
-        // (sigmoid below -87.3 in float): an absolute slack of the smallest
-        // normal number there.
+        detail::activate_row(act, a.data(), h.data(), a.size());
+        // A batch's tanh and sigmoid run xsimd's tanh and exp, a scalar's
+        // libm's: a few ulp apart, and xsimd's exp returns 0 where the result
+        // would be subnormal (sigmoid below -87.3 in float): an absolute
+        // slack of the smallest normal number there. The others select or
+        // multiply alike in both forms.
         const bool approximate =
           std::is_same_v<TestType, tanh_act> || std::is_same_v<TestType, sigmoid>;
         const double ulps = approximate ? 4.0 : 0.0;
@@ -114,6 +124,40 @@ TEMPLATE_TEST_CASE("each activation's row kernel matches its value, to the bit w
     };
     check(float{});
     check(double{});
+}
+
+namespace {
+/// f(a) = 2a, value by value.
+struct doubling {
+    template <scalar T>
+    T value(T a) const noexcept {
+        return T(2) * a;
+    }
+    template <scalar T>
+    T derivative(T, T) const noexcept {
+        return T(2);
+    }
+};
+/// The same with a row kernel of its own that writes 3a instead, so a test
+/// can tell which of the two the value pass ran.
+struct doubling_with_row_kernel : doubling {
+    template <scalar T>
+    void apply(const T* a, T* h, std::size_t count) const noexcept {
+        for (std::size_t i = 0; i < count; ++i) {
+            h[i] = T(3) * a[i];
+        }
+    }
+};
+} // namespace
+
+TEST_CASE("the value pass calls a user's row kernel when it has one, else its value",
+          "[layers][activations]") {
+    const std::vector<float> a{1.0f, -2.0f, 0.5f};
+    std::vector<float> h(a.size());
+    detail::activate_row(doubling_with_row_kernel{}, a.data(), h.data(), a.size());
+    CHECK(h == std::vector<float>{3.0f, -6.0f, 1.5f});
+    detail::activate_row(doubling{}, a.data(), h.data(), a.size());
+    CHECK(h == std::vector<float>{2.0f, -4.0f, 1.0f});
 }
 
 TEST_CASE("activations stay finite at extreme inputs", "[layers][activations]") {

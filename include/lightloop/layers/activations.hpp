@@ -4,6 +4,15 @@
 // `tanh_act` is named so that `using namespace lightloop;` does not collide
 // with ::tanh from <math.h>. `identity` is the reference policy to copy when
 // writing your own (see tests/layers/test_dense.cpp for a user-defined one).
+//
+// Lanes: `value` and `derivative` are templates that take a scalar or an
+// xsimd batch, and each activation says so (`value_in_lanes`,
+// `derivative_in_lanes`), so the layers' value and derivative passes run a
+// whole SIMD batch at a time (activate_row, scale_rows_by_derivative) instead
+// of relying on the compiler's -O3 vectoriser. A user's activation whose
+// templates would not compile for batches leaves the flags out and is
+// evaluated value by value; one with a row kernel of its own declares
+// `apply(a, h, count)`, which the value pass then calls instead.
 
 #include <cmath>
 #include <cstddef>
@@ -34,11 +43,12 @@ B capped(B x) noexcept {
 /// f(a) = a.
 struct identity {
     static constexpr const char* name = "identity";
-    template <scalar T>
-    T value(T a) const noexcept {
+    /// Scalars or xsimd batches (see the file comment).
+    static constexpr bool value_in_lanes = true;
+    template <class V>
+    V value(V a) const noexcept {
         return a;
     }
-    /// Scalars or xsimd batches (see tanh_act).
     static constexpr bool derivative_in_lanes = true;
     template <class V>
     V derivative(V, V) const noexcept {
@@ -48,91 +58,65 @@ struct identity {
 
 /// f(a) = tanh(a); f'(a) = 1 - tanh(a)^2, computed from h.
 ///
-/// apply() evaluates a whole row with xsimd's vectorised tanh (a few ulp from
-/// std::tanh) for whatever SIMD width the program is compiled for: the dense
-/// layer's fused pass uses it, as scalar std::tanh costs as much as a GEMM
-/// at these sizes.
+/// A batch's value is xsimd's vectorised tanh (a few ulp from std::tanh, a
+/// scalar's): scalar std::tanh costs as much as the dense layer's GEMM at
+/// the paper's sizes.
 struct tanh_act {
     static constexpr const char* name = "tanh";
-    template <scalar T>
-    T value(T a) const noexcept {
-        return std::tanh(a);
+    static constexpr bool value_in_lanes = true;
+    template <class V>
+    V value(V a) const noexcept {
+        if constexpr (std::is_arithmetic_v<V>) {
+            return std::tanh(a);
+        } else {
+            return xsimd::tanh(detail::capped(a));
+        }
     }
-    /// For a scalar or an xsimd batch: scale_rows_by_derivative runs it in
-    /// lanes (an activation says so with derivative_in_lanes; a user's
-    /// template derivative may well not compile for batches).
     static constexpr bool derivative_in_lanes = true;
     template <class V>
     V derivative(V, V h) const noexcept {
         return V(1) - h * h;
     }
-    template <scalar T>
-    void apply(const T* a, T* h, std::size_t count) const noexcept {
-        using batch = xsimd::batch<T>;
-        constexpr std::size_t width = batch::size;
-        std::size_t i = 0;
-        for (; i + width <= count; i += width) {
-            xsimd::tanh(detail::capped(batch::load_unaligned(a + i))).store_unaligned(h + i);
-        }
-        for (; i < count; ++i) {
-            h[i] = value(a[i]);
-        }
-    }
 };
 
 /// f(a) = 1 / (1 + exp(-a)); f'(a) = h (1 - h).
+///
+/// Both branches keep exp's argument <= 0, so nothing overflows. A batch's
+/// value goes through xsimd's exp (a few ulp from std::exp, a scalar's; 0
+/// where the result would be subnormal): a scalar std::exp per value is
+/// slow next to the layer's GEMM (README, Speed).
 struct sigmoid {
     static constexpr const char* name = "sigmoid";
-    template <scalar T>
-    T value(T a) const noexcept {
-        // Both branches keep exp's argument <= 0, so nothing overflows.
-        if (a >= T(0)) {
-            return T(1) / (T(1) + std::exp(-a));
+    static constexpr bool value_in_lanes = true;
+    template <class V>
+    V value(V a) const noexcept {
+        if constexpr (std::is_arithmetic_v<V>) {
+            if (a >= V(0)) {
+                return V(1) / (V(1) + std::exp(-a));
+            }
+            const V z = std::exp(a);
+            return z / (V(1) + z);
+        } else {
+            // exp(-a) or exp(a), whichever is <= 1
+            const V z = xsimd::exp(-xsimd::abs(detail::capped(a)));
+            const V one(1);
+            return xsimd::select(a >= V(0), one / (one + z), z / (one + z));
         }
-        const T z = std::exp(a);
-        return z / (T(1) + z);
     }
     static constexpr bool derivative_in_lanes = true;
     template <class V>
     V derivative(V, V h) const noexcept {
         return h * (V(1) - h);
     }
-    /// A row in SIMD lanes with xsimd's exp (a few ulp from std::exp; 0
-    /// where the result would be subnormal), the same two branches as
-    /// value() so nothing overflows; value() for the tail. A scalar std::exp
-    /// per value is slow next to the layer's GEMM (README, Speed).
-    template <scalar T>
-    void apply(const T* a, T* h, std::size_t count) const noexcept {
-        simd::for_each_lane<T>(count, [&](std::size_t i, auto lane) {
-            using V = decltype(lane);
-            if constexpr (std::is_same_v<V, T>) {
-                h[i] = value(a[i]);
-            } else {
-                const V x = simd::load<V>(a + i);
-                // exp(-a) or exp(a), whichever is <= 1
-                const V z = xsimd::exp(-xsimd::abs(detail::capped(x)));
-                const V one(T(1));
-                simd::store(h + i, xsimd::select(x >= V(T(0)), one / (one + z), z / (one + z)));
-            }
-        });
-    }
 };
 
 /// f(a) = max(a, 0); f'(a) = 1 for a > 0, else 0 (the subgradient at 0 is 0).
 struct relu {
     static constexpr const char* name = "relu";
-    template <scalar T>
-    T value(T a) const noexcept {
-        return a > T(0) ? a : T(0);
-    }
-    /// A row in SIMD lanes (the same selection as value()).
-    template <scalar T>
-    void apply(const T* a, T* h, std::size_t count) const noexcept {
-        simd::for_each_lane<T>(count, [&](std::size_t i, auto lane) {
-            using V = decltype(lane);
-            const V x = simd::load<V>(a + i);
-            simd::store(h + i, simd::select(x > V(T(0)), x, V(T(0))));
-        });
+    static constexpr bool value_in_lanes = true;
+    template <class V>
+    V value(V a) const noexcept {
+        return simd::select(a > V(0), a, V(0));
     }
     static constexpr bool derivative_in_lanes = true;
     template <class V>
@@ -155,19 +139,10 @@ struct leaky_relu {
         }
     }
 
-    template <scalar T>
-    T value(T a) const noexcept {
-        return a > T(0) ? a : static_cast<T>(slope) * a;
-    }
-    /// A row in SIMD lanes (the same products and selection as value()).
-    template <scalar T>
-    void apply(const T* a, T* h, std::size_t count) const noexcept {
-        const auto s = static_cast<T>(slope);
-        simd::for_each_lane<T>(count, [&](std::size_t i, auto lane) {
-            using V = decltype(lane);
-            const V x = simd::load<V>(a + i);
-            simd::store(h + i, simd::select(x > V(T(0)), x, V(s) * x));
-        });
+    static constexpr bool value_in_lanes = true;
+    template <class V>
+    V value(V a) const noexcept {
+        return simd::select(a > V(0), a, V(static_cast<simd::lane_t<V>>(slope)) * a);
     }
     static constexpr bool derivative_in_lanes = true;
     template <class V>
@@ -178,12 +153,20 @@ struct leaky_relu {
 
 namespace detail {
 
-/// h = f(a) over `count` values, through the activation's row kernel when it
-/// has one (apply: tanh_act's, sigmoid's and the relus', in SIMD lanes).
+/// h = f(a) over `count` values: through the activation's own row kernel
+/// when it has one (apply), else in SIMD lanes when its value takes xsimd
+/// batches (value_in_lanes, as the library's activations' does), else value
+/// by value.
 template <class Act, scalar T>
 void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
     if constexpr (requires { act.apply(a, h, count); }) {
         act.apply(a, h, count);
+    } else if constexpr (requires { requires Act::value_in_lanes; }) {
+        const Act local = act; // a member (leaky_relu's slope) read from a register
+        simd::for_each_lane<T>(count, [&](std::size_t i, auto lane) {
+            using V = decltype(lane);
+            simd::store(h + i, local.value(simd::load<V>(a + i)));
+        });
     } else {
         for (std::size_t c = 0; c < count; ++c) {
             h[c] = act.value(a[c]);
