@@ -61,6 +61,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -544,6 +545,53 @@ std::map<std::string, double> read_torch(const std::string& path) {
     return out;
 }
 
+/// The mixed-precision targets, read off one (model, batch, threads) setting's
+/// rows: the paper's network's bf16 dense DFA against its roofline, fp32 dense
+/// DFA and PyTorch's bf16-parameter backprop, and holographic bf16 DFA against
+/// dense bf16 DFA.
+struct bf16_targets {
+    std::string setting;
+    double roofline = std::nan("");
+    double vs_fp32 = std::nan("");
+    double vs_torch_bf16_bp = std::nan("");
+    double holographic_vs_dense = std::nan("");
+};
+
+/// Prints each target's figure, its bound and whether this run met it. The
+/// 2x and 1.5x bounds are for a CPU with AMX; on another one the figures are
+/// reported against them and not judged.
+void print_targets(const std::vector<bf16_targets>& all, bool amx) {
+    if (all.empty()) {
+        return;
+    }
+    std::printf("\ntargets of mixed precision (judged on the mlp at batch 128 on 2 threads, "
+                "each a ratio within this run; this CPU: %s):\n",
+                matrix_features_text(detect_cpu_features()).c_str());
+    // judged: false for a bound meant for AMX on a CPU without it. A figure
+    // is missing when its rows did not run (the holographic method, or
+    // PyTorch's figures without --torch).
+    const auto line = [](const char* what, double value, double bound, bool judged) {
+        if (!std::isfinite(value)) {
+            std::printf("  %-42s      -  >= %.2f%-8s  not measured\n", what, bound,
+                        judged ? "" : " on AMX");
+            return;
+        }
+        const bool above = value >= bound;
+        const char* verdict = judged  ? (above ? "met" : "not met")
+                              : above ? "above (not judged: no AMX)"
+                                      : "below (not judged: no AMX)";
+        std::printf("  %-42s %6.2f  >= %.2f%-8s  %s\n", what, value, bound, judged ? "" : " on AMX",
+                    verdict);
+    };
+    for (const auto& t : all) {
+        std::printf("%s\n", t.setting.c_str());
+        line("bf16 dense DFA, fraction of its roofline", t.roofline, 0.70, true);
+        line("bf16 dense DFA / fp32 dense DFA", t.vs_fp32, 2.0, amx);
+        line("bf16 dense DFA / PyTorch bf16 backprop", t.vs_torch_bf16_bp, 1.5, amx);
+        line("holographic bf16 DFA / dense bf16 DFA", t.holographic_vs_dense, 0.85, true);
+    }
+}
+
 struct options {
     std::vector<std::string> models{"mlp"};
     std::vector<std::size_t> batches{32, 128, 512};
@@ -634,6 +682,7 @@ int measure(const options& o) {
     }
     json << "[\n";
     bool first = true;
+    std::vector<bf16_targets> targets;
     for (const std::string& model : o.models) {
         for (const int threads : o.threads) {
             const std::string threads_s = std::to_string(threads);
@@ -705,6 +754,14 @@ int measure(const options& o) {
                 const auto rate_of = [&rates](const std::string& key) {
                     return rates.count(key) ? rates.at(key) : std::nan("");
                 };
+                std::optional<bf16_targets> target;
+                if (model == "mlp" && rates.count("bf16/dfa") != 0) {
+                    target = bf16_targets{.setting = "mlp, batch " + batch_s + ", " + threads_s +
+                                                     " thread(s):"};
+                    target->vs_fp32 = rate_of("bf16/dfa") / rate_of("fp32/dfa");
+                    target->holographic_vs_dense =
+                      rate_of("bf16/holographic") / rate_of("bf16/dfa");
+                }
                 const double own_sgemm =
                   first_layer.flops() / timers.at(first_layer).seconds() * 1e-9;
                 const double bytes_per_second = bandwidth.bytes_per_second();
@@ -751,6 +808,10 @@ int measure(const options& o) {
                     const double vs_torch_bp_scaled =
                       torch.count(sgemm_key) ? vs_torch_bp * torch.at(sgemm_key) / own_sgemm
                                              : std::nan("");
+                    if (target && bf16 && method == "dfa") {
+                        target->roofline = fraction;
+                        target->vs_torch_bf16_bp = vs_torch_bp;
+                    }
                     std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %5.0f%% %8.0f%% %-6s "
                                 "%9.2f %9.2f %7.2f %7.2f %7.2f %7.2f\n",
                                 model.c_str(), method.c_str(), precision.c_str(), batch, threads,
@@ -791,6 +852,9 @@ int measure(const options& o) {
                     json << "}";
                     first = false;
                 }
+                if (target) {
+                    targets.push_back(*target);
+                }
             }
         }
     }
@@ -807,6 +871,7 @@ int measure(const options& o) {
       "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
       "step run at 100%% of its roofline\nwrote %s\n",
       json_path.c_str());
+    print_targets(targets, detect_cpu_features().amx_bf16);
     return 0;
 }
 
