@@ -662,6 +662,14 @@ int measure(const options& o) {
     const double gemm_budget = o.gemm_budget;
     const int rounds = o.rounds;
     const auto torch = read_torch(torch_path);
+    // Each thread count set once before any measurement: set_blas_threads
+    // refuses one OpenBLAS cannot run, which should not wait for the rows
+    // before it.
+    const int original_threads = static_cast<int>(parallel_threads());
+    for (const int threads : o.threads) {
+        set_blas_threads(threads);
+    }
+    set_blas_threads(original_threads);
     const auto blas = blas_info();
     std::printf("lightloop %s | OpenBLAS %s | kernel %s | bf16 backend %s: %s\n", version_string,
                 blas.config.c_str(), blas.core.c_str(), mixed_bf16::backend::name,
@@ -678,7 +686,7 @@ int measure(const options& o) {
                 "bound", "vs torch", "vs t. bp", "scaled", "vs dfa", "vs bp", "vs fp32");
     std::ofstream json(json_path);
     if (!json) {
-        throw data_error("throughput: " + json_path + ": cannot write");
+        throw data_error(json_path + ": cannot write");
     }
     json << "[\n";
     bool first = true;

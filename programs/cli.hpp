@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -65,8 +66,9 @@ inline void reject_empty_list_items(const CLI::App& app, int argc, const char* c
 /// the usage and returns 0; a parse error prints CLI11's message and returns
 /// bad_input; a lightloop::error (or a filesystem error: a path from the
 /// command line) thrown by body prints "<name>: <message>" and returns
-/// bad_input; any other exception prints and returns 1. A list flag's empty
-/// item is a parse error (reject_empty_list_items).
+/// bad_input; so does running out of memory (std::bad_alloc: sizes the
+/// machine cannot hold); any other exception prints and returns 1. A list
+/// flag's empty item is a parse error (reject_empty_list_items).
 template <class Body>
 int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
@@ -83,6 +85,12 @@ int run(CLI::App& app, int argc, char** argv, Body&& body) {
         return bad_input;
     } catch (const std::filesystem::filesystem_error& e) { // a path given on the command line
         std::fprintf(stderr, "%s: %s\n", app.get_name().c_str(), e.what());
+        return bad_input;
+    } catch (const std::bad_alloc&) { // sizes from the command line beyond the machine
+        std::fprintf(stderr,
+                     "%s: out of memory: the sizes asked for (batch, model, data) need more "
+                     "memory than this machine has\n",
+                     app.get_name().c_str());
         return bad_input;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s: internal error: %s\n", app.get_name().c_str(), e.what());

@@ -72,6 +72,22 @@ TEST_CASE("the BLAS reports its kernel and accepts a thread count", "[core][blas
     CHECK_THROWS_AS(set_blas_threads(0), config_error);
 }
 
+TEST_CASE("a thread count above what OpenBLAS runs is refused, and the count kept",
+          "[core][blas]") {
+    // Debian's OpenBLAS says MAX_THREADS=64 in its configuration; asked for
+    // more, openblas_set_num_threads would quietly run that many.
+    const int most = blas_max_threads();
+    REQUIRE_THAT(blas_info().config, Catch::Contains("MAX_THREADS=" + std::to_string(most)));
+    const std::size_t before = parallel_threads();
+    set_blas_threads(2);
+    CHECK_THROWS_WITH(set_blas_threads(most + 1),
+                      Catch::Contains(std::to_string(most + 1) + " threads asked") &&
+                        Catch::Contains("at most " + std::to_string(most)));
+    CHECK(parallel_threads() == 2);
+    CHECK(blas_info().threads == 2);
+    set_blas_threads(static_cast<int>(before));
+}
+
 TEST_CASE("the OpenBLAS kernel trap is recognised and its remedy chosen", "[core][blas]") {
     CHECK(is_generic_kernel("Prescott"));
     CHECK_FALSE(is_generic_kernel("SkylakeX"));

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -300,12 +301,33 @@ inline std::string blas_core_name() {
     return name != nullptr ? std::string(name) : std::string("unknown");
 }
 
+/// The most threads this OpenBLAS runs: its build's MAX_THREADS, read from
+/// openblas_get_config() (Debian's: 64); INT_MAX when the configuration does
+/// not say. openblas_set_num_threads quietly caps a larger count there.
+inline int blas_max_threads() {
+    const char* config = openblas_get_config();
+    const std::string text = config != nullptr ? config : "";
+    const std::string key = "MAX_THREADS=";
+    const std::size_t at = text.find(key);
+    if (at == std::string::npos) {
+        return INT_MAX;
+    }
+    const long value = std::strtol(text.c_str() + at + key.size(), nullptr, 10);
+    return value >= 1 && value <= INT_MAX ? static_cast<int>(value) : INT_MAX;
+}
+
 /// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
-/// later call.
+/// later call. A count OpenBLAS cannot run (above blas_max_threads()) is
+/// refused before anything changes, not quietly capped.
 inline void set_blas_threads(int threads) {
     if (threads < 1) {
         throw config_error("lightloop::set_blas_threads: thread count must be >= 1, got " +
                            std::to_string(threads));
+    }
+    if (const int most = blas_max_threads(); threads > most) {
+        throw config_error("lightloop::set_blas_threads: " + std::to_string(threads) +
+                           " threads asked, but this OpenBLAS runs at most " +
+                           std::to_string(most) + " (its build's MAX_THREADS)");
     }
     detail::set_thread_count(threads);
 }
