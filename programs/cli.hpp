@@ -62,16 +62,40 @@ inline void reject_empty_list_items(const CLI::App& app, int argc, const char* c
     }
 }
 
+/// Refuses a negative value for every unsigned option of `app` and its
+/// subcommands ("--seed -1": "--seed: must not be negative, got '-1'"):
+/// CLI11 2.1 converts "-1" to an unsigned integer by wrapping it around, so
+/// the seed would silently become 18446744073709551615. Unsigned options are
+/// the ones CLI11 types UINT; each item of a list is checked.
+inline void refuse_negative_unsigned(CLI::App& app) {
+    for (CLI::Option* option : app.get_options()) {
+        if (option->get_type_name().starts_with("UINT")) {
+            option->check([](const std::string& value) -> std::string {
+                const std::size_t first = value.find_first_not_of(" \t");
+                if (first != std::string::npos && value[first] == '-') {
+                    return "must not be negative, got '" + value + "'";
+                }
+                return {};
+            });
+        }
+    }
+    for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+        refuse_negative_unsigned(*sub);
+    }
+}
+
 /// Parses argv with `app`, then returns body()'s exit code. --help prints
 /// the usage and returns 0; a parse error prints CLI11's message and returns
 /// bad_input; a lightloop::error (or a filesystem error: a path from the
 /// command line) thrown by body prints "<name>: <message>" and returns
 /// bad_input; so does running out of memory (std::bad_alloc: sizes the
 /// machine cannot hold); any other exception prints and returns 1. A list
-/// flag's empty item is a parse error (reject_empty_list_items).
+/// flag's empty item is a parse error (reject_empty_list_items), and so is
+/// a negative value for an unsigned option (refuse_negative_unsigned).
 template <class Body>
 int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
+        refuse_negative_unsigned(app);
         reject_empty_list_items(app, argc, argv);
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
