@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 
@@ -301,19 +302,22 @@ inline std::string blas_core_name() {
     return name != nullptr ? std::string(name) : std::string("unknown");
 }
 
-/// The most threads this OpenBLAS runs: its build's MAX_THREADS, read from
-/// openblas_get_config() (Debian's: 64); INT_MAX when the configuration does
-/// not say. openblas_set_num_threads quietly caps a larger count there.
+/// The most threads this OpenBLAS runs: its build's MAX_THREADS, read once
+/// from openblas_get_config() (Debian's: 64); INT_MAX when the configuration
+/// does not say. openblas_set_num_threads quietly caps a larger count there.
+/// Allocates nothing (set_blas_threads runs inside allocation-counted steps).
 inline int blas_max_threads() {
-    const char* config = openblas_get_config();
-    const std::string text = config != nullptr ? config : "";
-    const std::string key = "MAX_THREADS=";
-    const std::size_t at = text.find(key);
-    if (at == std::string::npos) {
-        return INT_MAX;
-    }
-    const long value = std::strtol(text.c_str() + at + key.size(), nullptr, 10);
-    return value >= 1 && value <= INT_MAX ? static_cast<int>(value) : INT_MAX;
+    static const int most = [] {
+        static constexpr char key[] = "MAX_THREADS=";
+        const char* config = openblas_get_config();
+        const char* at = config != nullptr ? std::strstr(config, key) : nullptr;
+        if (at == nullptr) {
+            return INT_MAX;
+        }
+        const long value = std::strtol(at + sizeof(key) - 1, nullptr, 10);
+        return value >= 1 && value <= INT_MAX ? static_cast<int>(value) : INT_MAX;
+    }();
+    return most;
 }
 
 /// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
