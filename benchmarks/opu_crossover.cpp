@@ -330,10 +330,12 @@ int main(int argc, char** argv) {
       ->check(lightloop::programs::positive())
       ->capture_default_str();
     app.add_option("--gemm-gflops", s.gemm_gflops, "GEMM rate of another machine (0: measure)")
+      ->check(lightloop::programs::non_negative())
       ->capture_default_str();
     app
       .add_option("--bandwidth-gbs", s.bandwidth_gbs,
                   "element-wise bandwidth of another machine (0: measure)")
+      ->check(lightloop::programs::non_negative())
       ->capture_default_str();
     app.add_option("--frame-rate", s.frame_rate, "OPU frames per second")
       ->check(lightloop::programs::positive())

@@ -6,6 +6,7 @@
 // printed as one line instead of an abort. For the programs only: the library
 // itself never includes CLI11.
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -122,19 +123,39 @@ int run(CLI::App& app, int argc, char** argv, Body&& body) {
     }
 }
 
-/// A value that must be a number above zero ("--epochs ten": "--epochs: must
-/// be a positive number, got 'ten'").
+/// Whether `value` reads whole as a finite number, and that number.
+inline bool finite_number(const std::string& value, double& v) {
+    char* end = nullptr;
+    v = std::strtod(value.c_str(), &end);
+    return end != value.c_str() && *end == '\0' && std::isfinite(v);
+}
+
+/// A value that must be a finite number above zero ("--epochs ten",
+/// "--frame-rate inf": "--epochs: must be a positive number, got 'ten'").
 inline CLI::Validator positive() {
     return CLI::Validator(
       [](std::string& value) -> std::string {
-          char* end = nullptr;
-          const double v = std::strtod(value.c_str(), &end);
-          if (end == value.c_str() || *end != '\0' || !(v > 0.0)) {
+          double v = 0.0;
+          if (!finite_number(value, v) || !(v > 0.0)) {
               return "must be a positive number, got '" + value + "'";
           }
           return {};
       },
       "POSITIVE");
+}
+
+/// A value that must be a finite number at least zero ("--gemm-gflops -5":
+/// "--gemm-gflops: must be a number >= 0, got '-5'").
+inline CLI::Validator non_negative() {
+    return CLI::Validator(
+      [](std::string& value) -> std::string {
+          double v = 0.0;
+          if (!finite_number(value, v) || !(v >= 0.0)) {
+              return "must be a number >= 0, got '" + value + "'";
+          }
+          return {};
+      },
+      "NONNEGATIVE");
 }
 
 /// The thread count flag every training program has.
