@@ -560,13 +560,14 @@ struct bf16_targets {
 /// Prints each target's figure, its bound and whether this run met it. The
 /// 2x and 1.5x bounds are for a CPU with AMX; on another one the figures are
 /// reported against them and not judged.
-void print_targets(const std::vector<bf16_targets>& all, bool amx) {
+void print_targets(const std::vector<bf16_targets>& all, cpu_features cpu) {
     if (all.empty()) {
         return;
     }
     std::printf("\ntargets of mixed precision (judged on the mlp at batch 128 on 2 threads, "
                 "each a ratio within this run; this CPU: %s):\n",
-                matrix_features_text(detect_cpu_features()).c_str());
+                matrix_features_text(cpu).c_str());
+    const bool amx = cpu.amx_bf16;
     // judged: false for a bound meant for AMX on a CPU without it. A figure
     // is missing when its rows did not run (the holographic method, or
     // PyTorch's figures without --torch).
@@ -662,14 +663,11 @@ int measure(const options& o) {
     const double gemm_budget = o.gemm_budget;
     const int rounds = o.rounds;
     const auto torch = read_torch(torch_path);
-    // Each thread count set once before any measurement: set_blas_threads
-    // refuses one OpenBLAS cannot run, which should not wait for the rows
-    // before it.
-    const int original_threads = static_cast<int>(parallel_threads());
+    // A thread count OpenBLAS cannot run is refused before any measurement,
+    // not when its rows come.
     for (const int threads : o.threads) {
-        set_blas_threads(threads);
+        require_blas_threads(threads);
     }
-    set_blas_threads(original_threads);
     const auto blas = blas_info();
     std::printf("lightloop %s | OpenBLAS %s | kernel %s | bf16 backend %s: %s\n", version_string,
                 blas.config.c_str(), blas.core.c_str(), mixed_bf16::backend::name,
@@ -879,7 +877,7 @@ int measure(const options& o) {
       "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
       "step run at 100%% of its roofline\nwrote %s\n",
       json_path.c_str());
-    print_targets(targets, detect_cpu_features().amx_bf16);
+    print_targets(targets, blas.cpu);
     return 0;
 }
 

@@ -85,6 +85,10 @@ TEST_CASE("a thread count above what OpenBLAS runs is refused, and the count kep
                         Catch::Contains("at most " + std::to_string(most)));
     CHECK(parallel_threads() == 2);
     CHECK(blas_info().threads == 2);
+    // The check alone, as a program runs it on its thread counts up front.
+    CHECK_NOTHROW(require_blas_threads(most));
+    CHECK_THROWS_AS(require_blas_threads(most + 1), config_error);
+    CHECK(parallel_threads() == 2);
     set_blas_threads(static_cast<int>(before));
 }
 

@@ -320,10 +320,10 @@ inline int blas_max_threads() {
     return most;
 }
 
-/// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
-/// later call. A count OpenBLAS cannot run (above blas_max_threads()) is
-/// refused before anything changes, not quietly capped.
-inline void set_blas_threads(int threads) {
+/// Throws config_error unless OpenBLAS can run `threads` threads: at least
+/// one and at most blas_max_threads(). Changes nothing (a program checks its
+/// thread counts with it before its first run).
+inline void require_blas_threads(int threads) {
     if (threads < 1) {
         throw config_error("lightloop::set_blas_threads: thread count must be >= 1, got " +
                            std::to_string(threads));
@@ -333,6 +333,13 @@ inline void set_blas_threads(int threads) {
                            " threads asked, but this OpenBLAS runs at most " +
                            std::to_string(most) + " (its build's MAX_THREADS)");
     }
+}
+
+/// Sets the number of threads OpenBLAS, and with it lightloop, uses for every
+/// later call. A count OpenBLAS cannot run (require_blas_threads) is refused
+/// before anything changes, not quietly capped.
+inline void set_blas_threads(int threads) {
+    require_blas_threads(threads);
     detail::set_thread_count(threads);
 }
 
