@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
         std::vector<row> rows;
         for (const double rate : rates) {
             for (const std::uint64_t recalibrate : {std::uint64_t{0}, every}) {
-                const std::string name = "drift " + std::to_string(rate) + " recalibrate " +
+                const std::string name = "drift " + number_text(rate) + " recalibrate " +
                                          (recalibrate > 0 ? std::to_string(recalibrate) : "never");
                 const demos::result r =
                   demos::run(d, name,

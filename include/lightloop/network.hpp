@@ -29,6 +29,7 @@
 
 #include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
@@ -317,7 +318,7 @@ public:
         }
         const value_type value = loss_.evaluate(out, target, loss_gradient_);
         if (!std::isfinite(value)) {
-            throw divergence_error("lightloop::network: loss is " + std::to_string(value) +
+            throw divergence_error("lightloop::network: loss is " + number_text(value) +
                                    " at step " + std::to_string(steps_) +
                                    "; weights were not updated");
         }

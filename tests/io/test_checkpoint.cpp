@@ -176,6 +176,27 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
         refuses(lightloop::testing::read_bytes(dir / "fa.ckpt"),
                 "architecture mismatch at feedback: the checkpoint has 'feedback_alignment");
     }
+    SECTION("settings that differ past six decimals") {
+        // Descriptions once wrote both scales as 0.000000.
+        auto fa_network = [](double scale) {
+            return network(feedback_alignment{scale}, softmax_cross_entropy{}, 1,
+                           dense<tanh_act>{6, 9}, dense<identity>{9, 4});
+        };
+        auto small = fa_network(1e-7);
+        save_checkpoint(small, opt, dir / "small.ckpt", 3);
+        auto other = fa_network(2e-7);
+        auto other_opt = momentum_sgd();
+        const matrix<float> kept = other.layer<0>().weights();
+        CHECK_THROWS_WITH(load_checkpoint(other, other_opt, dir / "small.ckpt"),
+                          Catch::Contains("architecture mismatch at feedback: the checkpoint has "
+                                          "'feedback_alignment scale=1e-07', the network has "
+                                          "'feedback_alignment scale=2e-07'"));
+        CHECK(lightloop::testing::identical(other.layer<0>().weights(), kept));
+        auto same = fa_network(1e-7);
+        auto same_opt = momentum_sgd();
+        load_checkpoint(same, same_opt, dir / "small.ckpt");
+        CHECK(lightloop::testing::identical(same.layer<0>().weights(), small.layer<0>().weights()));
+    }
     SECTION("a consistent frame around a bad payload (what only a fuzzer finds)") {
         auto bytes = good;
         bytes.insert(bytes.end() - 4, {'x', 'y'}); // trailing payload bytes
@@ -187,6 +208,30 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
         CHECK_THROWS_WITH(load_checkpoint(doubles, dir / "a.ckpt"),
                           Catch::Contains("4-byte scalars"));
     }
+}
+
+TEST_CASE("descriptions keep six decimals where they are exact and every digit elsewhere",
+          "[io][checkpoint]") {
+    // Six decimals: what checkpoints written before number_text hold.
+    CHECK(setting_text(1.0) == "1.000000");
+    CHECK(setting_text(0.1) == "0.100000");
+    CHECK(setting_text(0.1f) == "0.100000");
+    CHECK(setting_text(1e-6) == "0.000001");
+    CHECK(setting_text(-0.25) == "-0.250000");
+    CHECK(setting_text(0.0) == "0.000000");
+    // Past six decimals, the shortest text that reads back.
+    CHECK(setting_text(1e-7) == "1e-07");
+    CHECK(setting_text(2.5e-7) == "2.5e-07");
+    CHECK(setting_text(0.1234567) == "0.1234567");
+    CHECK(setting_text(1.0 / 3.0) == "0.3333333333333333");
+    CHECK(setting_text(1.0f / 3.0f) == "0.33333334");
+    CHECK(setting_text(std::numeric_limits<double>::infinity()) == "inf");
+    CHECK(setting_text(std::numeric_limits<double>::quiet_NaN()) == "nan");
+    // Messages: the shortest text.
+    CHECK(number_text(0.0) == "0");
+    CHECK(number_text(30.0) == "30");
+    CHECK(number_text(1e-7) == "1e-07");
+    CHECK(number_text(-0.5f) == "-0.5");
 }
 
 namespace {

@@ -4,8 +4,13 @@
 // matter, `std::string describe() const`; anything else is named by the
 // compiler's spelling of its type, spaces removed. Layers name their
 // parameter tensors with parameter_layout() (weight exports use it).
+// Numbers in messages are written by number_text, in descriptions by
+// setting_text.
 
+#include <charconv>
+#include <concepts>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +22,28 @@ struct parameter_shape {
     std::string name;
     std::vector<std::size_t> shape;
 };
+
+/// The shortest text that reads back as x: "0.1", "1e-07", "5", "nan".
+template <std::floating_point T>
+std::string number_text(T x) {
+    char text[64];
+    const auto end = std::to_chars(text, text + sizeof text, x).ptr;
+    return std::string(text, end);
+}
+
+/// A setting's value in a description, which checkpoint signatures compare:
+/// std::to_string's six decimals, as descriptions have always written it,
+/// where they read back as x, else number_text. Six decimals alone wrote a
+/// drift of 1e-6 and one of 1e-7 both as 0.000000, so a checkpoint of one
+/// loaded into a network configured with the other.
+template <std::floating_point T>
+std::string setting_text(T x) {
+    std::string fixed = std::to_string(x);
+    if (static_cast<T>(std::strtod(fixed.c_str(), nullptr)) == x) {
+        return fixed;
+    }
+    return number_text(x);
+}
 
 namespace detail {
 

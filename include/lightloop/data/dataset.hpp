@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/data/synthetic.hpp"
@@ -37,13 +38,13 @@ std::pair<labelled_data<T>, labelled_data<T>> split_validation(const labelled_da
                                                                std::uint64_t seed) {
     if (!(fraction > 0.0 && fraction < 1.0)) {
         throw config_error("lightloop::split_validation: fraction must be in (0, 1), got " +
-                           std::to_string(fraction));
+                           number_text(fraction));
     }
     const std::size_t n = data.size();
     const auto held = static_cast<std::size_t>(static_cast<double>(n) * fraction);
     if (held == 0 || held == n) {
         throw config_error("lightloop::split_validation: " + std::to_string(n) +
-                           " samples cannot be split at fraction " + std::to_string(fraction));
+                           " samples cannot be split at fraction " + number_text(fraction));
     }
     rng gen(seed);
     const auto order = detail::shuffled_order(n, gen);

@@ -18,6 +18,7 @@
 
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
@@ -30,14 +31,14 @@ namespace lightloop {
 class feedback_alignment {
 public:
     /// "feedback_alignment scale=1", for checkpoint signatures.
-    std::string describe() const { return "feedback_alignment scale=" + std::to_string(scale_); }
+    std::string describe() const { return "feedback_alignment scale=" + setting_text(scale_); }
     static constexpr bool trains_hidden_layers = true;
 
     explicit feedback_alignment(double scale = 1.0)
       : scale_(scale) {
         if (!(scale > 0.0) || !std::isfinite(scale)) {
             throw config_error("lightloop::feedback_alignment: scale must be positive, got " +
-                               std::to_string(scale));
+                               number_text(scale));
         }
     }
 

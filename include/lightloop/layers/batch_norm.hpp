@@ -283,8 +283,8 @@ private:
             !(spec.momentum >= 0.0 && spec.momentum <= 1.0)) {
             throw config_error("lightloop::batch_norm: the shape must be non-empty, eps positive "
                                "and momentum in [0, 1], got " +
-                               shape.text() + ", eps " + std::to_string(spec.eps) + ", momentum " +
-                               std::to_string(spec.momentum));
+                               shape.text() + ", eps " + number_text(spec.eps) + ", momentum " +
+                               number_text(spec.momentum));
         }
         return shape;
     }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/random.hpp"
@@ -118,7 +119,7 @@ public:
 
     /// "dropout 1024 p=0.5", for checkpoint signatures and messages.
     std::string describe() const {
-        return "dropout " + this->in_.text() + " p=" + std::to_string(rate_);
+        return "dropout " + this->in_.text() + " p=" + setting_text(rate_);
     }
     std::string signature() const { return describe(); }
 

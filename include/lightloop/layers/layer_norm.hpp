@@ -180,7 +180,7 @@ private:
         if (shape.size() == 0 || !(eps > 0.0) || !std::isfinite(eps)) {
             throw config_error("lightloop::layer_norm: the shape must be non-empty and eps "
                                "positive, got " +
-                               shape.text() + " and eps " + std::to_string(eps));
+                               shape.text() + " and eps " + number_text(eps));
         }
         return shape;
     }

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
@@ -22,7 +23,7 @@ inline void require_setting(bool ok, const char* optimizer, const char* name, do
                             const char* expected) {
     if (!ok) {
         throw config_error(std::string("lightloop::") + optimizer + ": " + name + " must be " +
-                           expected + ", got " + std::to_string(value));
+                           expected + ", got " + number_text(value));
     }
 }
 

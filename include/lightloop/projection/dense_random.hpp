@@ -26,6 +26,7 @@
 
 #include "lightloop/core/blas.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/seeded_matrix.hpp"
@@ -42,7 +43,7 @@ public:
       : scale_(scale) {
         if (!(scale > 0.0) || !std::isfinite(scale)) {
             throw config_error("lightloop::dense_" + std::string(Entries::name) +
-                               ": scale must be positive and finite, got " + std::to_string(scale));
+                               ": scale must be positive and finite, got " + number_text(scale));
         }
     }
 
@@ -70,7 +71,7 @@ public:
     /// "dense_gaussian scale=1", for checkpoint signatures (the seed is the
     /// network's).
     std::string describe() const {
-        return "dense_" + std::string(Entries::name) + " scale=" + std::to_string(scale_);
+        return "dense_" + std::string(Entries::name) + " scale=" + setting_text(scale_);
     }
 
     std::size_t input_size() const noexcept { return in_; }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/io/checkpoint.hpp"
 #include "lightloop/train/fit.hpp"
@@ -250,7 +251,7 @@ public:
         if (!(min_delta >= 0.0) || !std::isfinite(min_delta)) {
             throw config_error("lightloop::early_stopping: min_delta must be finite and >= 0, "
                                "got " +
-                               std::to_string(min_delta));
+                               number_text(min_delta));
         }
     }
 

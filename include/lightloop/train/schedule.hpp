@@ -10,6 +10,7 @@
 #include <numbers>
 #include <string>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 
 namespace lightloop {
@@ -40,7 +41,7 @@ struct cosine_schedule {
     double learning_rate(double base, double progress, std::size_t epochs) const {
         if (!(floor >= 0.0 && floor <= 1.0)) {
             throw config_error("lightloop::cosine_schedule: floor must be in [0, 1], got " +
-                               std::to_string(floor));
+                               number_text(floor));
         }
         const double t = epochs == 0 ? 1.0 : std::min(1.0, progress / static_cast<double>(epochs));
         const double low = base * floor;

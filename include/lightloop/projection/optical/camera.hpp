@@ -58,6 +58,7 @@
 #endif
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/random_lanes.hpp"
@@ -162,14 +163,14 @@ public:
     std::string describe() const {
         const auto& s = settings_;
         std::string text = "camera bits=" + std::to_string(s.bits) +
-                           " full_well=" + std::to_string(s.full_well) +
-                           " read_noise=" + std::to_string(s.read_noise) +
-                           " dark_offset=" + std::to_string(s.dark_offset) +
+                           " full_well=" + setting_text(s.full_well) +
+                           " read_noise=" + setting_text(s.read_noise) +
+                           " dark_offset=" + setting_text(s.dark_offset) +
                            " shot_noise=" + std::to_string(s.shot_noise);
         if (has_fixed_pattern()) {
-            text += " prnu=" + std::to_string(s.prnu) +
-                    " dark_current=" + std::to_string(s.dark_current) +
-                    " dsnu=" + std::to_string(s.dsnu);
+            text += " prnu=" + setting_text(s.prnu) +
+                    " dark_current=" + setting_text(s.dark_current) +
+                    " dsnu=" + setting_text(s.dsnu);
         }
         return text;
     }
@@ -276,7 +277,7 @@ private:
     static void require(bool ok, const char* name, double value, const char* expected) {
         if (!ok) {
             throw config_error(std::string("lightloop::camera: ") + name + " must be " + expected +
-                               ", got " + std::to_string(value));
+                               ", got " + number_text(value));
         }
     }
 

@@ -183,9 +183,9 @@ public:
     std::string describe() const {
         return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
                describe_object(encoder_) + "] medium=" + Medium::name +
-               " variance=" + std::to_string(settings_.variance) +
+               " variance=" + setting_text(settings_.variance) +
                (has_schedule()
-                  ? " drift=" + std::to_string(settings_.drift) +
+                  ? " drift=" + setting_text(settings_.drift) +
                       " recalibrate_every=" + std::to_string(settings_.recalibrate_every)
                   : std::string());
     }
@@ -255,7 +255,7 @@ public:
         if (calibrated) {
             if constexpr (requires { camera_.set_exposure(exposure); }) {
                 if (!(exposure > 0.0) || !std::isfinite(exposure)) {
-                    in.fail("camera exposure " + std::to_string(exposure) + " is not positive");
+                    in.fail("camera exposure " + number_text(exposure) + " is not positive");
                 }
                 camera_.set_exposure(exposure);
             }
@@ -395,7 +395,7 @@ private:
         }
         if (!(settings_.drift >= 0.0 && settings_.drift < 1.0)) {
             throw config_error("lightloop::optical: drift must be in [0, 1), got " +
-                               std::to_string(settings_.drift));
+                               number_text(settings_.drift));
         }
         if constexpr (!drifting_medium) {
             if (settings_.drift > 0.0) {

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 
 namespace lightloop {
@@ -52,7 +53,7 @@ struct ternary_encoder {
     bool per_sign_scale = true;
 
     std::string describe() const {
-        return "ternary threshold=" + std::to_string(threshold) +
+        return "ternary threshold=" + setting_text(threshold) +
                (per_sign_scale ? " per-sign" : " shared");
     }
 
@@ -62,7 +63,7 @@ struct ternary_encoder {
       , per_sign_scale(separate_scales) {
         if (!(relative_threshold >= 0.0 && relative_threshold < 1.0)) {
             throw config_error("lightloop::ternary_encoder: threshold must be in [0, 1), got " +
-                               std::to_string(relative_threshold));
+                               number_text(relative_threshold));
         }
     }
 

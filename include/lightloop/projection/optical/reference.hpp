@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/random.hpp"
 
@@ -27,7 +28,7 @@ struct off_axis_reference {
     static constexpr const char* name = "off-axis";
 
     std::string describe() const {
-        return "off-axis power=" + std::to_string(power) + " tilt=" + std::to_string(tilt);
+        return "off-axis power=" + setting_text(power) + " tilt=" + setting_text(tilt);
     }
 
     /// r_j for the camera pixels [first, first + out).
@@ -35,7 +36,7 @@ struct off_axis_reference {
               std::vector<double>& re, std::vector<double>& im, std::size_t first = 0) const {
         if (!(power > 0.0)) {
             throw config_error("lightloop::off_axis_reference: power must be positive, got " +
-                               std::to_string(power));
+                               number_text(power));
         }
         const double amplitude = std::sqrt(power * variance * static_cast<double>(in));
         re.resize(out);
@@ -69,7 +70,7 @@ struct dmd_reference {
     }
 
     std::string describe() const {
-        return "dmd pixels=" + std::to_string(pixels) + " density=" + std::to_string(density);
+        return "dmd pixels=" + std::to_string(pixels) + " density=" + setting_text(density);
     }
 
     /// r_j for the camera pixels [first, first + out); the rows before them
