@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "support/files.hpp"
@@ -138,6 +139,45 @@ TEST_CASE("fit refuses data that does not fit the network", "[train][fit]") {
     sgd opt{0.1};
     CHECK_THROWS_WITH(fit(net, opt, data, data, {.epochs = 1}),
                       Catch::Contains("training data is 6 -> 4 but the network is 5 -> 4"));
+}
+
+TEST_CASE("fit refuses data whose parts disagree or that holds a value that is not finite",
+          "[train][fit]") {
+    const auto data = lightloop::testing::blobs_task(2, 25);
+    auto net = make_network<backprop, softmax_cross_entropy>(1, dense<tanh_act>{6, 8},
+                                                             dense<identity>{8, 4});
+    sgd opt{0.1};
+    const matrix<float> before = net.layer<0>().weights();
+    const auto refuses = [&](const labelled_data<float>& train, const labelled_data<float>& test,
+                             const std::string& message) {
+        CAPTURE(message);
+        CHECK_THROWS_WITH(fit(net, opt, train, test, {.epochs = 1}), Catch::Contains(message));
+        CHECK(lightloop::testing::identical(net.layer<0>().weights(), before));
+        CHECK(net.steps() == 0);
+    };
+    auto fewer_labels = data;
+    fewer_labels.labels.pop_back();
+    // Trained on the first 99 rows before, the last one silently left out.
+    refuses(fewer_labels, data,
+            "lightloop::fit: the training data has 100 input rows, 100 target rows and 99 labels");
+    CHECK_THROWS_AS(fit(net, opt, fewer_labels, data, {.epochs = 1}), shape_error);
+    refuses(data, fewer_labels,
+            "lightloop::fit: the test data has 100 input rows, 100 target rows and 99 labels");
+    auto nan_input = data;
+    nan_input.inputs(3, 2) = std::numeric_limits<float>::quiet_NaN();
+    // Reported a test loss of nan before.
+    refuses(data, nan_input,
+            "lightloop::fit: the test data's inputs hold nan at row 3, column 2; every value "
+            "must be finite");
+    CHECK_THROWS_AS(fit(net, opt, data, nan_input, {.epochs = 1}), data_error);
+    auto infinite_target = data;
+    infinite_target.targets(7, 1) = -std::numeric_limits<float>::infinity();
+    refuses(infinite_target, data, "the training data's targets hold -inf at row 7, column 1");
+    // The sampler and evaluate check the parts agree too.
+    CHECK_THROWS_WITH(batch_sampler<float>(fewer_labels, 10, 1),
+                      Catch::Contains("lightloop::batch_sampler: the data has 100 input rows"));
+    CHECK_THROWS_WITH(evaluate(net, fewer_labels),
+                      Catch::Contains("lightloop::evaluate: the data has 100 input rows"));
 }
 
 TEST_CASE("the alignment probe leaves the optical device and the training run as they were",

@@ -2,6 +2,7 @@
 // Mini-batches with seeded shuffling, and a seeded validation split.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
@@ -12,14 +13,52 @@
 
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/finite.hpp"
 #include "lightloop/core/random.hpp"
 #include "lightloop/data/synthetic.hpp"
 
 namespace lightloop {
 
+/// Refuses a data set whose parts disagree: as many input rows as target
+/// rows as labels (size() counts the labels). `who` starts the message, e.g.
+/// "lightloop::fit: the training data".
+template <class T>
+void check_rows(const labelled_data<T>& data, const std::string& who) {
+    if (data.inputs.shape(0) != data.targets.shape(0) ||
+        data.targets.shape(0) != data.labels.size()) {
+        throw shape_error(who + " has " + std::to_string(data.inputs.shape(0)) + " input rows, " +
+                          std::to_string(data.targets.shape(0)) + " target rows and " +
+                          std::to_string(data.labels.size()) +
+                          " labels; they must agree (one of each per sample)");
+    }
+}
+
+/// check_rows, and refuses a data set holding a value that is not finite,
+/// naming the first: a NaN input or target makes every loss and update after
+/// it NaN.
+template <class T>
+void check_data(const labelled_data<T>& data, const std::string& who) {
+    check_rows(data, who);
+    for (const auto* part : {&data.inputs, &data.targets}) {
+        const std::span<const T> values(part->data(), part->size());
+        if (detail::all_finite(values)) {
+            continue;
+        }
+        const auto bad = static_cast<std::size_t>(
+          std::find_if(values.begin(), values.end(), [](T v) { return !std::isfinite(v); }) -
+          values.begin());
+        const std::size_t width = part->shape(1);
+        throw data_error(who + "'s " + (part == &data.inputs ? "inputs" : "targets") + " hold " +
+                         number_text(values[bad]) + " at row " + std::to_string(bad / width) +
+                         ", column " + std::to_string(bad % width) +
+                         "; every value must be finite");
+    }
+}
+
 /// The rows of `data` listed in `rows`, in that order.
 template <class T>
 labelled_data<T> select_rows(const labelled_data<T>& data, std::span<const std::size_t> rows) {
+    check_rows(data, "lightloop::select_rows: the data");
     labelled_data<T> out;
     gather_rows(data.inputs, rows, out.inputs);
     gather_rows(data.targets, rows, out.targets);
@@ -68,6 +107,7 @@ public:
         if (batch == 0) {
             throw config_error("lightloop::batch_sampler: batch size must be positive");
         }
+        check_rows(data, "lightloop::batch_sampler: the data");
         if (data.size() == 0) {
             throw config_error("lightloop::batch_sampler: empty data set");
         }

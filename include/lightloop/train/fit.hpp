@@ -118,6 +118,7 @@ evaluation evaluate(Network& net, const labelled_data<typename Network::value_ty
                     std::size_t batch = 1000, std::size_t first = 0,
                     std::size_t last = std::numeric_limits<std::size_t>::max()) {
     using T = typename Network::value_type;
+    check_rows(data, "lightloop::evaluate: the data");
     last = std::min(last, data.size());
     if (first >= last || batch == 0) {
         throw config_error("lightloop::evaluate: needs data (rows " + std::to_string(first) +
@@ -320,6 +321,8 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     if (options.epochs == 0) {
         throw config_error("lightloop::fit: epochs must be positive");
     }
+    check_data(train, "lightloop::fit: the training data");
+    check_data(test, "lightloop::fit: the test data");
     auto check_widths = [&](const labelled_data<T>& data, const char* which) {
         if (data.inputs.shape(1) != net.input_size() ||
             data.targets.shape(1) != net.output_size()) {
