@@ -62,6 +62,8 @@ TEST_CASE("dropout drops at its rate, scales what it keeps, and passes everythin
 
     CHECK_THROWS_AS(dropout<>(10, 1.0), config_error);
     CHECK_THROWS_AS(dropout<>(10, -0.1), config_error);
+    CHECK_THROWS_WITH(dropout<>(10, 1e-9 - 1.0),
+                      "lightloop::dropout: rate must be in [0, 1), got -0.999999999");
 }
 
 TEST_CASE("dropout's masks depend on the seed, step and sample only, not the threads",

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <lightloop/lightloop.hpp>
@@ -99,6 +100,17 @@ TEST_CASE("optimizers refuse invalid settings", "[optim]") {
     CHECK_THROWS_AS((sgd<>{{.learning_rate = 0.1, .momentum = 1.0}}), config_error);
     CHECK_THROWS_AS((sgd<>{{.learning_rate = 0.1, .nesterov = true}}), config_error);
     CHECK_THROWS_WITH(adam<>{{.beta2 = 1.5}}, Catch::Contains("beta2"));
+    // Infinite settings were taken: an infinite epsilon stops adam learning
+    // without a word, an infinite weight decay turns every weight into NaN.
+    const double inf = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH((sgd<>{{.learning_rate = 0.1, .weight_decay = inf}}),
+                      "lightloop::sgd: weight_decay must be finite and >= 0, got inf");
+    CHECK_THROWS_WITH(adam<>{{.epsilon = inf}},
+                      "lightloop::adam: epsilon must be finite and > 0, got inf");
+    CHECK_THROWS_WITH(adam<>{{.weight_decay = inf}},
+                      "lightloop::adam: weight_decay must be finite and >= 0, got inf");
+    CHECK_THROWS_WITH((sgd<>{{.learning_rate = -0.1}}),
+                      "lightloop::sgd: learning_rate must be positive and finite, got -0.1");
     adam<double> opt;
     std::vector<double> w{1.0};
     const std::vector<double> g{1.0};

@@ -3,6 +3,7 @@
 #include <array>
 #include <bit>
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -1052,6 +1053,25 @@ TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",
     // P = 1000^-1.25 = 1.8e-4 for an exponential, plus noise.
     CHECK(static_cast<double>(cam.pixels_saturated()) / 10000.0 < 1e-3);
     CHECK_THROWS_AS(camera({.bits = 0}), config_error);
+    // Infinite settings were taken: an infinite full well or read noise
+    // makes every count garbage, an infinite frame rate a device of no time.
+    const double inf = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(camera({.full_well = inf}),
+                      "lightloop::camera: full_well must be positive and finite, got inf");
+    CHECK_THROWS_WITH(camera({.read_noise = inf}),
+                      "lightloop::camera: read_noise must be finite and >= 0, got inf");
+    CHECK_THROWS_WITH(camera({.exposure = inf}),
+                      "lightloop::camera: exposure must be finite and >= 0, got inf");
+    CHECK_THROWS_WITH(cam.set_exposure(inf),
+                      "lightloop::camera: exposure must be positive and finite, got inf");
+    CHECK_THROWS_WITH(optical<>(optical_settings{.frame_rate = inf}),
+                      "lightloop::optical: variance and frame_rate must be positive and finite, "
+                      "got variance 1, frame_rate inf");
+    CHECK_THROWS_WITH(optical<>(holographic_readout<>{off_axis_reference{.power = inf}}, camera{},
+                                ternary_encoder{}, optical_settings{})
+                        .configure(4, 8, 1),
+                      Catch::Contains("power must be positive and finite and tilt finite, got "
+                                      "power inf, tilt 0.25"));
     CHECK_THROWS_AS(cam.calibrate(std::span<const double>(std::vector<double>(5, 0.0))),
                     config_error);
 }

@@ -106,6 +106,11 @@ TEST_CASE("learning-rate schedules follow their formulas inside fit", "[train][s
     CHECK(constant_schedule{}.learning_rate(0.1, 3.5, 10) == 0.1);
     CHECK(step_schedule{2, 0.5}.learning_rate(0.1, 3.9, 10) == Approx(0.05));
     CHECK(step_schedule{2, 0.5}.learning_rate(0.1, 4.0, 10) == Approx(0.025));
+    // Refused at the first epoch, not at the drop where the rate would
+    // become infinite.
+    CHECK_THROWS_WITH(
+      (step_schedule{2, std::numeric_limits<double>::infinity()}.learning_rate(0.1, 0.0, 10)),
+      "lightloop::step_schedule: needs every > 0 and a finite gamma > 0, got every 2, gamma inf");
     // Cosine: base at 0, the midpoint of base and floor half-way, floor at the end.
     const cosine_schedule cosine{0.1};
     CHECK(cosine.learning_rate(1.0, 0.0, 4) == Approx(1.0));

@@ -22,6 +22,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/simd.hpp"
@@ -135,7 +136,7 @@ struct leaky_relu {
       : slope(negative_slope) {
         if (!(negative_slope >= 0.0 && negative_slope < 1.0)) {
             throw config_error("lightloop::leaky_relu: slope must be in [0, 1), got " +
-                               std::to_string(negative_slope));
+                               number_text(negative_slope));
         }
     }
 

@@ -44,7 +44,7 @@ public:
       , rate_(rate) {
         if (!(rate >= 0.0 && rate < 1.0)) {
             throw config_error("lightloop::dropout: rate must be in [0, 1), got " +
-                               std::to_string(rate));
+                               number_text(rate));
         }
         if (shape.size() == 0) {
             throw config_error("lightloop::dropout: the width must be positive");

@@ -51,9 +51,11 @@ public:
                                 settings.beta1, "in [0, 1)");
         detail::require_setting(settings.beta2 >= 0.0 && settings.beta2 < 1.0, "adam", "beta2",
                                 settings.beta2, "in [0, 1)");
-        detail::require_setting(settings.epsilon > 0.0, "adam", "epsilon", settings.epsilon, "> 0");
-        detail::require_setting(settings.weight_decay >= 0.0, "adam", "weight_decay",
-                                settings.weight_decay, ">= 0");
+        detail::require_setting(settings.epsilon > 0.0 && std::isfinite(settings.epsilon), "adam",
+                                "epsilon", settings.epsilon, "finite and > 0");
+        detail::require_setting(settings.weight_decay >= 0.0 &&
+                                  std::isfinite(settings.weight_decay),
+                                "adam", "weight_decay", settings.weight_decay, "finite and >= 0");
     }
 
     /// Advances the step count t used by the bias correction.

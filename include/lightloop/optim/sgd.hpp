@@ -7,6 +7,7 @@
 // With momentum 0 this is plain w <- w - lr * g.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <span>
 #include <type_traits>
@@ -44,8 +45,9 @@ public:
         detail::check_learning_rate("sgd", settings.learning_rate);
         detail::require_setting(settings.momentum >= 0.0 && settings.momentum < 1.0, "sgd",
                                 "momentum", settings.momentum, "in [0, 1)");
-        detail::require_setting(settings.weight_decay >= 0.0, "sgd", "weight_decay",
-                                settings.weight_decay, ">= 0");
+        detail::require_setting(settings.weight_decay >= 0.0 &&
+                                  std::isfinite(settings.weight_decay),
+                                "sgd", "weight_decay", settings.weight_decay, "finite and >= 0");
         detail::require_setting(!settings.nesterov || settings.momentum > 0.0, "sgd",
                                 "momentum (with nesterov)", settings.momentum, "> 0");
     }

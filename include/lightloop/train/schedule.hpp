@@ -26,8 +26,10 @@ struct step_schedule {
     double gamma = 0.1;
 
     double learning_rate(double base, double progress, std::size_t) const {
-        if (every == 0 || !(gamma > 0.0)) {
-            throw config_error("lightloop::step_schedule: needs every > 0 and gamma > 0");
+        if (every == 0 || !(gamma > 0.0) || !std::isfinite(gamma)) {
+            throw config_error(
+              "lightloop::step_schedule: needs every > 0 and a finite gamma > 0, got every " +
+              std::to_string(every) + ", gamma " + number_text(gamma));
         }
         return base * std::pow(gamma, std::floor(progress / static_cast<double>(every)));
     }

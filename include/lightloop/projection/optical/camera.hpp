@@ -88,14 +88,17 @@ public:
       : settings_(settings) {
         const auto& s = settings;
         require(s.bits >= 1 && s.bits <= 24, "bits", s.bits, "in [1, 24]");
-        require(s.full_well > 0.0, "full_well", s.full_well, "positive");
-        require(s.read_noise >= 0.0, "read_noise", s.read_noise, ">= 0");
+        require(s.full_well > 0.0 && std::isfinite(s.full_well), "full_well", s.full_well,
+                "positive and finite");
+        require(s.read_noise >= 0.0 && std::isfinite(s.read_noise), "read_noise", s.read_noise,
+                "finite and >= 0");
         require(s.dark_offset >= 0.0 && s.dark_offset < max_count() - 1.0, "dark_offset",
                 s.dark_offset, "in [0, 2^bits - 2)");
         require(s.headroom > 0.0 && s.headroom <= 1.0, "headroom", s.headroom, "in (0, 1]");
         require(s.calibration_quantile > 0.0 && s.calibration_quantile <= 1.0,
                 "calibration_quantile", s.calibration_quantile, "in (0, 1]");
-        require(s.exposure >= 0.0, "exposure", s.exposure, ">= 0");
+        require(s.exposure >= 0.0 && std::isfinite(s.exposure), "exposure", s.exposure,
+                "finite and >= 0");
         require(s.prnu >= 0.0 && std::isfinite(s.prnu), "prnu", s.prnu, ">= 0");
         require(s.dark_current >= 0.0 && std::isfinite(s.dark_current), "dark_current",
                 s.dark_current, ">= 0");
@@ -201,7 +204,8 @@ public:
     }
 
     void set_exposure(double electrons_per_unit) {
-        require(electrons_per_unit > 0.0, "exposure", electrons_per_unit, "positive");
+        require(electrons_per_unit > 0.0 && std::isfinite(electrons_per_unit), "exposure",
+                electrons_per_unit, "positive and finite");
         settings_.exposure = electrons_per_unit;
     }
 

@@ -184,10 +184,9 @@ public:
         return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
                describe_object(encoder_) + "] medium=" + Medium::name +
                " variance=" + setting_text(settings_.variance) +
-               (has_schedule()
-                  ? " drift=" + setting_text(settings_.drift) +
-                      " recalibrate_every=" + std::to_string(settings_.recalibrate_every)
-                  : std::string());
+               (has_schedule() ? " drift=" + setting_text(settings_.drift) + " recalibrate_every=" +
+                                   std::to_string(settings_.recalibrate_every)
+                               : std::string());
     }
 
     /// Calibration, statistics and the noise counter: with them a resumed
@@ -390,8 +389,13 @@ private:
     };
 
     void check_settings() const {
-        if (!(settings_.variance > 0.0) || !(settings_.frame_rate > 0.0)) {
-            throw config_error("lightloop::optical: variance and frame_rate must be positive");
+        const auto positive = [](double v) { return v > 0.0 && std::isfinite(v); };
+        if (!positive(settings_.variance) || !positive(settings_.frame_rate)) {
+            throw config_error(
+              "lightloop::optical: variance and frame_rate must be positive and finite, got "
+              "variance " +
+              number_text(settings_.variance) + ", frame_rate " +
+              number_text(settings_.frame_rate));
         }
         if (!(settings_.drift >= 0.0 && settings_.drift < 1.0)) {
             throw config_error("lightloop::optical: drift must be in [0, 1), got " +

@@ -34,9 +34,11 @@ struct off_axis_reference {
     /// r_j for the camera pixels [first, first + out).
     void make(std::size_t out, std::size_t in, std::uint64_t /*seed*/, double variance,
               std::vector<double>& re, std::vector<double>& im, std::size_t first = 0) const {
-        if (!(power > 0.0)) {
-            throw config_error("lightloop::off_axis_reference: power must be positive, got " +
-                               number_text(power));
+        if (!(power > 0.0) || !std::isfinite(power) || !std::isfinite(tilt)) {
+            throw config_error(
+              "lightloop::off_axis_reference: power must be positive and finite and tilt "
+              "finite, got power " +
+              number_text(power) + ", tilt " + number_text(tilt));
         }
         const double amplitude = std::sqrt(power * variance * static_cast<double>(in));
         re.resize(out);
