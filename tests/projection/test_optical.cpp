@@ -1053,6 +1053,11 @@ TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",
     // P = 1000^-1.25 = 1.8e-4 for an exponential, plus noise.
     CHECK(static_cast<double>(cam.pixels_saturated()) / 10000.0 < 1e-3);
     CHECK_THROWS_AS(camera({.bits = 0}), config_error);
+    // A black level of 4 counts needs 3 bits; 1 bit leaves no count above any.
+    CHECK_THROWS_WITH(camera({.bits = 1}), "lightloop::camera: bits must be in [2, 24], got 1");
+    CHECK_THROWS_WITH(camera({.bits = 2}), "lightloop::camera: dark_offset must be in [0, 2^bits "
+                                           "- 2) = [0, 2) for a 2-bit ADC, got 4");
+    CHECK(camera({.bits = 2, .dark_offset = 1.0}).max_count() == 3.0);
     // Infinite settings were taken: an infinite full well or read noise
     // makes every count garbage, an infinite frame rate a device of no time.
     const double inf = std::numeric_limits<double>::infinity();

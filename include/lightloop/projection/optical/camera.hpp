@@ -87,13 +87,18 @@ public:
     explicit camera(camera_settings settings)
       : settings_(settings) {
         const auto& s = settings;
-        require(s.bits >= 1 && s.bits <= 24, "bits", s.bits, "in [1, 24]");
+        // One bit would leave no count between the black level and the top.
+        require(s.bits >= 2 && s.bits <= 24, "bits", s.bits, "in [2, 24]");
         require(s.full_well > 0.0 && std::isfinite(s.full_well), "full_well", s.full_well,
                 "positive and finite");
         require(s.read_noise >= 0.0 && std::isfinite(s.read_noise), "read_noise", s.read_noise,
                 "finite and >= 0");
-        require(s.dark_offset >= 0.0 && s.dark_offset < max_count() - 1.0, "dark_offset",
-                s.dark_offset, "in [0, 2^bits - 2)");
+        if (!(s.dark_offset >= 0.0 && s.dark_offset < max_count() - 1.0)) {
+            throw config_error("lightloop::camera: dark_offset must be in [0, 2^bits - 2) = [0, " +
+                               number_text(max_count() - 1.0) + ") for a " +
+                               std::to_string(s.bits) + "-bit ADC, got " +
+                               number_text(s.dark_offset));
+        }
         require(s.headroom > 0.0 && s.headroom <= 1.0, "headroom", s.headroom, "in (0, 1]");
         require(s.calibration_quantile > 0.0 && s.calibration_quantile <= 1.0,
                 "calibration_quantile", s.calibration_quantile, "in (0, 1]");
