@@ -197,6 +197,24 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
         load_checkpoint(same, same_opt, dir / "small.ckpt");
         CHECK(lightloop::testing::identical(same.layer<0>().weights(), small.layer<0>().weights()));
     }
+    SECTION("an optical device whose medium is rounded to bf16") {
+        // Its entries differ from the fp32 medium's: the description says so.
+        auto optical_network = [](bool bf16_medium) {
+            return network(dfa<optical<>>{optical<>{optical_settings{.bf16_medium = bf16_medium}}},
+                           softmax_cross_entropy{}, 1, dense<tanh_act>{6, 9},
+                           dense<identity>{9, 4});
+        };
+        auto rounded = optical_network(true);
+        save_checkpoint(rounded, opt, dir / "rounded.ckpt", 3);
+        auto plain = optical_network(false);
+        auto plain_opt = momentum_sgd();
+        CHECK_THROWS_WITH(load_checkpoint(plain, plain_opt, dir / "rounded.ckpt"),
+                          Catch::Contains("architecture mismatch at feedback") &&
+                            Catch::Contains("variance=1.000000 bf16_medium', the network has"));
+        auto same = optical_network(true);
+        auto same_opt = momentum_sgd();
+        CHECK_NOTHROW(load_checkpoint(same, same_opt, dir / "rounded.ckpt"));
+    }
     SECTION("a consistent frame around a bad payload (what only a fuzzer finds)") {
         auto bytes = good;
         bytes.insert(bytes.end() - 4, {'x', 'y'}); // trailing payload bytes

@@ -184,6 +184,7 @@ public:
         return "optical [" + describe_object(readout_) + "] [" + describe_object(camera_) + "] [" +
                describe_object(encoder_) + "] medium=" + Medium::name +
                " variance=" + setting_text(settings_.variance) +
+               (settings_.bf16_medium ? " bf16_medium" : "") +
                (has_schedule() ? " drift=" + setting_text(settings_.drift) + " recalibrate_every=" +
                                    std::to_string(settings_.recalibrate_every)
                                : std::string());
