@@ -106,6 +106,15 @@ inline void add_flags(CLI::App& app, options& o) {
       ->capture_default_str();
 }
 
+/// The demos' camera. Built before the data loads, so that a bad setting is
+/// refused first; the demos' networks expose float pixels, so an ADC whose
+/// counts need double ones is refused here too.
+inline lightloop::camera make_camera(const options& o) {
+    lightloop::camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
+    cam.check_pixels<float>();
+    return cam;
+}
+
 struct result {
     std::string name;
     lightloop::fit_history history;
@@ -224,8 +233,7 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
             std::fprintf(stderr, "%s\n", warning->c_str());
         }
     }
-    // Built first, so that a bad setting is refused before the data loads.
-    const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
+    const camera cam = make_camera(o);
     const ternary_encoder encoder(o.threshold);
     mnist_data data;
     try {

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
     const demos::demo<demos::make_paper_network> d{"opu_drift", "784-1024-1024-10 tanh", {}};
     return programs::run(app, argc, argv, [&] {
-        const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
+        const camera cam = demos::make_camera(o);
         const ternary_encoder encoder(o.threshold);
         const mnist_data data = demos::begin_study(d, o);
         std::printf("lightloop %s | %s: %zu train, %zu test | %s, sgd lr %g, batch %zu, %zu "

@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
         for (const std::size_t k : planes) {
             (void)bitplane_encoder(k);
         }
-        const camera cam({.bits = o.camera_bits, .read_noise = o.read_noise});
+        const camera cam = demos::make_camera(o);
         const mnist_data data = demos::begin_study(d, o);
         std::printf("lightloop %s | %s: %zu train, %zu test | %s, sgd lr %g, batch %zu, %zu "
                     "epochs, mean of %zu seed(s)\nmedium %s, %d-bit camera, read noise %g e-, %g "

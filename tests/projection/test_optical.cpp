@@ -739,6 +739,13 @@ TEST_CASE("dim pixels count photo-electrons exactly: Poisson, not its normal app
     CHECK_THROWS_WITH(camera({.bits = 24, .exposure = 1.0})
                         .expose(std::span<const float>(intensity), std::span<float>(measured)),
                       Catch::Contains("double"));
+    // The same check before any exposure, for a program that knows its
+    // pixels: 22 bits fit float, 23 and 24 need double.
+    CHECK_NOTHROW(camera({.bits = 22}).check_pixels<float>());
+    CHECK_THROWS_WITH(camera({.bits = 23}).check_pixels<float>(),
+                      "lightloop::camera: a 23-bit ADC needs double pixels (float holds counts "
+                      "exactly up to 22 bits)");
+    CHECK_NOTHROW(camera({.bits = 24}).check_pixels<double>());
 }
 
 TEST_CASE("the camera draws exactly where the normal approximation would miss the skewness",

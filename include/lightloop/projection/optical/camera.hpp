@@ -223,6 +223,18 @@ public:
         work_.template get<T>().resize();
     }
 
+    /// Throws config_error if this ADC's counts do not fit pixels of type T
+    /// (float holds them exactly up to 22 bits). expose() checks it; a
+    /// program that knows its pixel type can check before it trains.
+    template <scalar T>
+    void check_pixels() const {
+        if (std::is_same_v<T, float> && settings_.bits > 22) {
+            throw config_error("lightloop::camera: a " + std::to_string(settings_.bits) +
+                               "-bit ADC needs double pixels (float holds counts exactly up "
+                               "to 22 bits)");
+        }
+    }
+
     template <scalar T>
     void expose(std::span<const T> intensity, std::span<T> measured) {
         if (!calibrated()) {
@@ -232,11 +244,7 @@ public:
             throw shape_error("lightloop::camera::expose: " + std::to_string(intensity.size()) +
                               " intensities but " + std::to_string(measured.size()) + " outputs");
         }
-        if (std::is_same_v<T, float> && settings_.bits > 22) {
-            throw config_error("lightloop::camera: a " + std::to_string(settings_.bits) +
-                               "-bit ADC needs double pixels (float holds counts exactly up "
-                               "to 22 bits)");
-        }
+        check_pixels<T>();
         prepare<T>();
         if (!has_fixed_pattern()) {
             for (std::size_t i = 0; i < intensity.size(); i += chunk) {
