@@ -81,13 +81,17 @@ TEST_CASE("a thread count above what OpenBLAS runs is refused, and the count kep
     const std::size_t before = parallel_threads();
     set_blas_threads(2);
     CHECK_THROWS_WITH(set_blas_threads(most + 1),
-                      Catch::Contains(std::to_string(most + 1) + " threads asked") &&
+                      Catch::StartsWith("lightloop::set_blas_threads: ") &&
+                        Catch::Contains(std::to_string(most + 1) + " threads asked") &&
                         Catch::Contains("at most " + std::to_string(most)));
     CHECK(parallel_threads() == 2);
     CHECK(blas_info().threads == 2);
     // The check alone, as a program runs it on its thread counts up front.
     CHECK_NOTHROW(require_blas_threads(most));
     CHECK_THROWS_AS(require_blas_threads(most + 1), config_error);
+    // Each names the function called.
+    CHECK_THROWS_WITH(require_blas_threads(0),
+                      "lightloop::require_blas_threads: thread count must be >= 1, got 0");
     CHECK(parallel_threads() == 2);
     set_blas_threads(static_cast<int>(before));
 }

@@ -322,14 +322,15 @@ inline int blas_max_threads() {
 
 /// Throws config_error unless OpenBLAS can run `threads` threads: at least
 /// one and at most blas_max_threads(). Changes nothing (a program checks its
-/// thread counts with it before its first run).
-inline void require_blas_threads(int threads) {
+/// thread counts with it before its first run). `who` starts the message:
+/// the function the caller called.
+inline void require_blas_threads(int threads, const char* who = "lightloop::require_blas_threads") {
     if (threads < 1) {
-        throw config_error("lightloop::set_blas_threads: thread count must be >= 1, got " +
+        throw config_error(std::string(who) + ": thread count must be >= 1, got " +
                            std::to_string(threads));
     }
     if (const int most = blas_max_threads(); threads > most) {
-        throw config_error("lightloop::set_blas_threads: " + std::to_string(threads) +
+        throw config_error(std::string(who) + ": " + std::to_string(threads) +
                            " threads asked, but this OpenBLAS runs at most " +
                            std::to_string(most) + " (its build's MAX_THREADS)");
     }
@@ -339,7 +340,7 @@ inline void require_blas_threads(int threads) {
 /// later call. A count OpenBLAS cannot run (require_blas_threads) is refused
 /// before anything changes, not quietly capped.
 inline void set_blas_threads(int threads) {
-    require_blas_threads(threads);
+    require_blas_threads(threads, "lightloop::set_blas_threads");
     detail::set_thread_count(threads);
 }
 
