@@ -558,31 +558,36 @@ struct bf16_targets {
 };
 
 /// Prints each target's figure, its bound and whether this run met it. The
-/// 2x and 1.5x bounds are for a CPU with AMX; on another one the figures are
-/// reported against them and not judged.
-void print_targets(const std::vector<bf16_targets>& all, cpu_features cpu) {
+/// 2x and 1.5x bounds are for bf16 products on AMX: judged where oneDNN ran
+/// them there (`products`, the backend's instruction set), reported against
+/// the bounds and not judged elsewhere - a CPU without AMX, or one with it
+/// whose products ran on something else (ONEDNN_MAX_CPU_ISA, or a kernel
+/// that does not grant the AMX state).
+void print_targets(const std::vector<bf16_targets>& all, cpu_features cpu,
+                   const std::string& products) {
     if (all.empty()) {
         return;
     }
     std::printf("\ntargets of mixed precision (judged on the mlp at batch 128 on 2 threads, "
-                "each a ratio within this run; this CPU: %s):\n",
-                matrix_features_text(cpu).c_str());
-    const bool amx = cpu.amx_bf16;
-    // judged: false for a bound meant for AMX on a CPU without it. A figure
-    // is missing when its rows did not run (the holographic method, or
-    // PyTorch's figures without --torch).
-    const auto line = [](const char* what, double value, double bound, bool judged) {
+                "each a ratio within this run; this CPU: %s; bf16 products on %s):\n",
+                matrix_features_text(cpu).c_str(), products.c_str());
+    const bool amx = products == "AMX";
+    const std::string why = cpu.amx_bf16 ? " (not judged: bf16 products ran on " + products + ")"
+                                         : std::string(" (not judged: no AMX)");
+    // judged: false for a bound meant for AMX where the products did not run
+    // on it. A figure is missing when its rows did not run (the holographic
+    // method, or PyTorch's figures without --torch).
+    const auto line = [&why](const char* what, double value, double bound, bool judged) {
         if (!std::isfinite(value)) {
             std::printf("  %-42s      -  >= %.2f%-8s  not measured\n", what, bound,
                         judged ? "" : " on AMX");
             return;
         }
         const bool above = value >= bound;
-        const char* verdict = judged  ? (above ? "met" : "not met")
-                              : above ? "above (not judged: no AMX)"
-                                      : "below (not judged: no AMX)";
+        const std::string verdict =
+          judged ? (above ? "met" : "not met") : (above ? "above" : "below") + why;
         std::printf("  %-42s %6.2f  >= %.2f%-8s  %s\n", what, value, bound, judged ? "" : " on AMX",
-                    verdict);
+                    verdict.c_str());
     };
     for (const auto& t : all) {
         std::printf("%s\n", t.setting.c_str());
@@ -877,7 +882,7 @@ int measure(const options& o) {
       "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
       "step run at 100%% of its roofline\nwrote %s\n",
       json_path.c_str());
-    print_targets(targets, blas.cpu);
+    print_targets(targets, blas.cpu, mixed_bf16::backend::isa());
     return 0;
 }
 
