@@ -234,6 +234,20 @@ TEST_CASE("fit refuses an alignment probe without a test set before it trains", 
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
 }
 
+TEST_CASE("fit refuses an evaluation batch of zero before it trains", "[train][fit]") {
+    // It was refused by evaluate, after the first epoch had trained.
+    const auto data = lightloop::testing::blobs_task(2, 10);
+    auto net =
+      make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8}, dense<identity>{8, 4});
+    const auto before = net.layer<0>().weights();
+    sgd opt{0.1};
+    CHECK_THROWS_WITH(fit(net, opt, data, data, {.epochs = 2, .eval_batch = 0}),
+                      "lightloop::fit: eval_batch (rows per forward pass when evaluating) must "
+                      "be positive");
+    CHECK(net.steps() == 0);
+    CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
+}
+
 TEST_CASE("early stopping without a test set watches the training loss", "[train][fit]") {
     // The training loss of this learnable task falls every epoch: a stopper
     // that read the missing test loss (once 0 every epoch) stopped after

@@ -321,6 +321,11 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     if (options.epochs == 0) {
         throw config_error("lightloop::fit: epochs must be positive");
     }
+    // Refused here, not by the first evaluation after an epoch of training.
+    if (options.eval_batch == 0) {
+        throw config_error("lightloop::fit: eval_batch (rows per forward pass when evaluating) "
+                           "must be positive");
+    }
     check_data(train, "lightloop::fit: the training data");
     check_data(test, "lightloop::fit: the test data");
     auto check_widths = [&](const labelled_data<T>& data, const char* which) {
