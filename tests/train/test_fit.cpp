@@ -218,32 +218,26 @@ TEST_CASE("the alignment probe leaves the optical device and the training run as
     CHECK((std::isfinite(cosine) && cosine != 0.0 && std::abs(cosine) <= 1.0));
 }
 
-TEST_CASE("fit refuses an alignment probe without a test set before it trains", "[train][fit]") {
+TEST_CASE("fit refuses options it cannot run before it trains", "[train][fit]") {
     const auto train = lightloop::testing::blobs_task(2, 10);
     auto net =
       make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8}, dense<identity>{8, 4});
     const auto before = net.layer<0>().weights();
     sgd opt{0.1};
-    CHECK_THROWS_AS(
-      fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
-      config_error);
-    CHECK_THROWS_WITH(
-      fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
-      Catch::Contains("alignment_probe is 16 but there is no test set"));
-    CHECK(net.steps() == 0);
-    CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
-}
-
-TEST_CASE("fit refuses an evaluation batch of zero before it trains", "[train][fit]") {
-    // It was refused by evaluate, after the first epoch had trained.
-    const auto data = lightloop::testing::blobs_task(2, 10);
-    auto net =
-      make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8}, dense<identity>{8, 4});
-    const auto before = net.layer<0>().weights();
-    sgd opt{0.1};
-    CHECK_THROWS_WITH(fit(net, opt, data, data, {.epochs = 2, .eval_batch = 0}),
-                      "lightloop::fit: eval_batch (rows per forward pass when evaluating) must "
-                      "be positive");
+    SECTION("an alignment probe without a test set") {
+        CHECK_THROWS_AS(
+          fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
+          config_error);
+        CHECK_THROWS_WITH(
+          fit(net, opt, train, labelled_data<float>{}, {.epochs = 2, .alignment_probe = 16}),
+          Catch::Contains("alignment_probe is 16 but there is no test set"));
+    }
+    SECTION("an evaluation batch of zero") {
+        // It was refused by evaluate, after the first epoch had trained.
+        CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2, .eval_batch = 0}),
+                          "lightloop::fit: eval_batch (rows per forward pass when evaluating) "
+                          "must be positive");
+    }
     CHECK(net.steps() == 0);
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
 }
