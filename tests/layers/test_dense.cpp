@@ -257,6 +257,57 @@ TEST_CASE("dense's passes split over threads give the same bits as on one thread
     }
 }
 
+TEST_CASE("column sums and dots are each column's sum over the rows in order, on any thread "
+          "count",
+          "[layers][dense][parallel]") {
+    // 48 rows x 1507 columns: on one thread the columns go four SIMD batches
+    // at a time, then single batches, then single columns; on two and three
+    // the pieces start at a column that is a multiple of 16 but not of 64, so
+    // the same columns are grouped differently. The sums are float sums in
+    // row order, scaled: exactly the in-order scalar loop. The dots may fuse
+    // their multiply-add or not (the compiler's choice), so they are held to
+    // the double sum within float rounding: (n + 1) u sum |d x| for n
+    // products, their sum and the scaling, u = 2^-24.
+    const std::size_t n = 48;
+    const std::size_t width = 1507;
+    const auto d = random_matrix<float>(n, width, 11);
+    const auto x = random_matrix<float>(n, width, 12);
+    const float scale = 1.0f / 48.0f;
+    auto run = [&](int threads) {
+        set_blas_threads(threads);
+        std::vector<float> sums(width);
+        std::vector<float> dots(width);
+        std::vector<float> sums_alone(width);
+        detail::scaled_column_sums(d.data(), x.data(), n, width, scale, sums.data(), dots.data());
+        detail::scaled_column_sums(d.data(), nullptr, n, width, scale, sums_alone.data(), nullptr);
+        set_blas_threads(1);
+        return std::tuple(sums, dots, sums_alone);
+    };
+    const auto [s1, t1, a1] = run(1);
+    for (const int threads : {2, 3}) {
+        CAPTURE(threads);
+        const auto [s, t, a] = run(threads);
+        CHECK(s == s1);
+        CHECK(t == t1);
+        CHECK(a == a1);
+    }
+    for (std::size_t c = 0; c < width; ++c) {
+        CAPTURE(c);
+        float sum = 0.0f;
+        double dot = 0.0;
+        double magnitude = 0.0;
+        for (std::size_t r = 0; r < n; ++r) {
+            sum += d(r, c);
+            dot += static_cast<double>(d(r, c)) * static_cast<double>(x(r, c));
+            magnitude += std::abs(static_cast<double>(d(r, c)) * static_cast<double>(x(r, c)));
+        }
+        REQUIRE(s1[c] == sum * scale);
+        REQUIRE(a1[c] == sum * scale);
+        REQUIRE(std::abs(t1[c] - dot * scale) <=
+                static_cast<double>(n + 1) * 6e-8 * magnitude * static_cast<double>(scale));
+    }
+}
+
 TEST_CASE("dense bounds its gradient by max|delta| max|x| while n max|delta| max|x| is below "
           "float's range",
           "[layers][dense]") {
