@@ -21,6 +21,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
@@ -184,29 +185,50 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// operations either way, rounded alike unless the compiler fuses one form's
 /// multiply and add and not the other's (clang contracts tanh's scalar
 /// 1 - h * h, not xsimd's operators: an ulp of the terms).
-template <class Act, scalar T>
+template <class Act, scalar T, class Copy = T>
 void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
-                              const T* h, T* d, std::size_t n, std::size_t width) {
-    parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
-        for (std::size_t r = first; r < end; ++r) {
-            const T* s_row = signal + r * ld;
-            const T* a_row = a + r * width;
-            const T* h_row = h + r * width;
-            T* d_row = d + r * width;
-            if constexpr (requires { requires Act::derivative_in_lanes; }) {
-                simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
-                    using V = decltype(lane);
-                    simd::store(d_row + c, simd::load<V>(s_row + c) *
-                                             act.derivative(simd::load<V>(a_row + c),
-                                                            simd::load<V>(h_row + c)));
-                });
-            } else {
-                for (std::size_t c = 0; c < width; ++c) {
-                    d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
+                              const T* h, T* d, std::size_t n, std::size_t width,
+                              Copy* copy = nullptr) {
+    // With `copy` (float d only): d is also written there rounded to bf16,
+    // row-major like d, in the same pass (a mixed layer's delta as its GEMM
+    // operand).
+    const auto run = [&](auto with_copy) {
+        parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
+            for (std::size_t r = first; r < end; ++r) {
+                const T* s_row = signal + r * ld;
+                const T* a_row = a + r * width;
+                const T* h_row = h + r * width;
+                T* d_row = d + r * width;
+                Copy* c_row = with_copy ? copy + r * width : nullptr;
+                if constexpr (requires { requires Act::derivative_in_lanes; }) {
+                    simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
+                        using V = decltype(lane);
+                        const V value =
+                          simd::load<V>(s_row + c) *
+                          act.derivative(simd::load<V>(a_row + c), simd::load<V>(h_row + c));
+                        simd::store(d_row + c, value);
+                        if constexpr (decltype(with_copy)::value) {
+                            simd::store_bf16(c_row + c, value);
+                        }
+                    });
+                } else {
+                    for (std::size_t c = 0; c < width; ++c) {
+                        d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
+                        if constexpr (decltype(with_copy)::value) {
+                            simd::store_bf16(c_row + c, d_row[c]);
+                        }
+                    }
                 }
             }
+        });
+    };
+    if constexpr (std::is_same_v<T, float>) {
+        if (copy != nullptr) {
+            run(std::true_type{});
+            return;
         }
-    });
+    }
+    run(std::false_type{});
 }
 
 } // namespace detail

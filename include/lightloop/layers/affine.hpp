@@ -264,6 +264,21 @@ protected:
         }
     }
 
+    /// scale_by_derivative, and for a mixed layer delta's GEMM operand
+    /// written in the same pass (dense, whose products read it; conv2d's
+    /// primitives read delta itself).
+    void scale_by_derivative_and_operand(const T* signal, std::size_t ld) {
+        if constexpr (mixed) {
+            ensure_shape(delta_operand_, delta_.shape(0), delta_.shape(1));
+            scale_rows_by_derivative(act_, signal, ld, pre_activation_.data(), output_.data(),
+                                     delta_.data(), pre_activation_.shape(0),
+                                     pre_activation_.shape(1), delta_operand_.data());
+            delta_operand_current_ = true;
+        } else {
+            scale_by_derivative(signal, ld);
+        }
+    }
+
     /// Shapes a, h and delta for a batch of n (allocates only when n changes).
     void shape_batch(std::size_t n, std::size_t width) {
         ensure_shape(pre_activation_, n, width);

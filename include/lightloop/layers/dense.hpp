@@ -49,6 +49,12 @@ public:
       : affine(act, checked_width(out, in, out), checked_width(in, in, out))
       , scheme_(scheme) {}
 
+    /// delta = s ⊙ f'(a), s an (n x width) block with row stride ld; a mixed
+    /// layer writes delta's bf16 GEMM operand in the same pass.
+    void scale_by_derivative(const T* signal, std::size_t ld) {
+        this->scale_by_derivative_and_operand(signal, ld);
+    }
+
     std::size_t input_size() const noexcept { return weights_.shape(1); }
     std::size_t output_size() const noexcept { return weights_.shape(0); }
     /// A vector: {d, 1, 1} (read as maps of its size by a layer above).
