@@ -258,9 +258,17 @@ public:
             constexpr std::size_t i = decltype(index)::value;
             if (trains_layer(i) && range.contains(i)) {
                 auto& l = std::get<i>(layers_);
-                const auto& delta = l.delta();
-                const double delta_max = detail::largest_magnitude_or_inf(
-                  std::span<const value_type>(delta.data(), delta.size()));
+                const auto& delta = detail::read_delta(l);
+                // Measured by the pass that wrote delta where the layer kept
+                // it (delta_magnitude), else read here.
+                double delta_max = std::numeric_limits<double>::quiet_NaN();
+                if constexpr (requires { l.delta_magnitude(); }) {
+                    delta_max = l.delta_magnitude();
+                }
+                if (std::isnan(delta_max)) {
+                    delta_max = detail::largest_magnitude_or_inf(
+                      std::span<const value_type>(delta.data(), delta.size()));
+                }
                 if (!std::isfinite(delta_max)) {
                     diverged(i, "feedback signal", "weights were not updated");
                 }

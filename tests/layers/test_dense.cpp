@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "support/helpers.hpp"
@@ -255,6 +257,34 @@ TEST_CASE("dense's passes split over threads give the same bits as on one thread
         const float h = h2(17, c);
         CHECK(d2(17, c) == Approx(signal(17, c) * (1.0f - h * h)).margin(1e-6));
     }
+}
+
+TEST_CASE("the derivative pass measures delta's magnitude, forgotten once delta may change",
+          "[layers][dense]") {
+    // The network's finiteness check of delta reads delta_magnitude() instead
+    // of a pass of its own: it must be what largest_magnitude_or_inf(delta)
+    // gives, +inf for a NaN, and NaN (unknown) after the non-const delta().
+    dense<tanh_act, mixed_bf16> layer{40, 300};
+    layer.initialize(4);
+    const auto x = random_matrix<float>(70, 40, 5);
+    auto signal = random_matrix<float>(70, 300, 6);
+    layer.forward(x);
+    CHECK(std::isnan(layer.delta_magnitude()));
+    layer.scale_by_derivative(signal.data(), 300);
+    const auto& delta = std::as_const(layer).delta();
+    const double largest =
+      detail::largest_magnitude_or_inf(std::span<const float>(delta.data(), delta.size()));
+    CHECK(largest > 0.0);
+    CHECK(layer.delta_magnitude() == largest);
+    layer.delta();
+    CHECK(std::isnan(layer.delta_magnitude()));
+    const float kept = signal(69, 299);
+    signal(69, 299) = std::numeric_limits<float>::quiet_NaN();
+    layer.scale_by_derivative(signal.data(), 300);
+    CHECK(layer.delta_magnitude() == std::numeric_limits<double>::infinity());
+    signal(69, 299) = kept;
+    layer.scale_by_derivative(signal.data(), 300);
+    CHECK(layer.delta_magnitude() == largest);
 }
 
 TEST_CASE("column sums and dots are each column's sum over the rows in order, on any thread "

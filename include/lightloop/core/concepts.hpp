@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <span>
 #include <tuple>
+#include <utility>
 
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -272,6 +273,19 @@ concept layer = scalar<typename L::value_type> &&
 };
 
 namespace detail {
+
+/// A layer's delta for reading: through its const delta() where it has one,
+/// since the non-const one tells the layer that delta may change (the
+/// library's layers then forget what they knew of it: its GEMM operand and
+/// its magnitude); a layer with only the non-const one is read through it.
+template <class L>
+decltype(auto) read_delta(L& l) {
+    if constexpr (requires { std::as_const(l).delta(); }) {
+        return std::as_const(l).delta();
+    } else {
+        return l.delta();
+    }
+}
 
 /// A minimal type that models `layer`, used to check feedback methods against
 /// their contract without naming a concrete layer. Declared, never defined.

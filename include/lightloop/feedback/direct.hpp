@@ -79,7 +79,7 @@ public:
     void backward(std::tuple<Layers...>& layers, const matrix<T>& target) {
         constexpr std::size_t depth = sizeof...(Layers);
         if constexpr (depth > 1) {
-            const matrix<T>& error = std::get<depth - 1>(layers).delta();
+            const matrix<T>& error = detail::read_delta(std::get<depth - 1>(layers));
             const matrix<T>* source = Signal == projected_signal::target ? &target : &error;
             if constexpr (Signal == projected_signal::error_sign) {
                 matrix<T>& signs = signs_.template get<T>();

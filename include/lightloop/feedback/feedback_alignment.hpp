@@ -100,8 +100,8 @@ public:
                                  }) {
                 above.backpropagate_with(feedback_matrix<T>(i), into);
             } else {
-                gemm(T(1), above.delta(), transpose::no, feedback_matrix<T>(i), transpose::yes,
-                     T(0), into);
+                gemm(T(1), detail::read_delta(above), transpose::no, feedback_matrix<T>(i),
+                     transpose::yes, T(0), into);
             }
         });
     }

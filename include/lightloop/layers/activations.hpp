@@ -14,6 +14,7 @@
 // evaluated value by value; one with a row kernel of its own declares
 // `apply(a, h, count)`, which the value pass then calls instead.
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -25,6 +26,7 @@
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/core/finite.hpp"
 #include "lightloop/core/parallel.hpp"
 #include "lightloop/core/simd.hpp"
 
@@ -186,14 +188,18 @@ void activate_row(const Act& act, const T* a, T* h, std::size_t count) {
 /// multiply and add and not the other's (clang contracts tanh's scalar
 /// 1 - h * h, not xsimd's operators: an ulp of the terms).
 template <class Act, scalar T, class Copy = T>
-void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
-                              const T* h, T* d, std::size_t n, std::size_t width,
-                              Copy* copy = nullptr) {
+double scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, const T* a,
+                                const T* h, T* d, std::size_t n, std::size_t width,
+                                Copy* copy = nullptr) {
     // With `copy` (float d only): d is also written there rounded to bf16,
     // row-major like d, in the same pass (a mixed layer's delta as its GEMM
-    // operand).
+    // operand). Returns max |d|, or +inf if an entry is not finite, as
+    // largest_magnitude_or_inf(d) would (a maximum: the same on any thread
+    // count), so that no second pass needs to read d for it.
+    std::atomic<magnitude_pattern<T>> largest{0};
     const auto run = [&](auto with_copy) {
         parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
+            magnitude_watch<T> watch;
             for (std::size_t r = first; r < end; ++r) {
                 const T* s_row = signal + r * ld;
                 const T* a_row = a + r * width;
@@ -207,6 +213,7 @@ void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, c
                           simd::load<V>(s_row + c) *
                           act.derivative(simd::load<V>(a_row + c), simd::load<V>(h_row + c));
                         simd::store(d_row + c, value);
+                        watch.see(value);
                         if constexpr (decltype(with_copy)::value) {
                             simd::store_bf16(c_row + c, value);
                         }
@@ -214,21 +221,28 @@ void scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld, c
                 } else {
                     for (std::size_t c = 0; c < width; ++c) {
                         d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
+                        watch.see(d_row[c]);
                         if constexpr (decltype(with_copy)::value) {
                             simd::store_bf16(c_row + c, d_row[c]);
                         }
                     }
                 }
             }
+            const auto piece = watch.largest();
+            auto seen = largest.load(std::memory_order_relaxed);
+            while (piece > seen &&
+                   !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
+            }
         });
     };
     if constexpr (std::is_same_v<T, float>) {
         if (copy != nullptr) {
             run(std::true_type{});
-            return;
+            return magnitude_of<T>(largest.load(std::memory_order_relaxed));
         }
     }
     run(std::false_type{});
+    return magnitude_of<T>(largest.load(std::memory_order_relaxed));
 }
 
 } // namespace detail

@@ -131,10 +131,17 @@ public:
 
     /// delta = s ⊙ f'(a), s an (n x width) block with row stride ld.
     void scale_by_derivative(const T* signal, std::size_t ld) {
-        scale_rows_by_derivative(act_, signal, ld, pre_activation_.data(), output_.data(),
-                                 delta_.data(), pre_activation_.shape(0), pre_activation_.shape(1));
+        delta_magnitude_ = scale_rows_by_derivative(
+          act_, signal, ld, pre_activation_.data(), output_.data(), delta_.data(),
+          pre_activation_.shape(0), pre_activation_.shape(1));
         delta_operand_current_ = false;
     }
+
+    /// max |delta| (+inf if an entry is not finite) as the pass that wrote
+    /// delta measured it, or NaN if delta may have changed since (the
+    /// non-const delta(), a new batch): the network's finiteness check
+    /// before a gradient reads it here instead of making a pass of its own.
+    double delta_magnitude() const noexcept { return delta_magnitude_; }
 
     /// f(W, dW) then f(b, db). A mixed layer passes a visitor that takes it
     /// the weights' bf16 copy as a third argument (an operand_copy) and
@@ -164,6 +171,7 @@ public:
     const matrix<T>& pre_activation() const noexcept { return pre_activation_; }
     matrix<T>& delta() noexcept {
         delta_operand_current_ = false;
+        delta_magnitude_ = std::numeric_limits<double>::quiet_NaN();
         return delta_;
     }
     const matrix<T>& delta() const noexcept { return delta_; }
@@ -270,9 +278,9 @@ protected:
     void scale_by_derivative_and_operand(const T* signal, std::size_t ld) {
         if constexpr (mixed) {
             ensure_shape(delta_operand_, delta_.shape(0), delta_.shape(1));
-            scale_rows_by_derivative(act_, signal, ld, pre_activation_.data(), output_.data(),
-                                     delta_.data(), pre_activation_.shape(0),
-                                     pre_activation_.shape(1), delta_operand_.data());
+            delta_magnitude_ = scale_rows_by_derivative(
+              act_, signal, ld, pre_activation_.data(), output_.data(), delta_.data(),
+              pre_activation_.shape(0), pre_activation_.shape(1), delta_operand_.data());
             delta_operand_current_ = true;
         } else {
             scale_by_derivative(signal, ld);
@@ -285,6 +293,7 @@ protected:
         ensure_shape(output_, n, width);
         ensure_shape(delta_, n, width);
         delta_operand_current_ = false;
+        delta_magnitude_ = std::numeric_limits<double>::quiet_NaN();
     }
 
     /// The gradient_bound of a layer whose every gradient entry is a mean
@@ -318,6 +327,7 @@ protected:
     const T* input_source_ = nullptr;
     mutable matrix<operand_type> delta_operand_;
     mutable bool delta_operand_current_ = false;
+    double delta_magnitude_ = std::numeric_limits<double>::quiet_NaN(); // see delta_magnitude()
 };
 
 } // namespace lightloop::detail
