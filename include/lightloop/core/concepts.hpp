@@ -249,6 +249,12 @@ struct parameter_visitor_archetype {
 //     through other weights of that shape (conv2d), for feedback alignment's
 //     random ones; without them feedback alignment draws a d_in x d_out
 //     matrix and multiplies by it (dense).
+//     const matrix<T>& delta() const: delta read without telling the layer
+//     that it may change (the non-const delta() does; the network and the
+//     feedback methods read through the const one where it exists).
+//     double delta_magnitude() const: max |delta| as the pass that wrote it
+//     measured it (+inf if an entry is not finite), NaN when unknown; the
+//     network's finiteness check of delta reads it instead of a pass.
 //     double gradient_bound(x, delta_max) const: an upper bound on |every
 //     gradient entry| compute_gradient(x) gives when delta is finite with
 //     max |delta| = delta_max, or +inf when it cannot vouch for a finite
