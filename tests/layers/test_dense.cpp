@@ -371,6 +371,38 @@ TEST_CASE("dense bounds its gradient by max|delta| max|x| while n max|delta| max
     CHECK(lightloop::testing::max_abs(layer.bias_gradient()) <= bound / 2);
 }
 
+TEST_CASE("a mixed dense layer bounds its gradient by the input it converted for its products",
+          "[layers][dense][precision]") {
+    // max|x| is measured as the forward pass converts x to bf16 (the operand
+    // the gradient reuses), not by a pass of its own: the same bounds as
+    // dense<identity> in fp32 gives above.
+    dense<identity, mixed_bf16> layer{3, 2};
+    layer.initialize(1);
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    auto x = random_matrix<float>(4, 3, 2, 0.1);
+    layer.forward(x);
+    CHECK(layer.gradient_bound(x, 1.0) == 2.0);
+    x(2, 1) = 1e30f;
+    layer.forward(x);
+    CHECK(layer.gradient_bound(x, 1e7) == Approx(2e37).epsilon(1e-6));
+    CHECK(layer.gradient_bound(x, 1e8) == inf);
+    x(0, 0) = std::numeric_limits<float>::infinity();
+    layer.forward(x);
+    CHECK(layer.gradient_bound(x, 1.0) == inf);
+    // Another matrix than the one converted is measured on its own.
+    const auto other = random_matrix<float>(4, 3, 3, 0.1);
+    CHECK(layer.gradient_bound(other, 1.0) == 2.0);
+
+    auto y = random_matrix<float>(4, 3, 5, 3.0); // max|x| above 1
+    layer.forward(y);
+    layer.delta() = random_matrix<float>(4, 2, 6, 2.0);
+    const double delta_max = lightloop::testing::max_abs(layer.delta());
+    layer.compute_gradient(y);
+    const double bound = layer.gradient_bound(y, delta_max);
+    CHECK(bound == 2.0 * delta_max * std::max(lightloop::testing::max_abs(y), 1.0));
+    CHECK(lightloop::testing::max_abs(layer.weight_gradient()) <= bound / 2);
+}
+
 TEST_CASE("dense refuses bad sizes with a message naming them", "[layers][dense]") {
     CHECK_THROWS_AS((dense<relu>{0, 3}), config_error);
     dense<relu> layer{5, 3};

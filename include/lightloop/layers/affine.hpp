@@ -10,6 +10,7 @@
 // first needs them).
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <span>
@@ -249,7 +250,8 @@ protected:
         if constexpr (mixed) {
             if (!reuse || input_source_ != x.data() || input_operand_.size() != x.size()) {
                 ensure_shape(input_operand_, x.shape(0), x.shape(1));
-                convert_on_team(x.data(), input_operand_.data(), x.size());
+                input_magnitude_ =
+                  convert_on_team_measured(x.data(), input_operand_.data(), x.size());
                 input_source_ = x.data();
             }
             return input_operand_.data();
@@ -302,7 +304,17 @@ protected:
     /// doubled for rounding; the sums before the 1/n must leave half of T's
     /// range, or the bound is +inf (the network then reads the gradients).
     double bound_gradient(const matrix<T>& x, double delta_max, double terms) const {
-        const double x_max = largest_magnitude_or_inf(std::span<const T>(x.data(), x.size()));
+        // A mixed layer measured x as it converted it for the products the
+        // gradient came from (input_operand).
+        double x_max = std::numeric_limits<double>::quiet_NaN();
+        if constexpr (mixed) {
+            if (input_source_ == x.data() && input_operand_.size() == x.size()) {
+                x_max = input_magnitude_;
+            }
+        }
+        if (std::isnan(x_max)) {
+            x_max = largest_magnitude_or_inf(std::span<const T>(x.data(), x.size()));
+        }
         const double entry = terms * delta_max * std::max(x_max, 1.0);
         const double sum = static_cast<double>(delta_.shape(0)) * entry;
         // An infinite or NaN bound fails the comparison.
@@ -325,6 +337,7 @@ protected:
     mutable bool weights_operand_current_ = false;
     matrix<operand_type> input_operand_;
     const T* input_source_ = nullptr;
+    double input_magnitude_ = std::numeric_limits<double>::quiet_NaN(); // max |x| converted
     mutable matrix<operand_type> delta_operand_;
     mutable bool delta_operand_current_ = false;
     double delta_magnitude_ = std::numeric_limits<double>::quiet_NaN(); // see delta_magnitude()
