@@ -101,19 +101,38 @@ magnitude_pattern<T> largest_magnitude_bits(std::span<const T> values) noexcept 
     return watch.largest();
 }
 
-/// max |v| over `values` (0 when empty), or +inf if any entry is an infinity
-/// or a NaN; large arrays in pieces on the shared team.
-template <class T>
-double largest_magnitude_or_inf(std::span<const T> values) {
+/// body(begin, end, watch) over [0, count) in pieces of at least `grain` on
+/// the shared team, each piece showing its own magnitude_watch<T> the values
+/// it reads or writes. Returns the largest magnitude the pieces saw (0 if
+/// none), or +inf if one was not finite: the pieces merge by a maximum, so
+/// the result is the same on any thread count. The passes that check their
+/// data as they go (updates, conversions, the derivative pass) run on it.
+template <class T, class Body>
+double watched_pieces(std::size_t count, std::size_t grain, Body&& body) {
     std::atomic<magnitude_pattern<T>> largest{0};
-    parallel_for_ranges(values.size(), elementwise_grain, [&](std::size_t begin, std::size_t end) {
-        const auto piece = largest_magnitude_bits(values.subspan(begin, end - begin));
+    parallel_for_ranges(count, grain, [&](std::size_t begin, std::size_t end) {
+        magnitude_watch<T> watch;
+        body(begin, end, watch);
+        const auto piece = watch.largest();
         auto seen = largest.load(std::memory_order_relaxed);
         while (piece > seen &&
                !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
         }
     });
     return magnitude_of<T>(largest.load(std::memory_order_relaxed));
+}
+
+/// max |v| over `values` (0 when empty), or +inf if any entry is an infinity
+/// or a NaN; large arrays in pieces on the shared team.
+template <class T>
+double largest_magnitude_or_inf(std::span<const T> values) {
+    return watched_pieces<T>(values.size(), elementwise_grain,
+                             [&](std::size_t begin, std::size_t end, magnitude_watch<T>& watch) {
+                                 const T* p = values.data() + begin;
+                                 simd::for_each_lane<T>(end - begin, [&](std::size_t i, auto lane) {
+                                     watch.see(simd::load<decltype(lane)>(p + i));
+                                 });
+                             });
 }
 
 /// Whether every entry of `values` is finite.

@@ -22,7 +22,6 @@
 // same values, at fp32 speed). mixed_bf16_on<openblas_backend> or
 // mixed_bf16_on<onednn_backend> names one.
 
-#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <mutex>
@@ -206,23 +205,16 @@ void convert_on_team(const float* src, Operand* dst, std::size_t n) {
 /// largest_magnitude_or_inf gives) measured in the same pass.
 template <class Operand>
 double convert_on_team_measured(const float* src, Operand* dst, std::size_t n) {
-    std::atomic<magnitude_pattern<float>> largest{0};
-    parallel_for_ranges(n, elementwise_grain, [&](std::size_t begin, std::size_t end) {
-        magnitude_watch<float> watch;
-        const float* in = src + begin;
-        Operand* out = dst + begin;
-        simd::for_each_lane<float>(end - begin, [&](std::size_t i, auto lane) {
-            const auto v = simd::load<decltype(lane)>(in + i);
-            watch.see(v);
-            simd::store_bf16(out + i, v);
-        });
-        const auto piece = watch.largest();
-        auto seen = largest.load(std::memory_order_relaxed);
-        while (piece > seen &&
-               !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
-        }
-    });
-    return magnitude_of<float>(largest.load(std::memory_order_relaxed));
+    return watched_pieces<float>(
+      n, elementwise_grain, [&](std::size_t begin, std::size_t end, magnitude_watch<float>& watch) {
+          const float* in = src + begin;
+          Operand* out = dst + begin;
+          simd::for_each_lane<float>(end - begin, [&](std::size_t i, auto lane) {
+              const auto v = simd::load<decltype(lane)>(in + i);
+              watch.see(v);
+              simd::store_bf16(out + i, v);
+          });
+      });
 }
 
 /// Prints precision_warning<P>() to stderr, once per process.

@@ -14,7 +14,7 @@
 // evaluated value by value; one with a row kernel of its own declares
 // `apply(a, h, count)`, which the value pass then calls instead.
 
-#include <atomic>
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -196,53 +196,46 @@ double scale_rows_by_derivative(const Act& act, const T* signal, std::size_t ld,
     // operand). Returns max |d|, or +inf if an entry is not finite, as
     // largest_magnitude_or_inf(d) would (a maximum: the same on any thread
     // count), so that no second pass needs to read d for it.
-    std::atomic<magnitude_pattern<T>> largest{0};
     const auto run = [&](auto with_copy) {
-        parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
-            magnitude_watch<T> watch;
-            for (std::size_t r = first; r < end; ++r) {
-                const T* s_row = signal + r * ld;
-                const T* a_row = a + r * width;
-                const T* h_row = h + r * width;
-                T* d_row = d + r * width;
-                Copy* c_row = with_copy ? copy + r * width : nullptr;
-                if constexpr (requires { requires Act::derivative_in_lanes; }) {
-                    simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
-                        using V = decltype(lane);
-                        const V value =
-                          simd::load<V>(s_row + c) *
-                          act.derivative(simd::load<V>(a_row + c), simd::load<V>(h_row + c));
-                        simd::store(d_row + c, value);
-                        watch.see(value);
-                        if constexpr (decltype(with_copy)::value) {
-                            simd::store_bf16(c_row + c, value);
-                        }
-                    });
-                } else {
-                    for (std::size_t c = 0; c < width; ++c) {
-                        d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
-                        watch.see(d_row[c]);
-                        if constexpr (decltype(with_copy)::value) {
-                            simd::store_bf16(c_row + c, d_row[c]);
-                        }
-                    }
-                }
-            }
-            const auto piece = watch.largest();
-            auto seen = largest.load(std::memory_order_relaxed);
-            while (piece > seen &&
-                   !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
-            }
-        });
+        return watched_pieces<T>(
+          n, elementwise_grain / std::max<std::size_t>(width, 1),
+          [&](std::size_t first, std::size_t end, magnitude_watch<T>& watch) {
+              for (std::size_t r = first; r < end; ++r) {
+                  const T* s_row = signal + r * ld;
+                  const T* a_row = a + r * width;
+                  const T* h_row = h + r * width;
+                  T* d_row = d + r * width;
+                  Copy* c_row = with_copy ? copy + r * width : nullptr;
+                  if constexpr (requires { requires Act::derivative_in_lanes; }) {
+                      simd::for_each_lane<T>(width, [&](std::size_t c, auto lane) {
+                          using V = decltype(lane);
+                          const V value =
+                            simd::load<V>(s_row + c) *
+                            act.derivative(simd::load<V>(a_row + c), simd::load<V>(h_row + c));
+                          simd::store(d_row + c, value);
+                          watch.see(value);
+                          if constexpr (decltype(with_copy)::value) {
+                              simd::store_bf16(c_row + c, value);
+                          }
+                      });
+                  } else {
+                      for (std::size_t c = 0; c < width; ++c) {
+                          d_row[c] = s_row[c] * act.derivative(a_row[c], h_row[c]);
+                          watch.see(d_row[c]);
+                          if constexpr (decltype(with_copy)::value) {
+                              simd::store_bf16(c_row + c, d_row[c]);
+                          }
+                      }
+                  }
+              }
+          });
     };
     if constexpr (std::is_same_v<T, float>) {
         if (copy != nullptr) {
-            run(std::true_type{});
-            return magnitude_of<T>(largest.load(std::memory_order_relaxed));
+            return run(std::true_type{});
         }
     }
-    run(std::false_type{});
-    return magnitude_of<T>(largest.load(std::memory_order_relaxed));
+    return run(std::false_type{});
 }
 
 } // namespace detail

@@ -1,7 +1,6 @@
 #pragma once
 // Per-slot state storage and setting checks shared by the optimizers.
 
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -60,17 +59,7 @@ inline void check_copy_size(const char* optimizer, std::size_t slot, std::size_t
 /// written with xsimd because at -O2 GCC 12 left them scalar.
 template <class T, class Body>
 double update_in_pieces(std::size_t count, Body&& body) {
-    std::atomic<magnitude_pattern<T>> largest{0};
-    parallel_for_ranges(count, elementwise_grain, [&](std::size_t begin, std::size_t end) {
-        magnitude_watch<T> watch;
-        body(begin, end, watch);
-        const auto piece = watch.largest();
-        auto seen = largest.load(std::memory_order_relaxed);
-        while (piece > seen &&
-               !largest.compare_exchange_weak(seen, piece, std::memory_order_relaxed)) {
-        }
-    });
-    return magnitude_of<T>(largest.load(std::memory_order_relaxed));
+    return watched_pieces<T>(count, elementwise_grain, std::forward<Body>(body));
 }
 
 /// update_bound's bounds are exact in real arithmetic; the update rounds
