@@ -132,10 +132,7 @@ public:
 
     /// delta = s ⊙ f'(a), s an (n x width) block with row stride ld.
     void scale_by_derivative(const T* signal, std::size_t ld) {
-        delta_magnitude_ = scale_rows_by_derivative(
-          act_, signal, ld, pre_activation_.data(), output_.data(), delta_.data(),
-          pre_activation_.shape(0), pre_activation_.shape(1));
-        delta_operand_current_ = false;
+        derivative_pass(signal, ld, nullptr);
     }
 
     /// max |delta| (+inf if an entry is not finite) as the pass that wrote
@@ -280,12 +277,9 @@ protected:
     void scale_by_derivative_and_operand(const T* signal, std::size_t ld) {
         if constexpr (mixed) {
             ensure_shape(delta_operand_, delta_.shape(0), delta_.shape(1));
-            delta_magnitude_ = scale_rows_by_derivative(
-              act_, signal, ld, pre_activation_.data(), output_.data(), delta_.data(),
-              pre_activation_.shape(0), pre_activation_.shape(1), delta_operand_.data());
-            delta_operand_current_ = true;
+            derivative_pass(signal, ld, delta_operand_.data());
         } else {
-            scale_by_derivative(signal, ld);
+            derivative_pass(signal, ld, nullptr);
         }
     }
 
@@ -322,6 +316,15 @@ protected:
             return std::numeric_limits<double>::infinity();
         }
         return 2.0 * entry;
+    }
+
+    /// delta = s ⊙ f'(a), its magnitude kept, and delta's operand written
+    /// into `copy` where one is given (current exactly then).
+    void derivative_pass(const T* signal, std::size_t ld, operand_type* copy) {
+        delta_magnitude_ = scale_rows_by_derivative(
+          act_, signal, ld, pre_activation_.data(), output_.data(), delta_.data(),
+          pre_activation_.shape(0), pre_activation_.shape(1), copy);
+        delta_operand_current_ = copy != nullptr;
     }
 
     Act act_;
