@@ -42,6 +42,7 @@
 #include "lightloop/feedback/sign_dfa.hpp"
 
 #include "lightloop/optim/adam.hpp"
+#include "lightloop/optim/choice.hpp"
 #include "lightloop/optim/sgd.hpp"
 
 #include "lightloop/network.hpp"

@@ -391,3 +391,128 @@ TEST_CASE("the SVG chart draws one line and one legend entry per series", "[io][
     CHECK(lines == 2);
     CHECK_THAT(svg, Catch::Contains(">backprop<") && Catch::Contains("dfa &lt;optical&gt;"));
 }
+
+namespace {
+
+/// An optimizer with only the contract's required members: plain SGD.
+struct bare_sgd {
+    using value_type = float;
+    static constexpr const char* name = "bare_sgd";
+    double lr = 0.05;
+    void begin_step() {}
+    void update(std::size_t, std::span<float> w, std::span<const float> g) {
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            w[i] -= static_cast<float>(lr) * g[i];
+        }
+    }
+    double learning_rate() const { return lr; }
+    void set_learning_rate(double rate) { lr = rate; }
+};
+
+using sgd_or_adam = optimizer_choice<sgd<float>, adam<float>>;
+
+template <class O>
+constexpr bool saves_state = requires(O o, const O co, state_writer& out, state_reader& in) {
+    co.save_state(out);
+    o.load_state(in);
+};
+
+} // namespace
+
+TEST_CASE("an optimizer picked at run time trains and checkpoints as the optimizer it holds",
+          "[io][checkpoint][optim]") {
+    // It offers an optional member of the contract only where every
+    // alternative has it: the network's proofs and fused updates see the
+    // truth.
+    static_assert(optimizer<sgd_or_adam> && optimizer<optimizer_choice<sgd<float>, bare_sgd>>);
+    static_assert(lightloop::detail::updates_blocks<sgd_or_adam>);
+    static_assert(saves_state<sgd_or_adam>);
+    static_assert(!lightloop::detail::bounds_updates<optimizer_choice<sgd<float>, bare_sgd>>);
+    static_assert(!saves_state<optimizer_choice<sgd<float>, bare_sgd>>);
+
+    SECTION("the same steps, to the bit, as the held optimizer (fp32 and mixed bf16)") {
+        auto plain_net = make_small();
+        auto chosen_net = make_small();
+        adam<float> plain{{.learning_rate = 1e-3}};
+        sgd_or_adam chosen = adam<float>{{.learning_rate = 1e-3}};
+        train_a_little(plain_net, plain, 2);
+        train_a_little(chosen_net, chosen, 2);
+        CHECK(chosen.name() == "adam");
+        CHECK(chosen.index() == 1);
+        CHECK(lightloop::testing::identical(plain_net.layer<0>().weights(),
+                                            chosen_net.layer<0>().weights()));
+        CHECK(
+          lightloop::testing::identical(plain_net.layer<1>().bias(), chosen_net.layer<1>().bias()));
+        REQUIRE(chosen.get_if<adam<float>>() != nullptr);
+        CHECK(chosen.get_if<sgd<float>>() == nullptr);
+        CHECK(chosen.get_if<adam<float>>()->state() == plain.state());
+        CHECK(chosen.get_if<adam<float>>()->step_count() == plain.step_count());
+
+        // Mixed bf16: the update also writes the layers' bf16 copies.
+        auto make_mixed = [] {
+            return network(dfa<>{}, softmax_cross_entropy{}, 1, dense<tanh_act, mixed_bf16>{6, 9},
+                           dense<identity, mixed_bf16>{9, 4});
+        };
+        auto plain_mixed = make_mixed();
+        auto chosen_mixed = make_mixed();
+        auto plain_sgd = momentum_sgd();
+        sgd_or_adam chosen_sgd = momentum_sgd();
+        train_a_little(plain_mixed, plain_sgd, 3);
+        train_a_little(chosen_mixed, chosen_sgd, 3);
+        CHECK(lightloop::testing::identical(plain_mixed.layer<0>().weights(),
+                                            chosen_mixed.layer<0>().weights()));
+        CHECK(lightloop::testing::identical(plain_mixed.layer<1>().weights(),
+                                            chosen_mixed.layer<1>().weights()));
+        CHECK(chosen_sgd.get_if<sgd<float>>()->state() == plain_sgd.state());
+
+        chosen_sgd.set_learning_rate(0.25);
+        CHECK(chosen_sgd.learning_rate() == 0.25);
+        CHECK(chosen_sgd.get_if<sgd<float>>()->learning_rate() == 0.25);
+
+        // Only the required members: the plain update.
+        optimizer_choice<sgd<float>, bare_sgd> bare_choice = bare_sgd{};
+        bare_sgd bare;
+        auto bare_net = make_small();
+        auto bare_chosen_net = make_small();
+        train_a_little(bare_net, bare, 4);
+        train_a_little(bare_chosen_net, bare_choice, 4);
+        CHECK(bare_choice.name() == "bare_sgd");
+        CHECK(lightloop::testing::identical(bare_net.layer<0>().weights(),
+                                            bare_chosen_net.layer<0>().weights()));
+    }
+
+    SECTION("its checkpoints name the held optimizer and resume it, through a choice or not") {
+        lightloop::testing::scratch_dir dir("checkpoint_choice");
+        auto net = make_small();
+        sgd_or_adam chosen = adam<float>{{.learning_rate = 1e-3}};
+        train_a_little(net, chosen, 2);
+        save_checkpoint(net, chosen, dir / "chosen.ckpt", 1);
+
+        auto plain_net = make_small();
+        adam<float> plain{{.learning_rate = 1e-3}};
+        CHECK(load_checkpoint(plain_net, plain, dir / "chosen.ckpt").optimizer == "adam");
+        CHECK(plain.state() == chosen.get_if<adam<float>>()->state());
+        CHECK(plain.step_count() == chosen.get_if<adam<float>>()->step_count());
+        train_a_little(net, chosen, 5);
+        train_a_little(plain_net, plain, 5);
+        CHECK(
+          lightloop::testing::identical(net.layer<0>().weights(), plain_net.layer<0>().weights()));
+
+        // An sgd checkpoint: a choice holding adam refuses it and keeps its
+        // state; one holding sgd resumes it.
+        auto sgd_net = make_small();
+        auto opt = momentum_sgd();
+        train_a_little(sgd_net, opt, 3);
+        save_checkpoint(sgd_net, opt, dir / "sgd.ckpt", 1);
+        const auto kept = chosen.get_if<adam<float>>()->state();
+        CHECK_THROWS_WITH(load_checkpoint(net, chosen, dir / "sgd.ckpt"),
+                          Catch::Contains("saved with optimizer 'sgd', resuming with 'adam'"));
+        CHECK(chosen.get_if<adam<float>>()->state() == kept);
+        sgd_or_adam chosen_sgd = momentum_sgd();
+        auto resumed = make_small();
+        CHECK(load_checkpoint(resumed, chosen_sgd, dir / "sgd.ckpt").optimizer == "sgd");
+        CHECK(chosen_sgd.get_if<sgd<float>>()->state() == opt.state());
+        CHECK(lightloop::testing::identical(resumed.layer<0>().weights(),
+                                            sgd_net.layer<0>().weights()));
+    }
+}

@@ -71,6 +71,19 @@ std::string name_of() {
     }
 }
 
+/// An object's name: its name() where its type has one that is known only at
+/// run time (optimizer_choice: the held optimizer's), else name_of<T>().
+template <class T>
+std::string name_of(const T& object) {
+    if constexpr (requires {
+                      { object.name() } -> std::convertible_to<std::string>;
+                  }) {
+        return object.name();
+    } else {
+        return name_of<T>();
+    }
+}
+
 template <class T>
 std::string describe_object(const T& object) {
     if constexpr (requires {

@@ -255,7 +255,7 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
     w.u64(net.steps());
     w.u64(fit_seed);
     w.u64(batch);
-    w.text(name_of<Optimizer>());
+    w.text(name_of(opt));
     state_writer optimizer_state;
     if constexpr (requires { opt.save_state(optimizer_state); }) {
         opt.save_state(optimizer_state);
@@ -322,9 +322,9 @@ checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesys
     state_reader optimizer_state = r.block("optimizer state");
     Optimizer staged_opt = opt;
     if constexpr (load_optimizer) {
-        if (info.optimizer != name_of<Optimizer>()) {
+        if (info.optimizer != name_of(opt)) {
             r.fail("checkpoint was saved with optimizer '" + info.optimizer + "', resuming with '" +
-                   name_of<Optimizer>() + "'");
+                   name_of(opt) + "'");
         }
         if constexpr (requires { staged_opt.load_state(optimizer_state); }) {
             staged_opt.load_state(optimizer_state);
