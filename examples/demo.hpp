@@ -134,23 +134,27 @@ struct one_process {
     }
 };
 
+/// The demos' optimizer, --optimizer's: one type whichever is picked, so
+/// each method's training is compiled once, not once per optimizer.
+using optimizer = lightloop::optimizer_choice<lightloop::sgd<>, lightloop::adam<>>;
+
+inline optimizer make_optimizer(const options& o) {
+    if (o.optimizer == "adam") {
+        return lightloop::adam{{.learning_rate = o.learning_rate}};
+    }
+    return lightloop::sgd{{.learning_rate = o.learning_rate, .momentum = 0.9}};
+}
+
 template <class Net, class Runner>
 result train(const std::string& stem, const std::string& name, Net net, const options& o,
              const lightloop::mnist_data& data, Runner& runner) {
     using namespace lightloop;
     const fit_options fo{
       .epochs = o.epochs, .batch = o.batch, .seed = o.seed, .alignment_probe = 512};
-    auto callbacks = [&](auto& opt) {
-        return runner.fit(net, opt, data, fo, name, std::filesystem::path(o.out) / (stem + ".csv"));
-    };
-    result r{name, {}, 0};
-    if (o.optimizer == "adam") {
-        adam opt{{.learning_rate = o.learning_rate}};
-        r.history = callbacks(opt);
-    } else {
-        sgd opt{{.learning_rate = o.learning_rate, .momentum = 0.9}};
-        r.history = callbacks(opt);
-    }
+    optimizer opt = make_optimizer(o);
+    result r{name,
+             runner.fit(net, opt, data, fo, name, std::filesystem::path(o.out) / (stem + ".csv")),
+             0};
     const auto& last = r.history.epochs.back();
     r.alignment = alignment_report{last.alignment_mean, last.alignment_spread}.overall();
     return r;
