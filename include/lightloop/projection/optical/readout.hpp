@@ -109,9 +109,11 @@ public:
         const double rms = std::sqrt(sum2 / static_cast<double>(y.size()));
         const double target = std::sqrt(encoded_norm2 / static_cast<double>(in_));
         const auto factor = static_cast<T>(target / rms);
-        for (T& v : y) {
-            v *= factor;
-        }
+        T* const values = y.data();
+        simd::for_each_lane<T>(y.size(), [&](std::size_t j, auto lane) {
+            using V = decltype(lane);
+            simd::store(values + j, simd::load<V>(values + j) * V(factor));
+        });
     }
 
 private:
@@ -132,9 +134,10 @@ private:
                 mean += static_cast<double>(row[j]);
             }
             const auto m = static_cast<T>(mean / static_cast<double>(out_));
-            for (std::size_t j = 0; j < out_; ++j) {
-                row[j] -= m;
-            }
+            simd::for_each_lane<T>(out_, [&](std::size_t j, auto lane) {
+                using V = decltype(lane);
+                simd::store(row + j, simd::load<V>(row + j) - V(m));
+            });
         }
     }
 
