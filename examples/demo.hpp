@@ -33,6 +33,7 @@ struct options {
     double read_noise = 5.0; // electrons rms
     int threads = 2;
     std::size_t train_limit = 0;
+    std::size_t test_limit = 0;
     std::string precision = "fp32";   // fp32, or bf16 (mixed: core/precision.hpp)
     std::vector<std::string> methods; // the demo's own defaults
 };
@@ -92,6 +93,11 @@ inline void add_flags(CLI::App& app, options& o) {
       ->capture_default_str();
     lightloop::programs::add_threads(app, o.threads);
     app.add_option("--train-limit", o.train_limit, "use only the first N training images (0: all)")
+      ->capture_default_str();
+    app
+      .add_option("--test-limit", o.test_limit,
+                  "evaluate on the first N test images only (0: all); the alignment probe takes "
+                  "at most 512 of them")
       ->capture_default_str();
     app
       .add_option("--precision", o.precision,
@@ -222,7 +228,8 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
 template <class Demo>
 lightloop::mnist_data begin_study(const Demo& d, const options& o) {
     lightloop::set_blas_threads(o.threads);
-    lightloop::mnist_data data = lightloop::load_mnist(o.data, {.train_limit = o.train_limit});
+    lightloop::mnist_data data =
+      lightloop::load_mnist(o.data, {.train_limit = o.train_limit, .test_limit = o.test_limit});
     std::filesystem::create_directories(o.out);
     std::filesystem::remove(std::filesystem::path(o.out) / (d.stem + ".csv"));
     return data;
@@ -241,7 +248,7 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
     const ternary_encoder encoder(o.threshold);
     mnist_data data;
     try {
-        data = load_mnist(o.data, {.train_limit = o.train_limit});
+        data = load_mnist(o.data, {.train_limit = o.train_limit, .test_limit = o.test_limit});
     } catch (const data_error& e) {
         throw data_error(std::string(e.what()) +
                          "\n(an IDX data directory is needed: install Debian's "
