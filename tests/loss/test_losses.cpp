@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 
 #include "support/helpers.hpp"
 
@@ -74,4 +75,25 @@ TEST_CASE("losses refuse mismatched shapes", "[loss]") {
     CHECK_THROWS_WITH(softmax_cross_entropy{}.value(out, y),
                       Catch::Contains("output is 2x3") && Catch::Contains("target is 2x4"));
     CHECK_THROWS_AS(mse{}.value(out, y), shape_error);
+}
+
+TEST_CASE("softmax cross-entropy refuses targets that are not probabilities", "[loss]") {
+    const matrix<float> out = {{0.5f, -1.0f, 2.0f}, {0.0f, 1.0f, -0.5f}};
+    matrix<float> grad;
+    const softmax_cross_entropy loss;
+    // Soft labels are taken, zeros included.
+    const matrix<float> soft = {{0.2f, 0.0f, 0.8f}, {0.0f, 1.0f, 0.0f}};
+    CHECK(std::isfinite(loss.evaluate(out, soft, grad)));
+    // A ±1 encoding (mse's, say) would make the loss unbounded below.
+    matrix<float> signed_target = {{-1.0f, -1.0f, 1.0f}, {-1.0f, 1.0f, -1.0f}};
+    CHECK_THROWS_AS(loss.value(out, signed_target), data_error);
+    CHECK_THROWS_WITH(loss.evaluate(out, signed_target, grad),
+                      Catch::Contains("target (0, 0) is -1") &&
+                        Catch::Contains("class probabilities"));
+    matrix<float> nan_target = soft;
+    nan_target(1, 2) = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH(loss.value(out, nan_target), Catch::Contains("target (1, 2) is nan"));
+    matrix<float> infinite_target = soft;
+    infinite_target(1, 0) = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_WITH(loss.value(out, infinite_target), Catch::Contains("target (1, 0) is inf"));
 }

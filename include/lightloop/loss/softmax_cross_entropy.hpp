@@ -4,13 +4,18 @@
 // l_s = -sum_k y_k log softmax(o)_k = sum_k y_k (lse(o) - o_k), with
 // lse(o) = m + log sum_k exp(o_k - m), m = max_k o_k, so no exp overflows.
 // Per-sample gradient: softmax(o) * sum_k y_k - y, which is softmax(o) - y
-// for one-hot or any target that sums to one (docs/DESIGN.md's e).
+// for one-hot or any target that sums to one (docs/DESIGN.md's e). A target
+// entry that is negative or not finite is refused (data_error).
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
+#include <string>
 
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
+#include "lightloop/core/error.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/loss/detail.hpp"
 
@@ -32,9 +37,13 @@ struct softmax_cross_entropy : detail::loss_base<softmax_cross_entropy> {
             double target_sum = 0.0;
             double weighted = 0.0;
             for (std::size_t k = 0; k < d; ++k) {
+                const auto yk = static_cast<double>(y[k]);
+                if (!(yk >= 0.0 && yk <= std::numeric_limits<double>::max())) {
+                    refuse_target(r, k, yk);
+                }
                 sum_exp += std::exp(static_cast<double>(o[k] - m));
-                target_sum += static_cast<double>(y[k]);
-                weighted += static_cast<double>(y[k]) * static_cast<double>(o[k] - m);
+                target_sum += yk;
+                weighted += yk * static_cast<double>(o[k] - m);
             }
             const double log_sum = std::log(sum_exp);
             total += target_sum * log_sum - weighted;
@@ -47,6 +56,17 @@ struct softmax_cross_entropy : detail::loss_base<softmax_cross_entropy> {
             }
         }
         return static_cast<T>(total / static_cast<double>(n));
+    }
+
+private:
+    /// A target that is no probability: with a negative one the loss has no
+    /// lower bound, so training would drive it down forever instead of
+    /// failing.
+    [[noreturn]] static void refuse_target(std::size_t row, std::size_t column, double value) {
+        throw data_error("lightloop::softmax_cross_entropy: target (" + std::to_string(row) + ", " +
+                         std::to_string(column) + ") is " + number_text(value) +
+                         "; targets are class probabilities (one-hot or soft labels), finite and "
+                         "never negative");
     }
 };
 
