@@ -559,19 +559,18 @@ struct bf16_targets {
 
 /// Prints each target's figure, its bound and whether this run met it. The
 /// 2x and 1.5x bounds are for bf16 products on AMX: judged where oneDNN ran
-/// them there (`products`, the backend's instruction set), reported against
+/// them there (`amx`; `products` names the backend's instruction set), reported against
 /// the bounds and not judged elsewhere - a CPU without AMX, or one with it
 /// whose products ran on something else (ONEDNN_MAX_CPU_ISA, or a kernel
 /// that does not grant the AMX state).
 void print_targets(const std::vector<bf16_targets>& all, cpu_features cpu,
-                   const std::string& products) {
+                   const std::string& products, bool amx) {
     if (all.empty()) {
         return;
     }
     std::printf("\ntargets of mixed precision (judged on the mlp at batch 128 on 2 threads, "
                 "each a ratio within this run; this CPU: %s; bf16 products on %s):\n",
                 matrix_features_text(cpu).c_str(), products.c_str());
-    const bool amx = products == "AMX";
     const std::string why = cpu.amx_bf16 ? " (not judged: bf16 products ran on " + products + ")"
                                          : std::string(" (not judged: no AMX)");
     // judged: false for a bound meant for AMX where the products did not run
@@ -882,7 +881,7 @@ int measure(const options& o) {
       "(784 -> 1024 at the batch)\nthe JSON's roofline_vs_torch_bp: vs t. bp had the "
       "step run at 100%% of its roofline\nwrote %s\n",
       json_path.c_str());
-    print_targets(targets, blas.cpu, mixed_bf16::backend::isa());
+    print_targets(targets, blas.cpu, mixed_bf16::backend::isa(), mixed_bf16::backend::on_amx());
     return 0;
 }
 

@@ -733,6 +733,13 @@ inline std::string onednn_isa() {
     }
 }
 
+/// Whether oneDNN runs bf16 products on AMX here (its effective ISA: not
+/// where ONEDNN_MAX_CPU_ISA lowers it, nor where the kernel does not grant
+/// the AMX tile state).
+inline bool onednn_runs_amx() {
+    return dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx;
+}
+
 /// Whether oneDNN runs bf16 products on bf16 instructions here (AMX or
 /// AVX512-BF16) rather than emulating them.
 inline bool onednn_native_bf16() {

@@ -64,6 +64,7 @@ struct openblas_backend {
         detail::blas_call(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static bool native_bf16() { return false; }
+    static bool on_amx() { return false; }
     static std::string isa() { return "fp32 (bf16 emulated)"; }
 };
 
@@ -88,6 +89,7 @@ struct onednn_backend {
         onednn_gemm_here(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
     static bool native_bf16() { return onednn_native_bf16(); }
+    static bool on_amx() { return onednn_runs_amx(); }
     static std::string isa() { return onednn_isa(); }
 };
 using default_bf16_backend = onednn_backend;
