@@ -409,6 +409,15 @@ struct bare_sgd {
     void set_learning_rate(double rate) { lr = rate; }
 };
 
+/// The same without a name.
+struct nameless_sgd {
+    using value_type = float;
+    void begin_step() {}
+    void update(std::size_t, std::span<float>, std::span<const float>) {}
+    double learning_rate() const { return 0.05; }
+    void set_learning_rate(double) {}
+};
+
 using sgd_or_adam = optimizer_choice<sgd<float>, adam<float>>;
 
 template <class O>
@@ -477,6 +486,9 @@ TEST_CASE("an optimizer picked at run time trains and checkpoints as the optimiz
         train_a_little(bare_net, bare, 4);
         train_a_little(bare_chosen_net, bare_choice, 4);
         CHECK(bare_choice.name() == "bare_sgd");
+        // An alternative without a name of its own goes by its type's.
+        const optimizer_choice<sgd<float>, nameless_sgd> nameless = nameless_sgd{};
+        CHECK_THAT(nameless.name(), Catch::Contains("nameless_sgd"));
         CHECK(lightloop::testing::identical(bare_net.layer<0>().weights(),
                                             bare_chosen_net.layer<0>().weights()));
     }

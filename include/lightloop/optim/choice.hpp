@@ -24,6 +24,7 @@
 #include <utility>
 #include <variant>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/value_block.hpp"
 #include "lightloop/io/state.hpp"
 
@@ -98,10 +99,10 @@ public:
       O&& optimizer) // NOLINT(google-explicit-constructor): a choice is any of them
       : held_(std::forward<O>(optimizer)) {}
 
-    /// The held optimizer's name ("sgd", "adam"): what a checkpoint records.
+    /// The held optimizer's name ("sgd", "adam"; its type's name where it has
+    /// none): what a checkpoint records.
     std::string name() const {
-        return std::visit(
-          [](const auto& o) { return std::string(std::remove_cvref_t<decltype(o)>::name); }, held_);
+        return std::visit([](const auto& o) { return name_of(o); }, held_);
     }
     /// Which alternative is held, counted from 0 in the template's order.
     std::size_t index() const noexcept { return held_.index(); }
