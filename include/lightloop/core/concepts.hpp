@@ -129,7 +129,11 @@ concept projection_device = scalar<T> &&
 //     holding bf16 values) in the same pass: a mixed-precision layer's GEMM
 //     copy of its weights (core/precision.hpp). Without it the network
 //     converts the weights after the update.
-//     sgd and adam have all of these.
+//     name: what checkpoints record and check on resuming (a static
+//     `name`, or a name() known at run time as optimizer_choice's;
+//     without either, the type's name).
+//     sgd and adam have all of these; optimizer_choice (optim/choice.hpp)
+//     those its alternatives all have.
 // ---------------------------------------------------------------------------
 template <class O>
 concept optimizer = scalar<typename O::value_type> &&
