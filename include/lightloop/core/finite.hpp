@@ -90,17 +90,6 @@ private:
     pattern scalar_ = 0;
 };
 
-/// The largest magnitude pattern of `values` (0 when empty), on this thread.
-template <class T>
-magnitude_pattern<T> largest_magnitude_bits(std::span<const T> values) noexcept {
-    magnitude_watch<T> watch;
-    const T* p = values.data();
-    simd::for_each_lane<T>(values.size(), [&](std::size_t i, auto lane) {
-        watch.see(simd::load<decltype(lane)>(p + i));
-    });
-    return watch.largest();
-}
-
 /// body(begin, end, watch) over [0, count) in pieces of at least `grain` on
 /// the shared team, each piece showing its own magnitude_watch<T> the values
 /// it reads or writes. Returns the largest magnitude the pieces saw (0 if
