@@ -10,6 +10,7 @@
 
 #include "cli.hpp"
 
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -35,6 +36,18 @@ int export_files(const std::filesystem::path& dir) {
     npz_writer probe;
     probe.add("input", data.inputs);
     probe.add("output", net.forward(data.inputs));
+    // Other dtypes and shapes, for numpy to read: the input in float64, and
+    // int32 and single-byte counts of one and zero dimensions.
+    const std::vector<double> input64(data.inputs.begin(), data.inputs.end());
+    probe.add("input64", std::span<const double>(input64),
+              {data.inputs.shape(0), data.inputs.shape(1)});
+    const std::vector<std::int32_t> counts{-3, 0, 70000};
+    probe.add("counts", std::span<const std::int32_t>(counts), {3});
+    const std::uint8_t one = 1;
+    probe.add("scalar", std::span<const std::uint8_t>(&one, 1), {});
+    // An empty array whose header text ends a 64-byte line exactly, which
+    // numpy pads by a whole line more.
+    probe.add("empty", std::span<const float>(), {0, 100, 1000, 1000, 1000, 1000, 1000, 1000});
     probe.write(dir / "probe.npz");
     std::printf("wrote %s and %s\n", (dir / "weights.npz").c_str(), (dir / "probe.npz").c_str());
     return 0;

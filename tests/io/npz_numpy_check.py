@@ -2,13 +2,15 @@
 """The NumPy step of the weight export check (see npz_check.cpp).
 
 Reads DIR/weights.npz and DIR/probe.npz as lightloop wrote them, checks the
-names, dtypes and shapes, redoes the forward pass of the 6-32-16-4 tanh
+names, dtypes and shapes (and each member's bytes against numpy.save's), redoes the forward pass of the 6-32-16-4 tanh
 network with numpy and compares it with lightloop's output; then writes
 changed weights (halved, biases shifted; float64, compressed) to
 DIR/from_numpy.npz and numpy's forward pass with them to DIR/numpy_output.npz.
 Exits 77 (CTest: skipped) when numpy is absent.
 """
+import io
 import sys
+import zipfile
 
 try:
     import numpy as np
@@ -35,6 +37,29 @@ def main(directory):
         assert weights[name].shape == shape, (name, weights[name].shape)
         assert weights[name].dtype == np.float32, (name, weights[name].dtype)
     assert np.any(weights["layer0.bias"] != 0), "trained biases should not all be zero"
+    assert probe["input64"].dtype == np.float64 and probe["input64"].shape == probe["input"].shape
+    assert np.array_equal(probe["input64"], probe["input"].astype(np.float64))
+    assert probe["counts"].dtype == np.int32 and probe["counts"].tolist() == [-3, 0, 70000]
+    assert probe["scalar"].dtype == np.uint8 and probe["scalar"].shape == () and probe["scalar"] == 1
+    # Every member byte for byte what numpy.save writes: the header (its text
+    # and padding, also for "empty", whose shape numpy would not allocate) and
+    # the data.
+    for path in (f"{directory}/weights.npz", f"{directory}/probe.npz"):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                raw = archive.read(member)
+                stream = io.BytesIO(raw)
+                assert np.lib.format.read_magic(stream) == (1, 0), (path, member)
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                             "fortran_order": fortran, "shape": shape})
+                assert raw[:stream.tell()] == header.getvalue(), (path, member, raw[:stream.tell()])
+                if member != "empty.npy":
+                    saved = io.BytesIO()
+                    np.save(saved, np.load(path)[member[:-len(".npy")]])
+                    assert raw == saved.getvalue(), (path, member)
     gap = np.max(np.abs(forward(weights, probe["input"]) - probe["output"]))
     print(f"numpy's forward pass with lightloop's weights: max |diff| {gap:.3g}")
     assert gap < 1e-5, gap

@@ -121,7 +121,8 @@ TEST_CASE("loading refuses a file that does not fit the network, naming the arra
 TEST_CASE("float64 and Fortran-order arrays load converted to the network's layout", "[io][npz]") {
     // What a Python user may hand back: float64 (numpy's default) and a transposed
     // (Fortran-ordered) weight matrix. The writer below stores layer0.weight as
-    // the column-major array xt::dump_npy marks fortran_order: True.
+    // the column-major array xtensor's own writer (xt::dump_npy) marks
+    // fortran_order: True.
     lightloop::testing::scratch_dir dir("npz_convert");
     auto net = small_network(3);
     npz_writer out;
@@ -161,7 +162,7 @@ TEST_CASE("float64 and Fortran-order arrays load converted to the network's layo
     for (const auto& name : whole.names()) {
         if (name != "layer0.weight") {
             const auto [shape, values] = whole.array<double>(name);
-            zip.add(name + ".npy", xt::dump_npy(xt::adapt(values, shape)));
+            zip.add(name + ".npy", detail::npy_bytes(std::span<const double>(values), shape));
         }
     }
     write_bytes(dir / "fortran.npz", zip.finish());

@@ -6,8 +6,8 @@
 //   load_weights_npz(net, "net.npz");      // back into a network of the same widths
 //
 // Each array is one .npy member of a ZIP archive (numpy.savez's layout): the
-// .npy bytes come from xtensor's own writer (xt::dump_npy), the archive from
-// the small stored-entry writer below, with zlib's CRC-32. The reader takes
+// .npy bytes and the archive come from the small writers below (an .npy
+// header as numpy.save writes it; stored entries with zlib's CRC-32). The reader takes
 // what numpy.savez and numpy.savez_compressed write (stored or deflated
 // members, ZIP64 fields), float32 or float64, C or Fortran order, and checks
 // everything it reads against the network before it allocates or changes
@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -33,11 +34,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include <xtensor/xadapt.hpp>
-#include <xtensor/xnpy.hpp>
 #include <zlib.h>
 
 #include "lightloop/core/describe.hpp"
@@ -346,6 +346,53 @@ private:
 
 // ---- NPY ---------------------------------------------------------------------
 
+/// numpy's name for T's dtype: '<f4' for float, '<f8' for double, '<i4' for a
+/// 32-bit int ('<' little-endian, '|' for single bytes).
+template <class T>
+std::string npy_descr() {
+    static_assert(std::is_arithmetic_v<T>, "lightloop::npz_writer: arrays of numbers only");
+    const char order =
+      sizeof(T) == 1 ? '|' : (std::endian::native == std::endian::little ? '<' : '>');
+    const char kind = std::is_same_v<T, bool>       ? 'b'
+                      : std::is_floating_point_v<T> ? 'f'
+                      : std::is_signed_v<T>         ? 'i'
+                                                    : 'u';
+    return std::string{order, kind} + std::to_string(sizeof(T));
+}
+
+/// The bytes of an .npy file holding `values` in C order with `shape`, the
+/// same bytes as numpy.save writes: the magic, format 1.0 (2.0 for a header
+/// over 64 KiB), the header's dict followed by numpy's room for the first
+/// axis to grow in place (21 characters for its length) and padded with
+/// spaces and a newline to a multiple of 64 bytes (by 1 to 64 spaces), then
+/// the values as they lie in memory.
+template <class T>
+std::string npy_bytes(std::span<const T> values, const std::vector<std::size_t>& shape) {
+    std::string dict = "{'descr': '" + npy_descr<T>() +
+                       "', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
+    if (!shape.empty()) {
+        dict.append(21 - std::min<std::size_t>(21, std::to_string(shape[0]).size()), ' ');
+    }
+    const auto padded = [&](std::size_t prefix) {
+        return dict.size() + 1 + 64 - (prefix + dict.size() + 1) % 64;
+    };
+    const bool wide = padded(10) > 0xffff;
+    dict.append(padded(wide ? 12 : 10) - dict.size() - 1, ' ');
+    dict.push_back('\n');
+    std::string out = "\x93NUMPY";
+    out.push_back(static_cast<char>(wide ? 2 : 1));
+    out.push_back('\0');
+    if (wide) {
+        put32(out, static_cast<std::uint32_t>(dict.size()));
+    } else {
+        put16(out, static_cast<std::uint32_t>(dict.size()));
+    }
+    out += dict;
+    const auto data = std::as_bytes(values);
+    out.append(reinterpret_cast<const char*>(data.data()), data.size());
+    return out;
+}
+
 /// What an .npy header says: little-endian float32 or float64, the order and
 /// the shape; the data starts at `data_offset`.
 struct npy_header {
@@ -547,8 +594,7 @@ public:
             throw config_error("lightloop::npz_writer: array name '" + name +
                                "' must be non-empty and without '/'");
         }
-        zip_.add(name + ".npy",
-                 xt::dump_npy(xt::adapt(values.data(), values.size(), xt::no_ownership(), shape)));
+        zip_.add(name + ".npy", detail::npy_bytes(values, shape));
     }
     template <class T>
     void add(const std::string& name, const matrix<T>& m) {
