@@ -1,11 +1,14 @@
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
+#include <zlib.h>
 
 #include "support/files.hpp"
 #include "support/helpers.hpp"
@@ -201,4 +204,68 @@ TEST_CASE("a layer that misdescribes its parameters is refused by save and load,
     CHECK_THROWS_WITH(load_weights_npz(net, dir / "small.npz"),
                       Catch::Contains("parameter_layout() does not match"));
     CHECK(lightloop::testing::parameters_of(net) == before);
+}
+
+namespace {
+/// An archive holding one deflated member, `name`.npy, made of `npy` (raw
+/// deflate, as numpy.savez_compressed writes), its header declaring
+/// `declared` inflated bytes: zip_writer's stored archive of the compressed
+/// bytes, with the method, the CRC-32 and the inflated size patched in.
+std::string deflated_archive(const std::string& name, const std::string& npy,
+                             std::uint32_t declared) {
+    z_stream z{};
+    REQUIRE(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) ==
+            Z_OK);
+    std::string packed(deflateBound(&z, static_cast<uLong>(npy.size())), '\0');
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(npy.data()));
+    z.avail_in = static_cast<uInt>(npy.size());
+    z.next_out = reinterpret_cast<Bytef*>(packed.data());
+    z.avail_out = static_cast<uInt>(packed.size());
+    REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
+    packed.resize(z.total_out);
+    deflateEnd(&z);
+    detail::zip_writer zip;
+    zip.add(name + ".npy", packed);
+    std::string archive = zip.finish();
+    const auto put = [&](std::size_t at, std::uint32_t v, int bytes) {
+        for (int i = 0; i < bytes; ++i) {
+            archive[at + static_cast<std::size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
+        }
+    };
+    const std::size_t central = archive.find("PK\x01\x02");
+    const std::uint32_t crc = detail::crc_of(npy);
+    put(8, 8, 2); // local header: method, CRC-32, inflated size
+    put(14, crc, 4);
+    put(22, declared, 4);
+    put(central + 10, 8, 2); // central directory: the same
+    put(central + 16, crc, 4);
+    put(central + 24, declared, 4);
+    return archive;
+}
+} // namespace
+
+TEST_CASE("a deflated member is read as its stream gives it, and a size its bytes cannot "
+          "inflate to is refused before anything is allocated",
+          "[io][npz]") {
+    lightloop::testing::scratch_dir dir("npz_deflated");
+    // 40 000 floats: the output grows through several sizes.
+    std::vector<float> values(40000);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        values[i] = static_cast<float>(i % 97) * 0.5f;
+    }
+    const std::string npy = detail::npy_bytes(std::span<const float>(values), {200, 200});
+    const auto size = static_cast<std::uint32_t>(npy.size());
+    const auto read = [&](std::uint32_t declared) {
+        write_bytes(dir / "a.npz", deflated_archive("a", npy, declared));
+        return npz_file(dir / "a.npz").array<float>("a");
+    };
+    const auto [shape, back] = read(size);
+    CHECK(shape == std::vector<std::size_t>{200, 200});
+    CHECK(back == values);
+    // A header claiming 4 GB from a few hundred bytes (the deflated stream):
+    // refused by the ratio, with no 4 GB allocation (the fuzzer's limit).
+    CHECK_THROWS_WITH(read(0xF0000000U), Catch::Contains("deflate expands 1032 times at most"));
+    // Sizes the stream does not give, either way.
+    CHECK_THROWS_WITH(read(size + 1000), Catch::Contains("a.npy: corrupt deflate stream"));
+    CHECK_THROWS_WITH(read(size - 1), Catch::Contains("a.npy: corrupt deflate stream"));
 }

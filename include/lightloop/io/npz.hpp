@@ -309,7 +309,13 @@ private:
 
     std::string inflate_raw(const std::string& name, std::string_view in,
                             std::uint64_t size) const {
-        std::string out(static_cast<std::size_t>(size), '\0');
+        // Deflate expands its input 1032 times at most: a larger size is a
+        // corrupt (or hostile) entry, refused before anything is allocated.
+        if (size / 1032 > in.size()) {
+            fail(name + ": declares " + std::to_string(size) + " bytes inflated from " +
+                 std::to_string(in.size()) + " (deflate expands 1032 times at most)");
+        }
+        std::string out;
         z_stream z{};
         if (inflateInit2(&z, -MAX_WBITS) != Z_OK) {
             fail(name + ": zlib could not start inflating");
@@ -318,6 +324,12 @@ private:
         std::size_t out_done = 0;
         int status = Z_OK;
         while (status == Z_OK) {
+            if (out_done == out.size() && out.size() < size) {
+                // The output grows with what the stream gives, up to the
+                // declared size: memory follows the data, not the header.
+                out.resize(static_cast<std::size_t>(std::min<std::uint64_t>(
+                  size, std::max<std::uint64_t>(1U << 16, 2 * out.size()))));
+            }
             constexpr std::size_t piece = 1U << 30;
             z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + in_done));
             z.avail_in = static_cast<uInt>(std::min(in.size() - in_done, piece));
@@ -333,7 +345,7 @@ private:
             }
         }
         inflateEnd(&z);
-        if (status != Z_STREAM_END || out_done != out.size()) {
+        if (status != Z_STREAM_END || out_done != size) {
             fail(name + ": corrupt deflate stream");
         }
         return out;
