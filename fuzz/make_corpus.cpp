@@ -1,8 +1,9 @@
 // Writes the fuzzers' seed corpora, from the current formats: valid IDX
-// files (plain and gzip, several ranks) and a checkpoint of the fuzz network
+// files (plain and gzip, several ranks); a checkpoint of the fuzz network
 // after a few training steps, with a run record, whole (mode byte 0) and as a
-// bare payload (mode byte 1).
-//   fuzz_make_corpus <directory>   ->  <directory>/idx, <directory>/checkpoint
+// bare payload (mode byte 1); its weights as an .npz file (mode byte 0) and
+// one of its arrays as a bare .npy member (mode byte 1).
+//   fuzz_make_corpus <directory>   ->  <directory>/idx, checkpoint, npz
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -49,6 +50,7 @@ void write_gzip(const std::filesystem::path& path, const bytes& b) {
 int write_corpus(const std::filesystem::path& root) {
     std::filesystem::create_directories(root / "idx");
     std::filesystem::create_directories(root / "checkpoint");
+    std::filesystem::create_directories(root / "npz");
     write(root / "idx" / "rank1", idx({5}));
     write(root / "idx" / "rank3", idx({2, 3, 4}));
     write_gzip(root / "idx" / "rank2.gz", idx({4, 7}));
@@ -76,6 +78,21 @@ int write_corpus(const std::filesystem::path& root) {
     bytes payload{1};
     payload.insert(payload.end(), saved.begin() + 16, saved.end() - 4);
     write(root / "checkpoint" / "payload", payload);
+
+    const auto weights = root / "npz" / "saved.npz";
+    lightloop::save_weights_npz(net, weights);
+    std::ifstream npz(weights, std::ios::binary);
+    bytes archive{0};
+    archive.insert(archive.end(), std::istreambuf_iterator<char>(npz), {});
+    npz.close();
+    std::filesystem::remove(weights);
+    write(root / "npz" / "whole", archive);
+    const auto& w = net.layer<0>().weights();
+    const std::string npy = lightloop::detail::npy_bytes(std::span<const float>(w.data(), w.size()),
+                                                         {w.shape(0), w.shape(1)});
+    bytes member{1};
+    member.insert(member.end(), npy.begin(), npy.end());
+    write(root / "npz" / "member", member);
     std::cout << "seed corpora written to " << root << "\n";
     return 0;
 }
