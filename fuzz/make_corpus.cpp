@@ -1,8 +1,9 @@
 // Writes the fuzzers' seed corpora, from the current formats: valid IDX
 // files (plain and gzip, several ranks); a checkpoint of the fuzz network
 // after a few training steps, with a run record, whole (mode byte 0) and as a
-// bare payload (mode byte 1); its weights as an .npz file (mode byte 0) and
-// one of its arrays as a bare .npy member (mode byte 1).
+// bare payload (mode byte 1); its weights as an .npz file, stored and
+// deflated (mode byte 0), and one of its arrays as a bare .npy member (mode
+// byte 1).
 //   fuzz_make_corpus <directory>   ->  <directory>/idx, checkpoint, npz
 #include <cstdint>
 #include <filesystem>
@@ -79,14 +80,28 @@ int write_corpus(const std::filesystem::path& root) {
     payload.insert(payload.end(), saved.begin() + 16, saved.end() - 4);
     write(root / "checkpoint" / "payload", payload);
 
+    // The weights as save_weights_npz writes them (stored), and deflated as
+    // numpy.savez_compressed would, each a whole file (mode byte 0).
     const auto weights = root / "npz" / "saved.npz";
+    const auto whole_file = [&](const std::string& seed) {
+        std::ifstream npz(weights, std::ios::binary);
+        bytes archive{0};
+        archive.insert(archive.end(), std::istreambuf_iterator<char>(npz), {});
+        npz.close();
+        std::filesystem::remove(weights);
+        write(root / "npz" / seed, archive);
+    };
     lightloop::save_weights_npz(net, weights);
-    std::ifstream npz(weights, std::ios::binary);
-    bytes archive{0};
-    archive.insert(archive.end(), std::istreambuf_iterator<char>(npz), {});
-    npz.close();
-    std::filesystem::remove(weights);
-    write(root / "npz" / "whole", archive);
+    whole_file("whole");
+    lightloop::npz_writer packed(lightloop::npz_writer::members::deflated);
+    net.visit_layers([&](auto& l, std::size_t i) {
+        const std::string stem = "layer" + std::to_string(i) + ".";
+        packed.add(stem + "weight", l.weights());
+        packed.add(stem + "bias", std::span<const float>(l.bias().data(), l.bias().size()),
+                   {l.bias().size()});
+    });
+    packed.write(weights);
+    whole_file("deflated");
     const auto& w = net.layer<0>().weights();
     const std::string npy = lightloop::detail::npy_bytes(std::span<const float>(w.data(), w.size()),
                                                          {w.shape(0), w.shape(1)});

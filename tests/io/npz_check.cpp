@@ -1,6 +1,7 @@
 // The NumPy side of the weight export, in three steps CTest chains:
 //   npz_check export DIR   trains a small network, writes DIR/weights.npz and
-//                          DIR/probe.npz (an input batch and the network's output)
+//                          DIR/probe.npz (an input batch and the network's output,
+//                          deflated)
 //   npz_numpy_check.py DIR reads them with numpy, redoes the forward pass, and
 //                          writes DIR/from_numpy.npz (changed weights, compressed)
 //                          and DIR/numpy_output.npz (numpy's output with them)
@@ -33,7 +34,7 @@ int export_files(const std::filesystem::path& dir) {
     }
     std::filesystem::create_directories(dir);
     save_weights_npz(net, dir / "weights.npz");
-    npz_writer probe;
+    npz_writer probe(npz_writer::members::deflated); // as numpy.savez_compressed writes
     probe.add("input", data.inputs);
     probe.add("output", net.forward(data.inputs));
     // Other dtypes and shapes, for numpy to read: the input in float64, and

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """The NumPy step of the weight export check (see npz_check.cpp).
 
-Reads DIR/weights.npz and DIR/probe.npz as lightloop wrote them, checks the
-names, dtypes and shapes (and each member's bytes against numpy.save's), redoes the forward pass of the 6-32-16-4 tanh
-network with numpy and compares it with lightloop's output; then writes
-changed weights (halved, biases shifted; float64, compressed) to
-DIR/from_numpy.npz and numpy's forward pass with them to DIR/numpy_output.npz.
+Reads DIR/weights.npz (stored) and DIR/probe.npz (deflated) as lightloop
+wrote them, checks the names, dtypes and shapes (and each member's bytes
+against numpy.save's), redoes the forward pass of the 6-32-16-4 tanh network
+with numpy and compares it with lightloop's output; then writes changed
+weights (halved, biases shifted; float64, compressed) to DIR/from_numpy.npz
+and numpy's forward pass with them to DIR/numpy_output.npz.
 Exits 77 (CTest: skipped) when numpy is absent.
 """
 import io
@@ -44,9 +45,11 @@ def main(directory):
     # Every member byte for byte what numpy.save writes: the header (its text
     # and padding, also for "empty", whose shape numpy would not allocate) and
     # the data.
-    for path in (f"{directory}/weights.npz", f"{directory}/probe.npz"):
+    for path, method in ((f"{directory}/weights.npz", zipfile.ZIP_STORED),
+                         (f"{directory}/probe.npz", zipfile.ZIP_DEFLATED)):
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
+                assert archive.getinfo(member).compress_type == method, (path, member)
                 raw = archive.read(member)
                 stream = io.BytesIO(raw)
                 assert np.lib.format.read_magic(stream) == (1, 0), (path, member)

@@ -7,7 +7,8 @@
 //
 // Each array is one .npy member of a ZIP archive (numpy.savez's layout): the
 // .npy bytes and the archive come from the small writers below (an .npy
-// header as numpy.save writes it; stored entries with zlib's CRC-32). The reader takes
+// header as numpy.save writes it; stored entries, or deflated ones as
+// numpy.savez_compressed writes, with zlib's CRC-32). The reader takes
 // what numpy.savez and numpy.savez_compressed write (stored or deflated
 // members, ZIP64 fields), float32 or float64, C or Fortran order, and checks
 // everything it reads against the network before it allocates or changes
@@ -81,10 +82,32 @@ inline std::uint32_t crc_of(std::string_view bytes) {
     return crc32_of(std::as_bytes(std::span(bytes.data(), bytes.size())));
 }
 
-/// A ZIP archive of stored (uncompressed) members, as numpy.savez writes.
+/// Raw deflate (no zlib header), as ZIP's method 8 stores a member.
+inline std::string deflate_raw(const std::string& name, const std::string& data) {
+    z_stream z{};
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+        Z_OK) {
+        throw data_error("lightloop: " + name + ": zlib could not start deflating");
+    }
+    std::string out(deflateBound(&z, static_cast<uLong>(data.size())), '\0');
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+    z.avail_in = static_cast<uInt>(data.size());
+    z.next_out = reinterpret_cast<Bytef*>(out.data());
+    z.avail_out = static_cast<uInt>(out.size());
+    const int status = deflate(&z, Z_FINISH);
+    out.resize(z.total_out);
+    deflateEnd(&z);
+    if (status != Z_STREAM_END) {
+        throw data_error("lightloop: " + name + ": zlib could not deflate it");
+    }
+    return out;
+}
+
+/// A ZIP archive of stored members, as numpy.savez writes, or deflated ones,
+/// as numpy.savez_compressed does.
 class zip_writer {
 public:
-    void add(const std::string& name, const std::string& data) {
+    void add(const std::string& name, const std::string& data, bool deflated = false) {
         constexpr std::uint64_t limit = 0xfffffffeULL;
         if (data.size() > limit || bytes_.size() > limit || name.size() > 0xffff) {
             throw data_error("lightloop: " + name + ": too large for a ZIP archive without ZIP64");
@@ -92,26 +115,29 @@ public:
         const std::uint32_t crc = crc_of(data);
         const auto offset = static_cast<std::uint32_t>(bytes_.size());
         const auto size = static_cast<std::uint32_t>(data.size());
+        const std::string packed = deflated ? deflate_raw(name, data) : std::string{};
+        const std::string& body = deflated ? packed : data;
+        const auto stored = static_cast<std::uint32_t>(body.size());
+        const std::uint32_t method = deflated ? 8 : 0;
         // Local file header; time 00:00, date 1980-01-01.
         put32(bytes_, 0x04034b50);
-        for (const std::uint32_t v :
-             {20u, 0u, 0u, 0u, 0x21u}) { // version, flags, stored, time, date
+        for (const std::uint32_t v : {20u, 0u, method, 0u, 0x21u}) { // version, flags, ..., date
             put16(bytes_, v);
         }
         put32(bytes_, crc);
-        put32(bytes_, size);
+        put32(bytes_, stored);
         put32(bytes_, size);
         put16(bytes_, static_cast<std::uint32_t>(name.size()));
         put16(bytes_, 0);
         bytes_ += name;
-        bytes_ += data;
+        bytes_ += body;
         // Its central directory entry.
         put32(central_, 0x02014b50);
-        for (const std::uint32_t v : {20u, 20u, 0u, 0u, 0u, 0x21u}) {
+        for (const std::uint32_t v : {20u, 20u, 0u, method, 0u, 0x21u}) {
             put16(central_, v);
         }
         put32(central_, crc);
-        put32(central_, size);
+        put32(central_, stored);
         put32(central_, size);
         put16(central_, static_cast<std::uint32_t>(name.size()));
         for (int i = 0; i < 4; ++i) { // extra, comment, disk, internal attributes
@@ -589,11 +615,19 @@ std::vector<parameter_shape> layout_of(Layer& l) {
 
 } // namespace detail
 
-/// Arrays of float32 or float64 under chosen names, written as one .npz file
-/// (numpy.load reads it): for weights (save_weights_npz) and anything else a
-/// Python user should see beside them.
+/// Arrays of numbers (float32, float64, integers) under chosen names, written
+/// as one .npz file (numpy.load reads it): for weights (save_weights_npz) and
+/// anything else a Python user should see beside them.
 class npz_writer {
 public:
+    /// How the arrays are stored: as numpy.savez does (the default), or
+    /// deflated, as numpy.savez_compressed does.
+    enum class members { stored, deflated };
+
+    npz_writer() = default;
+    explicit npz_writer(members how)
+      : deflated_(how == members::deflated) {}
+
     template <class T>
     void add(const std::string& name, std::span<const T> values,
              const std::vector<std::size_t>& shape) {
@@ -606,7 +640,7 @@ public:
             throw config_error("lightloop::npz_writer: array name '" + name +
                                "' must be non-empty and without '/'");
         }
-        zip_.add(name + ".npy", detail::npy_bytes(values, shape));
+        zip_.add(name + ".npy", detail::npy_bytes(values, shape), deflated_);
     }
     template <class T>
     void add(const std::string& name, const matrix<T>& m) {
@@ -622,6 +656,7 @@ public:
 
 private:
     detail::zip_writer zip_;
+    bool deflated_ = false;
 };
 
 /// An .npz file read whole: its array names and any float32 / float64 array
