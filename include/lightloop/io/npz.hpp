@@ -109,14 +109,20 @@ class zip_writer {
 public:
     void add(const std::string& name, const std::string& data, bool deflated = false) {
         constexpr std::uint64_t limit = 0xfffffffeULL;
+        const auto too_large = [&] {
+            return data_error("lightloop: " + name + ": too large for a ZIP archive without ZIP64");
+        };
         if (data.size() > limit || bytes_.size() > limit || name.size() > 0xffff) {
-            throw data_error("lightloop: " + name + ": too large for a ZIP archive without ZIP64");
+            throw too_large();
         }
         const std::uint32_t crc = crc_of(data);
         const auto offset = static_cast<std::uint32_t>(bytes_.size());
         const auto size = static_cast<std::uint32_t>(data.size());
         const std::string packed = deflated ? deflate_raw(name, data) : std::string{};
         const std::string& body = deflated ? packed : data;
+        if (body.size() > limit) { // incompressible data near the limit grows
+            throw too_large();
+        }
         const auto stored = static_cast<std::uint32_t>(body.size());
         const std::uint32_t method = deflated ? 8 : 0;
         // Local file header; time 00:00, date 1980-01-01.
