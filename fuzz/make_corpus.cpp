@@ -93,14 +93,7 @@ int write_corpus(const std::filesystem::path& root) {
     };
     lightloop::save_weights_npz(net, weights);
     whole_file("whole");
-    lightloop::npz_writer packed(lightloop::npz_writer::members::deflated);
-    net.visit_layers([&](auto& l, std::size_t i) {
-        const std::string stem = "layer" + std::to_string(i) + ".";
-        packed.add(stem + "weight", l.weights());
-        packed.add(stem + "bias", std::span<const float>(l.bias().data(), l.bias().size()),
-                   {l.bias().size()});
-    });
-    packed.write(weights);
+    lightloop::save_weights_npz(net, weights, lightloop::npz_writer::members::deflated);
     whole_file("deflated");
     const auto& w = net.layer<0>().weights();
     const std::string npy = lightloop::detail::npy_bytes(std::span<const float>(w.data(), w.size()),

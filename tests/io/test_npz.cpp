@@ -254,6 +254,12 @@ TEST_CASE("a deflated member is read as its stream gives it, and a size its byte
     CHECK(npz_file(dir / "packed.npz").array<float>("a").second == values);
     CHECK(std::filesystem::file_size(dir / "packed.npz") * 4 <
           std::filesystem::file_size(dir / "stored.npz"));
+    // A network's weights saved deflated load back bit for bit.
+    auto net = small_network(3);
+    save_weights_npz(net, dir / "net.npz", npz_writer::members::deflated);
+    auto other = small_network(5);
+    load_weights_npz(other, dir / "net.npz");
+    CHECK(lightloop::testing::parameters_of(other) == lightloop::testing::parameters_of(net));
     // A header claiming 4 GB from a few hundred bytes (the deflated stream):
     // refused by the ratio, with no 4 GB allocation (the fuzzer's limit).
     CHECK_THROWS_WITH(read(0xF0000000U), Catch::Contains("deflate expands 1032 times at most"));

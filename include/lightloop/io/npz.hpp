@@ -725,11 +725,12 @@ private:
 
 /// Writes every layer's parameters to `path` as layer<i>.<name> arrays
 /// (dense: layer0.weight, (out x in), and layer0.bias), in the network's
-/// scalar type.
+/// scalar type; stored as numpy.savez does, or deflated on request.
 template <class Network>
-void save_weights_npz(Network& net, const std::filesystem::path& path) {
+void save_weights_npz(Network& net, const std::filesystem::path& path,
+                      npz_writer::members how = npz_writer::members::stored) {
     using T = typename Network::value_type;
-    npz_writer out;
+    npz_writer out(how);
     net.visit_layers([&](auto& l, std::size_t index) {
         const auto layout = detail::layout_of(l);
         std::size_t j = 0;
