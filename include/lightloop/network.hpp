@@ -324,6 +324,7 @@ public:
                               std::to_string(target.shape(1)) + ", expected " +
                               std::to_string(out.shape(0)) + "x" + std::to_string(widths_.back()));
         }
+        ensure_shape(loss_gradient_, out.shape(0), out.shape(1)); // as loss_function promises
         const value_type value = loss_.evaluate(out, target, loss_gradient_);
         if (!std::isfinite(value)) {
             throw divergence_error("lightloop::network: loss is " + number_text(value) +
