@@ -40,6 +40,7 @@
 #include "lightloop/feedback/feedback_alignment.hpp"
 #include "lightloop/feedback/shallow.hpp"
 #include "lightloop/feedback/sign_dfa.hpp"
+#include "lightloop/feedback/sweep.hpp"
 
 #include "lightloop/optim/adam.hpp"
 #include "lightloop/optim/choice.hpp"

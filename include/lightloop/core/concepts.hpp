@@ -336,6 +336,9 @@ struct layer_archetype {
 //     error e = d loss / d a_L (per sample) and every layer holds its forward
 //     state; on exit every hidden layer's delta() holds its signal. target is
 //     the (n x d_L) target batch (DRTP projects it instead of e).
+//     feedback/sweep.hpp has what a method is built from: output_error,
+//     propagate_down (layer by layer) and for_each_trained_hidden_layer
+//     (direct); tests/test_network.cpp writes sign symmetry with them.
 // ---------------------------------------------------------------------------
 template <class F>
 concept feedback_method =

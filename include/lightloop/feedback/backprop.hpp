@@ -9,7 +9,7 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/tensor.hpp"
-#include "lightloop/feedback/detail.hpp"
+#include "lightloop/feedback/sweep.hpp"
 
 namespace lightloop {
 
@@ -21,8 +21,8 @@ struct backprop {
 
     template <class... Layers, scalar T>
     void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
-        detail::propagate_down(
-          layers, [](auto& above, std::size_t, auto& into) { above.backpropagate(into); });
+        propagate_down(layers,
+                       [](auto& above, std::size_t, auto& into) { above.backpropagate(into); });
     }
 };
 

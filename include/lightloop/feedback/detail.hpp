@@ -29,20 +29,6 @@ constexpr void for_index_reversed(F&& f) {
     (std::make_index_sequence<N>{});
 }
 
-/// The layer-by-layer backward sweep of backprop and feedback alignment: for
-/// each hidden layer i from the top, into(above, i, below.delta()) writes the
-/// signal arriving from layer i+1, then below.delta() is scaled by f'(a_i).
-template <class... Layers, class Into>
-void propagate_down(std::tuple<Layers...>& layers, Into&& into) {
-    constexpr std::size_t depth = sizeof...(Layers);
-    for_index_reversed<depth - 1>([&](auto index) {
-        constexpr std::size_t i = decltype(index)::value;
-        auto& below = std::get<i>(layers);
-        into(std::get<i + 1>(layers), i, below.delta());
-        below.scale_by_derivative(below.delta().data(), below.delta().shape(1));
-    });
-}
-
 inline void check_widths(const char* who, std::span<const std::size_t> widths) {
     if (widths.size() < 2) {
         throw config_error(std::string("lightloop::") + who +

@@ -20,7 +20,7 @@
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
-#include "lightloop/feedback/detail.hpp"
+#include "lightloop/feedback/sweep.hpp"
 #include "lightloop/io/state.hpp"
 
 namespace lightloop::detail {
@@ -79,7 +79,7 @@ public:
     void backward(std::tuple<Layers...>& layers, const matrix<T>& target) {
         constexpr std::size_t depth = sizeof...(Layers);
         if constexpr (depth > 1) {
-            const matrix<T>& error = detail::read_delta(std::get<depth - 1>(layers));
+            const matrix<T>& error = output_error(layers);
             const matrix<T>* source = Signal == projected_signal::target ? &target : &error;
             if constexpr (Signal == projected_signal::error_sign) {
                 matrix<T>& signs = signs_.template get<T>();
@@ -91,12 +91,8 @@ public:
             matrix<T>& projected = projection_.template get<T>();
             ensure_shape(projected, source->shape(0), total_);
             device_.project(*source, projected);
-            for_index<depth - 1>([&](auto index) {
-                constexpr std::size_t i = decltype(index)::value;
-                auto& l = std::get<i>(layers);
-                if constexpr (has_parameters<std::remove_cvref_t<decltype(l)>>()) {
-                    l.scale_by_derivative(projected.data() + offsets_[i], total_);
-                }
+            for_each_trained_hidden_layer(layers, [&](auto& l, std::size_t i) {
+                l.scale_by_derivative(projected.data() + offsets_[i], total_);
             });
         }
     }

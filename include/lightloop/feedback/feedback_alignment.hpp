@@ -24,7 +24,7 @@
 #include "lightloop/core/seeded_matrix.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
-#include "lightloop/feedback/detail.hpp"
+#include "lightloop/feedback/sweep.hpp"
 
 namespace lightloop {
 
@@ -90,7 +90,7 @@ public:
     template <class... Layers, scalar T>
     void backward(std::tuple<Layers...>& layers, const matrix<T>& /*target*/) {
         // delta_i = delta_{i+1} B_{i+1}^T with rows as samples.
-        detail::propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
+        propagate_down(layers, [&](auto& above, std::size_t i, matrix<T>& into) {
             using above_type = std::remove_cvref_t<decltype(above)>;
             if constexpr (!detail::has_parameters<above_type>() ||
                           detail::backward_is_local<above_type>()) {
