@@ -3,9 +3,13 @@
 #include <utility>
 #include <vector>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <tuple>
 
+#include "support/files.hpp"
 #include "support/helpers.hpp"
 
 using namespace lightloop;
@@ -67,26 +71,311 @@ private:
     std::vector<double> entries_;
 };
 
+/// A layer the library does not have, written against the layer concept
+/// alone: dense with a weight of rank r, W = U V (U out x r, V r x in), as in
+/// low-rank factorisations: z = x V^T, a = z U^T + b, h = f(a).
+template <class Act, class T>
+class low_rank {
+public:
+    using value_type = T;
+
+    low_rank(std::size_t in, std::size_t out, std::size_t rank)
+      : u_(matrix<T>::from_shape({out, rank}))
+      , v_(matrix<T>::from_shape({rank, in}))
+      , b_(vector<T>::from_shape({out}))
+      , du_(matrix<T>::from_shape({out, rank}))
+      , dv_(matrix<T>::from_shape({rank, in}))
+      , db_(vector<T>::from_shape({out})) {}
+
+    std::size_t input_size() const { return v_.shape(1); }
+    std::size_t output_size() const { return u_.shape(0); }
+
+    /// U and V normal with var(u) var(v) r = 2 / (in + out), Glorot's
+    /// variance for each entry of U V; b = 0.
+    void initialize(std::uint64_t seed) {
+        lightloop::rng gen(seed);
+        const double width = static_cast<double>(input_size() + output_size());
+        const double sd = std::pow(2.0 / width / static_cast<double>(u_.shape(1)), 0.25);
+        for (auto& w : u_) {
+            w = static_cast<T>(sd * gen.normal());
+        }
+        for (auto& w : v_) {
+            w = static_cast<T>(sd * gen.normal());
+        }
+        b_.fill(T(0));
+    }
+
+    const matrix<T>& forward(const matrix<T>& x) {
+        const std::size_t n = x.shape(0);
+        if (z_.shape(0) != n) {
+            z_ = matrix<T>::from_shape({n, u_.shape(1)});
+            a_ = matrix<T>::from_shape({n, output_size()});
+            h_ = matrix<T>::from_shape({n, output_size()});
+            delta_ = matrix<T>::from_shape({n, output_size()});
+        }
+        gemm(T(1), x, transpose::no, v_, transpose::yes, T(0), z_);
+        gemm(T(1), z_, transpose::no, u_, transpose::yes, T(0), a_);
+        for (std::size_t i = 0; i < n; ++i) {
+            for (std::size_t j = 0; j < output_size(); ++j) {
+                a_(i, j) += b_(j);
+                h_(i, j) = act_.value(a_(i, j));
+            }
+        }
+        return h_;
+    }
+    const matrix<T>& output() const { return h_; }
+    matrix<T>& delta() { return delta_; }
+
+    /// delta = s ⊙ f'(a); s may be delta's own storage.
+    void scale_by_derivative(const T* s, std::size_t ld) {
+        for (std::size_t i = 0; i < delta_.shape(0); ++i) {
+            for (std::size_t j = 0; j < output_size(); ++j) {
+                delta_(i, j) = s[i * ld + j] * act_.derivative(a_(i, j), h_(i, j));
+            }
+        }
+    }
+
+    /// into = delta U V.
+    void backpropagate(matrix<T>& into) const {
+        matrix<T> du = matrix<T>::from_shape({delta_.shape(0), u_.shape(1)});
+        gemm(T(1), delta_, transpose::no, u_, transpose::no, T(0), du);
+        gemm(T(1), du, transpose::no, v_, transpose::no, T(0), into);
+    }
+
+    /// dU = (1/n) delta^T z, dV = (1/n) (delta U)^T x, db = (1/n) sum delta.
+    void compute_gradient(const matrix<T>& x) {
+        const std::size_t n = x.shape(0);
+        const T scale = T(1) / static_cast<T>(n);
+        gemm(scale, delta_, transpose::yes, z_, transpose::no, T(0), du_);
+        matrix<T> du = matrix<T>::from_shape({n, u_.shape(1)});
+        gemm(T(1), delta_, transpose::no, u_, transpose::no, T(0), du);
+        gemm(scale, du, transpose::yes, x, transpose::no, T(0), dv_);
+        for (std::size_t j = 0; j < output_size(); ++j) {
+            T sum = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+                sum += delta_(i, j);
+            }
+            db_(j) = sum * scale;
+        }
+    }
+
+    template <class F>
+    void visit_parameters(F&& f) {
+        f(std::span<T>(u_.data(), u_.size()), std::span<const T>(du_.data(), du_.size()));
+        f(std::span<T>(v_.data(), v_.size()), std::span<const T>(dv_.data(), dv_.size()));
+        f(std::span<T>(b_.data(), b_.size()), std::span<const T>(db_.data(), db_.size()));
+    }
+
+private:
+    Act act_{};
+    matrix<T> u_, v_;
+    vector<T> b_;
+    matrix<T> du_, dv_;
+    vector<T> db_;
+    matrix<T> z_, a_, h_, delta_; // this batch's
+};
+
+/// A learning rule the library does not have: sign symmetry (Liao, Leibo
+/// and Poggio 2016), backprop's layer-by-layer sweep with the signal going
+/// down through sign(W) instead of W. Dense layers (it reads weights()).
+struct sign_symmetry {
+    static constexpr bool trains_hidden_layers = true;
+    void configure(network_layout, std::uint64_t) {}
+
+    template <class... Layers, scalar T>
+    void backward(std::tuple<Layers...>& layers, const matrix<T>&) {
+        propagate_down(layers, [](auto& above, std::size_t, matrix<T>& into) {
+            const matrix<T> signs = xt::sign(above.weights());
+            gemm(T(1), std::as_const(above).delta(), transpose::no, signs, transpose::no, T(0),
+                 into);
+        });
+    }
+};
+
+/// A loss the library does not have: Huber's (PyTorch's HuberLoss, delta
+/// 1): the mean over all n x d entries of r^2 / 2 where |r| <= 1 and
+/// |r| - 1/2 beyond, r = out - y. The concept's convention: evaluate writes
+/// the per-sample gradient, d l_s / d out with l_s = (1/d) sum_k huber(r_k),
+/// which is clamp(r, -1, 1) / d (no 1/n).
+struct huber {
+    template <class T>
+    T value(const matrix<T>& out, const matrix<T>& y) const {
+        double total = 0;
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            const double r = static_cast<double>(out.data()[i] - y.data()[i]);
+            total += std::abs(r) <= 1.0 ? 0.5 * r * r : std::abs(r) - 0.5;
+        }
+        return static_cast<T>(total / static_cast<double>(out.size()));
+    }
+    template <class T>
+    T evaluate(const matrix<T>& out, const matrix<T>& y, matrix<T>& grad) const {
+        const T d = static_cast<T>(out.shape(1));
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            grad.data()[i] = std::clamp(out.data()[i] - y.data()[i], T(-1), T(1)) / d;
+        }
+        return value(out, y);
+    }
+};
+
 } // namespace user
 
+static_assert(loss_function<user::huber> && loss_function<user::huber, double>);
+static_assert(feedback_method<user::sign_symmetry>);
 static_assert(activation<user::softsign> && activation<user::softsign, double>);
 static_assert(projection_device<user::ternary_device>);
+static_assert(layer<user::low_rank<tanh_act, float>> && layer<user::low_rank<tanh_act, double>>);
+
+namespace {
+/// Trains net on the blobs task as train/test_training.cpp does for its
+/// floors (SGD, lr 0.05, momentum 0.9, batch 32, 30 epochs) and returns its
+/// test accuracy.
+template <class Network>
+double accuracy_on_blobs(Network& net, sgd<>& opt) {
+    lightloop::testing::train_epochs(net, opt, lightloop::testing::blobs_task(2), 32, 30, 7);
+    const auto test = lightloop::testing::blobs_task(3);
+    return evaluate_accuracy(net, test.inputs, test.targets);
+}
+} // namespace
 
 TEST_CASE("a user-defined activation and device train without touching the library",
           "[network][concepts]") {
-    const auto train = lightloop::testing::blobs_task(2);
-    const auto test = lightloop::testing::blobs_task(3);
     auto net = make_network<dfa<user::ternary_device>, softmax_cross_entropy>(
       5, dense<user::softsign>{6, 64}, dense<user::softsign>{64, 64}, dense<identity>{64, 4});
     sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
-    lightloop::testing::train_epochs(net, opt, train, 32, 30, 7);
-    const double acc = evaluate_accuracy(net, test.inputs, test.targets);
+    const double acc = accuracy_on_blobs(net, opt);
     CAPTURE(acc);
     // One projection per step: 30 epochs of ceil(1200 / 32) = 38 batches.
     CHECK(net.feedback().device().calls == 30 * 38);
     CHECK(net.feedback().device().output_size() == 128);
     // Same floor as dense DFA on this task (see train/test_training.cpp).
     CHECK(acc > 0.85);
+}
+
+// Backprop through the user's layer (in the middle, so the layer below's
+// gradient crosses its backpropagate) against central differences, in double
+// as in feedback/test_gradients.cpp: a wrong factor, a transposed product or
+// a missing 1/n is off by O(1) relative.
+TEST_CASE("a user-defined layer's gradients match finite differences", "[network][concepts]") {
+    auto net = make_network<backprop, softmax_cross_entropy>(
+      11, dense<tanh_act, double>{5, 7}, user::low_rank<tanh_act, double>{7, 6, 2},
+      dense<identity, double>{6, 4});
+    net.layer<1>().visit_parameters([&](std::span<double> values, std::span<const double>) {
+        lightloop::rng gen(values.size());
+        for (double& v : values) {
+            v += 0.3 * gen.normal(); // the bias away from 0 too
+        }
+    });
+    const auto x = random_matrix<double>(6, 5, 12);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 3, 1, 2}), 4);
+    const auto result = check_gradients(net, x, y, {.step = 1e-5, .floor = 1e-4});
+    CAPTURE(result.worst_layer, result.worst_entry, result.max_abs_error);
+    CHECK(result.entries_checked == (5 * 7 + 7) + (6 * 2 + 2 * 7 + 6) + (6 * 4 + 4));
+    CHECK(result.max_rel_error < 1e-5);
+}
+
+// The same layer trained by the methods that use its parts differently:
+// backprop its backpropagate, feedback alignment a random matrix in place of
+// U V, DFA only its derivative and gradients. Floors as for dense layers on
+// this task (train/test_training.cpp); its parameters save and load as
+// param0..2 (io/npz.hpp), the network predicting the same after.
+TEMPLATE_TEST_CASE("a user-defined layer trains with every method", "[network][concepts]", backprop,
+                   feedback_alignment, dfa<>) {
+    auto make = [] {
+        return make_network<TestType, softmax_cross_entropy>(
+          5, dense<tanh_act>{6, 64}, user::low_rank<tanh_act, float>{64, 64, 8},
+          dense<identity>{64, 4});
+    };
+    auto net = make();
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const double acc = accuracy_on_blobs(net, opt);
+    CAPTURE(acc);
+    CHECK(acc > 0.85);
+
+    const lightloop::testing::scratch_dir dir("user_layer");
+    const auto path = dir / "weights.npz";
+    save_weights_npz(net, path);
+    CHECK(npz_file(path).names() ==
+          std::vector<std::string>{"layer0.bias", "layer0.weight", "layer1.param0", "layer1.param1",
+                                   "layer1.param2", "layer2.bias", "layer2.weight"});
+    auto loaded = make();
+    load_weights_npz(loaded, path);
+    const auto test = lightloop::testing::blobs_task(3);
+    CHECK(lightloop::testing::identical(loaded.forward(test.inputs), net.forward(test.inputs)));
+}
+
+// Backprop with the user's loss against central differences: a gradient
+// written per batch mean (a 1/n too many) or without its 1/d is off by a
+// factor of 6 or 4. Targets spread so that some residuals pass |r| = 1 and
+// some do not (no residual within the step of the kink, checked).
+TEST_CASE("a user-defined loss's gradients match finite differences", "[network][concepts]") {
+    auto net = make_network<backprop, user::huber>(31, dense<tanh_act, double>{5, 7},
+                                                   dense<identity, double>{7, 4});
+    const auto x = random_matrix<double>(6, 5, 32);
+    const auto y = random_matrix<double>(6, 4, 33, 1.5);
+    const matrix<double> r = net.forward(x) - y;
+    CHECK(xt::amax(xt::abs(r))() > 1.0);
+    CHECK(xt::amin(xt::abs(r))() < 1.0);
+    CHECK(xt::amin(xt::abs(xt::abs(r) - 1.0))() > 1e-3);
+    const auto result = check_gradients(net, x, y, {.step = 1e-5, .floor = 1e-4});
+    CAPTURE(result.worst_layer, result.worst_entry, result.max_abs_error);
+    CHECK(result.entries_checked == (5 * 7 + 7) + (7 * 4 + 4));
+    CHECK(result.max_rel_error < 1e-5);
+}
+
+// The user's method gives each hidden layer the signal it defines,
+// delta_i = (delta_{i+1} sign(W_{i+1})) ⊙ f'(a_i), computed here by hand from
+// the layers' state; backprop's differs (so the comparison can fail). Then it
+// trains to the dense layers' floor on blobs (sign symmetry trains nearly as
+// backprop does: Liao et al.).
+TEST_CASE("a user-defined feedback method gives its own signals and trains",
+          "[network][concepts]") {
+    auto net = make_network<user::sign_symmetry, softmax_cross_entropy>(
+      21, dense<tanh_act, double>{5, 7}, dense<tanh_act, double>{7, 6},
+      dense<identity, double>{6, 4});
+    const auto x = random_matrix<double>(6, 5, 22);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 3, 1, 2}), 4);
+    net.compute_gradients(x, y);
+    using lightloop::testing::max_abs_diff;
+    using lightloop::testing::naive_product;
+    const matrix<double> signs2 = xt::sign(net.layer<2>().weights());
+    const matrix<double> signs1 = xt::sign(net.layer<1>().weights());
+    const matrix<double>& top = std::as_const(net.layer<2>()).delta();
+    const matrix<double>& h1 = net.layer<1>().output();
+    const matrix<double>& h0 = net.layer<0>().output();
+    const matrix<double> expected1 = naive_product(top, false, signs2, false) * (1.0 - h1 * h1);
+    CHECK(max_abs_diff(std::as_const(net.layer<1>()).delta(), expected1) < 1e-12);
+    const matrix<double> expected0 =
+      naive_product(std::as_const(net.layer<1>()).delta(), false, signs1, false) * (1.0 - h0 * h0);
+    CHECK(max_abs_diff(std::as_const(net.layer<0>()).delta(), expected0) < 1e-12);
+    const matrix<double> backprop1 =
+      naive_product(top, false, net.layer<2>().weights(), false) * (1.0 - h1 * h1);
+    CHECK(max_abs_diff(backprop1, expected1) > 0.1 * lightloop::testing::max_abs(expected1));
+
+    auto make = [] {
+        return make_network<user::sign_symmetry, softmax_cross_entropy>(
+          5, dense<tanh_act>{6, 64}, dense<tanh_act>{64, 64}, dense<identity>{64, 4});
+    };
+    auto trained = make();
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const double acc = accuracy_on_blobs(trained, opt);
+    CAPTURE(acc);
+    CHECK(acc > 0.85);
+
+    // A checkpoint names the user's method in its signature and resumes.
+    const lightloop::testing::scratch_dir dir("user_method");
+    save_checkpoint(trained, opt, dir / "net.ckpt", 30);
+    auto resumed = make();
+    sgd resumed_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    REQUIRE(lightloop::testing::parameters_of(resumed) !=
+            lightloop::testing::parameters_of(trained));
+    load_checkpoint(resumed, resumed_opt, dir / "net.ckpt");
+    CHECK(lightloop::testing::parameters_of(resumed) == lightloop::testing::parameters_of(trained));
+    const auto test = lightloop::testing::blobs_task(3);
+    CHECK(evaluate_accuracy(resumed, test.inputs, test.targets) == acc);
+    auto other = make_network<backprop, softmax_cross_entropy>(
+      5, dense<tanh_act>{6, 64}, dense<tanh_act>{64, 64}, dense<identity>{64, 4});
+    CHECK_THROWS_WITH(load_checkpoint(other, resumed_opt, dir / "net.ckpt"),
+                      Catch::Contains("sign_symmetry"));
 }
 
 TEST_CASE("layer size mismatches are reported with the layer and both sizes", "[network]") {
