@@ -8,9 +8,11 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "support/files.hpp"
 #include "support/helpers.hpp"
+#include "support/user_layer.hpp"
 
 using namespace lightloop;
 using lightloop::testing::random_matrix;
@@ -69,110 +71,6 @@ private:
     std::size_t in_ = 0;
     std::size_t out_ = 0;
     std::vector<double> entries_;
-};
-
-/// A layer the library does not have, written against the layer concept
-/// alone: dense with a weight of rank r, W = U V (U out x r, V r x in), as in
-/// low-rank factorisations: z = x V^T, a = z U^T + b, h = f(a).
-template <class Act, class T>
-class low_rank {
-public:
-    using value_type = T;
-
-    low_rank(std::size_t in, std::size_t out, std::size_t rank)
-      : u_(matrix<T>::from_shape({out, rank}))
-      , v_(matrix<T>::from_shape({rank, in}))
-      , b_(vector<T>::from_shape({out}))
-      , du_(matrix<T>::from_shape({out, rank}))
-      , dv_(matrix<T>::from_shape({rank, in}))
-      , db_(vector<T>::from_shape({out})) {}
-
-    std::size_t input_size() const { return v_.shape(1); }
-    std::size_t output_size() const { return u_.shape(0); }
-
-    /// U and V normal with var(u) var(v) r = 2 / (in + out), Glorot's
-    /// variance for each entry of U V; b = 0.
-    void initialize(std::uint64_t seed) {
-        lightloop::rng gen(seed);
-        const double width = static_cast<double>(input_size() + output_size());
-        const double sd = std::pow(2.0 / width / static_cast<double>(u_.shape(1)), 0.25);
-        for (auto& w : u_) {
-            w = static_cast<T>(sd * gen.normal());
-        }
-        for (auto& w : v_) {
-            w = static_cast<T>(sd * gen.normal());
-        }
-        b_.fill(T(0));
-    }
-
-    const matrix<T>& forward(const matrix<T>& x) {
-        const std::size_t n = x.shape(0);
-        if (z_.shape(0) != n) {
-            z_ = matrix<T>::from_shape({n, u_.shape(1)});
-            a_ = matrix<T>::from_shape({n, output_size()});
-            h_ = matrix<T>::from_shape({n, output_size()});
-            delta_ = matrix<T>::from_shape({n, output_size()});
-        }
-        gemm(T(1), x, transpose::no, v_, transpose::yes, T(0), z_);
-        gemm(T(1), z_, transpose::no, u_, transpose::yes, T(0), a_);
-        for (std::size_t i = 0; i < n; ++i) {
-            for (std::size_t j = 0; j < output_size(); ++j) {
-                a_(i, j) += b_(j);
-                h_(i, j) = act_.value(a_(i, j));
-            }
-        }
-        return h_;
-    }
-    const matrix<T>& output() const { return h_; }
-    matrix<T>& delta() { return delta_; }
-
-    /// delta = s ⊙ f'(a); s may be delta's own storage.
-    void scale_by_derivative(const T* s, std::size_t ld) {
-        for (std::size_t i = 0; i < delta_.shape(0); ++i) {
-            for (std::size_t j = 0; j < output_size(); ++j) {
-                delta_(i, j) = s[i * ld + j] * act_.derivative(a_(i, j), h_(i, j));
-            }
-        }
-    }
-
-    /// into = delta U V.
-    void backpropagate(matrix<T>& into) const {
-        matrix<T> du = matrix<T>::from_shape({delta_.shape(0), u_.shape(1)});
-        gemm(T(1), delta_, transpose::no, u_, transpose::no, T(0), du);
-        gemm(T(1), du, transpose::no, v_, transpose::no, T(0), into);
-    }
-
-    /// dU = (1/n) delta^T z, dV = (1/n) (delta U)^T x, db = (1/n) sum delta.
-    void compute_gradient(const matrix<T>& x) {
-        const std::size_t n = x.shape(0);
-        const T scale = T(1) / static_cast<T>(n);
-        gemm(scale, delta_, transpose::yes, z_, transpose::no, T(0), du_);
-        matrix<T> du = matrix<T>::from_shape({n, u_.shape(1)});
-        gemm(T(1), delta_, transpose::no, u_, transpose::no, T(0), du);
-        gemm(scale, du, transpose::yes, x, transpose::no, T(0), dv_);
-        for (std::size_t j = 0; j < output_size(); ++j) {
-            T sum = 0;
-            for (std::size_t i = 0; i < n; ++i) {
-                sum += delta_(i, j);
-            }
-            db_(j) = sum * scale;
-        }
-    }
-
-    template <class F>
-    void visit_parameters(F&& f) {
-        f(std::span<T>(u_.data(), u_.size()), std::span<const T>(du_.data(), du_.size()));
-        f(std::span<T>(v_.data(), v_.size()), std::span<const T>(dv_.data(), dv_.size()));
-        f(std::span<T>(b_.data(), b_.size()), std::span<const T>(db_.data(), db_.size()));
-    }
-
-private:
-    Act act_{};
-    matrix<T> u_, v_;
-    vector<T> b_;
-    matrix<T> du_, dv_;
-    vector<T> db_;
-    matrix<T> z_, a_, h_, delta_; // this batch's
 };
 
 /// A learning rule the library does not have: sign symmetry (Liao, Leibo
@@ -301,6 +199,26 @@ TEMPLATE_TEST_CASE("a user-defined layer trains with every method", "[network][c
     load_weights_npz(loaded, path);
     const auto test = lightloop::testing::blobs_task(3);
     CHECK(lightloop::testing::identical(loaded.forward(test.inputs), net.forward(test.inputs)));
+
+    // fit's alignment probe with it: backprop's signals are backprop's
+    // (cosine 1 in both hidden layers); the weight alignment of the layer
+    // below it is NaN (no weights() to hold B against), the one above is
+    // measured where the method has B (feedback alignment).
+    const auto history = fit(loaded, opt, lightloop::testing::blobs_task(2), test,
+                             {.epochs = 1, .batch = 32, .seed = 8, .alignment_probe = 64});
+    const auto& record = history.epochs.back();
+    REQUIRE(record.alignment_mean.size() == 2);
+    REQUIRE(record.weight_alignment.size() == 2);
+    if constexpr (std::is_same_v<TestType, backprop>) {
+        CHECK(record.alignment_mean[0] == Approx(1.0).margin(1e-5));
+        CHECK(record.alignment_mean[1] == Approx(1.0).margin(1e-5));
+    } else {
+        CHECK(std::isfinite(record.alignment_mean[0]));
+        CHECK(std::isfinite(record.alignment_mean[1]));
+    }
+    CHECK(std::isnan(record.weight_alignment[0]));
+    CHECK(std::isfinite(record.weight_alignment[1]) ==
+          std::is_same_v<TestType, feedback_alignment>);
 }
 
 // Backprop with the user's loss against central differences: a gradient

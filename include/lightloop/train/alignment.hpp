@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "lightloop/core/blas.hpp"
+#include "lightloop/core/concepts.hpp"
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/backprop.hpp"
@@ -87,7 +88,7 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
         std::vector<matrix<T>> method(hidden);
         detail::for_index<hidden>([&](auto index) {
             constexpr std::size_t i = decltype(index)::value;
-            method[i] = std::as_const(net).template layer<i>().delta();
+            method[i] = detail::read_delta(net.template layer<i>());
         });
         backprop exact; // needs no configuration
         net.compute_signals(x, target, exact);
@@ -96,7 +97,7 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
             if constexpr (!Network::parametrized[i]) {
                 return; // no signal of its own under the direct methods: NaN
             }
-            const matrix<T>& bp = std::as_const(net).template layer<i>().delta();
+            const matrix<T>& bp = detail::read_delta(net.template layer<i>());
             const std::size_t n = bp.shape(0);
             const std::size_t d = bp.shape(1);
             double sum = 0.0;
@@ -132,15 +133,24 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
 }
 
 namespace detail {
-/// Whether every layer of a tuple is a plain weight matrix (dense): no
-/// convolution's filters, no normalisation's elementwise scale.
+/// Whether a layer's weights() is its plain weight matrix W (dense): a
+/// layer without weights() (a user's, say) stands for no matrix here, nor do
+/// a convolution's filters or a normalisation's elementwise scale.
+template <class L>
+constexpr bool has_plain_weights() {
+    return requires(const L& l) {
+        l.weights();
+    }
+    &&!backward_is_local<L>() && !requires(const L& l) {
+        l.random_feedback_shape();
+    };
+}
+/// Whether every layer of a tuple has plain weights.
 template <class Tuple>
 struct plain_weights;
 template <class... Layers>
 struct plain_weights<std::tuple<Layers...>> {
-    static constexpr bool value = ((!backward_is_local<Layers>() &&
-                                    !requires(const Layers& l) { l.random_feedback_shape(); }) &&
-                                   ...);
+    static constexpr bool value = (has_plain_weights<Layers>() && ...);
 };
 } // namespace detail
 
@@ -179,6 +189,8 @@ std::vector<double> weight_alignment(Network& net) {
                 return; // the signal passes it exactly: no random weights, NaN
             } else if constexpr (requires { above.random_feedback_shape(); }) {
                 out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, above.weights());
+            } else if constexpr (!detail::has_plain_weights<above_type>()) {
+                return; // no weights() to compare B with (a user's layer): NaN
             } else {
                 const auto& w = std::as_const(net).template layer<i + 1>().weights();
                 auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
