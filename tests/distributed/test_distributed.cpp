@@ -17,6 +17,7 @@
 #include "lightloop/distributed/layer_parallel.hpp"
 #include "lightloop/lightloop.hpp"
 #include "support/helpers.hpp"
+#include "support/user_layer.hpp"
 
 using namespace lightloop;
 namespace dist = lightloop::distributed;
@@ -666,14 +667,46 @@ bool on_every_rank(bool mine) {
     return votes[0] == static_cast<double>(world->size());
 }
 
+/// Layer i's parameters, tensor after tensor (visit_parameters' order).
+template <class Network>
+std::vector<typename Network::value_type> layer_parameters(Network& net, std::size_t layer) {
+    std::vector<typename Network::value_type> w;
+    net.visit_layers([&](auto& l, std::size_t i) {
+        if constexpr (layer_has_parameters<decltype(l)>) {
+            if (i == layer) {
+                l.visit_parameters(
+                  [&](auto values, auto) { w.insert(w.end(), values.begin(), values.end()); });
+            }
+        }
+    });
+    return w;
+}
+
+/// make_deep with a user's layer (support/user_layer.hpp) as the output
+/// layer: the last rank reads e from a layer with only the concept's
+/// required members (no const delta()).
+template <class T, class Feedback>
+auto make_deep_user_output(std::uint64_t seed) {
+    return make_network<Feedback, softmax_cross_entropy>(
+      seed, dense<tanh_act, T>{6, 24}, dense<tanh_act, T>{24, 16}, dense<tanh_act, T>{16, 12},
+      user::low_rank<identity, T>{12, 4, 3});
+}
+
 /// Synchronous layer-parallel DFA against DFA in one process, on the same
 /// batches: whether each rank's layers hold the single process's bits.
-template <class T>
+template <class T, bool UserOutput = false>
 bool layer_parallel_matches_one_process() {
-    using net_type = decltype(make_deep<T, dfa<dense_gaussian>>(0));
+    const auto make = [](std::uint64_t seed) {
+        if constexpr (UserOutput) {
+            return make_deep_user_output<T, dfa<dense_gaussian>>(seed);
+        } else {
+            return make_deep<T, dfa<dense_gaussian>>(seed);
+        }
+    };
+    using net_type = decltype(make(0));
     const auto data = lightloop::testing::blobs_task<T>(5);
-    net_type parallel_net = make_deep<T, dfa<dense_gaussian>>(13);
-    net_type single_net = make_deep<T, dfa<dense_gaussian>>(13);
+    net_type parallel_net = make(13);
+    net_type single_net = make(13);
     sgd<T> parallel_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     sgd<T> single_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     dist::dfa_layer_parallel<net_type> parallel(*world, parallel_net);
@@ -693,7 +726,8 @@ bool layer_parallel_matches_one_process() {
     }
     bool same = losses_equal && parallel_net.steps() == 8;
     for (std::size_t i = parallel.owned().first; i < parallel.owned().last; ++i) {
-        same = same && same_bits(layer_weights(parallel_net, i), layer_weights(single_net, i));
+        same =
+          same && same_bits(layer_parameters(parallel_net, i), layer_parameters(single_net, i));
     }
     return same;
 }
@@ -733,6 +767,11 @@ TEST_CASE("synchronous DFA layer-parallel training is bitwise DFA in one process
           "[distributed]") {
     CHECK(on_every_rank(layer_parallel_matches_one_process<float>()));
     CHECK(on_every_rank(layer_parallel_matches_one_process<double>()));
+}
+
+TEST_CASE("layer-parallel DFA with a user's output layer is bitwise DFA in one process",
+          "[distributed]") {
+    CHECK(on_every_rank(layer_parallel_matches_one_process<float, true>()));
 }
 
 TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, the optical one "

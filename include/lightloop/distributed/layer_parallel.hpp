@@ -363,7 +363,7 @@ private:
                 const double loss = static_cast<double>(pass.compute_output_error(y));
                 figures[0] = loss * static_cast<double>(n);
                 figures[1] = static_cast<double>(count_correct(out, y));
-                const auto& e = std::as_const(pass).template layer<depth - 1>().delta();
+                const auto& e = lightloop::detail::read_delta(pass.template layer<depth - 1>());
                 std::copy(e.begin(), e.end(), error_.begin());
             } catch (const lightloop::error& err) {
                 failure = err.what();
