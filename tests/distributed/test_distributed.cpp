@@ -645,21 +645,6 @@ auto make_deep(std::uint64_t seed) {
       dense<identity, T>{12, 4});
 }
 
-/// Layer i's weights then bias.
-template <class Network>
-std::vector<typename Network::value_type> layer_weights(const Network& net, std::size_t layer) {
-    std::vector<typename Network::value_type> w;
-    net.visit_layers([&](const auto& l, std::size_t i) {
-        if constexpr (requires { l.weights(); }) {
-            if (i == layer) {
-                w.assign(l.weights().begin(), l.weights().end());
-                w.insert(w.end(), l.bias().begin(), l.bias().end());
-            }
-        }
-    });
-    return w;
-}
-
 /// Whether a check held on every rank (each rank passes its own verdict).
 bool on_every_rank(bool mine) {
     double votes[1] = {mine ? 1.0 : 0.0};
@@ -667,7 +652,8 @@ bool on_every_rank(bool mine) {
     return votes[0] == static_cast<double>(world->size());
 }
 
-/// Layer i's parameters, tensor after tensor (visit_parameters' order).
+/// Layer i's parameters, tensor after tensor (visit_parameters' order:
+/// dense's weights then bias).
 template <class Network>
 std::vector<typename Network::value_type> layer_parameters(Network& net, std::size_t layer) {
     std::vector<typename Network::value_type> w;
@@ -849,7 +835,7 @@ TEST_CASE("pipelined DFA layer-parallel: one step is synchronous, the next sees 
         loss += parallel.finish(net, opt).loss_sum;
         std::vector<float> mine;
         for (std::size_t i = parallel.owned().first; i < parallel.owned().last; ++i) {
-            const auto w = layer_weights(net, i);
+            const auto w = layer_parameters(net, i);
             mine.insert(mine.end(), w.begin(), w.end());
         }
         return std::pair{mine, loss};
