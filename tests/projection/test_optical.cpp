@@ -1086,6 +1086,14 @@ TEST_CASE("calibration sets the exposure so realistic inputs do not saturate",
                                       "power inf, tilt 0.25"));
     CHECK_THROWS_AS(cam.calibrate(std::span<const double>(std::vector<double>(5, 0.0))),
                     config_error);
+    // A device with no micromirror or no pixel is refused by its sizes (it
+    // was refused by its zero reference power, which names neither).
+    CHECK_THROWS_WITH(optical<>{}.configure(0, 8, 1),
+                      "lightloop::optical: needs at least one input (micromirror) and one output "
+                      "(camera pixel), got 0 -> 8");
+    CHECK_THROWS_WITH(optical<intensity_readout>{}.configure(4, 0, 1),
+                      Catch::Contains("got 4 -> 0"));
+    CHECK_THROWS_WITH(optical<>{}.configure_slice(4, 8, 1, 2, 0), Catch::Contains("got 4 -> 0"));
 }
 
 TEST_CASE("the holographic SNR falls as noise rises and rises with bit depth",

@@ -118,6 +118,13 @@ private:
     /// device with `total` outputs.
     void set_up(std::size_t in, std::size_t out, std::uint64_t seed, std::size_t first,
                 std::size_t total) {
+        // Else the readout's calibration would fail first, naming a zero
+        // reference power instead of the sizes.
+        if (in == 0 || out == 0) {
+            throw config_error("lightloop::optical: needs at least one input (micromirror) and "
+                               "one output (camera pixel), got " +
+                               std::to_string(in) + " -> " + std::to_string(out));
+        }
         in_ = in;
         out_ = out;
         first_output_ = first;
