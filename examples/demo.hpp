@@ -169,19 +169,25 @@ result train(const std::string& stem, const std::string& name, Net net, const op
     return r;
 }
 
-/// One method's run in the precision o.precision names.
+/// One method's run in precision P (float or mixed_bf16).
+template <class P, class Demo, class Feedback, class Runner>
+result run_in(const Demo& d, const std::string& name, Feedback feedback, const options& o,
+              const lightloop::mnist_data& data, Runner& runner) {
+    return train(d.stem, name,
+                 d.make_network(std::move(feedback), o.seed, data, lightloop::precision_tag<P>{}),
+                 o, data, runner);
+}
+
+/// One method's run in the precision o.precision names. A study that offers
+/// no --precision calls run_in<float> instead, so that its methods are
+/// compiled once, not once for each precision.
 template <class Demo, class Feedback, class Runner>
 result run(const Demo& d, const std::string& name, Feedback feedback, const options& o,
            const lightloop::mnist_data& data, Runner& runner) {
-    using namespace lightloop;
     if (o.precision == "bf16") {
-        return train(d.stem, name,
-                     d.make_network(std::move(feedback), o.seed, data, precision_tag<mixed_bf16>{}),
-                     o, data, runner);
+        return run_in<lightloop::mixed_bf16>(d, name, std::move(feedback), o, data, runner);
     }
-    return train(d.stem, name,
-                 d.make_network(std::move(feedback), o.seed, data, precision_tag<float>{}), o, data,
-                 runner);
+    return run_in<float>(d, name, std::move(feedback), o, data, runner);
 }
 
 /// One run per wanted method, in the table's order.

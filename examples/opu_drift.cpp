@@ -64,13 +64,13 @@ int main(int argc, char** argv) {
             for (const std::uint64_t recalibrate : {std::uint64_t{0}, every}) {
                 const std::string name = "drift " + number_text(rate) + " recalibrate " +
                                          (recalibrate > 0 ? std::to_string(recalibrate) : "never");
-                const demos::result r =
-                  demos::run(d, name,
-                             dfa<device>{device{holographic_readout<dmd_reference>{},
-                                                cam,
-                                                encoder,
-                                                {.drift = rate, .recalibrate_every = recalibrate}}},
-                             o, data, runner);
+                const demos::result r = demos::run_in<float>(
+                  d, name,
+                  dfa<device>{device{holographic_readout<dmd_reference>{},
+                                     cam,
+                                     encoder,
+                                     {.drift = rate, .recalibrate_every = recalibrate}}},
+                  o, data, runner);
                 const auto& last = r.history.epochs.back();
                 rows.push_back(
                   {rate, recalibrate, last.test_accuracy, last.device_frames, last.device_seconds});

@@ -152,8 +152,8 @@ int main(int argc, char** argv) {
             for (const std::uint64_t seed : seeds) {
                 demos::options run = o;
                 run.seed = seed;
-                const demos::result r = demos::run(d, name + " seed " + std::to_string(seed),
-                                                   make_feedback(), run, data, runner);
+                const demos::result r = demos::run_in<float>(
+                  d, name + " seed " + std::to_string(seed), make_feedback(), run, data, runner);
                 const auto& last = r.history.epochs.back();
                 accuracy += last.test_accuracy;
                 frames += static_cast<double>(last.device_frames);
