@@ -31,6 +31,7 @@
 #include "lightloop/loss/mse.hpp"
 #include "lightloop/loss/softmax_cross_entropy.hpp"
 
+#include "lightloop/projection/choice.hpp"
 #include "lightloop/projection/dense_random.hpp"
 #include "lightloop/projection/optical.hpp"
 
