@@ -213,17 +213,20 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
     if (wanted("sign-dfa")) {
         results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data, runner));
     }
+    // Both readouts through one device type: the network and its training
+    // are compiled once for the two.
+    using intensity_device = optical<intensity_readout, camera>;
+    using holographic_device = optical<holographic_readout<off_axis_reference>, camera>;
+    using device = projection_choice<intensity_device, holographic_device>;
     if (wanted("optical-intensity")) {
-        using device = optical<intensity_readout, camera>;
         results.push_back(run(d, "dfa optical intensity",
-                              dfa<device>{device{intensity_readout{}, cam, encoder}}, o, data,
-                              runner));
+                              dfa<device>{intensity_device{intensity_readout{}, cam, encoder}}, o,
+                              data, runner));
     }
     if (wanted("optical-holographic")) {
-        using device = optical<holographic_readout<off_axis_reference>, camera>;
-        results.push_back(run(d, "dfa optical holographic",
-                              dfa<device>{device{holographic_readout<>{}, cam, encoder}}, o, data,
-                              runner));
+        results.push_back(run(
+          d, "dfa optical holographic",
+          dfa<device>{holographic_device{holographic_readout<>{}, cam, encoder}}, o, data, runner));
     }
     if (wanted("shallow")) {
         results.push_back(run(d, "shallow", shallow{}, o, data, runner));

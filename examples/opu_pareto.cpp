@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <iterator>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -55,6 +56,28 @@ struct outcome {
     double seconds_per_epoch = 0; // modelled OPU time
     bool pareto = false;
 };
+
+/// Every device the study can build: two readouts, two encoders, three media.
+template <class Medium>
+using devices_through =
+  std::tuple<lightloop::optical<lightloop::holographic_readout<>, lightloop::camera,
+                                lightloop::ternary_encoder, Medium>,
+             lightloop::optical<lightloop::holographic_readout<>, lightloop::camera,
+                                lightloop::bitplane_encoder, Medium>,
+             lightloop::optical<lightloop::intensity_readout, lightloop::camera,
+                                lightloop::ternary_encoder, Medium>,
+             lightloop::optical<lightloop::intensity_readout, lightloop::camera,
+                                lightloop::bitplane_encoder, Medium>>;
+
+template <class... Tuples>
+struct choice_of;
+template <class... A, class... B, class... C>
+struct choice_of<std::tuple<A...>, std::tuple<B...>, std::tuple<C...>> {
+    using type = lightloop::projection_choice<A..., B..., C...>;
+};
+using any_device = choice_of<devices_through<lightloop::transmission_matrix>,
+                             devices_through<lightloop::matrix_free_medium>,
+                             devices_through<lightloop::structured_medium>>::type;
 
 /// Marks the settings no other beats: none with at least the accuracy at no
 /// more device time, better in one of the two.
@@ -180,14 +203,15 @@ int main(int argc, char** argv) {
         std::vector<outcome> rows;
         for (const setting& s : settings) {
             outcome out{s};
-            // One device type per readout, encoder and medium; built afresh
-            // for each seed.
+            // One device per readout, encoder and medium, built afresh for
+            // each seed and held by one choice type: the network and its
+            // training are compiled once, not once per device type.
             auto through = [&]<class Medium, class Readout, class Encoder>(Readout readout,
                                                                            Encoder encoder) {
                 using device = optical<Readout, camera, Encoder, Medium>;
                 over_seeds(
                   [&] {
-                      return dfa<device>{device{readout, cam, encoder}};
+                      return dfa<any_device>{any_device{device{readout, cam, encoder}}};
                   },
                   "dfa optical " + s.name(), out);
             };
