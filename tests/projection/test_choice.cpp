@@ -35,6 +35,8 @@ constexpr bool has_noise_stream = requires(D d) {
     d.set_noise_stream(1);
 };
 
+static_assert(detail::distinct_types<dense_gaussian, dense_uniform>() &&
+              !detail::distinct_types<dense_gaussian, dense_uniform, dense_gaussian>());
 static_assert(projection_device<optical_choice> && projection_device<optical_choice, double>);
 static_assert(has_statistics<optical_choice> && has_slices<optical_choice> &&
               has_noise_stream<optical_choice> && !has_feedback_matrix<optical_choice>);
@@ -166,4 +168,16 @@ TEST_CASE("a projection_choice's optional members reach the held device", "[proj
     const auto stream_3 = project(chosen, 3);
     CHECK(lightloop::testing::identical(stream_3, project(own, 3)));
     CHECK(!lightloop::testing::identical(stream_3, project(own, 0)));
+
+    // A slice through a choice (layer-parallel DFA): the held device's slice,
+    // pixels [16, 40) of 48, and not the other alternative's.
+    auto slice = [&](auto device) {
+        device.configure_slice(4, 48, 13, 16, 24);
+        auto out = matrix<float>::from_shape({6, 24});
+        device.project(e, out);
+        return out;
+    };
+    const auto chosen_slice = slice(optical_choice{intensity_device{}});
+    CHECK(lightloop::testing::identical(chosen_slice, slice(intensity_device{})));
+    CHECK(!lightloop::testing::identical(chosen_slice, slice(holographic_device{})));
 }

@@ -24,6 +24,7 @@
 #include <utility>
 #include <variant>
 
+#include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/value_block.hpp"
 #include "lightloop/io/state.hpp"
@@ -33,6 +34,8 @@ namespace lightloop {
 template <class First, class... Rest>
 class optimizer_choice {
     static_assert(sizeof...(Rest) >= 1, "lightloop::optimizer_choice: give two optimizers or more");
+    static_assert(detail::distinct_types<First, Rest...>(),
+                  "lightloop::optimizer_choice: give each optimizer type once");
     static_assert((std::is_same_v<typename First::value_type, typename Rest::value_type> && ...),
                   "lightloop::optimizer_choice: the optimizers must update the same scalar type");
 

@@ -44,6 +44,8 @@ template <class First, class... Rest>
 requires projection_device<First> &&(projection_device<Rest>&&...) class projection_choice {
     static_assert(sizeof...(Rest) >= 1,
                   "lightloop::projection_choice: give two projection devices or more");
+    static_assert(detail::distinct_types<First, Rest...>(),
+                  "lightloop::projection_choice: give each device type once");
 
     template <class D>
     static constexpr bool is_alternative = std::is_same_v<D, First> ||
