@@ -16,9 +16,10 @@
 //   - describe() is the held device's (what a checkpoint's signature
 //     records), so a checkpoint saved through the choice resumes with that
 //     device on its own, and the other way round;
-//   - save_state / load_state and set_noise_stream are offered always and
-//     reach the held device where it has them (a dense device has no state
-//     and no noise: nothing to save, no stream to set);
+//   - save_state / load_state are offered always, and set_noise_stream when
+//     any alternative has it; both reach the held device where it has them
+//     (a dense device has no state and no noise: nothing to save, no stream
+//     to set);
 //   - statistics() (the optical devices' counters, which fit records),
 //     feedback_matrix<T>() (a dense device's B, which the alignment probe
 //     reads) and configure_slice (layer-parallel DFA) are offered only when
@@ -41,7 +42,7 @@
 namespace lightloop {
 
 template <class First, class... Rest>
-requires projection_device<First> &&(projection_device<Rest>&&...) class projection_choice {
+requires(projection_device<First> && (projection_device<Rest> && ...)) class projection_choice {
     static_assert(sizeof...(Rest) >= 1,
                   "lightloop::projection_choice: give two projection devices or more");
     static_assert(detail::distinct_types<First, Rest...>(),
