@@ -199,17 +199,6 @@ concept camera_model = scalar<T> && requires(C cam, const C ccam, std::uint64_t 
 
 namespace detail {
 
-/// Whether no type appears twice among Types: the run-time choices of
-/// policies (projection_choice, optimizer_choice) hold each alternative once.
-template <class First, class... Rest>
-constexpr bool distinct_types() {
-    if constexpr (sizeof...(Rest) == 0) {
-        return true;
-    } else {
-        return (!std::is_same_v<First, Rest> && ...) && distinct_types<Rest...>();
-    }
-}
-
 /// Stands for any callable the network passes to visit_parameters.
 template <class T>
 struct parameter_visitor_archetype {

@@ -26,22 +26,22 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
+#include "lightloop/core/one_of.hpp"
 #include "lightloop/core/value_block.hpp"
 #include "lightloop/io/state.hpp"
 
 namespace lightloop {
 
 template <class First, class... Rest>
-class optimizer_choice {
+class optimizer_choice : public detail::one_of<First, Rest...> {
+    using base = detail::one_of<First, Rest...>;
+    using base::held_;
+
     static_assert(sizeof...(Rest) >= 1, "lightloop::optimizer_choice: give two optimizers or more");
     static_assert(detail::distinct_types<First, Rest...>(),
                   "lightloop::optimizer_choice: give each optimizer type once");
     static_assert((std::is_same_v<typename First::value_type, typename Rest::value_type> && ...),
                   "lightloop::optimizer_choice: the optimizers must update the same scalar type");
-
-    template <class O>
-    static constexpr bool is_alternative = std::is_same_v<O, First> ||
-                                           (std::is_same_v<O, Rest> || ...);
 
     // What an alternative can do. Each optional member below is offered only
     // when every alternative has it, so that the network's checks of the
@@ -96,25 +96,18 @@ class optimizer_choice {
 public:
     using value_type = typename First::value_type;
 
-    /// Holds `optimizer`, one of the alternatives.
+    /// Holds `optimizer`, one of the alternatives (index(), get_if<O>() and
+    /// visit(f) say which).
     template <class O>
-    requires is_alternative<std::remove_cvref_t<O>> optimizer_choice(
+    requires base::template is_alternative<std::remove_cvref_t<O>> optimizer_choice(
       O&& optimizer) // NOLINT(google-explicit-constructor): a choice is any of them
-      : held_(std::forward<O>(optimizer)) {}
+      : base(std::forward<O>(optimizer)) {}
 
     /// The held optimizer's name ("sgd", "adam"; its type's name where it has
     /// none): what a checkpoint records.
     std::string name() const {
         return std::visit([](const auto& o) { return name_of(o); }, held_);
     }
-    /// Which alternative is held, counted from 0 in the template's order.
-    std::size_t index() const noexcept { return held_.index(); }
-    /// The held optimizer if it is an O, else null.
-    template <class O>
-    requires is_alternative<O> O* get_if() noexcept { return std::get_if<O>(&held_); }
-    template <class O>
-    requires is_alternative<O>
-    const O* get_if() const noexcept { return std::get_if<O>(&held_); }
 
     void begin_step() {
         std::visit([](auto& o) { o.begin_step(); }, held_);
@@ -172,9 +165,6 @@ public:
     void load_state(state_reader& in) requires all_save {
         std::visit([&](auto& o) { o.load_state(in); }, held_);
     }
-
-private:
-    std::variant<First, Rest...> held_;
 };
 
 } // namespace lightloop

@@ -36,21 +36,22 @@
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
+#include "lightloop/core/one_of.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/io/state.hpp"
 
 namespace lightloop {
 
 template <class First, class... Rest>
-requires(projection_device<First> && (projection_device<Rest> && ...)) class projection_choice {
+requires(projection_device<First> && (projection_device<Rest> && ...)) class projection_choice
+  : public detail::one_of<First, Rest...> {
+    using base = detail::one_of<First, Rest...>;
+    using base::held_;
+
     static_assert(sizeof...(Rest) >= 1,
                   "lightloop::projection_choice: give two projection devices or more");
     static_assert(detail::distinct_types<First, Rest...>(),
                   "lightloop::projection_choice: give each device type once");
-
-    template <class D>
-    static constexpr bool is_alternative = std::is_same_v<D, First> ||
-                                           (std::is_same_v<D, Rest> || ...);
 
     template <class D>
     static constexpr bool saves = requires(const D cd, D d, state_writer& out, state_reader& in) {
@@ -94,20 +95,12 @@ public:
     projection_choice() requires std::default_initializable<First>
     = default;
 
-    /// Holds `device`, one of the alternatives.
+    /// Holds `device`, one of the alternatives (index(), get_if<D>() and
+    /// visit(f) say which).
     template <class D>
-    requires is_alternative<std::remove_cvref_t<D>> projection_choice(
+    requires base::template is_alternative<std::remove_cvref_t<D>> projection_choice(
       D&& device) // NOLINT(google-explicit-constructor): a choice is any of them
-      : held_(std::forward<D>(device)) {}
-
-    /// Which alternative is held, counted from 0 in the template's order.
-    std::size_t index() const noexcept { return held_.index(); }
-    /// The held device if it is a D, else null.
-    template <class D>
-    requires is_alternative<D> D* get_if() noexcept { return std::get_if<D>(&held_); }
-    template <class D>
-    requires is_alternative<D>
-    const D* get_if() const noexcept { return std::get_if<D>(&held_); }
+      : base(std::forward<D>(device)) {}
 
     void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
         std::visit([&](auto& d) { d.configure(in, out, seed); }, held_);
@@ -182,9 +175,6 @@ public:
                          std::size_t count) requires all_slice {
         std::visit([&](auto& d) { d.configure_slice(in, total, seed, first, count); }, held_);
     }
-
-private:
-    std::variant<First, Rest...> held_;
 };
 
 } // namespace lightloop
