@@ -36,6 +36,7 @@
 #include "lightloop/projection/optical.hpp"
 
 #include "lightloop/feedback/backprop.hpp"
+#include "lightloop/feedback/choice.hpp"
 #include "lightloop/feedback/dfa.hpp"
 #include "lightloop/feedback/drtp.hpp"
 #include "lightloop/feedback/feedback_alignment.hpp"

@@ -465,10 +465,14 @@ public:
     /// Tells the network that its parameters were changed through a
     /// reference kept from before (apply_gradients measures them again).
     void parameters_changed() noexcept { value_max_known_ = false; }
+    /// Whether the feedback method trains the hidden layers (shallow: no).
+    /// A method picked at run time (feedback_choice) answers for the one it
+    /// holds.
+    bool trains_hidden_layers() const noexcept { return detail::trains_hidden_layers(feedback_); }
     /// Whether layer i learns under this feedback method: it has parameters,
     /// and it is the output layer or the method trains hidden layers.
-    static constexpr bool trains_layer(std::size_t i) noexcept {
-        return parametrized[i] && (Feedback::trains_hidden_layers || i + 1 == depth);
+    bool trains_layer(std::size_t i) const noexcept {
+        return parametrized[i] && (i + 1 == depth || trains_hidden_layers());
     }
 
     /// Non-const access may change parameters: the next update measures

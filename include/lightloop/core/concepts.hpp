@@ -326,7 +326,10 @@ struct layer_archetype {
 //     table): backprop, feedback_alignment, dfa, drtp, shallow.
 // REQUIRES
 //     trains_hidden_layers: false if hidden layers are frozen (shallow); the
-//     network then neither computes nor applies their gradients.
+//     network then neither computes nor applies their gradients. A static
+//     constant, or a const member function for a method known only at run
+//     time (feedback_choice); detail::trains_hidden_layers(method) reads
+//     either.
 //     configure(layout, seed): layout.widths = {d_0, d_1, ..., d_L} and
 //     layout.trains(i) whether layer i has parameters (pooling and flatten
 //     have none: a direct method gives them no slice, backprop passes the
@@ -346,7 +349,11 @@ concept feedback_method =
   requires(F fb, std::span<const std::size_t> widths, network_layout layout, std::uint64_t seed,
            std::tuple<detail::layer_archetype<float>, detail::layer_archetype<float>>& layers,
            const matrix<float>& target) {
-    { F::trains_hidden_layers } -> std::convertible_to<bool>;
+    requires requires {
+        { F::trains_hidden_layers } -> std::convertible_to<bool>;
+    } || requires(const F cf) {
+        { cf.trains_hidden_layers() } -> std::convertible_to<bool>;
+    };
     requires requires {
         fb.configure(layout, seed);
     } || requires {
@@ -354,6 +361,22 @@ concept feedback_method =
     };
     fb.backward(layers, target);
 };
+
+namespace detail {
+/// Whether a feedback method trains the hidden layers: its static
+/// trains_hidden_layers, or what its trains_hidden_layers() says of the
+/// method it holds now (feedback_choice).
+template <class F>
+constexpr bool trains_hidden_layers(const F& method) noexcept {
+    if constexpr (requires {
+                      { method.trains_hidden_layers() } -> std::convertible_to<bool>;
+                  }) {
+        return method.trains_hidden_layers();
+    } else {
+        return F::trains_hidden_layers;
+    }
+}
+} // namespace detail
 
 static_assert(layer<detail::layer_archetype<float>>);
 static_assert(layer<detail::layer_archetype<double>>);

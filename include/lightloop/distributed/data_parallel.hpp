@@ -45,6 +45,7 @@
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
+#include "lightloop/feedback/choice.hpp"
 #include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
 #include "lightloop/train/metrics.hpp"
@@ -64,10 +65,11 @@ concept has_buffers = requires(L& l) {
 /// one the network's seed drew, identical on every rank.
 template <class Network>
 void give_rank_noise_stream(Network& net, std::size_t rank) {
-    auto& fb = net.feedback();
-    if constexpr (requires { fb.device().set_noise_stream(std::uint64_t{}); }) {
-        fb.device().set_noise_stream(rank);
-    }
+    visit_method(net.feedback(), [&](auto& fb) {
+        if constexpr (requires { fb.device().set_noise_stream(std::uint64_t{}); }) {
+            fb.device().set_noise_stream(rank);
+        }
+    });
 }
 
 /// When data_parallel starts each layer's gradient sum: after the last
@@ -146,7 +148,7 @@ public:
               count_correct(std::as_const(net).template layer<depth - 1>().output(), y));
             agreed_[2] = rows;
             for (std::size_t i = 0; i < depth; ++i) {
-                if (Network::trains_layer(i)) {
+                if (net.trains_layer(i)) {
                     agreed_[fixed + i] = net.gradient_bound(i) * rows;
                 }
             }
@@ -159,7 +161,7 @@ public:
         if (overlap_) {
             // Every rank starts the same sums in the same order, failed or not.
             for (std::size_t i = 0; i < depth; ++i) {
-                if (Network::trains_layer(i) && !started[i]) {
+                if (net.trains_layer(i) && !started[i]) {
                     start_sums(net, i, rows, total_rows[0], started);
                 }
             }
@@ -194,7 +196,7 @@ public:
             });
         }
         for (std::size_t i = 0; i < depth; ++i) {
-            if (Network::trains_layer(i)) {
+            if (net.trains_layer(i)) {
                 // |sum_r (n_r / n) g_r| <= sum_r (n_r / n) |g_r|
                 net.set_gradient_bound(i, agreed_[fixed + i] / total);
             }

@@ -29,6 +29,7 @@
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/feedback/backprop.hpp"
+#include "lightloop/feedback/choice.hpp"
 #include "lightloop/feedback/detail.hpp"
 
 namespace lightloop {
@@ -80,7 +81,7 @@ alignment_report gradient_alignment(Network& net, const matrix<typename Network:
     report.mean.assign(hidden, std::numeric_limits<double>::quiet_NaN());
     report.spread.assign(hidden, std::numeric_limits<double>::quiet_NaN());
     if constexpr (hidden > 0) {
-        if (!Network::feedback_type::trains_hidden_layers) {
+        if (!net.trains_hidden_layers()) {
             return report;
         }
         typename Network::feedback_type probe_method = std::as_const(net).feedback();
@@ -161,7 +162,6 @@ std::vector<double> weight_alignment(Network& net) {
     using T = typename Network::value_type;
     constexpr std::size_t hidden = Network::depth - 1;
     std::vector<double> out(hidden, std::numeric_limits<double>::quiet_NaN());
-    auto& fb = net.feedback();
     auto matrix_cosine = [](const matrix<T>& a, std::size_t a_row0, const matrix<T>& b) {
         double dot = 0.0;
         double a2 = 0.0;
@@ -177,59 +177,63 @@ std::vector<double> weight_alignment(Network& net) {
         }
         return detail::cosine(dot, a2, b2);
     };
-    if constexpr (requires { fb.template feedback_matrix<T>(std::size_t{0}); }) {
-        // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T, or
-        // a convolution's random filters against its filters W_{i+1}.
-        detail::for_index<hidden>([&](auto index) {
-            constexpr std::size_t i = decltype(index)::value;
-            const auto& above = std::as_const(net).template layer<i + 1>();
-            using above_type = std::remove_cvref_t<decltype(above)>;
-            if constexpr (!Network::parametrized[i + 1] ||
-                          detail::backward_is_local<above_type>()) {
-                return; // the signal passes it exactly: no random weights, NaN
-            } else if constexpr (requires { above.random_feedback_shape(); }) {
-                out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, above.weights());
-            } else if constexpr (!detail::has_plain_weights<above_type>()) {
-                return; // no weights() to compare B with (a user's layer): NaN
-            } else {
-                const auto& w = std::as_const(net).template layer<i + 1>().weights();
-                auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
-                for (std::size_t r = 0; r < w.shape(0); ++r) {
-                    for (std::size_t c = 0; c < w.shape(1); ++c) {
-                        wt(c, r) = w(r, c);
+    // The held method, where it was picked at run time (feedback_choice).
+    visit_method(net.feedback(), [&](auto& fb) {
+        if constexpr (requires { fb.template feedback_matrix<T>(std::size_t{0}); }) {
+            // feedback_alignment: B_{i+1} (d_i x d_{i+1}) against W_{i+1}^T, or
+            // a convolution's random filters against its filters W_{i+1}.
+            detail::for_index<hidden>([&](auto index) {
+                constexpr std::size_t i = decltype(index)::value;
+                const auto& above = std::as_const(net).template layer<i + 1>();
+                using above_type = std::remove_cvref_t<decltype(above)>;
+                if constexpr (!Network::parametrized[i + 1] ||
+                              detail::backward_is_local<above_type>()) {
+                    return; // the signal passes it exactly: no random weights, NaN
+                } else if constexpr (requires { above.random_feedback_shape(); }) {
+                    out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, above.weights());
+                } else if constexpr (!detail::has_plain_weights<above_type>()) {
+                    return; // no weights() to compare B with (a user's layer): NaN
+                } else {
+                    const auto& w = std::as_const(net).template layer<i + 1>().weights();
+                    auto wt = matrix<T>::from_shape({w.shape(1), w.shape(0)});
+                    for (std::size_t r = 0; r < w.shape(0); ++r) {
+                        for (std::size_t c = 0; c < w.shape(1); ++c) {
+                            wt(c, r) = w(r, c);
+                        }
                     }
+                    out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, wt);
                 }
-                out[i] = matrix_cosine(fb.template feedback_matrix<T>(i), 0, wt);
-            }
-        });
-    } else if constexpr (requires { fb.device().template feedback_matrix<T>(); } &&
-                         Network::all_parametrized &&
-                         detail::plain_weights<
-                           std::remove_cvref_t<decltype(std::as_const(net).layers())>>::value) {
-        // (Defined for dense stacks: with a layer without weights between, a
-        // convolution or a normalisation, the product of the weights above
-        // stands for no matrix: NaN.)
-        // dfa / drtp with a dense device: rows [offset_i, offset_i + d_i) of B
-        // against P_i = (W_L ... W_{i+1})^T, built from the top down.
-        const matrix<T>& b = fb.device().template feedback_matrix<T>();
-        matrix<T> product; // P_{i+1}, d_{i+1} x d_L
-        detail::for_index_reversed<hidden>([&](auto index) {
-            constexpr std::size_t i = decltype(index)::value;
-            const auto& w = std::as_const(net).template layer<i + 1>().weights(); // d_{i+1} x d_i
-            auto p = matrix<T>::from_shape({w.shape(1), net.output_size()});
-            if constexpr (i + 1 == hidden) {
-                for (std::size_t r = 0; r < w.shape(0); ++r) {
-                    for (std::size_t c = 0; c < w.shape(1); ++c) {
-                        p(c, r) = w(r, c);
+            });
+        } else if constexpr (requires { fb.device().template feedback_matrix<T>(); } &&
+                             Network::all_parametrized &&
+                             detail::plain_weights<
+                               std::remove_cvref_t<decltype(std::as_const(net).layers())>>::value) {
+            // (Defined for dense stacks: with a layer without weights between, a
+            // convolution or a normalisation, the product of the weights above
+            // stands for no matrix: NaN.)
+            // dfa / drtp with a dense device: rows [offset_i, offset_i + d_i) of B
+            // against P_i = (W_L ... W_{i+1})^T, built from the top down.
+            const matrix<T>& b = fb.device().template feedback_matrix<T>();
+            matrix<T> product; // P_{i+1}, d_{i+1} x d_L
+            detail::for_index_reversed<hidden>([&](auto index) {
+                constexpr std::size_t i = decltype(index)::value;
+                const auto& w =
+                  std::as_const(net).template layer<i + 1>().weights(); // d_{i+1} x d_i
+                auto p = matrix<T>::from_shape({w.shape(1), net.output_size()});
+                if constexpr (i + 1 == hidden) {
+                    for (std::size_t r = 0; r < w.shape(0); ++r) {
+                        for (std::size_t c = 0; c < w.shape(1); ++c) {
+                            p(c, r) = w(r, c);
+                        }
                     }
+                } else {
+                    gemm(T(1), w, transpose::yes, product, transpose::no, T(0), p);
                 }
-            } else {
-                gemm(T(1), w, transpose::yes, product, transpose::no, T(0), p);
-            }
-            product = p;
-            out[i] = matrix_cosine(b, fb.offset(i), p);
-        });
-    }
+                product = p;
+                out[i] = matrix_cosine(b, fb.offset(i), p);
+            });
+        }
+    });
     return out;
 }
 

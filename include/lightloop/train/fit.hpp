@@ -34,6 +34,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/data/synthetic.hpp"
+#include "lightloop/feedback/choice.hpp"
 #include "lightloop/io/checkpoint.hpp"
 #include "lightloop/train/alignment.hpp"
 #include "lightloop/train/metrics.hpp"
@@ -183,10 +184,11 @@ void record_statistics(const Device& device, epoch_record& record) {
 
 template <class Network>
 void record_device(Network& net, epoch_record& record) {
-    auto& fb = net.feedback();
-    if constexpr (requires { fb.device(); }) {
-        record_statistics(fb.device(), record);
-    }
+    visit_method(net.feedback(), [&](auto& fb) {
+        if constexpr (requires { fb.device(); }) {
+            record_statistics(fb.device(), record);
+        }
+    });
 }
 
 /// The fields of an epoch record a checkpoint keeps beside its number, in

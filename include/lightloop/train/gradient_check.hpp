@@ -46,7 +46,7 @@ gradient_check_result check_gradients(Network& net, const matrix<typename Networ
     gradient_check_result result;
     std::vector<T> analytic;
     net.visit_layers([&](auto& layer, std::size_t layer_index) {
-        if (!Network::trains_layer(layer_index)) {
+        if (!net.trains_layer(layer_index)) {
             return;
         }
         layer.visit_parameters([&](auto values, auto gradient) {
