@@ -42,14 +42,24 @@ void add_flags(CLI::App& app, options& opt) {
     app.add_option("--seed", opt.seed, "network and batch-order seed")->capture_default_str();
 }
 
-template <class Feedback>
-void run(const char* name, const options& opt, const lightloop::labelled_data<float>& train,
+/// Every method the table compares, as one type: the network and its step
+/// are compiled once, and each step runs the held method's own backward pass.
+using method = lightloop::feedback_choice<
+  lightloop::backprop, lightloop::feedback_alignment, lightloop::dfa<lightloop::dense_gaussian>,
+  lightloop::dfa<lightloop::dense_uniform>, lightloop::drtp<lightloop::dense_gaussian>,
+  lightloop::sign_dfa<lightloop::dense_gaussian>, lightloop::shallow>;
+
+void run(const char* name, method feedback, const options& opt,
+         const lightloop::labelled_data<float>& train,
          const lightloop::labelled_data<float>& test) {
     using namespace lightloop;
     const auto start = std::chrono::steady_clock::now();
-    auto net = make_network<Feedback, softmax_cross_entropy>(
-      opt.seed, dense<tanh_act>{train.inputs.shape(1), opt.hidden},
-      dense<tanh_act>{opt.hidden, opt.hidden}, dense<identity>{opt.hidden, 4});
+    network net{std::move(feedback),
+                softmax_cross_entropy{},
+                opt.seed,
+                dense<tanh_act>{train.inputs.shape(1), opt.hidden},
+                dense<tanh_act>{opt.hidden, opt.hidden},
+                dense<identity>{opt.hidden, 4}};
     sgd optimizer{{.learning_rate = opt.learning_rate, .momentum = 0.9}};
     std::vector<std::size_t> order(train.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
@@ -97,13 +107,13 @@ int main(int argc, char** argv) {
           train.size(), test.size(), opt.hidden, opt.hidden, opt.learning_rate, opt.batch,
           opt.epochs, static_cast<unsigned long long>(opt.seed));
         std::printf("%-20s %10s %12s %10s\n", "method", "last loss", "test acc %", "time s");
-        run<backprop>("backprop", opt, train, test);
-        run<feedback_alignment>("feedback alignment", opt, train, test);
-        run<dfa<dense_gaussian>>("dfa (gaussian)", opt, train, test);
-        run<dfa<dense_uniform>>("dfa (uniform)", opt, train, test);
-        run<drtp<dense_gaussian>>("drtp", opt, train, test);
-        run<sign_dfa<dense_gaussian>>("sign-dfa", opt, train, test);
-        run<shallow>("shallow", opt, train, test);
+        run("backprop", backprop{}, opt, train, test);
+        run("feedback alignment", feedback_alignment{}, opt, train, test);
+        run("dfa (gaussian)", dfa<dense_gaussian>{}, opt, train, test);
+        run("dfa (uniform)", dfa<dense_uniform>{}, opt, train, test);
+        run("drtp", drtp<dense_gaussian>{}, opt, train, test);
+        run("sign-dfa", sign_dfa<dense_gaussian>{}, opt, train, test);
+        run("shallow", shallow{}, opt, train, test);
         return 0;
     });
 }

@@ -130,16 +130,46 @@ struct result {
     double alignment = 0;
 };
 
+/// The demos' optical devices: both readouts through one device type, so the
+/// network and its training are compiled once for the two.
+using intensity_device = lightloop::optical<lightloop::intensity_readout, lightloop::camera>;
+using holographic_device =
+  lightloop::optical<lightloop::holographic_readout<lightloop::off_axis_reference>,
+                     lightloop::camera>;
+using device = lightloop::projection_choice<intensity_device, holographic_device>;
+
+/// The demos' feedback method, --methods': one type whichever is picked, so
+/// the network, its step, fit, checkpoints and the alignment probes are
+/// compiled once for each precision, not once for each method as well.
+using method = lightloop::feedback_choice<
+  lightloop::backprop, lightloop::feedback_alignment, lightloop::dfa<lightloop::dense_gaussian>,
+  lightloop::sign_dfa<lightloop::dense_gaussian>, lightloop::dfa<device>, lightloop::shallow>;
+
 /// How a demo runs fit: in this process. light_in_the_loop_mpi has one over
 /// MPI ranks, where only rank 0 prints and writes files.
 struct one_process {
     bool prints() const noexcept { return true; }
+    /// The method a network is built with: the demos' run-time choice.
+    template <class Feedback>
+    static method take(Feedback feedback) {
+        return method{std::move(feedback)};
+    }
     template <class Net, class Optimizer>
     lightloop::fit_history fit(Net& net, Optimizer& opt, const lightloop::mnist_data& data,
                                const lightloop::fit_options& fo, const std::string& name,
                                const std::filesystem::path& csv) const {
         return lightloop::fit(net, opt, data.train, data.test, fo, lightloop::progress_bar(name),
                               lightloop::csv_log(csv, name));
+    }
+};
+
+/// The studies' (opu_drift, opu_pareto): each method as its own type, for
+/// methods the demos' choice does not hold (their devices), and because
+/// they train no more than two.
+struct one_process_as_given : one_process {
+    template <class Feedback>
+    static Feedback take(Feedback feedback) {
+        return feedback;
     }
 };
 
@@ -173,9 +203,10 @@ result train(const std::string& stem, const std::string& name, Net net, const op
 template <class P, class Demo, class Feedback, class Runner>
 result run_in(const Demo& d, const std::string& name, Feedback feedback, const options& o,
               const lightloop::mnist_data& data, Runner& runner) {
-    return train(d.stem, name,
-                 d.make_network(std::move(feedback), o.seed, data, lightloop::precision_tag<P>{}),
-                 o, data, runner);
+    return train(
+      d.stem, name,
+      d.make_network(runner.take(std::move(feedback)), o.seed, data, lightloop::precision_tag<P>{}),
+      o, data, runner);
 }
 
 /// One method's run in the precision o.precision names. A study that offers
@@ -213,11 +244,6 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
     if (wanted("sign-dfa")) {
         results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data, runner));
     }
-    // Both readouts through one device type: the network and its training
-    // are compiled once for the two.
-    using intensity_device = optical<intensity_readout, camera>;
-    using holographic_device = optical<holographic_readout<off_axis_reference>, camera>;
-    using device = projection_choice<intensity_device, holographic_device>;
     if (wanted("optical-intensity")) {
         results.push_back(run(d, "dfa optical intensity",
                               dfa<device>{intensity_device{intensity_readout{}, cam, encoder}}, o,

@@ -24,6 +24,11 @@
 
 namespace {
 
+template <class Feedback>
+constexpr bool is_dfa = false;
+template <class Device>
+constexpr bool is_dfa<lightloop::dfa<Device>> = true;
+
 /// The demo's fit over the ranks, in either mode: rank 0 shows progress and
 /// writes the CSV.
 struct parallel_runner {
@@ -31,6 +36,16 @@ struct parallel_runner {
     std::string mode; // data or layer
 
     bool prints() const noexcept { return comm->rank() == 0; }
+    /// The DFA methods as their own types (layer-parallel training slices
+    /// their devices), the others through the demos' run-time choice.
+    template <class Feedback>
+    static auto take(Feedback feedback) {
+        if constexpr (is_dfa<Feedback>) {
+            return feedback;
+        } else {
+            return lightloop::demos::method{std::move(feedback)};
+        }
+    }
     std::string describe() const {
         if (mode != "data") {
             return std::string(mode == "layer" ? "synchronous" : "pipelined") +

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
                     d.architecture.c_str(), o.learning_rate, o.batch, o.epochs,
                     static_cast<unsigned long long>(o.seed), o.camera_bits, o.read_noise);
         using device = optical<holographic_readout<dmd_reference>, camera>;
-        demos::one_process runner;
+        demos::one_process_as_given runner;
         struct row {
             double rate;
             std::uint64_t every;

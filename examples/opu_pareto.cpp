@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
                     version_string, o.data.c_str(), data.train.size(), data.test.size(),
                     d.architecture.c_str(), o.learning_rate, o.batch, o.epochs, seeds.size(),
                     medium.c_str(), o.camera_bits, o.read_noise, optical_settings{}.frame_rate);
-        demos::one_process runner;
+        demos::one_process_as_given runner;
         const double samples = static_cast<double>(o.epochs * data.train.size());
 
         // One setting over every seed: the mean accuracy and the device's counts.

@@ -103,10 +103,17 @@ result train_one(Net net, const lightloop::mnist_data& data, std::size_t epochs,
 /// Test accuracy after `epochs`, averaged over `seeds` (network, feedback and
 /// batch-order seed), as the reference averages PyTorch's seeds: one run
 /// swings by about a point from epoch to epoch.
-template <class Feedback, class P = float>
-auto make_mlp(std::uint64_t seed) {
+/// The check's methods, one type (a run-time choice): the networks, fit and
+/// their steps are compiled once for each model and precision, not once for
+/// each method as well.
+using method =
+  lightloop::feedback_choice<lightloop::backprop, lightloop::dfa<lightloop::dense_gaussian>,
+                             lightloop::dfa<lightloop::optical<>>>;
+
+template <class P>
+auto make_mlp(const method& feedback, std::uint64_t seed) {
     using namespace lightloop;
-    return network{Feedback{},
+    return network{feedback,
                    softmax_cross_entropy{},
                    seed,
                    dense<tanh_act, P>{784, 1024},
@@ -114,11 +121,11 @@ auto make_mlp(std::uint64_t seed) {
                    dense<identity, P>{1024, 10}};
 }
 
-template <class Feedback, class P = float>
-auto make_cnn(std::uint64_t seed) {
+template <class P>
+auto make_cnn(const method& feedback, std::uint64_t seed) {
     using namespace lightloop;
     return network{
-      Feedback{},
+      feedback,
       softmax_cross_entropy{},
       seed,
       conv2d<tanh_act, P>({1, 28, 28}, {.out_channels = 32, .kernel = 5, .padding = 2}),
@@ -130,15 +137,15 @@ auto make_cnn(std::uint64_t seed) {
       dense<identity, P>{1024, 10}};
 }
 
-template <class Feedback, class P = float>
-result train(const std::string& model, const lightloop::mnist_data& data, std::size_t epochs,
-             const std::vector<std::uint64_t>& seeds) {
+template <class P = float>
+result train(const method& feedback, const std::string& model, const lightloop::mnist_data& data,
+             std::size_t epochs, const std::vector<std::uint64_t>& seeds) {
     using namespace lightloop;
     result sum;
     for (const auto seed : seeds) {
         const auto one = model == "cnn"
-                           ? train_one(make_cnn<Feedback, P>(seed), data, epochs, seed)
-                           : train_one(make_mlp<Feedback, P>(seed), data, epochs, seed);
+                           ? train_one(make_cnn<P>(feedback, seed), data, epochs, seed)
+                           : train_one(make_mlp<P>(feedback, seed), data, epochs, seed);
         sum.accuracy += one.accuracy;
         sum.seconds += one.seconds;
     }
@@ -221,8 +228,8 @@ int main(int argc, char** argv) {
             double ceiling = 1.0; // an accuracy above it fails too (the bf16 checks)
         };
         std::vector<check> checks;
-        const auto bp = train<backprop>(model, data, epochs, seeds);
-        const auto direct = train<dfa<dense_gaussian>>(model, data, epochs, seeds);
+        const auto bp = train(backprop{}, model, data, epochs, seeds);
+        const auto direct = train(dfa<dense_gaussian>{}, model, data, epochs, seeds);
         if (cnn) {
             checks = {
               {"backprop", bp, torch.at("bp") - 0.005, "PyTorch backprop - 0.5 point"},
@@ -237,7 +244,7 @@ int main(int argc, char** argv) {
         // The CNN's check trains backprop and dense DFA only (its optical
         // run is the demo's).
         const auto holographic =
-          cnn ? result{} : train<dfa<optical<>>>(model, data, epochs, optical_seeds);
+          cnn ? result{} : train(dfa<optical<>>{}, model, data, epochs, optical_seeds);
         if (!cnn) {
             checks.push_back({"dfa optical holographic", holographic, direct.accuracy - 0.03,
                               "lightloop dense DFA - 3 points"});
@@ -249,12 +256,12 @@ int main(int argc, char** argv) {
                                   fp32.accuracy + 0.003});
             };
             using P = mixed_bf16;
-            near("bf16 backprop", train<backprop, P>(model, data, epochs, seeds), bp);
-            near("bf16 dfa dense", train<dfa<dense_gaussian>, P>(model, data, epochs, seeds),
+            near("bf16 backprop", train<P>(backprop{}, model, data, epochs, seeds), bp);
+            near("bf16 dfa dense", train<P>(dfa<dense_gaussian>{}, model, data, epochs, seeds),
                  direct);
             if (!cnn) {
                 near("bf16 dfa optical holographic",
-                     train<dfa<optical<>>, P>(model, data, epochs, optical_seeds), holographic);
+                     train<P>(dfa<optical<>>{}, model, data, epochs, optical_seeds), holographic);
             }
         }
         int failed = 0;
