@@ -635,6 +635,33 @@ TEST_CASE("optical DFA: every rank has the seed's medium and a camera of its own
     }
 }
 
+// A method picked at run time (feedback_choice) holding an optical DFA: the
+// rank's noise stream reaches the held device, so its signals are those of
+// the method alone on that stream, and not those of stream 0.
+TEST_CASE("give_rank_noise_stream reaches the device a feedback_choice holds", "[distributed]") {
+    using optical_dfa = dfa<optical<>>;
+    auto hidden_signal = [](auto method, bool give_stream) {
+        network net{std::move(method), softmax_cross_entropy{}, 9, dense<tanh_act>{10, 16},
+                    dense<identity>{16, 4}};
+        if (give_stream) {
+            dist::give_rank_noise_stream(net, 3);
+        }
+        const auto x = lightloop::testing::random_matrix<float>(8, 10, 1);
+        matrix<float> y = matrix<float>::from_shape({8, 4});
+        y.fill(0.0f);
+        for (std::size_t r = 0; r < 8; ++r) {
+            y(r, r % 4) = 1.0f;
+        }
+        net.compute_gradients(x, y);
+        const auto& delta = lightloop::detail::read_delta(net.template layer<0>());
+        return std::vector<float>(delta.begin(), delta.end());
+    };
+    using method = feedback_choice<backprop, optical_dfa>;
+    const auto chosen = hidden_signal(method{optical_dfa{}}, true);
+    CHECK(same_bits(chosen, hidden_signal(optical_dfa{}, true)));
+    CHECK_FALSE(same_bits(chosen, hidden_signal(method{optical_dfa{}}, false)));
+}
+
 namespace {
 
 /// Four layers, so that 2 and 3 ranks each get a block.
