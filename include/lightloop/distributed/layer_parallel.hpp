@@ -108,6 +108,15 @@ class dfa_layer_parallel {
 public:
     using T = typename Network::value_type;
     using feedback_type = typename Network::feedback_type;
+    static_assert(
+      requires(const feedback_type f) {
+          typename feedback_type::device_type;
+          f.device_seed();
+          f.offset(std::size_t{});
+          f.projection_size();
+      },
+      "lightloop::distributed::dfa_layer_parallel: the network must train with dfa<Device> "
+      "itself (a feedback_choice cannot be sliced: give the DFA method as its own type)");
     using device_type = typename feedback_type::device_type;
     static constexpr std::size_t depth = Network::depth;
 
@@ -118,13 +127,6 @@ public:
                        std::vector<layer_range> split = {})
       : comm_(&comm)
       , mode_(mode) {
-        static_assert(
-          requires(const feedback_type f) {
-              f.device_seed();
-              f.offset(std::size_t{});
-              f.projection_size();
-          },
-          "lightloop::distributed::dfa_layer_parallel: the network must train with dfa<Device>");
         if (split.empty()) {
             split = balanced_layer_split(net, comm.size());
         }
