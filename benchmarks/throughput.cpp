@@ -468,23 +468,34 @@ runner make_runner(const std::string& method, const std::string& precision, Net 
         labels[i] = static_cast<int>(gen.below(10));
     }
     s->y = one_hot<float>(std::span<const int>(labels), 10);
+    // The optical methods' patterns per sample; 0 for the others.
+    const auto frames_per_sample = [s] {
+        return visit_method(s->net.feedback(), [](auto& fb) -> double {
+            if constexpr (requires { fb.device().statistics(); }) {
+                const auto stats = fb.device().statistics();
+                return static_cast<double>(stats.patterns) / static_cast<double>(stats.projections);
+            } else {
+                return 0.0;
+            }
+        });
+    };
     runner r{
-      method, precision, [s] { s->net.train_step(s->x, s->y, s->opt); }, [] { return 0.0; }, {}};
-    if constexpr (requires { s->net.feedback().device().statistics(); }) {
-        r.frames_per_sample = [s] {
-            const auto stats = s->net.feedback().device().statistics();
-            return static_cast<double>(stats.patterns) / static_cast<double>(stats.projections);
-        };
-    }
+      method, precision, [s] { s->net.train_step(s->x, s->y, s->opt); }, frames_per_sample, {}};
     for (int i = 0; i < 3; ++i) { // warm-up: buffers, calibration, caches
         r.step();
     }
     return r;
 }
 
-template <class Feedback>
+/// Every method the benchmark times, as one type: the network and its step
+/// are compiled once for each model and precision, not once for each method
+/// as well, and each step reaches the held method's own backward pass
+/// through one std::visit (nanoseconds, against a step's milliseconds).
+using method_choice = feedback_choice<backprop, feedback_alignment, dfa<dense_gaussian>,
+                                      dfa<optical<>>, dfa<optical<intensity_readout>>, shallow>;
+
 runner make_runner(const std::string& model, const std::string& method,
-                   const std::string& precision, Feedback feedback, std::size_t batch) {
+                   const std::string& precision, method_choice feedback, std::size_t batch) {
     if (model == "cnn") {
         if (precision == "bf16") {
             return make_runner(method, precision, make_cnn<mixed_bf16>(std::move(feedback)), batch);
