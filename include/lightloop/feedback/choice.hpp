@@ -29,11 +29,13 @@
 // which slices its device) is given as itself.
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
