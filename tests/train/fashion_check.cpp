@@ -100,9 +100,6 @@ result train_one(Net net, const lightloop::mnist_data& data, std::size_t epochs,
     return {history.epochs.back().test_accuracy, history.seconds};
 }
 
-/// Test accuracy after `epochs`, averaged over `seeds` (network, feedback and
-/// batch-order seed), as the reference averages PyTorch's seeds: one run
-/// swings by about a point from epoch to epoch.
 /// The check's methods, one type (a run-time choice): the networks, fit and
 /// their steps are compiled once for each model and precision, not once for
 /// each method as well.
@@ -137,6 +134,9 @@ auto make_cnn(const method& feedback, std::uint64_t seed) {
       dense<identity, P>{1024, 10}};
 }
 
+/// Test accuracy after `epochs`, averaged over `seeds` (network, feedback and
+/// batch-order seed), as the reference averages PyTorch's seeds: one run
+/// swings by about a point from epoch to epoch.
 template <class P = float>
 result train(const method& feedback, const std::string& model, const lightloop::mnist_data& data,
              std::size_t epochs, const std::vector<std::uint64_t>& seeds) {
