@@ -93,7 +93,7 @@ TEST_CASE("a network through a feedback_choice takes the held method's own steps
             CHECK(same_or_both_nan(c.alignment_mean, a.alignment_mean));
             CHECK(same_or_both_nan(c.weight_alignment, a.weight_alignment));
         }
-        return alone;
+        return chosen;
     };
     const method_run bp = check(backprop{}, "backprop");
     const method_run fa = check(feedback_alignment{}, "feedback alignment");
