@@ -61,7 +61,36 @@ protected:
     explicit one_of(A&& held)
       : held_(std::forward<A>(held)) {}
 
+    /// The held alternative's state, for a choice whose save_state and
+    /// load_state are offered always: saved and loaded where the alternative
+    /// has both members, nothing where it has neither or one (a dense
+    /// device, backprop). Writer and Reader are io's state_writer and
+    /// state_reader, which core/ does not name.
+    template <class Reader, class Writer>
+    void save_held_state(Writer& out) const {
+        visit([&](const auto& held) {
+            if constexpr (keeps_state<std::remove_cvref_t<decltype(held)>, Writer, Reader>) {
+                held.save_state(out);
+            }
+        });
+    }
+    template <class Writer, class Reader>
+    void load_held_state(Reader& in) {
+        visit([&](auto& held) {
+            if constexpr (keeps_state<std::remove_cvref_t<decltype(held)>, Writer, Reader>) {
+                held.load_state(in);
+            }
+        });
+    }
+
     std::variant<First, Rest...> held_;
+
+private:
+    template <class A, class Writer, class Reader>
+    static constexpr bool keeps_state = requires(const A saved, A loaded, Writer& out, Reader& in) {
+        saved.save_state(out);
+        loaded.load_state(in);
+    };
 };
 
 /// Whether C is a choice (derives from one_of).

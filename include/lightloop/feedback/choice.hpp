@@ -62,11 +62,6 @@ requires(feedback_method<First> && (feedback_method<Rest> && ...)) class feedbac
     static constexpr bool takes_layout = requires(M m, network_layout layout, std::uint64_t seed) {
         m.configure(layout, seed);
     };
-    template <class M>
-    static constexpr bool saves = requires(const M cm, M m, state_writer& out, state_reader& in) {
-        cm.save_state(out);
-        m.load_state(in);
-    };
 
 public:
     /// Holds First, default-constructed (backprop{}, dfa<...>{}).
@@ -122,24 +117,8 @@ public:
 
     /// The held method's state, if it has one (a direct method's optical
     /// device); nothing for the others.
-    void save_state(state_writer& out) const {
-        std::visit(
-          [&](const auto& m) {
-              if constexpr (saves<std::remove_cvref_t<decltype(m)>>) {
-                  m.save_state(out);
-              }
-          },
-          held_);
-    }
-    void load_state(state_reader& in) {
-        std::visit(
-          [&](auto& m) {
-              if constexpr (saves<std::remove_cvref_t<decltype(m)>>) {
-                  m.load_state(in);
-              }
-          },
-          held_);
-    }
+    void save_state(state_writer& out) const { this->template save_held_state<state_reader>(out); }
+    void load_state(state_reader& in) { this->template load_held_state<state_writer>(in); }
 };
 
 /// f(the method `method` holds) where it is a choice (feedback_choice, also

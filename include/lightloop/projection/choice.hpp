@@ -54,11 +54,6 @@ requires(projection_device<First> && (projection_device<Rest> && ...)) class pro
                   "lightloop::projection_choice: give each device type once");
 
     template <class D>
-    static constexpr bool saves = requires(const D cd, D d, state_writer& out, state_reader& in) {
-        cd.save_state(out);
-        d.load_state(in);
-    };
-    template <class D>
     static constexpr bool has_streams = requires(D d, std::uint64_t stream) {
         d.set_noise_stream(stream);
     };
@@ -123,24 +118,8 @@ public:
 
     /// The held device's state, if it has one (an optical device's
     /// calibration, noise counter and counters); nothing for a dense device.
-    void save_state(state_writer& out) const {
-        std::visit(
-          [&](const auto& d) {
-              if constexpr (saves<std::remove_cvref_t<decltype(d)>>) {
-                  d.save_state(out);
-              }
-          },
-          held_);
-    }
-    void load_state(state_reader& in) {
-        std::visit(
-          [&](auto& d) {
-              if constexpr (saves<std::remove_cvref_t<decltype(d)>>) {
-                  d.load_state(in);
-              }
-          },
-          held_);
-    }
+    void save_state(state_writer& out) const { this->template save_held_state<state_reader>(out); }
+    void load_state(state_reader& in) { this->template load_held_state<state_writer>(in); }
 
     /// The held device's noise stream (data-parallel ranks each draw their
     /// own camera noise); a device without noise has none to set.
