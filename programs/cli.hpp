@@ -6,6 +6,7 @@
 // printed as one line instead of an abort. For the programs only: the library
 // itself never includes CLI11.
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -63,25 +64,56 @@ inline void reject_empty_list_items(const CLI::App& app, int argc, const char* c
     }
 }
 
-/// Refuses a negative value for every unsigned option of `app` and its
-/// subcommands ("--seed -1": "--seed: must not be negative, got '-1'"):
-/// CLI11 2.1 converts "-1" to an unsigned integer by wrapping it around, so
-/// the seed would silently become 18446744073709551615. Unsigned options are
-/// the ones CLI11 types UINT; each item of a list is checked.
-inline void refuse_negative_unsigned(CLI::App& app) {
+/// Why `value` is not an integer CLI11 would read faithfully into an option
+/// of the given signedness, or "" if it is. CLI11 2.1 reads integers with
+/// strtoull / strtoll in base 0 and checks neither the sign of an unsigned
+/// value nor overflow, so "--seed -1" would become 18446744073709551615,
+/// "--batch 99999999999999999999" the same, and "--seed 010" octal 8.
+inline std::string integer_problem(const std::string& value, bool is_unsigned) {
+    const std::size_t first = value.find_first_not_of(" \t");
+    if (first == std::string::npos) {
+        return {}; // CLI11's own conversion refuses it
+    }
+    std::size_t digits = first;
+    if (value[first] == '-' || value[first] == '+') {
+        if (is_unsigned && value[first] == '-') {
+            return "must not be negative, got '" + value + "'";
+        }
+        ++digits;
+    }
+    if (digits + 1 < value.size() && value[digits] == '0' && value[digits + 1] >= '0' &&
+        value[digits + 1] <= '9') {
+        return "'" + value + "' has a leading 0, which would read it as an octal number; " +
+               "write it without";
+    }
+    errno = 0;
+    char* end = nullptr;
+    if (is_unsigned) {
+        (void)std::strtoull(value.c_str(), &end, 0);
+    } else {
+        (void)std::strtoll(value.c_str(), &end, 0);
+    }
+    if (errno == ERANGE) {
+        return "'" + value + "' is out of range";
+    }
+    return {};
+}
+
+/// Checks every integer option of `app` and its subcommands (the ones CLI11
+/// types UINT or INT; each item of a list) with integer_problem: "--seed -1"
+/// fails with "--seed: must not be negative, got '-1'".
+inline void check_integer_options(CLI::App& app) {
     for (CLI::Option* option : app.get_options()) {
-        if (option->get_type_name().starts_with("UINT")) {
-            option->check([](const std::string& value) -> std::string {
-                const std::size_t first = value.find_first_not_of(" \t");
-                if (first != std::string::npos && value[first] == '-') {
-                    return "must not be negative, got '" + value + "'";
-                }
-                return {};
+        const std::string type = option->get_type_name();
+        const bool is_unsigned = type.starts_with("UINT");
+        if (is_unsigned || type.starts_with("INT")) {
+            option->check([is_unsigned](const std::string& value) {
+                return integer_problem(value, is_unsigned);
             });
         }
     }
     for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
-        refuse_negative_unsigned(*sub);
+        check_integer_options(*sub);
     }
 }
 
@@ -92,11 +124,11 @@ inline void refuse_negative_unsigned(CLI::App& app) {
 /// bad_input; so does running out of memory (std::bad_alloc: sizes the
 /// machine cannot hold); any other exception prints and returns 1. A list
 /// flag's empty item is a parse error (reject_empty_list_items), and so is
-/// a negative value for an unsigned option (refuse_negative_unsigned).
+/// an integer CLI11 would misread (check_integer_options).
 template <class Body>
 int run(CLI::App& app, int argc, char** argv, Body&& body) {
     try {
-        refuse_negative_unsigned(app);
+        check_integer_options(app);
         reject_empty_list_items(app, argc, argv);
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
