@@ -351,6 +351,14 @@ void print_model() {
 }
 
 int measure(const options& o) {
+    // Opened before the minutes of measuring, so an unwritable path loses no run.
+    std::ofstream out;
+    if (!o.json.empty()) {
+        out.open(o.json);
+        if (!out) {
+            throw data_error("distributed_throughput: cannot write " + o.json);
+        }
+    }
     const auto data = synthetic(o.batch * 8);
     // mode -> method -> per-round samples/s
     std::map<std::string, std::map<std::string, std::vector<double>>> rates;
@@ -436,7 +444,6 @@ int measure(const options& o) {
         print_model();
     }
     if (!o.json.empty()) {
-        std::ofstream out(o.json);
         out << json.str();
         if (!out) {
             throw data_error("distributed_throughput: cannot write " + o.json);
