@@ -151,10 +151,11 @@ TEST_CASE("sign-DFA projects the sign of e, with the same matrix DFA uses", "[fe
     // some exactly zero (outputs equal to their targets), whose sign is 0.
     auto direct = make_network<dfa<dense_gaussian>, mse>(26, dense<tanh_act, double>{6, 9},
                                                          dense<identity, double>{9, 3});
-    auto signed_net = make_network<sign_dfa<dense_gaussian>, mse>(
-      26, dense<tanh_act, double>{6, 9}, dense<identity, double>{9, 3});
-    REQUIRE(lightloop::testing::identical(direct.feedback().device().feedback_matrix<double>(),
-                                          signed_net.feedback().device().feedback_matrix<double>()));
+    auto signed_net = make_network<sign_dfa<dense_gaussian>, mse>(26, dense<tanh_act, double>{6, 9},
+                                                                  dense<identity, double>{9, 3});
+    REQUIRE(
+      lightloop::testing::identical(direct.feedback().device().feedback_matrix<double>(),
+                                    signed_net.feedback().device().feedback_matrix<double>()));
     const auto x = random_matrix<double>(8, 6, 4);
     signed_net.forward(x);
     matrix<double> y = signed_net.layer<1>().output();
@@ -171,19 +172,60 @@ TEST_CASE("sign-DFA projects the sign of e, with the same matrix DFA uses", "[fe
     CHECK(signs(0, 0) == -1.0);
     CHECK(signs(1, 2) == 1.0);
     CHECK(signs(2, 0) == 0.0);
-    const auto projected = naive_product(
-      signs, false, signed_net.feedback().device().feedback_matrix<double>(), true);
+    const auto projected =
+      naive_product(signs, false, signed_net.feedback().device().feedback_matrix<double>(), true);
     double gap = 0;
     for (std::size_t r = 0; r < 8; ++r) {
         for (std::size_t c = 0; c < 9; ++c) {
             const double h = signed_net.layer<0>().output()(r, c);
-            gap = std::max(gap, std::abs(signed_net.layer<0>().delta()(r, c) -
-                                         projected(r, c) * (1 - h * h)));
+            gap = std::max(
+              gap, std::abs(signed_net.layer<0>().delta()(r, c) - projected(r, c) * (1 - h * h)));
         }
     }
     CHECK(gap < 1e-14);
     // DFA's signal differs: it projects e itself.
     CHECK(max_abs_diff(direct.layer<0>().delta(), signed_net.layer<0>().delta()) > 1e-3);
+}
+
+namespace {
+/// Trains a copy of `net` under backprop and under Method for three steps and
+/// checks their output layers end bit for bit the same.
+template <class Method, class... Layers>
+void check_trains_as_backprop(const Layers&... layers) {
+    auto bp = make_network<backprop, softmax_cross_entropy>(31, layers...);
+    auto direct = make_network<Method, softmax_cross_entropy>(31, layers...);
+    const auto x = random_matrix<float>(8, 6, 4);
+    const auto y = one_hot<float>(std::span<const int>(equivalence_labels), 3);
+    sgd opt_bp{{.learning_rate = 0.1, .momentum = 0.9}};
+    sgd opt_direct{{.learning_rate = 0.1, .momentum = 0.9}};
+    const matrix<float> w0 = bp.template layer<sizeof...(Layers) - 1>().weights();
+    for (int step = 0; step < 3; ++step) {
+        bp.train_step(x, y, opt_bp);
+        direct.train_step(x, y, opt_direct);
+    }
+    const auto& out_bp = bp.template layer<sizeof...(Layers) - 1>();
+    const auto& out_direct = direct.template layer<sizeof...(Layers) - 1>();
+    CHECK(max_abs_diff(out_bp.weights(), w0) > 1e-3);
+    CHECK(lightloop::testing::identical(out_bp.weights(), out_direct.weights()));
+    CHECK(lightloop::testing::identical(out_bp.bias(), out_direct.bias()));
+    CHECK(direct.feedback().projection_size() == 0);
+}
+} // namespace
+
+TEST_CASE("direct methods with no hidden layer to train are backprop on the output layer",
+          "[feedback][dfa]") {
+    // Nothing to project into: the device stays unconfigured (the library's
+    // devices refuse zero outputs) and the step is backprop's.
+    check_trains_as_backprop<dfa<dense_gaussian>>(dense<identity>{6, 3});
+    check_trains_as_backprop<drtp<dense_uniform>>(dense<identity>{6, 3});
+    check_trains_as_backprop<dfa<optical<>>>(dense<identity>{6, 3});
+    check_trains_as_backprop<sign_dfa<optical<intensity_readout>>>(flatten<float>({6, 1, 1}),
+                                                                   dense<identity>{6, 3});
+    auto net = make_network<dfa<optical<>>, softmax_cross_entropy>(31, dense<identity>{6, 3});
+    sgd opt{{.learning_rate = 0.1}};
+    net.train_step(random_matrix<float>(8, 6, 4),
+                   one_hot<float>(std::span<const int>(equivalence_labels), 3), opt);
+    CHECK(net.feedback().device().statistics().frames == 0);
 }
 
 TEST_CASE("shallow training leaves hidden weights bit-identical", "[feedback][shallow]") {

@@ -84,3 +84,12 @@ TEST_CASE("dense devices refuse a non-positive scale", "[projection][dense]") {
     CHECK_THROWS_AS(dense_gaussian(0.0), config_error);
     CHECK_THROWS_AS(dense_uniform(-1.0), config_error);
 }
+
+TEST_CASE("dense devices refuse an empty matrix", "[projection][dense]") {
+    dense_gaussian d;
+    CHECK_THROWS_WITH(d.configure(0, 10, 1), Catch::Contains("got 0 -> 10"));
+    CHECK_THROWS_WITH(d.configure(10, 0, 1), Catch::Contains("needs at least one input"));
+    CHECK_THROWS_WITH(d.configure_slice(0, 10, 1, 0, 5), Catch::Contains("got 0 -> 5"));
+    d.configure(3, 4, 1); // sizes that are fine still are
+    CHECK(d.feedback_matrix<float>().shape(0) == 4);
+}

@@ -72,13 +72,22 @@ public:
             }
         }
         device_seed_ = derive_seed(seed, 0);
-        device_.configure(widths.back(), total_, device_seed_);
+        // With no hidden layer to train there is nothing to project into:
+        // the output layer learns from its own gradient, as under backprop,
+        // and the device is left unconfigured and unused (a device of no
+        // outputs is refused by the library's devices).
+        if (total_ > 0) {
+            device_.configure(widths.back(), total_, device_seed_);
+        }
     }
 
     template <class... Layers, scalar T>
     void backward(std::tuple<Layers...>& layers, const matrix<T>& target) {
         constexpr std::size_t depth = sizeof...(Layers);
         if constexpr (depth > 1) {
+            if (total_ == 0) {
+                return;
+            }
             const matrix<T>& error = output_error(layers);
             const matrix<T>* source = Signal == projected_signal::target ? &target : &error;
             if constexpr (Signal == projected_signal::error_sign) {

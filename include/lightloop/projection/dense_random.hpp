@@ -48,6 +48,7 @@ public:
     }
 
     void configure(std::size_t in, std::size_t out, std::uint64_t seed) {
+        check_sizes(in, out);
         in_ = in;
         out_ = out;
         matrix_ = seeded_matrix<Entries>(out, in, seed, entry_stddev());
@@ -63,6 +64,7 @@ public:
                                std::to_string(first) + ", " + std::to_string(first + count) +
                                ") of " + std::to_string(total) + " outputs");
         }
+        check_sizes(in, count);
         in_ = in;
         out_ = count;
         matrix_ = seeded_matrix<Entries>(first, count, in, seed, entry_stddev());
@@ -104,6 +106,16 @@ public:
     }
 
 private:
+    /// An empty B would project every error to nothing and train no hidden
+    /// layer: refused, as the optical device refuses it.
+    static void check_sizes(std::size_t in, std::size_t out) {
+        if (in == 0 || out == 0) {
+            throw config_error("lightloop::dense_" + std::string(Entries::name) +
+                               ": needs at least one input and one output, got " +
+                               std::to_string(in) + " -> " + std::to_string(out));
+        }
+    }
+
     double scale_;
     std::size_t in_ = 0;
     std::size_t out_ = 0;
