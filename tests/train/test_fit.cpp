@@ -238,6 +238,11 @@ TEST_CASE("fit refuses options it cannot run before it trains", "[train][fit]") 
                           "lightloop::fit: eval_batch (rows per forward pass when evaluating) "
                           "must be positive");
     }
+    SECTION("a resume without a checkpoint") {
+        // It trained from scratch and saved nothing.
+        CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2, .resume = true}),
+                          Catch::Contains("resume is set but checkpoint is empty"));
+    }
     CHECK(net.steps() == 0);
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
 }

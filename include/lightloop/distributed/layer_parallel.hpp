@@ -318,7 +318,7 @@ private:
                 device_.configure_slice(net.output_size(), fb.projection_size(), fb.device_seed(),
                                         slice_first_, slice_count_);
             }
-        } else {
+        } else if (fb.projection_size() > 0) { // else nothing to project (no hidden layer)
             device_.configure(net.output_size(), fb.projection_size(), fb.device_seed());
         }
     }

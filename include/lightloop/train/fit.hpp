@@ -323,6 +323,12 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     if (options.epochs == 0) {
         throw config_error("lightloop::fit: epochs must be positive");
     }
+    // A resume with nowhere to resume from would train from scratch and
+    // save nothing, silently.
+    if (options.resume && options.checkpoint.empty()) {
+        throw config_error("lightloop::fit: resume is set but checkpoint is empty: give the "
+                           "checkpoint file to resume from (and save to)");
+    }
     // Refused here, not by the first evaluation after an epoch of training.
     if (options.eval_batch == 0) {
         throw config_error("lightloop::fit: eval_batch (rows per forward pass when evaluating) "
