@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "support/files.hpp"
 #include "support/helpers.hpp"
 
 using namespace lightloop;
@@ -226,6 +227,15 @@ TEST_CASE("direct methods with no hidden layer to train are backprop on the outp
     net.train_step(random_matrix<float>(8, 6, 4),
                    one_hot<float>(std::span<const int>(equivalence_labels), 3), opt);
     CHECK(net.feedback().device().statistics().frames == 0);
+
+    // Its checkpoint holds no device state, and loads.
+    const lightloop::testing::scratch_dir dir("no_hidden_layer");
+    save_checkpoint(net, opt, dir / "net.llck", 1);
+    auto loaded = make_network<dfa<optical<>>, softmax_cross_entropy>(31, dense<identity>{6, 3});
+    sgd loaded_opt{{.learning_rate = 0.1}};
+    CHECK(!lightloop::testing::identical(loaded.layer<0>().weights(), net.layer<0>().weights()));
+    load_checkpoint(loaded, loaded_opt, dir / "net.llck");
+    CHECK(lightloop::testing::identical(loaded.layer<0>().weights(), net.layer<0>().weights()));
 }
 
 TEST_CASE("shallow training leaves hidden weights bit-identical", "[feedback][shallow]") {

@@ -113,15 +113,20 @@ public:
     }
 
     /// The device's state (an optical device's calibration and noise
-    /// counter), for checkpoints; dense devices have none.
+    /// counter), for checkpoints; dense devices have none, and nor does a
+    /// device left unconfigured (no hidden layer to project into).
     void save_state(state_writer& out) const {
         if constexpr (requires { device_.save_state(out); }) {
-            device_.save_state(out);
+            if (total_ > 0) {
+                device_.save_state(out);
+            }
         }
     }
     void load_state(state_reader& in) {
         if constexpr (requires { device_.load_state(in); }) {
-            device_.load_state(in);
+            if (total_ > 0) {
+                device_.load_state(in);
+            }
         }
     }
 
