@@ -632,7 +632,7 @@ public:
 
     npz_writer() = default;
     explicit npz_writer(members how)
-      : deflated_(how == members::deflated) {}
+      : how_(how) {}
 
     template <class T>
     void add(const std::string& name, std::span<const T> values,
@@ -646,7 +646,7 @@ public:
             throw config_error("lightloop::npz_writer: array name '" + name +
                                "' must be non-empty and without '/'");
         }
-        zip_.add(name + ".npy", detail::npy_bytes(values, shape), deflated_);
+        zip_.add(name + ".npy", detail::npy_bytes(values, shape), how_ == members::deflated);
     }
     template <class T>
     void add(const std::string& name, const matrix<T>& m) {
@@ -662,7 +662,7 @@ public:
 
 private:
     detail::zip_writer zip_;
-    bool deflated_ = false;
+    members how_ = members::stored;
 };
 
 /// An .npz file read whole: its array names and any float32 / float64 array
