@@ -705,15 +705,16 @@ auto make_deep_user_output(std::uint64_t seed) {
       user::low_rank<identity, T>{12, 4, 3});
 }
 
-/// Synchronous layer-parallel DFA against DFA in one process, on the same
-/// batches: whether each rank's layers hold the single process's bits.
-template <class T, bool UserOutput = false>
+/// Synchronous layer-parallel training against the same direct method in
+/// one process, on the same batches: whether each rank's layers hold the
+/// single process's bits.
+template <class T, bool UserOutput = false, class Method = dfa<dense_gaussian>>
 bool layer_parallel_matches_one_process() {
     const auto make = [](std::uint64_t seed) {
         if constexpr (UserOutput) {
-            return make_deep_user_output<T, dfa<dense_gaussian>>(seed);
+            return make_deep_user_output<T, Method>(seed);
         } else {
-            return make_deep<T, dfa<dense_gaussian>>(seed);
+            return make_deep<T, Method>(seed);
         }
     };
     using net_type = decltype(make(0));
@@ -785,6 +786,16 @@ TEST_CASE("synchronous DFA layer-parallel training is bitwise DFA in one process
 TEST_CASE("layer-parallel DFA with a user's output layer is bitwise DFA in one process",
           "[distributed]") {
     CHECK(on_every_rank(layer_parallel_matches_one_process<float, true>()));
+}
+
+// The ranks project what the method projects: sign(e) for sign-DFA, the
+// target for DRTP (they projected e, training DFA instead).
+TEST_CASE("synchronous sign-DFA and DRTP layer-parallel training are bitwise the method in one "
+          "process",
+          "[distributed]") {
+    CHECK(
+      on_every_rank(layer_parallel_matches_one_process<float, false, sign_dfa<dense_gaussian>>()));
+    CHECK(on_every_rank(layer_parallel_matches_one_process<float, false, drtp<dense_uniform>>()));
 }
 
 TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, the optical one "

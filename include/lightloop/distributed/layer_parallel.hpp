@@ -33,6 +33,7 @@
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
+#include "lightloop/feedback/direct.hpp"
 #include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
 #include "lightloop/train/metrics.hpp"
@@ -111,13 +112,18 @@ public:
     static_assert(
       requires(const feedback_type f) {
           typename feedback_type::device_type;
+          feedback_type::signal;
           f.device_seed();
           f.offset(std::size_t{});
           f.projection_size();
       },
-      "lightloop::distributed::dfa_layer_parallel: the network must train with dfa<Device> "
-      "itself (a feedback_choice cannot be sliced: give the DFA method as its own type)");
+      "lightloop::distributed::dfa_layer_parallel: the network must train with a direct method "
+      "(dfa, sign_dfa or drtp on a device) itself (a feedback_choice cannot be sliced: give the "
+      "method as its own type)");
     using device_type = typename feedback_type::device_type;
+    /// What every rank projects, from the last rank: e (DFA), sign(e)
+    /// (sign-DFA) or the target (DRTP), as the method does in one process.
+    static constexpr lightloop::detail::projected_signal signal = feedback_type::signal;
     static constexpr std::size_t depth = Network::depth;
 
     /// Blocks of layers balanced by parameter count, or `split` (one range
@@ -366,7 +372,14 @@ private:
                 figures[0] = loss * static_cast<double>(n);
                 figures[1] = static_cast<double>(count_correct(out, y));
                 const auto& e = lightloop::detail::read_delta(pass.template layer<depth - 1>());
-                std::copy(e.begin(), e.end(), error_.begin());
+                if constexpr (signal == lightloop::detail::projected_signal::target) {
+                    std::copy(y.begin(), y.end(), error_.begin());
+                } else if constexpr (signal == lightloop::detail::projected_signal::error_sign) {
+                    std::transform(e.begin(), e.end(), error_.begin(),
+                                   lightloop::detail::sign_of<T>);
+                } else {
+                    std::copy(e.begin(), e.end(), error_.begin());
+                }
             } catch (const lightloop::error& err) {
                 failure = err.what();
                 figures[2] = 1.0;
@@ -472,7 +485,7 @@ private:
     std::size_t slice_first_ = 0;
     std::size_t slice_count_ = 0;
     matrix<T> received_[2]; // a pass's input (two in flight when pipelined)
-    matrix<T> error_;
+    matrix<T> error_;       // what is projected: e, sign(e) or the target (signal)
     matrix<T> projected_;
     matrix<T> whole_; // a whole projection, for a device without slices
 };

@@ -41,10 +41,18 @@ constexpr const char* method_name(projected_signal s) noexcept {
     return "?";
 }
 
+/// -1, 0 or 1: sign-DFA's signal for one entry of e.
+template <class T>
+constexpr T sign_of(T v) noexcept {
+    return static_cast<T>((v > T(0)) - (v < T(0)));
+}
+
 template <class Device, projected_signal Signal>
 class direct_feedback {
 public:
     static constexpr bool trains_hidden_layers = true;
+    /// What is projected (layer-parallel training projects the same).
+    static constexpr projected_signal signal = Signal;
     using device_type = Device;
 
     direct_feedback() = default;
@@ -93,8 +101,7 @@ public:
             if constexpr (Signal == projected_signal::error_sign) {
                 matrix<T>& signs = signs_.template get<T>();
                 ensure_shape(signs, error.shape(0), error.shape(1));
-                std::transform(error.begin(), error.end(), signs.begin(),
-                               [](T v) { return static_cast<T>((v > T(0)) - (v < T(0))); });
+                std::transform(error.begin(), error.end(), signs.begin(), sign_of<T>);
                 source = &signs;
             }
             matrix<T>& projected = projection_.template get<T>();
