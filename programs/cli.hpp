@@ -87,11 +87,10 @@ inline std::string integer_problem(const std::string& value, bool is_unsigned) {
                "write it without";
     }
     errno = 0;
-    char* end = nullptr;
     if (is_unsigned) {
-        (void)std::strtoull(value.c_str(), &end, 0);
+        (void)std::strtoull(value.c_str(), nullptr, 0);
     } else {
-        (void)std::strtoll(value.c_str(), &end, 0);
+        (void)std::strtoll(value.c_str(), nullptr, 0);
     }
     if (errno == ERANGE) {
         return "'" + value + "' is out of range";

@@ -110,9 +110,9 @@ public:
     using T = typename Network::value_type;
     using feedback_type = typename Network::feedback_type;
     static_assert(
-      requires(const feedback_type f) {
+      requires(const feedback_type f, const matrix<T> batch, matrix<T> scratch) {
           typename feedback_type::device_type;
-          feedback_type::signal;
+          feedback_type::projected_source(batch, batch, scratch);
           f.device_seed();
           f.offset(std::size_t{});
           f.projection_size();
@@ -121,9 +121,6 @@ public:
       "(dfa, sign_dfa or drtp on a device) itself (a feedback_choice cannot be sliced: give the "
       "method as its own type)");
     using device_type = typename feedback_type::device_type;
-    /// What every rank projects, from the last rank: e (DFA), sign(e)
-    /// (sign-DFA) or the target (DRTP), as the method does in one process.
-    static constexpr lightloop::detail::projected_signal signal = feedback_type::signal;
     static constexpr std::size_t depth = Network::depth;
 
     /// Blocks of layers balanced by parameter count, or `split` (one range
@@ -371,14 +368,12 @@ private:
                 const double loss = static_cast<double>(pass.compute_output_error(y));
                 figures[0] = loss * static_cast<double>(n);
                 figures[1] = static_cast<double>(count_correct(out, y));
+                // What the method projects (e, sign(e) or the target), as
+                // in one process; sign(e) is written into error_ itself.
                 const auto& e = lightloop::detail::read_delta(pass.template layer<depth - 1>());
-                if constexpr (signal == lightloop::detail::projected_signal::target) {
-                    std::copy(y.begin(), y.end(), error_.begin());
-                } else if constexpr (signal == lightloop::detail::projected_signal::error_sign) {
-                    std::transform(e.begin(), e.end(), error_.begin(),
-                                   lightloop::detail::sign_of<T>);
-                } else {
-                    std::copy(e.begin(), e.end(), error_.begin());
+                const matrix<T>& source = feedback_type::projected_source(e, y, error_);
+                if (&source != &error_) {
+                    std::copy(source.begin(), source.end(), error_.begin());
                 }
             } catch (const lightloop::error& err) {
                 failure = err.what();
@@ -485,7 +480,7 @@ private:
     std::size_t slice_first_ = 0;
     std::size_t slice_count_ = 0;
     matrix<T> received_[2]; // a pass's input (two in flight when pipelined)
-    matrix<T> error_;       // what is projected: e, sign(e) or the target (signal)
+    matrix<T> error_;       // what is projected: e, sign(e) or the target
     matrix<T> projected_;
     matrix<T> whole_; // a whole projection, for a device without slices
 };

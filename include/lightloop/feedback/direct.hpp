@@ -51,9 +51,24 @@ template <class Device, projected_signal Signal>
 class direct_feedback {
 public:
     static constexpr bool trains_hidden_layers = true;
-    /// What is projected (layer-parallel training projects the same).
-    static constexpr projected_signal signal = Signal;
     using device_type = Device;
+
+    /// What the method projects for a batch: e (DFA), sign(e) (sign-DFA,
+    /// written into `signs`) or the target (DRTP). Layer-parallel training
+    /// projects the same.
+    template <scalar T>
+    static const matrix<T>& projected_source(const matrix<T>& error, const matrix<T>& target,
+                                             matrix<T>& signs) {
+        if constexpr (Signal == projected_signal::target) {
+            return target;
+        } else if constexpr (Signal == projected_signal::error_sign) {
+            ensure_shape(signs, error.shape(0), error.shape(1));
+            std::transform(error.begin(), error.end(), signs.begin(), sign_of<T>);
+            return signs;
+        } else {
+            return error;
+        }
+    }
 
     direct_feedback() = default;
     explicit direct_feedback(Device device)
@@ -96,17 +111,11 @@ public:
             if (total_ == 0) {
                 return;
             }
-            const matrix<T>& error = output_error(layers);
-            const matrix<T>* source = Signal == projected_signal::target ? &target : &error;
-            if constexpr (Signal == projected_signal::error_sign) {
-                matrix<T>& signs = signs_.template get<T>();
-                ensure_shape(signs, error.shape(0), error.shape(1));
-                std::transform(error.begin(), error.end(), signs.begin(), sign_of<T>);
-                source = &signs;
-            }
+            const auto& error = output_error(layers);
+            const matrix<T>& source = projected_source(error, target, signs_.template get<T>());
             matrix<T>& projected = projection_.template get<T>();
-            ensure_shape(projected, source->shape(0), total_);
-            device_.project(*source, projected);
+            ensure_shape(projected, source.shape(0), total_);
+            device_.project(source, projected);
             for_each_trained_hidden_layer(layers, [&](auto& l, std::size_t i) {
                 l.scale_by_derivative(projected.data() + offsets_[i], total_);
             });
