@@ -707,7 +707,7 @@ auto make_deep_user_output(std::uint64_t seed) {
 
 /// Synchronous layer-parallel training against the same direct method in
 /// one process, on the same batches: whether each rank's layers hold the
-/// single process's bits.
+/// single process's bits. T: a precision (float, double, mixed_bf16).
 template <class T, bool UserOutput = false, class Method = dfa<dense_gaussian>>
 bool layer_parallel_matches_one_process() {
     const auto make = [](std::uint64_t seed) {
@@ -718,14 +718,15 @@ bool layer_parallel_matches_one_process() {
         }
     };
     using net_type = decltype(make(0));
-    const auto data = lightloop::testing::blobs_task<T>(5);
+    using V = typename net_type::value_type; // T, or float for mixed bf16
+    const auto data = lightloop::testing::blobs_task<V>(5);
     net_type parallel_net = make(13);
     net_type single_net = make(13);
-    sgd<T> parallel_opt{{.learning_rate = 0.1, .momentum = 0.9}};
-    sgd<T> single_opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    sgd<V> parallel_opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    sgd<V> single_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     dist::dfa_layer_parallel<net_type> parallel(*world, parallel_net);
-    matrix<T> x;
-    matrix<T> y;
+    matrix<V> x;
+    matrix<V> y;
     bool losses_equal = true;
     for (std::size_t step = 0; step < 8; ++step) {
         std::vector<std::size_t> rows(step % 2 == 0 ? 32 : 19);
@@ -781,6 +782,7 @@ TEST_CASE("synchronous DFA layer-parallel training is bitwise DFA in one process
           "[distributed]") {
     CHECK(on_every_rank(layer_parallel_matches_one_process<float>()));
     CHECK(on_every_rank(layer_parallel_matches_one_process<double>()));
+    CHECK(on_every_rank(layer_parallel_matches_one_process<mixed_bf16>()));
 }
 
 TEST_CASE("layer-parallel DFA with a user's output layer is bitwise DFA in one process",
@@ -903,6 +905,51 @@ TEST_CASE("pipelined DFA layer-parallel: one step is synchronous, the next sees 
     CHECK(history.epochs.back().test_accuracy > 0.8);
     // Every batch's figures were counted once, the last through finish().
     CHECK(std::isfinite(history.epochs.back().train_loss));
+}
+
+// Below the last rank, pipelined training updates two replicas in turn and
+// finish() copies the latest weights into the network. In mixed bf16 a
+// layer's products read its weights' bf16 copy, which must follow: the copy
+// kept the weights of the update before, so after an even number of batches
+// the network evaluated (and began the next epoch) with stale weights.
+TEST_CASE("pipelined layer-parallel in mixed bf16: after finish() the network's products use its "
+          "latest weights",
+          "[distributed]") {
+    using net_type = decltype(make_deep<mixed_bf16, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    for (const std::size_t batches : {std::size_t{2}, std::size_t{3}}) {
+        net_type net = make_deep<mixed_bf16, dfa<dense_gaussian>>(13);
+        sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net,
+                                                    dist::layer_parallel_mode::pipelined);
+        matrix<float> x;
+        matrix<float> y;
+        for (std::size_t b = 0; b < batches; ++b) {
+            std::vector<std::size_t> rows(32);
+            for (std::size_t i = 0; i < rows.size(); ++i) {
+                rows[i] = b * 32 + i;
+            }
+            gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+            gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+            parallel.step(net, opt, x, y);
+        }
+        parallel.finish(net, opt);
+        // The same weights with their bf16 copies converted anew (a visitor
+        // that takes no copy marks it out of date).
+        net_type fresh = net;
+        fresh.visit_layers([](auto& l, std::size_t) {
+            if constexpr (layer_has_parameters<decltype(l)>) {
+                l.visit_parameters([](auto, auto) {});
+            }
+        });
+        const layer_range mine = parallel.owned();
+        const auto input = lightloop::testing::random_matrix<float>(8, net.widths()[mine.first], 3);
+        const auto& out = net.forward(input, mine);
+        const std::vector<float> ours(out.begin(), out.end());
+        const auto& expected = fresh.forward(input, mine);
+        CAPTURE(batches);
+        CHECK(on_every_rank(same_bits(ours, std::vector<float>(expected.begin(), expected.end()))));
+    }
 }
 
 int main(int argc, char* argv[]) {

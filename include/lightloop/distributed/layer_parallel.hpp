@@ -421,11 +421,16 @@ private:
     /// The network pass k runs on: `net` for even k, the twin for odd.
     Network& replica(Network& net, std::size_t k) { return k % 2 == 0 ? net : twin_.front(); }
 
-    /// This rank's layers' parameters, from one replica to the other.
+    /// This rank's layers' parameters, from one replica to the other. The
+    /// visitor into `to` takes no bf16 copy of a mixed-precision layer's
+    /// weights, so the layer marks that copy out of date: it is converted
+    /// again before its next product, unless the optimizer's pass (which
+    /// writes it) comes first, as in update_previous.
     void copy_owned(Network& from, Network& to) {
         spans_.clear();
         from.visit_layers([&](auto& l, std::size_t i) {
             if (mine_.contains(i)) {
+                // Read only: taking the bf16 copy (and leaving it) keeps it current.
                 l.visit_parameters(
                   [&](std::span<T> values, auto&&...) { spans_.push_back(values); });
             }
@@ -433,7 +438,7 @@ private:
         std::size_t at = 0;
         to.visit_layers([&](auto& l, std::size_t i) {
             if (mine_.contains(i)) {
-                l.visit_parameters([&](std::span<T> values, auto&&...) {
+                l.visit_parameters([&](std::span<T> values, std::span<const T>) {
                     std::copy(spans_[at].begin(), spans_[at].end(), values.begin());
                     ++at;
                 });
