@@ -705,14 +705,28 @@ auto make_deep_user_output(std::uint64_t seed) {
       user::low_rank<identity, T>{12, 4, 3});
 }
 
+/// A convolution on the 6 features as a 1 x 2 x 3 image, then flatten and
+/// two dense layers: the ranks' blocks hold a convolution's projection slice
+/// (its 24 outputs) and a layer without parameters.
+template <class T, class Feedback>
+auto make_deep_cnn(std::uint64_t seed) {
+    return make_network<Feedback, softmax_cross_entropy>(
+      seed, conv2d<tanh_act, T>({1, 2, 3}, {.out_channels = 2, .kernel = 2, .padding = 1}),
+      flatten<master_t<T>>({2, 3, 4}), dense<tanh_act, T>{24, 12}, dense<identity, T>{12, 4});
+}
+
+enum class deep_net { mlp, user_output, cnn };
+
 /// Synchronous layer-parallel training against the same direct method in
 /// one process, on the same batches: whether each rank's layers hold the
 /// single process's bits. T: a precision (float, double, mixed_bf16).
-template <class T, bool UserOutput = false, class Method = dfa<dense_gaussian>>
+template <class T, deep_net Kind = deep_net::mlp, class Method = dfa<dense_gaussian>>
 bool layer_parallel_matches_one_process() {
     const auto make = [](std::uint64_t seed) {
-        if constexpr (UserOutput) {
+        if constexpr (Kind == deep_net::user_output) {
             return make_deep_user_output<T, Method>(seed);
+        } else if constexpr (Kind == deep_net::cnn) {
+            return make_deep_cnn<T, Method>(seed);
         } else {
             return make_deep<T, Method>(seed);
         }
@@ -785,9 +799,15 @@ TEST_CASE("synchronous DFA layer-parallel training is bitwise DFA in one process
     CHECK(on_every_rank(layer_parallel_matches_one_process<mixed_bf16>()));
 }
 
+TEST_CASE("layer-parallel DFA of a convolutional network is bitwise DFA in one process",
+          "[distributed]") {
+    CHECK(on_every_rank(layer_parallel_matches_one_process<float, deep_net::cnn>()));
+    CHECK(on_every_rank(layer_parallel_matches_one_process<mixed_bf16, deep_net::cnn>()));
+}
+
 TEST_CASE("layer-parallel DFA with a user's output layer is bitwise DFA in one process",
           "[distributed]") {
-    CHECK(on_every_rank(layer_parallel_matches_one_process<float, true>()));
+    CHECK(on_every_rank(layer_parallel_matches_one_process<float, deep_net::user_output>()));
 }
 
 // The ranks project what the method projects: sign(e) for sign-DFA, the
@@ -795,9 +815,10 @@ TEST_CASE("layer-parallel DFA with a user's output layer is bitwise DFA in one p
 TEST_CASE("synchronous sign-DFA and DRTP layer-parallel training are bitwise the method in one "
           "process",
           "[distributed]") {
-    CHECK(
-      on_every_rank(layer_parallel_matches_one_process<float, false, sign_dfa<dense_gaussian>>()));
-    CHECK(on_every_rank(layer_parallel_matches_one_process<float, false, drtp<dense_uniform>>()));
+    CHECK(on_every_rank(
+      layer_parallel_matches_one_process<float, deep_net::mlp, sign_dfa<dense_gaussian>>()));
+    CHECK(on_every_rank(
+      layer_parallel_matches_one_process<float, deep_net::mlp, drtp<dense_uniform>>()));
 }
 
 TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, the optical one "
