@@ -62,6 +62,18 @@ auto make_mlp(std::uint64_t seed) {
       seed, dense<tanh_act, T>{6, 24}, dense<tanh_act, T>{24, 16}, dense<identity, T>{16, 4});
 }
 
+/// A convolution on the 6 features as a 1 x 2 x 3 image, then flatten and
+/// two dense layers: for data-parallel training, a convolution's gradients
+/// summed over the ranks; for layer-parallel, blocks that hold a
+/// convolution's projection slice (its 24 outputs) and a layer without
+/// parameters.
+template <class T, class Feedback>
+auto make_cnn(std::uint64_t seed) {
+    return make_network<Feedback, softmax_cross_entropy>(
+      seed, conv2d<tanh_act, T>({1, 2, 3}, {.out_channels = 2, .kernel = 2, .padding = 1}),
+      flatten<master_t<T>>({2, 3, 4}), dense<tanh_act, T>{24, 12}, dense<identity, T>{12, 4});
+}
+
 template <class T>
 double max_difference(const std::vector<T>& a, const std::vector<T>& b) {
     double worst = 0.0;
@@ -84,14 +96,21 @@ void shard_of(const matrix<T>& all, std::size_t r, std::size_t p, matrix<T>& out
 /// Trains a data-parallel network and a one-process twin on the same global
 /// batches (sizes `batches`), returns the largest weight difference; checks
 /// that every rank's weights are bitwise rank 0's.
-template <class T, class Feedback>
+template <class T, class Feedback, bool Cnn = false>
 double data_parallel_against_one_process(const std::vector<std::size_t>& batches,
                                          dist::communicator& comm = *world,
                                          dist::sum_overlap overlap = dist::sum_overlap::off,
                                          std::vector<T>* weights = nullptr) {
     const auto data = lightloop::testing::blobs_task<T>(5);
-    auto parallel_net = make_mlp<T, Feedback>(21);
-    auto single_net = make_mlp<T, Feedback>(21);
+    const auto make = [](std::uint64_t seed) {
+        if constexpr (Cnn) {
+            return make_cnn<T, Feedback>(seed);
+        } else {
+            return make_mlp<T, Feedback>(seed);
+        }
+    };
+    auto parallel_net = make(21);
+    auto single_net = make(21);
     sgd<T> parallel_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     sgd<T> single_opt{{.learning_rate = 0.1, .momentum = 0.9}};
     dist::data_parallel<T> parallel(comm, overlap);
@@ -273,6 +292,11 @@ TEST_CASE("data-parallel steps keep every rank's weights identical and follow on
     }
     SECTION("dfa, double") {
         CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>>(batches) < 1e-12);
+    }
+    SECTION("a convolutional network, backprop and dfa, double") {
+        CHECK(data_parallel_against_one_process<double, backprop, true>(batches) < 1e-12);
+        CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>, true>(batches) <
+              1e-12);
     }
     SECTION("dfa, float") {
         // fp32: the same argument at 2^-24; 1e-5 leaves room for the weights'
@@ -705,16 +729,6 @@ auto make_deep_user_output(std::uint64_t seed) {
       user::low_rank<identity, T>{12, 4, 3});
 }
 
-/// A convolution on the 6 features as a 1 x 2 x 3 image, then flatten and
-/// two dense layers: the ranks' blocks hold a convolution's projection slice
-/// (its 24 outputs) and a layer without parameters.
-template <class T, class Feedback>
-auto make_deep_cnn(std::uint64_t seed) {
-    return make_network<Feedback, softmax_cross_entropy>(
-      seed, conv2d<tanh_act, T>({1, 2, 3}, {.out_channels = 2, .kernel = 2, .padding = 1}),
-      flatten<master_t<T>>({2, 3, 4}), dense<tanh_act, T>{24, 12}, dense<identity, T>{12, 4});
-}
-
 enum class deep_net { mlp, user_output, cnn };
 
 /// Synchronous layer-parallel training against the same direct method in
@@ -726,7 +740,7 @@ bool layer_parallel_matches_one_process() {
         if constexpr (Kind == deep_net::user_output) {
             return make_deep_user_output<T, Method>(seed);
         } else if constexpr (Kind == deep_net::cnn) {
-            return make_deep_cnn<T, Method>(seed);
+            return make_cnn<T, Method>(seed);
         } else {
             return make_deep<T, Method>(seed);
         }
