@@ -987,6 +987,65 @@ TEST_CASE("pipelined layer-parallel in mixed bf16: after finish() the network's 
     }
 }
 
+// Every rank passes the same batch, so every rank can refuse a malformed one
+// before any message: rank 0 refused a batch of the wrong width in its
+// forward pass while the rank above waited for its activations forever.
+TEST_CASE("layer-parallel training refuses a malformed batch on every rank, nothing changed",
+          "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    for (const auto mode :
+         {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+        net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+        sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+        matrix<float> x;
+        matrix<float> y;
+        std::vector<std::size_t> rows(8);
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            rows[i] = i;
+        }
+        gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+        gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+        const auto before = weights_of(net);
+        const auto refused = [&](const matrix<float>& bx, const matrix<float>& by,
+                                 const char* expected) {
+            std::string message;
+            try {
+                parallel.step(net, opt, bx, by);
+            } catch (const shape_error& e) {
+                message = e.what();
+            }
+            INFO(message);
+            return message.find(expected) != std::string::npos;
+        };
+        const matrix<float> narrow = matrix<float>::from_shape({8, 5});
+        const matrix<float> wide_target = matrix<float>::from_shape({8, 5});
+        const matrix<float> short_target = matrix<float>::from_shape({7, 4});
+        const matrix<float> empty = matrix<float>::from_shape({0, 6});
+        const matrix<float> empty_target = matrix<float>::from_shape({0, 4});
+        const bool all_refused = refused(narrow, y, "input batch is 8x5, expected n x 6") &&
+                                 refused(x, wide_target, "target batch is 8x5, expected 8x4") &&
+                                 refused(x, short_target, "target batch is 7x4, expected 8x4") &&
+                                 refused(empty, empty_target, "with n > 0");
+        std::string evaluated;
+        try {
+            parallel.evaluate(net, labelled_data<float>{narrow, y, std::vector<std::size_t>(8, 0)},
+                              4);
+        } catch (const shape_error& e) {
+            evaluated = e.what();
+        }
+        const bool unchanged = same_bits(weights_of(net), before) && net.steps() == 0;
+        // The ranks are still in step: a good batch trains.
+        parallel.step(net, opt, x, y);
+        parallel.finish(net, opt);
+        CHECK(on_every_rank(all_refused));
+        CHECK(on_every_rank(evaluated.find("expected n x 6") != std::string::npos));
+        CHECK(on_every_rank(unchanged));
+        CHECK(net.steps() == 1);
+    }
+}
+
 int main(int argc, char* argv[]) {
     dist::environment mpi(argc, argv);
     int result = 0;
