@@ -270,6 +270,81 @@ TEST_CASE("a drifting medium keeps its variance and decorrelates as sqrt(keep) p
     CHECK_FALSE(lightloop::testing::identical(a.real<float>(), c.real<float>()));
 }
 
+// A bf16 medium's drift steps can be below half a bf16 ulp of its entries
+// (a projection of a few hundred frames at ε = 1e-9 takes one): here each
+// of 10 000 steps contracts an entry by 5e-7 and adds an innovation of
+// 0.0007 σ, where entries of size σ have ulps of 0.008-0.016. Rounded in
+// place, most steps round back (R moved 0.64 of the model's distance); kept unrounded, R
+// follows the AR(1) model: after keep^10000 = 0.990 the mean |R(T) - R(0)|^2
+// is 2 σ² (1 - ρ), ρ = sqrt(0.990) = 0.995, and the products read R rounded.
+TEST_CASE("a drifting bf16 medium drifts unrounded and is read rounded",
+          "[projection][optical][drift]") {
+    constexpr std::size_t out = 100;
+    constexpr std::size_t in = 40;
+    const double variance = 2.0;
+    transmission_matrix medium(out, in, 5, variance, true);
+    const matrix<double> start_re = medium.real<double>();
+    const matrix<double> start_im = medium.imag<double>();
+    const double keep = 1.0 - 1e-6;
+    constexpr std::uint64_t steps = 10000;
+    for (std::uint64_t step = 0; step < steps; ++step) {
+        medium.drift(keep, step);
+    }
+    const auto& re = medium.real<double>();
+    const auto& im = medium.imag<double>();
+    double power = 0.0;
+    double distance = 0.0;
+    for (std::size_t i = 0; i < re.size(); ++i) {
+        power += re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
+        const double d_re = re.data()[i] - start_re.data()[i];
+        const double d_im = im.data()[i] - start_im.data()[i];
+        distance += d_re * d_re + d_im * d_im;
+    }
+    const double n = static_cast<double>(re.size());
+    const double rho = std::sqrt(std::pow(keep, static_cast<double>(steps)));
+    // R(T) - R(0) is CN(0, 2 σ² (1 - ρ)): its |.|^2 is that times Exp(1),
+    // so the mean over n entries has relative s.e. 1/sqrt(n), as |R|^2 has
+    // (rounding both ends adds about 1e-5 σ², 0.1 % of it).
+    CHECK(std::abs(power / n / variance - 1.0) < 5 / std::sqrt(n));
+    CHECK(std::abs(distance / n / (2.0 * variance * (1.0 - rho)) - 1.0) < 5 / std::sqrt(n));
+    // What the products read is bf16, the same in both types.
+    const auto& re_f = medium.real<float>();
+    bool rounded = true;
+    for (std::size_t i = 0; i < re_f.size(); ++i) {
+        rounded = rounded && re_f.data()[i] == round_to_bf16(re_f.data()[i]) &&
+                  static_cast<double>(re_f.data()[i]) == re.data()[i];
+    }
+    CHECK(rounded);
+    const auto x = binary_frames<float>(4, in, 0.5, 3);
+    auto e_re = matrix<float>::from_shape({4, out});
+    auto e_im = matrix<float>::from_shape({4, out});
+    medium.prepare<float>();
+    medium.field(x.data(), 4, e_re.data(), e_im.data());
+    CHECK(lightloop::testing::max_abs_diff(
+            e_re, lightloop::testing::naive_product(x, false, re_f, true)) < 1e-4);
+
+    // Saved and loaded, it goes on as the original (the unrounded state is
+    // saved); undrifted, it is the seed's and nothing of it is saved.
+    const auto resumed = [&](transmission_matrix& original) {
+        state_writer saved;
+        original.save_state(saved);
+        transmission_matrix copy(out, in, 5, variance, true);
+        state_reader reader(saved.bytes(), "test");
+        copy.load_state(reader);
+        original.drift(keep, steps);
+        copy.drift(keep, steps);
+        return lightloop::testing::identical(original.real<float>(), copy.real<float>()) &&
+               lightloop::testing::identical(original.imag<double>(), copy.imag<double>());
+    };
+    CHECK(resumed(medium));
+    transmission_matrix undrifted(out, in, 5, variance, true);
+    undrifted.real<float>();
+    CHECK(resumed(undrifted));
+    state_writer nothing;
+    transmission_matrix(out, in, 5, variance, true).save_state(nothing);
+    CHECK(nothing.bytes().size() == 4 * sizeof(std::uint64_t));
+}
+
 TEST_CASE("a drifting DMD reference needs recalibration, and its frames are counted",
           "[projection][optical][drift]") {
     // With an ideal camera, a recalibrated device projects exactly through

@@ -13,6 +13,13 @@
 // sum of bf16 entries, accumulated in fp32 (wide inputs run it as bf16 GEMMs
 // on the default bf16 backend, the same values). It halves what a stored
 // medium would take and runs wide inputs on the CPU's bf16 units.
+//
+// A drifting bf16 medium keeps R itself unrounded, in fp32 (memory beside
+// its rounded copy), and the copies its products read rounded from it after
+// every drift step. Rounding R in
+// place instead would lose the steps smaller than half a bf16 ulp: the
+// contraction sqrt(keep) R rounds back to R, small innovations vanish, and the
+// medium would neither decorrelate as the model says nor keep its variance.
 
 #include <unistd.h>
 
@@ -75,7 +82,9 @@ public:
     /// Bytes of R held now, in every form drawn so far (floats, doubles, the
     /// transposed and bf16 copies): 0 until a product or an accessor needs R.
     std::size_t stored_bytes() const noexcept {
-        return (real_.f.size() + imag_.f.size() + transposed_.f.size()) * sizeof(float) +
+        return (real_.f.size() + imag_.f.size() + transposed_.f.size() + state_re_.size() +
+                state_im_.size()) *
+                 sizeof(float) +
                (real_.d.size() + imag_.d.size() + transposed_.d.size()) * sizeof(double) +
                (real_operand_.size() + imag_operand_.size()) * sizeof(operand);
     }
@@ -102,6 +111,9 @@ public:
         if (real_.f.size() == 0 && real_.d.size() == 0) {
             draw<float>(); // the seed's R, which then drifts
         }
+        if (bf16_) {
+            unrounded_state();
+        }
         drifted_ = true;
         const auto a = std::sqrt(keep);
         const auto b = std::sqrt(1.0 - keep);
@@ -111,24 +123,53 @@ public:
         for (std::size_t j = 0; j < out_; ++j) {
             medium_entries<float>(key, variance_, false, first_row_ + j, 0, in_, n_re.data(),
                                   n_im.data());
-            drift_row<float>(j, a, b, n_re, n_im);
-            drift_row<double>(j, a, b, n_re, n_im);
+            if (bf16_) {
+                drift_state_row(j, a, b, n_re, n_im);
+            } else {
+                drift_row<float>(j, a, b, n_re, n_im);
+                drift_row<double>(j, a, b, n_re, n_im);
+            }
         }
         refresh_caches<float>();
         refresh_caches<double>();
     }
 
-    /// The matrices as they stand (a drifted medium is state, not a seed):
-    /// each type's copy, empty where none was drawn; load_state puts them
+    /// The matrices as they stand once drifted (before, R is the seed's and
+    /// nothing is saved): each type's copy, empty where none was drawn; a
+    /// bf16 medium's float copy is its unrounded state. load_state puts them
     /// back.
     void save_state(state_writer& out) const {
-        save_copy<float>(out);
+        if (!drifted_) {
+            for (int part = 0; part < 2; ++part) {
+                out.values(std::span<const float>());
+            }
+            for (int part = 0; part < 2; ++part) {
+                out.values(std::span<const double>());
+            }
+            return;
+        }
+        if (bf16_) {
+            out.values(std::span<const float>(state_re_.data(), state_re_.size()));
+            out.values(std::span<const float>(state_im_.data(), state_im_.size()));
+        } else {
+            save_copy<float>(out);
+        }
         save_copy<double>(out);
     }
     void load_state(state_reader& in) {
         drifted_ = false; // until a copy is loaded
+        state_re_ = matrix<float>();
+        state_im_ = matrix<float>();
         load_copy<float>(in);
         load_copy<double>(in);
+        if (bf16_ && real_.f.size() != 0) {
+            // The unrounded state, and the copy the products read rounded
+            // from it (a state saved before the state was kept unrounded
+            // holds rounded values, which rounding leaves alone).
+            state_re_ = real_.f;
+            state_im_ = imag_.f;
+            round_copies(0, out_);
+        }
     }
 
     /// Draws everything field<T>() reads, so that concurrent calls only read.
@@ -225,6 +266,15 @@ private:
         }
     }
 
+    /// v <- a v + b n, in double, stored in T.
+    template <class T>
+    static void drift_values(T* values, double a, double b, const float* n, std::size_t count) {
+        for (std::size_t k = 0; k < count; ++k) {
+            values[k] =
+              static_cast<T>(a * static_cast<double>(values[k]) + b * static_cast<double>(n[k]));
+        }
+    }
+
     template <class T>
     void drift_row(std::size_t j, double a, double b, const std::vector<float>& n_re,
                    const std::vector<float>& n_im) {
@@ -232,14 +282,56 @@ private:
         if (re.size() == 0) {
             return;
         }
-        matrix<T>& im = imag_.template get<T>();
-        const auto drifted = [&](T v, float n) {
-            const auto x = static_cast<T>(a * static_cast<double>(v) + b * static_cast<double>(n));
-            return bf16_ ? static_cast<T>(round_to_bf16(static_cast<float>(x))) : x;
-        };
-        for (std::size_t k = 0; k < in_; ++k) {
-            re(j, k) = drifted(re(j, k), n_re[k]);
-            im(j, k) = drifted(im(j, k), n_im[k]);
+        drift_values(re.data() + j * in_, a, b, n_re.data(), in_);
+        drift_values(imag_.template get<T>().data() + j * in_, a, b, n_im.data(), in_);
+    }
+
+    /// A bf16 medium's row j drifts in its unrounded state; the copies
+    /// follow, rounded.
+    void drift_state_row(std::size_t j, double a, double b, const std::vector<float>& n_re,
+                         const std::vector<float>& n_im) {
+        drift_values(state_re_.data() + j * in_, a, b, n_re.data(), in_);
+        drift_values(state_im_.data() + j * in_, a, b, n_im.data(), in_);
+        round_copies(j, j + 1);
+    }
+
+    /// A bf16 medium's unrounded state, made before its first drift step:
+    /// the seed's entries unrounded, or (R loaded from a state that held
+    /// only rounded values) the rounded ones.
+    void unrounded_state() {
+        if (state_re_.size() != 0) {
+            return;
+        }
+        check_fits(sizeof(float));
+        state_re_.resize({out_, in_});
+        state_im_.resize({out_, in_});
+        if (!drifted_) {
+            for (std::size_t j = 0; j < out_; ++j) {
+                medium_entries<float>(seed_, variance_, false, first_row_ + j, 0, in_,
+                                      state_re_.data() + j * in_, state_im_.data() + j * in_);
+            }
+        } else if (real_.f.size() != 0) {
+            std::copy(real_.f.begin(), real_.f.end(), state_re_.begin());
+            std::copy(imag_.f.begin(), imag_.f.end(), state_im_.begin());
+        } else {
+            std::copy(real_.d.begin(), real_.d.end(), state_re_.begin());
+            std::copy(imag_.d.begin(), imag_.d.end(), state_im_.begin());
+        }
+    }
+
+    /// Rows [first, last) of every drawn copy: the state rounded to bf16.
+    void round_copies(std::size_t first, std::size_t last) {
+        for (std::size_t i = first * in_; i < last * in_; ++i) {
+            const float re = round_to_bf16(state_re_.data()[i]);
+            const float im = round_to_bf16(state_im_.data()[i]);
+            if (real_.f.size() != 0) {
+                real_.f.data()[i] = re;
+                imag_.f.data()[i] = im;
+            }
+            if (real_.d.size() != 0) {
+                real_.d.data()[i] = re;
+                imag_.d.data()[i] = im;
+            }
         }
     }
 
@@ -348,6 +440,9 @@ private:
     }
 
     bool drifted_ = false; // R is no longer the seed's (drift, or a loaded state)
+    // A bf16 medium that drifts: R unrounded (the copies hold it rounded).
+    matrix<float> state_re_;
+    matrix<float> state_im_;
     matrix<operand> real_operand_;
     matrix<operand> imag_operand_;
     detail::per_scalar<matrix> real_;
