@@ -987,6 +987,77 @@ TEST_CASE("pipelined layer-parallel in mixed bf16: after finish() the network's 
     }
 }
 
+// Below the last rank, pipelined passes alternate between two replicas.
+// Each applied its own updates only: its step count and a batch_norm's
+// running estimates saw every other batch, and finish() copied parameters
+// alone into the network, which then counted half the steps and held the
+// running estimates of every other batch. Two batches: both passes run on
+// the initial weights (the first update comes after the second pass), so
+// the batch statistics each commits are known here.
+TEST_CASE("pipelined layer-parallel counts every step and moves running estimates with every "
+          "batch",
+          "[distributed]") {
+    const auto make = [](std::uint64_t seed) {
+        return make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+          seed, dense<tanh_act>{6, 24}, batch_norm<tanh_act>{24}, dense<tanh_act>{24, 16},
+          dense<identity>{16, 4});
+    };
+    using net_type = decltype(make(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    net_type net = make(13);
+    const net_type initial = make(13);
+    sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    dist::dfa_layer_parallel<net_type> parallel(*world, net, dist::layer_parallel_mode::pipelined);
+    REQUIRE(parallel.owned().contains(1) == (world->rank() == 0)); // rank 0 holds the batch_norm
+    std::vector<std::vector<double>> means;
+    std::vector<std::vector<double>> variances;
+    constexpr std::size_t rows = 32;
+    for (std::size_t b = 0; b < 2; ++b) {
+        std::vector<std::size_t> picked(rows);
+        for (std::size_t i = 0; i < rows; ++i) {
+            picked[i] = b * rows + i;
+        }
+        matrix<float> x;
+        matrix<float> y;
+        gather_rows(data.inputs, std::span<const std::size_t>(picked), x);
+        gather_rows(data.targets, std::span<const std::size_t>(picked), y);
+        parallel.step(net, opt, x, y);
+        // The batch_norm's input in this pass: the first layer's output on
+        // the initial weights; its mean and unbiased variance per feature.
+        net_type fresh = initial;
+        const auto& h = fresh.forward(x, {0, 1});
+        std::vector<double> mean(24, 0.0);
+        std::vector<double> variance(24, 0.0);
+        for (std::size_t c = 0; c < 24; ++c) {
+            for (std::size_t r = 0; r < rows; ++r) {
+                mean[c] += static_cast<double>(h(r, c)) / rows;
+            }
+            for (std::size_t r = 0; r < rows; ++r) {
+                const double d = static_cast<double>(h(r, c)) - mean[c];
+                variance[c] += d * d / (rows - 1);
+            }
+        }
+        means.push_back(mean);
+        variances.push_back(variance);
+    }
+    parallel.finish(net, opt);
+    bool estimates = true;
+    if (world->rank() == 0) {
+        // r <- (1 - m) r + m · batch from (0, 1), batch 0 then batch 1.
+        const double m = 0.1;
+        const auto& layer = std::as_const(net).layer<1>();
+        for (std::size_t c = 0; c < 24; ++c) {
+            const double mean = (1 - m) * (m * means[0][c]) + m * means[1][c];
+            const double variance = (1 - m) * ((1 - m) + m * variances[0][c]) + m * variances[1][c];
+            estimates = estimates &&
+                        std::abs(static_cast<double>(layer.running_mean()[c]) - mean) < 1e-6 &&
+                        std::abs(static_cast<double>(layer.running_var()[c]) - variance) < 1e-6;
+        }
+    }
+    CHECK(on_every_rank(estimates));
+    CHECK(on_every_rank(net.steps() == 2));
+}
+
 // Every rank passes the same batch, so every rank can refuse a malformed one
 // before any message: rank 0 refused a batch of the wrong width in its
 // forward pass while the rank above waited for its activations forever.

@@ -18,7 +18,11 @@
 // own pixels, as a co-processor per rank would.
 // Pipelined (layer_parallel_mode::pipelined): the ranks below the last forward
 // the next batch while the previous batch's error is on its way, so their
-// weights are at most one step stale; finish() applies the last update.
+// weights are at most one step stale; finish() applies the last update. They
+// run their passes on two replicas of their layers in turn, which hand each
+// other the weights, batch_norm's running estimates and the step count, so
+// those follow every batch as in one process (a pass's dropout masks are
+// those of its step).
 
 #include <algorithm>
 #include <cstddef>
@@ -175,7 +179,11 @@ public:
         // This batch's pass runs on the replica the pass two batches ago
         // used, which holds every update up to the previous batch's.
         const std::size_t k = passes_++;
+        if (k == 0) {
+            first_step_ = net.steps();
+        }
         Network& now = replica(net, k);
+        now.set_steps(first_step_ + k); // the pass's step in one sequence (dropout's masks)
         matrix<T>& input = received_[k % 2];
         if (comm_->rank() == 0) {
             ensure_shape(input, x.shape(0), x.shape(1));
@@ -206,6 +214,7 @@ public:
         if (&replica(net, last) != &net) {
             copy_owned(replica(net, last), net);
         }
+        net.set_steps(first_step_ + passes_);
         wait_sent(0);
         wait_sent(1);
         passes_ = 0;
@@ -441,33 +450,42 @@ private:
     step_totals update_previous(Network& net, Optimizer& opt, std::size_t k, const matrix<T>& y) {
         Network& then = replica(net, k);
         copy_owned(replica(net, k + 1), then); // its activations stay those of pass k
+        then.set_steps(first_step_ + k);       // one more once applied
         return update(then, opt, received_[k % 2], y, then.template layer<depth - 1>().output());
     }
 
     /// The network pass k runs on: `net` for even k, the twin for odd.
     Network& replica(Network& net, std::size_t k) { return k % 2 == 0 ? net : twin_.front(); }
 
-    /// This rank's layers' parameters, from one replica to the other. The
-    /// visitor into `to` takes no bf16 copy of a mixed-precision layer's
-    /// weights, so the layer marks that copy out of date: it is converted
-    /// again before its next product, unless the optimizer's pass (which
-    /// writes it) comes first, as in update_previous.
+    /// This rank's layers' parameters and buffers (batch_norm's running
+    /// estimates, which each applied step moves), from one replica to the
+    /// other. The visitor into `to` takes no bf16 copy of a mixed-precision
+    /// layer's weights, so the layer marks that copy out of date: it is
+    /// converted again before its next product, unless the optimizer's pass
+    /// (which writes it) comes first, as in update_previous.
     void copy_owned(Network& from, Network& to) {
         spans_.clear();
+        const auto keep = [&](std::span<T> values) { spans_.push_back(values); };
         from.visit_layers([&](auto& l, std::size_t i) {
             if (mine_.contains(i)) {
                 // Read only: taking the bf16 copy (and leaving it) keeps it current.
-                l.visit_parameters(
-                  [&](std::span<T> values, auto&&...) { spans_.push_back(values); });
+                l.visit_parameters([&](std::span<T> values, auto&&...) { keep(values); });
+                if constexpr (requires { l.visit_buffers(keep); }) {
+                    l.visit_buffers(keep);
+                }
             }
         });
         std::size_t at = 0;
+        const auto put = [&](std::span<T> values) {
+            std::copy(spans_[at].begin(), spans_[at].end(), values.begin());
+            ++at;
+        };
         to.visit_layers([&](auto& l, std::size_t i) {
             if (mine_.contains(i)) {
-                l.visit_parameters([&](std::span<T> values, std::span<const T>) {
-                    std::copy(spans_[at].begin(), spans_[at].end(), values.begin());
-                    ++at;
-                });
+                l.visit_parameters([&](std::span<T> values, std::span<const T>) { put(values); });
+                if constexpr (requires { l.visit_buffers(put); }) {
+                    l.visit_buffers(put);
+                }
             }
         });
     }
@@ -501,8 +519,9 @@ private:
     static constexpr int activation_tag = 17;
     communicator* comm_;
     layer_parallel_mode mode_;
-    std::vector<Network> twin_; // pipelined, below the last rank: the second replica
-    std::size_t passes_ = 0;    // pipelined: batches forwarded since the last finish()
+    std::vector<Network> twin_;    // pipelined, below the last rank: the second replica
+    std::size_t passes_ = 0;       // pipelined: batches forwarded since the last finish()
+    std::uint64_t first_step_ = 0; // pipelined: the network's step count at the first of them
     std::vector<std::span<T>> spans_;
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     std::vector<layer_range> ranges_;
