@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -1056,6 +1057,67 @@ TEST_CASE("pipelined layer-parallel counts every step and moves running estimate
     }
     CHECK(on_every_rank(estimates));
     CHECK(on_every_rank(net.steps() == 2));
+}
+
+// Below the last rank, the pass after finish() ran on the twin replica,
+// which had not taken the network's latest weights: after an odd number of
+// batches the twin missed the last update, and the next update copied the
+// twin's weights over the network's (the update was lost); weights the user
+// set after constructing the strategy were overwritten likewise. A run of
+// pipelined steps now starts from the network's weights on both replicas,
+// as a strategy constructed afresh does.
+TEST_CASE("pipelined layer-parallel runs start from the network's weights", "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    const auto batch = [&](std::size_t b, matrix<float>& x, matrix<float>& y) {
+        std::vector<std::size_t> rows(16);
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            rows[i] = (b * 16 + i) % data.size();
+        }
+        gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+        gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+    };
+    const auto halve = [](net_type& net) {
+        net.visit_layers([](auto& l, std::size_t) {
+            l.visit_parameters([](std::span<float> values, auto&&...) {
+                for (float& v : values) {
+                    v *= 0.5f;
+                }
+            });
+        });
+    };
+    // Two runs of 3 batches, then `fresh` a new strategy for the second;
+    // `late_change` halves the weights after constructing the strategy
+    // rather than before.
+    const auto train = [&](bool fresh, bool late_change) {
+        net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+        sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+        if (!late_change) {
+            halve(net);
+        }
+        auto parallel = std::make_unique<dist::dfa_layer_parallel<net_type>>(
+          *world, net, dist::layer_parallel_mode::pipelined);
+        if (late_change) {
+            halve(net);
+        }
+        matrix<float> x;
+        matrix<float> y;
+        for (std::size_t run = 0; run < 2; ++run) {
+            if (run == 1 && fresh) {
+                parallel = std::make_unique<dist::dfa_layer_parallel<net_type>>(
+                  *world, net, dist::layer_parallel_mode::pipelined);
+            }
+            for (std::size_t b = 0; b < 3; ++b) {
+                batch(run * 3 + b, x, y);
+                parallel->step(net, opt, x, y);
+            }
+            parallel->finish(net, opt);
+        }
+        return weights_of(net);
+    };
+    const auto reference = train(true, false);
+    CHECK(on_every_rank(same_bits(train(false, false), reference)));
+    CHECK(on_every_rank(same_bits(train(true, true), reference)));
 }
 
 // Every rank passes the same batch, so every rank can refuse a malformed one

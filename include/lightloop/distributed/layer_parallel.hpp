@@ -180,7 +180,11 @@ public:
         // used, which holds every update up to the previous batch's.
         const std::size_t k = passes_++;
         if (k == 0) {
+            // A run starts from the network's weights on both replicas (the
+            // twin missed the last update of a run with an odd number of
+            // batches, and whatever changed the network since).
             first_step_ = net.steps();
+            copy_owned(net, twin_.front());
         }
         Network& now = replica(net, k);
         now.set_steps(first_step_ + k); // the pass's step in one sequence (dropout's masks)
