@@ -15,11 +15,11 @@
 // medium would take and runs wide inputs on the CPU's bf16 units.
 //
 // A drifting bf16 medium keeps R itself unrounded, in fp32 (memory beside
-// its rounded copy), and the copies its products read rounded from it after
-// every drift step. Rounding R in
-// place instead would lose the steps smaller than half a bf16 ulp: the
-// contraction sqrt(keep) R rounds back to R, small innovations vanish, and the
-// medium would neither decorrelate as the model says nor keep its variance.
+// its rounded copy), and rounds the copies its products read from it after
+// every drift step. Rounding R in place instead loses the steps smaller than
+// half a bf16 ulp: the contraction sqrt(keep) R rounds back to R, small
+// innovations vanish, and the medium neither decorrelates as the model says
+// nor keeps its variance.
 
 #include <unistd.h>
 
