@@ -1120,6 +1120,40 @@ TEST_CASE("pipelined layer-parallel runs start from the network's weights", "[di
     CHECK(on_every_rank(same_bits(train(true, true), reference)));
 }
 
+// Between pipelined steps the ranks below the last hold a batch whose
+// update is pending, with its activations in a replica (the network itself
+// after an odd number of batches): an evaluation there overwrote them and
+// the pending update used the evaluation's. It is refused on every rank alike
+// until finish().
+TEST_CASE("pipelined layer-parallel refuses an evaluation before finish()", "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+    sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+    dist::dfa_layer_parallel<net_type> parallel(*world, net, dist::layer_parallel_mode::pipelined);
+    matrix<float> x;
+    matrix<float> y;
+    std::vector<std::size_t> rows(16);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        rows[i] = i;
+    }
+    gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+    gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+    parallel.step(net, opt, x, y);
+    std::string message;
+    try {
+        parallel.evaluate(net, test, 25);
+    } catch (const config_error& e) {
+        message = e.what();
+    }
+    parallel.finish(net, opt);
+    const auto after = parallel.evaluate(net, test, 25);
+    CHECK(on_every_rank(message.find("call finish(net, opt) first") != std::string::npos));
+    CHECK(on_every_rank(std::isfinite(after.loss)));
+    CHECK(net.steps() == 1);
+}
+
 // Every rank passes the same batch, so every rank can refuse a malformed one
 // before any message: rank 0 refused a batch of the wrong width in its
 // forward pass while the rank above waited for its activations forever.

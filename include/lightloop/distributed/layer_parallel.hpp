@@ -22,7 +22,8 @@
 // run their passes on two replicas of their layers in turn, which hand each
 // other the weights, batch_norm's running estimates and the step count, so
 // those follow every batch as in one process (a pass's dropout masks are
-// those of its step).
+// those of its step). An evaluation between pipelined steps is refused until
+// finish(): it would overwrite the pending update's activations.
 
 #include <algorithm>
 #include <cstddef>
@@ -170,6 +171,7 @@ public:
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
         check_batch(net, x, y);
+        unfinished_ = pipelined(); // on every rank, the last too
         if (!pipelined() || is_last()) {
             const matrix<T>& input = receive_input(net, x, received_[0]);
             const matrix<T>& out = net.forward_training(input, mine_);
@@ -209,6 +211,7 @@ public:
     /// end of an epoch, before evaluation). Synchronous: nothing.
     template <class Optimizer>
     step_totals finish(Network& net, Optimizer& opt) {
+        unfinished_ = false;
         if (!pipelined() || is_last() || passes_ == 0) {
             return {};
         }
@@ -241,6 +244,12 @@ public:
     /// figures are broadcast.
     template <class N>
     evaluation evaluate(N& net, const labelled_data<T>& data, std::size_t batch) {
+        if (unfinished_) {
+            throw config_error(
+              "lightloop::distributed::dfa_layer_parallel: evaluate between pipelined steps would "
+              "overwrite the activations the last batch's pending update needs; call "
+              "finish(net, opt) first (fit_with does, at the end of every epoch)");
+        }
         if (data.size() > 0) {
             check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
             check_batch(net, data.inputs, data.targets);
@@ -526,6 +535,7 @@ private:
     std::vector<Network> twin_;    // pipelined, below the last rank: the second replica
     std::size_t passes_ = 0;       // pipelined: batches forwarded since the last finish()
     std::uint64_t first_step_ = 0; // pipelined: the network's step count at the first of them
+    bool unfinished_ = false;      // pipelined: steps since the last finish(), on every rank
     std::vector<std::span<T>> spans_;
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     std::vector<layer_range> ranges_;
