@@ -94,6 +94,18 @@ void shard_of(const matrix<T>& all, std::size_t r, std::size_t p, matrix<T>& out
     gather_rows(all, std::span<const std::size_t>(rows), out);
 }
 
+/// Batch b of `count` consecutive rows of `data` (wrapping round) into x, y.
+template <class Data, class T>
+void consecutive_batch(const Data& data, std::size_t b, std::size_t count, matrix<T>& x,
+                       matrix<T>& y) {
+    std::vector<std::size_t> rows(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        rows[i] = (b * count + i) % data.size();
+    }
+    gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
+    gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+}
+
 /// Trains a data-parallel network and a one-process twin on the same global
 /// batches (sizes `batches`), returns the largest weight difference; checks
 /// that every rank's weights are bitwise rank 0's.
@@ -893,12 +905,7 @@ TEST_CASE("pipelined DFA layer-parallel: one step is synchronous, the next sees 
     matrix<float> x[2];
     matrix<float> y[2];
     for (std::size_t b = 0; b < 2; ++b) {
-        std::vector<std::size_t> rows(32);
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-            rows[i] = b * 32 + i;
-        }
-        gather_rows(data.inputs, std::span<const std::size_t>(rows), x[b]);
-        gather_rows(data.targets, std::span<const std::size_t>(rows), y[b]);
+        consecutive_batch(data, b, 32, x[b], y[b]);
     }
     const auto run = [&](dist::layer_parallel_mode mode, std::size_t steps) {
         net_type net = make_deep<float, dfa<dense_gaussian>>(13);
@@ -961,12 +968,7 @@ TEST_CASE("pipelined layer-parallel in mixed bf16: after finish() the network's 
         matrix<float> x;
         matrix<float> y;
         for (std::size_t b = 0; b < batches; ++b) {
-            std::vector<std::size_t> rows(32);
-            for (std::size_t i = 0; i < rows.size(); ++i) {
-                rows[i] = b * 32 + i;
-            }
-            gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
-            gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+            consecutive_batch(data, b, 32, x, y);
             parallel.step(net, opt, x, y);
         }
         parallel.finish(net, opt);
@@ -1014,14 +1016,9 @@ TEST_CASE("pipelined layer-parallel counts every step and moves running estimate
     std::vector<std::vector<double>> variances;
     constexpr std::size_t rows = 32;
     for (std::size_t b = 0; b < 2; ++b) {
-        std::vector<std::size_t> picked(rows);
-        for (std::size_t i = 0; i < rows; ++i) {
-            picked[i] = b * rows + i;
-        }
         matrix<float> x;
         matrix<float> y;
-        gather_rows(data.inputs, std::span<const std::size_t>(picked), x);
-        gather_rows(data.targets, std::span<const std::size_t>(picked), y);
+        consecutive_batch(data, b, rows, x, y);
         parallel.step(net, opt, x, y);
         // The batch_norm's input in this pass: the first layer's output on
         // the initial weights; its mean and unbiased variance per feature.
@@ -1069,14 +1066,6 @@ TEST_CASE("pipelined layer-parallel counts every step and moves running estimate
 TEST_CASE("pipelined layer-parallel runs start from the network's weights", "[distributed]") {
     using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
     const auto data = lightloop::testing::blobs_task<float>(5);
-    const auto batch = [&](std::size_t b, matrix<float>& x, matrix<float>& y) {
-        std::vector<std::size_t> rows(16);
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-            rows[i] = (b * 16 + i) % data.size();
-        }
-        gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
-        gather_rows(data.targets, std::span<const std::size_t>(rows), y);
-    };
     const auto halve = [](net_type& net) {
         net.visit_layers([](auto& l, std::size_t) {
             l.visit_parameters([](std::span<float> values, auto&&...) {
@@ -1108,7 +1097,7 @@ TEST_CASE("pipelined layer-parallel runs start from the network's weights", "[di
                   *world, net, dist::layer_parallel_mode::pipelined);
             }
             for (std::size_t b = 0; b < 3; ++b) {
-                batch(run * 3 + b, x, y);
+                consecutive_batch(data, run * 3 + b, 16, x, y);
                 parallel->step(net, opt, x, y);
             }
             parallel->finish(net, opt);
@@ -1134,12 +1123,7 @@ TEST_CASE("pipelined layer-parallel refuses an evaluation before finish()", "[di
     dist::dfa_layer_parallel<net_type> parallel(*world, net, dist::layer_parallel_mode::pipelined);
     matrix<float> x;
     matrix<float> y;
-    std::vector<std::size_t> rows(16);
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-        rows[i] = i;
-    }
-    gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
-    gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+    consecutive_batch(data, 0, 16, x, y);
     parallel.step(net, opt, x, y);
     std::string message;
     try {
@@ -1168,12 +1152,7 @@ TEST_CASE("layer-parallel training refuses a malformed batch on every rank, noth
         dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
         matrix<float> x;
         matrix<float> y;
-        std::vector<std::size_t> rows(8);
-        for (std::size_t i = 0; i < rows.size(); ++i) {
-            rows[i] = i;
-        }
-        gather_rows(data.inputs, std::span<const std::size_t>(rows), x);
-        gather_rows(data.targets, std::span<const std::size_t>(rows), y);
+        consecutive_batch(data, 0, 8, x, y);
         const auto before = weights_of(net);
         const auto refused = [&](const matrix<float>& bx, const matrix<float>& by,
                                  const char* expected) {
