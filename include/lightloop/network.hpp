@@ -195,8 +195,9 @@ public:
     }
 
     /// Forward pass of a training step: layers with a training behaviour
-    /// (dropout's masks) get forward_training(x, steps()), the others
-    /// forward(x). Training steps and the alignment probe use it.
+    /// (dropout's masks) get forward_training(x, steps(), sample_numbers())
+    /// (or forward_training(x, steps())), the others forward(x). Training
+    /// steps and the alignment probe use it.
     ///
     /// With a range, only its layers run, `x` being the input of its first
     /// layer (layer-parallel training: the rank below sent it); returns the
@@ -211,7 +212,9 @@ public:
                 return;
             }
             auto& l = std::get<decltype(index)::value>(layers_);
-            if constexpr (requires { l.forward_training(*h, steps_); }) {
+            if constexpr (requires { l.forward_training(*h, steps_, samples_); }) {
+                h = &l.forward_training(*h, steps_, samples_);
+            } else if constexpr (requires { l.forward_training(*h, steps_); }) {
                 h = &l.forward_training(*h, steps_);
             } else {
                 h = &l.forward(*h);
@@ -510,6 +513,12 @@ public:
     const Loss& loss_function() const noexcept { return loss_; }
     std::uint64_t seed() const noexcept { return seed_; }
     std::uint64_t steps() const noexcept { return steps_; }
+    /// Which sample of the whole batch each row of the batches it trains on
+    /// is ({0, 1}: the batch is whole). Data-parallel training sets its
+    /// shard's for its steps, so that per-sample draws (dropout's masks) are
+    /// the whole batch's.
+    sample_numbering sample_numbers() const noexcept { return samples_; }
+    void number_samples(sample_numbering samples) noexcept { samples_ = samples; }
     /// Restores the step count (checkpoints).
     void set_steps(std::uint64_t steps) noexcept { steps_ = steps; }
     /// {d_0, d_1, ..., d_L}.
@@ -856,6 +865,7 @@ private:
     Loss loss_;
     std::uint64_t seed_;
     std::uint64_t steps_ = 0;
+    sample_numbering samples_{};
     std::array<std::size_t, depth + 1> widths_{};
     std::array<feedback_weights_shape, depth> feedback_weights_{}; // for network_layout
     matrix<value_type> loss_gradient_;

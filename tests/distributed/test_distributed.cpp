@@ -94,6 +94,16 @@ void shard_of(const matrix<T>& all, std::size_t r, std::size_t p, matrix<T>& out
     gather_rows(all, std::span<const std::size_t>(rows), out);
 }
 
+/// make_mlp with dropout after its first layer: per-sample masks.
+template <class T, class Feedback>
+auto make_dropout_mlp(std::uint64_t seed) {
+    return make_network<Feedback, softmax_cross_entropy>(
+      seed, dense<tanh_act, T>{6, 24}, dropout<T>(24, 0.3), dense<tanh_act, T>{24, 16},
+      dense<identity, T>{16, 4});
+}
+
+enum class small_net { mlp, cnn, dropout };
+
 /// Batch b of `count` consecutive rows of `data` (wrapping round) into x, y.
 template <class Data, class T>
 void consecutive_batch(const Data& data, std::size_t b, std::size_t count, matrix<T>& x,
@@ -109,15 +119,17 @@ void consecutive_batch(const Data& data, std::size_t b, std::size_t count, matri
 /// Trains a data-parallel network and a one-process twin on the same global
 /// batches (sizes `batches`), returns the largest weight difference; checks
 /// that every rank's weights are bitwise rank 0's.
-template <class T, class Feedback, bool Cnn = false>
+template <class T, class Feedback, small_net Kind = small_net::mlp>
 double data_parallel_against_one_process(const std::vector<std::size_t>& batches,
                                          dist::communicator& comm = *world,
                                          dist::sum_overlap overlap = dist::sum_overlap::off,
                                          std::vector<T>* weights = nullptr) {
     const auto data = lightloop::testing::blobs_task<T>(5);
     const auto make = [](std::uint64_t seed) {
-        if constexpr (Cnn) {
+        if constexpr (Kind == small_net::cnn) {
             return make_cnn<T, Feedback>(seed);
+        } else if constexpr (Kind == small_net::dropout) {
+            return make_dropout_mlp<T, Feedback>(seed);
         } else {
             return make_mlp<T, Feedback>(seed);
         }
@@ -307,9 +319,16 @@ TEST_CASE("data-parallel steps keep every rank's weights identical and follow on
         CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>>(batches) < 1e-12);
     }
     SECTION("a convolutional network, backprop and dfa, double") {
-        CHECK(data_parallel_against_one_process<double, backprop, true>(batches) < 1e-12);
-        CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>, true>(batches) <
+        CHECK(data_parallel_against_one_process<double, backprop, small_net::cnn>(batches) < 1e-12);
+        CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>, small_net::cnn>(
+                batches) < 1e-12);
+    }
+    SECTION("dropout: each shard's rows get their samples' masks, backprop and dfa, double") {
+        // (every rank's row i drew sample i's mask before)
+        CHECK(data_parallel_against_one_process<double, backprop, small_net::dropout>(batches) <
               1e-12);
+        CHECK(data_parallel_against_one_process<double, dfa<dense_gaussian>, small_net::dropout>(
+                batches) < 1e-12);
     }
     SECTION("dfa, float") {
         // fp32: the same argument at 2^-24; 1e-5 leaves room for the weights'

@@ -22,6 +22,37 @@ auto dropped_stack(std::uint64_t seed, double rate) {
 
 } // namespace dropout_tests
 
+// A data-parallel shard holds rows rank, rank + p, ... of the batch; its
+// row i must get the mask of sample rank + i p, not of sample i (every
+// rank's row i drew the same mask: p samples shared each).
+TEST_CASE("dropout draws a shard's rows the masks of their samples in the whole batch",
+          "[layers][dropout]") {
+    const std::size_t width = 64;
+    dropout<double> layer(width, 0.5);
+    layer.initialize(21);
+    const auto x = random_matrix<double>(7, width, 22);
+    const matrix<double> whole = layer.forward_training(x, 3);
+    // Rank 1 of 3: samples 1 and 4.
+    auto shard = matrix<double>::from_shape({2, width});
+    for (std::size_t c = 0; c < width; ++c) {
+        shard(0, c) = x(1, c);
+        shard(1, c) = x(4, c);
+    }
+    const matrix<double> numbered = layer.forward_training(shard, 3, {1, 3});
+    const matrix<double> unnumbered = layer.forward_training(shard, 3);
+    bool same = true;
+    bool same_as_first_rows = true;
+    for (std::size_t c = 0; c < width; ++c) {
+        same = same && numbered(0, c) == whole(1, c) && numbered(1, c) == whole(4, c);
+        // Unnumbered, row i is sample i: the masks of samples 0 and 1.
+        same_as_first_rows = same_as_first_rows &&
+                             (unnumbered(0, c) == 0.0) == (whole(0, c) == 0.0) &&
+                             (unnumbered(1, c) == 0.0) == (whole(1, c) == 0.0);
+    }
+    CHECK(same);
+    CHECK(same_as_first_rows);
+}
+
 TEST_CASE("dropout drops at its rate, scales what it keeps, and passes everything at evaluation",
           "[layers][dropout]") {
     const std::size_t n = 200;

@@ -242,6 +242,9 @@ struct parameter_visitor_archetype {
 //     but another shape between two layers that say theirs.
 //     forward_training(x, step): the forward pass of training step `step`
 //     (dropout draws its masks from it); without it, training uses forward.
+//     forward_training(x, step, samples), preferred where it exists: the
+//     same, row r of x being sample samples(r) of the whole batch
+//     (sample_numbering: a data-parallel shard's rows are not the batch's).
 //     static constexpr bool backward_is_local = true: the backward product
 //     transports no weight matrix (layer_norm, batch_norm): feedback
 //     alignment passes the signal through it exactly.

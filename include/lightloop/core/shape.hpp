@@ -25,6 +25,21 @@ struct feature_shape {
     }
 };
 
+/// Which sample of the whole batch each row of a batch is: row r is sample
+/// first + r * stride. A process's shard of a batch in data-parallel training
+/// (rows rank, rank + p, ...) is {rank, p}; a whole batch is {0, 1}. Layers
+/// that draw per sample (dropout's masks) draw by it, so that a sample gets
+/// the same draw whichever process holds it.
+struct sample_numbering {
+    std::size_t first = 0;
+    std::size_t stride = 1;
+
+    constexpr std::size_t operator()(std::size_t row) const noexcept {
+        return first + row * stride;
+    }
+    friend constexpr bool operator==(const sample_numbering&, const sample_numbering&) = default;
+};
+
 /// The fixed random weights feedback alignment draws for a layer whose
 /// backward-data product can run through weights other than its own
 /// (conv2d's backpropagate_with): rows x cols entries of N(0, scale^2 /

@@ -111,7 +111,10 @@ public:
         return shard_ && lightloop::detail::updates_blocks<Optimizer>;
     }
 
-    /// One data-parallel step on this rank's shard (x, y): returns the whole
+    /// One data-parallel step on this rank's shard (x, y): rows rank,
+    /// rank + p, ... of the global batch (fill_shard's), which is how the
+    /// step numbers its samples for per-sample draws (dropout's masks: each
+    /// sample gets the mask it gets in one process). Returns the whole
     /// batch's figures, the same on every rank. Throws on every rank if any
     /// rank failed (naming those ranks), with no weight changed anywhere.
     /// Overlapped or not, the sums are the same and so are the weights, bit
@@ -134,6 +137,13 @@ public:
         }
         std::array<bool, depth> started{};
         in_flight_.clear();
+        // The shard's rows are samples rank, rank + p, ... for the step.
+        struct numbering_scope {
+            Network& net;
+            sample_numbering whole;
+            ~numbering_scope() { net.number_samples(whole); }
+        } numbering{net, net.sample_numbers()};
+        net.number_samples({rank, p});
         try {
             double loss = 0.0;
             if (overlap_) {

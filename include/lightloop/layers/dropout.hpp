@@ -4,12 +4,14 @@
 // evaluation the layer passes its input through unchanged.
 //
 // The network tells training passes from evaluation ones: it calls
-// forward_training(x, step) in a training step (and in the alignment probe,
-// which sees the same masks) and forward(x) everywhere else. The mask of
-// sample r at step s is drawn from a generator seeded by (the layer's seed,
-// s, r) alone, so it is the same on any thread count, after a checkpoint is
-// resumed (the step count is saved), and in a diagnostic pass that must not
-// disturb training: the layer keeps no random state.
+// forward_training(x, step, samples) in a training step (and in the alignment
+// probe, which sees the same masks) and forward(x) everywhere else. The mask
+// of sample r at step s is drawn from a generator seeded by (the layer's
+// seed, s, r) alone, so it is the same on any thread count, after a
+// checkpoint is resumed (the step count is saved), in a diagnostic pass that
+// must not disturb training (the layer keeps no random state), and on
+// whichever process holds the sample in data-parallel training (a shard's
+// row i is sample samples(i) of the whole batch: core/shape.hpp).
 //
 // Backprop and feedback alignment pass the signal back through the mask
 // (dropped units get none). DFA, DRTP and sign-DFA give dropout, like every
@@ -69,8 +71,11 @@ public:
     }
 
     /// Training at step `step`: each value kept and scaled by 1/(1 - rate)
-    /// with probability 1 - rate, else zeroed.
-    const matrix<T>& forward_training(const matrix<T>& x, std::uint64_t step) {
+    /// with probability 1 - rate, else zeroed. Row r's mask is sample
+    /// samples(r)'s: a data-parallel shard's rows get the masks their samples
+    /// get in the whole batch.
+    const matrix<T>& forward_training(const matrix<T>& x, std::uint64_t step,
+                                      sample_numbering samples = {}) {
         prepare(x);
         const std::size_t n = x.shape(0);
         const std::size_t width = this->out_.size();
@@ -85,7 +90,7 @@ public:
         T* keep = keep_.data();
         parallel_for_rows(n, width, [&](std::size_t first, std::size_t end) {
             for (std::size_t r = first; r < end; ++r) {
-                rng gen(derive_seed(step_seed, r));
+                rng gen(derive_seed(step_seed, samples(r)));
                 for (std::size_t c = 0; c < width; ++c) {
                     const std::size_t i = r * width + c;
                     keep[i] = gen.uniform() < rate ? T(0) : scale;
