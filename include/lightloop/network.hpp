@@ -223,6 +223,15 @@ public:
         return *h;
     }
 
+    /// Refuses (shape_error) inputs that are not n x input_size() with n > 0,
+    /// or targets that are not n x output_size(), as a training step does:
+    /// for a strategy that must refuse a batch before anything else
+    /// (layer-parallel training, before any message).
+    void check_batch(const matrix<value_type>& x, const matrix<value_type>& target) const {
+        check_input(x);
+        check_target(x, target);
+    }
+
     /// Mean loss of the batch (forward pass only).
     value_type loss(const matrix<value_type>& x, const matrix<value_type>& target) {
         check_target(x, target);

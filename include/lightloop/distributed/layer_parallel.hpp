@@ -170,7 +170,9 @@ public:
     /// batch's update and returns its figures.
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        check_batch(net, x, y);
+        // Every rank refuses a malformed batch alike before any message (a
+        // rank that refused it alone would leave the next waiting).
+        net.check_batch(x, y);
         unfinished_ = pipelined(); // on every rank, the last too
         if (!pipelined() || is_last()) {
             const matrix<T>& input = receive_input(net, x, received_[0]);
@@ -252,7 +254,7 @@ public:
         }
         if (data.size() > 0) {
             check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
-            check_batch(net, data.inputs, data.targets);
+            net.check_batch(data.inputs, data.targets);
         }
         double sums[2] = {0.0, 0.0};
         matrix<T> xb;
@@ -313,27 +315,6 @@ private:
                                std::to_string(comm_->size()) +
                                " ranks a contiguous block of layers, in order, covering all " +
                                std::to_string(depth));
-        }
-    }
-
-    /// Refuses, on every rank alike before any message, inputs that are not
-    /// n x the network's input width with n > 0 or targets that are not
-    /// n x its output width: every rank holds the same batch, and a rank
-    /// that refused it alone would leave the next waiting for its
-    /// activations.
-    template <class N>
-    static void check_batch(const N& net, const matrix<T>& x, const matrix<T>& y) {
-        const std::string who = "lightloop::distributed::dfa_layer_parallel: ";
-        const std::size_t n = x.shape(0);
-        if (x.shape(1) != net.input_size() || n == 0) {
-            throw shape_error(who + "input batch is " + std::to_string(n) + "x" +
-                              std::to_string(x.shape(1)) + ", expected n x " +
-                              std::to_string(net.input_size()) + " with n > 0");
-        }
-        if (y.shape(0) != n || y.shape(1) != net.output_size()) {
-            throw shape_error(who + "target batch is " + std::to_string(y.shape(0)) + "x" +
-                              std::to_string(y.shape(1)) + ", expected " + std::to_string(n) + "x" +
-                              std::to_string(net.output_size()));
         }
     }
 
