@@ -101,6 +101,33 @@ matrix<T> ternary_batch(std::size_t n, std::size_t in, std::uint64_t seed) {
     return x;
 }
 
+/// A drifted medium against its start R0, each a mean over its n entries
+/// in units of σ²: |R|^2, Re(R conj(R0)) and |R - R0|^2.
+struct drift_moments {
+    double n = 0.0;
+    double power = 0.0;
+    double correlation = 0.0;
+    double distance = 0.0;
+};
+drift_moments moments_against(transmission_matrix& medium, const matrix<double>& start_re,
+                              const matrix<double>& start_im, double variance) {
+    const auto& re = medium.real<double>();
+    const auto& im = medium.imag<double>();
+    drift_moments m;
+    for (std::size_t i = 0; i < re.size(); ++i) {
+        m.power += re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
+        m.correlation += re.data()[i] * start_re.data()[i] + im.data()[i] * start_im.data()[i];
+        const double d_re = re.data()[i] - start_re.data()[i];
+        const double d_im = im.data()[i] - start_im.data()[i];
+        m.distance += d_re * d_re + d_im * d_im;
+    }
+    m.n = static_cast<double>(re.size());
+    m.power /= m.n * variance;
+    m.correlation /= m.n * variance;
+    m.distance /= m.n * variance;
+    return m;
+}
+
 } // namespace
 
 TEST_CASE("ternary encoding decodes constructed inputs exactly", "[projection][optical][encoder]") {
@@ -238,19 +265,12 @@ TEST_CASE("a drifting medium keeps its variance and decorrelates as sqrt(keep) p
     const matrix<double> start_im = medium.imag<double>();
     medium.drift(0.8, 0);
     medium.drift(0.8, 1); // 0.64 in two steps: correlation 0.8
-    const auto& re = medium.real<double>();
-    const auto& im = medium.imag<double>();
-    double power = 0.0;
-    double correlation = 0.0;
-    for (std::size_t i = 0; i < re.size(); ++i) {
-        power += re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
-        correlation += re.data()[i] * start_re.data()[i] + im.data()[i] * start_im.data()[i];
-    }
-    const double n = static_cast<double>(re.size());
+    const drift_moments m = moments_against(medium, start_re, start_im, variance);
+    const double n = m.n;
     // s.e.: |R|^2 ~ σ² Exp(1), sqrt(1/n) relative; the correlation estimate
     // has variance (1 + ρ²)/(2n) or less: 1/sqrt(n) bounds its s.e.
-    CHECK(std::abs(power / n / variance - 1.0) < 5 / std::sqrt(n));
-    CHECK(std::abs(correlation / n / variance - 0.8) < 5 / std::sqrt(n));
+    CHECK(std::abs(m.power - 1.0) < 5 / std::sqrt(n));
+    CHECK(std::abs(m.correlation - 0.8) < 5 / std::sqrt(n));
     // The field uses the drifted R, through the direct path's cache.
     const auto x = binary_frames<double>(4, in, 0.5, 3);
     auto e_re = matrix<double>::from_shape({4, out});
@@ -290,24 +310,16 @@ TEST_CASE("a drifting bf16 medium drifts unrounded and is read rounded",
     for (std::uint64_t step = 0; step < steps; ++step) {
         medium.drift(keep, step);
     }
-    const auto& re = medium.real<double>();
-    const auto& im = medium.imag<double>();
-    double power = 0.0;
-    double distance = 0.0;
-    for (std::size_t i = 0; i < re.size(); ++i) {
-        power += re.data()[i] * re.data()[i] + im.data()[i] * im.data()[i];
-        const double d_re = re.data()[i] - start_re.data()[i];
-        const double d_im = im.data()[i] - start_im.data()[i];
-        distance += d_re * d_re + d_im * d_im;
-    }
-    const double n = static_cast<double>(re.size());
+    const drift_moments m = moments_against(medium, start_re, start_im, variance);
+    const double n = m.n;
     const double rho = std::sqrt(std::pow(keep, static_cast<double>(steps)));
     // R(T) - R(0) is CN(0, 2 σ² (1 - ρ)): its |.|^2 is that times Exp(1),
     // so the mean over n entries has relative s.e. 1/sqrt(n), as |R|^2 has
     // (rounding both ends adds about 1e-5 σ², 0.1 % of it).
-    CHECK(std::abs(power / n / variance - 1.0) < 5 / std::sqrt(n));
-    CHECK(std::abs(distance / n / (2.0 * variance * (1.0 - rho)) - 1.0) < 5 / std::sqrt(n));
+    CHECK(std::abs(m.power - 1.0) < 5 / std::sqrt(n));
+    CHECK(std::abs(m.distance / (2.0 * (1.0 - rho)) - 1.0) < 5 / std::sqrt(n));
     // What the products read is bf16, the same in both types.
+    const auto& re = medium.real<double>();
     const auto& re_f = medium.real<float>();
     bool rounded = true;
     for (std::size_t i = 0; i < re_f.size(); ++i) {
