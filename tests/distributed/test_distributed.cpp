@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -1157,9 +1158,9 @@ TEST_CASE("pipelined layer-parallel refuses an evaluation before finish()", "[di
     CHECK(net.steps() == 1);
 }
 
-// Every rank passes the same batch, so every rank can refuse a malformed one
-// before any message: rank 0 refused a batch of the wrong width in its
-// forward pass while the rank above waited for its activations forever.
+// Rank 0 refused a batch of the wrong width in its forward pass while the
+// rank above waited for its activations forever. Every rank's verdict on its
+// batch now goes up with the batch, and every rank throws the refusal.
 TEST_CASE("layer-parallel training refuses a malformed batch on every rank, nothing changed",
           "[distributed]") {
     using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
@@ -1178,6 +1179,7 @@ TEST_CASE("layer-parallel training refuses a malformed batch on every rank, noth
             std::string message;
             try {
                 parallel.step(net, opt, bx, by);
+                parallel.finish(net, opt); // pipelined: a step reports the previous batch
             } catch (const shape_error& e) {
                 message = e.what();
             }
@@ -1209,6 +1211,200 @@ TEST_CASE("layer-parallel training refuses a malformed batch on every rank, noth
         CHECK(on_every_rank(unchanged));
         CHECK(net.steps() == 1);
     }
+}
+
+// Pipelined, the last rank threw a failed batch's loss at once while the
+// ranks below learnt of it a call later, so a loop that stopped at the first
+// exception left them a step apart, with a batch in flight.
+TEST_CASE("a batch whose loss fails stops every layer-parallel rank in the same call",
+          "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    matrix<float> x;
+    matrix<float> y;
+    consecutive_batch(data, 0, 8, x, y);
+    matrix<float> poisoned = x;
+    poisoned(3, 2) = std::numeric_limits<float>::quiet_NaN();
+    const auto initial = weights_of(make_deep<float, dfa<dense_gaussian>>(13));
+    for (const auto mode :
+         {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+        net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+        sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+        std::string message;
+        bool step_threw = false;
+        try {
+            step_threw = true;
+            parallel.step(net, opt, poisoned, y);
+            step_threw = false;
+            parallel.finish(net, opt);
+        } catch (const divergence_error& e) {
+            message = e.what();
+        }
+        INFO(message);
+        CHECK(on_every_rank(message.find("the loss failed at step 0; no rank updated its layers") !=
+                            std::string::npos));
+        // Every rank in the same call: the step synchronous, finish() pipelined.
+        CHECK(on_every_rank(step_threw == (mode == dist::layer_parallel_mode::synchronous)));
+        CHECK(on_every_rank(same_bits(weights_of(net), initial) && net.steps() == 0));
+        parallel.step(net, opt, x, y);
+        parallel.finish(net, opt);
+        CHECK(on_every_rank(net.steps() == 1 && !same_bits(weights_of(net), initial)));
+    }
+}
+
+// Rank 0 reads a batch's inputs and the last rank its targets: ranks passing
+// different batches trained rank 0's inputs against the last rank's targets
+// without a word, and batches of different sizes met in MPI as messages of
+// the wrong size (one rank threw, the others waited forever).
+TEST_CASE("layer-parallel training refuses ranks that pass different batches, on every rank",
+          "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    matrix<float> x;
+    matrix<float> y;
+    consecutive_batch(data, 0, 8, x, y);
+    const auto initial = weights_of(make_deep<float, dfa<dense_gaussian>>(13));
+    // What one good step from the initial weights gives.
+    net_type reference = make_deep<float, dfa<dense_gaussian>>(13);
+    {
+        sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, reference);
+        parallel.step(reference, opt, x, y);
+    }
+    struct divergence {
+        std::size_t rank; // the rank whose batch differs
+        std::size_t rows; // its batch's rows
+        std::size_t b;    // and which of the data's batches of that size
+    };
+    const std::string last_rank = std::to_string(last);
+    const std::string shape_refusal = "shape: lightloop::distributed::dfa_layer_parallel: ";
+    const std::string data_refusal = "data: lightloop::distributed::dfa_layer_parallel: ";
+    const std::vector<std::pair<divergence, std::string>> cases = {
+      {{last, 6, 0},
+       shape_refusal + "rank " + last_rank + " passed a batch of 6 rows and rank 0 one of 8"},
+      {{last, 10, 0},
+       shape_refusal + "rank " + last_rank + " passed a batch of 10 rows and rank 0 one of 8"},
+      {{0, 6, 0}, shape_refusal + "rank 1 passed a batch of 8 rows and rank 0 one of 6"},
+      {{last, 8, 1}, data_refusal + "rank " + last_rank + "'s targets are not rank 0's"},
+      {{1, 8, 3}, data_refusal + "rank 1's targets are not rank 0's"},
+      {{1, 0, 0}, shape_refusal + "rank 1 refused its batch"}, // rows 0: a batch of the wrong width
+    };
+    for (const auto mode :
+         {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+        for (const auto& [bad, expected] : cases) {
+            INFO((mode == dist::layer_parallel_mode::pipelined ? "pipelined: " : "synchronous: ")
+                 << expected);
+            net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+            sgd<float> opt{{.learning_rate = 0.1, .momentum = 0.9}};
+            dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+            matrix<float> bx = x;
+            matrix<float> by = y;
+            if (rank == bad.rank && bad.rows == 0) {
+                bx = matrix<float>::from_shape({8, 5});
+            } else if (rank == bad.rank) {
+                consecutive_batch(data, bad.b, bad.rows, bx, by);
+            }
+            const bool pipelined = mode == dist::layer_parallel_mode::pipelined;
+            // Pipelined, a step reports the previous batch: finish() reports
+            // the last.
+            const auto attempt = [&](const matrix<float>& sx, const matrix<float>& sy) {
+                try {
+                    parallel.step(net, opt, sx, sy);
+                    parallel.finish(net, opt);
+                } catch (const shape_error& e) {
+                    return std::string("shape: ") + e.what();
+                } catch (const data_error& e) {
+                    return std::string("data: ") + e.what();
+                }
+                return std::string();
+            };
+            const std::string message = attempt(bx, by);
+            const bool unchanged = same_bits(weights_of(net), initial) && net.steps() == 0;
+            // Then the same good batch everywhere: the ranks still in step.
+            const std::string none = attempt(x, y);
+            // Pipelined, a refusal reported by the next step drops that
+            // step's batch on every rank; passed again, it trains.
+            std::string reported;
+            if (pipelined) {
+                net = make_deep<float, dfa<dense_gaussian>>(13);
+                dist::dfa_layer_parallel<net_type> again(*world, net, mode);
+                sgd<float> fresh{{.learning_rate = 0.1, .momentum = 0.9}};
+                again.step(net, fresh, bx, by);
+                try {
+                    again.step(net, fresh, x, y);
+                } catch (const lightloop::error& e) {
+                    reported = e.what();
+                }
+                again.step(net, fresh, x, y);
+                again.finish(net, fresh);
+            }
+            INFO(message << "\n" << reported);
+            CHECK(on_every_rank(message.rfind(expected, 0) == 0));
+            CHECK(on_every_rank(message.find("every rank must pass the same batch") !=
+                                std::string::npos));
+            CHECK(on_every_rank(none.empty()));
+            CHECK(on_every_rank(unchanged));
+            CHECK(on_every_rank(
+              !pipelined ||
+              (reported.find(expected.substr(expected.find("rank "))) != std::string::npos &&
+               reported.find("which was dropped: pass that batch again") != std::string::npos)));
+            // Only the good batch trained, and counts a step.
+            CHECK(on_every_rank(same_bits(weights_of(net), weights_of(reference))));
+            CHECK(on_every_rank(net.steps() == 1));
+        }
+    }
+}
+
+TEST_CASE("a layer-parallel evaluation refuses ranks that evaluate different data",
+          "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+    dist::dfa_layer_parallel<net_type> parallel(*world, net);
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    const auto whole = parallel.evaluate(net, data, 16);
+    const auto refusal = [&](const labelled_data<float>& mine) {
+        try {
+            parallel.evaluate(net, mine, 16);
+        } catch (const shape_error& e) {
+            return std::string("shape: ") + e.what();
+        } catch (const data_error& e) {
+            return std::string("data: ") + e.what();
+        }
+        return std::string();
+    };
+    std::vector<std::size_t> first(40);
+    std::iota(first.begin(), first.end(), std::size_t{0});
+    const auto fewer = select_rows(data, first);
+    std::iota(first.begin(), first.end(), std::size_t{40});
+    const auto others = select_rows(data, first);
+    const std::string last_rank = std::to_string(last);
+    const std::string who = "lightloop::distributed::dfa_layer_parallel: ";
+    const std::string fewer_message = refusal(rank == last ? fewer : data);
+    const std::string others_message = refusal(rank == last ? others : fewer);
+    const std::string malformed_message =
+      refusal(rank == 0 ? labelled_data<float>{matrix<float>::from_shape({4, 5}),
+                                               matrix<float>::from_shape({4, 4}),
+                                               std::vector<std::size_t>(4, 0)}
+                        : data);
+    INFO(fewer_message << "\n" << others_message << "\n" << malformed_message);
+    CHECK(on_every_rank(fewer_message.rfind("shape: " + who + "rank " + last_rank +
+                                              " evaluates 40 samples and rank 0 1200",
+                                            0) == 0));
+    CHECK(on_every_rank(others_message.rfind("data: " + who + "rank " + last_rank +
+                                               "'s evaluated targets are not rank 0's",
+                                             0) == 0));
+    CHECK(on_every_rank(
+      malformed_message.rfind("shape: " + who + "rank 0's evaluated data is malformed", 0) == 0));
+    CHECK((rank != 0 || malformed_message.find("(rank 0: lightloop::network: input batch is 4x5") !=
+                          std::string::npos));
+    // Still in step: the same data everywhere evaluates as before.
+    const auto again = parallel.evaluate(net, data, 16);
+    CHECK(on_every_rank(again.loss == whole.loss && again.accuracy == whole.accuracy));
 }
 
 int main(int argc, char* argv[]) {

@@ -24,8 +24,15 @@
 // those follow every batch as in one process (a pass's dropout masks are
 // those of its step). An evaluation between pipelined steps is refused until
 // finish(): it would overwrite the pending update's activations.
+//
+// Every rank must pass the same batch: a note goes up with each batch's
+// activations (rank 0's rows and its targets' CRC-32, and the first rank that
+// refused the batch), so that ranks passing different batches are refused
+// on every rank instead of training rank 0's inputs against the last rank's
+// targets, or meeting in MPI with messages of the wrong size.
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -39,6 +46,7 @@
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/feedback/direct.hpp"
+#include "lightloop/io/crc32.hpp"
 #include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
 #include "lightloop/train/metrics.hpp"
@@ -161,24 +169,34 @@ public:
 
     /// One step on the batch (x, y), the same on every rank (rank 0 reads
     /// x, the last rank y); throws on every rank, nothing updated anywhere,
-    /// if any rank failed.
+    /// if the batch failed anywhere or a rank refused it: its own malformed
+    /// (shape_error), or not rank 0's (rows: shape_error, targets:
+    /// data_error).
     ///
     /// Synchronous: returns the batch's figures, the same on every rank.
     /// Pipelined: a rank below the last forwards this batch, then takes the
     /// error of the previous one and applies its update (staleness one); it
     /// returns the previous batch's figures, and finish() applies the last
-    /// batch's update and returns its figures.
+    /// batch's update and returns its figures. Every rank reports a batch's
+    /// failure in the same call: the next step, which then drops its own
+    /// batch on every rank (the message says so), or finish().
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        // Every rank refuses a malformed batch alike before any message (a
-        // rank that refused it alone would leave the next waiting).
-        net.check_batch(x, y);
         unfinished_ = pipelined(); // on every rank, the last too
+        if (deferred_.pending) {
+            // Pipelined, the last rank: the previous batch failed, and the
+            // ranks below learn it now and drop this call's batch, which
+            // they have sent on: it is taken and dropped here too.
+            drop_batch(net);
+            throw_deferred(net, dropped);
+        }
         if (!pipelined() || is_last()) {
-            const matrix<T>& input = receive_input(net, x, received_[0]);
-            const matrix<T>& out = net.forward_training(input, mine_);
-            send_output(out);
-            return update(net, opt, input, y, out);
+            const bool forwards = receive_batch(net, x, y, 0, false);
+            const matrix<T>& input = comm_->rank() == 0 ? x : received_[0];
+            const matrix<T>& out = forwards ? net.forward_training(input, mine_)
+                                            : net.template layer<depth - 1>().output();
+            send_batch(0, forwards ? &out : nullptr, false);
+            return update(net, opt, input, y, out, 0, "");
         }
         // This batch's pass runs on the replica the pass two batches ago
         // used, which holds every update up to the previous batch's.
@@ -192,20 +210,16 @@ public:
         }
         Network& now = replica(net, k);
         now.set_steps(first_step_ + k); // the pass's step in one sequence (dropout's masks)
-        matrix<T>& input = received_[k % 2];
-        if (comm_->rank() == 0) {
-            ensure_shape(input, x.shape(0), x.shape(1));
-            std::copy(x.begin(), x.end(), input.begin()); // kept until its update
-        } else {
-            receive_input(net, x, input);
-        }
-        wait_sent(k % 2); // the replica's output goes out of date now
-        const matrix<T>& out = now.forward_training(input, mine_);
-        send_output_async(out, k % 2);
+        const std::size_t slot = k % 2;
+        wait_sent(slot); // the slot's note and the replica's output go out of date now
+        // Rank 0 keeps x in the slot until its update.
+        const bool forwards = receive_batch(net, x, y, slot, true);
+        const matrix<T>* out = forwards ? &now.forward_training(received_[slot], mine_) : nullptr;
+        send_batch(slot, out, true);
         if (k == 0) {
             return {};
         }
-        return update_previous(net, opt, k - 1, y);
+        return update_previous(net, opt, k - 1, y, dropped);
     }
 
     /// Pipelined: applies the last batch's update on the ranks below the
@@ -214,12 +228,15 @@ public:
     template <class Optimizer>
     step_totals finish(Network& net, Optimizer& opt) {
         unfinished_ = false;
+        if (deferred_.pending) {
+            throw_deferred(net, ""); // the last rank: its last batch failed
+        }
         if (!pipelined() || is_last() || passes_ == 0) {
             return {};
         }
         const std::size_t last = passes_ - 1;
         const matrix<T>& y = received_[last % 2]; // unused below the last rank
-        const step_totals totals = update_previous(net, opt, last, y);
+        const step_totals totals = update_previous(net, opt, last, y, "");
         if (&replica(net, last) != &net) {
             copy_owned(replica(net, last), net);
         }
@@ -252,10 +269,7 @@ public:
               "overwrite the activations the last batch's pending update needs; call "
               "finish(net, opt) first (fit_with does, at the end of every epoch)");
         }
-        if (data.size() > 0) {
-            check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
-            net.check_batch(data.inputs, data.targets);
-        }
+        agree_on_data(net, data);
         double sums[2] = {0.0, 0.0};
         matrix<T> xb;
         matrix<T> yb;
@@ -382,17 +396,208 @@ private:
         return into;
     }
 
+    // --- every rank passes the same batch -------------------------------------
+    //
+    // Rank 0 reads a batch's inputs and the last rank its targets, so ranks
+    // that pass different batches (a sampler seeded by rank, a shard each)
+    // would train rank 0's inputs against the last rank's targets, and
+    // batches of different sizes would meet in MPI as messages of the wrong
+    // size. A note goes up with each batch's activations: rank 0's rows and
+    // its targets' CRC-32, and the first rank that refuses the batch (its
+    // own shapes malformed, or its rows or targets not rank 0's). A refused
+    // batch goes no further; the last rank broadcasts the refusal with the
+    // figures, and every rank throws it, nothing updated.
+
+    enum class refusal : int { none = 0, malformed = 1, rows = 2, targets = 3 };
+    // rank 0's rows, its targets' CRC-32, the refusing rank + 1 (0: none),
+    // the refusal, that rank's rows
+    using batch_note = std::array<double, 5>;
+
+    static double checksum(const matrix<T>& values) {
+        return static_cast<double>(lightloop::detail::crc32_of(
+          std::as_bytes(std::span<const T>(values.data(), values.size()))));
+    }
+
+    /// This rank's verdict on its batch, added to the note.
+    void note_batch(const Network& net, const matrix<T>& x, const matrix<T>& y, batch_note& note,
+                    std::size_t slot) {
+        refusal why = refusal::none;
+        own_failure_[slot].clear();
+        try {
+            net.check_batch(x, y);
+        } catch (const lightloop::error& e) {
+            own_failure_[slot] = e.what();
+            why = refusal::malformed;
+        }
+        const auto rows = static_cast<double>(y.shape(0));
+        const double targets = checksum(y);
+        if (comm_->rank() == 0) {
+            note = {rows, targets, 0.0, 0.0, 0.0};
+        } else if (why == refusal::none) {
+            why = rows != note[0]      ? refusal::rows
+                  : targets != note[1] ? refusal::targets
+                                       : refusal::none;
+        }
+        if (why != refusal::none && note[2] == 0.0) {
+            note[2] = static_cast<double>(comm_->rank() + 1);
+            note[3] = static_cast<double>(static_cast<int>(why));
+            note[4] = rows;
+        }
+    }
+
+    /// The note of the batch in `slot` and, if no rank below refused it, its
+    /// input: rank 0's own (copied into the slot if `keep`: a pipelined
+    /// pass keeps it until its update), or the activations of the rank
+    /// below. Returns whether this rank forwards the batch.
+    bool receive_batch(const Network& net, const matrix<T>& x, const matrix<T>& y, std::size_t slot,
+                       bool keep) {
+        batch_note& note = notes_[slot];
+        const std::size_t rank = comm_->rank();
+        if (rank > 0) {
+            comm_->receive(std::span<double>(note), rank - 1, note_tag);
+        }
+        const bool sent_below = rank > 0 && note[2] == 0.0;
+        note_batch(net, x, y, note, slot);
+        matrix<T>& into = received_[slot];
+        if (sent_below) {
+            // Sized by rank 0's rows, whatever this rank's batch is.
+            ensure_shape(into, static_cast<std::size_t>(note[0]), net.widths()[mine_.first]);
+            comm_->receive(std::span<T>(into.data(), into.size()), rank - 1, activation_tag);
+        } else if (rank == 0 && keep && note[2] == 0.0) {
+            ensure_shape(into, x.shape(0), x.shape(1));
+            std::copy(x.begin(), x.end(), into.begin());
+        }
+        return note[2] == 0.0;
+    }
+
+    /// The note of the batch in `slot` and, unless the batch was refused,
+    /// this rank's output `out`, to the rank above (`async`: until
+    /// wait_sent(slot)).
+    void send_batch(std::size_t slot, const matrix<T>* out, bool async) {
+        if (is_last()) {
+            return;
+        }
+        const std::size_t above = comm_->rank() + 1;
+        const std::span<const double> note(notes_[slot]);
+        if (async) {
+            noted_[slot] = comm_->send_async(note, above, note_tag);
+            if (out != nullptr) {
+                sent_[slot] = comm_->send_async(std::span<const T>(out->data(), out->size()), above,
+                                                activation_tag);
+            }
+        } else {
+            comm_->send(note, above, note_tag);
+            if (out != nullptr) {
+                send_output(*out);
+            }
+        }
+    }
+
+    /// Before an evaluation: every rank's data well formed and rank 0's
+    /// (its size and targets), agreed by every rank.
+    template <class N>
+    void agree_on_data(const N& net, const labelled_data<T>& data) {
+        std::string mine;
+        refusal why = refusal::none;
+        try {
+            if (data.size() > 0) {
+                check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
+                net.check_batch(data.inputs, data.targets);
+            }
+        } catch (const lightloop::error& e) {
+            mine = e.what();
+            why = refusal::malformed;
+        }
+        const auto size = static_cast<double>(data.size());
+        // Rank 0's size, its targets' CRC-32, whether its data is well formed.
+        double first[3] = {size, checksum(data.targets), why == refusal::none ? 1.0 : 0.0};
+        comm_->broadcast(std::span<double>(first), 0);
+        if (why == refusal::none && first[2] != 0.0) {
+            why = size != first[0]                     ? refusal::rows
+                  : checksum(data.targets) != first[1] ? refusal::targets
+                                                       : refusal::none;
+        }
+        // Each rank's refusal and size.
+        std::vector<double> verdicts(2 * comm_->size(), 0.0);
+        verdicts[2 * comm_->rank()] = static_cast<double>(static_cast<int>(why));
+        verdicts[2 * comm_->rank() + 1] = size;
+        comm_->sum_identical(std::span<double>(verdicts));
+        for (std::size_t r = 0; r < comm_->size(); ++r) {
+            const auto kind = static_cast<refusal>(static_cast<int>(verdicts[2 * r]));
+            if (kind == refusal::none) {
+                continue;
+            }
+            const std::string rank = "rank " + std::to_string(r);
+            std::string what = "lightloop::distributed::dfa_layer_parallel: ";
+            if (kind == refusal::malformed) {
+                what += rank + "'s evaluated data is malformed";
+            } else if (kind == refusal::rows) {
+                what += rank + " evaluates " +
+                        std::to_string(static_cast<std::size_t>(verdicts[2 * r + 1])) +
+                        " samples and rank 0 " + std::to_string(static_cast<std::size_t>(first[0]));
+            } else {
+                what += rank + "'s evaluated targets are not rank 0's";
+            }
+            what += "; every rank must evaluate the same data; nothing was evaluated";
+            if (!mine.empty()) {
+                what += " (rank " + std::to_string(comm_->rank()) + ": " + mine + ")";
+            }
+            if (kind == refusal::targets) {
+                throw data_error(what);
+            }
+            throw shape_error(what);
+        }
+    }
+
+    /// Every rank throws the refusal of a batch the last rank broadcast.
+    [[noreturn]] void refuse(const Network& net, const double* figures, const std::string& mine,
+                             const char* aside) const {
+        const auto why = static_cast<refusal>(static_cast<int>(figures[3]));
+        const std::string rank = std::to_string(static_cast<std::size_t>(figures[4]));
+        const std::string step = std::to_string(net.steps());
+        std::string what = "lightloop::distributed::dfa_layer_parallel: ";
+        if (why == refusal::malformed) {
+            what += "rank " + rank + " refused its batch at step " + step;
+        } else if (why == refusal::rows) {
+            what += "rank " + rank + " passed a batch of " +
+                    std::to_string(static_cast<std::size_t>(figures[5])) +
+                    " rows and rank 0 one of " +
+                    std::to_string(static_cast<std::size_t>(figures[6])) + " at step " + step;
+        } else {
+            what += "rank " + rank + "'s targets are not rank 0's at step " + step;
+        }
+        what += "; every rank must pass the same batch (rank 0 reads its inputs, the last rank "
+                "its targets); no rank updated its layers";
+        what += aside;
+        if (!mine.empty()) {
+            what += " (rank " + std::to_string(comm_->rank()) + ": " + mine + ")";
+        }
+        if (why == refusal::targets) {
+            throw data_error(what);
+        }
+        throw shape_error(what);
+    }
+
     /// The e of a pass (and the last rank's figures), this rank's slice of
     /// its projection into the deltas of `pass`, the gradients, an agreement
     /// that no rank failed, and the update.
     template <class Optimizer>
     step_totals update(Network& pass, Optimizer& opt, const matrix<T>& input, const matrix<T>& y,
-                       const matrix<T>& out) {
+                       const matrix<T>& out, std::size_t slot, const char* aside) {
         const std::size_t n = input.shape(0);
         std::string failure;
-        ensure_shape(error_, n, pass.output_size());
-        double figures[3] = {0.0, 0.0, 0.0}; // loss x n, correct, the last rank failed
-        if (is_last()) {
+        // loss x n, correct, failed (1: the loss, 2: the batch was refused),
+        // and a refusal's kind, rank, that rank's rows and rank 0's
+        double figures[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        const batch_note& note = notes_[slot];
+        if (is_last() && note[2] != 0.0) {
+            figures[2] = 2.0;
+            figures[3] = note[3];
+            figures[4] = note[2] - 1.0;
+            figures[5] = note[4];
+            figures[6] = note[0];
+        } else if (is_last()) {
+            ensure_shape(error_, n, pass.output_size());
             try {
                 const double loss = static_cast<double>(pass.compute_output_error(y));
                 figures[0] = loss * static_cast<double>(n);
@@ -411,8 +616,11 @@ private:
         }
         comm_->broadcast(std::span<double>(figures), comm_->size() - 1);
         if (figures[2] != 0.0) {
-            fail(pass, "the loss", failure);
+            return failed(
+              pass, {true, figures[2] == 2.0 ? "" : "the loss", failure, own_failure_[slot], {}},
+              figures, aside);
         }
+        ensure_shape(error_, n, pass.output_size());
         comm_->broadcast(std::span<T>(error_.data(), error_.size()), comm_->size() - 1);
         if (slice_count_ > 0) {
             project_slice(n);
@@ -424,28 +632,43 @@ private:
                 }
             });
         }
-        bool failed = false;
+        bool gradient_failed = false;
         try {
             pass.compute_layer_gradients(input, mine_);
         } catch (const lightloop::error& err) {
             failure = err.what();
-            failed = true;
+            gradient_failed = true;
         }
-        if (comm_->any(failed)) {
-            fail(pass, "a gradient", failure);
+        if (comm_->any(gradient_failed)) {
+            return failed(pass, {true, "a gradient", failure, {}, {}}, figures, aside);
         }
         pass.apply_gradients(opt, mine_);
         return {figures[0], static_cast<std::size_t>(figures[1]), n};
     }
 
     /// Pipelined, below the last rank: the update of pass k on its replica,
-    /// whose weights first become the latest (the other replica's).
+    /// whose weights first become the latest (the other replica's). If
+    /// every rank agrees that the batch failed, the pipeline starts again:
+    /// both replicas hold the latest weights (the copy), and a batch
+    /// forwarded since is dropped (`aside` says so).
     template <class Optimizer>
-    step_totals update_previous(Network& net, Optimizer& opt, std::size_t k, const matrix<T>& y) {
+    step_totals update_previous(Network& net, Optimizer& opt, std::size_t k, const matrix<T>& y,
+                                const char* aside) {
         Network& then = replica(net, k);
         copy_owned(replica(net, k + 1), then); // its activations stay those of pass k
         then.set_steps(first_step_ + k);       // one more once applied
-        return update(then, opt, received_[k % 2], y, then.template layer<depth - 1>().output());
+        try {
+            return update(then, opt, received_[k % 2], y, then.template layer<depth - 1>().output(),
+                          k % 2, aside);
+        } catch (const mpi_error&) {
+            throw; // the ranks are no longer in step
+        } catch (const lightloop::error&) {
+            net.set_steps(first_step_ + k);
+            wait_sent(0); // the rank above has taken what was sent
+            wait_sent(1);
+            passes_ = 0;
+            throw;
+        }
     }
 
     /// The network pass k runs on: `net` for even k, the twin for odd.
@@ -484,13 +707,10 @@ private:
         });
     }
 
-    void send_output_async(const matrix<T>& out, std::size_t slot) {
-        if (!is_last()) {
-            sent_[slot] = comm_->send_async(std::span<const T>(out.data(), out.size()),
-                                            comm_->rank() + 1, activation_tag);
-        }
+    void wait_sent(std::size_t slot) {
+        comm_->wait(noted_[slot]);
+        comm_->wait(sent_[slot]);
     }
-    void wait_sent(std::size_t slot) { comm_->wait(sent_[slot]); }
     void send_output(const matrix<T>& out) {
         if (!is_last()) {
             comm_->send(std::span<const T>(out.data(), out.size()), comm_->rank() + 1,
@@ -498,27 +718,86 @@ private:
         }
     }
 
-    [[noreturn]] void fail(const Network& net, const char* what, const std::string& mine) const {
-        throw divergence_error(
-          "lightloop::distributed::dfa_layer_parallel: " + std::string(what) + " failed at step " +
-          std::to_string(net.steps()) + "; no rank updated its layers" +
-          (mine.empty() ? std::string()
-                        : " (rank " + std::to_string(comm_->rank()) + ": " + mine + ")"));
+    // A batch every rank agreed failed: its loss or a gradient (what), or a
+    // refusal (figures[2] == 2); failure: the failing rank's message, mine:
+    // this rank's own verdict on its batch.
+    struct failure_note {
+        bool pending = false;
+        const char* what = "";
+        std::string failure;
+        std::string mine;
+        std::array<double, 7> figures{};
+    };
+
+    /// Throws a batch's failure on every rank, nothing updated; pipelined,
+    /// the last rank keeps it for its next call (or finish()), where the
+    /// ranks below learn it, and returns nothing.
+    step_totals failed(const Network& net, failure_note note, const double* figures,
+                       const char* aside) {
+        std::copy_n(figures, note.figures.size(), note.figures.begin());
+        if (pipelined() && is_last()) {
+            deferred_ = std::move(note);
+            return {};
+        }
+        throw_failure(net, note, aside);
     }
+
+    void throw_deferred(const Network& net, const char* aside) {
+        failure_note note = std::move(deferred_);
+        deferred_ = {};
+        throw_failure(net, note, aside);
+    }
+
+    [[noreturn]] void throw_failure(const Network& net, const failure_note& note,
+                                    const char* aside) const {
+        if (note.figures[2] == 2.0) {
+            refuse(net, note.figures.data(), note.mine, aside);
+        }
+        throw divergence_error(
+          "lightloop::distributed::dfa_layer_parallel: " + std::string(note.what) +
+          " failed at step " + std::to_string(net.steps()) + "; no rank updated its layers" +
+          aside +
+          (note.failure.empty()
+             ? std::string()
+             : " (rank " + std::to_string(comm_->rank()) + ": " + note.failure + ")"));
+    }
+
+    /// Pipelined, the last rank: the batch the rank below sent, taken and
+    /// dropped.
+    void drop_batch(const Network& net) {
+        batch_note& note = notes_[0];
+        comm_->receive(std::span<double>(note), comm_->rank() - 1, note_tag);
+        if (note[2] == 0.0) {
+            ensure_shape(received_[0], static_cast<std::size_t>(note[0]),
+                         net.widths()[mine_.first]);
+            comm_->receive(std::span<T>(received_[0].data(), received_[0].size()),
+                           comm_->rank() - 1, activation_tag);
+        }
+    }
+
+    // Pipelined: a failure is reported with the next call, whose batch is
+    // dropped on every rank.
+    static constexpr const char* dropped =
+      "; pipelined, it is reported with the next batch, which was dropped: pass that batch again";
 
     static constexpr bool slices_device =
       requires(device_type d, std::size_t k, std::uint64_t seed) {
         d.configure_slice(k, k, seed, k, k);
     };
     static constexpr int activation_tag = 17;
+    static constexpr int note_tag = 18;
     communicator* comm_;
     layer_parallel_mode mode_;
     std::vector<Network> twin_;    // pipelined, below the last rank: the second replica
     std::size_t passes_ = 0;       // pipelined: batches forwarded since the last finish()
     std::uint64_t first_step_ = 0; // pipelined: the network's step count at the first of them
+    failure_note deferred_;        // pipelined, the last rank: a failure the others learn next
     bool unfinished_ = false;      // pipelined: steps since the last finish(), on every rank
     std::vector<std::span<T>> spans_;
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    MPI_Request noted_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    batch_note notes_[2] = {};   // a pass's note (two in flight when pipelined)
+    std::string own_failure_[2]; // why this rank's own check refused a pass's batch
     std::vector<layer_range> ranges_;
     layer_range mine_{};
     device_type device_{};
