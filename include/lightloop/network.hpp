@@ -382,14 +382,33 @@ public:
     /// the optimizer never sees them.
     template <optimizer Optimizer>
     void apply_gradients(Optimizer& opt, layer_range range = {}) {
+        apply_gradients(opt, range, [](bool mine) { return mine; });
+    }
+
+    /// apply_gradients(opt, range) in processes that each update their own
+    /// range of one network (layer-parallel training): all or nothing on
+    /// every process alike. `all(bool)` says whether every process's verdict
+    /// is true (a collective; called twice, on every process alike): once on
+    /// the proof, and once on whether the update overflowed, so that where
+    /// the proof failed anywhere every process puts its own update back.
+    template <optimizer Optimizer, class All>
+    requires std::predicate<All&, bool>
+    void apply_gradients(Optimizer& opt, layer_range range, All&& all) {
         check_range(range);
-        if (proven_safe(opt, range)) {
+        if (all(proven_safe(opt, range))) {
             const std::size_t failed = update_parameters(opt);
-            if (failed != depth) {
+            if (!all(failed == depth)) {
                 missed_overflow(failed);
             }
         } else {
-            update_or_restore(opt);
+            state_writer saved_state;
+            keep_parameters(opt, saved_state);
+            const std::vector<double> saved_max = value_max_;
+            const std::size_t failed = update_parameters(opt);
+            if (!all(failed == depth)) {
+                value_max_ = saved_max;
+                restore_parameters(opt, saved_state, failed);
+            }
         }
         step_applied(range);
     }
@@ -654,6 +673,13 @@ private:
     /// again next time).
     [[noreturn]] void missed_overflow(std::size_t failed) {
         value_max_known_ = false;
+        if (failed == depth) { // another process's, apply_gradients with an agreement
+            throw divergence_error(
+              "lightloop::network: another process's update overflowed its weights at step " +
+              std::to_string(steps_) +
+              " (they were changed outside its network since they were last measured); this "
+              "process's layers were updated");
+        }
         diverged(failed, "weights",
                  "they were changed outside the network since they were last measured, so the "
                  "check before the update missed this; earlier layers were updated");
@@ -719,21 +745,6 @@ private:
         return depth;
     }
 
-    /// The update with a copy of the parameters and the optimizer's state
-    /// to put back if it overflows.
-    template <class Optimizer>
-    void update_or_restore(Optimizer& opt) {
-        state_writer saved_state;
-        keep_parameters(opt, saved_state);
-        const std::vector<double> saved_max = value_max_;
-        const std::size_t failed = update_parameters(opt);
-        if (failed == depth) {
-            return;
-        }
-        value_max_ = saved_max;
-        restore_parameters(opt, saved_state, failed);
-    }
-
     template <class Optimizer>
     static constexpr bool saves_state = requires(Optimizer opt, state_writer w, state_reader r) {
         opt.save_state(w);
@@ -761,7 +772,8 @@ private:
     }
 
     /// Puts back what keep_parameters kept and throws: layer `failed`'s
-    /// update would overflow.
+    /// update would overflow (depth: another process's, apply_gradients
+    /// with an agreement).
     template <class Optimizer>
     [[noreturn]] void restore_parameters(Optimizer& opt, const state_writer& saved_state,
                                          std::size_t failed) {
@@ -779,6 +791,16 @@ private:
             state_reader in(std::span<const std::byte>(saved_state.bytes()),
                             "optimizer state before the step");
             opt.load_state(in);
+        }
+        if (failed == depth) {
+            throw divergence_error(
+              "lightloop::network: another process's update would overflow its weights at step " +
+              std::to_string(steps_) + "; no parameter " +
+              (saves_state<Optimizer> ? "and no optimizer state changed here"
+                                      : "changed here (the optimizer has no save_state / "
+                                        "load_state, so its own state may have)"));
+        }
+        if constexpr (saves_state<Optimizer>) {
             diverged(failed, "weights",
                      "this update would overflow them; no parameter and no optimizer state "
                      "changed");
@@ -886,7 +908,7 @@ private:
     layer_range measured_range_{}; // the slots value_max_ covers
     std::array<double, depth> gradient_max_{};
     std::vector<parameter_slot> slots_;        // collect_slots
-    std::vector<value_type> saved_parameters_; // update_or_restore's copy
+    std::vector<value_type> saved_parameters_; // keep_parameters' copy
     std::vector<double> written_;              // apply_gradient_blocks: largest per slot
 };
 

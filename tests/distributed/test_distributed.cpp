@@ -47,15 +47,19 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
            (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
+/// Whether a check held on every rank (each rank passes its own verdict).
+bool on_every_rank(bool mine) {
+    double votes[1] = {mine ? 1.0 : 0.0};
+    world->sum_identical(std::span<double>(votes));
+    return votes[0] == static_cast<double>(world->size());
+}
+
 /// Whether every rank holds exactly rank 0's values (checked on every rank).
 template <class T>
 bool same_bits_everywhere(const std::vector<T>& mine) {
     std::vector<T> root = mine;
     world->broadcast(std::span<T>(root), 0);
-    const int same = same_bits(root, mine) ? 1 : 0;
-    double votes[1] = {static_cast<double>(same)};
-    world->sum_identical(std::span<double>(votes));
-    return votes[0] == static_cast<double>(world->size());
+    return on_every_rank(same_bits(root, mine));
 }
 
 template <class T, class Feedback>
@@ -729,13 +733,6 @@ auto make_deep(std::uint64_t seed) {
       dense<identity, T>{12, 4});
 }
 
-/// Whether a check held on every rank (each rank passes its own verdict).
-bool on_every_rank(bool mine) {
-    double votes[1] = {mine ? 1.0 : 0.0};
-    world->sum_identical(std::span<double>(votes));
-    return votes[0] == static_cast<double>(world->size());
-}
-
 /// Layer i's parameters, tensor after tensor (visit_parameters' order:
 /// dense's weights then bias).
 template <class Network>
@@ -1250,6 +1247,49 @@ TEST_CASE("a batch whose loss fails stops every layer-parallel rank in the same 
         parallel.step(net, opt, x, y);
         parallel.finish(net, opt);
         CHECK(on_every_rank(net.steps() == 1 && !same_bits(weights_of(net), initial)));
+    }
+}
+
+// Each rank updates its own block: an update that would overflow on one rank
+// was refused there alone, while the others updated theirs and went on (a
+// loop stopped by the exception on one rank left the others waiting).
+TEST_CASE("a layer-parallel update that would overflow on one rank changes nothing on any rank",
+          "[distributed]") {
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    matrix<float> x;
+    matrix<float> y;
+    consecutive_batch(data, 0, 8, x, y);
+    for (const auto mode :
+         {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+        net_type net = make_deep<float, dfa<dense_gaussian>>(13);
+        // Weight decay 10 on a weight of 3e38: the momentum would be 3e39.
+        sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9, .weight_decay = 10.0}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+        const bool last = world->rank() + 1 == world->size();
+        auto& w = net.layer<3>().weights(); // the last rank's
+        const float kept = w(2, 1);
+        if (last) {
+            w(2, 1) = 3e38f;
+        }
+        const auto before = weights_of(net);
+        std::string message;
+        try {
+            parallel.step(net, opt, x, y);
+            parallel.finish(net, opt);
+        } catch (const divergence_error& e) {
+            message = e.what();
+        }
+        INFO(message);
+        CHECK(on_every_rank(message.find("the update failed at step 0") != std::string::npos));
+        CHECK(on_every_rank(message.find("no parameter and no optimizer state changed") !=
+                            std::string::npos));
+        CHECK(on_every_rank(same_bits(weights_of(net), before) && net.steps() == 0));
+        // Put back, the next step trains every rank.
+        net.layer<3>().weights()(2, 1) = kept;
+        parallel.step(net, opt, x, y);
+        parallel.finish(net, opt);
+        CHECK(on_every_rank(net.steps() == 1 && !same_bits(weights_of(net), before)));
     }
 }
 

@@ -642,7 +642,15 @@ private:
         if (comm_->any(gradient_failed)) {
             return failed(pass, {true, "a gradient", failure, {}, {}}, figures, aside);
         }
-        pass.apply_gradients(opt, mine_);
+        try {
+            // All or nothing on every rank: the proof and any overflow agreed.
+            pass.apply_gradients(opt, mine_, [&](bool mine) { return !comm_->any(!mine); });
+        } catch (const mpi_error&) {
+            throw;
+        } catch (const divergence_error& err) {
+            return failed(pass, {true, "the update", err.what(), {}, {}, each_rank_says}, figures,
+                          aside);
+        }
         return {figures[0], static_cast<std::size_t>(figures[1]), n};
     }
 
@@ -727,7 +735,10 @@ private:
         std::string failure;
         std::string mine;
         std::array<double, 7> figures{};
+        const char* outcome = "no rank updated its layers";
     };
+    static constexpr const char* each_rank_says =
+      "every rank stopped (each rank's message says what its own update changed)";
 
     /// Throws a batch's failure on every rank, nothing updated; pipelined,
     /// the last rank keeps it for its next call (or finish()), where the
@@ -755,8 +766,7 @@ private:
         }
         throw divergence_error(
           "lightloop::distributed::dfa_layer_parallel: " + std::string(note.what) +
-          " failed at step " + std::to_string(net.steps()) + "; no rank updated its layers" +
-          aside +
+          " failed at step " + std::to_string(net.steps()) + "; " + note.outcome + aside +
           (note.failure.empty()
              ? std::string()
              : " (rank " + std::to_string(comm_->rank()) + ": " + note.failure + ")"));
