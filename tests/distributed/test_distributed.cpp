@@ -663,6 +663,54 @@ TEST_CASE("data_parallel refuses batches with fewer rows than ranks", "[distribu
     }
 }
 
+// Ranks that built their networks from other seeds (seed + rank, say) trained
+// p different networks with one summed gradient, each with its own feedback
+// matrix, without a word.
+TEST_CASE("data_parallel refuses ranks that hold different networks, on every rank",
+          "[distributed]") {
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    matrix<float> x;
+    matrix<float> y;
+    six_rows(x, y);
+    const auto refusal = [&](auto& net) {
+        sgd<float> opt{{.learning_rate = 0.1}};
+        dist::data_parallel<float> parallel(*world);
+        const auto before = weights_of(net);
+        std::string message;
+        try {
+            parallel.step(net, opt, x, y);
+        } catch (const config_error& e) {
+            message = e.what();
+        }
+        // Refused, nothing trained; or trained on every rank alike.
+        const bool consistent = message.empty()
+                                  ? net.steps() == 1 && same_bits_everywhere(weights_of(net))
+                                  : net.steps() == 0 && same_bits(weights_of(net), before);
+        CHECK(on_every_rank(consistent));
+        return message;
+    };
+    std::string everyone_else;
+    for (std::size_t r = 1; r <= last; ++r) {
+        everyone_else += (r > 1 ? ", " : "") + std::to_string(r);
+    }
+    auto seeded_by_rank = make_mlp<float, dfa<dense_gaussian>>(13 + rank);
+    const std::string seeds = refusal(seeded_by_rank);
+    auto one_weight_off = make_mlp<float, dfa<dense_gaussian>>(13);
+    if (rank == last) {
+        one_weight_off.layer<1>().weights()(3, 4) += 1.0f;
+    }
+    const std::string weights = refusal(one_weight_off);
+    auto same = make_mlp<float, dfa<dense_gaussian>>(13);
+    const std::string none = refusal(same);
+    INFO(seeds << "\n" << weights);
+    CHECK(on_every_rank(seeds.find("data_parallel: rank(s) " + everyone_else +
+                                   " hold a network other than rank 0's") != std::string::npos));
+    CHECK(on_every_rank(weights.find("data_parallel: rank(s) " + std::to_string(last) +
+                                     " hold a network other than rank 0's") != std::string::npos));
+    CHECK(on_every_rank(none.empty()));
+}
+
 TEST_CASE("optical DFA: every rank has the seed's medium and a camera of its own",
           "[distributed]") {
     using device = optical<>;
@@ -1291,6 +1339,40 @@ TEST_CASE("a layer-parallel update that would overflow on one rank changes nothi
         parallel.finish(net, opt);
         CHECK(on_every_rank(net.steps() == 1 && !same_bits(weights_of(net), before)));
     }
+}
+
+// The activations of one rank's block are the input of the next one's: ranks
+// that built networks of other widths met in MPI with messages of the wrong
+// size.
+TEST_CASE("layer-parallel training refuses ranks that built different networks", "[distributed]") {
+    const std::size_t rank = world->rank();
+    const auto make = [](std::uint64_t seed, std::size_t hidden) {
+        return make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+          seed, dense<tanh_act, float>{6, hidden}, dense<tanh_act, float>{hidden, 16},
+          dense<tanh_act, float>{16, 12}, dense<identity, float>{12, 4});
+    };
+    using net_type = decltype(make(0, 24));
+    const auto refusal = [&](const net_type& net) {
+        try {
+            dist::dfa_layer_parallel<net_type> parallel(*world, net);
+        } catch (const config_error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    const std::string widths = refusal(make(13, rank == 1 ? 20 : 24));
+    const std::string seeds = refusal(make(13 + rank, 24));
+    const std::string none = refusal(make(13, 24));
+    std::string everyone_else;
+    for (std::size_t r = 1; r < world->size(); ++r) {
+        everyone_else += (r > 1 ? ", " : "") + std::to_string(r);
+    }
+    INFO(widths << "\n" << seeds);
+    CHECK(on_every_rank(widths.find("dfa_layer_parallel: rank(s) 1 built a network other than "
+                                    "rank 0's") != std::string::npos));
+    CHECK(on_every_rank(seeds.find("dfa_layer_parallel: rank(s) " + everyone_else +
+                                   " built a network other than rank 0's") != std::string::npos));
+    CHECK(on_every_rank(none.empty()));
 }
 
 // Rank 0 reads a batch's inputs and the last rank its targets: ranks passing

@@ -288,6 +288,24 @@ public:
         return votes[0] > 0.0;
     }
 
+    /// The ranks whose `value` is not rank 0's, listed ("1, 2"; empty if
+    /// none), the same on every rank: whether the ranks hold one thing,
+    /// compared by a checksum of it.
+    std::string ranks_unlike_first(double value) {
+        double first[1] = {value};
+        broadcast(std::span<double>(first), 0);
+        std::vector<double> differs(size(), 0.0);
+        differs[rank()] = first[0] != value ? 1.0 : 0.0;
+        sum_identical(std::span<double>(differs));
+        std::string ranks;
+        for (std::size_t r = 0; r < differs.size(); ++r) {
+            if (differs[r] != 0.0) {
+                ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+            }
+        }
+        return ranks;
+    }
+
     /// Copies `values` from rank `root` to every rank.
     template <class T>
     void broadcast(std::span<T> values, std::size_t root = 0) {

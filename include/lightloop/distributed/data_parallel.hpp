@@ -10,11 +10,12 @@
 //   lightloop::distributed::data_parallel<float> parallel(comm);
 //   fit_with(parallel, net, opt, train, test, {.epochs = 3, .batch = 128});
 //
-// Weights stay bitwise identical on every rank: the sums give every rank the
-// same bits (communicator::sum_identical), and everything after them is the
-// same arithmetic on the same values. A failure on one rank (a non-finite
-// loss on its shard) is agreed on before any gradient moves, so every rank
-// throws and none waits forever.
+// Weights stay bitwise identical on every rank: they start so (a network's
+// first step checks that every rank holds rank 0's, seed and weights), the
+// sums give every rank the same bits (communicator::sum_identical), and
+// everything after them is the same arithmetic on the same values. A failure on one rank (a
+// non-finite loss on its shard) is agreed on before any gradient moves, so every rank throws and
+// none waits forever.
 //
 // The update is sharded where the optimizer's update is element-wise (sgd,
 // adam: lightloop::detail::updates_blocks): each rank finishes the sum of
@@ -46,6 +47,8 @@
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/feedback/choice.hpp"
+#include "lightloop/io/checkpoint.hpp"
+#include "lightloop/io/crc32.hpp"
 #include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
 #include "lightloop/train/metrics.hpp"
@@ -121,6 +124,9 @@ public:
     /// for bit.
     template <class Network, class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
+        if (checked_ != static_cast<const void*>(&net)) {
+            check_same_network(net);
+        }
         constexpr std::size_t depth = Network::depth;
         const std::size_t p = comm_->size();
         const std::size_t rank = comm_->rank();
@@ -296,6 +302,36 @@ public:
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
 private:
+    /// Before a network's first step here: every rank holds rank 0's network
+    /// (architecture and seed, hence feedback; weights and running
+    /// estimates). Ranks that built theirs from other seeds would each train
+    /// their own weights with one summed gradient, and their own feedback
+    /// matrices, without a word. The CRC-32 of each rank's is agreed on.
+    template <class Network>
+    void check_same_network(Network& net) {
+        const std::string signature = architecture_signature(net);
+        std::uint32_t crc = lightloop::detail::crc32_of(std::as_bytes(std::span(signature)));
+        const auto add = [&](std::span<T> values) {
+            crc = lightloop::detail::crc32_of(std::as_bytes(values), crc);
+        };
+        net.visit_layers([&](auto& l, std::size_t) {
+            // Read only: taking the bf16 copy (and leaving it) keeps it current.
+            l.visit_parameters([&](std::span<T> values, auto&&...) { add(values); });
+            if constexpr (requires { l.visit_buffers(add); }) {
+                l.visit_buffers(add);
+            }
+        });
+        const std::string ranks = comm_->ranks_unlike_first(static_cast<double>(crc));
+        if (!ranks.empty()) {
+            throw config_error(
+              "lightloop::distributed::data_parallel: rank(s) " + ranks +
+              " hold a network other than rank 0's (its architecture, seed, weights or running "
+              "estimates differ); every rank must build the same network with the same seed and "
+              "change it alike, or the ranks train different networks; nothing was trained");
+        }
+        checked_ = &net;
+    }
+
     static constexpr std::size_t fixed = 3; // agreed_: loss sum, correct, rows
 
     /// Prepares `gradient` (this rank's g_r over its `rows` of the batch's
@@ -376,6 +412,7 @@ private:
     bool shard_;
     bool state_sharded_ = false; // some optimizer state current only in own blocks
     std::vector<double> agreed_;
+    const void* checked_ = nullptr;           // the network last found the same on every rank
     std::vector<sum_in_flight<T>> in_flight_; // this step's sums on their way
 };
 

@@ -46,6 +46,7 @@
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/feedback/direct.hpp"
+#include "lightloop/io/checkpoint.hpp"
 #include "lightloop/io/crc32.hpp"
 #include "lightloop/network.hpp"
 #include "lightloop/train/fit.hpp"
@@ -143,6 +144,7 @@ public:
                        std::vector<layer_range> split = {})
       : comm_(&comm)
       , mode_(mode) {
+        check_same_network(net);
         if (split.empty()) {
             split = balanced_layer_split(net, comm.size());
         }
@@ -394,6 +396,23 @@ private:
         ensure_shape(into, x.shape(0), net.widths()[mine_.first]);
         comm_->receive(std::span<T>(into.data(), into.size()), comm_->rank() - 1, activation_tag);
         return into;
+    }
+
+    /// Every rank must build the same network (architecture and seed): the
+    /// activations of one rank's block are the input of the next one's, and
+    /// each rank's slice of the feedback is the seed's. The CRC-32 of each
+    /// rank's architecture signature is agreed on.
+    void check_same_network(const Network& net) {
+        const std::string signature = architecture_signature(net);
+        const auto crc =
+          static_cast<double>(lightloop::detail::crc32_of(std::as_bytes(std::span(signature))));
+        const std::string ranks = comm_->ranks_unlike_first(crc);
+        if (!ranks.empty()) {
+            throw config_error("lightloop::distributed::dfa_layer_parallel: rank(s) " + ranks +
+                               " built a network other than rank 0's (its architecture or seed "
+                               "differs); every rank must build the same network with the same "
+                               "seed");
+        }
     }
 
     // --- every rank passes the same batch -------------------------------------

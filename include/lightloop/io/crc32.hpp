@@ -11,8 +11,9 @@
 
 namespace lightloop::detail {
 
-inline std::uint32_t crc32_of(std::span<const std::byte> bytes) {
-    uLong crc = crc32(0L, Z_NULL, 0);
+/// The CRC-32 of `bytes`, or of what `crc` was the CRC-32 of followed by them.
+inline std::uint32_t crc32_of(std::span<const std::byte> bytes, std::uint32_t crc_before = 0) {
+    uLong crc = crc_before;
     const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
     std::size_t left = bytes.size();
     while (left > 0) {
