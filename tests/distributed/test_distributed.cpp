@@ -581,6 +581,33 @@ TEST_CASE("a failure on one rank stops every rank with nothing changed", "[distr
     CHECK(same_bits_everywhere(weights_of(net)));
 }
 
+// A rank's malformed shard was reported as a divergence_error on every rank.
+TEST_CASE("a malformed shard on one rank is a shape_error on every rank", "[distributed]") {
+    auto net = make_mlp<float, dfa<dense_gaussian>>(3);
+    sgd<float> opt{{.learning_rate = 0.1}};
+    dist::data_parallel<float> parallel(*world);
+    matrix<float> x;
+    matrix<float> y;
+    six_rows(x, y);
+    const std::string last = std::to_string(world->size() - 1);
+    const auto before = weights_of(net);
+    std::string message;
+    try {
+        parallel.step(
+          net, opt,
+          world->rank() == world->size() - 1 ? matrix<float>(matrix<float>::from_shape({6, 5})) : x,
+          y);
+    } catch (const shape_error& e) {
+        message = e.what();
+    }
+    INFO(message);
+    CHECK(on_every_rank(message.find("step 0 refused a malformed shard on rank(s) " + last +
+                                     "; no rank updated its weights") != std::string::npos));
+    CHECK(on_every_rank(same_bits(weights_of(net), before) && net.steps() == 0));
+    parallel.step(net, opt, x, y);
+    CHECK(on_every_rank(net.steps() == 1));
+}
+
 TEST_CASE("fit_with data_parallel: one checkpoint, resumed by every rank to the same bits",
           "[distributed]") {
     // Rank 0 writes; every rank reads. One directory for all ranks: rank 0's.

@@ -119,7 +119,9 @@ public:
     /// step numbers its samples for per-sample draws (dropout's masks: each
     /// sample gets the mask it gets in one process). Returns the whole
     /// batch's figures, the same on every rank. Throws on every rank if any
-    /// rank failed (naming those ranks), with no weight changed anywhere.
+    /// rank failed (naming those ranks), with no weight changed anywhere:
+    /// shape_error if a rank's shard was malformed, divergence_error if its
+    /// loss or a gradient was not finite.
     /// Overlapped or not, the sums are the same and so are the weights, bit
     /// for bit.
     template <class Network, class Optimizer>
@@ -170,9 +172,12 @@ public:
             }
         } catch (const mpi_error&) {
             throw; // the ranks are no longer in step: nothing to agree on
+        } catch (const shape_error& e) {
+            failure = e.what();
+            agreed_[fixed + depth + rank] = malformed_shard;
         } catch (const lightloop::error& e) {
             failure = e.what();
-            agreed_[fixed + depth + rank] = 1.0;
+            agreed_[fixed + depth + rank] = failed_shard;
         }
         if (overlap_) {
             // Every rank starts the same sums in the same order, failed or not.
@@ -187,17 +192,24 @@ public:
             sum.finish();
         }
         std::string failed_ranks;
+        bool malformed = false;
         for (std::size_t r = 0; r < p; ++r) {
             if (agreed_[fixed + depth + r] != 0.0) {
                 failed_ranks += (failed_ranks.empty() ? "" : ", ") + std::to_string(r);
+                malformed = malformed || agreed_[fixed + depth + r] == malformed_shard;
             }
         }
         if (!failed_ranks.empty()) {
-            throw divergence_error(
+            const std::string what =
               "lightloop::distributed::data_parallel: step " + std::to_string(net.steps()) +
-              " failed on rank(s) " + failed_ranks + "; no rank updated its weights" +
+              (malformed ? " refused a malformed shard on rank(s) " : " failed on rank(s) ") +
+              failed_ranks + "; no rank updated its weights" +
               (failure.empty() ? std::string()
-                               : " (rank " + std::to_string(rank) + ": " + failure + ")"));
+                               : " (rank " + std::to_string(rank) + ": " + failure + ")");
+            if (malformed) {
+                throw shape_error(what);
+            }
+            throw divergence_error(what);
         }
         const double total = agreed_[2];
         const bool sharded = shards_update<Optimizer>();
@@ -333,6 +345,10 @@ private:
     }
 
     static constexpr std::size_t fixed = 3; // agreed_: loss sum, correct, rows
+    // agreed_[fixed + depth + r]: rank r's shard failed (its loss, a gradient)
+    // or was malformed (a shape_error).
+    static constexpr double failed_shard = 1.0;
+    static constexpr double malformed_shard = 2.0;
 
     /// Prepares `gradient` (this rank's g_r over its `rows` of the batch's
     /// `total`) for the sum over ranks of sum_r (n_r / n) g_r, and returns
