@@ -35,6 +35,7 @@ struct options {
     std::size_t train_limit = 0;
     std::size_t test_limit = 0;
     std::string precision = "fp32";   // fp32, or bf16 (mixed: core/precision.hpp)
+    std::string medium = "fp32";      // the optical medium's entries: fp32, or rounded to bf16
     std::vector<std::string> methods; // the demo's own defaults
 };
 
@@ -103,6 +104,12 @@ inline void add_flags(CLI::App& app, options& o) {
       .add_option("--precision", o.precision,
                   "fp32, or bf16: mixed precision (bf16 GEMM operands accumulated in fp32, fp32 "
                   "weights and element-wise work)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+    app
+      .add_option("--medium", o.medium,
+                  "the optical medium's entries: fp32, or bf16 (R rounded to bf16, its products "
+                  "bf16 GEMMs; the frames are binary, so the field is otherwise exact)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
     app.add_option("--methods", o.methods, "comma-separated methods to train")
@@ -244,15 +251,18 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
     if (wanted("sign-dfa")) {
         results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data, runner));
     }
+    const optical_settings settings{.bf16_medium = o.medium == "bf16"};
     if (wanted("optical-intensity")) {
-        results.push_back(run(d, "dfa optical intensity",
-                              dfa<device>{intensity_device{intensity_readout{}, cam, encoder}}, o,
-                              data, runner));
+        results.push_back(
+          run(d, "dfa optical intensity",
+              dfa<device>{intensity_device{intensity_readout{}, cam, encoder, settings}}, o, data,
+              runner));
     }
     if (wanted("optical-holographic")) {
-        results.push_back(run(
-          d, "dfa optical holographic",
-          dfa<device>{holographic_device{holographic_readout<>{}, cam, encoder}}, o, data, runner));
+        results.push_back(
+          run(d, "dfa optical holographic",
+              dfa<device>{holographic_device{holographic_readout<>{}, cam, encoder, settings}}, o,
+              data, runner));
     }
     if (wanted("shallow")) {
         results.push_back(run(d, "shallow", shallow{}, o, data, runner));
@@ -308,11 +318,12 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
     std::printf("CPU matrix features: %s | bf16 products: %s\n",
                 matrix_features_text(detect_cpu_features()).c_str(), bf16_dispatch().c_str());
     std::printf("%s, %s, %s lr %g, batch %zu, %zu epochs, seed %llu; optical: "
-                "threshold %g, %d-bit camera, read noise %g e-\n\n",
+                "threshold %g, %d-bit camera, read noise %g e-, %s medium\n\n",
                 d.architecture.c_str(),
                 o.precision == "bf16" ? "mixed bf16 (bf16 GEMM operands, fp32 weights)" : "fp32",
                 o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
-                static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise);
+                static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise,
+                o.medium.c_str());
     if constexpr (requires { runner.describe(); }) {
         std::printf("%s\n\n", runner.describe().c_str());
     }
