@@ -54,6 +54,15 @@ bool on_every_rank(bool mine) {
     return votes[0] == static_cast<double>(world->size());
 }
 
+/// Every rank but rank 0, as the library's messages list them ("1, 2").
+std::string ranks_above_0() {
+    std::string ranks;
+    for (std::size_t r = 1; r < world->size(); ++r) {
+        ranks += (r > 1 ? ", " : "") + std::to_string(r);
+    }
+    return ranks;
+}
+
 /// Whether every rank holds exactly rank 0's values (checked on every rank).
 template <class T>
 bool same_bits_everywhere(const std::vector<T>& mine) {
@@ -717,10 +726,7 @@ TEST_CASE("data_parallel refuses ranks that hold different networks, on every ra
         CHECK(on_every_rank(consistent));
         return message;
     };
-    std::string everyone_else;
-    for (std::size_t r = 1; r <= last; ++r) {
-        everyone_else += (r > 1 ? ", " : "") + std::to_string(r);
-    }
+    const std::string everyone_else = ranks_above_0();
     auto seeded_by_rank = make_mlp<float, dfa<dense_gaussian>>(13 + rank);
     const std::string seeds = refusal(seeded_by_rank);
     auto one_weight_off = make_mlp<float, dfa<dense_gaussian>>(13);
@@ -735,6 +741,46 @@ TEST_CASE("data_parallel refuses ranks that hold different networks, on every ra
                                    " hold a network other than rank 0's") != std::string::npos));
     CHECK(on_every_rank(weights.find("data_parallel: rank(s) " + std::to_string(last) +
                                      " hold a network other than rank 0's") != std::string::npos));
+    CHECK(on_every_rank(none.empty()));
+}
+
+// Ranks that passed fit_with other seeds (or other data) took shards of
+// different batches: some samples twice in a step, others never.
+TEST_CASE("fit_with data_parallel refuses ranks that sample other batches, on every rank",
+          "[distributed]") {
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    std::vector<std::size_t> fewer(36);
+    std::iota(fewer.begin(), fewer.end(), std::size_t{0});
+    const auto shorter = select_rows(train, fewer);
+    const auto refusal = [&](const labelled_data<float>& data, std::uint64_t seed) {
+        auto net = make_mlp<float, dfa<dense_gaussian>>(1);
+        sgd<float> opt{{.learning_rate = 0.05}};
+        dist::data_parallel<float> parallel(*world);
+        const auto before = weights_of(net);
+        std::string message;
+        try {
+            fit_with(parallel, net, opt, data, train, {.epochs = 1, .batch = 8, .seed = seed});
+        } catch (const config_error& e) {
+            message = e.what();
+        }
+        CHECK(on_every_rank(message.empty()
+                              ? net.steps() == 5
+                              : same_bits(weights_of(net), before) && net.steps() == 0));
+        return message;
+    };
+    const std::string everyone_else = ranks_above_0();
+    const std::string seeds = refusal(train, 5 + rank);
+    const std::string data = refusal(rank == last ? shorter : train, 5);
+    const std::string none = refusal(train, 5);
+    INFO(seeds << "\n" << data);
+    CHECK(on_every_rank(seeds.find("data_parallel: rank(s) " + everyone_else +
+                                   " sample the training data otherwise than rank 0") !=
+                        std::string::npos));
+    CHECK(on_every_rank(data.find("data_parallel: rank(s) " + std::to_string(last) +
+                                  " sample the training data otherwise than rank 0") !=
+                        std::string::npos));
     CHECK(on_every_rank(none.empty()));
 }
 
@@ -1390,10 +1436,7 @@ TEST_CASE("layer-parallel training refuses ranks that built different networks",
     const std::string widths = refusal(make(13, rank == 1 ? 20 : 24));
     const std::string seeds = refusal(make(13 + rank, 24));
     const std::string none = refusal(make(13, 24));
-    std::string everyone_else;
-    for (std::size_t r = 1; r < world->size(); ++r) {
-        everyone_else += (r > 1 ? ", " : "") + std::to_string(r);
-    }
+    const std::string everyone_else = ranks_above_0();
     INFO(widths << "\n" << seeds);
     CHECK(on_every_rank(widths.find("dfa_layer_parallel: rank(s) 1 built a network other than "
                                     "rank 0's") != std::string::npos));

@@ -128,6 +128,9 @@ public:
     std::size_t batches() const noexcept { return (order_.size() + batch_ - 1) / batch_; }
     std::size_t samples() const noexcept { return order_.size(); }
     std::size_t batch_size() const noexcept { return batch_; }
+    std::uint64_t seed() const noexcept { return seed_; }
+    bool shuffles() const noexcept { return shuffle_; }
+    const labelled_data<T>& data() const noexcept { return *data_; }
 
     /// Copies batch `b` of the current epoch into x and y (resized only when
     /// the batch's size differs from theirs).

@@ -246,8 +246,25 @@ public:
 
     // --- fit_with's strategy -------------------------------------------------
 
-    /// Every rank needs a row of every batch.
-    void begin(const batch_sampler<T>& sampler) const {
+    /// Every rank samples the same global batches (the same data's targets,
+    /// batch size, seed and shuffling, compared by CRC-32: ranks that passed
+    /// other seeds or other data would take shards of different batches,
+    /// some samples twice and others never), and needs a row of each.
+    void begin(const batch_sampler<T>& sampler) {
+        const std::uint64_t how[4] = {sampler.samples(), sampler.batch_size(), sampler.seed(),
+                                      sampler.shuffles() ? 1u : 0u};
+        const matrix<T>& targets = sampler.data().targets;
+        const std::uint32_t crc = lightloop::detail::crc32_of(
+          std::as_bytes(std::span<const T>(targets.data(), targets.size())),
+          lightloop::detail::crc32_of(std::as_bytes(std::span(how))));
+        const std::string ranks = comm_->ranks_unlike_first(static_cast<double>(crc));
+        if (!ranks.empty()) {
+            throw config_error(
+              "lightloop::distributed::data_parallel: rank(s) " + ranks +
+              " sample the training data otherwise than rank 0 (its size, targets, batch size or "
+              "seed differ); every rank must pass the same data and fit_options, or the shards "
+              "are not of one global batch; nothing was trained");
+        }
         const std::size_t last = sampler.batch_rows(sampler.batches() - 1);
         const std::size_t smallest = std::min(sampler.batch_size(), last);
         if (smallest < comm_->size()) {
