@@ -4,8 +4,9 @@
 //                 ... of each global batch, and the ranks sum their gradients
 //                 before the same update;
 //   --mode layer  DFA layer-parallel: each rank owns a block of layers,
-//                 activations flow forward, the last rank broadcasts e, each
-//                 rank projects it through its slice of B (DFA methods only);
+//                 activations flow forward, the last rank broadcasts e (sign(e)
+//                 for sign-DFA), each rank projects it through its slice of B
+//                 (the direct methods only: DFA, sign-DFA, the optical DFAs);
 //   --mode layer-pipelined  the same, each rank below the last forwarding
 //                 the next batch while the previous one's error is on its way
 //                 (weights at most one step stale).
@@ -24,10 +25,13 @@
 
 namespace {
 
+/// The direct methods, which layer-parallel training slices.
 template <class Feedback>
-constexpr bool is_dfa = false;
+constexpr bool is_direct = false;
 template <class Device>
-constexpr bool is_dfa<lightloop::dfa<Device>> = true;
+constexpr bool is_direct<lightloop::dfa<Device>> = true;
+template <class Device>
+constexpr bool is_direct<lightloop::sign_dfa<Device>> = true;
 
 /// The demo's fit over the ranks, in either mode: rank 0 shows progress and
 /// writes the CSV.
@@ -36,11 +40,11 @@ struct parallel_runner {
     std::string mode; // data or layer
 
     bool prints() const noexcept { return comm->rank() == 0; }
-    /// The DFA methods as their own types (layer-parallel training slices
-    /// their devices), the others through the demos' run-time choice.
+    /// The direct methods as their own types (layer-parallel training
+    /// slices their devices), the others through the demos' run-time choice.
     template <class Feedback>
     static auto take(Feedback feedback) {
-        if constexpr (is_dfa<Feedback>) {
+        if constexpr (is_direct<Feedback>) {
             return feedback;
         } else {
             return lightloop::demos::method{std::move(feedback)};
@@ -111,7 +115,8 @@ int main(int argc, char** argv) {
         app
           .add_option("--mode", mode,
                       "data: data-parallel (each rank a shard of every batch); layer: DFA "
-                      "layer-parallel (each rank a block of layers; DFA methods only); "
+                      "layer-parallel (each rank a block of layers; the direct methods only: "
+                      "dfa, sign-dfa, optical-intensity, optical-holographic); "
                       "layer-pipelined: the same, the next batch forwarded while the error "
                       "of the previous one is on its way")
           ->check(CLI::IsMember({"data", "layer", "layer-pipelined"}))
@@ -125,10 +130,10 @@ int main(int argc, char** argv) {
                 o.methods = {"dfa", "optical-intensity", "optical-holographic"};
             }
             for (const std::string& m : o.methods) {
-                if (mode != "data" && m != "dfa" && m != "optical-intensity" &&
+                if (mode != "data" && m != "dfa" && m != "sign-dfa" && m != "optical-intensity" &&
                     m != "optical-holographic") {
                     throw config_error("--mode " + mode +
-                                       " trains the DFA methods only (dfa, "
+                                       " trains the direct methods only (dfa, sign-dfa, "
                                        "optical-intensity, optical-holographic), not " +
                                        m + ": its backward pass needs every layer's delta");
                 }
