@@ -13,9 +13,9 @@
 // Weights stay bitwise identical on every rank: they start so (a network's
 // first step checks that every rank holds rank 0's, seed and weights), the
 // sums give every rank the same bits (communicator::sum_identical), and
-// everything after them is the same arithmetic on the same values. A failure on one rank (a
-// non-finite loss on its shard) is agreed on before any gradient moves, so every rank throws and
-// none waits forever.
+// everything after them is the same arithmetic on the same values. A failure
+// on one rank (a non-finite loss on its shard) is agreed on before any
+// gradient moves, so every rank throws and none waits forever.
 //
 // The update is sharded where the optimizer's update is element-wise (sgd,
 // adam: lightloop::detail::updates_blocks): each rank finishes the sum of
