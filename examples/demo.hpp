@@ -34,9 +34,9 @@ struct options {
     int threads = 2;
     std::size_t train_limit = 0;
     std::size_t test_limit = 0;
-    std::string precision = "fp32";   // fp32, or bf16 (mixed: core/precision.hpp)
-    std::string medium = "fp32";      // the optical medium's entries: fp32, or rounded to bf16
-    std::vector<std::string> methods; // the demo's own defaults
+    std::string precision = "fp32";        // fp32, or bf16 (mixed: core/precision.hpp)
+    std::string medium_precision = "fp32"; // the optical medium's entries: fp32, or bf16
+    std::vector<std::string> methods;      // the demo's own defaults
 };
 
 /// What differs between the demos: the network, its name, and the files'
@@ -107,7 +107,7 @@ inline void add_flags(CLI::App& app, options& o) {
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
     app
-      .add_option("--medium", o.medium,
+      .add_option("--medium-precision", o.medium_precision,
                   "the optical medium's entries: fp32, or bf16 (R rounded to bf16, its products "
                   "bf16 GEMMs; the frames are binary, so the field is otherwise exact)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
@@ -251,7 +251,7 @@ std::vector<result> for_each_method(const Demo& d, const options& o,
     if (wanted("sign-dfa")) {
         results.push_back(run(d, "sign-dfa dense", sign_dfa<dense_gaussian>{}, o, data, runner));
     }
-    const optical_settings settings{.bf16_medium = o.medium == "bf16"};
+    const optical_settings settings{.bf16_medium = o.medium_precision == "bf16"};
     if (wanted("optical-intensity")) {
         results.push_back(
           run(d, "dfa optical intensity",
@@ -323,7 +323,7 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
                 o.precision == "bf16" ? "mixed bf16 (bf16 GEMM operands, fp32 weights)" : "fp32",
                 o.optimizer.c_str(), o.learning_rate, o.batch, o.epochs,
                 static_cast<unsigned long long>(o.seed), o.threshold, o.camera_bits, o.read_noise,
-                o.medium.c_str());
+                o.medium_precision.c_str());
     if constexpr (requires { runner.describe(); }) {
         std::printf("%s\n\n", runner.describe().c_str());
     }

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
     demos::add_flags(app, o);
     app.remove_option(app.get_option("--methods"));
     app.remove_option(app.get_option("--precision"));
+    app.remove_option(app.get_option("--medium-precision")); // its devices are its own
     app.add_option("--drift-rates", rates, "drift ε per frame, comma-separated, each in [0, 1)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 0.999999))

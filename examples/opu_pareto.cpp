@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
     demos::add_flags(app, o);
     app.remove_option(app.get_option("--methods"));
     app.remove_option(app.get_option("--precision"));
+    app.remove_option(app.get_option("--medium-precision")); // its devices are its own
     app.remove_option(app.get_option("--threshold"));
     app.remove_option(app.get_option("--seed"));
     app.add_option("--seeds", seeds, "seeds to average over, comma-separated")
