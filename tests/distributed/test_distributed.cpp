@@ -1445,6 +1445,43 @@ TEST_CASE("layer-parallel training refuses ranks that built different networks",
     CHECK(on_every_rank(none.empty()));
 }
 
+// An evaluation with batch 0 looped forever in layer-parallel training (and
+// threw on the ranks that had rows, leaving the others waiting, in
+// data-parallel); one of no data returned NaN where one process refuses it.
+TEST_CASE("distributed evaluations refuse no data and a zero batch on every rank",
+          "[distributed]") {
+    const auto data = lightloop::testing::blobs_task<float>(5);
+    const labelled_data<float> none{
+      matrix<float>::from_shape({0, 6}), matrix<float>::from_shape({0, 4}), {}};
+    const auto refusal = [](auto&& evaluate) {
+        try {
+            evaluate();
+        } catch (const config_error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    using net_type = decltype(make_deep<float, dfa<dense_gaussian>>(0));
+    net_type deep = make_deep<float, dfa<dense_gaussian>>(13);
+    dist::dfa_layer_parallel<net_type> layers(*world, deep);
+    auto mlp = make_mlp<float, dfa<dense_gaussian>>(13);
+    dist::data_parallel<float> shards(*world);
+    const std::string layer_zero = refusal([&] { layers.evaluate(deep, data, 0); });
+    const std::string layer_none = refusal([&] { layers.evaluate(deep, none, 16); });
+    const std::string data_zero = refusal([&] { shards.evaluate(mlp, data, 0); });
+    const std::string data_none = refusal([&] { shards.evaluate(mlp, none, 16); });
+    INFO(layer_zero << "\n" << layer_none << "\n" << data_zero << "\n" << data_none);
+    const std::string wanted = "needs data and a positive batch size";
+    CHECK(on_every_rank(layer_zero.find(wanted) != std::string::npos));
+    CHECK(on_every_rank(layer_none.find(wanted) != std::string::npos));
+    CHECK(on_every_rank(data_zero.find(wanted) != std::string::npos));
+    CHECK(on_every_rank(data_none.find(wanted) != std::string::npos));
+    // Still in step: each evaluates as one process does.
+    CHECK(on_every_rank(layers.evaluate(deep, data, 64).loss == evaluate(deep, data, 64).loss));
+    CHECK(on_every_rank(
+      std::abs(shards.evaluate(mlp, data, 64).loss - evaluate(mlp, data, 64).loss) < 1e-6));
+}
+
 // Rank 0 reads a batch's inputs and the last rank its targets: ranks passing
 // different batches trained rank 0's inputs against the last rank's targets
 // without a word, and batches of different sizes met in MPI as messages of

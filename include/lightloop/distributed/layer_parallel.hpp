@@ -271,7 +271,7 @@ public:
               "overwrite the activations the last batch's pending update needs; call "
               "finish(net, opt) first (fit_with does, at the end of every epoch)");
         }
-        agree_on_data(net, data);
+        agree_on_data(net, data, batch);
         double sums[2] = {0.0, 0.0};
         matrix<T> xb;
         matrix<T> yb;
@@ -427,7 +427,8 @@ private:
     // batch goes no further; the last rank broadcasts the refusal with the
     // figures, and every rank throws it, nothing updated.
 
-    enum class refusal : int { none = 0, malformed = 1, rows = 2, targets = 3 };
+    // unusable: an evaluation of no data, or in batches of 0 rows
+    enum class refusal : int { none = 0, malformed = 1, rows = 2, targets = 3, unusable = 4 };
     // rank 0's rows, its targets' CRC-32, the refusing rank + 1 (0: none),
     // the refusal, that rank's rows
     using batch_note = std::array<double, 5>;
@@ -512,15 +513,18 @@ private:
         }
     }
 
-    /// Before an evaluation: every rank's data well formed and rank 0's
-    /// (its size and targets), agreed by every rank.
+    /// Before an evaluation: every rank's data well formed, not empty and
+    /// rank 0's (its size and targets), and its batch positive, agreed by
+    /// every rank.
     template <class N>
-    void agree_on_data(const N& net, const labelled_data<T>& data) {
+    void agree_on_data(const N& net, const labelled_data<T>& data, std::size_t batch) {
         std::string mine;
         refusal why = refusal::none;
         try {
-            if (data.size() > 0) {
-                check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
+            check_rows(data, "lightloop::distributed::dfa_layer_parallel: the evaluated data");
+            if (data.size() == 0 || batch == 0) {
+                why = refusal::unusable;
+            } else {
                 net.check_batch(data.inputs, data.targets);
             }
         } catch (const lightloop::error& e) {
@@ -550,6 +554,11 @@ private:
             std::string what = "lightloop::distributed::dfa_layer_parallel: ";
             if (kind == refusal::malformed) {
                 what += rank + "'s evaluated data is malformed";
+            } else if (kind == refusal::unusable) {
+                throw config_error(what + "an evaluation needs data and a positive batch size; " +
+                                   rank + " has " +
+                                   std::to_string(static_cast<std::size_t>(verdicts[2 * r + 1])) +
+                                   " samples, or a batch of 0; nothing was evaluated");
             } else if (kind == refusal::rows) {
                 what += rank + " evaluates " +
                         std::to_string(static_cast<std::size_t>(verdicts[2 * r + 1])) +
