@@ -775,9 +775,10 @@ TEST_CASE("fit_with data_parallel refuses ranks that sample other batches, on ev
     const std::string data = refusal(rank == last ? shorter : train, 5);
     const std::string none = refusal(train, 5);
     INFO(seeds << "\n" << data);
-    CHECK(on_every_rank(seeds.find("data_parallel: rank(s) " + everyone_else +
-                                   " sample the training data otherwise than rank 0") !=
-                        std::string::npos));
+    // Another seed is caught with the options, before the sampler exists.
+    CHECK(
+      on_every_rank(seeds.find("data_parallel: rank(s) " + everyone_else +
+                               " passed fit_with other options than rank 0") != std::string::npos));
     CHECK(on_every_rank(data.find("data_parallel: rank(s) " + std::to_string(last) +
                                   " sample the training data otherwise than rank 0") !=
                         std::string::npos));
@@ -1480,6 +1481,38 @@ TEST_CASE("distributed evaluations refuse no data and a zero batch on every rank
     CHECK(on_every_rank(layers.evaluate(deep, data, 64).loss == evaluate(deep, data, 64).loss));
     CHECK(on_every_rank(
       std::abs(shards.evaluate(mlp, data, 64).loss - evaluate(mlp, data, 64).loss) < 1e-6));
+}
+
+// A rank passed fit_with more epochs than the others went on stepping alone
+// and waited for them forever.
+TEST_CASE("fit_with over ranks refuses ranks that pass other fit_options, on every rank",
+          "[distributed]") {
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    const std::size_t epochs = world->rank() + 1 == world->size() ? 2 : 1;
+    const fit_options options{.epochs = epochs, .batch = 8, .seed = 5};
+    const auto refusal = [&](auto& parallel, auto& net) {
+        sgd<float> opt{{.learning_rate = 0.05}};
+        const auto before = weights_of(net);
+        std::string message;
+        try {
+            fit_with(parallel, net, opt, train, train, options);
+        } catch (const config_error& e) {
+            message = e.what();
+        }
+        CHECK(on_every_rank(same_bits(weights_of(net), before) && net.steps() == 0));
+        return message;
+    };
+    auto mlp = make_mlp<float, dfa<dense_gaussian>>(1);
+    dist::data_parallel<float> shards(*world);
+    const std::string data_message = refusal(shards, mlp);
+    auto deep = make_deep<float, dfa<dense_gaussian>>(1);
+    dist::dfa_layer_parallel<decltype(deep)> layers(*world, deep);
+    const std::string layer_message = refusal(layers, deep);
+    INFO(data_message << "\n" << layer_message);
+    const std::string wanted = ": rank(s) " + std::to_string(world->size() - 1) +
+                               " passed fit_with other options than rank 0";
+    CHECK(on_every_rank(data_message.find("data_parallel" + wanted) != std::string::npos));
+    CHECK(on_every_rank(layer_message.find("dfa_layer_parallel" + wanted) != std::string::npos));
 }
 
 // Rank 0 reads a batch's inputs and the last rank its targets: ranks passing

@@ -46,6 +46,7 @@
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
+#include "lightloop/distributed/options.hpp"
 #include "lightloop/feedback/choice.hpp"
 #include "lightloop/io/checkpoint.hpp"
 #include "lightloop/io/crc32.hpp"
@@ -246,6 +247,10 @@ public:
 
     // --- fit_with's strategy -------------------------------------------------
 
+    /// Every rank passed the same fit_options.
+    void check_options(const fit_options& options) {
+        agree_on_options(*comm_, options, "lightloop::distributed::data_parallel");
+    }
     /// Every rank samples the same global batches (the same data's targets,
     /// batch size, seed and shuffling, compared by CRC-32: ranks that passed
     /// other seeds or other data would take shards of different batches,

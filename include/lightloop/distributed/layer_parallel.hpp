@@ -45,6 +45,7 @@
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
 #include "lightloop/distributed/communicator.hpp"
+#include "lightloop/distributed/options.hpp"
 #include "lightloop/feedback/direct.hpp"
 #include "lightloop/io/checkpoint.hpp"
 #include "lightloop/io/crc32.hpp"
@@ -304,7 +305,10 @@ public:
         lightloop::detail::record_statistics(device_, record);
     }
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
-    void check_options(const fit_options& options) const {
+    /// Every rank's options rank 0's first (a rank refusing its own alone
+    /// would leave the others waiting), then what this mode cannot do.
+    void check_options(const fit_options& options) {
+        agree_on_options(*comm_, options, "lightloop::distributed::dfa_layer_parallel");
         if (!options.checkpoint.empty()) {
             throw config_error("lightloop::distributed::dfa_layer_parallel: checkpoints are not "
                                "written in layer-parallel mode yet (each rank holds its own "
