@@ -248,9 +248,7 @@ public:
     // --- fit_with's strategy -------------------------------------------------
 
     /// Every rank passed the same fit_options.
-    void check_options(const fit_options& options) {
-        agree_on_options(*comm_, options, "lightloop::distributed::data_parallel");
-    }
+    void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
     /// Every rank samples the same global batches (the same data's targets,
     /// batch size, seed and shuffling, compared by CRC-32: ranks that passed
     /// other seeds or other data would take shards of different batches,
@@ -262,14 +260,11 @@ public:
         const std::uint32_t crc = lightloop::detail::crc32_of(
           std::as_bytes(std::span<const T>(targets.data(), targets.size())),
           lightloop::detail::crc32_of(std::as_bytes(std::span(how))));
-        const std::string ranks = comm_->ranks_unlike_first(static_cast<double>(crc));
-        if (!ranks.empty()) {
-            throw config_error(
-              "lightloop::distributed::data_parallel: rank(s) " + ranks +
-              " sample the training data otherwise than rank 0 (its size, targets, batch size or "
-              "seed differ); every rank must pass the same data and fit_options, or the shards "
-              "are not of one global batch; nothing was trained");
-        }
+        refuse_unlike_first(*comm_, crc, who,
+                            "sample the training data otherwise than rank 0 (its size, targets, "
+                            "batch size or seed differ); every rank must pass the same data and "
+                            "fit_options, or the shards are not of one global batch; nothing was "
+                            "trained");
         const std::size_t last = sampler.batch_rows(sampler.batches() - 1);
         const std::size_t smallest = std::min(sampler.batch_size(), last);
         if (smallest < comm_->size()) {
@@ -378,17 +373,15 @@ private:
                 l.visit_buffers(add);
             }
         });
-        const std::string ranks = comm_->ranks_unlike_first(static_cast<double>(crc));
-        if (!ranks.empty()) {
-            throw config_error(
-              "lightloop::distributed::data_parallel: rank(s) " + ranks +
-              " hold a network other than rank 0's (its architecture, seed, weights or running "
-              "estimates differ); every rank must build the same network with the same seed and "
-              "change it alike, or the ranks train different networks; nothing was trained");
-        }
+        refuse_unlike_first(*comm_, crc, who,
+                            "hold a network other than rank 0's (its architecture, seed, weights "
+                            "or running estimates differ); every rank must build the same network "
+                            "with the same seed and change it alike, or the ranks train different "
+                            "networks; nothing was trained");
         checked_ = &net;
     }
 
+    static constexpr const char* who = "lightloop::distributed::data_parallel";
     static constexpr std::size_t fixed = 3; // agreed_: loss sum, correct, rows
     // agreed_[fixed + depth + r]: rank r's shard failed (its loss, a gradient)
     // or was malformed (a shape_error).

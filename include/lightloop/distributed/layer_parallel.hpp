@@ -408,15 +408,11 @@ private:
     /// rank's architecture signature is agreed on.
     void check_same_network(const Network& net) {
         const std::string signature = architecture_signature(net);
-        const auto crc =
-          static_cast<double>(lightloop::detail::crc32_of(std::as_bytes(std::span(signature))));
-        const std::string ranks = comm_->ranks_unlike_first(crc);
-        if (!ranks.empty()) {
-            throw config_error("lightloop::distributed::dfa_layer_parallel: rank(s) " + ranks +
-                               " built a network other than rank 0's (its architecture or seed "
-                               "differs); every rank must build the same network with the same "
-                               "seed");
-        }
+        refuse_unlike_first(*comm_,
+                            lightloop::detail::crc32_of(std::as_bytes(std::span(signature))),
+                            "lightloop::distributed::dfa_layer_parallel",
+                            "built a network other than rank 0's (its architecture or seed "
+                            "differs); every rank must build the same network with the same seed");
     }
 
     // --- every rank passes the same batch -------------------------------------
@@ -482,16 +478,22 @@ private:
         }
         const bool sent_below = rank > 0 && note[2] == 0.0;
         note_batch(net, x, y, note, slot);
-        matrix<T>& into = received_[slot];
         if (sent_below) {
-            // Sized by rank 0's rows, whatever this rank's batch is.
-            ensure_shape(into, static_cast<std::size_t>(note[0]), net.widths()[mine_.first]);
-            comm_->receive(std::span<T>(into.data(), into.size()), rank - 1, activation_tag);
+            receive_activations(net, slot);
         } else if (rank == 0 && keep && note[2] == 0.0) {
+            matrix<T>& into = received_[slot];
             ensure_shape(into, x.shape(0), x.shape(1));
             std::copy(x.begin(), x.end(), into.begin());
         }
         return note[2] == 0.0;
+    }
+
+    /// The activations the rank below sent with the note in `slot`, sized
+    /// by rank 0's rows (whatever this rank's batch is).
+    void receive_activations(const Network& net, std::size_t slot) {
+        matrix<T>& into = received_[slot];
+        ensure_shape(into, static_cast<std::size_t>(notes_[slot][0]), net.widths()[mine_.first]);
+        comm_->receive(std::span<T>(into.data(), into.size()), comm_->rank() - 1, activation_tag);
     }
 
     /// The note of the batch in `slot` and, unless the batch was refused,
@@ -536,13 +538,14 @@ private:
             why = refusal::malformed;
         }
         const auto size = static_cast<double>(data.size());
+        const double targets = checksum(data.targets);
         // Rank 0's size, its targets' CRC-32, whether its data is well formed.
-        double first[3] = {size, checksum(data.targets), why == refusal::none ? 1.0 : 0.0};
+        double first[3] = {size, targets, why == refusal::none ? 1.0 : 0.0};
         comm_->broadcast(std::span<double>(first), 0);
         if (why == refusal::none && first[2] != 0.0) {
-            why = size != first[0]                     ? refusal::rows
-                  : checksum(data.targets) != first[1] ? refusal::targets
-                                                       : refusal::none;
+            why = size != first[0]      ? refusal::rows
+                  : targets != first[1] ? refusal::targets
+                                        : refusal::none;
         }
         // Each rank's refusal and size.
         std::vector<double> verdicts(2 * comm_->size(), 0.0);
@@ -618,6 +621,7 @@ private:
                        const matrix<T>& out, std::size_t slot, const char* aside) {
         const std::size_t n = input.shape(0);
         std::string failure;
+        ensure_shape(error_, n, pass.output_size());
         // loss x n, correct, failed (1: the loss, 2: the batch was refused),
         // and a refusal's kind, rank, that rank's rows and rank 0's
         double figures[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
@@ -629,7 +633,6 @@ private:
             figures[5] = note[4];
             figures[6] = note[0];
         } else if (is_last()) {
-            ensure_shape(error_, n, pass.output_size());
             try {
                 const double loss = static_cast<double>(pass.compute_output_error(y));
                 figures[0] = loss * static_cast<double>(n);
@@ -648,11 +651,9 @@ private:
         }
         comm_->broadcast(std::span<double>(figures), comm_->size() - 1);
         if (figures[2] != 0.0) {
-            return failed(
-              pass, {true, figures[2] == 2.0 ? "" : "the loss", failure, own_failure_[slot], {}},
-              figures, aside);
+            return failed(pass, figures[2] == 2.0 ? "" : "the loss", failure, figures, aside,
+                          own_failure_[slot]);
         }
-        ensure_shape(error_, n, pass.output_size());
         comm_->broadcast(std::span<T>(error_.data(), error_.size()), comm_->size() - 1);
         if (slice_count_ > 0) {
             project_slice(n);
@@ -672,7 +673,7 @@ private:
             gradient_failed = true;
         }
         if (comm_->any(gradient_failed)) {
-            return failed(pass, {true, "a gradient", failure, {}, {}}, figures, aside);
+            return failed(pass, "a gradient", failure, figures, aside);
         }
         try {
             // All or nothing on every rank: the proof and any overflow agreed.
@@ -680,8 +681,7 @@ private:
         } catch (const mpi_error&) {
             throw;
         } catch (const divergence_error& err) {
-            return failed(pass, {true, "the update", err.what(), {}, {}, each_rank_says}, figures,
-                          aside);
+            return failed(pass, "the update", err.what(), figures, aside, {}, each_rank_says);
         }
         return {figures[0], static_cast<std::size_t>(figures[1]), n};
     }
@@ -758,16 +758,17 @@ private:
         }
     }
 
-    // A batch every rank agreed failed: its loss or a gradient (what), or a
-    // refusal (figures[2] == 2); failure: the failing rank's message, mine:
-    // this rank's own verdict on its batch.
+    // A batch every rank agreed failed: its loss, a gradient or the update
+    // (what), or a refusal (figures[2] == 2); failure: the failing rank's
+    // message, mine: this rank's own verdict on its batch; outcome: what
+    // became of the layers.
     struct failure_note {
         bool pending = false;
         const char* what = "";
         std::string failure;
         std::string mine;
+        const char* outcome = "";
         std::array<double, 7> figures{};
-        const char* outcome = "no rank updated its layers";
     };
     static constexpr const char* each_rank_says =
       "every rank stopped (each rank's message says what its own update changed)";
@@ -775,8 +776,10 @@ private:
     /// Throws a batch's failure on every rank, nothing updated; pipelined,
     /// the last rank keeps it for its next call (or finish()), where the
     /// ranks below learn it, and returns nothing.
-    step_totals failed(const Network& net, failure_note note, const double* figures,
-                       const char* aside) {
+    step_totals failed(const Network& net, const char* what, std::string failure,
+                       const double* figures, const char* aside, std::string mine = {},
+                       const char* outcome = "no rank updated its layers") {
+        failure_note note{true, what, std::move(failure), std::move(mine), outcome, {}};
         std::copy_n(figures, note.figures.size(), note.figures.begin());
         if (pipelined() && is_last()) {
             deferred_ = std::move(note);
@@ -807,13 +810,9 @@ private:
     /// Pipelined, the last rank: the batch the rank below sent, taken and
     /// dropped.
     void drop_batch(const Network& net) {
-        batch_note& note = notes_[0];
-        comm_->receive(std::span<double>(note), comm_->rank() - 1, note_tag);
-        if (note[2] == 0.0) {
-            ensure_shape(received_[0], static_cast<std::size_t>(note[0]),
-                         net.widths()[mine_.first]);
-            comm_->receive(std::span<T>(received_[0].data(), received_[0].size()),
-                           comm_->rank() - 1, activation_tag);
+        comm_->receive(std::span<double>(notes_[0]), comm_->rank() - 1, note_tag);
+        if (notes_[0][2] == 0.0) {
+            receive_activations(net, 0);
         }
     }
 

@@ -1,6 +1,6 @@
 #pragma once
-// What every rank of a distributed fit_with must pass alike, agreed on before
-// the first step.
+// What every rank of distributed training must pass alike, agreed on before
+// it is used: a checksum against rank 0's, and fit_with's options.
 
 #include <cstdint>
 #include <span>
@@ -13,6 +13,16 @@
 
 namespace lightloop::distributed {
 
+/// Throws config_error on every rank if any rank's `checksum` (of what every
+/// rank must pass alike) is not rank 0's: "<who>: rank(s) 1, 2 <differs>".
+inline void refuse_unlike_first(communicator& comm, std::uint32_t checksum, const std::string& who,
+                                const std::string& differs) {
+    const std::string ranks = comm.ranks_unlike_first(static_cast<double>(checksum));
+    if (!ranks.empty()) {
+        throw config_error(who + ": rank(s) " + ranks + " " + differs);
+    }
+}
+
 /// Throws config_error on every rank unless every rank passed the same
 /// fit_options (the checkpoint only as set or not: one rank writes it).
 /// Ranks that run other epoch counts or batch sizes stop at different steps
@@ -22,15 +32,10 @@ inline void agree_on_options(communicator& comm, const fit_options& o, const std
       o.epochs,          o.batch,           o.seed,
       o.eval_batch,      o.alignment_probe, o.checkpoint.empty() ? 0u : 1u,
       o.resume ? 1u : 0u};
-    const std::uint32_t crc = lightloop::detail::crc32_of(std::as_bytes(std::span(fields)));
-    const std::string ranks = comm.ranks_unlike_first(static_cast<double>(crc));
-    if (!ranks.empty()) {
-        throw config_error(who + ": rank(s) " + ranks +
-                           " passed fit_with other options than rank 0 (epochs, batch, seed, "
-                           "eval_batch, alignment_probe, checkpoint or resume); every rank must "
-                           "pass the same, or the ranks stop at different steps; nothing was "
-                           "trained");
-    }
+    refuse_unlike_first(comm, lightloop::detail::crc32_of(std::as_bytes(std::span(fields))), who,
+                        "passed fit_with other options than rank 0 (epochs, batch, seed, "
+                        "eval_batch, alignment_probe, checkpoint or resume); every rank must pass "
+                        "the same, or the ranks stop at different steps; nothing was trained");
 }
 
 } // namespace lightloop::distributed
