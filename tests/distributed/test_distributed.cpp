@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -617,25 +618,53 @@ TEST_CASE("a malformed shard on one rank is a shape_error on every rank", "[dist
     CHECK(on_every_rank(net.steps() == 1));
 }
 
+namespace {
+
+/// A new directory every rank names alike (rank 0's process id in the
+/// name), made by rank 0; removed with the object, once every rank is done.
+struct shared_directory {
+    std::filesystem::path path;
+    explicit shared_directory(const std::string& stem) {
+        std::uint64_t id[1] = {static_cast<std::uint64_t>(::getpid())};
+        world->broadcast(std::span<std::uint64_t>(id), 0);
+        path = std::filesystem::temp_directory_path() / (stem + std::to_string(id[0]));
+        if (world->rank() == 0) {
+            std::filesystem::create_directories(path);
+        }
+        world->barrier();
+    }
+    shared_directory(const shared_directory&) = delete;
+    shared_directory& operator=(const shared_directory&) = delete;
+    ~shared_directory() {
+        world->barrier();
+        if (world->rank() == 0) {
+            std::error_code ignored;
+            std::filesystem::remove_all(path, ignored);
+        }
+    }
+};
+
+/// fit_with's options for the checkpoint tests: batches of 32 in seed 4's
+/// order, resuming from and saving to `checkpoint` unless it is empty.
+fit_options resumable(std::size_t epochs, const std::filesystem::path& checkpoint) {
+    return {.epochs = epochs,
+            .batch = 32,
+            .seed = 4,
+            .checkpoint = checkpoint,
+            .resume = !checkpoint.empty()};
+}
+
+} // namespace
+
 TEST_CASE("fit_with data_parallel: one checkpoint, resumed by every rank to the same bits",
           "[distributed]") {
     // Rank 0 writes; every rank reads. One directory for all ranks: rank 0's.
-    std::uint64_t id[1] = {static_cast<std::uint64_t>(::getpid())};
-    world->broadcast(std::span<std::uint64_t>(id), 0);
-    const auto dir =
-      std::filesystem::temp_directory_path() / ("lightloop_dp_" + std::to_string(id[0]));
-    if (world->rank() == 0) {
-        std::filesystem::create_directories(dir);
-    }
-    world->barrier();
+    const shared_directory shared("lightloop_dp_");
+    const auto& dir = shared.path;
     const auto train = lightloop::testing::blobs_task<float>(2);
     const auto test = lightloop::testing::blobs_task<float>(3, 50);
     const auto options = [&](std::size_t epochs, bool resume) {
-        return fit_options{.epochs = epochs,
-                           .batch = 32,
-                           .seed = 4,
-                           .checkpoint = resume ? dir / "run.ckpt" : std::filesystem::path{},
-                           .resume = resume};
+        return resumable(epochs, resume ? dir / "run.ckpt" : std::filesystem::path{});
     };
     using net_type = decltype(make_mlp<float, dfa<dense_gaussian>>(0));
     dist::data_parallel<float> parallel(*world);
@@ -656,10 +685,6 @@ TEST_CASE("fit_with data_parallel: one checkpoint, resumed by every rank to the 
     sgd<float> resumed_opt{{.learning_rate = 0.05, .momentum = 0.9}};
     const auto resumed_history =
       fit_with(parallel, resumed, resumed_opt, train, test, options(12, true));
-    world->barrier();
-    if (world->rank() == 0) {
-        std::filesystem::remove_all(dir);
-    }
 
     CHECK(resumed_history.resumed_from_epoch == 6);
     CHECK(same_bits(weights_of(resumed), weights_of(straight)));
@@ -682,6 +707,128 @@ TEST_CASE("fit_with data_parallel: one checkpoint, resumed by every rank to the 
     CHECK(same_bits_everywhere(std::vector<double>{accuracy}));
     CHECK(accuracy > 0.8);
     CHECK(resumed_history.epochs.back().test_accuracy == accuracy);
+}
+
+namespace {
+
+/// A callback that calls f(epoch) at the end of each epoch (after fit_with
+/// has saved that epoch's checkpoint).
+template <class F>
+struct after_each_epoch {
+    F f;
+    bool on_epoch_end(const epoch_record& record) {
+        f(record.epoch);
+        return false;
+    }
+};
+template <class F>
+after_each_epoch(F) -> after_each_epoch<F>;
+
+/// A directory at "<file>.tmp" on this rank if `here`: the file's next
+/// atomic write cannot make its temporary there.
+void block_next_write(const std::filesystem::path& file, bool here) {
+    if (here) {
+        std::filesystem::create_directories(file.string() + ".tmp");
+    }
+}
+
+/// The message of the lightloop::error `run` throws ("" if none), checked to
+/// be of type E.
+template <class E, class F>
+std::string message_of(F&& run) {
+    try {
+        run();
+    } catch (const E& e) {
+        return e.what();
+    } catch (const lightloop::error& e) {
+        return std::string("another type of error: ") + e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+// A checkpoint that rank 0 could not write threw on rank 0 alone, and the
+// others waited for it in the next epoch's first collective forever.
+TEST_CASE("fit_with data_parallel: a checkpoint that cannot be written stops every rank, and the "
+          "previous one is intact",
+          "[distributed]") {
+    const shared_directory shared("lightloop_dp_write_");
+    const auto path = shared.path / "run.ckpt";
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    auto net = make_mlp<float, dfa<dense_gaussian>>(3);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    dist::data_parallel<float> parallel(*world);
+    const fit_options options{
+      .epochs = 3, .batch = 8, .seed = 2, .checkpoint = path, .resume = false};
+    const std::string message = message_of<data_error>([&] {
+        fit_with(parallel, net, opt, train, train, options,
+                 after_each_epoch{[&](std::size_t epoch) {
+                     block_next_write(path, world->rank() == 0 && epoch == 1);
+                 }});
+    });
+    INFO(message);
+    CHECK(on_every_rank(message.find("the checkpoint could not be written on rank(s) 0;") !=
+                        std::string::npos));
+    CHECK(on_every_rank(net.steps() == 10)); // stopped after the second epoch
+    auto loaded = make_mlp<float, dfa<dense_gaussian>>(3);
+    CHECK(on_every_rank(load_checkpoint(loaded, path).epoch == 1));
+}
+
+// Ranks resumed from whatever file each saw: a rank that did not see rank
+// 0's started from scratch (and, with the run's epochs already done on rank
+// 0, trained alone while rank 0 waited); ranks that saw other files trained
+// on from different places.
+TEST_CASE("fit_with data_parallel resumes only when every rank reads the same checkpoint",
+          "[distributed]") {
+    const shared_directory shared("lightloop_dp_resume_");
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    const auto options = [&](std::size_t epochs, const std::filesystem::path& path) {
+        return fit_options{
+          .epochs = epochs, .batch = 8, .seed = 2, .checkpoint = path, .resume = true};
+    };
+    dist::data_parallel<float> parallel(*world);
+    const auto run = [&](std::size_t epochs, const std::filesystem::path& path) {
+        auto net = make_mlp<float, dfa<dense_gaussian>>(3);
+        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        const std::string message = message_of<config_error>(
+          [&] { fit_with(parallel, net, opt, train, train, options(epochs, path)); });
+        CHECK(on_every_rank(net.steps() == 0 || message.empty()));
+        return message;
+    };
+    const auto two = shared.path / "two.ckpt";
+    const auto one = shared.path / "one.ckpt";
+    CHECK(run(2, two).empty());
+    CHECK(run(1, one).empty());
+    world->barrier();
+    // Rank 0's file, unseen by the others (each looks for a file of its own).
+    const auto own = shared.path / ("rank" + std::to_string(world->rank()) + ".ckpt");
+    if (world->rank() == 0) {
+        std::filesystem::copy_file(two, own);
+    }
+    world->barrier();
+    std::string message = run(2, own);
+    INFO(message);
+    CHECK(on_every_rank(message.find("rank(s) " + ranks_above_0() +
+                                     " cannot see the checkpoint file the others resume from") !=
+                        std::string::npos));
+    // Every rank its own copy, the last rank's of the other run.
+    world->barrier();
+    std::filesystem::copy_file(world->rank() + 1 == world->size() ? one : two, own,
+                               std::filesystem::copy_options::overwrite_existing);
+    world->barrier();
+    message = run(2, own);
+    CHECK(
+      on_every_rank(message.find("rank(s) " + std::to_string(world->size() - 1) +
+                                 " read a checkpoint other than rank 0's") != std::string::npos));
+    // The same bits on every rank: resumed.
+    world->barrier();
+    std::filesystem::copy_file(two, own, std::filesystem::copy_options::overwrite_existing);
+    world->barrier();
+    auto net = make_mlp<float, dfa<dense_gaussian>>(3);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const auto history = fit_with(parallel, net, opt, train, train, options(3, own));
+    CHECK(on_every_rank(history.resumed_from_epoch == 2 && net.steps() == 15));
 }
 
 TEST_CASE("data_parallel refuses batches with fewer rows than ranks", "[distributed]") {
@@ -1005,11 +1152,12 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         CHECK(history.epochs.back().test_accuracy == single_history.epochs.back().test_accuracy);
         CHECK(history.epochs.back().train_loss == single_history.epochs.back().train_loss);
         CHECK(history.epochs.back().test_accuracy > 0.8);
-        // No checkpoints and no alignment probe in this mode yet: refused.
-        fit_options with_checkpoint = options;
-        with_checkpoint.checkpoint = "unused.ckpt";
-        CHECK_THROWS_WITH(fit_with(parallel, net, opt, train, test, with_checkpoint),
-                          Catch::Contains("checkpoints are not written in layer-parallel mode"));
+        // No alignment probe in this mode (it needs backprop through every
+        // layer on one rank): refused on every rank.
+        fit_options with_probe = options;
+        with_probe.alignment_probe = 16;
+        CHECK_THROWS_WITH(fit_with(parallel, net, opt, train, test, with_probe),
+                          Catch::Contains("the alignment probe needs backprop"));
     }
     {
         // Each rank's optical device is its own pixels of the whole one: the
@@ -1034,6 +1182,208 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
               4 * pixels * net.output_size() * sizeof(float));
         CHECK(net.feedback().device().medium().stored_bytes() == 0);
     }
+}
+
+namespace {
+
+/// Five layers (2 and 3 ranks each get a block): batch_norm's running
+/// estimates and dropout's masks (drawn from the step count) are state a
+/// resumed run must have.
+template <class Feedback>
+auto make_stateful(std::uint64_t seed) {
+    return make_network<Feedback, softmax_cross_entropy>(
+      seed, dense<tanh_act>{6, 24}, batch_norm<tanh_act>{24}, dropout<float>(24, 0.2),
+      dense<tanh_act>{24, 16}, dense<identity>{16, 4});
+}
+
+/// Layers [first, last)'s parameters and buffers, tensor after tensor.
+template <class Network>
+std::vector<float> saved_tensors(Network& net, layer_range layers) {
+    std::vector<float> all;
+    net.visit_layers([&](auto& l, std::size_t i) {
+        if (layers.contains(i)) {
+            lightloop::detail::visit_saved(
+              l, [&](auto values) { all.insert(all.end(), values.begin(), values.end()); });
+        }
+    });
+    return all;
+}
+
+/// Layer-parallel training resumed from its checkpoint against the same
+/// run uninterrupted: whether each rank's layers, optimizer state, device
+/// figures and the run's figures are the same bits.
+template <class Feedback>
+bool layer_parallel_resumes_bitwise(dist::layer_parallel_mode mode) {
+    const shared_directory shared("lightloop_lp_resume_");
+    const auto path = shared.path / "run.ckpt";
+    const auto train = lightloop::testing::blobs_task<float>(2);
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    const auto options = [&](std::size_t epochs, bool resume) {
+        return resumable(epochs, resume ? path : std::filesystem::path{});
+    };
+    using net_type = decltype(make_stateful<Feedback>(0));
+    const auto run = [&](net_type& net, adam<float>& opt, std::size_t epochs, bool resume) {
+        dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+        return fit_with(parallel, net, opt, train, test, options(epochs, resume));
+    };
+    net_type straight = make_stateful<Feedback>(9);
+    adam<float> straight_opt{{.learning_rate = 0.01}};
+    const auto straight_history = run(straight, straight_opt, 4, false);
+    net_type first = make_stateful<Feedback>(9);
+    adam<float> first_opt{{.learning_rate = 0.01}};
+    run(first, first_opt, 2, true);
+    net_type resumed = make_stateful<Feedback>(9);
+    adam<float> resumed_opt{{.learning_rate = 0.01}};
+    const auto history = run(resumed, resumed_opt, 4, true);
+
+    const dist::dfa_layer_parallel<net_type> split(*world, straight, mode);
+    bool same =
+      history.resumed_from_epoch == 2 && resumed.steps() == straight.steps() &&
+      same_bits(saved_tensors(resumed, split.owned()), saved_tensors(straight, split.owned())) &&
+      same_bits(flattened(resumed_opt.state()), flattened(straight_opt.state())) &&
+      resumed_opt.step_count() == straight_opt.step_count() &&
+      history.epochs.size() == straight_history.epochs.size();
+    for (std::size_t e = 0; same && e < history.epochs.size(); ++e) {
+        const epoch_record& a = history.epochs[e];
+        const epoch_record& b = straight_history.epochs[e];
+        same = a.train_loss == b.train_loss && a.test_accuracy == b.test_accuracy &&
+               a.device_frames == b.device_frames && a.device_saturated == b.device_saturated;
+    }
+    // Each rank wrote its own part.
+    return same &&
+           std::filesystem::exists(dist::rank_checkpoint_path(path, world->rank(), world->size()));
+}
+
+} // namespace
+
+// Layer-parallel training refused checkpoints: each rank holds its own
+// layers, optimizer state and device slice. Each rank now writes its part.
+TEST_CASE("layer-parallel training resumes from its checkpoint to the uninterrupted run's bits",
+          "[distributed]") {
+    using dist::layer_parallel_mode;
+    CHECK(on_every_rank(
+      layer_parallel_resumes_bitwise<dfa<dense_gaussian>>(layer_parallel_mode::synchronous)));
+    CHECK(on_every_rank(
+      layer_parallel_resumes_bitwise<dfa<dense_gaussian>>(layer_parallel_mode::pipelined)));
+    // An optical device slice's state: its calibration, statistics and
+    // noise counter, each rank's own.
+    CHECK(on_every_rank(
+      layer_parallel_resumes_bitwise<dfa<optical<>>>(layer_parallel_mode::synchronous)));
+    CHECK(on_every_rank(
+      layer_parallel_resumes_bitwise<dfa<optical<>>>(layer_parallel_mode::pipelined)));
+}
+
+TEST_CASE("layer-parallel checkpoints are refused on every rank where they cannot resume as "
+          "written",
+          "[distributed]") {
+    const shared_directory shared("lightloop_lp_refuse_");
+    const auto path = shared.path / "run.ckpt";
+    const auto part = dist::rank_checkpoint_path(path, world->rank(), world->size());
+    const bool last = world->rank() + 1 == world->size();
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    using net_type = decltype(make_stateful<dfa<dense_gaussian>>(0));
+    const auto options = [&](std::size_t epochs, const std::filesystem::path& at) {
+        return fit_options{
+          .epochs = epochs, .batch = 8, .seed = 2, .checkpoint = at, .resume = true};
+    };
+    struct outcome {
+        std::string message;
+        std::uint64_t steps;
+        bool untouched;
+    };
+    // A run of `epochs` from `at` (whatever it holds): its error's message
+    // (type E) and what it did to the network.
+    const auto run = [&]<class E = config_error>(
+      std::size_t epochs, const std::filesystem::path& at, auto... callbacks) {
+        net_type net = make_stateful<dfa<dense_gaussian>>(5);
+        const std::vector<float> before = weights_of(net);
+        adam<float> opt{{.learning_rate = 0.01}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net);
+        const std::string message = message_of<E>(
+          [&] { fit_with(parallel, net, opt, train, train, options(epochs, at), callbacks...); });
+        // steps: the network's step count; untouched: no weight changed
+        // (nothing loaded or trained).
+        return outcome{message, net.steps(), same_bits(weights_of(net), before)};
+    };
+    // A part that cannot be written, on the last rank at the second epoch:
+    // every rank throws, every part still the first epoch's.
+    const outcome unwritten = run.template operator()<data_error>(
+      3, path,
+      after_each_epoch{[&](std::size_t epoch) { block_next_write(part, last && epoch == 1); }});
+    INFO(unwritten.message);
+    CHECK(on_every_rank(unwritten.message.find("the checkpoint could not be written on rank(s) " +
+                                               std::to_string(world->size() - 1) + ";") !=
+                        std::string::npos));
+    CHECK(on_every_rank(unwritten.steps == 10));
+    std::filesystem::remove(part.string() + ".tmp");
+    const outcome resumed = run(1, path); // the first epoch's parts: nothing to do
+    CHECK(on_every_rank(resumed.message.empty() && resumed.steps == 5));
+
+    // A rank's part of another epoch (kept aside after the first epoch of a
+    // longer run, put back after it).
+    const auto aside = shared.path / ("aside" + std::to_string(world->rank()));
+    const outcome longer = run(3, path, after_each_epoch{[&](std::size_t epoch) {
+                                   if (epoch == 2) {
+                                       std::filesystem::copy_file(part, aside);
+                                   }
+                               }});
+    CHECK(on_every_rank(longer.message.empty() && longer.steps == 15));
+    if (last) {
+        std::filesystem::copy_file(aside, part, std::filesystem::copy_options::overwrite_existing);
+    }
+    world->barrier();
+    const outcome mixed = run(4, path);
+    INFO(mixed.message);
+    CHECK(on_every_rank(
+      mixed.message.find("rank(s) " + std::to_string(world->size() - 1) +
+                         " resumed from a part of another epoch or step than rank 0's") !=
+      std::string::npos));
+    CHECK(on_every_rank(mixed.steps == 0 && mixed.untouched));
+    // A missing part.
+    if (last) {
+        std::filesystem::remove(part);
+    }
+    world->barrier();
+    const outcome missing = run(4, path);
+    CHECK(
+      on_every_rank(missing.message.find("rank(s) " + std::to_string(world->size() - 1) +
+                                         " cannot see the checkpoint file") != std::string::npos));
+    CHECK(on_every_rank(missing.steps == 0 && missing.untouched));
+    // A part read as a whole checkpoint in one process: another signature.
+    net_type one = make_stateful<dfa<dense_gaussian>>(5);
+    if (world->rank() == 0) {
+        CHECK_THROWS_WITH(load_checkpoint(one, part),
+                          Catch::Contains("architecture mismatch at layer-parallel part"));
+    }
+
+    // A whole checkpoint where parts were looked for, and parts (of five
+    // ranks) where a whole checkpoint was.
+    const auto whole = shared.path / "whole.ckpt";
+    const auto parts = shared.path / "parts.ckpt";
+    if (world->rank() == 0) {
+        save_checkpoint(one, whole, 1);
+        std::ofstream(dist::rank_checkpoint_path(parts, 0, 5)) << "";
+    }
+    world->barrier();
+    const outcome in_whole = run(1, whole);
+    CHECK(
+      on_every_rank(in_whole.message.find("is a whole checkpoint (one process or data-parallel "
+                                          "training); layer-parallel training keeps one file per "
+                                          "rank") != std::string::npos));
+    const outcome other_count = run(1, parts);
+    CHECK(
+      on_every_rank(other_count.message.find("was written by 5 ranks in layer-parallel training, "
+                                             "this run has " +
+                                             std::to_string(world->size())) != std::string::npos));
+    CHECK(on_every_rank(in_whole.steps == 0 && in_whole.untouched && other_count.steps == 0 &&
+                        other_count.untouched));
+    auto mlp = make_mlp<float, dfa<dense_gaussian>>(3);
+    sgd<float> opt{{.learning_rate = 0.05}};
+    dist::data_parallel<float> shards(*world);
+    const std::string data_message = message_of<config_error>(
+      [&] { fit_with(shards, mlp, opt, train, train, options(1, parts)); });
+    CHECK(on_every_rank(data_message.find("was written in parts by layer-parallel training on 5 "
+                                          "ranks") != std::string::npos));
 }
 
 TEST_CASE("pipelined DFA layer-parallel: one step is synchronous, the next sees stale weights, "

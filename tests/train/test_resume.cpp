@@ -116,14 +116,20 @@ TEST_CASE("a run killed with SIGKILL resumes from its checkpoint to the same bit
     CHECK(a.noise_energy == b.noise_energy);
 
     // A finished run resumes to no new epoch, with the whole record; a run
-    // with another batch size is refused.
+    // with another batch size is refused before anything is loaded.
     const auto again = fit(resumed, resumed_opt, train, test, options_for(checkpoint, epochs));
     CHECK(again.resumed_from_epoch == epochs);
     CHECK(again.epochs.size() == epochs);
     auto other = options_for(checkpoint, epochs);
     other.batch = 64;
-    CHECK_THROWS_WITH(fit(resumed, resumed_opt, train, test, other),
+    auto fresh = make_net();
+    auto fresh_opt = make_opt();
+    const auto initial = lightloop::testing::parameters_of(fresh);
+    CHECK_THROWS_WITH(fit(fresh, fresh_opt, train, test, other),
                       Catch::Contains("written with seed 4 and batch 32"));
+    CHECK(lightloop::testing::parameters_of(fresh) == initial);
+    CHECK(fresh.steps() == 0);
+    CHECK(fresh_opt.state().empty());
 }
 
 TEST_CASE("a resumed run's callbacks start from the records before the checkpoint",

@@ -294,12 +294,18 @@ public:
     std::string ranks_unlike_first(double value) {
         double first[1] = {value};
         broadcast(std::span<double>(first), 0);
-        std::vector<double> differs(size(), 0.0);
-        differs[rank()] = first[0] != value ? 1.0 : 0.0;
-        sum_identical(std::span<double>(differs));
+        return ranks_where(first[0] != value);
+    }
+
+    /// The ranks that passed true, listed ("1, 2"; empty if none), the same
+    /// on every rank.
+    std::string ranks_where(bool mine) {
+        std::vector<double> votes(size(), 0.0);
+        votes[rank()] = mine ? 1.0 : 0.0;
+        sum_identical(std::span<double>(votes));
         std::string ranks;
-        for (std::size_t r = 0; r < differs.size(); ++r) {
-            if (differs[r] != 0.0) {
+        for (std::size_t r = 0; r < votes.size(); ++r) {
+            if (votes[r] != 0.0) {
                 ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
             }
         }

@@ -45,6 +45,7 @@
 #include "lightloop/core/random.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
+#include "lightloop/distributed/checkpoint.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/distributed/options.hpp"
 #include "lightloop/feedback/choice.hpp"
@@ -318,17 +319,40 @@ public:
         comm_->sum_identical(std::span<double>(sums));
         return {sums[0] / sums[2], sums[1] / sums[2]};
     }
-    /// Rank 0 writes checkpoints (every rank holds the same weights and,
-    /// after prepare_checkpoint, the same optimizer state); every rank reads
-    /// them on resume.
-    bool writes_files() const noexcept { return comm_->rank() == 0; }
-    /// Before a checkpoint and after the last epoch: gather_state (fit_with
-    /// calls them on every rank), so that the optimizer fit_with hands back
-    /// holds its whole state on every rank.
-    template <class Network, class Optimizer>
-    void prepare_checkpoint(Network&, Optimizer& opt) {
+    /// Rank 0 writes the checkpoint (every rank holds the same weights and,
+    /// after gather_state, the same optimizer state), once every rank is
+    /// ready (gather_state) and in step with every rank: a failure to write
+    /// it throws on every rank (distributed/checkpoint.hpp).
+    template <class Network, class Optimizer, class Record>
+    void save_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path,
+                         std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
+                         const Record& record) {
         gather_state(opt);
+        detail::save_in_step(*comm_, who, comm_->rank() == 0 ? &path : nullptr, net, opt, epoch,
+                             seed, batch, record, lightloop::detail::whole_network(net));
     }
+    /// Every rank resumes from the checkpoint at `path`, in step: every
+    /// rank must see it (or none), accept it, and read the same bits
+    /// (distributed/checkpoint.hpp); a checkpoint written in parts by
+    /// layer-parallel training is refused.
+    template <class Network, class Optimizer, class Record, class Check>
+    std::optional<checkpoint_info> resume(Network& net, Optimizer& opt,
+                                          const std::filesystem::path& path, Record& record,
+                                          const Check& check) {
+        auto resumed = detail::resume_in_step(
+          *comm_, who, path, net, opt, record, check, lightloop::detail::whole_network(net),
+          [](const auto& staged) { return staged.crc; },
+          "read a checkpoint other than rank 0's (another copy, or another run's file at the same "
+          "path); every rank must resume from the same file");
+        if (!resumed) {
+            detail::refuse_other_layout(*comm_, who, path, false);
+        } else {
+            state_sharded_ = false; // the whole state, read by every rank
+        }
+        return resumed;
+    }
+    /// After the last epoch: gather_state, so that the optimizer fit_with
+    /// hands back holds its whole state on every rank.
     template <class Network, class Optimizer>
     void finish_fit(Network&, Optimizer& opt) {
         gather_state(opt);

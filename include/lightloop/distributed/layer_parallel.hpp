@@ -30,6 +30,10 @@
 // refused the batch), so that ranks passing different batches are refused
 // on every rank instead of training rank 0's inputs against the last rank's
 // targets, or meeting in MPI with messages of the wrong size.
+//
+// fit_with's checkpoints are one file per rank, that rank's part
+// ("<path>.rank<r>-of-<p>": its layers, optimizer state and device slice;
+// distributed/checkpoint.hpp).
 
 #include <algorithm>
 #include <array>
@@ -44,6 +48,7 @@
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/tensor.hpp"
 #include "lightloop/data/dataset.hpp"
+#include "lightloop/distributed/checkpoint.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/distributed/options.hpp"
 #include "lightloop/feedback/direct.hpp"
@@ -297,9 +302,44 @@ public:
         const auto n = static_cast<double>(data.size());
         return {sums[0] / n, sums[1] / n};
     }
-    /// Rank 0 writes the run's files. Checkpoints need every rank's layers in
-    /// one file, which this mode does not gather yet: fit_with is refused one.
-    bool writes_files() const noexcept { return comm_->rank() == 0; }
+    /// Every rank writes its part of the checkpoint, in step with the
+    /// others (distributed/checkpoint.hpp): rank_checkpoint_path(path, r,
+    /// p), holding its layers, its optimizer state (its layers' slots) and
+    /// its device slice's state (calibration, noise counter, drift), with a
+    /// signature that names the part. After finish_epoch: no update pending.
+    template <class Optimizer, class Record>
+    void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
+                         std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
+                         const Record& record) {
+        const auto file = rank_checkpoint_path(path, comm_->rank(), comm_->size());
+        detail::save_in_step(*comm_, who, &file, net, opt, epoch, seed, batch, record,
+                             part_of(net));
+    }
+    /// Every rank resumes from its part, in step: every rank must see its
+    /// file (or none), accept it, and find the same epoch, step count and
+    /// data order in it as rank 0 (distributed/checkpoint.hpp). A whole
+    /// checkpoint at `path`, or parts written by another number of ranks,
+    /// are refused.
+    template <class Optimizer, class Record, class Check>
+    std::optional<checkpoint_info> resume(Network& net, Optimizer& opt,
+                                          const std::filesystem::path& path, Record& record,
+                                          const Check& check) {
+        const auto file = rank_checkpoint_path(path, comm_->rank(), comm_->size());
+        auto resumed = detail::resume_in_step(
+          *comm_, who, file, net, opt, record, check, part_of(net),
+          [](const auto& staged) {
+              const std::uint64_t progress[4] = {staged.info.epoch, staged.info.steps,
+                                                 staged.info.fit_seed, staged.info.batch};
+              return lightloop::detail::crc32_of(std::as_bytes(std::span(progress)));
+          },
+          "resumed from a part of another epoch or step than rank 0's (a part that was not "
+          "replaced with the others', or another run's); every rank's part must come from the "
+          "same checkpoint");
+        if (!resumed) {
+            detail::refuse_other_layout(*comm_, who, path, true);
+        }
+        return resumed;
+    }
     /// This rank's device's figures (the network's own device is not used).
     void record_device(epoch_record& record) const {
         lightloop::detail::record_statistics(device_, record);
@@ -308,12 +348,7 @@ public:
     /// Every rank's options rank 0's first (a rank refusing its own alone
     /// would leave the others waiting), then what this mode cannot do.
     void check_options(const fit_options& options) {
-        agree_on_options(*comm_, options, "lightloop::distributed::dfa_layer_parallel");
-        if (!options.checkpoint.empty()) {
-            throw config_error("lightloop::distributed::dfa_layer_parallel: checkpoints are not "
-                               "written in layer-parallel mode yet (each rank holds its own "
-                               "layers); train without fit_options::checkpoint");
-        }
+        agree_on_options(*comm_, options, who);
         if (options.alignment_probe > 0) {
             throw config_error("lightloop::distributed::dfa_layer_parallel: the alignment probe "
                                "needs backprop through every layer on one rank; set "
@@ -369,10 +404,27 @@ private:
             if (slice_count_ > 0) {
                 device_.configure_slice(net.output_size(), fb.projection_size(), fb.device_seed(),
                                         slice_first_, slice_count_);
+                device_configured_ = true;
             }
         } else if (fb.projection_size() > 0) { // else nothing to project (no hidden layer)
             device_.configure(net.output_size(), fb.projection_size(), fb.device_seed());
+            device_configured_ = true;
         }
+    }
+
+    /// What this rank's part of a checkpoint holds: its layers and its
+    /// device slice (when configured: a rank with no hidden trained layer
+    /// has none), under the network's signature and a line naming the part.
+    auto part_of(Network& net) {
+        struct owned {
+            layer_range range;
+            bool operator()(std::size_t i) const noexcept { return range.contains(i); }
+        };
+        return lightloop::detail::checkpoint_part<device_type, owned>{
+          architecture_signature(net) + "layer-parallel part: rank " +
+            std::to_string(comm_->rank()) + " of " + std::to_string(comm_->size()) + ", layers " +
+            std::to_string(mine_.first) + " to " + std::to_string(mine_.last - 1) + "\n",
+          device_configured_ ? &device_ : nullptr, owned{mine_}};
     }
 
     /// This rank's columns of the projection of error_ into projected_.
@@ -409,8 +461,7 @@ private:
     void check_same_network(const Network& net) {
         const std::string signature = architecture_signature(net);
         refuse_unlike_first(*comm_,
-                            lightloop::detail::crc32_of(std::as_bytes(std::span(signature))),
-                            "lightloop::distributed::dfa_layer_parallel",
+                            lightloop::detail::crc32_of(std::as_bytes(std::span(signature))), who,
                             "built a network other than rank 0's (its architecture or seed "
                             "differs); every rank must build the same network with the same seed");
     }
@@ -825,6 +876,7 @@ private:
       requires(device_type d, std::size_t k, std::uint64_t seed) {
         d.configure_slice(k, k, seed, k, k);
     };
+    static constexpr const char* who = "lightloop::distributed::dfa_layer_parallel";
     static constexpr int activation_tag = 17;
     static constexpr int note_tag = 18;
     communicator* comm_;
@@ -842,6 +894,7 @@ private:
     std::vector<layer_range> ranges_;
     layer_range mine_{};
     device_type device_{};
+    bool device_configured_ = false; // a rank with no hidden trained layer has no slice
     std::size_t slice_first_ = 0;
     std::size_t slice_count_ = 0;
     matrix<T> received_[2]; // a pass's input (two in flight when pipelined)

@@ -24,7 +24,8 @@ inline void refuse_unlike_first(communicator& comm, std::uint32_t checksum, cons
 }
 
 /// Throws config_error on every rank unless every rank passed the same
-/// fit_options (the checkpoint only as set or not: one rank writes it).
+/// fit_options (the checkpoint only as set or not: each rank may keep it at
+/// a path of its own, a node's own disk).
 /// Ranks that run other epoch counts or batch sizes stop at different steps
 /// and leave the others waiting for them.
 inline void agree_on_options(communicator& comm, const fit_options& o, const std::string& who) {

@@ -17,12 +17,12 @@
 
 namespace lightloop::detail {
 
-/// Writes the pieces one after the other to `path`, atomically (temporary
-/// file, fsync, rename, directory fsync); `what` names the file in messages.
-/// Every failure throws data_error and leaves the previous file.
-inline void write_atomically(const std::filesystem::path& path,
-                             std::initializer_list<std::span<const std::byte>> pieces,
-                             const std::string& what = "checkpoint") {
+/// The first half of write_atomically: the pieces one after the other in
+/// "<path>.tmp", fsync'd. Every failure throws data_error, removes the
+/// temporary and leaves `path` as it was.
+inline void write_temporary(const std::filesystem::path& path,
+                            std::initializer_list<std::span<const std::byte>> pieces,
+                            const std::string& what = "checkpoint") {
     const std::filesystem::path temporary = path.string() + ".tmp";
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -49,7 +49,20 @@ inline void write_atomically(const std::filesystem::path& path,
         throw data_error("lightloop: " + temporary.string() + ": fsync failed; the previous " +
                          what + " is intact");
     }
-    std::filesystem::rename(temporary, path, ec);
+}
+
+/// Removes what write_temporary left for `path`, if anything.
+inline void discard_temporary(const std::filesystem::path& path) noexcept {
+    std::error_code ignored;
+    std::filesystem::remove(path.string() + ".tmp", ignored);
+}
+
+/// The second half: "<path>.tmp" renamed over `path`, and the directory
+/// fsync'd.
+inline void replace_with_temporary(const std::filesystem::path& path,
+                                   const std::string& what = "checkpoint") {
+    std::error_code ec;
+    std::filesystem::rename(path.string() + ".tmp", path, ec);
     if (ec) {
         throw data_error("lightloop: " + path.string() + ": cannot replace " + what + " (" +
                          ec.message() + ")");
@@ -61,6 +74,16 @@ inline void write_atomically(const std::filesystem::path& path,
         ::fsync(dir);
         ::close(dir);
     }
+}
+
+/// Writes the pieces one after the other to `path`, atomically (temporary
+/// file, fsync, rename, directory fsync); `what` names the file in messages.
+/// Every failure throws data_error and leaves the previous file.
+inline void write_atomically(const std::filesystem::path& path,
+                             std::initializer_list<std::span<const std::byte>> pieces,
+                             const std::string& what = "checkpoint") {
+    write_temporary(path, pieces, what);
+    replace_with_temporary(path, what);
 }
 
 } // namespace lightloop::detail

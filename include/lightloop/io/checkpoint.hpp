@@ -239,18 +239,50 @@ std::string architecture_signature(const Network& net) {
     return s;
 }
 
-/// Saves `net`, the optimizer's state and the progress counters to `path`,
-/// atomically. fit_seed and batch record the run's data order for resume;
-/// `record` (with save_state(state_writer&)) what the run has recorded.
-template <class Network, class Optimizer, class Record = detail::no_record>
-void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
-                     std::uint64_t epoch, std::uint64_t fit_seed = 0, std::uint64_t batch = 0,
-                     const Record& record = {}) {
+namespace detail {
+
+/// Every layer of a network: a whole checkpoint's.
+struct every_layer {
+    constexpr bool operator()(std::size_t) const noexcept { return true; }
+};
+
+/// What a checkpoint file holds of a run besides its optimizer and progress:
+/// the tensors of the layers `holds(i)` names, the state of `feedback` (none
+/// when null, or when it has no save_state), and `signature`, what the file
+/// must match. A whole checkpoint (save_checkpoint) holds every layer, the
+/// network's feedback, the network's architecture signature; a part of a run
+/// kept elsewhere (a layer-parallel rank: its block of layers and its slice
+/// of the device) names its own, and its signature says which part it is.
+template <class Feedback, class Holds = every_layer>
+struct checkpoint_part {
+    std::string signature;
+    Feedback* feedback = nullptr;
+    Holds holds{};
+};
+
+/// The part a whole checkpoint of `net` holds.
+template <class Network>
+auto whole_network(Network& net) {
+    using feedback_type = std::remove_reference_t<decltype(net.feedback())>;
+    return checkpoint_part<feedback_type>{architecture_signature(net), &net.feedback()};
+}
+
+template <class Feedback>
+inline constexpr bool saves_state = requires(const Feedback& f, state_writer& out) {
+    f.save_state(out);
+};
+
+/// The payload of a checkpoint of `part` of `net` (see the file's layout).
+template <class Network, class Optimizer, class Record, class Feedback, class Holds>
+std::vector<std::byte> checkpoint_payload(Network& net, const Optimizer& opt, std::uint64_t epoch,
+                                          std::uint64_t fit_seed, std::uint64_t batch,
+                                          const Record& record,
+                                          const checkpoint_part<Feedback, Holds>& part) {
     using T = typename Network::value_type;
     state_writer w;
     w.text(version_string);
     w.u32(static_cast<std::uint32_t>(sizeof(T)));
-    w.text(architecture_signature(net));
+    w.text(part.signature);
     w.u64(epoch);
     w.u64(net.steps());
     w.u64(fit_seed);
@@ -262,17 +294,24 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
     }
     w.block(optimizer_state);
     std::uint64_t tensors = 0;
-    net.visit_layers(
-      [&](auto& layer, std::size_t) { detail::visit_saved(layer, [&](auto) { ++tensors; }); });
-    w.u64(tensors);
-    net.visit_layers([&](auto& layer, std::size_t) {
-        detail::visit_saved(
-          layer, [&](auto values) { w.values(std::span<const T>(values.data(), values.size())); });
+    net.visit_layers([&](auto& layer, std::size_t i) {
+        if (part.holds(i)) {
+            visit_saved(layer, [&](auto) { ++tensors; });
+        }
     });
-    auto& feedback = net.feedback();
+    w.u64(tensors);
+    net.visit_layers([&](auto& layer, std::size_t i) {
+        if (part.holds(i)) {
+            visit_saved(layer, [&](auto values) {
+                w.values(std::span<const T>(values.data(), values.size()));
+            });
+        }
+    });
     state_writer feedback_state;
-    if constexpr (requires { feedback.save_state(feedback_state); }) {
-        feedback.save_state(feedback_state);
+    if constexpr (saves_state<Feedback>) {
+        if (part.feedback != nullptr) {
+            part.feedback->save_state(feedback_state);
+        }
     }
     w.block(feedback_state);
     state_writer run_record;
@@ -280,10 +319,147 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
         record.save_state(run_record);
     }
     w.block(run_record);
-    const auto& payload = w.bytes();
-    const auto header = detail::checkpoint_header(payload.size());
-    const std::uint32_t crc = detail::crc32_of(payload);
-    detail::write_atomically(path, {header, payload, std::as_bytes(std::span(&crc, 1))});
+    return w.bytes();
+}
+
+/// A checkpoint's payload framed (header, payload, CRC-32) in "<path>.tmp",
+/// fsync'd: the first half of an atomic write (replace_with_temporary).
+inline void write_checkpoint_temporary(const std::filesystem::path& path,
+                                       std::span<const std::byte> payload) {
+    const auto header = checkpoint_header(payload.size());
+    const std::uint32_t crc = crc32_of(payload);
+    write_temporary(path, {header, payload, std::as_bytes(std::span(&crc, 1))});
+}
+
+/// A checkpoint read and checked whole, nothing changed yet: what
+/// commit_checkpoint puts into the network, optimizer, feedback and record.
+template <class T, class Optimizer, class Feedback, class Record>
+struct staged_checkpoint {
+    checkpoint_info info;
+    std::uint32_t crc = 0; ///< the payload's CRC-32: which file this was
+    std::vector<std::vector<T>> values;
+    Optimizer opt;
+    std::optional<Feedback> feedback;
+    std::optional<Record> record;
+};
+
+/// Reads `path` as a checkpoint of `part` of `net` and checks it whole: the
+/// signature must be the part's and the optimizer's type `opt`'s (unless no
+/// optimizer is loaded). Changes nothing.
+template <class Network, class Optimizer, class Record, class Feedback, class Holds>
+auto stage_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
+                      const Record& record, const checkpoint_part<Feedback, Holds>& part) {
+    using T = typename Network::value_type;
+    std::uint32_t format = 0;
+    const std::vector<std::byte> payload = read_checkpoint_payload(path, format);
+    const std::string where = path.string();
+    state_reader r(payload, where);
+    staged_checkpoint<T, Optimizer, Feedback, Record> staged{{}, crc32_of(payload), {}, opt, {},
+                                                             {}};
+    checkpoint_info& info = staged.info;
+    info.library_version = r.text("library version");
+    const std::uint32_t scalar_bytes = r.u32("scalar size");
+    if (scalar_bytes != sizeof(T)) {
+        r.fail("checkpoint holds " + std::to_string(scalar_bytes) +
+               "-byte scalars, the network uses " + std::to_string(sizeof(T)));
+    }
+    info.architecture = r.text("architecture");
+    check_signature(where, info.architecture, part.signature);
+    info.epoch = r.u64("epoch");
+    info.steps = r.u64("step count");
+    info.fit_seed = r.u64("fit seed");
+    info.batch = r.u64("batch size");
+    info.optimizer = r.text("optimizer name");
+    state_reader optimizer_state = r.block("optimizer state");
+    if constexpr (!std::is_same_v<Optimizer, no_optimizer>) {
+        if (info.optimizer != name_of(opt)) {
+            r.fail("checkpoint was saved with optimizer '" + info.optimizer + "', resuming with '" +
+                   name_of(opt) + "'");
+        }
+        if constexpr (requires { staged.opt.load_state(optimizer_state); }) {
+            staged.opt.load_state(optimizer_state);
+        }
+        optimizer_state.expect_end("optimizer state");
+    }
+    const std::uint64_t tensors = r.u64("tensor count");
+    net.visit_layers([&](auto& layer, std::size_t i) {
+        if (part.holds(i)) {
+            visit_saved(layer, [&](auto v) { staged.values.emplace_back(v.size()); });
+        }
+    });
+    if (tensors != staged.values.size()) {
+        r.fail("checkpoint has " + std::to_string(tensors) + " parameter tensors, the network " +
+               std::to_string(staged.values.size()));
+    }
+    for (std::size_t t = 0; t < staged.values.size(); ++t) {
+        r.values_into(std::span<T>(staged.values[t]),
+                      ("parameter tensor " + std::to_string(t)).c_str());
+    }
+    state_reader feedback_state = r.block("feedback state");
+    std::optional<state_reader> run_record;
+    if (format >= 3) {
+        run_record.emplace(r.block("run record"));
+    }
+    r.expect_end("checkpoint");
+    if constexpr (requires(Feedback f, state_reader & in) { f.load_state(in); }) {
+        if (part.feedback != nullptr) {
+            staged.feedback.emplace(*part.feedback);
+            staged.feedback->load_state(feedback_state);
+        }
+    }
+    feedback_state.expect_end("feedback state");
+    if constexpr (requires(Record s, state_reader & in) { s.load_state(in, info.epoch); }) {
+        if (run_record && run_record->remaining() > 0) {
+            staged.record.emplace(record);
+            staged.record->load_state(*run_record, info.epoch);
+            run_record->expect_end("run record");
+        }
+    }
+    return staged;
+}
+
+/// Puts a staged checkpoint into `net` (the part's layers and the step
+/// count), `opt` (unless no optimizer is loaded), the part's feedback and
+/// `record` (if the file held one).
+template <class Network, class Optimizer, class Record, class Feedback, class Holds>
+checkpoint_info commit_checkpoint(
+  staged_checkpoint<typename Network::value_type, Optimizer, Feedback, Record>&& staged,
+  Network& net, Optimizer& opt, Record& record, const checkpoint_part<Feedback, Holds>& part) {
+    std::size_t t = 0;
+    net.visit_layers([&](auto& layer, std::size_t i) {
+        if (part.holds(i)) {
+            visit_saved(layer, [&](auto v) {
+                std::copy(staged.values[t].begin(), staged.values[t].end(), v.begin());
+                ++t;
+            });
+        }
+    });
+    net.set_steps(staged.info.steps);
+    if (staged.feedback) {
+        *part.feedback = std::move(*staged.feedback);
+    }
+    if constexpr (!std::is_same_v<Optimizer, no_optimizer>) {
+        opt = std::move(staged.opt);
+    }
+    if (staged.record) {
+        record = std::move(*staged.record);
+    }
+    return staged.info;
+}
+
+} // namespace detail
+
+/// Saves `net`, the optimizer's state and the progress counters to `path`,
+/// atomically. fit_seed and batch record the run's data order for resume;
+/// `record` (with save_state(state_writer&)) what the run has recorded.
+template <class Network, class Optimizer, class Record = detail::no_record>
+void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
+                     std::uint64_t epoch, std::uint64_t fit_seed = 0, std::uint64_t batch = 0,
+                     const Record& record = {}) {
+    const auto payload = detail::checkpoint_payload(net, opt, epoch, fit_seed, batch, record,
+                                                    detail::whole_network(net));
+    detail::write_checkpoint_temporary(path, payload);
+    detail::replace_with_temporary(path);
 }
 
 /// Weights and progress only (no optimizer state).
@@ -299,95 +475,9 @@ void save_checkpoint(Network& net, const std::filesystem::path& path, std::uint6
 template <class Network, class Optimizer, class Record>
 checkpoint_info load_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path,
                                 Record& record) {
-    using T = typename Network::value_type;
-    std::uint32_t format = 0;
-    const std::vector<std::byte> payload = detail::read_checkpoint_payload(path, format);
-    const std::string where = path.string();
-    state_reader r(payload, where);
-    checkpoint_info info;
-    info.library_version = r.text("library version");
-    const std::uint32_t scalar_bytes = r.u32("scalar size");
-    if (scalar_bytes != sizeof(T)) {
-        r.fail("checkpoint holds " + std::to_string(scalar_bytes) +
-               "-byte scalars, the network uses " + std::to_string(sizeof(T)));
-    }
-    info.architecture = r.text("architecture");
-    detail::check_signature(where, info.architecture, architecture_signature(net));
-    info.epoch = r.u64("epoch");
-    info.steps = r.u64("step count");
-    info.fit_seed = r.u64("fit seed");
-    info.batch = r.u64("batch size");
-    info.optimizer = r.text("optimizer name");
-    constexpr bool load_optimizer = !std::is_same_v<Optimizer, detail::no_optimizer>;
-    state_reader optimizer_state = r.block("optimizer state");
-    Optimizer staged_opt = opt;
-    if constexpr (load_optimizer) {
-        if (info.optimizer != name_of(opt)) {
-            r.fail("checkpoint was saved with optimizer '" + info.optimizer + "', resuming with '" +
-                   name_of(opt) + "'");
-        }
-        if constexpr (requires { staged_opt.load_state(optimizer_state); }) {
-            staged_opt.load_state(optimizer_state);
-        }
-        optimizer_state.expect_end("optimizer state");
-    }
-    const std::uint64_t tensors = r.u64("tensor count");
-    std::vector<std::vector<T>> values;
-    net.visit_layers([&](auto& layer, std::size_t) {
-        detail::visit_saved(layer, [&](auto v) { values.emplace_back(v.size()); });
-    });
-    if (tensors != values.size()) {
-        r.fail("checkpoint has " + std::to_string(tensors) + " parameter tensors, the network " +
-               std::to_string(values.size()));
-    }
-    for (std::size_t t = 0; t < values.size(); ++t) {
-        r.values_into(std::span<T>(values[t]), ("parameter tensor " + std::to_string(t)).c_str());
-    }
-    state_reader feedback_state = r.block("feedback state");
-    std::optional<state_reader> run_record;
-    if (format >= 3) {
-        run_record.emplace(r.block("run record"));
-    }
-    r.expect_end("checkpoint");
-    using feedback_type = std::remove_reference_t<decltype(net.feedback())>;
-    constexpr bool feedback_has_state = requires(feedback_type f, state_reader & in) {
-        f.load_state(in);
-    };
-    std::optional<feedback_type> staged_feedback;
-    if constexpr (feedback_has_state) {
-        staged_feedback.emplace(net.feedback());
-        staged_feedback->load_state(feedback_state);
-    }
-    feedback_state.expect_end("feedback state");
-    std::optional<Record> staged_record;
-    if constexpr (requires(Record staged, state_reader & in) {
-                      staged.load_state(in, info.epoch);
-                  }) {
-        if (run_record && run_record->remaining() > 0) {
-            staged_record.emplace(record);
-            staged_record->load_state(*run_record, info.epoch);
-            run_record->expect_end("run record");
-        }
-    }
-    // Commit.
-    std::size_t t = 0;
-    net.visit_layers([&](auto& layer, std::size_t) {
-        detail::visit_saved(layer, [&](auto v) {
-            std::copy(values[t].begin(), values[t].end(), v.begin());
-            ++t;
-        });
-    });
-    net.set_steps(info.steps);
-    if constexpr (feedback_has_state) {
-        net.feedback() = std::move(*staged_feedback);
-    }
-    if constexpr (load_optimizer) {
-        opt = std::move(staged_opt);
-    }
-    if (staged_record) {
-        record = std::move(*staged_record);
-    }
-    return info;
+    const auto part = detail::whole_network(net);
+    return detail::commit_checkpoint(detail::stage_checkpoint(net, opt, path, record, part), net,
+                                     opt, record, part);
 }
 
 /// As above, ignoring any run record the file holds.

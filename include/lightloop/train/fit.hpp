@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
@@ -282,12 +283,30 @@ struct step_totals {
     std::size_t samples = 0;
 };
 
+namespace detail {
+/// The checks fit makes of a checkpoint it resumes from, before anything is
+/// loaded: the run's seed and batch size (the data order).
+struct resume_check {
+    const std::filesystem::path* path;
+    std::uint64_t seed = 0;
+    std::uint64_t batch = 0;
+    void operator()(const checkpoint_info& saved) const {
+        if (saved.fit_seed != seed || saved.batch != batch) {
+            throw config_error("lightloop::fit: " + path->string() + " was written with seed " +
+                               std::to_string(saved.fit_seed) + " and batch " +
+                               std::to_string(saved.batch) + "; this run uses seed " +
+                               std::to_string(seed) + " and batch " + std::to_string(batch));
+        }
+    }
+};
+} // namespace detail
+
 /// How fit trains on one process. A strategy says how a batch is taken from
-/// the sampler, how a step and an evaluation run, whether this process writes
-/// the checkpoint (with, optionally, prepare_checkpoint(net, opt) called on
-/// every process before one writes, and finish_fit(net, opt) after the last
-/// epoch), and how processes agree to stop; distributed/ has the strategies
-/// over several processes (fit_with).
+/// the sampler, how a step and an evaluation run, how the checkpoint is
+/// saved after an epoch and resumed from (every process calls both), what
+/// happens after the last epoch (optionally, finish_fit(net, opt)), and how
+/// processes agree to stop; distributed/ has the strategies over several
+/// processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
@@ -307,7 +326,27 @@ struct single_process {
                         std::size_t batch) const {
         return lightloop::evaluate(net, data, batch);
     }
-    bool writes_files() const noexcept { return true; }
+    template <class Network, class Optimizer, class Record>
+    void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::path& path,
+                         std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
+                         const Record& record) const {
+        lightloop::save_checkpoint(net, opt, path, epoch, seed, batch, record);
+    }
+    /// The checkpoint at `path`, loaded into net, opt and record if it
+    /// exists and `check` accepts it (nothing changed otherwise).
+    template <class Network, class Optimizer, class Record, class Check>
+    std::optional<checkpoint_info> resume(Network& net, Optimizer& opt,
+                                          const std::filesystem::path& path, Record& record,
+                                          const Check& check) const {
+        std::error_code exists_error;
+        if (!std::filesystem::exists(path, exists_error)) {
+            return std::nullopt;
+        }
+        const auto part = detail::whole_network(net);
+        auto staged = detail::stage_checkpoint(net, opt, path, record, part);
+        check(staged.info);
+        return detail::commit_checkpoint(std::move(staged), net, opt, record, part);
+    }
     bool agree_to_stop(bool stop) const noexcept { return stop; }
 };
 
@@ -380,27 +419,22 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
 
     fit_history history;
-    std::error_code exists_error;
-    if (options.resume && !options.checkpoint.empty() &&
-        std::filesystem::exists(options.checkpoint, exists_error)) {
+    if (options.resume) {
         detail::epoch_log before;
-        const checkpoint_info saved = load_checkpoint(net, opt, options.checkpoint, before);
-        if (saved.fit_seed != options.seed || saved.batch != options.batch) {
-            throw config_error("lightloop::fit: " + options.checkpoint.string() +
-                               " was written with seed " + std::to_string(saved.fit_seed) +
-                               " and batch " + std::to_string(saved.batch) +
-                               "; this run uses seed " + std::to_string(options.seed) +
-                               " and batch " + std::to_string(options.batch));
+        const std::optional<checkpoint_info> saved =
+          strategy.resume(net, opt, options.checkpoint, before,
+                          detail::resume_check{&options.checkpoint, options.seed, options.batch});
+        if (saved) {
+            history.resumed_from_epoch = static_cast<std::size_t>(saved->epoch);
+            history.epochs = std::move(before.epochs);
+            (
+              [&] {
+                  if constexpr (requires { callbacks.on_resume(history); }) {
+                      callbacks.on_resume(history);
+                  }
+              }(),
+              ...);
         }
-        history.resumed_from_epoch = static_cast<std::size_t>(saved.epoch);
-        history.epochs = std::move(before.epochs);
-        (
-          [&] {
-              if constexpr (requires { callbacks.on_resume(history); }) {
-                  callbacks.on_resume(history);
-              }
-          }(),
-          ...);
     }
     const auto fit_start = clock::now();
     matrix<T> xb;
@@ -490,14 +524,9 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             strategy.record_device(record); // a device of the strategy's own
         }
         history.epochs.push_back(record);
-        if constexpr (requires { strategy.prepare_checkpoint(net, opt); }) {
-            if (!options.checkpoint.empty()) { // every process, before one writes
-                strategy.prepare_checkpoint(net, opt);
-            }
-        }
-        if (!options.checkpoint.empty() && strategy.writes_files()) {
-            save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed, options.batch,
-                            detail::epoch_log{history.epochs});
+        if (!options.checkpoint.empty()) { // every process
+            strategy.save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed,
+                                     options.batch, detail::epoch_log{history.epochs});
         }
         bool stop = false;
         ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
