@@ -1152,6 +1152,11 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         CHECK(history.epochs.back().test_accuracy == single_history.epochs.back().test_accuracy);
         CHECK(history.epochs.back().train_loss == single_history.epochs.back().train_loss);
         CHECK(history.epochs.back().test_accuracy > 0.8);
+        // The whole network on every rank, each layer from the rank that
+        // trains it: one process's bits, and evaluated in one process.
+        CHECK(on_every_rank(same_bits(weights_of(net), weights_of(single))));
+        CHECK(on_every_rank(lightloop::evaluate(net, test).accuracy ==
+                            history.epochs.back().test_accuracy));
         // No alignment probe in this mode (it needs backprop through every
         // layer on one rank): refused on every rank.
         fit_options with_probe = options;
@@ -1248,6 +1253,17 @@ bool layer_parallel_resumes_bitwise(dist::layer_parallel_mode mode) {
         const epoch_record& b = straight_history.epochs[e];
         same = a.train_loss == b.train_loss && a.test_accuracy == b.test_accuracy &&
                a.device_frames == b.device_frames && a.device_saturated == b.device_saturated;
+    }
+    if constexpr (std::is_same_v<Feedback, dfa<dense_gaussian>>) {
+        if (mode == dist::layer_parallel_mode::synchronous) {
+            // fit_with hands back the whole network on every rank (each
+            // layer from the rank that trains it), one process's bits.
+            net_type single = make_stateful<Feedback>(9);
+            adam<float> single_opt{{.learning_rate = 0.01}};
+            fit(single, single_opt, train, test, options(4, false));
+            same = same && same_bits(saved_tensors(straight, {}), saved_tensors(single, {})) &&
+                   same_bits(saved_tensors(resumed, {}), saved_tensors(single, {}));
+        }
     }
     // Each rank wrote its own part.
     return same &&

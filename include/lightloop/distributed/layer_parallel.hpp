@@ -33,7 +33,8 @@
 //
 // fit_with's checkpoints are one file per rank, that rank's part
 // ("<path>.rank<r>-of-<p>": its layers, optimizer state and device slice;
-// distributed/checkpoint.hpp).
+// distributed/checkpoint.hpp), and fit_with hands back the whole trained
+// network on every rank (gather_network).
 
 #include <algorithm>
 #include <array>
@@ -339,6 +340,40 @@ public:
             detail::refuse_other_layout(*comm_, who, path, true);
         }
         return resumed;
+    }
+    /// After the last epoch: gather_network, so that fit_with hands back the
+    /// whole trained network on every rank.
+    template <class Optimizer>
+    void finish_fit(Network& net, Optimizer&) {
+        gather_network(net);
+    }
+    /// Every rank's layers (parameters and buffers: batch_norm's running
+    /// estimates) from the rank that trains them, so that every rank holds
+    /// the whole trained network: to evaluate, save or export it in one
+    /// process. Every rank calls it, between steps (pipelined: after
+    /// finish()). Training goes on from it unchanged (each rank trains its
+    /// own layers, which it already held). The optimizer's state stays each
+    /// rank's own layers'.
+    void gather_network(Network& net) {
+        if (unfinished_) {
+            throw config_error(who + std::string(": gather_network between pipelined steps would "
+                                                 "miss the pending update; call finish(net, "
+                                                 "opt) first"));
+        }
+        net.visit_layers([&](auto& l, std::size_t i) {
+            std::size_t owner = 0;
+            while (!ranges_[owner].contains(i)) {
+                ++owner;
+            }
+            // Written through the visitor that marks a mixed-precision
+            // layer's bf16 copy out of date (converted again before its next
+            // product).
+            l.visit_parameters(
+              [&](std::span<T> values, std::span<const T>) { comm_->broadcast(values, owner); });
+            if constexpr (requires { l.visit_buffers([](std::span<T>) {}); }) {
+                l.visit_buffers([&](std::span<T> values) { comm_->broadcast(values, owner); });
+            }
+        });
     }
     /// This rank's device's figures (the network's own device is not used).
     void record_device(epoch_record& record) const {
