@@ -273,6 +273,64 @@ TEST_CASE("early stopping without a test set watches the training loss", "[train
     CHECK_THROWS_AS(early_stopping(0), config_error);
 }
 
+TEST_CASE("a resumed run's CSV rows are its checkpoint's records, then its own; its progress says "
+          "where it resumed",
+          "[train][fit]") {
+    lightloop::testing::scratch_dir dir("csv_resume");
+    const auto path = dir / "log.csv";
+    // Run "a" logged epochs 1 to 3 before it was stopped, runs "b" and "ab"
+    // (a's name as a prefix) one epoch each.
+    csv_log a(path, "a");
+    csv_log b(path, "b");
+    csv_log ab(path, "ab");
+    epoch_record r;
+    for (std::size_t e = 1; e <= 3; ++e) {
+        r.epoch = e;
+        a.on_epoch_end(r);
+        if (e == 1) {
+            b.on_epoch_end(r);
+            ab.on_epoch_end(r);
+        }
+    }
+    // Resumed from its checkpoint of epoch 2, whose records (test accuracy
+    // 0.5) replace a's rows; then its epoch 3.
+    fit_history history;
+    history.resumed_from_epoch = 2;
+    for (std::size_t e = 1; e <= 2; ++e) {
+        epoch_record saved;
+        saved.epoch = e;
+        saved.test_accuracy = 0.5;
+        history.epochs.push_back(saved);
+    }
+    csv_log resumed(path, "a");
+    resumed.on_resume(history);
+    r.epoch = 3;
+    resumed.on_epoch_end(r);
+    const auto csv = file_text(path);
+    CHECK(std::count(csv.begin(), csv.end(), '\n') == 6); // header, b, ab, a's three epochs
+    CHECK_THAT(csv, Catch::StartsWith("run,epoch,") && Catch::Contains("\nb,1,") &&
+                      Catch::Contains("\nab,1,") && Catch::Contains("\na,1,") &&
+                      Catch::Contains("\na,2,") && Catch::EndsWith("\n"));
+    CHECK(csv.find("\na,1,") > csv.find("\nab,1,")); // a's rows rewritten after the others'
+    // The records' figures, not the interrupted run's rows: a's epochs 1
+    // and 2 only carry test accuracy 0.5.
+    std::size_t records = 0;
+    for (auto at = csv.find(",0.5,"); at != std::string::npos; at = csv.find(",0.5,", at + 1)) {
+        ++records;
+    }
+    CHECK(records == 2);
+
+    std::FILE* progress = std::tmpfile();
+    progress_bar bar("a", progress);
+    bar.terminal(false).on_fit_begin({.epochs = 4});
+    bar.on_resume(history);
+    std::rewind(progress);
+    char line[256] = {};
+    REQUIRE(std::fgets(line, sizeof line, progress) != nullptr);
+    std::fclose(progress);
+    CHECK(std::string(line) == "a resumed after epoch 2/4 from its checkpoint\n");
+}
+
 TEST_CASE("a log that cannot be written throws lightloop's own error", "[train][fit]") {
     lightloop::testing::scratch_dir dir("fit_log_error");
     std::filesystem::create_directories(dir / "taken" / "inside"); // a non-empty directory

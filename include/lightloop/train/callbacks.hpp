@@ -20,6 +20,7 @@
 
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
+#include "lightloop/io/atomic_file.hpp"
 #include "lightloop/io/checkpoint.hpp"
 #include "lightloop/train/fit.hpp"
 
@@ -80,6 +81,12 @@ public:
 
     void on_fit_begin(const fit_info& info) { epochs_ = info.epochs; }
 
+    void on_resume(const fit_history& history) {
+        std::fprintf(stream_, "%s resumed after epoch %zu/%zu from its checkpoint\n",
+                     label_.c_str(), history.resumed_from_epoch, epochs_);
+        std::fflush(stream_);
+    }
+
     void on_epoch_begin(std::size_t) { next_quarter_ = 1; }
 
     void on_batch_end(const batch_info& b) {
@@ -131,12 +138,38 @@ private:
 
 /// One CSV row per epoch, appended and flushed as each epoch ends. `run`
 /// (a method name, say) is written as the first column so several runs can
-/// share one file; the header is written when the file is new.
+/// share one file; the header is written when the file is new. A resumed
+/// run's rows are those of its checkpoint's records, then its own: on
+/// resume, this run's rows in the file (from the run that was interrupted,
+/// which may have logged less or more than its checkpoint holds) are
+/// replaced by the records, atomically; other runs' rows stay.
 class csv_log {
 public:
     explicit csv_log(std::filesystem::path path, std::string run = "")
       : path_(std::move(path))
       , run_(std::move(run)) {}
+
+    void on_resume(const fit_history& history) {
+        std::string kept;
+        std::error_code ec;
+        if (std::filesystem::exists(path_, ec)) {
+            std::ifstream in(path_);
+            if (!in) {
+                throw data_error("lightloop: " + path_.string() + ": cannot read CSV log");
+            }
+            const std::string mine = run_ + ',';
+            bool header = true;
+            for (std::string line; std::getline(in, line); header = false) {
+                if (header || line.rfind(mine, 0) != 0) {
+                    kept += line + '\n';
+                }
+            }
+        }
+        detail::write_atomically(path_, {std::as_bytes(std::span(kept))}, "CSV log");
+        for (const epoch_record& r : history.epochs) {
+            on_epoch_end(r);
+        }
+    }
 
     void on_epoch_end(const epoch_record& r) {
         std::error_code ec;
