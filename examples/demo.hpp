@@ -37,6 +37,8 @@ struct options {
     std::string precision = "fp32";        // fp32, or bf16 (mixed: core/precision.hpp)
     std::string medium_precision = "fp32"; // the optical medium's entries: fp32, or bf16
     std::vector<std::string> methods;      // the demo's own defaults
+    std::string checkpoint;                // a directory: each method's checkpoint ("": none)
+    bool resume = false;                   // each method from its checkpoint, where it has one
 };
 
 /// What differs between the demos: the network, its name, and the files'
@@ -117,6 +119,26 @@ inline void add_flags(CLI::App& app, options& o) {
       ->check(CLI::IsMember(
         {"bp", "fa", "dfa", "sign-dfa", "optical-intensity", "optical-holographic", "shallow"}))
       ->capture_default_str();
+    CLI::Option* checkpoint = app.add_option(
+      "--checkpoint", o.checkpoint,
+      "a directory: each method's training is saved there after every epoch (one file per "
+      "method; over MPI in the layer modes, one per rank)");
+    app
+      .add_flag("--resume", o.resume,
+                "continue each method from its checkpoint in --checkpoint's directory, where it "
+                "has one, to the uninterrupted run's result")
+      ->needs(checkpoint);
+}
+
+/// Where a method's checkpoint goes: "<dir>/<stem>.<name, spaces as
+/// dashes>.ckpt" ("" without --checkpoint).
+inline std::filesystem::path checkpoint_path(const options& o, const std::string& stem,
+                                             std::string name) {
+    if (o.checkpoint.empty()) {
+        return {};
+    }
+    std::replace(name.begin(), name.end(), ' ', '-');
+    return std::filesystem::path(o.checkpoint) / (stem + "." + name + ".ckpt");
 }
 
 /// The demos' camera. Built before the data loads, so that a bad setting is
@@ -195,8 +217,12 @@ template <class Net, class Runner>
 result train(const std::string& stem, const std::string& name, Net net, const options& o,
              const lightloop::mnist_data& data, Runner& runner) {
     using namespace lightloop;
-    const fit_options fo{
-      .epochs = o.epochs, .batch = o.batch, .seed = o.seed, .alignment_probe = probe_images};
+    const fit_options fo{.epochs = o.epochs,
+                         .batch = o.batch,
+                         .seed = o.seed,
+                         .alignment_probe = probe_images,
+                         .checkpoint = checkpoint_path(o, stem, name),
+                         .resume = o.resume};
     optimizer opt = make_optimizer(o);
     result r{name,
              runner.fit(net, opt, data, fo, name, std::filesystem::path(o.out) / (stem + ".csv")),
@@ -302,6 +328,9 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
                          "\n(an IDX data directory is needed: install Debian's "
                          "dataset-fashion-mnist, or pass --data DIR)");
     }
+    if (!o.checkpoint.empty()) { // every process: a rank may keep its own on its node
+        std::filesystem::create_directories(o.checkpoint);
+    }
     if (!runner.prints()) { // another process prints the table and writes the files
         for_each_method(d, o, data, runner, cam, encoder);
         return 0;
@@ -326,6 +355,10 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
                 o.medium_precision.c_str());
     if constexpr (requires { runner.describe(); }) {
         std::printf("%s\n\n", runner.describe().c_str());
+    }
+    if (!o.checkpoint.empty()) {
+        std::printf("checkpoints in %s, after every epoch%s\n\n", o.checkpoint.c_str(),
+                    o.resume ? "; each method resumes from its own where it has one" : "");
     }
 
     const std::vector<result> results = for_each_method(d, o, data, runner, cam, encoder);

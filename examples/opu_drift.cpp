@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
     app.remove_option(app.get_option("--methods"));
     app.remove_option(app.get_option("--precision"));
     app.remove_option(app.get_option("--medium-precision")); // its devices are its own
+    app.remove_option(app.get_option("--resume"));           // needs --checkpoint: removed first
+    app.remove_option(app.get_option("--checkpoint"));       // runs that share a method's name
     app.add_option("--drift-rates", rates, "drift ε per frame, comma-separated, each in [0, 1)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 0.999999))

@@ -112,6 +112,8 @@ int main(int argc, char** argv) {
     app.remove_option(app.get_option("--methods"));
     app.remove_option(app.get_option("--precision"));
     app.remove_option(app.get_option("--medium-precision")); // its devices are its own
+    app.remove_option(app.get_option("--resume"));           // needs --checkpoint: removed first
+    app.remove_option(app.get_option("--checkpoint"));       // runs that share a method's name
     app.remove_option(app.get_option("--threshold"));
     app.remove_option(app.get_option("--seed"));
     app.add_option("--seeds", seeds, "seeds to average over, comma-separated")
