@@ -387,7 +387,8 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
     }
     const auto svg = std::filesystem::path(o.out) / (d.stem + ".svg");
     write_svg(chart, svg);
-    // The layer-parallel runs measure no alignment (their column shows "-").
+    // Methods that train no hidden layer measure no alignment (their column
+    // shows "-"); the footer only where some method did.
     if (std::any_of(results.begin(), results.end(),
                     [](const result& r) { return std::isfinite(r.alignment); })) {
         std::printf("\nalignment: mean cosine between each hidden layer's signal and backprop's, "

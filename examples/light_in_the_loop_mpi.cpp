@@ -66,7 +66,6 @@ struct parallel_runner {
         using namespace lightloop;
         if (mode != "data") {
             if constexpr (requires { net.feedback().device_seed(); }) {
-                fo.alignment_probe = 0; // needs backprop through every layer on one rank
                 distributed::dfa_layer_parallel<Net> parallel(
                   *comm, net,
                   mode == "layer-pipelined" ? distributed::layer_parallel_mode::pipelined

@@ -1157,12 +1157,30 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         CHECK(on_every_rank(same_bits(weights_of(net), weights_of(single))));
         CHECK(on_every_rank(lightloop::evaluate(net, test).accuracy ==
                             history.epochs.back().test_accuracy));
-        // No alignment probe in this mode (it needs backprop through every
-        // layer on one rank): refused on every rank.
-        fit_options with_probe = options;
-        with_probe.alignment_probe = 16;
-        CHECK_THROWS_WITH(fit_with(parallel, net, opt, train, test, with_probe),
-                          Catch::Contains("the alignment probe needs backprop"));
+        // The alignment probe (backprop through every layer): measured on
+        // the whole network, gathered on every rank before it, the same
+        // figures as one process, and training as without it.
+        fit_options probed = options;
+        probed.alignment_probe = 64;
+        net_type with_probe = make_deep<float, dfa<dense_gaussian>>(9);
+        sgd<float> probe_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        const auto probed_history = fit_with(parallel, with_probe, probe_opt, train, test, probed);
+        net_type single_probed = make_deep<float, dfa<dense_gaussian>>(9);
+        sgd<float> single_probe_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        const auto single_probed_history =
+          fit(single_probed, single_probe_opt, train, test, probed);
+        bool same_alignment = true;
+        for (std::size_t e = 0; e < probed_history.epochs.size(); ++e) {
+            const epoch_record& a = probed_history.epochs[e];
+            const epoch_record& b = single_probed_history.epochs[e];
+            same_alignment = same_alignment && a.alignment_mean.size() == 3 &&
+                             a.alignment_mean == b.alignment_mean &&
+                             a.alignment_spread == b.alignment_spread &&
+                             a.weight_alignment.size() == b.weight_alignment.size();
+        }
+        CHECK(on_every_rank(same_alignment));
+        CHECK(on_every_rank(probed_history.epochs.back().alignment_mean[0] > 0.0));
+        CHECK(on_every_rank(same_bits(weights_of(with_probe), weights_of(net))));
     }
     {
         // Each rank's optical device is its own pixels of the whole one: the

@@ -380,16 +380,14 @@ public:
         lightloop::detail::record_statistics(device_, record);
     }
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
-    /// Every rank's options rank 0's first (a rank refusing its own alone
-    /// would leave the others waiting), then what this mode cannot do.
-    void check_options(const fit_options& options) {
-        agree_on_options(*comm_, options, who);
-        if (options.alignment_probe > 0) {
-            throw config_error("lightloop::distributed::dfa_layer_parallel: the alignment probe "
-                               "needs backprop through every layer on one rank; set "
-                               "fit_options::alignment_probe to 0");
-        }
-    }
+    /// Every rank's options rank 0's (a rank refusing its own alone would
+    /// leave the others waiting).
+    void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
+    /// Before fit_with's alignment probe, which runs backprop through every
+    /// layer: the whole network on every rank (gather_network), so that each
+    /// rank measures what one process would, on the same weights (the probe
+    /// changes no weight, and no layer's update reads what it overwrites).
+    void prepare_probe(Network& net) { gather_network(net); }
 
 private:
     void check_split(const std::vector<layer_range>& split) const {

@@ -506,6 +506,9 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         record.train_loss = loss_sum / static_cast<double>(done);
         record.train_accuracy = static_cast<double>(correct) / static_cast<double>(done);
         if (options.alignment_probe > 0) {
+            if constexpr (requires { strategy.prepare_probe(net); }) {
+                strategy.prepare_probe(net); // e.g. the whole network on every process
+            }
             const auto report = gradient_alignment(net, probe_x, probe_y);
             record.alignment_mean = report.mean;
             record.alignment_spread = report.spread;
