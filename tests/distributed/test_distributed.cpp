@@ -1899,6 +1899,62 @@ TEST_CASE("fit_with over ranks refuses ranks that pass other fit_options, on eve
     CHECK(on_every_rank(layer_message.find("dfa_layer_parallel" + wanted) != std::string::npos));
 }
 
+// Ranks that stepped optimizers of other settings (a momentum or learning
+// rate by rank) updated with p different rules: data-parallel weights stayed
+// in step through the sums but each rank's block was updated by its own
+// rule, and layer-parallel blocks were no longer one process's training.
+TEST_CASE("distributed training refuses ranks that step another optimizer, on every rank",
+          "[distributed]") {
+    const bool last = world->rank() + 1 == world->size();
+    const auto data = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    matrix<float> x;
+    matrix<float> y;
+    consecutive_batch(data, 0, 8, x, y);
+    matrix<float> xs;
+    matrix<float> ys;
+    shard_of(x, world->rank(), world->size(), xs);
+    shard_of(y, world->rank(), world->size(), ys);
+    const std::string wanted =
+      ": rank(s) " + std::to_string(world->size() - 1) + " step(s) another optimizer than rank 0's";
+    // Whether one step with `opt` on each strategy was refused on every
+    // rank, naming the last, with the networks untouched; `messages`: this
+    // rank's two messages ("\n" if neither refused).
+    const auto refused_everywhere = [&](auto opt, std::string& messages) {
+        auto mlp = make_mlp<float, dfa<dense_gaussian>>(1);
+        auto deep = make_deep<float, dfa<dense_gaussian>>(1);
+        const auto mlp_before = weights_of(mlp);
+        const auto deep_before = weights_of(deep);
+        dist::data_parallel<float> shards(*world);
+        dist::dfa_layer_parallel<decltype(deep)> layers(*world, deep);
+        auto other = opt;
+        const std::string data_message =
+          message_of<config_error>([&] { shards.step(mlp, opt, xs, ys); });
+        const std::string layer_message =
+          message_of<config_error>([&] { layers.step(deep, other, x, y); });
+        messages = data_message + "\n" + layer_message;
+        return on_every_rank(data_message.find("data_parallel" + wanted) != std::string::npos &&
+                             layer_message.find("dfa_layer_parallel" + wanted) !=
+                               std::string::npos &&
+                             same_bits(weights_of(mlp), mlp_before) && mlp.steps() == 0 &&
+                             same_bits(weights_of(deep), deep_before) && deep.steps() == 0);
+    };
+    std::string messages;
+    CHECK(refused_everywhere(sgd<float>{{.learning_rate = 0.05, .momentum = last ? 0.5 : 0.9}},
+                             messages));
+    INFO(messages);
+    if (last) {
+        CHECK_THAT(messages, Catch::Contains("sgd momentum 0.5 weight_decay 0 learning_rate 0.05"));
+    }
+    CHECK(refused_everywhere(adam<float>{{.learning_rate = last ? 0.02 : 0.01}}, messages));
+    if (last) {
+        CHECK_THAT(messages, Catch::Contains("adam beta1 0.9 beta2 0.999 epsilon 1e-08 "
+                                             "weight_decay 0 learning_rate 0.02"));
+    }
+    // The same optimizer everywhere: both step.
+    CHECK_FALSE(refused_everywhere(sgd<float>{{.learning_rate = 0.05, .momentum = 0.9}}, messages));
+    CHECK(on_every_rank(messages == "\n"));
+}
+
 // Rank 0 reads a batch's inputs and the last rank its targets: ranks passing
 // different batches trained rank 0's inputs against the last rank's targets
 // without a word, and batches of different sizes met in MPI as messages of

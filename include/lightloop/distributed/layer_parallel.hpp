@@ -191,6 +191,10 @@ public:
     /// batch on every rank (the message says so), or finish().
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
+        if (checked_optimizer_ != static_cast<const void*>(&opt)) {
+            agree_on_optimizer(*comm_, opt, who); // before an optimizer's first step here
+            checked_optimizer_ = &opt;
+        }
         unfinished_ = pipelined(); // on every rank, the last too
         if (deferred_.pending) {
             // Pipelined, the last rank: the previous batch failed, and the
@@ -919,6 +923,7 @@ private:
     std::uint64_t first_step_ = 0; // pipelined: the network's step count at the first of them
     failure_note deferred_;        // pipelined, the last rank: a failure the others learn next
     bool unfinished_ = false;      // pipelined: steps since the last finish(), on every rank
+    const void* checked_optimizer_ = nullptr; // the optimizer last found the same on every rank
     std::vector<std::span<T>> spans_;
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     MPI_Request noted_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};

@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/distributed/communicator.hpp"
 #include "lightloop/io/crc32.hpp"
@@ -37,6 +38,23 @@ inline void agree_on_options(communicator& comm, const fit_options& o, const std
                         "passed fit_with other options than rank 0 (epochs, batch, seed, "
                         "eval_batch, alignment_probe, checkpoint or resume); every rank must pass "
                         "the same, or the ranks stop at different steps; nothing was trained");
+}
+
+/// Throws config_error on every rank unless every rank steps the same
+/// optimizer: its type, settings (describe_object) and learning rate, by
+/// CRC-32 against rank 0's. Ranks with other settings would update with
+/// other steps: data-parallel weights kept in step by the sums would still
+/// be updated by p optimizers (each rank's block by its own, when sharded),
+/// and layer-parallel blocks would not be one process's training.
+template <class Optimizer>
+void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::string& who) {
+    const std::string mine =
+      describe_object(opt) + " learning_rate " + number_text(double(opt.learning_rate()));
+    refuse_unlike_first(comm, lightloop::detail::crc32_of(std::as_bytes(std::span(mine))), who,
+                        "step(s) another optimizer than rank 0's (its type, settings or learning "
+                        "rate; rank " +
+                          std::to_string(comm.rank()) + ": " + mine +
+                          "); every rank must step the same; nothing was trained");
 }
 
 } // namespace lightloop::distributed

@@ -11,10 +11,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/simd.hpp"
 #include "lightloop/optim/detail.hpp"
@@ -85,6 +87,14 @@ public:
         settings_.learning_rate = lr;
     }
     const adam_settings& settings() const noexcept { return settings_; }
+    /// "adam beta1 0.9 beta2 0.999 epsilon 1e-08 weight_decay 0": the
+    /// settings but the learning rate (see sgd::describe).
+    std::string describe() const {
+        return "adam beta1 " + number_text(settings_.beta1) + " beta2 " +
+               number_text(settings_.beta2) + " epsilon " + number_text(settings_.epsilon) +
+               " weight_decay " + number_text(settings_.weight_decay) +
+               (settings_.decoupled_weight_decay ? " decoupled" : "");
+    }
     std::uint64_t step_count() const noexcept { return step_; }
     void save_state(state_writer& out) const {
         out.u64(step_);

@@ -108,6 +108,10 @@ public:
     std::string name() const {
         return std::visit([](const auto& o) { return name_of(o); }, held_);
     }
+    /// The held optimizer's description (describe_object).
+    std::string describe() const {
+        return std::visit([](const auto& o) { return describe_object(o); }, held_);
+    }
 
     void begin_step() {
         std::visit([](auto& o) { o.begin_step(); }, held_);

@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include "lightloop/core/bf16.hpp"
 #include "lightloop/core/concepts.hpp"
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/simd.hpp"
 #include "lightloop/optim/detail.hpp"
 
@@ -74,6 +76,14 @@ public:
         settings_.learning_rate = lr;
     }
     const sgd_settings& settings() const noexcept { return settings_; }
+    /// "sgd momentum 0.9 nesterov weight_decay 0": the settings but the
+    /// learning rate (which schedules move), for messages and for checking
+    /// that processes step the same optimizer.
+    std::string describe() const {
+        return "sgd momentum " + number_text(settings_.momentum) +
+               (settings_.nesterov ? " nesterov" : "") + " weight_decay " +
+               number_text(settings_.weight_decay);
+    }
     void save_state(state_writer& out) const { state_.save(out); }
     void load_state(state_reader& in) { state_.load(in); }
 
