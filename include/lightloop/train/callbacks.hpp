@@ -328,7 +328,8 @@ private:
 
 /// Saves the network's parameters after every epoch (io/checkpoint.hpp),
 /// without the optimizer's state: for a resumable run use fit_options::
-/// checkpoint, which saves everything.
+/// checkpoint, which saves everything (and, over MPI, is written by the
+/// ranks in step; give this callback to one rank only).
 class checkpoint_every_epoch {
 public:
     explicit checkpoint_every_epoch(std::filesystem::path path)
