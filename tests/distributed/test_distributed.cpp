@@ -1418,6 +1418,33 @@ TEST_CASE("layer-parallel checkpoints are refused on every rank where they canno
       [&] { fit_with(shards, mlp, opt, train, train, options(1, parts)); });
     CHECK(on_every_rank(data_message.find("was written in parts by layer-parallel training on 5 "
                                           "ranks") != std::string::npos));
+
+    // Parts written with another split of the layers: refused by their
+    // signature on the ranks whose block moved, and on every rank.
+    const auto split_path = shared.path / "split.ckpt";
+    const outcome written = run(1, split_path);
+    CHECK(on_every_rank(written.message.empty()));
+    net_type moved = make_stateful<dfa<dense_gaussian>>(5);
+    const auto before = weights_of(moved);
+    std::vector<layer_range> split = dist::balanced_layer_split(moved, world->size());
+    const std::size_t cut = split[0].last > 1 ? split[0].last - 1 : split[0].last + 1;
+    split[0].last = cut;
+    split[1].first = cut;
+    dist::dfa_layer_parallel<net_type> other_split(*world, moved,
+                                                   dist::layer_parallel_mode::synchronous, split);
+    adam<float> moved_opt{{.learning_rate = 0.01}};
+    std::string split_message; // data_error on ranks 0 and 1, data_error naming them above
+    try {
+        fit_with(other_split, moved, moved_opt, train, train, options(2, split_path));
+    } catch (const data_error& e) {
+        split_message = e.what();
+    }
+    INFO(split_message);
+    CHECK(on_every_rank((world->rank() > 1
+                           ? split_message.find("rank(s) 0, 1 refused the checkpoint file")
+                           : split_message.find("architecture mismatch at layer-parallel part")) !=
+                        std::string::npos));
+    CHECK(on_every_rank(same_bits(weights_of(moved), before) && moved.steps() == 0));
 }
 
 TEST_CASE("pipelined DFA layer-parallel: one step is synchronous, the next sees stale weights, "
