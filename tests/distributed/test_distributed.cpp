@@ -750,6 +750,58 @@ std::string message_of(F&& run) {
 
 // A checkpoint that rank 0 could not write threw on rank 0 alone, and the
 // others waited for it in the next epoch's first collective forever.
+// Each data-parallel rank's optical device is its own: its camera calibrates
+// on the rank's shard and its noise counter follows the shard's blocks. A
+// resumed run gave every rank rank 0's device, and trained on other bits.
+TEST_CASE("fit_with data_parallel with an optical device resumes every rank's own device to the "
+          "same bits",
+          "[distributed]") {
+    const shared_directory shared("lightloop_dp_optical_");
+    const auto path = shared.path / "run.ckpt";
+    const auto train = lightloop::testing::blobs_task<float>(2);
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    using net_type = decltype(make_mlp<float, dfa<optical<>>>(0));
+    dist::data_parallel<float> parallel(*world);
+    struct trained {
+        net_type net = make_mlp<float, dfa<optical<>>>(9);
+        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        fit_history history;
+        std::string message;
+    };
+    const auto run = [&](std::size_t epochs, bool resume) {
+        trained t;
+        dist::give_rank_noise_stream(t.net, world->rank());
+        t.message = message_of<config_error>([&] {
+            t.history = fit_with(parallel, t.net, t.opt, train, test,
+                                 resumable(epochs, resume ? path : std::filesystem::path{}));
+        });
+        return t;
+    };
+    const trained straight = run(4, false);
+    run(2, true);
+    const auto own =
+      dist::data_parallel<float>::device_checkpoint_path(path, world->rank(), world->size());
+    CHECK(on_every_rank(std::filesystem::exists(own))); // rank 0's too: the others' are there
+    const trained resumed = run(4, true);
+    CHECK(on_every_rank(
+      resumed.history.resumed_from_epoch == 2 &&
+      same_bits(weights_of(resumed.net), weights_of(straight.net)) &&
+      resumed.history.epochs.back().device_frames == straight.history.epochs.back().device_frames &&
+      resumed.history.epochs.back().test_accuracy == straight.history.epochs.back().test_accuracy));
+    // The last rank's device file missing: refused on every rank.
+    world->barrier();
+    if (world->rank() + 1 == world->size()) {
+        std::filesystem::remove(own);
+    }
+    world->barrier();
+    const trained missing = run(4, true);
+    INFO(missing.message);
+    CHECK(on_every_rank(missing.message.find("rank(s) " + std::to_string(world->size() - 1) +
+                                             " cannot see their device's checkpoint file") !=
+                          std::string::npos &&
+                        missing.net.steps() == 0));
+}
+
 TEST_CASE("fit_with data_parallel: a checkpoint that cannot be written stops every rank, and the "
           "previous one is intact",
           "[distributed]") {

@@ -48,17 +48,17 @@ inline std::filesystem::path rank_checkpoint_path(const std::filesystem::path& p
 
 namespace detail {
 
-/// Every rank writes its file's temporary (write(); a rank with no file,
-/// `mine` null, writes nothing); once every rank has, each puts its file in
-/// place. A failure anywhere throws data_error on every rank, naming the
-/// ranks, with every file as it was (unless putting a file in place failed,
-/// which the message says).
+/// Every rank writes its files' temporaries (write(); a rank may have
+/// none); once every rank has, each puts its files in place. A failure
+/// anywhere throws data_error on every rank, naming the ranks, with every
+/// file as it was (unless putting a file in place failed, which the message
+/// says).
 template <class Write>
-void write_in_step(communicator& comm, const std::string& who, const std::filesystem::path* mine,
-                   Write&& write) {
+void write_in_step(communicator& comm, const std::string& who,
+                   std::span<const std::filesystem::path> mine, Write&& write) {
     std::string failure;
     try {
-        if (mine != nullptr) {
+        if (!mine.empty()) {
             write();
         }
     } catch (const mpi_error&) {
@@ -68,8 +68,8 @@ void write_in_step(communicator& comm, const std::string& who, const std::filesy
     }
     std::string failed = comm.ranks_where(!failure.empty());
     if (!failed.empty()) {
-        if (mine != nullptr) {
-            lightloop::detail::discard_temporary(*mine);
+        for (const auto& file : mine) {
+            lightloop::detail::discard_temporary(file);
         }
         throw data_error(who + ": the checkpoint could not be written on rank(s) " + failed +
                          "; every rank's previous checkpoint file is intact" +
@@ -78,8 +78,8 @@ void write_in_step(communicator& comm, const std::string& who, const std::filesy
                             : " (rank " + std::to_string(comm.rank()) + ": " + failure + ")"));
     }
     try {
-        if (mine != nullptr) {
-            lightloop::detail::replace_with_temporary(*mine);
+        for (const auto& file : mine) {
+            lightloop::detail::replace_with_temporary(file);
         }
     } catch (const mpi_error&) {
         throw;
@@ -90,24 +90,22 @@ void write_in_step(communicator& comm, const std::string& who, const std::filesy
     if (!failed.empty()) {
         throw data_error(who + ": rank(s) " + failed +
                          " could not put the new checkpoint file in place, where the previous "
-                         "one stays; every other rank's file is the new one" +
+                         "one stays; every other file is the new one" +
                          (failure.empty()
                             ? std::string()
                             : " (rank " + std::to_string(comm.rank()) + ": " + failure + ")"));
     }
 }
 
-/// fit_with's save, in step (write_in_step): this rank's `file` (null:
-/// none) holding `part` of `net`.
+/// The temporary of `file` (write_in_step's first half), holding `part` of
+/// `net`.
 template <class Network, class Optimizer, class Record, class Part>
-void save_in_step(communicator& comm, const std::string& who, const std::filesystem::path* file,
-                  Network& net, const Optimizer& opt, std::uint64_t epoch, std::uint64_t seed,
-                  std::uint64_t batch, const Record& record, const Part& part) {
-    write_in_step(comm, who, file, [&] {
-        const auto payload =
-          lightloop::detail::checkpoint_payload(net, opt, epoch, seed, batch, record, part);
-        lightloop::detail::write_checkpoint_temporary(*file, payload);
-    });
+void write_part_temporary(const std::filesystem::path& file, Network& net, const Optimizer& opt,
+                          std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
+                          const Record& record, const Part& part) {
+    const auto payload =
+      lightloop::detail::checkpoint_payload(net, opt, epoch, seed, batch, record, part);
+    lightloop::detail::write_checkpoint_temporary(file, payload);
 }
 
 /// fit_with's resume, in step, from this rank's `file` holding `part` of

@@ -326,34 +326,76 @@ public:
     /// Rank 0 writes the checkpoint (every rank holds the same weights and,
     /// after gather_state, the same optimizer state), once every rank is
     /// ready (gather_state) and in step with every rank: a failure to write
-    /// it throws on every rank (distributed/checkpoint.hpp).
+    /// it throws on every rank (distributed/checkpoint.hpp). A device with
+    /// state of its own on each rank (an optical one: its camera calibrated
+    /// on the rank's shard, its noise counter) is rank 0's in that file; each
+    /// rank also writes its own beside it (device_checkpoint_path; rank 0's
+    /// says the others' are there), so that a resumed run is the
+    /// uninterrupted one bit for bit.
     template <class Network, class Optimizer, class Record>
     void save_checkpoint(Network& net, Optimizer& opt, const std::filesystem::path& path,
                          std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
                          const Record& record) {
         gather_state(opt);
-        detail::save_in_step(*comm_, who, comm_->rank() == 0 ? &path : nullptr, net, opt, epoch,
-                             seed, batch, record, lightloop::detail::whole_network(net));
+        const std::size_t rank = comm_->rank();
+        std::vector<std::filesystem::path> files;
+        if (rank == 0) {
+            files.push_back(path);
+        }
+        const bool own_device = has_device_state(net);
+        if (own_device) {
+            files.push_back(device_checkpoint_path(path, rank, comm_->size()));
+        }
+        detail::write_in_step(*comm_, who, files, [&] {
+            if (rank == 0) {
+                detail::write_part_temporary(path, net, opt, epoch, seed, batch, record,
+                                             lightloop::detail::whole_network(net));
+            }
+            if (own_device) {
+                detail::write_part_temporary(files.back(), net, lightloop::detail::no_optimizer{},
+                                             epoch, seed, batch, lightloop::detail::no_record{},
+                                             device_part(net));
+            }
+        });
     }
     /// Every rank resumes from the checkpoint at `path`, in step: every
     /// rank must see it (or none), accept it, and read the same bits
-    /// (distributed/checkpoint.hpp); a checkpoint written in parts by
-    /// layer-parallel training is refused.
+    /// (distributed/checkpoint.hpp); a rank with a device file of its own
+    /// (save_checkpoint) takes its device from it, which must be of the same
+    /// epoch and step. Without device files (another number of ranks wrote
+    /// the checkpoint, or one process) every rank's device takes rank 0's
+    /// state. A checkpoint written in parts by layer-parallel training is
+    /// refused.
     template <class Network, class Optimizer, class Record, class Check>
     std::optional<checkpoint_info> resume(Network& net, Optimizer& opt,
                                           const std::filesystem::path& path, Record& record,
                                           const Check& check) {
+        auto device = stage_own_device(net, path);
         auto resumed = detail::resume_in_step(
           *comm_, who, path, net, opt, record, check, lightloop::detail::whole_network(net),
-          [](const auto& staged) { return staged.crc; },
-          "read a checkpoint other than rank 0's (another copy, or another run's file at the same "
-          "path); every rank must resume from the same file");
+          [&](const auto& staged) {
+              const bool same_progress = !device || (device->info.epoch == staged.info.epoch &&
+                                                     device->info.steps == staged.info.steps);
+              return same_progress ? staged.crc : ~staged.crc;
+          },
+          "read a checkpoint other than rank 0's (another copy, another run's file at the same "
+          "path, or a device file of another epoch); every rank must resume from the same "
+          "checkpoint");
         if (!resumed) {
             detail::refuse_other_layout(*comm_, who, path, false);
         } else {
             state_sharded_ = false; // the whole state, read by every rank
+            if (device) {
+                net.feedback() = std::move(*device->feedback);
+            }
         }
         return resumed;
+    }
+    /// Where rank `rank` of `ranks` keeps its device's state beside a
+    /// data-parallel checkpoint at `path` ("<path>.device<r>-of-<p>").
+    static std::filesystem::path device_checkpoint_path(const std::filesystem::path& path,
+                                                        std::size_t rank, std::size_t ranks) {
+        return path.string() + ".device" + std::to_string(rank) + "-of-" + std::to_string(ranks);
     }
     /// After the last epoch: gather_state, so that the optimizer fit_with
     /// hands back holds its whole state on every rank.
@@ -382,6 +424,81 @@ public:
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
 private:
+    /// Whether the network's feedback has state of its own (an optical
+    /// device's calibration and counters; dense devices have none).
+    template <class Network>
+    static bool has_device_state(Network& net) {
+        state_writer state;
+        if constexpr (lightloop::detail::saves_state<
+                        std::remove_reference_t<decltype(net.feedback())>>) {
+            std::as_const(net).feedback().save_state(state);
+        }
+        return !state.bytes().empty();
+    }
+    struct no_layer {
+        constexpr bool operator()(std::size_t) const noexcept { return false; }
+    };
+    /// A rank's device file: no layer, its feedback's state, the network's
+    /// signature with a line naming the rank.
+    template <class Network>
+    auto device_part(Network& net) const {
+        using feedback_type = std::remove_reference_t<decltype(net.feedback())>;
+        return lightloop::detail::checkpoint_part<feedback_type, no_layer>{
+          architecture_signature(net) + "data-parallel device: rank " +
+            std::to_string(comm_->rank()) + " of " + std::to_string(comm_->size()) + "\n",
+          &net.feedback(), no_layer{}};
+    }
+    /// Before a resume: this rank's device file, read and checked, nothing
+    /// changed (nullopt on every rank where no rank sees one: dense devices,
+    /// or a checkpoint another number of ranks, or one process, wrote). Ranks
+    /// that should see one and do not, or refuse theirs, are refused on every
+    /// rank.
+    template <class Network>
+    auto stage_own_device(Network& net, const std::filesystem::path& path) {
+        const auto file = device_checkpoint_path(path, comm_->rank(), comm_->size());
+        const bool wants = has_device_state(net);
+        std::error_code ec;
+        const bool sees = wants && std::filesystem::exists(file, ec);
+        const auto part = device_part(net);
+        const lightloop::detail::no_optimizer none;
+        const lightloop::detail::no_record no_record;
+        using staged_type =
+          decltype(lightloop::detail::stage_checkpoint(net, none, file, no_record, part));
+        std::optional<staged_type> staged;
+        if (!comm_->any(sees)) {
+            return staged;
+        }
+        const std::string missing = comm_->ranks_where(wants && !sees);
+        if (!missing.empty()) {
+            throw config_error(std::string(who) + ": rank(s) " + missing +
+                               " cannot see their device's checkpoint file, which the others "
+                               "resume from (rank " +
+                               std::to_string(comm_->rank()) + ": " + file.string() +
+                               "); nothing was loaded");
+        }
+        std::exception_ptr failure;
+        try {
+            if (sees) {
+                staged.emplace(
+                  lightloop::detail::stage_checkpoint(net, none, file, no_record, part));
+            }
+        } catch (const mpi_error&) {
+            throw;
+        } catch (const lightloop::error&) {
+            failure = std::current_exception();
+        }
+        const std::string refused = comm_->ranks_where(failure != nullptr);
+        if (!refused.empty()) {
+            if (failure) {
+                std::rethrow_exception(failure);
+            }
+            throw data_error(std::string(who) + ": rank(s) " + refused +
+                             " refused their device's checkpoint file (its message says why); "
+                             "nothing was loaded on any rank");
+        }
+        return staged;
+    }
+
     /// Before a network's first step here: every rank holds rank 0's network
     /// (architecture and seed, hence feedback; weights and running
     /// estimates). Ranks that built theirs from other seeds would each train

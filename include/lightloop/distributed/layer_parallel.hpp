@@ -317,8 +317,9 @@ public:
                          std::uint64_t epoch, std::uint64_t seed, std::uint64_t batch,
                          const Record& record) {
         const auto file = rank_checkpoint_path(path, comm_->rank(), comm_->size());
-        detail::save_in_step(*comm_, who, &file, net, opt, epoch, seed, batch, record,
-                             part_of(net));
+        detail::write_in_step(*comm_, who, std::span(&file, 1), [&] {
+            detail::write_part_temporary(file, net, opt, epoch, seed, batch, record, part_of(net));
+        });
     }
     /// Every rank resumes from its part, in step: every rank must see its
     /// file (or none), accept it, and find the same epoch, step count and
