@@ -108,39 +108,33 @@ void write_part_temporary(const std::filesystem::path& file, Network& net, const
     lightloop::detail::write_checkpoint_temporary(file, payload);
 }
 
-/// fit_with's resume, in step, from this rank's `file` holding `part` of
-/// `net`: nullopt on every rank if no rank sees its file; config_error on
-/// every rank if only some do. Then each rank reads and checks its file
-/// whole, and `check` (fit's) its figures, changing nothing; a rank that
-/// refuses its file throws its own error and the others a data_error
-/// naming it; the ranks agree that checksum(staged) is rank 0's
-/// (config_error naming the others: they `differ`); only then does each
-/// load its file.
-template <class Network, class Optimizer, class Record, class Check, class Part, class Checksum>
-std::optional<checkpoint_info> resume_in_step(communicator& comm, const std::string& who,
-                                              const std::filesystem::path& file, Network& net,
-                                              Optimizer& opt, Record& record, const Check& check,
-                                              const Part& part, Checksum&& checksum,
-                                              const std::string& differ) {
+/// Every rank's `file` read and checked in step by stage() (which changes
+/// nothing): nullopt on every rank if no rank that `wants` one sees its
+/// file; config_error on every rank naming the ranks that want one and do
+/// not see it; a rank that refuses its file throws its own error and the
+/// others a data_error naming it. `what` names the file in messages.
+template <class Stage>
+auto stage_in_step(communicator& comm, const std::string& who, const std::filesystem::path& file,
+                   bool wants, const std::string& what, Stage&& stage) {
+    std::optional<decltype(stage())> staged;
     std::error_code ec;
-    const bool exists = std::filesystem::exists(file, ec);
-    const std::string missing = comm.ranks_where(!exists);
-    if (!comm.any(exists)) {
-        return std::nullopt;
+    const bool sees = wants && std::filesystem::exists(file, ec);
+    if (!comm.any(sees)) {
+        return staged;
     }
+    const std::string missing = comm.ranks_where(wants && !sees);
     if (!missing.empty()) {
-        throw config_error(who + ": rank(s) " + missing +
-                           " cannot see the checkpoint file the others resume from (rank " +
-                           std::to_string(comm.rank()) + ": " + file.string() +
-                           "); every rank must see its file (a shared directory, or a copy on "
+        throw config_error(who + ": rank(s) " + missing + " cannot see " + what +
+                           " the others resume from (rank " + std::to_string(comm.rank()) + ": " +
+                           file.string() +
+                           "); every rank must see its own (a shared directory, or a copy on "
                            "every node); nothing was loaded");
     }
-    using staged_type = decltype(lightloop::detail::stage_checkpoint(net, opt, file, record, part));
-    std::optional<staged_type> staged;
     std::exception_ptr failure;
     try {
-        staged.emplace(lightloop::detail::stage_checkpoint(net, opt, file, record, part));
-        check(staged->info);
+        if (sees) {
+            staged.emplace(stage());
+        }
     } catch (const mpi_error&) {
         throw;
     } catch (const lightloop::error&) {
@@ -151,9 +145,30 @@ std::optional<checkpoint_info> resume_in_step(communicator& comm, const std::str
         if (failure) {
             std::rethrow_exception(failure);
         }
-        throw data_error(who + ": rank(s) " + refused +
-                         " refused the checkpoint file each resumes from (its message says "
-                         "why); nothing was loaded on any rank");
+        throw data_error(who + ": rank(s) " + refused + " refused " + what +
+                         " (its message says why); nothing was loaded on any rank");
+    }
+    return staged;
+}
+
+/// fit_with's resume, in step, from this rank's `file` holding `part` of
+/// `net` (stage_in_step: nullopt if no rank sees its file), `check` (fit's)
+/// applied to its figures before anything is loaded; then the ranks agree
+/// that checksum(staged) is rank 0's (config_error naming the others: they
+/// `differ`), and only then does each load its file.
+template <class Network, class Optimizer, class Record, class Check, class Part, class Checksum>
+std::optional<checkpoint_info> resume_in_step(communicator& comm, const std::string& who,
+                                              const std::filesystem::path& file, Network& net,
+                                              Optimizer& opt, Record& record, const Check& check,
+                                              const Part& part, Checksum&& checksum,
+                                              const std::string& differ) {
+    auto staged = stage_in_step(comm, who, file, true, "the checkpoint file", [&] {
+        auto read = lightloop::detail::stage_checkpoint(net, opt, file, record, part);
+        check(read.info);
+        return read;
+    });
+    if (!staged) {
+        return std::nullopt;
     }
     refuse_unlike_first(comm, checksum(*staged), who, differ + "; nothing was loaded");
     return lightloop::detail::commit_checkpoint(std::move(*staged), net, opt, record, part);

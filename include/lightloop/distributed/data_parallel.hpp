@@ -456,47 +456,12 @@ private:
     template <class Network>
     auto stage_own_device(Network& net, const std::filesystem::path& path) {
         const auto file = device_checkpoint_path(path, comm_->rank(), comm_->size());
-        const bool wants = has_device_state(net);
-        std::error_code ec;
-        const bool sees = wants && std::filesystem::exists(file, ec);
         const auto part = device_part(net);
-        const lightloop::detail::no_optimizer none;
-        const lightloop::detail::no_record no_record;
-        using staged_type =
-          decltype(lightloop::detail::stage_checkpoint(net, none, file, no_record, part));
-        std::optional<staged_type> staged;
-        if (!comm_->any(sees)) {
-            return staged;
-        }
-        const std::string missing = comm_->ranks_where(wants && !sees);
-        if (!missing.empty()) {
-            throw config_error(std::string(who) + ": rank(s) " + missing +
-                               " cannot see their device's checkpoint file, which the others "
-                               "resume from (rank " +
-                               std::to_string(comm_->rank()) + ": " + file.string() +
-                               "); nothing was loaded");
-        }
-        std::exception_ptr failure;
-        try {
-            if (sees) {
-                staged.emplace(
-                  lightloop::detail::stage_checkpoint(net, none, file, no_record, part));
-            }
-        } catch (const mpi_error&) {
-            throw;
-        } catch (const lightloop::error&) {
-            failure = std::current_exception();
-        }
-        const std::string refused = comm_->ranks_where(failure != nullptr);
-        if (!refused.empty()) {
-            if (failure) {
-                std::rethrow_exception(failure);
-            }
-            throw data_error(std::string(who) + ": rank(s) " + refused +
-                             " refused their device's checkpoint file (its message says why); "
-                             "nothing was loaded on any rank");
-        }
-        return staged;
+        return detail::stage_in_step(
+          *comm_, who, file, has_device_state(net), "their device's checkpoint file", [&] {
+              return lightloop::detail::stage_checkpoint(
+                net, lightloop::detail::no_optimizer{}, file, lightloop::detail::no_record{}, part);
+          });
     }
 
     /// Before a network's first step here: every rank holds rank 0's network
