@@ -14,7 +14,10 @@
 // rank's file (data-parallel: the file's bits; layer-parallel: the epoch,
 // the step count and the data order); only then does each load it.
 // Data-parallel training keeps a whole checkpoint (rank 0 writes it, every
-// rank reads it); layer-parallel training one file per rank,
+// rank reads it) and, for a device with state of its own on each rank (an
+// optical one), each rank's device beside it ("<path>.device<r>-of-<p>",
+// data_parallel::device_checkpoint_path); layer-parallel training one file
+// per rank,
 // "<path>.rank<r>-of-<p>" (rank_checkpoint_path), each that rank's layers,
 // optimizer state and device slice. Each refuses the other's files, and
 // parts written by another number of ranks, by name.
