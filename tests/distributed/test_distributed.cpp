@@ -1359,6 +1359,44 @@ TEST_CASE("layer-parallel training resumes from its checkpoint to the uninterrup
       layer_parallel_resumes_bitwise<dfa<optical<>>>(layer_parallel_mode::pipelined)));
 }
 
+// With one batch an epoch, a pipelined epoch is one step and finish(): the
+// synchronous step's bits. Parts written in one mode and resumed in the
+// other then continue the uninterrupted synchronous run bit for bit: what
+// the parts hold does not depend on the mode.
+TEST_CASE("layer-parallel parts written in one mode resume in the other", "[distributed]") {
+    const shared_directory shared("lightloop_lp_modes_");
+    const auto train = lightloop::testing::blobs_task<float>(2, 8); // 32 rows: one batch an epoch
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    using net_type = decltype(make_stateful<dfa<dense_gaussian>>(0));
+    using dist::layer_parallel_mode;
+    struct trained {
+        net_type net = make_stateful<dfa<dense_gaussian>>(9);
+        adam<float> opt{{.learning_rate = 0.01}};
+        fit_history history;
+    };
+    const auto run = [&](layer_parallel_mode mode, std::size_t epochs,
+                         const std::filesystem::path& path) {
+        trained t;
+        dist::dfa_layer_parallel<net_type> parallel(*world, t.net, mode);
+        t.history = fit_with(parallel, t.net, t.opt, train, test, resumable(epochs, path));
+        return t;
+    };
+    trained straight = run(layer_parallel_mode::synchronous, 4, {});
+    bool same = true;
+    for (const auto& [first, then, name] :
+         {std::tuple{layer_parallel_mode::synchronous, layer_parallel_mode::pipelined, "sync"},
+          std::tuple{layer_parallel_mode::pipelined, layer_parallel_mode::synchronous, "piped"}}) {
+        const auto path = shared.path / (std::string(name) + ".ckpt");
+        run(first, 2, path);
+        trained resumed = run(then, 4, path);
+        same = same && resumed.history.resumed_from_epoch == 2 &&
+               resumed.net.steps() == straight.net.steps() &&
+               same_bits(saved_tensors(resumed.net, {}), saved_tensors(straight.net, {})) &&
+               same_bits(flattened(resumed.opt.state()), flattened(straight.opt.state()));
+    }
+    CHECK(on_every_rank(same));
+}
+
 TEST_CASE("layer-parallel checkpoints are refused on every rank where they cannot resume as "
           "written",
           "[distributed]") {
