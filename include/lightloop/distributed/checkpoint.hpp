@@ -133,24 +133,17 @@ auto stage_in_step(communicator& comm, const std::string& who, const std::filesy
                            "); every rank must see its own (a shared directory, or a copy on "
                            "every node); nothing was loaded");
     }
-    std::exception_ptr failure;
-    try {
-        if (sees) {
-            staged.emplace(stage());
-        }
-    } catch (const mpi_error&) {
-        throw;
-    } catch (const lightloop::error&) {
-        failure = std::current_exception();
-    }
-    const std::string refused = comm.ranks_where(failure != nullptr);
-    if (!refused.empty()) {
-        if (failure) {
-            std::rethrow_exception(failure);
-        }
-        throw data_error(who + ": rank(s) " + refused + " refused " + what +
-                         " (its message says why); nothing was loaded on any rank");
-    }
+    fail_together(
+      comm,
+      [&] {
+          if (sees) {
+              staged.emplace(stage());
+          }
+      },
+      [&](const std::string& refused) {
+          throw data_error(who + ": rank(s) " + refused + " refused " + what +
+                           " (its message says why); nothing was loaded on any rank");
+      });
     return staged;
 }
 

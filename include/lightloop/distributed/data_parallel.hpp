@@ -294,32 +294,26 @@ public:
         const std::size_t first = data.size() * comm_->rank() / p;
         const std::size_t last = data.size() * (comm_->rank() + 1) / p;
         double sums[3] = {0.0, 0.0, static_cast<double>(last - first)};
-        std::exception_ptr failed;
-        try {
-            if (data.size() == 0 || batch == 0) {
-                throw config_error(
-                  "lightloop::distributed::data_parallel: an evaluation needs data and a positive "
-                  "batch size (rows " +
-                  std::to_string(data.size()) + ", batch " + std::to_string(batch) + ")");
-            }
-            if (last > first) {
-                const evaluation mine = lightloop::evaluate(net, data, batch, first, last);
-                sums[0] = mine.loss * sums[2];
-                sums[1] = mine.accuracy * sums[2];
-            }
-        } catch (const mpi_error&) {
-            throw;
-        } catch (const lightloop::error&) {
-            failed = std::current_exception();
-        }
-        if (comm_->any(failed != nullptr)) {
-            if (failed) {
-                std::rethrow_exception(failed);
-            }
-            throw config_error("lightloop::distributed::data_parallel: the evaluation failed on "
-                               "another rank (its error names the problem); nothing was "
-                               "evaluated");
-        }
+        fail_together(
+          *comm_,
+          [&] {
+              if (data.size() == 0 || batch == 0) {
+                  throw config_error("lightloop::distributed::data_parallel: an evaluation needs "
+                                     "data and a positive batch size (rows " +
+                                     std::to_string(data.size()) + ", batch " +
+                                     std::to_string(batch) + ")");
+              }
+              if (last > first) {
+                  const evaluation mine = lightloop::evaluate(net, data, batch, first, last);
+                  sums[0] = mine.loss * sums[2];
+                  sums[1] = mine.accuracy * sums[2];
+              }
+          },
+          [](const std::string&) {
+              throw config_error("lightloop::distributed::data_parallel: the evaluation failed "
+                                 "on another rank (its error names the problem); nothing was "
+                                 "evaluated");
+          });
         comm_->sum_identical(std::span<double>(sums));
         return {sums[0] / sums[2], sums[1] / sums[2]};
     }

@@ -1,8 +1,10 @@
 #pragma once
 // What every rank of distributed training must pass alike, agreed on before
-// it is used: a checksum against rank 0's, and fit_with's options.
+// it is used: a checksum against rank 0's, fit_with's options, the
+// optimizer; and a failure on some ranks, thrown on every rank.
 
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string>
 
@@ -21,6 +23,29 @@ inline void refuse_unlike_first(communicator& comm, std::uint32_t checksum, cons
     const std::string ranks = comm.ranks_unlike_first(static_cast<double>(checksum));
     if (!ranks.empty()) {
         throw config_error(who + ": rank(s) " + ranks + " " + differs);
+    }
+}
+
+/// Runs f() on every rank and agrees whether it failed anywhere (a
+/// lightloop::error; an mpi_error passes through, the ranks out of step): a
+/// rank where it failed rethrows its own error, every other rank calls
+/// others(ranks), which throws, with the failed ranks listed ("1, 2").
+template <class F, class Others>
+void fail_together(communicator& comm, F&& f, Others&& others) {
+    std::exception_ptr failure;
+    try {
+        f();
+    } catch (const mpi_error&) {
+        throw;
+    } catch (const lightloop::error&) {
+        failure = std::current_exception();
+    }
+    const std::string failed = comm.ranks_where(failure != nullptr);
+    if (!failed.empty()) {
+        if (failure) {
+            std::rethrow_exception(failure);
+        }
+        others(failed);
     }
 }
 
