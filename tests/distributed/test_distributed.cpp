@@ -1209,6 +1209,10 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         CHECK(on_every_rank(same_bits(weights_of(net), weights_of(single))));
         CHECK(on_every_rank(lightloop::evaluate(net, test).accuracy ==
                             history.epochs.back().test_accuracy));
+        // And the whole optimizer: every layer's momentum from the rank that
+        // trains it, so that one process goes on from here as from the
+        // one-process run (the same bits an epoch later, below).
+        CHECK(on_every_rank(same_bits(flattened(opt.state()), flattened(single_opt.state()))));
         // The alignment probe (backprop through every layer): measured on
         // the whole network, gathered on every rank before it, the same
         // figures as one process, and training as without it.
@@ -1233,6 +1237,12 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         CHECK(on_every_rank(same_alignment));
         CHECK(on_every_rank(probed_history.epochs.back().alignment_mean[0] > 0.0));
         CHECK(on_every_rank(same_bits(weights_of(with_probe), weights_of(net))));
+        // One process goes on from the state handed back.
+        fit_options more = options;
+        more.epochs = 1;
+        fit(net, opt, train, test, more);
+        fit(single, single_opt, train, test, more);
+        CHECK(on_every_rank(same_bits(weights_of(net), weights_of(single))));
     }
     {
         // Each rank's optical device is its own pixels of the whole one: the
@@ -1326,13 +1336,16 @@ bool layer_parallel_resumes_bitwise(dist::layer_parallel_mode mode) {
     }
     if constexpr (std::is_same_v<Feedback, dfa<dense_gaussian>>) {
         if (mode == dist::layer_parallel_mode::synchronous) {
-            // fit_with hands back the whole network on every rank (each
-            // layer from the rank that trains it), one process's bits.
+            // fit_with hands back the whole network and adam's moments on
+            // every rank (each layer's from the rank that trains it), one
+            // process's bits, after a resumed run too.
             net_type single = make_stateful<Feedback>(9);
             adam<float> single_opt{{.learning_rate = 0.01}};
             fit(single, single_opt, train, test, options(4, false));
             same = same && same_bits(saved_tensors(straight, {}), saved_tensors(single, {})) &&
-                   same_bits(saved_tensors(resumed, {}), saved_tensors(single, {}));
+                   same_bits(saved_tensors(resumed, {}), saved_tensors(single, {})) &&
+                   same_bits(flattened(resumed_opt.state()), flattened(single_opt.state())) &&
+                   resumed_opt.step_count() == single_opt.step_count();
         }
     }
     // Each rank wrote its own part.

@@ -34,10 +34,12 @@
 // fit_with's checkpoints are one file per rank, that rank's part
 // ("<path>.rank<r>-of-<p>": its layers, optimizer state and device slice;
 // distributed/checkpoint.hpp), and fit_with hands back the whole trained
-// network on every rank (gather_network).
+// network and its optimizer's state on every rank (gather_network,
+// gather_state).
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -346,19 +348,62 @@ public:
         }
         return resumed;
     }
-    /// After the last epoch: gather_network, so that fit_with hands back the
-    /// whole trained network on every rank.
+    /// After the last epoch: gather_network and gather_state, so that
+    /// fit_with hands back the whole trained network and its optimizer on
+    /// every rank.
     template <class Optimizer>
-    void finish_fit(Network& net, Optimizer&) {
+    void finish_fit(Network& net, Optimizer& opt) {
         gather_network(net);
+        gather_state(net, opt);
+    }
+    /// Every layer's optimizer state (sgd's momentum, adam's moments) from
+    /// the rank that trains it, so that every rank's optimizer holds all of
+    /// it: to go on training in one process as from a one-process run, or
+    /// to save it. Every rank calls it, between steps. Training goes on
+    /// from it unchanged (each rank steps its own layers' slots, which it
+    /// already held). An optimizer without state() and adopt_state(slot,
+    /// values) (sgd, adam and a choice of them have both) keeps each rank's
+    /// own layers' state.
+    template <class Optimizer>
+    void gather_state(Network& net, Optimizer& opt) {
+        if constexpr (requires(const Optimizer co) {
+                          { co.state() } -> std::same_as<const std::vector<std::vector<T>>&>;
+                          opt.adopt_state(std::size_t{}, std::vector<T>{});
+                      }) {
+            if (unfinished_) {
+                throw config_error(who + std::string(": gather_state between pipelined steps "
+                                                     "would miss the pending update; call "
+                                                     "finish(net, opt) first"));
+            }
+            std::size_t slot = 0; // the network's numbering: every parameter tensor, in order
+            net.visit_layers([&](auto& l, std::size_t i) {
+                const std::size_t owner = owner_of(i);
+                // Three parameters: a mixed layer's bf16 copy is left current.
+                l.visit_parameters([&](std::span<T>, std::span<const T>, auto...) {
+                    const bool mine = comm_->rank() == owner;
+                    const auto& held = opt.state();
+                    std::uint64_t count = mine && slot < held.size() ? held[slot].size() : 0;
+                    comm_->broadcast(std::span(&count, 1), owner);
+                    if (count > 0) {
+                        std::vector<T> values =
+                          mine ? held[slot] : std::vector<T>(static_cast<std::size_t>(count));
+                        comm_->broadcast(std::span<T>(values), owner);
+                        if (!mine) {
+                            opt.adopt_state(slot, std::move(values));
+                        }
+                    }
+                    ++slot;
+                });
+            });
+        }
     }
     /// Every rank's layers (parameters and buffers: batch_norm's running
     /// estimates) from the rank that trains them, so that every rank holds
     /// the whole trained network: to evaluate, save or export it in one
     /// process. Every rank calls it, between steps (pipelined: after
     /// finish()). Training goes on from it unchanged (each rank trains its
-    /// own layers, which it already held). The optimizer's state stays each
-    /// rank's own layers'.
+    /// own layers, which it already held). gather_state does the same for the
+    /// optimizer.
     void gather_network(Network& net) {
         if (unfinished_) {
             throw config_error(who + std::string(": gather_network between pipelined steps would "
@@ -366,10 +411,7 @@ public:
                                                  "opt) first"));
         }
         net.visit_layers([&](auto& l, std::size_t i) {
-            std::size_t owner = 0;
-            while (!ranges_[owner].contains(i)) {
-                ++owner;
-            }
+            const std::size_t owner = owner_of(i);
             // Written through the visitor that marks a mixed-precision
             // layer's bf16 copy out of date (converted again before its next
             // product).
@@ -395,6 +437,14 @@ public:
     void prepare_probe(Network& net) { gather_network(net); }
 
 private:
+    /// The rank that trains layer i.
+    std::size_t owner_of(std::size_t i) const noexcept {
+        std::size_t owner = 0;
+        while (!ranges_[owner].contains(i)) {
+            ++owner;
+        }
+        return owner;
+    }
     void check_split(const std::vector<layer_range>& split) const {
         bool ok = split.size() == comm_->size();
         std::size_t next = 0;

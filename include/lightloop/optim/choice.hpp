@@ -12,17 +12,20 @@
 //
 // It has each optional member of the optimizer contract (core/concepts.hpp)
 // that every alternative has: update_and_measure (with and without the bf16
-// copy), update_bound, the block updates of a sharded step, save_state and
+// copy), update_bound, the block updates of a sharded step, state and
+// adopt_state (a layer-parallel run's state handed round), save_state and
 // load_state. name() is the held optimizer's name, which a checkpoint
 // records: a checkpoint saved through the choice resumes with that optimizer
 // on its own, and the other way round.
 
+#include <concepts>
 #include <cstddef>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "lightloop/core/concepts.hpp"
 #include "lightloop/core/describe.hpp"
@@ -80,7 +83,13 @@ class optimizer_choice : public detail::one_of<First, Rest...> {
         co.save_state(out);
         o.load_state(in);
     };
+    template <class O>
+    static constexpr bool adopts = requires(O o, const O co) {
+        { co.state() } -> std::same_as<const std::vector<std::vector<typename O::value_type>>&>;
+        o.adopt_state(std::size_t{}, std::vector<typename O::value_type>{});
+    };
     static constexpr bool all_measure = measures<First> && (measures<Rest> && ...);
+    static constexpr bool all_adopt = adopts<First> && (adopts<Rest> && ...);
     static constexpr bool all_bound = bounds<First> && (bounds<Rest> && ...);
     static constexpr bool all_block = blocks<First> && (blocks<Rest> && ...);
     static constexpr bool all_save = saves<First> && (saves<Rest> && ...);
@@ -161,6 +170,16 @@ public:
     template <class F>
     void visit_state(F&& f) requires all_visit<F&> {
         std::visit([&](auto& o) { o.visit_state(f); }, held_);
+    }
+
+    /// The held optimizer's state per slot (see elementwise_optimizer).
+    const std::vector<std::vector<value_type>>& state() const requires all_adopt {
+        return std::visit(
+          [](const auto& o) -> const std::vector<std::vector<value_type>>& { return o.state(); },
+          held_);
+    }
+    void adopt_state(std::size_t slot, std::vector<value_type> values) requires all_adopt {
+        std::visit([&](auto& o) { o.adopt_state(slot, std::move(values)); }, held_);
     }
 
     void save_state(state_writer& out) const requires all_save {

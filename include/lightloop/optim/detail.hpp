@@ -115,6 +115,19 @@ public:
         }
         largest_[slot] = value;
     }
+    /// Makes `values` (its `Buffers` buffers one after another, as raw()
+    /// holds them) the state of `slot`, which may have none yet: a slot's
+    /// state from the process that updates it (layer-parallel training).
+    void adopt(const char* optimizer, std::size_t slot, std::vector<T> values) {
+        if (values.size() % Buffers != 0) {
+            throw shape_error(std::string("lightloop::") + optimizer + ": slot " +
+                              std::to_string(slot) + " given " + std::to_string(values.size()) +
+                              " state values, not a multiple of " + std::to_string(Buffers));
+        }
+        const double largest = largest_magnitude_or_inf(std::span<const T>(values));
+        set_largest(slot, largest);
+        states_[slot] = std::move(values);
+    }
     /// f(slot, buffer) for each of the `Buffers` state buffers of every slot
     /// that has state.
     template <class F>
@@ -233,6 +246,11 @@ public:
     }
     /// The state buffers per slot (empty for a slot with none), read-only.
     const auto& state() const noexcept { return state_.raw(); }
+    /// Makes `values` the state of `slot` (laid out as state() holds it):
+    /// the state of a slot another process updated, handed over.
+    void adopt_state(std::size_t slot, std::vector<T> values) {
+        state_.adopt(Derived::name, slot, std::move(values));
+    }
 
 protected:
     slot_state<T, Buffers> state_;
