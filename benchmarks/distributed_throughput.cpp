@@ -14,13 +14,18 @@
 //     block of layers; e broadcast from the last), synchronous ("layer") and
 //     pipelined ("piped": the next batch forwarded while the error of the
 //     previous one is on its way).
+// With --precision fp32,bf16 every figure is also taken in mixed bf16
+// (dense<..., mixed_bf16>: bf16 GEMM operands, fp32 master weights; the
+// ranks sum fp32 gradients and share fp32 weights and their bf16 copies),
+// each against one process in the same precision.
 // The modes take turns over --rounds rounds and the figures are medians, so
 // a drift of the shared machine reaches every mode alike. It also prints the
 // bytes each rank sent per step (measured) and, with --model, the computed
 // communication of each parallel mode up to the paper's scale.
 //
 //   distributed_throughput [--methods bp,dfa,holographic] [--ranks 1,2,3]
-//                          [--steps 30] [--rounds 3] [--json FILE] [--model]
+//                          [--precision fp32,bf16] [--steps 30] [--rounds 3]
+//                          [--json FILE] [--model]
 //
 // As root, the mpiexec it starts gets OMPI_ALLOW_RUN_AS_ROOT=1 and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (Open MPI refuses root otherwise).
@@ -58,6 +63,7 @@ using clock_type = std::chrono::steady_clock;
 struct options {
     std::vector<std::string> methods{"bp", "dfa", "holographic"};
     std::vector<std::size_t> ranks{1, 2, 3};
+    std::vector<std::string> precisions{"fp32"};
     std::size_t batch = 128;
     std::size_t steps = 30;
     std::size_t rounds = 3;
@@ -87,33 +93,49 @@ labelled_data<float> synthetic(std::size_t rows) {
     return data;
 }
 
-template <class Feedback>
+/// The paper's network in precision P (float, or mixed_bf16).
+template <class P, class Feedback>
 auto make_net(Feedback feedback) {
     return network{std::move(feedback),
                    softmax_cross_entropy{},
                    std::uint64_t{7},
-                   dense<tanh_act>{widths[0], widths[1]},
-                   dense<tanh_act>{widths[1], widths[2]},
-                   dense<identity>{widths[2], widths[3]}};
+                   dense<tanh_act, P>{widths[0], widths[1]},
+                   dense<tanh_act, P>{widths[1], widths[2]},
+                   dense<identity, P>{widths[2], widths[3]}};
 }
 
 using holographic_device = optical<holographic_readout<off_axis_reference>, camera>;
 
-/// Calls f(network) with the method's network.
-template <class F>
-void with_network(const std::string& method, F&& f) {
+template <class P, class F>
+void with_network_in(const std::string& method, F&& f) {
     if (method == "bp") {
-        auto net = make_net(backprop{});
+        auto net = make_net<P>(backprop{});
         f(net);
     } else if (method == "dfa") {
-        auto net = make_net(dfa<dense_gaussian>{});
+        auto net = make_net<P>(dfa<dense_gaussian>{});
         f(net);
     } else if (method == "holographic") {
-        auto net = make_net(dfa<holographic_device>{});
+        auto net = make_net<P>(dfa<holographic_device>{});
         f(net);
     } else {
         throw config_error("distributed_throughput: unknown method '" + method + "'");
     }
+}
+
+/// Calls f(network) with the method's network in `precision` ("fp32",
+/// "bf16").
+template <class F>
+void with_network(const std::string& method, const std::string& precision, F&& f) {
+    if (precision == "bf16") {
+        with_network_in<mixed_bf16>(method, std::forward<F>(f));
+    } else {
+        with_network_in<float>(method, std::forward<F>(f));
+    }
+}
+
+/// A row's method column: the method, with "/bf16" in mixed precision.
+std::string label(const std::string& method, const std::string& precision) {
+    return precision == "fp32" ? method : method + "/" + precision;
 }
 
 /// Samples per second of `steps` steps after 5 warm-up steps, where step(b)
@@ -132,11 +154,12 @@ double rate_of(std::size_t steps, std::size_t batch, Step&& step) {
 }
 
 /// One process, `threads` threads.
-double single_process_rate(const std::string& method, std::size_t threads, const options& o,
+double single_process_rate(const std::string& method, const std::string& precision,
+                           std::size_t threads, const options& o,
                            const labelled_data<float>& data) {
     set_blas_threads(static_cast<int>(threads));
     double rate = 0.0;
-    with_network(method, [&](auto& net) {
+    with_network(method, precision, [&](auto& net) {
         sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
         batch_sampler<float> sampler(data, o.batch, 1);
         sampler.start_epoch(0);
@@ -172,8 +195,68 @@ void time_mode(distributed::communicator& comm, const std::string& mode, const s
     }
 }
 
-/// A worker rank: every method data-parallel, and the DFA methods
-/// layer-parallel.
+/// One method in one precision on this rank: data-parallel by every route,
+/// and the DFA methods layer-parallel (rows labelled label(method,
+/// precision)).
+void time_method(distributed::communicator& comm, distributed::communicator& ring, const options& o,
+                 const std::string& method, const std::string& precision,
+                 batch_sampler<float>& sampler, matrix<float>& x, matrix<float>& y) {
+    const std::string name = label(method, precision);
+    with_network(method, precision, [&](auto& net) {
+        distributed::give_rank_noise_stream(net, comm.rank());
+        sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+        // Data-parallel with the sums through shared memory (every rank
+        // is on this node), then the same with the ring of messages a
+        // multi-node run uses, without and with overlap.
+        struct route {
+            distributed::communicator* comm;
+            distributed::sum_overlap overlap;
+            distributed::update_split split;
+            const char* mode;
+        };
+        constexpr auto sharded = distributed::update_split::sharded;
+        constexpr auto whole = distributed::update_split::whole;
+        for (const route& r : {route{&comm, distributed::sum_overlap::off, sharded, "data"},
+                               route{&comm, distributed::sum_overlap::off, whole, "data-whole"},
+                               route{&ring, distributed::sum_overlap::off, sharded, "data-ring"},
+                               route{&ring, distributed::sum_overlap::on, whole, "data-overlap"}}) {
+            distributed::communicator* c = r.comm;
+            distributed::data_parallel<float> parallel(*c, r.overlap, r.split);
+            time_mode(
+              *c, r.mode, name, o,
+              [&](std::size_t b) {
+                  sampler.fill_shard(b % sampler.batches(), c->rank(), c->size(), x, y);
+                  parallel.step(net, opt, x, y);
+              },
+              [] {});
+            parallel.gather_state(opt); // the next mode's blocks may be other ones
+        }
+    });
+    if (method == "bp" || comm.size() > widths.size() - 1) {
+        return; // backprop has no layer-parallel mode; a rank needs a layer
+    }
+    for (const auto mode : {distributed::layer_parallel_mode::synchronous,
+                            distributed::layer_parallel_mode::pipelined}) {
+        with_network(method, precision, [&](auto& net) {
+            using net_type = std::remove_cvref_t<decltype(net)>;
+            if constexpr (requires { net.feedback().device_seed(); }) {
+                sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
+                distributed::dfa_layer_parallel<net_type> parallel(comm, net, mode);
+                const bool piped = mode == distributed::layer_parallel_mode::pipelined;
+                time_mode(
+                  comm, piped ? "piped" : "layer", name, o,
+                  [&](std::size_t b) {
+                      sampler.fill(b % sampler.batches(), x, y);
+                      parallel.step(net, opt, x, y);
+                  },
+                  [&] { parallel.finish(net, opt); });
+            }
+        });
+    }
+}
+
+/// A worker rank: every method in every precision, data-parallel, and the
+/// DFA methods layer-parallel.
 int worker(const options& o) {
     distributed::environment mpi_env;
     distributed::communicator comm;
@@ -184,58 +267,9 @@ int worker(const options& o) {
     sampler.start_epoch(0);
     matrix<float> x;
     matrix<float> y;
-    for (const std::string& method : o.methods) {
-        with_network(method, [&](auto& net) {
-            distributed::give_rank_noise_stream(net, comm.rank());
-            sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
-            // Data-parallel with the sums through shared memory (every rank
-            // is on this node), then the same with the ring of messages a
-            // multi-node run uses, without and with overlap.
-            struct route {
-                distributed::communicator* comm;
-                distributed::sum_overlap overlap;
-                distributed::update_split split;
-                const char* mode;
-            };
-            constexpr auto sharded = distributed::update_split::sharded;
-            constexpr auto whole = distributed::update_split::whole;
-            for (const route& r :
-                 {route{&comm, distributed::sum_overlap::off, sharded, "data"},
-                  route{&comm, distributed::sum_overlap::off, whole, "data-whole"},
-                  route{&ring, distributed::sum_overlap::off, sharded, "data-ring"},
-                  route{&ring, distributed::sum_overlap::on, whole, "data-overlap"}}) {
-                distributed::communicator* c = r.comm;
-                distributed::data_parallel<float> parallel(*c, r.overlap, r.split);
-                time_mode(
-                  *c, r.mode, method, o,
-                  [&](std::size_t b) {
-                      sampler.fill_shard(b % sampler.batches(), c->rank(), c->size(), x, y);
-                      parallel.step(net, opt, x, y);
-                  },
-                  [] {});
-                parallel.gather_state(opt); // the next mode's blocks may be other ones
-            }
-        });
-        if (method == "bp" || comm.size() > widths.size() - 1) {
-            continue; // backprop has no layer-parallel mode; a rank needs a layer
-        }
-        for (const auto mode : {distributed::layer_parallel_mode::synchronous,
-                                distributed::layer_parallel_mode::pipelined}) {
-            with_network(method, [&](auto& net) {
-                using net_type = std::remove_cvref_t<decltype(net)>;
-                if constexpr (requires { net.feedback().device_seed(); }) {
-                    sgd<float> opt{{.learning_rate = 0.01, .momentum = 0.9}};
-                    distributed::dfa_layer_parallel<net_type> parallel(comm, net, mode);
-                    const bool piped = mode == distributed::layer_parallel_mode::pipelined;
-                    time_mode(
-                      comm, piped ? "piped" : "layer", method, o,
-                      [&](std::size_t b) {
-                          sampler.fill(b % sampler.batches(), x, y);
-                          parallel.step(net, opt, x, y);
-                      },
-                      [&] { parallel.finish(net, opt); });
-                }
-            });
+    for (const std::string& precision : o.precisions) {
+        for (const std::string& method : o.methods) {
+            time_method(comm, ring, o, method, precision, sampler, x, y);
         }
     }
     std::fflush(stdout);
@@ -245,18 +279,22 @@ int worker(const options& o) {
 /// Runs `ranks` workers under mpiexec; returns "mode method" -> {samples/s,
 /// bytes}.
 std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const options& o) {
-    std::string methods;
-    for (const auto& m : o.methods) {
-        methods += (methods.empty() ? "" : ",") + m;
-    }
+    const auto joined = [](const std::vector<std::string>& items) {
+        std::string all;
+        for (const auto& item : items) {
+            all += (all.empty() ? "" : ",") + item;
+        }
+        return all;
+    };
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     std::string command = std::string(::geteuid() == 0 ? "OMPI_ALLOW_RUN_AS_ROOT=1 "
                                                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
                                                        : "") +
                           "OPENBLAS_NUM_THREADS=1 " LIGHTLOOP_MPIEXEC " -n " +
                           std::to_string(ranks) + " --oversubscribe '" + self +
-                          "' --worker --methods " + methods + " --batch " +
-                          std::to_string(o.batch) + " --steps " + std::to_string(o.steps) + " 2>&1";
+                          "' --worker --methods " + joined(o.methods) + " --precision " +
+                          joined(o.precisions) + " --batch " + std::to_string(o.batch) +
+                          " --steps " + std::to_string(o.steps) + " 2>&1";
     FILE* pipe = ::popen(command.c_str(), "r");
     if (pipe == nullptr) {
         throw config_error("distributed_throughput: cannot start " + command);
@@ -277,7 +315,7 @@ std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const
         }
     }
     const int status = ::pclose(pipe);
-    if (status != 0 || rates.size() < o.methods.size()) {
+    if (status != 0 || rates.size() < o.methods.size() * o.precisions.size()) {
         throw config_error("distributed_throughput: " + std::to_string(ranks) +
                            " ranks under " LIGHTLOOP_MPIEXEC " failed:\n" + output);
     }
@@ -365,9 +403,11 @@ int measure(const options& o) {
     std::map<std::string, double> bytes;
     for (std::size_t round = 0; round < o.rounds; ++round) {
         for (const std::size_t threads : {1ul, 2ul}) {
-            for (const auto& m : o.methods) {
-                rates["1 process x " + std::to_string(threads) + " thr"][m].push_back(
-                  single_process_rate(m, threads, o, data));
+            for (const auto& p : o.precisions) {
+                for (const auto& m : o.methods) {
+                    rates["1 process x " + std::to_string(threads) + " thr"][label(m, p)].push_back(
+                      single_process_rate(m, p, threads, o, data));
+                }
             }
         }
         for (const std::size_t r : o.ranks) {
@@ -384,28 +424,40 @@ int measure(const options& o) {
     std::printf("lightloop %s | BLAS kernel %s | 784-1024-1024-10 tanh, global batch %zu, "
                 "%zu steps per figure, median of %zu rounds\n",
                 version_string, blas_core_name().c_str(), o.batch, o.steps, o.rounds);
-    std::printf("%-20s %-12s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
+    if (std::find(o.precisions.begin(), o.precisions.end(), "bf16") != o.precisions.end()) {
+        std::printf("CPU matrix features: %s | bf16 products: %s\n",
+                    matrix_features_text(detect_cpu_features()).c_str(), bf16_dispatch().c_str());
+        if (const auto warning = precision_warning<mixed_bf16>()) {
+            std::printf("%s\n", warning->c_str());
+        }
+    }
+    std::printf("%-20s %-16s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
                 "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank");
     std::ostringstream json;
     json << "[\n";
     bool first = true;
     auto print_mode = [&](const std::string& mode, const std::string& kind, std::size_t ranks) {
-        for (const auto& m : o.methods) {
-            if (rates[mode][m].empty()) {
-                continue;
+        for (const auto& p : o.precisions) {
+            for (const auto& method : o.methods) {
+                const std::string m = label(method, p);
+                if (rates[mode][m].empty()) {
+                    continue;
+                }
+                const double rate = median(rates[mode][m]);
+                const double two = median(rates["1 process x 2 thr"][m]);
+                const double one = median(rates["1 process x 1 thr"][m]);
+                const double sent = bytes.count(mode + m) != 0 ? bytes[mode + m] : 0.0;
+                std::printf("%-20s %-16s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(),
+                            rate, rate / two, rate / one,
+                            ranks > 0 ? bytes_text(sent).c_str() : "-");
+                json << (first ? "" : ",\n") << "  {\"mode\": \"" << kind
+                     << "\", \"ranks\": " << ranks << ", \"method\": \"" << method
+                     << "\", \"precision\": \"" << p << "\", \"samples_per_second\": " << rate
+                     << ", \"vs_one_process_2_threads\": " << rate / two
+                     << ", \"vs_one_process_1_thread\": " << rate / one
+                     << ", \"bytes_sent_per_step_per_rank\": " << sent << "}";
+                first = false;
             }
-            const double rate = median(rates[mode][m]);
-            const double two = median(rates["1 process x 2 thr"][m]);
-            const double one = median(rates["1 process x 1 thr"][m]);
-            const double sent = bytes.count(mode + m) != 0 ? bytes[mode + m] : 0.0;
-            std::printf("%-20s %-12s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(), rate,
-                        rate / two, rate / one, ranks > 0 ? bytes_text(sent).c_str() : "-");
-            json << (first ? "" : ",\n") << "  {\"mode\": \"" << kind << "\", \"ranks\": " << ranks
-                 << ", \"method\": \"" << m << "\", \"samples_per_second\": " << rate
-                 << ", \"vs_one_process_2_threads\": " << rate / two
-                 << ", \"vs_one_process_1_thread\": " << rate / one
-                 << ", \"bytes_sent_per_step_per_rank\": " << sent << "}";
-            first = false;
         }
     };
     print_mode("1 process x 1 thr", "single", 0);
@@ -426,7 +478,7 @@ int measure(const options& o) {
             continue;
         }
         std::vector<layer_range> split;
-        with_network("bp",
+        with_network("bp", "fp32",
                      [&](const auto& net) { split = distributed::balanced_layer_split(net, r); });
         double sent = 0.0;
         for (const layer_range& block : split) {
@@ -465,6 +517,10 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"bp", "dfa", "holographic"}))
       ->capture_default_str();
+    programs::add_precisions(
+      app, o.precisions,
+      "comma-separated precisions: fp32, bf16 (mixed: bf16 GEMM operands, fp32 "
+      "master weights); each row against one process in its precision");
     app.add_option("--ranks", o.ranks, "rank counts to launch, 1 thread each")
       ->delimiter(',')
       ->check(CLI::Range(1, 64))

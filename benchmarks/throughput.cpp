@@ -650,13 +650,10 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"bp", "fa", "dfa", "holographic", "intensity", "shallow"}))
       ->capture_default_str();
-    app
-      .add_option("--precision", o.precisions,
-                  "comma-separated precisions: fp32, bf16 (mixed: bf16 GEMM operands, fp32 "
-                  "master weights)")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+    programs::add_precisions(
+      app, o.precisions,
+      "comma-separated precisions: fp32, bf16 (mixed: bf16 GEMM operands, fp32 "
+      "master weights)");
     app.add_option("--torch", o.torch_path, "PyTorch's figures (torch_throughput.py's output)")
       ->check(CLI::ExistingFile);
     app.add_option("--json", o.json_path, "where the figures are written")->capture_default_str();

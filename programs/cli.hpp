@@ -15,6 +15,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -194,6 +195,15 @@ inline CLI::Option* add_threads(CLI::App& app, int& threads) {
     return app
       .add_option("--threads", threads, "threads for GEMMs and everything else (sets OpenBLAS's)")
       ->check(positive())
+      ->capture_default_str();
+}
+
+/// A comma-separated list of precisions (fp32, bf16), each checked.
+inline CLI::Option* add_precisions(CLI::App& app, std::vector<std::string>& precisions,
+                                   const std::string& description) {
+    return app.add_option("--precision", precisions, description)
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
 }
 

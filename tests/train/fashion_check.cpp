@@ -187,13 +187,10 @@ int main(int argc, char** argv) {
                   "the seeds for holographic optical DFA, if not --seeds (its camera noise "
                   "feeds back into training, so its mean needs more of them)")
       ->delimiter(',');
-    app
-      .add_option("--precision", precisions,
-                  "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
-                  "0.3 points of fp32")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
+    programs::add_precisions(
+      app, precisions,
+      "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
+      "0.3 points of fp32");
     return programs::run(app, argc, argv, [&] {
         const bool with_bf16 =
           std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
