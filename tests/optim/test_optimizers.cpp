@@ -263,3 +263,56 @@ TEST_CASE("update_bound bounds everything the next update writes", "[optim]") {
     check(adam<float>{{.learning_rate = 0.01, .weight_decay = 0.1, .decoupled_weight_decay = true}},
           0.0);
 }
+
+// Layer-parallel training hands each slot's state from the rank that steps
+// it to the others (distributed::dfa_layer_parallel::gather_state).
+TEST_CASE("a slot's state adopted from another optimizer continues its trajectory", "[optim]") {
+    auto check = [](auto make) {
+        // `whole` steps slots 0 and 1; `part` only slot 1 (another process
+        // steps slot 0), then takes slot 0's state from `whole`.
+        auto whole = make();
+        auto part = make();
+        std::vector<float> w0{0.5f, -0.25f, 1.0f};
+        std::vector<float> w1{0.1f, 0.2f};
+        std::vector<float> p1 = w1;
+        const auto step = [](auto& opt, std::size_t slot, std::vector<float>& w, float scale) {
+            std::vector<float> g(w.size());
+            for (std::size_t i = 0; i < g.size(); ++i) {
+                g[i] = scale * (static_cast<float>(i) - 0.7f);
+            }
+            opt.update(slot, std::span<float>(w), std::span<const float>(g));
+        };
+        for (int s = 0; s < 3; ++s) {
+            whole.begin_step();
+            part.begin_step();
+            step(whole, 0, w0, 1.0f + static_cast<float>(s));
+            step(whole, 1, w1, 0.5f);
+            step(part, 1, p1, 0.5f);
+        }
+        REQUIRE(part.state().size() == 2);
+        CHECK(part.state()[0].empty());
+        part.adopt_state(0, whole.state()[0]);
+        CHECK(part.state() == whole.state());
+        // The next step of slot 0 from the adopted state: the same bits, and
+        // the bound the adopted state gives holds for what it writes.
+        std::vector<float> q0 = w0;
+        std::vector<float> g(w0.size(), -1.5f);
+        const double bound = part.update_bound(0, lightloop::testing::max_abs(q0), 1.5);
+        whole.begin_step();
+        part.begin_step();
+        whole.update(0, std::span<float>(w0), std::span<const float>(g));
+        const double written =
+          part.update_and_measure(0, std::span<float>(q0), std::span<const float>(g));
+        CHECK(q0 == w0);
+        CHECK(written <= bound);
+        // A state whose length is no multiple of the optimizer's buffers.
+        const std::size_t buffers = whole.state()[0].size() / w0.size();
+        if (buffers > 1) {
+            CHECK_THROWS_AS(part.adopt_state(0, std::vector<float>(buffers * 3 + 1)), shape_error);
+        }
+    };
+    check([] { return sgd<float>{{.learning_rate = 0.1, .momentum = 0.9}}; });
+    check([] { return adam<float>{{.learning_rate = 0.01}}; });
+    using choice = optimizer_choice<sgd<float>, adam<float>>;
+    check([] { return choice{adam<float>{{.learning_rate = 0.01, .weight_decay = 0.1}}}; });
+}
