@@ -130,6 +130,14 @@ concept projection_device = scalar<T> &&
 //     holding bf16 values) in the same pass: a mixed-precision layer's GEMM
 //     copy of its weights (core/precision.hpp). Without it the network
 //     converts the weights after the update.
+//     update_block, set_state_bound and visit_state: a data-parallel
+//     update sharded over processes (network.hpp's updates_blocks); without
+//     them every process updates everything.
+//     state() (each slot's buffers, one after another) and
+//     adopt_state(slot, values): layer-parallel training hands each slot's
+//     state from the process that steps it to the others
+//     (distributed::dfa_layer_parallel::gather_state); without them each
+//     process keeps its own layers' state.
 //     name: what checkpoints record and check on resuming (a static
 //     `name`, or a name() known at run time as optimizer_choice's;
 //     without either, the type's name).
