@@ -668,6 +668,18 @@ int main(int argc, char** argv) {
 
 namespace {
 
+/// A table cell: v printed with `format`, or "-" where the row has no such
+/// figure (NaN: no PyTorch row to compare with, no fp32 twin, no peak for
+/// bf16 products).
+std::string cell(double v, const char* format = "%.2f") {
+    if (!std::isfinite(v)) {
+        return "-";
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, format, v);
+    return text;
+}
+
 int measure(const options& o) {
     const std::string& torch_path = o.torch_path;
     const std::string& json_path = o.json_path;
@@ -830,12 +842,15 @@ int measure(const options& o) {
                         target->roofline = fraction;
                         target->vs_torch_bf16_bp = vs_torch_bp;
                     }
-                    std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %5.0f%% %8.0f%% %-6s "
-                                "%9.2f %9.2f %7.2f %7.2f %7.2f %7.2f\n",
+                    std::printf("%-5s %-12s %-4s %5zu %3d %10.0f %8.1f %6s %9s %-6s %9s %9s "
+                                "%7s %7s %7s %7s\n",
                                 model.c_str(), method.c_str(), precision.c_str(), batch, threads,
-                                rate, flops / step_seconds * 1e-9, peak_fraction * 100.0,
-                                100.0 * fraction, memory_bound ? "memory" : "gemm", vs_torch,
-                                vs_torch_bp, vs_torch_bp_scaled, vs_dfa, vs_bp, vs_fp32);
+                                rate, flops / step_seconds * 1e-9,
+                                cell(peak_fraction * 100.0, "%.0f%%").c_str(),
+                                cell(100.0 * fraction, "%.0f%%").c_str(),
+                                memory_bound ? "memory" : "gemm", cell(vs_torch).c_str(),
+                                cell(vs_torch_bp).c_str(), cell(vs_torch_bp_scaled).c_str(),
+                                cell(vs_dfa).c_str(), cell(vs_bp).c_str(), cell(vs_fp32).c_str());
                     std::fflush(stdout);
                     const auto number = [](double v) {
                         return std::isfinite(v) ? std::to_string(v) : std::string("null");
