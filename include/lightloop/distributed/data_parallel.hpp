@@ -414,6 +414,12 @@ public:
             }
         }
     }
+    /// gather_state(opt), in the form dfa_layer_parallel's takes, so that a
+    /// loop of one's own reads alike over both strategies.
+    template <class Network, class Optimizer>
+    void gather_state(Network&, Optimizer& opt) {
+        gather_state(opt);
+    }
     /// Stops when any rank's callbacks ask to.
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
 
