@@ -431,8 +431,8 @@ int measure(const options& o) {
             std::printf("%s\n", warning->c_str());
         }
     }
-    std::printf("%-20s %-16s %12s %14s %14s %16s\n", "mode, ranks", "method", "samples/s",
-                "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank");
+    std::printf("%-22s %-16s %12s %14s %14s %16s %8s\n", "mode, ranks", "method", "samples/s",
+                "vs 1 proc 2thr", "vs 1 proc 1thr", "sent/step/rank", "vs fp32");
     std::ostringstream json;
     json << "[\n";
     bool first = true;
@@ -447,15 +447,27 @@ int measure(const options& o) {
                 const double two = median(rates["1 process x 2 thr"][m]);
                 const double one = median(rates["1 process x 1 thr"][m]);
                 const double sent = bytes.count(mode + m) != 0 ? bytes[mode + m] : 0.0;
-                std::printf("%-20s %-16s %12.0f %14.2f %14.2f %16s\n", mode.c_str(), m.c_str(),
+                // bf16 rows: against the same mode in fp32, where that ran.
+                const auto& fp32 = rates[mode][method];
+                const bool twin = p != "fp32" && !fp32.empty();
+                const double vs_fp32 = twin ? rate / median(fp32) : 0.0;
+                char vs_fp32_text[16] = "-";
+                if (twin) {
+                    std::snprintf(vs_fp32_text, sizeof vs_fp32_text, "%.2f", vs_fp32);
+                }
+                std::printf("%-22s %-16s %12.0f %14.2f %14.2f %16s %8s\n", mode.c_str(), m.c_str(),
                             rate, rate / two, rate / one,
-                            ranks > 0 ? bytes_text(sent).c_str() : "-");
+                            ranks > 0 ? bytes_text(sent).c_str() : "-", vs_fp32_text);
                 json << (first ? "" : ",\n") << "  {\"mode\": \"" << kind
                      << "\", \"ranks\": " << ranks << ", \"method\": \"" << method
                      << "\", \"precision\": \"" << p << "\", \"samples_per_second\": " << rate
                      << ", \"vs_one_process_2_threads\": " << rate / two
                      << ", \"vs_one_process_1_thread\": " << rate / one
-                     << ", \"bytes_sent_per_step_per_rank\": " << sent << "}";
+                     << ", \"bytes_sent_per_step_per_rank\": " << sent;
+                if (twin) {
+                    json << ", \"vs_fp32\": " << vs_fp32;
+                }
+                json << "}";
                 first = false;
             }
         }
