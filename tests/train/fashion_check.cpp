@@ -87,6 +87,7 @@ std::map<std::string, double> read_reference(const std::string& path, std::size_
 struct result {
     double accuracy = 0;
     double seconds = 0;
+    std::vector<double> per_seed; // each seed's test accuracy, in --seeds' order
 };
 
 /// Test accuracy of `net` after `epochs` of SGD momentum 0.9, lr 0.01, batch 128.
@@ -97,7 +98,7 @@ result train_one(Net net, const lightloop::mnist_data& data, std::size_t epochs,
     sgd opt{{.learning_rate = 0.01, .momentum = 0.9}};
     const auto history =
       fit(net, opt, data.train, data.test, {.epochs = epochs, .batch = 128, .seed = seed});
-    return {history.epochs.back().test_accuracy, history.seconds};
+    return {history.epochs.back().test_accuracy, history.seconds, {}};
 }
 
 /// The check's methods, one type (a run-time choice): the networks, fit and
@@ -148,9 +149,39 @@ result train(const method& feedback, const std::string& model, const lightloop::
                            : train_one(make_mlp<P>(feedback, seed), data, epochs, seed);
         sum.accuracy += one.accuracy;
         sum.seconds += one.seconds;
+        sum.per_seed.push_back(one.accuracy);
     }
     sum.accuracy /= static_cast<double>(seeds.size());
     return sum;
+}
+
+/// Each seed's accuracy; with `paired` (fp32's runs on the same seeds), the
+/// per-seed differences and their mean's standard error: how much of a bf16
+/// check's difference the seeds' own spread explains.
+void print_seeds(const std::vector<double>& runs, const std::vector<double>& paired) {
+    std::printf("%32s", "per seed:");
+    for (const double a : runs) {
+        std::printf(" %.2f", 100 * a);
+    }
+    std::printf("\n");
+    if (paired.size() != runs.size() || runs.size() < 2) {
+        return;
+    }
+    const auto n = static_cast<double>(runs.size());
+    double mean = 0;
+    std::printf("%32s", "minus fp32:");
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        const double d = 100 * (runs[i] - paired[i]);
+        mean += d / n;
+        std::printf(" %+.2f", d);
+    }
+    double square = 0;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        const double d = 100 * (runs[i] - paired[i]) - mean;
+        square += d * d;
+    }
+    std::printf("  (mean %+.2f, its standard error %.2f points)\n", mean,
+                std::sqrt(square / (n - 1) / n));
 }
 
 } // namespace
@@ -223,6 +254,7 @@ int main(int argc, char** argv) {
             double floor;
             const char* against;
             double ceiling = 1.0; // an accuracy above it fails too (the bf16 checks)
+            result paired{};      // the bf16 checks: fp32's runs on the same seeds
         };
         std::vector<check> checks;
         const auto bp = train(backprop{}, model, data, epochs, seeds);
@@ -250,7 +282,7 @@ int main(int argc, char** argv) {
             // Within 0.3 points of fp32, either way.
             const auto near = [&](const char* name, result value, result fp32) {
                 checks.push_back({name, value, fp32.accuracy - 0.003, "fp32 -/+ 0.3 point",
-                                  fp32.accuracy + 0.003});
+                                  fp32.accuracy + 0.003, fp32});
             };
             using P = mixed_bf16;
             near("bf16 backprop", train<P>(backprop{}, model, data, epochs, seeds), bp);
@@ -274,6 +306,7 @@ int main(int argc, char** argv) {
                             100 * c.floor, c.against, ok ? "ok" : "BELOW FLOOR");
             }
             std::printf("  [%.1f s]\n", c.value.seconds);
+            print_seeds(c.value.per_seed, c.paired.per_seed);
         }
         std::printf("PyTorch reference (mean over seeds): backprop %.2f %%, DFA %.2f %%\n",
                     100 * torch.at("bp"), 100 * torch.at("dfa"));
