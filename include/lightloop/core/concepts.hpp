@@ -16,6 +16,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "lightloop/core/shape.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -153,6 +154,16 @@ concept optimizer = scalar<typename O::value_type> &&
     { copt.learning_rate() } -> std::convertible_to<double>;
     opt.set_learning_rate(lr);
 };
+
+namespace detail {
+/// An optimizer with state() and adopt_state(slot, values) (see OPTIONAL
+/// above): its slots' state can be handed from one process to another.
+template <class O>
+concept adopts_state = requires(O opt, const O copt) {
+    { copt.state() } -> std::same_as<const std::vector<std::vector<typename O::value_type>>&>;
+    opt.adopt_state(std::size_t{}, std::vector<typename O::value_type>{});
+};
+} // namespace detail
 
 // ---------------------------------------------------------------------------
 // The optical device's parts (projection/optical/). An optical device is a

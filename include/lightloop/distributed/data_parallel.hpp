@@ -131,10 +131,7 @@ public:
         if (checked_ != static_cast<const void*>(&net)) {
             check_same_network(net);
         }
-        if (checked_optimizer_ != static_cast<const void*>(&opt)) {
-            agree_on_optimizer(*comm_, opt, who); // before an optimizer's first step here
-            checked_optimizer_ = &opt;
-        }
+        optimizer_agreed_.before_step(*comm_, opt, who);
         constexpr std::size_t depth = Network::depth;
         const std::size_t p = comm_->size();
         const std::size_t rank = comm_->rank();
@@ -576,8 +573,8 @@ private:
     bool shard_;
     bool state_sharded_ = false; // some optimizer state current only in own blocks
     std::vector<double> agreed_;
-    const void* checked_ = nullptr;           // the network last found the same on every rank
-    const void* checked_optimizer_ = nullptr; // the optimizer last found the same on every rank
+    const void* checked_ = nullptr; // the network last found the same on every rank
+    optimizer_agreement optimizer_agreed_;
     std::vector<sum_in_flight<T>> in_flight_; // this step's sums on their way
 };
 

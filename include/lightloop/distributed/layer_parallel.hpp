@@ -39,7 +39,6 @@
 
 #include <algorithm>
 #include <array>
-#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -193,10 +192,7 @@ public:
     /// batch on every rank (the message says so), or finish().
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        if (checked_optimizer_ != static_cast<const void*>(&opt)) {
-            agree_on_optimizer(*comm_, opt, who); // before an optimizer's first step here
-            checked_optimizer_ = &opt;
-        }
+        optimizer_agreed_.before_step(*comm_, opt, who);
         unfinished_ = pipelined(); // on every rank, the last too
         if (deferred_.pending) {
             // Pipelined, the last rank: the previous batch failed, and the
@@ -366,10 +362,7 @@ public:
     /// own layers' state.
     template <class Optimizer>
     void gather_state(Network& net, Optimizer& opt) {
-        if constexpr (requires(const Optimizer co) {
-                          { co.state() } -> std::same_as<const std::vector<std::vector<T>>&>;
-                          opt.adopt_state(std::size_t{}, std::vector<T>{});
-                      }) {
+        if constexpr (lightloop::detail::adopts_state<Optimizer>) {
             if (unfinished_) {
                 throw config_error(who + std::string(": gather_state between pipelined steps "
                                                      "would miss the pending update; call "
@@ -974,7 +967,7 @@ private:
     std::uint64_t first_step_ = 0; // pipelined: the network's step count at the first of them
     failure_note deferred_;        // pipelined, the last rank: a failure the others learn next
     bool unfinished_ = false;      // pipelined: steps since the last finish(), on every rank
-    const void* checked_optimizer_ = nullptr; // the optimizer last found the same on every rank
+    optimizer_agreement optimizer_agreed_;
     std::vector<std::span<T>> spans_;
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     MPI_Request noted_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};

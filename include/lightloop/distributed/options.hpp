@@ -82,4 +82,21 @@ void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::str
                           "); every rank must step the same; nothing was trained");
 }
 
+/// agree_on_optimizer once for each optimizer a strategy steps: before its
+/// first step there (the optimizer last found the same on every rank is
+/// remembered by address).
+class optimizer_agreement {
+public:
+    template <class Optimizer>
+    void before_step(communicator& comm, const Optimizer& opt, const std::string& who) {
+        if (checked_ != static_cast<const void*>(&opt)) {
+            agree_on_optimizer(comm, opt, who);
+            checked_ = &opt;
+        }
+    }
+
+private:
+    const void* checked_ = nullptr;
+};
+
 } // namespace lightloop::distributed

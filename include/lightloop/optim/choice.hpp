@@ -18,7 +18,6 @@
 // records: a checkpoint saved through the choice resumes with that optimizer
 // on its own, and the other way round.
 
-#include <concepts>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -83,13 +82,9 @@ class optimizer_choice : public detail::one_of<First, Rest...> {
         co.save_state(out);
         o.load_state(in);
     };
-    template <class O>
-    static constexpr bool adopts = requires(O o, const O co) {
-        { co.state() } -> std::same_as<const std::vector<std::vector<typename O::value_type>>&>;
-        o.adopt_state(std::size_t{}, std::vector<typename O::value_type>{});
-    };
     static constexpr bool all_measure = measures<First> && (measures<Rest> && ...);
-    static constexpr bool all_adopt = adopts<First> && (adopts<Rest> && ...);
+    static constexpr bool all_adopt =
+      detail::adopts_state<First> && (detail::adopts_state<Rest> && ...);
     static constexpr bool all_bound = bounds<First> && (bounds<Rest> && ...);
     static constexpr bool all_block = blocks<First> && (blocks<Rest> && ...);
     static constexpr bool all_save = saves<First> && (saves<Rest> && ...);
