@@ -747,6 +747,27 @@ std::string message_of(F&& run) {
     return "";
 }
 
+/// A data-parallel fit_with of the blobs task by an mlp with an optical
+/// device (seed 9; sgd with momentum; each rank its own camera noise), for
+/// `epochs` from and to the checkpoint at `path` (none if empty): the
+/// network, optimizer and history, or the config_error's message.
+struct optical_data_parallel_run {
+    using net_type = decltype(make_mlp<float, dfa<optical<>>>(0));
+    net_type net = make_mlp<float, dfa<optical<>>>(9);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    fit_history history;
+    std::string message;
+
+    optical_data_parallel_run(dist::data_parallel<float>& parallel, std::size_t epochs,
+                              const std::filesystem::path& path) {
+        const auto train = lightloop::testing::blobs_task<float>(2);
+        const auto test = lightloop::testing::blobs_task<float>(3, 50);
+        dist::give_rank_noise_stream(net, world->rank());
+        message = message_of<config_error>(
+          [&] { history = fit_with(parallel, net, opt, train, test, resumable(epochs, path)); });
+    }
+};
+
 } // namespace
 
 // A checkpoint that rank 0 could not write threw on rank 0 alone, and the
@@ -759,24 +780,10 @@ TEST_CASE("fit_with data_parallel with an optical device resumes every rank's ow
           "[distributed]") {
     const shared_directory shared("lightloop_dp_optical_");
     const auto path = shared.path / "run.ckpt";
-    const auto train = lightloop::testing::blobs_task<float>(2);
-    const auto test = lightloop::testing::blobs_task<float>(3, 50);
-    using net_type = decltype(make_mlp<float, dfa<optical<>>>(0));
     dist::data_parallel<float> parallel(*world);
-    struct trained {
-        net_type net = make_mlp<float, dfa<optical<>>>(9);
-        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
-        fit_history history;
-        std::string message;
-    };
+    using trained = optical_data_parallel_run;
     const auto run = [&](std::size_t epochs, bool resume) {
-        trained t;
-        dist::give_rank_noise_stream(t.net, world->rank());
-        t.message = message_of<config_error>([&] {
-            t.history = fit_with(parallel, t.net, t.opt, train, test,
-                                 resumable(epochs, resume ? path : std::filesystem::path{}));
-        });
-        return t;
+        return trained(parallel, epochs, resume ? path : std::filesystem::path{});
     };
     const trained straight = run(4, false);
     run(2, true);
@@ -801,6 +808,59 @@ TEST_CASE("fit_with data_parallel with an optical device resumes every rank's ow
                                              " cannot see their device's checkpoint file") !=
                           std::string::npos &&
                         missing.net.steps() == 0));
+}
+
+// A job killed between the ranks' renames of a data-parallel checkpoint
+// with device files: the last rank's device file not yet renamed (the whole
+// file and the other devices' of the new epoch), or rank 0 killed before it
+// renamed anything (the whole file and its device's of the epoch before, the
+// others' devices of the new one). Each resumes from the new epoch to the
+// uninterrupted run's bits, from the temporaries the write left.
+TEST_CASE("fit_with data_parallel finishes a checkpoint write interrupted between the ranks' "
+          "renames",
+          "[distributed]") {
+    const shared_directory shared("lightloop_dp_interrupted_");
+    dist::data_parallel<float> parallel(*world);
+    using trained = optical_data_parallel_run;
+    const auto run = [&](std::size_t epochs, const std::filesystem::path& path) {
+        trained t(parallel, epochs, path);
+        INFO(t.message);
+        REQUIRE(t.message.empty());
+        return t;
+    };
+    trained straight = run(4, {});
+    const auto kill = [&](const std::string& name, auto&& unrenamed) {
+        const auto path = shared.path / name;
+        const auto own =
+          dist::data_parallel<float>::device_checkpoint_path(path, world->rank(), world->size());
+        const auto aside = [&](const std::filesystem::path& f) { return f.string() + ".aside"; };
+        run(2, path);
+        std::filesystem::copy_file(own, aside(own));
+        if (world->rank() == 0) {
+            std::filesystem::copy_file(path, aside(path));
+        }
+        world->barrier();
+        run(3, path);
+        for (const auto& f : unrenamed(path, own)) {
+            std::filesystem::rename(f, f.string() + ".tmp");
+            std::filesystem::copy_file(aside(f), f);
+        }
+        world->barrier();
+        trained resumed = run(4, path);
+        return resumed.history.resumed_from_epoch == 3 &&
+               same_bits(weights_of(resumed.net), weights_of(straight.net)) &&
+               resumed.history.epochs.back().device_frames ==
+                 straight.history.epochs.back().device_frames &&
+               resumed.history.epochs.back().test_accuracy ==
+                 straight.history.epochs.back().test_accuracy;
+    };
+    using files = std::vector<std::filesystem::path>;
+    const bool last = world->rank() + 1 == world->size();
+    CHECK(on_every_rank(kill(
+      "device.ckpt", [&](const auto&, const auto& own) { return last ? files{own} : files{}; })));
+    CHECK(on_every_rank(kill("whole.ckpt", [&](const auto& path, const auto& own) {
+        return world->rank() == 0 ? files{path, own} : files{};
+    })));
 }
 
 TEST_CASE("fit_with data_parallel: a checkpoint that cannot be written stops every rank, and the "
@@ -1409,6 +1469,82 @@ TEST_CASE("layer-parallel parts written in one mode resume in the other", "[dist
                same_bits(flattened(resumed.opt.state()), flattened(straight.opt.state()));
     }
     CHECK(on_every_rank(same));
+}
+
+// A job killed between the ranks' renames of a checkpoint write leaves the
+// last rank's part of the epoch before, with the new one whole in its
+// temporary beside it (every temporary is written before any rank renames).
+// Resuming finishes that write: every rank resumes from the new epoch, to the
+// uninterrupted run's bits, and the temporary is in place. A temporary that
+// is not the newest parts' epoch is refused as a part of another epoch.
+TEST_CASE("layer-parallel resume finishes a checkpoint write interrupted between the ranks' "
+          "renames",
+          "[distributed]") {
+    const shared_directory shared("lightloop_lp_interrupted_");
+    const auto train = lightloop::testing::blobs_task<float>(2);
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    using net_type = decltype(make_stateful<dfa<dense_gaussian>>(0));
+    const bool last = world->rank() + 1 == world->size();
+    struct trained {
+        net_type net = make_stateful<dfa<dense_gaussian>>(9);
+        adam<float> opt{{.learning_rate = 0.01}};
+        fit_history history;
+    };
+    const auto run = [&](std::size_t epochs, const std::filesystem::path& path) {
+        trained t;
+        dist::dfa_layer_parallel<net_type> parallel(*world, t.net);
+        t.history = fit_with(parallel, t.net, t.opt, train, test, resumable(epochs, path));
+        return t;
+    };
+    trained straight = run(4, {});
+    const auto path = shared.path / "run.ckpt";
+    const auto part = dist::rank_checkpoint_path(path, world->rank(), world->size());
+    const auto temporary = part.string() + ".tmp";
+    const auto aside = shared.path / ("aside" + std::to_string(world->rank()));
+    run(2, path);
+    std::filesystem::copy_file(part, aside);
+    run(3, path);
+    // The kill: the last rank's epoch-3 part not yet renamed.
+    if (last) {
+        std::filesystem::rename(part, temporary);
+        std::filesystem::copy_file(aside, part);
+    }
+    world->barrier();
+    trained finished = run(3, path); // nothing left to train
+    CHECK(on_every_rank(finished.history.resumed_from_epoch == 3 &&
+                        finished.net.steps() == straight.net.steps() / 4 * 3));
+    CHECK(on_every_rank(!std::filesystem::exists(temporary)));
+    trained resumed = run(4, path);
+    CHECK(on_every_rank(
+      resumed.history.resumed_from_epoch == 3 && resumed.net.steps() == straight.net.steps() &&
+      same_bits(saved_tensors(resumed.net, {}), saved_tensors(straight.net, {})) &&
+      same_bits(flattened(resumed.opt.state()), flattened(straight.opt.state()))));
+
+    // Another epoch's part in the temporary (the one before), or a broken
+    // one: nothing to finish, the parts refused as before, nothing loaded.
+    const auto refused = [&] {
+        net_type net = make_stateful<dfa<dense_gaussian>>(9);
+        const std::vector<float> before = weights_of(net);
+        adam<float> opt{{.learning_rate = 0.01}};
+        dist::dfa_layer_parallel<net_type> parallel(*world, net);
+        const std::string message = message_of<config_error>(
+          [&] { fit_with(parallel, net, opt, train, test, resumable(5, path)); });
+        return message.find("rank(s) " + std::to_string(world->size() - 1) +
+                            " resumed from a part of another epoch or step than rank 0's") !=
+                 std::string::npos &&
+               net.steps() == 0 && same_bits(weights_of(net), before);
+    };
+    if (last) {
+        std::filesystem::copy_file(aside, part, std::filesystem::copy_options::overwrite_existing);
+        std::filesystem::copy_file(aside, temporary);
+    }
+    world->barrier();
+    CHECK(on_every_rank(refused()));
+    if (last) {
+        std::filesystem::resize_file(temporary, 100);
+    }
+    world->barrier();
+    CHECK(on_every_rank(refused()));
 }
 
 TEST_CASE("layer-parallel checkpoints are refused on every rank where they cannot resume as "

@@ -10,9 +10,11 @@
 // a failure anywhere leaves every rank's previous file (data_error on every
 // rank, naming the ranks).
 // Resuming: every rank sees its file or none does; every rank reads and
-// checks its file whole; the ranks agree on what must be the same in every
-// rank's file (data-parallel: the file's bits; layer-parallel: the epoch,
-// the step count and the data order); only then does each load it.
+// checks its file whole; a write that stopped between the ranks' renames is
+// finished from the temporaries it left (finish_interrupted_write); the
+// ranks agree on what must be the same in every rank's file (data-parallel:
+// the file's bits; layer-parallel: the epoch, the step count and the data
+// order); only then does each load it.
 // Data-parallel training keeps a whole checkpoint (rank 0 writes it, every
 // rank reads it) and, for a device with state of its own on each rank (an
 // optical one), each rank's device beside it ("<path>.device<r>-of-<p>",
@@ -147,25 +149,128 @@ auto stage_in_step(communicator& comm, const std::string& who, const std::filesy
     return staged;
 }
 
+/// A checkpoint's progress: its epoch and step count.
+template <class Staged>
+std::array<double, 2> progress_of(const Staged& staged) {
+    return {static_cast<double>(staged.info.epoch), static_cast<double>(staged.info.steps)};
+}
+
+/// One of the files a rank resumes from, for finish_interrupted_write:
+/// `staged` as read from `file` (nullopt: this rank has no such file),
+/// stage(path) reads another file as it, and `puts_in_place` says whether
+/// this rank wrote the file (and so puts its temporary in place).
+template <class Staged, class Stage>
+struct resumed_file {
+    const std::filesystem::path& file;
+    std::optional<Staged>& staged;
+    Stage stage;
+    bool puts_in_place = true;
+    std::optional<Staged> newer{};
+
+    bool behind(const std::array<double, 2>& newest) const {
+        return staged && progress_of(*staged) != newest;
+    }
+    /// If behind `newest`: the file's temporary, if it reads as a
+    /// checkpoint of the newest's progress.
+    void look_beside(const std::array<double, 2>& newest) {
+        if (!behind(newest)) {
+            return;
+        }
+        try {
+            auto read = stage(lightloop::detail::temporary_path(file));
+            if (progress_of(read) == newest) {
+                newer.emplace(std::move(read));
+            }
+        } catch (const mpi_error&) {
+            throw;
+        } catch (const lightloop::error&) {
+            // nothing newer here: the ranks' agreement refuses the files
+        }
+    }
+};
+template <class Staged, class Stage>
+resumed_file(const std::filesystem::path&, std::optional<Staged>&, Stage, bool)
+  -> resumed_file<Staged, Stage>;
+
+/// Finishes a write_in_step that stopped between the ranks' renames (the
+/// job killed there, or a rename that failed): some files then hold the new
+/// checkpoint and the others the one before, each of those with the new one
+/// whole beside it in its temporary, since no rank puts a file in place
+/// before every rank has written its temporaries (so one file of the new
+/// checkpoint anywhere proves every temporary complete). Where the files
+/// the ranks resume from (`files`, this rank's) differ in progress, every
+/// file behind the newest is read from its temporary instead; if every such
+/// file on every rank finds the newest's progress there, the rank that
+/// wrote each puts its temporary in place, completing the write, and each
+/// rank resumes from what it read. Otherwise nothing changes, and the
+/// ranks' agreement on what they read refuses the files, as before.
+template <class... Files>
+void finish_interrupted_write(communicator& comm, const std::string& who, Files&&... files) {
+    std::array<double, 2> newest{0.0, 0.0};
+    const auto take = [&](const auto& f) {
+        if (f.staged) {
+            const auto p = progress_of(*f.staged);
+            newest = {std::max(newest[0], p[0]), std::max(newest[1], p[1])};
+        }
+    };
+    (take(files), ...);
+    comm.largest(std::span<double>(newest));
+    if (!comm.any((files.behind(newest) || ...))) {
+        return;
+    }
+    (files.look_beside(newest), ...);
+    if (comm.any(((files.behind(newest) && !files.newer) || ...))) {
+        return;
+    }
+    fail_together(
+      comm,
+      [&] {
+          const auto put = [](const auto& f) {
+              if (f.newer && f.puts_in_place) {
+                  lightloop::detail::replace_with_temporary(f.file);
+              }
+          };
+          (put(files), ...);
+      },
+      [&](const std::string& failed) {
+          throw data_error(who + ": rank(s) " + failed +
+                           " could not put in place the checkpoint file an interrupted write "
+                           "left beside theirs (their message says why); nothing was loaded");
+      });
+    const auto adopt = [](auto& f) {
+        if (f.newer) {
+            f.staged.emplace(std::move(*f.newer));
+        }
+    };
+    (adopt(files), ...);
+}
+
 /// fit_with's resume, in step, from this rank's `file` holding `part` of
 /// `net` (stage_in_step: nullopt if no rank sees its file), `check` (fit's)
-/// applied to its figures before anything is loaded; then the ranks agree
-/// that checksum(staged) is rank 0's (config_error naming the others: they
-/// `differ`), and only then does each load its file.
-template <class Network, class Optimizer, class Record, class Check, class Part, class Checksum>
+/// applied to its figures before anything is loaded; then
+/// finish(staged, stage) (finish_interrupted_write with the files this rank
+/// resumes from: `staged` is read from `file`, stage(path) reads another
+/// file as it); then the ranks agree that checksum(staged) is rank 0's
+/// (config_error naming the others: they `differ`), and only then does each
+/// load its file.
+template <class Network, class Optimizer, class Record, class Check, class Part, class Finish,
+          class Checksum>
 std::optional<checkpoint_info> resume_in_step(communicator& comm, const std::string& who,
                                               const std::filesystem::path& file, Network& net,
                                               Optimizer& opt, Record& record, const Check& check,
-                                              const Part& part, Checksum&& checksum,
-                                              const std::string& differ) {
-    auto staged = stage_in_step(comm, who, file, true, "the checkpoint file", [&] {
-        auto read = lightloop::detail::stage_checkpoint(net, opt, file, record, part);
+                                              const Part& part, Finish&& finish,
+                                              Checksum&& checksum, const std::string& differ) {
+    const auto stage = [&](const std::filesystem::path& from) {
+        auto read = lightloop::detail::stage_checkpoint(net, opt, from, record, part);
         check(read.info);
         return read;
-    });
+    };
+    auto staged =
+      stage_in_step(comm, who, file, true, "the checkpoint file", [&] { return stage(file); });
     if (!staged) {
         return std::nullopt;
     }
+    finish(staged, stage);
     refuse_unlike_first(comm, checksum(*staged), who, differ + "; nothing was loaded");
     return lightloop::detail::commit_checkpoint(std::move(*staged), net, opt, record, part);
 }

@@ -355,15 +355,31 @@ public:
     /// (save_checkpoint) takes its device from it, which must be of the same
     /// epoch and step. Without device files (another number of ranks wrote
     /// the checkpoint, or one process) every rank's device takes rank 0's
-    /// state. A checkpoint written in parts by layer-parallel training is
-    /// refused.
+    /// state. A write that stopped between the ranks' renames (the job
+    /// killed there) is finished first, from the temporaries it left
+    /// (detail::finish_interrupted_write). A checkpoint written in parts by
+    /// layer-parallel training is refused.
     template <class Network, class Optimizer, class Record, class Check>
     std::optional<checkpoint_info> resume(Network& net, Optimizer& opt,
                                           const std::filesystem::path& path, Record& record,
                                           const Check& check) {
-        auto device = stage_own_device(net, path);
+        const auto device_file = device_checkpoint_path(path, comm_->rank(), comm_->size());
+        const auto device_stage = [&](const std::filesystem::path& from) {
+            return lightloop::detail::stage_checkpoint(net, lightloop::detail::no_optimizer{}, from,
+                                                       lightloop::detail::no_record{},
+                                                       device_part(net));
+        };
+        auto device = detail::stage_in_step(*comm_, who, device_file, has_device_state(net),
+                                            "their device's checkpoint file",
+                                            [&] { return device_stage(device_file); });
         auto resumed = detail::resume_in_step(
           *comm_, who, path, net, opt, record, check, lightloop::detail::whole_network(net),
+          [&](auto& staged, const auto& stage) {
+              // rank 0 wrote the whole file, each rank its device's
+              detail::finish_interrupted_write(
+                *comm_, who, detail::resumed_file{path, staged, stage, comm_->rank() == 0},
+                detail::resumed_file{device_file, device, device_stage, true});
+          },
           [&](const auto& staged) {
               const bool same_progress = !device || (device->info.epoch == staged.info.epoch &&
                                                      device->info.steps == staged.info.steps);
@@ -444,21 +460,6 @@ private:
           architecture_signature(net) + "data-parallel device: rank " +
             std::to_string(comm_->rank()) + " of " + std::to_string(comm_->size()) + "\n",
           &net.feedback(), no_layer{}};
-    }
-    /// Before a resume: this rank's device file, read and checked, nothing
-    /// changed (nullopt on every rank where no rank sees one: dense devices,
-    /// or a checkpoint another number of ranks, or one process, wrote). Ranks
-    /// that should see one and do not, or refuse theirs, are refused on every
-    /// rank.
-    template <class Network>
-    auto stage_own_device(Network& net, const std::filesystem::path& path) {
-        const auto file = device_checkpoint_path(path, comm_->rank(), comm_->size());
-        const auto part = device_part(net);
-        return detail::stage_in_step(
-          *comm_, who, file, has_device_state(net), "their device's checkpoint file", [&] {
-              return lightloop::detail::stage_checkpoint(
-                net, lightloop::detail::no_optimizer{}, file, lightloop::detail::no_record{}, part);
-          });
     }
 
     /// Before a network's first step here: every rank holds rank 0's network

@@ -321,7 +321,9 @@ public:
     }
     /// Every rank resumes from its part, in step: every rank must see its
     /// file (or none), accept it, and find the same epoch, step count and
-    /// data order in it as rank 0 (distributed/checkpoint.hpp). A whole
+    /// data order in it as rank 0 (distributed/checkpoint.hpp), after
+    /// finishing a write that stopped between the ranks' renames (the job
+    /// killed there) from the temporaries it left. A whole
     /// checkpoint at `path`, or parts written by another number of ranks,
     /// are refused.
     template <class Optimizer, class Record, class Check>
@@ -331,6 +333,10 @@ public:
         const auto file = rank_checkpoint_path(path, comm_->rank(), comm_->size());
         auto resumed = detail::resume_in_step(
           *comm_, who, file, net, opt, record, check, part_of(net),
+          [&](auto& staged, const auto& stage) {
+              detail::finish_interrupted_write(*comm_, who,
+                                               detail::resumed_file{file, staged, stage, true});
+          },
           [](const auto& staged) {
               const std::uint64_t progress[4] = {staged.info.epoch, staged.info.steps,
                                                  staged.info.fit_seed, staged.info.batch};

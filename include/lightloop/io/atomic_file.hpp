@@ -17,13 +17,18 @@
 
 namespace lightloop::detail {
 
+/// Where write_temporary writes `path`'s new contents: "<path>.tmp".
+inline std::filesystem::path temporary_path(const std::filesystem::path& path) {
+    return path.string() + ".tmp";
+}
+
 /// The first half of write_atomically: the pieces one after the other in
 /// "<path>.tmp", fsync'd. Every failure throws data_error, removes the
 /// temporary and leaves `path` as it was.
 inline void write_temporary(const std::filesystem::path& path,
                             std::initializer_list<std::span<const std::byte>> pieces,
                             const std::string& what = "checkpoint") {
-    const std::filesystem::path temporary = path.string() + ".tmp";
+    const std::filesystem::path temporary = temporary_path(path);
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         throw data_error("lightloop: " + temporary.string() + ": cannot write " + what);
@@ -54,7 +59,7 @@ inline void write_temporary(const std::filesystem::path& path,
 /// Removes what write_temporary left for `path`, if anything.
 inline void discard_temporary(const std::filesystem::path& path) noexcept {
     std::error_code ignored;
-    std::filesystem::remove(path.string() + ".tmp", ignored);
+    std::filesystem::remove(temporary_path(path), ignored);
 }
 
 /// The second half: "<path>.tmp" renamed over `path`, and the directory
@@ -62,7 +67,7 @@ inline void discard_temporary(const std::filesystem::path& path) noexcept {
 inline void replace_with_temporary(const std::filesystem::path& path,
                                    const std::string& what = "checkpoint") {
     std::error_code ec;
-    std::filesystem::rename(path.string() + ".tmp", path, ec);
+    std::filesystem::rename(temporary_path(path), path, ec);
     if (ec) {
         throw data_error("lightloop: " + path.string() + ": cannot replace " + what + " (" +
                          ec.message() + ")");
