@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include "distributed/mpi_session.hpp"
 #include "lightloop/distributed/data_parallel.hpp"
 #include "lightloop/distributed/layer_parallel.hpp"
 #include "lightloop/lightloop.hpp"
@@ -2377,19 +2378,5 @@ TEST_CASE("a layer-parallel evaluation refuses ranks that evaluate different dat
 }
 
 int main(int argc, char* argv[]) {
-    dist::environment mpi(argc, argv);
-    int result = 0;
-    {
-        dist::communicator comm;
-        world = &comm;
-        Catch::Session session;
-        result = session.run(argc, argv);
-        world = nullptr;
-    }
-    if (result != 0) {
-        // A rank whose checks failed: end the job (another rank may be in a
-        // collective this one will never join).
-        dist::environment::abort(1);
-    }
-    return 0;
+    return lightloop::testing::run_on_every_rank(argc, argv, world);
 }

@@ -1,55 +1,21 @@
 // Once buffers exist for a batch size, a training step allocates nothing.
-// This executable replaces the global operator new with a counting one, so it
-// is built apart from the other tests (and not under ASan, which has its own).
+// This executable replaces the global operator new with a counting one
+// (support/counting_new.hpp), so it is built apart from the other tests (and
+// not under ASan, which has its own).
 #include <catch2/catch.hpp>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <utility>
 
+#include "support/counting_new.hpp"
 #include "support/helpers.hpp"
 
+using lightloop::testing::allocations;
+using lightloop::testing::onednn_allocations;
+
 namespace {
-std::atomic<std::size_t> allocations{0};
-// oneDNN 2.6's primitive execute allocates a few small blocks inside the
-// library on every call (its argument map): counted apart, so that the
-// tests hold lightloop's own code to zero and oneDNN's to a constant.
-std::atomic<std::size_t> onednn_allocations{0};
 // oneDNN's count in the last steady_state_allocations window.
 std::size_t last_onednn_allocations = 0;
-
-bool inside_onednn() noexcept {
-#if defined(LIGHTLOOP_WITH_ONEDNN)
-    return lightloop::detail::onednn::inside_call();
-#else
-    return false;
-#endif
-}
 } // namespace
-
-void* operator new(std::size_t size) {
-    (inside_onednn() ? onednn_allocations : allocations).fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) {
-        return p;
-    }
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) {
-    return ::operator new(size);
-}
-void operator delete(void* p) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p) noexcept {
-    std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-    std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-    std::free(p);
-}
 
 using namespace lightloop;
 

@@ -620,10 +620,26 @@ private:
     /// while it is on its way and kept for the next ones.
     std::vector<std::vector<std::byte>> spare_blocks_;
 
+    /// The spare block that holds `bytes` with the least to spare (or,
+    /// if none holds them, the largest, grown): sums of different sizes in
+    /// flight at once then each find their own size again, and once every
+    /// step's sums have run, none allocates.
     std::vector<std::byte> borrow_block(std::size_t bytes) {
         std::vector<std::byte> block;
         if (!spare_blocks_.empty()) {
-            block = std::move(spare_blocks_.back());
+            std::size_t best = 0;
+            for (std::size_t i = 1; i < spare_blocks_.size(); ++i) {
+                const std::size_t have = spare_blocks_[i].capacity();
+                const std::size_t kept = spare_blocks_[best].capacity();
+                const bool fits = have >= bytes;
+                if (kept >= bytes ? fits && have < kept : have > kept) {
+                    best = i;
+                }
+            }
+            block = std::move(spare_blocks_[best]);
+            if (best + 1 != spare_blocks_.size()) {
+                spare_blocks_[best] = std::move(spare_blocks_.back());
+            }
             spare_blocks_.pop_back();
         }
         block.resize(bytes);
@@ -760,17 +776,24 @@ private:
         ++step_;
         if (step_ < end_) {
             post();
-        } else {
-            comm_->return_block(std::move(incoming_));
         }
     }
 
     /// Finishes the sum if it is on its way (errors cannot leave a
-    /// destructor: they would surface in the rank's next call instead).
+    /// destructor: they would surface in the rank's next call instead),
+    /// then hands its block back. A sum keeps its block until it goes (not
+    /// only until it finishes), so that the sums a step starts borrow the
+    /// same blocks every step, however their messages happen to overlap.
     void abandon() noexcept {
         try {
             finish();
         } catch (...) {
+        }
+        if (comm_ != nullptr) {
+            try {
+                comm_->return_block(std::move(incoming_));
+            } catch (...) { // no room to keep it: it is freed
+            }
         }
         comm_ = nullptr;
     }

@@ -87,8 +87,9 @@ void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::str
 /// remembered by address).
 class optimizer_agreement {
 public:
+    /// `who`: a C string, so that a step makes no std::string (nor allocates).
     template <class Optimizer>
-    void before_step(communicator& comm, const Optimizer& opt, const std::string& who) {
+    void before_step(communicator& comm, const Optimizer& opt, const char* who) {
         if (checked_ != static_cast<const void*>(&opt)) {
             agree_on_optimizer(comm, opt, who);
             checked_ = &opt;
