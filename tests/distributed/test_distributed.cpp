@@ -726,6 +726,17 @@ struct after_each_epoch {
 template <class F>
 after_each_epoch(F) -> after_each_epoch<F>;
 
+/// A callback that keeps the weights of the network fit_with hands the
+/// epoch-end callbacks.
+struct weights_each_epoch {
+    std::vector<std::vector<float>>* seen;
+    template <class Network>
+    bool on_epoch_end(const epoch_record&, Network& net) {
+        seen->push_back(weights_of(net));
+        return false;
+    }
+};
+
 /// A directory at "<file>.tmp" on this rank if `here`: the file's next
 /// atomic write cannot make its temporary there.
 void block_next_write(const std::filesystem::path& file, bool here) {
@@ -1261,8 +1272,31 @@ TEST_CASE("DFA layer-parallel under fit_with: the dense device as one process, t
         sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
         sgd<float> single_opt{{.learning_rate = 0.05, .momentum = 0.9}};
         dist::dfa_layer_parallel<net_type> parallel(*world, net);
-        const auto history = fit_with(parallel, net, opt, train, test, options);
-        const auto single_history = fit(single, single_opt, train, test, options);
+        std::vector<std::vector<float>> seen;
+        std::vector<std::vector<float>> single_seen;
+        const auto history =
+          fit_with(parallel, net, opt, train, test, options, weights_each_epoch{&seen});
+        const auto single_history =
+          fit(single, single_opt, train, test, options, weights_each_epoch{&single_seen});
+        // The network the callbacks get after each epoch is the whole one on
+        // every rank (a callback that saves it saved the other ranks' layers
+        // untrained before).
+        CHECK(on_every_rank(seen.size() == options.epochs && seen == single_seen));
+        {
+            // Pipelined: after each epoch's last update, the whole network,
+            // the same on every rank, and after the last one the network
+            // fit_with hands back.
+            net_type piped = make_deep<float, dfa<dense_gaussian>>(9);
+            sgd<float> piped_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+            dist::dfa_layer_parallel<net_type> pipelined(*world, piped,
+                                                         dist::layer_parallel_mode::pipelined);
+            std::vector<std::vector<float>> piped_seen;
+            fit_with(pipelined, piped, piped_opt, train, test, options,
+                     weights_each_epoch{&piped_seen});
+            CHECK(on_every_rank(piped_seen.size() == options.epochs &&
+                                piped_seen.back() == weights_of(piped)));
+            CHECK(same_bits_everywhere(piped_seen.front()));
+        }
         CHECK(history.epochs.back().test_accuracy == single_history.epochs.back().test_accuracy);
         CHECK(history.epochs.back().train_loss == single_history.epochs.back().train_loss);
         CHECK(history.epochs.back().test_accuracy > 0.8);

@@ -429,11 +429,16 @@ public:
     /// Every rank's options rank 0's (a rank refusing its own alone would
     /// leave the others waiting).
     void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
-    /// Before fit_with's alignment probe, which runs backprop through every
-    /// layer: the whole network on every rank (gather_network), so that each
-    /// rank measures what one process would, on the same weights (the probe
-    /// changes no weight, and no layer's update reads what it overwrites).
-    void prepare_probe(Network& net) { gather_network(net); }
+    /// After each epoch's last update, before fit_with reads the network
+    /// (the alignment probe, which runs backprop through every layer, and
+    /// the epoch-end callbacks, which may save or export it): the whole
+    /// network on every rank (gather_network). Each rank's own copy of the
+    /// other ranks' layers is never trained: a callback that saved it saved
+    /// those layers as they were built. The probe then measures what one
+    /// process would, on the same weights (it changes no weight, and no
+    /// layer's update reads what it overwrites). Training goes on from it
+    /// unchanged.
+    void before_epoch_end(Network& net) { gather_network(net); }
 
 private:
     /// The rank that trains layer i.

@@ -304,7 +304,9 @@ struct resume_check {
 /// How fit trains on one process. A strategy says how a batch is taken from
 /// the sampler, how a step and an evaluation run, how the checkpoint is
 /// saved after an epoch and resumed from (every process calls both), what
-/// happens after the last epoch (optionally, finish_fit(net, opt)), and how
+/// it does to the network before the epoch's figures and callbacks read it
+/// (optionally, before_epoch_end(net)), what happens after the last epoch
+/// (optionally, finish_fit(net, opt)), and how
 /// processes agree to stop; distributed/ has the strategies over several
 /// processes (fit_with).
 struct single_process {
@@ -505,10 +507,12 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         record.samples_per_second = static_cast<double>(done) / record.seconds;
         record.train_loss = loss_sum / static_cast<double>(done);
         record.train_accuracy = static_cast<double>(correct) / static_cast<double>(done);
+        if constexpr (requires { strategy.before_epoch_end(net); }) {
+            // e.g. the whole network on every process, before anything here
+            // reads it: the alignment probe, the epoch-end callbacks
+            strategy.before_epoch_end(net);
+        }
         if (options.alignment_probe > 0) {
-            if constexpr (requires { strategy.prepare_probe(net); }) {
-                strategy.prepare_probe(net); // e.g. the whole network on every process
-            }
             const auto report = gradient_alignment(net, probe_x, probe_y);
             record.alignment_mean = report.mean;
             record.alignment_spread = report.spread;
