@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -741,7 +742,7 @@ struct weights_each_epoch {
 /// atomic write cannot make its temporary there.
 void block_next_write(const std::filesystem::path& file, bool here) {
     if (here) {
-        std::filesystem::create_directories(file.string() + ".tmp");
+        std::filesystem::create_directories(lightloop::detail::shared_temporary_path(file));
     }
 }
 
@@ -854,7 +855,7 @@ TEST_CASE("fit_with data_parallel finishes a checkpoint write interrupted betwee
         world->barrier();
         run(3, path);
         for (const auto& f : unrenamed(path, own)) {
-            std::filesystem::rename(f, f.string() + ".tmp");
+            std::filesystem::rename(f, lightloop::detail::shared_temporary_path(f));
             std::filesystem::copy_file(aside(f), f);
         }
         world->barrier();
@@ -873,6 +874,59 @@ TEST_CASE("fit_with data_parallel finishes a checkpoint write interrupted betwee
     CHECK(on_every_rank(kill("whole.ckpt", [&](const auto& path, const auto& own) {
         return world->rank() == 0 ? files{path, own} : files{};
     })));
+}
+
+// Every rank of an SPMD program given the same callbacks that write files
+// (a checkpoint, a JSON log) writes the same paths at once: each writes its
+// own temporary and renames it whole, the last one winning. With one shared
+// temporary name one rank renamed the file another was still writing, the
+// other's rename failed, it threw alone, and the others waited for it.
+TEST_CASE("every rank may give fit_with the same callbacks that write files", "[distributed]") {
+    const shared_directory shared("lightloop_same_files_");
+    const auto train = lightloop::testing::blobs_task<float>(2);
+    const auto test = lightloop::testing::blobs_task<float>(3, 50);
+    const auto checkpoint = shared.path / "net.ckpt";
+    const auto json = shared.path / "log.json";
+    // Whether both files are whole: the checkpoint that of the network
+    // trained (no collective may be left out on a rank that throws).
+    const auto written_whole = [&](auto& net) {
+        auto loaded = make_mlp<float, dfa<dense_gaussian>>(9);
+        try {
+            load_checkpoint(loaded, checkpoint);
+        } catch (const lightloop::error& e) {
+            UNSCOPED_INFO(e.what());
+            return false;
+        }
+        std::ifstream in(json);
+        const std::string text((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+        return same_bits(weights_of(loaded), weights_of(net)) && text.starts_with("[") &&
+               text.ends_with("]\n");
+    };
+    // Ten epochs of `parallel` training `net` with both callbacks on every
+    // rank: whether no rank threw and both files are whole.
+    const auto trains_and_writes = [&](auto& parallel, auto& net) {
+        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        std::string message;
+        try {
+            fit_with(parallel, net, opt, train, test, {.epochs = 10, .batch = 32, .seed = 4},
+                     checkpoint_every_epoch(checkpoint), json_log(json));
+        } catch (const lightloop::error& e) {
+            message = e.what();
+        }
+        UNSCOPED_INFO(message);
+        const bool finished = on_every_rank(message.empty());
+        world->barrier();
+        return on_every_rank(written_whole(net)) && finished;
+    };
+    using net_type = decltype(make_mlp<float, dfa<dense_gaussian>>(0));
+    net_type data_net = make_mlp<float, dfa<dense_gaussian>>(9);
+    dist::data_parallel<float> data(*world);
+    CHECK(trains_and_writes(data, data_net));
+    world->barrier();
+    net_type layer_net = make_mlp<float, dfa<dense_gaussian>>(9);
+    dist::dfa_layer_parallel<net_type> layers(*world, layer_net);
+    CHECK(trains_and_writes(layers, layer_net));
 }
 
 TEST_CASE("fit_with data_parallel: a checkpoint that cannot be written stops every rank, and the "
@@ -1534,7 +1588,7 @@ TEST_CASE("layer-parallel resume finishes a checkpoint write interrupted between
     trained straight = run(4, {});
     const auto path = shared.path / "run.ckpt";
     const auto part = dist::rank_checkpoint_path(path, world->rank(), world->size());
-    const auto temporary = part.string() + ".tmp";
+    const auto temporary = lightloop::detail::shared_temporary_path(part);
     const auto aside = shared.path / ("aside" + std::to_string(world->rank()));
     run(2, path);
     std::filesystem::copy_file(part, aside);
@@ -1624,7 +1678,7 @@ TEST_CASE("layer-parallel checkpoints are refused on every rank where they canno
                                                std::to_string(world->size() - 1) + ";") !=
                         std::string::npos));
     CHECK(on_every_rank(unwritten.steps == 10));
-    std::filesystem::remove(part.string() + ".tmp");
+    std::filesystem::remove(lightloop::detail::shared_temporary_path(part));
     const outcome resumed = run(1, path); // the first epoch's parts: nothing to do
     CHECK(on_every_rank(resumed.message.empty() && resumed.steps == 5));
 

@@ -366,7 +366,7 @@ TEST_CASE("a failed save leaves the previous checkpoint intact", "[io][checkpoin
     save_checkpoint(net, dir / "a.ckpt", 1);
     const auto first = lightloop::testing::read_bytes(dir / "a.ckpt");
     // The temporary file's name is taken by a directory: the write fails.
-    std::filesystem::create_directory(dir / "a.ckpt.tmp");
+    std::filesystem::create_directory(lightloop::detail::own_temporary_path(dir / "a.ckpt"));
     net.layer<0>().weights() *= 2.0f;
     CHECK_THROWS_WITH(save_checkpoint(net, dir / "a.ckpt", 2),
                       Catch::Contains("cannot write checkpoint"));

@@ -55,7 +55,7 @@ TEST_CASE("weights saved as .npz load back into a network of the same widths, bi
     CHECK(shape == std::vector<std::size_t>{8, 16});
     CHECK(lightloop::testing::identical(file.matrix_array<float>("layer1.weight"),
                                         net.layer<1>().weights()));
-    CHECK_FALSE(std::filesystem::exists(dir / "net.npz.tmp"));
+    CHECK_FALSE(std::filesystem::exists(lightloop::detail::own_temporary_path(dir / "net.npz")));
 }
 
 TEST_CASE("loading refuses a file that does not fit the network, naming the array, and changes "

@@ -74,7 +74,7 @@ TEST_CASE("fit trains, evaluates every epoch and feeds its callbacks", "[train][
     const auto json = file_text(dir / "log.json");
     CHECK_THAT(json, Catch::StartsWith("[\n  {\"epoch\": 1,") && Catch::EndsWith("}\n]\n"));
     CHECK(std::filesystem::exists(dir / "net.ckpt"));
-    CHECK_FALSE(std::filesystem::exists(dir / "net.ckpt.tmp"));
+    CHECK_FALSE(std::filesystem::exists(lightloop::detail::own_temporary_path(dir / "net.ckpt")));
 }
 
 TEST_CASE("a callback returning true stops training early", "[train][fit]") {

@@ -74,7 +74,7 @@ void write_in_step(communicator& comm, const std::string& who,
     std::string failed = comm.ranks_where(!failure.empty());
     if (!failed.empty()) {
         for (const auto& file : mine) {
-            lightloop::detail::discard_temporary(file);
+            lightloop::detail::discard_temporary(lightloop::detail::shared_temporary_path(file));
         }
         throw data_error(who + ": the checkpoint could not be written on rank(s) " + failed +
                          "; every rank's previous checkpoint file is intact" +
@@ -84,7 +84,8 @@ void write_in_step(communicator& comm, const std::string& who,
     }
     try {
         for (const auto& file : mine) {
-            lightloop::detail::replace_with_temporary(file);
+            lightloop::detail::replace_with_temporary(
+              lightloop::detail::shared_temporary_path(file), file);
         }
     } catch (const mpi_error&) {
         throw;
@@ -110,7 +111,8 @@ void write_part_temporary(const std::filesystem::path& file, Network& net, const
                           const Record& record, const Part& part) {
     const auto payload =
       lightloop::detail::checkpoint_payload(net, opt, epoch, seed, batch, record, part);
-    lightloop::detail::write_checkpoint_temporary(file, payload);
+    lightloop::detail::write_checkpoint_temporary(lightloop::detail::shared_temporary_path(file),
+                                                  payload);
 }
 
 /// Every rank's `file` read and checked in step by stage() (which changes
@@ -177,7 +179,7 @@ struct resumed_file {
             return;
         }
         try {
-            auto read = stage(lightloop::detail::temporary_path(file));
+            auto read = stage(lightloop::detail::shared_temporary_path(file));
             if (progress_of(read) == newest) {
                 newer.emplace(std::move(read));
             }
@@ -227,7 +229,8 @@ void finish_interrupted_write(communicator& comm, const std::string& who, Files&
       [&] {
           const auto put = [](const auto& f) {
               if (f.newer && f.puts_in_place) {
-                  lightloop::detail::replace_with_temporary(f.file);
+                  lightloop::detail::replace_with_temporary(
+                    lightloop::detail::shared_temporary_path(f.file), f.file);
               }
           };
           (put(files), ...);

@@ -17,18 +17,34 @@
 
 namespace lightloop::detail {
 
-/// Where write_temporary writes `path`'s new contents: "<path>.tmp".
-inline std::filesystem::path temporary_path(const std::filesystem::path& path) {
+/// The temporary of a write whose halves several processes run in step:
+/// "<path>.tmp", a name any process can find again (distributed/
+/// checkpoint.hpp finishes an interrupted write from it).
+inline std::filesystem::path shared_temporary_path(const std::filesystem::path& path) {
     return path.string() + ".tmp";
 }
 
-/// The first half of write_atomically: the pieces one after the other in
-/// "<path>.tmp", fsync'd. Every failure throws data_error, removes the
-/// temporary and leaves `path` as it was.
-inline void write_temporary(const std::filesystem::path& path,
+/// The temporary of this process's own atomic write of `path`:
+/// "<path>.<host>.<pid>.tmp". Processes that write the same file at once
+/// (every rank of an MPI job given the same callback) then each write their
+/// own and rename it whole over `path`, the last one winning; with one
+/// shared name, one process would rename the file another was still
+/// writing, and the other's rename would fail. A process killed mid-write
+/// leaves its temporary behind (an older one is never read).
+inline std::filesystem::path own_temporary_path(const std::filesystem::path& path) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) {
+        host[0] = '\0';
+    }
+    return path.string() + "." + host + "." + std::to_string(::getpid()) + ".tmp";
+}
+
+/// The first half of an atomic write: the pieces one after the other in
+/// `temporary`, fsync'd. Every failure throws data_error naming the
+/// temporary, removes it, and leaves what it replaces as it was.
+inline void write_temporary(const std::filesystem::path& temporary,
                             std::initializer_list<std::span<const std::byte>> pieces,
                             const std::string& what = "checkpoint") {
-    const std::filesystem::path temporary = temporary_path(path);
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         throw data_error("lightloop: " + temporary.string() + ": cannot write " + what);
@@ -56,18 +72,19 @@ inline void write_temporary(const std::filesystem::path& path,
     }
 }
 
-/// Removes what write_temporary left for `path`, if anything.
-inline void discard_temporary(const std::filesystem::path& path) noexcept {
+/// Removes `temporary`, if it is there.
+inline void discard_temporary(const std::filesystem::path& temporary) noexcept {
     std::error_code ignored;
-    std::filesystem::remove(temporary_path(path), ignored);
+    std::filesystem::remove(temporary, ignored);
 }
 
-/// The second half: "<path>.tmp" renamed over `path`, and the directory
+/// The second half: `temporary` renamed over `path`, and the directory
 /// fsync'd.
-inline void replace_with_temporary(const std::filesystem::path& path,
+inline void replace_with_temporary(const std::filesystem::path& temporary,
+                                   const std::filesystem::path& path,
                                    const std::string& what = "checkpoint") {
     std::error_code ec;
-    std::filesystem::rename(temporary_path(path), path, ec);
+    std::filesystem::rename(temporary, path, ec);
     if (ec) {
         throw data_error("lightloop: " + path.string() + ": cannot replace " + what + " (" +
                          ec.message() + ")");
@@ -81,14 +98,16 @@ inline void replace_with_temporary(const std::filesystem::path& path,
     }
 }
 
-/// Writes the pieces one after the other to `path`, atomically (temporary
-/// file, fsync, rename, directory fsync); `what` names the file in messages.
-/// Every failure throws data_error and leaves the previous file.
+/// Writes the pieces one after the other to `path`, atomically (this
+/// process's own temporary file, fsync, rename, directory fsync); `what`
+/// names the file in messages. Every failure throws data_error and leaves
+/// the previous file.
 inline void write_atomically(const std::filesystem::path& path,
                              std::initializer_list<std::span<const std::byte>> pieces,
                              const std::string& what = "checkpoint") {
-    write_temporary(path, pieces, what);
-    replace_with_temporary(path, what);
+    const auto temporary = own_temporary_path(path);
+    write_temporary(temporary, pieces, what);
+    replace_with_temporary(temporary, path, what);
 }
 
 } // namespace lightloop::detail

@@ -25,7 +25,8 @@
 // optical projection from (seed, block counter): those counters are the RNG
 // state, so nothing else random needs saving.
 //
-// Writing: to "<path>.tmp" in the same directory, fsync, rename over <path>,
+// Writing: to this process's own temporary in the same directory
+// ("<path>.<host>.<pid>.tmp", io/atomic_file.hpp), fsync, rename over <path>,
 // fsync the directory. A crash at any point leaves the previous checkpoint
 // or the new one, never a mixture. Loading reads the whole file, checks
 // magic, format, size, CRC and signature, stages every component, and only
@@ -322,13 +323,13 @@ std::vector<std::byte> checkpoint_payload(Network& net, const Optimizer& opt, st
     return w.bytes();
 }
 
-/// A checkpoint's payload framed (header, payload, CRC-32) in "<path>.tmp",
+/// A checkpoint's payload framed (header, payload, CRC-32) in `temporary`,
 /// fsync'd: the first half of an atomic write (replace_with_temporary).
-inline void write_checkpoint_temporary(const std::filesystem::path& path,
+inline void write_checkpoint_temporary(const std::filesystem::path& temporary,
                                        std::span<const std::byte> payload) {
     const auto header = checkpoint_header(payload.size());
     const std::uint32_t crc = crc32_of(payload);
-    write_temporary(path, {header, payload, std::as_bytes(std::span(&crc, 1))});
+    write_temporary(temporary, {header, payload, std::as_bytes(std::span(&crc, 1))});
 }
 
 /// A checkpoint read and checked whole, nothing changed yet: what
@@ -458,8 +459,9 @@ void save_checkpoint(Network& net, const Optimizer& opt, const std::filesystem::
                      const Record& record = {}) {
     const auto payload = detail::checkpoint_payload(net, opt, epoch, fit_seed, batch, record,
                                                     detail::whole_network(net));
-    detail::write_checkpoint_temporary(path, payload);
-    detail::replace_with_temporary(path);
+    const auto temporary = detail::own_temporary_path(path);
+    detail::write_checkpoint_temporary(temporary, payload);
+    detail::replace_with_temporary(temporary, path);
 }
 
 /// Weights and progress only (no optimizer state).
