@@ -13,6 +13,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -2225,11 +2226,12 @@ TEST_CASE("distributed evaluations refuse no data and a zero batch on every rank
 
 // A rank passed fit_with more epochs than the others went on stepping alone
 // and waited for them forever.
-TEST_CASE("fit_with over ranks refuses ranks that pass other fit_options, on every rank",
-          "[distributed]") {
-    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
-    const std::size_t epochs = world->rank() + 1 == world->size() ? 2 : 1;
-    const fit_options options{.epochs = epochs, .batch = 8, .seed = 5};
+namespace {
+/// fit_with of `train` with `options` on a data-parallel mlp and a
+/// layer-parallel deep network: each one's config_error message, checked to
+/// have trained nothing on any rank.
+std::pair<std::string, std::string> refusals(const labelled_data<float>& train,
+                                             const fit_options& options) {
     const auto refusal = [&](auto& parallel, auto& net) {
         sgd<float> opt{{.learning_rate = 0.05}};
         const auto before = weights_of(net);
@@ -2244,15 +2246,44 @@ TEST_CASE("fit_with over ranks refuses ranks that pass other fit_options, on eve
     };
     auto mlp = make_mlp<float, dfa<dense_gaussian>>(1);
     dist::data_parallel<float> shards(*world);
-    const std::string data_message = refusal(shards, mlp);
+    std::string data_message = refusal(shards, mlp);
     auto deep = make_deep<float, dfa<dense_gaussian>>(1);
     dist::dfa_layer_parallel<decltype(deep)> layers(*world, deep);
-    const std::string layer_message = refusal(layers, deep);
+    return {std::move(data_message), refusal(layers, deep)};
+}
+} // namespace
+
+TEST_CASE("fit_with over ranks refuses ranks that pass other fit_options, on every rank",
+          "[distributed]") {
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    const std::size_t epochs = world->rank() + 1 == world->size() ? 2 : 1;
+    const auto [data_message, layer_message] =
+      refusals(train, {.epochs = epochs, .batch = 8, .seed = 5});
     INFO(data_message << "\n" << layer_message);
     const std::string wanted = ": rank(s) " + std::to_string(world->size() - 1) +
                                " passed fit_with other options than rank 0";
     CHECK(on_every_rank(data_message.find("data_parallel" + wanted) != std::string::npos));
     CHECK(on_every_rank(layer_message.find("dfa_layer_parallel" + wanted) != std::string::npos));
+}
+
+// A checkpoint in a directory one rank's node does not have failed that
+// rank's first save alone, after an epoch of training.
+TEST_CASE("fit_with refuses, on every rank and before training, a checkpoint a rank cannot keep",
+          "[distributed]") {
+    const shared_directory shared("lightloop_checkpoint_path_");
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    const bool last = world->rank() + 1 == world->size();
+    // Each rank its own path (a node's own disk), the last rank's in a
+    // directory that does not exist.
+    const auto path = last ? shared.path / "missing" / "net.ckpt" : shared.path / "net.ckpt";
+    const auto [data_message, layer_message] =
+      refusals(train, {.epochs = 2, .batch = 8, .seed = 5, .checkpoint = path});
+    INFO(data_message << "\n" << layer_message);
+    const std::string wanted =
+      last ? "the checkpoint's directory " + (shared.path / "missing").string() + " does not exist"
+           : ": rank(s) " + std::to_string(world->size() - 1) + " cannot keep the checkpoint at";
+    CHECK(on_every_rank(data_message.find(wanted) != std::string::npos &&
+                        layer_message.find(wanted) != std::string::npos));
 }
 
 // Ranks that stepped optimizers of other settings (a momentum or learning

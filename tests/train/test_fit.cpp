@@ -243,6 +243,18 @@ TEST_CASE("fit refuses options it cannot run before it trains", "[train][fit]") 
         CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2, .resume = true}),
                           Catch::Contains("resume is set but checkpoint is empty"));
     }
+    SECTION("a checkpoint in a directory that does not exist, or a directory") {
+        // Refused when the first epoch's save failed, after the epoch.
+        lightloop::testing::scratch_dir dir("fit_checkpoint_path");
+        CHECK_THROWS_WITH(
+          fit(net, opt, train, train, {.epochs = 2, .checkpoint = dir / "missing" / "net.ckpt"}),
+          Catch::Contains("the checkpoint's directory " + (dir / "missing").string() +
+                          " does not exist (create it first); nothing was trained"));
+        CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2, .checkpoint = dir.path()}),
+                          Catch::Contains("is a directory: fit_options::checkpoint names a file"));
+        CHECK_THROWS_AS(fit(net, opt, train, train, {.epochs = 2, .checkpoint = dir.path()}),
+                        config_error);
+    }
     CHECK(net.steps() == 0);
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
 }

@@ -41,6 +41,7 @@
 #include "lightloop/distributed/options.hpp"
 #include "lightloop/io/atomic_file.hpp"
 #include "lightloop/io/checkpoint.hpp"
+#include "lightloop/train/fit.hpp"
 
 namespace lightloop::distributed {
 
@@ -276,6 +277,21 @@ std::optional<checkpoint_info> resume_in_step(communicator& comm, const std::str
     finish(staged, stage);
     refuse_unlike_first(comm, checksum(*staged), who, differ + "; nothing was loaded");
     return lightloop::detail::commit_checkpoint(std::move(*staged), net, opt, record, part);
+}
+
+/// fit_with's check that each rank can keep its checkpoint file at `path`
+/// (lightloop::detail::check_checkpoint_path: its directory exists, and it
+/// is not one), agreed before any training: a rank that cannot throws its
+/// own config_error, the others one naming it (a directory on one node only
+/// would otherwise fail that rank alone, after an epoch of training).
+inline void check_checkpoint_path_in_step(communicator& comm, const std::string& who,
+                                          const std::filesystem::path& path) {
+    fail_together(
+      comm, [&] { lightloop::detail::check_checkpoint_path(path); },
+      [&](const std::string& failed) {
+          throw config_error(who + ": rank(s) " + failed + " cannot keep the checkpoint at " +
+                             path.string() + " (their message says why); nothing was trained");
+      });
 }
 
 /// What a directory holds besides the checkpoint a run looked for, which no

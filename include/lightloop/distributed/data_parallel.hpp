@@ -251,6 +251,11 @@ public:
 
     /// Every rank passed the same fit_options.
     void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
+    /// Every rank can keep its checkpoint file at `path`, agreed before any
+    /// training (distributed/checkpoint.hpp).
+    void check_checkpoint_path(const std::filesystem::path& path) {
+        detail::check_checkpoint_path_in_step(*comm_, who, path);
+    }
     /// Every rank samples the same global batches (the same data's targets,
     /// batch size, seed and shuffling, compared by CRC-32: ranks that passed
     /// other seeds or other data would take shards of different batches,

@@ -429,6 +429,11 @@ public:
     /// Every rank's options rank 0's (a rank refusing its own alone would
     /// leave the others waiting).
     void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
+    /// Every rank can keep its checkpoint file at `path`, agreed before any
+    /// training (distributed/checkpoint.hpp).
+    void check_checkpoint_path(const std::filesystem::path& path) {
+        detail::check_checkpoint_path_in_step(*comm_, who, path);
+    }
     /// After each epoch's last update, before fit_with reads the network
     /// (the alignment probe, which runs backprop through every layer, and
     /// the epoch-end callbacks, which may save or export it): the whole

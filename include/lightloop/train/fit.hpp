@@ -27,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -284,6 +285,25 @@ struct step_totals {
 };
 
 namespace detail {
+/// Before any training: config_error unless fit can keep a checkpoint at
+/// `path` (or its parts beside it): its directory must exist, and `path`
+/// must not be one. Refused after an epoch of training instead, when the
+/// first save failed.
+inline void check_checkpoint_path(const std::filesystem::path& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+        throw config_error("lightloop::fit: the checkpoint " + path.string() +
+                           " is a directory: fit_options::checkpoint names a file (in an "
+                           "existing directory); nothing was trained");
+    }
+    const auto directory =
+      path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+    if (!std::filesystem::is_directory(directory, ec)) {
+        throw config_error("lightloop::fit: the checkpoint's directory " + directory.string() +
+                           " does not exist (create it first); nothing was trained");
+    }
+}
+
 /// The checks fit makes of a checkpoint it resumes from, before anything is
 /// loaded: the run's seed and batch size (the data order).
 struct resume_check {
@@ -398,6 +418,13 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
     if constexpr (requires { strategy.check_options(options); }) {
         strategy.check_options(options);
+    }
+    if (!options.checkpoint.empty()) {
+        if constexpr (requires { strategy.check_checkpoint_path(options.checkpoint); }) {
+            strategy.check_checkpoint_path(options.checkpoint); // e.g. agreed by every process
+        } else {
+            detail::check_checkpoint_path(options.checkpoint);
+        }
     }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     strategy.begin(sampler);
