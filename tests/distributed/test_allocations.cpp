@@ -25,16 +25,10 @@ using lightloop::testing::allocations;
 
 using namespace lightloop;
 namespace dist = lightloop::distributed;
+using lightloop::testing::on_every_rank;
+using lightloop::testing::world;
 
 namespace {
-dist::communicator* world = nullptr;
-
-/// Whether a check held on every rank (each rank passes its own verdict).
-bool on_every_rank(bool mine) {
-    double votes[1] = {mine ? 1.0 : 0.0};
-    world->sum_identical(std::span<double>(votes));
-    return votes[0] == static_cast<double>(world->size());
-}
 
 /// A 64-128-128-10 tanh network in precision P.
 template <class Feedback, class P = float>
@@ -148,5 +142,5 @@ TEST_CASE("the allocation counter counts under mpiexec", "[distributed][allocati
 }
 
 int main(int argc, char* argv[]) {
-    return lightloop::testing::run_on_every_rank(argc, argv, world);
+    return lightloop::testing::run_on_every_rank(argc, argv);
 }

@@ -27,10 +27,10 @@
 
 using namespace lightloop;
 namespace dist = lightloop::distributed;
+using lightloop::testing::on_every_rank;
+using lightloop::testing::world;
 
 namespace {
-
-dist::communicator* world = nullptr;
 
 template <class Network>
 std::vector<typename Network::value_type> weights_of(const Network& net) {
@@ -49,13 +49,6 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
     // memcmp takes no null pointer, even for no bytes (an empty vector's).
     return a.size() == b.size() &&
            (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
-}
-
-/// Whether a check held on every rank (each rank passes its own verdict).
-bool on_every_rank(bool mine) {
-    double votes[1] = {mine ? 1.0 : 0.0};
-    world->sum_identical(std::span<double>(votes));
-    return votes[0] == static_cast<double>(world->size());
 }
 
 /// Every rank but rank 0, as the library's messages list them ("1, 2").
@@ -2497,5 +2490,5 @@ TEST_CASE("a layer-parallel evaluation refuses ranks that evaluate different dat
 }
 
 int main(int argc, char* argv[]) {
-    return lightloop::testing::run_on_every_rank(argc, argv, world);
+    return lightloop::testing::run_on_every_rank(argc, argv);
 }
