@@ -1064,6 +1064,57 @@ TEST_CASE("data_parallel refuses ranks that hold different networks, on every ra
     CHECK(on_every_rank(none.empty()));
 }
 
+// One data_parallel for several networks in turn (a loop over seeds, say):
+// each network built in the same place as the last one, or changed by
+// another step, is checked again before its first step here. Checked once
+// per address, a rank that built its next network from another seed trained
+// it unnoticed.
+TEST_CASE("data_parallel checks a network built in the place of the last one, or stepped "
+          "elsewhere, again",
+          "[distributed]") {
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    matrix<float> x;
+    matrix<float> y;
+    six_rows(x, y);
+    sgd<float> opt{{.learning_rate = 0.1}};
+    dist::data_parallel<float> parallel(*world);
+    auto net = make_mlp<float, dfa<dense_gaussian>>(13);
+    const auto message_of_step = [&] {
+        const auto before = weights_of(net);
+        const std::uint64_t steps = net.steps();
+        std::string message;
+        try {
+            parallel.step(net, opt, x, y);
+        } catch (const config_error& e) {
+            message = e.what();
+        }
+        const bool consistent =
+          message.empty() ? net.steps() == steps + 1 && same_bits_everywhere(weights_of(net))
+                          : net.steps() == steps && same_bits(weights_of(net), before);
+        CHECK(on_every_rank(consistent));
+        return message;
+    };
+    CHECK(on_every_rank(message_of_step().empty()));
+    CHECK(on_every_rank(message_of_step().empty()));
+    // The next network, in the same object: the last rank's from another seed.
+    net = make_mlp<float, dfa<dense_gaussian>>(rank == last ? 14 : 13);
+    const std::string rebuilt = message_of_step();
+    // Every rank's from the same seed: trained.
+    net = make_mlp<float, dfa<dense_gaussian>>(13);
+    CHECK(on_every_rank(message_of_step().empty()));
+    // Stepped on the last rank alone, in one process.
+    if (rank == last) {
+        net.train_step(x, y, opt);
+    }
+    const std::string stepped_alone = message_of_step();
+    const std::string expected =
+      "data_parallel: rank(s) " + std::to_string(last) + " hold a network other than rank 0's";
+    INFO(rebuilt << "\n" << stepped_alone);
+    CHECK(on_every_rank(rebuilt.find(expected) != std::string::npos));
+    CHECK(on_every_rank(stepped_alone.find(expected) != std::string::npos));
+}
+
 // Ranks that passed fit_with other seeds (or other data) took shards of
 // different batches: some samples twice in a step, others never.
 TEST_CASE("fit_with data_parallel refuses ranks that sample other batches, on every rank",
@@ -2333,6 +2384,84 @@ TEST_CASE("distributed training refuses ranks that step another optimizer, on ev
     // The same optimizer everywhere: both step.
     CHECK_FALSE(refused_everywhere(sgd<float>{{.learning_rate = 0.05, .momentum = 0.9}}, messages));
     CHECK(on_every_rank(messages == "\n"));
+}
+
+// The optimizer is agreed on again when a rank steps another object (a copy:
+// the same settings and state, so training goes on) or changes its learning
+// rate alone. Before, the agreement was remembered by address on each rank:
+// a rank that switched to a copy entered the agreement alone and every rank
+// waited forever, and a learning rate changed on one rank went unnoticed.
+TEST_CASE("distributed training agrees on the optimizer again when a rank steps another or "
+          "changes its learning rate",
+          "[distributed]") {
+    const bool last = world->rank() + 1 == world->size();
+    const auto data = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    matrix<float> x;
+    matrix<float> y;
+    consecutive_batch(data, 0, 8, x, y);
+    const std::string wanted =
+      ": rank(s) " + std::to_string(world->size() - 1) + " step(s) another optimizer than rank 0's";
+    // Two steps with `opt`, one with a copy on the last rank (no refusal:
+    // the same settings and state), then the last rank's learning rate
+    // changed alone: refused on every rank in the same call, the network
+    // as it was. `step(opt)` runs one step; `calls` steps until the refusal
+    // (pipelined, a failure is reported with the next call).
+    const auto switch_and_refuse = [&](auto& net, auto&& step, std::size_t calls,
+                                       const std::string& strategy) {
+        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        step(opt);
+        step(opt);
+        sgd<float> copy = opt;
+        auto& now = last ? copy : opt;
+        CHECK(message_of<config_error>([&] { step(now); }).empty());
+        const std::uint64_t steps = net.steps();
+        const auto before = weights_of(net);
+        if (last) {
+            now.set_learning_rate(0.02);
+        }
+        // No collective of the test's own between pipelined calls: the
+        // ranks' calls are one batch apart there.
+        std::string message;
+        std::size_t refused_in = 0;
+        for (std::size_t call = 1; call <= calls && message.empty(); ++call) {
+            message = message_of<config_error>([&] { step(now); });
+            refused_in = call;
+        }
+        INFO(message);
+        CHECK(on_every_rank(refused_in == calls));
+        CHECK(on_every_rank(message.find(strategy + wanted) != std::string::npos));
+        if (calls == 1) { // pipelined, the weights are a batch behind before the call
+            CHECK(on_every_rank(net.steps() == steps && same_bits(weights_of(net), before)));
+        }
+    };
+    SECTION("data-parallel") {
+        matrix<float> xs;
+        matrix<float> ys;
+        shard_of(x, world->rank(), world->size(), xs);
+        shard_of(y, world->rank(), world->size(), ys);
+        auto mlp = make_mlp<float, dfa<dense_gaussian>>(1);
+        dist::data_parallel<float> shards(*world);
+        const auto initial = weights_of(mlp);
+        switch_and_refuse(
+          mlp, [&](auto& opt) { shards.step(mlp, opt, xs, ys); }, 1, "data_parallel");
+        CHECK(on_every_rank(mlp.steps() == 3));
+        CHECK(same_bits_everywhere(weights_of(mlp)));
+        CHECK_FALSE(same_bits(weights_of(mlp), initial));
+    }
+    SECTION("layer-parallel, synchronous and pipelined") {
+        for (const auto mode :
+             {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+            auto deep = make_deep<float, dfa<dense_gaussian>>(1);
+            dist::dfa_layer_parallel<decltype(deep)> layers(*world, deep, mode);
+            const bool piped = mode == dist::layer_parallel_mode::pipelined;
+            switch_and_refuse(
+              deep, [&](auto& opt) { layers.step(deep, opt, x, y); }, piped ? 2 : 1,
+              "dfa_layer_parallel");
+            // Three batches' updates applied; pipelined, the refused batch's
+            // not, and the one after it dropped.
+            CHECK(on_every_rank(deep.steps() == 3));
+        }
+    }
 }
 
 // Rank 0 reads a batch's inputs and the last rank its targets: ranks passing

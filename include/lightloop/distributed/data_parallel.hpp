@@ -128,10 +128,24 @@ public:
     /// for bit.
     template <class Network, class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        if (checked_ != static_cast<const void*>(&net)) {
+        // A network is checked before its first step here, and again when it
+        // is another one in the same place (a loop that builds each network
+        // where the last was) or was stepped or loaded elsewhere meanwhile:
+        // its step count is not the one this object left. The optimizer is
+        // agreed on likewise (optimizer_agreement). What each rank sees is
+        // a view of its own: the ranks first agree whether any sees either
+        // stale, so that every rank runs the checks together (one alone
+        // would wait in them forever).
+        double stale[2] = {
+          checked_ != static_cast<const void*>(&net) || checked_steps_ != net.steps() ? 1.0 : 0.0,
+          optimizer_agreed_.stale(opt) ? 1.0 : 0.0};
+        comm_->largest(std::span<double>(stale));
+        if (stale[0] > 0.0) {
             check_same_network(net);
         }
-        optimizer_agreed_.before_step(*comm_, opt, who);
+        if (stale[1] > 0.0) {
+            optimizer_agreed_.agree(*comm_, opt, who);
+        }
         constexpr std::size_t depth = Network::depth;
         const std::size_t p = comm_->size();
         const std::size_t rank = comm_->rank();
@@ -243,6 +257,7 @@ public:
         } else {
             net.apply_gradients(opt);
         }
+        checked_steps_ = net.steps();
         average_buffers(net, rows / total);
         return {agreed_[0], static_cast<std::size_t>(agreed_[1]), static_cast<std::size_t>(total)};
     }
@@ -492,6 +507,7 @@ private:
                             "with the same seed and change it alike, or the ranks train different "
                             "networks; nothing was trained");
         checked_ = &net;
+        checked_steps_ = net.steps();
     }
 
     static constexpr const char* who = "lightloop::distributed::data_parallel";
@@ -579,7 +595,8 @@ private:
     bool shard_;
     bool state_sharded_ = false; // some optimizer state current only in own blocks
     std::vector<double> agreed_;
-    const void* checked_ = nullptr; // the network last found the same on every rank
+    const void* checked_ = nullptr;   // the network last found the same on every rank
+    std::uint64_t checked_steps_ = 0; // its step count after the last step here
     optimizer_agreement optimizer_agreed_;
     std::vector<sum_in_flight<T>> in_flight_; // this step's sums on their way
 };

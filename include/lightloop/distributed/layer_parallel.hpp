@@ -23,7 +23,10 @@
 // other the weights, batch_norm's running estimates and the step count, so
 // those follow every batch as in one process (a pass's dropout masks are
 // those of its step). An evaluation between pipelined steps is refused until
-// finish(): it would overwrite the pending update's activations.
+// finish(): it would overwrite the pending update's activations. The ranks'
+// calls are a batch apart until finish(), so nothing else uses the
+// strategy's communicator meanwhile (its collectives would meet the wrong
+// batch's).
 //
 // Every rank must pass the same batch: a note goes up with each batch's
 // activations (rank 0's rows and its targets' CRC-32, and the first rank that
@@ -192,7 +195,6 @@ public:
     /// batch on every rank (the message says so), or finish().
     template <class Optimizer>
     step_totals step(Network& net, Optimizer& opt, const matrix<T>& x, const matrix<T>& y) {
-        optimizer_agreed_.before_step(*comm_, opt, who);
         unfinished_ = pipelined(); // on every rank, the last too
         if (deferred_.pending) {
             // Pipelined, the last rank: the previous batch failed, and the
@@ -820,8 +822,21 @@ private:
             failure = err.what();
             gradient_failed = true;
         }
-        if (comm_->any(gradient_failed)) {
+        // With whether any rank sees its optimizer stale (a first update, or
+        // another object or learning rate than the one last agreed on): every
+        // rank is here for the same batch in either mode, so the optimizer is
+        // agreed on by every rank together, before anything is updated.
+        double votes[2] = {gradient_failed ? 1.0 : 0.0, optimizer_agreed_.stale(opt) ? 1.0 : 0.0};
+        comm_->sum_identical(std::span<double>(votes));
+        if (votes[0] > 0.0) {
             return failed(pass, "a gradient", failure, figures, aside);
+        }
+        if (votes[1] > 0.0) {
+            try {
+                optimizer_agreed_.agree(*comm_, opt, who);
+            } catch (const config_error& refused) {
+                return failed(pass, "", refused.what(), figures, aside, {}, "", true);
+            }
         }
         try {
             // All or nothing on every rank: the proof and any overflow agreed.
@@ -917,6 +932,7 @@ private:
         std::string mine;
         const char* outcome = "";
         std::array<double, 7> figures{};
+        bool refused_optimizer = false; // `failure` is the agreement's config_error
     };
     static constexpr const char* each_rank_says =
       "every rank stopped (each rank's message says what its own update changed)";
@@ -926,8 +942,10 @@ private:
     /// ranks below learn it, and returns nothing.
     step_totals failed(const Network& net, const char* what, std::string failure,
                        const double* figures, const char* aside, std::string mine = {},
-                       const char* outcome = "no rank updated its layers") {
-        failure_note note{true, what, std::move(failure), std::move(mine), outcome, {}};
+                       const char* outcome = "no rank updated its layers",
+                       bool refused_optimizer = false) {
+        failure_note note{true,    what, std::move(failure), std::move(mine),
+                          outcome, {},   refused_optimizer};
         std::copy_n(figures, note.figures.size(), note.figures.begin());
         if (pipelined() && is_last()) {
             deferred_ = std::move(note);
@@ -946,6 +964,9 @@ private:
                                     const char* aside) const {
         if (note.figures[2] == 2.0) {
             refuse(net, note.figures.data(), note.mine, aside);
+        }
+        if (note.refused_optimizer) {
+            throw config_error(note.failure + aside);
         }
         throw divergence_error(
           "lightloop::distributed::dfa_layer_parallel: " + std::string(note.what) +

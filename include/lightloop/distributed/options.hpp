@@ -79,25 +79,38 @@ void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::str
                         "step(s) another optimizer than rank 0's (its type, settings or learning "
                         "rate; rank " +
                           std::to_string(comm.rank()) + ": " + mine +
-                          "); every rank must step the same; nothing was trained");
+                          "); every rank must step the same; nothing was updated");
 }
 
-/// agree_on_optimizer once for each optimizer a strategy steps: before its
-/// first step there (the optimizer last found the same on every rank is
-/// remembered by address).
+/// agree_on_optimizer before a strategy's first update with an optimizer,
+/// and again whenever a rank steps another object or its learning rate has
+/// changed since the last agreement. What a rank sees (`stale`) is its own
+/// view: the strategy votes on it with every rank at a point where all are
+/// in step, and agrees (`agree`) on every rank together if any saw a change.
+/// A rank entering the agreement alone (one that switched to a copy) would
+/// wait in it forever.
 class optimizer_agreement {
 public:
+    /// Whether this rank's optimizer is not the one last agreed on here, or
+    /// its learning rate changed since (this rank's view only).
+    template <class Optimizer>
+    bool stale(const Optimizer& opt) const noexcept {
+        return checked_ != static_cast<const void*>(&opt) ||
+               checked_rate_ != static_cast<double>(opt.learning_rate());
+    }
+    /// agree_on_optimizer, remembered. Every rank calls it together.
     /// `who`: a C string, so that a step makes no std::string (nor allocates).
     template <class Optimizer>
-    void before_step(communicator& comm, const Optimizer& opt, const char* who) {
-        if (checked_ != static_cast<const void*>(&opt)) {
-            agree_on_optimizer(comm, opt, who);
-            checked_ = &opt;
-        }
+    void agree(communicator& comm, const Optimizer& opt, const char* who) {
+        checked_ = nullptr; // until agreed
+        agree_on_optimizer(comm, opt, who);
+        checked_ = &opt;
+        checked_rate_ = static_cast<double>(opt.learning_rate());
     }
 
 private:
     const void* checked_ = nullptr;
+    double checked_rate_ = 0.0;
 };
 
 } // namespace lightloop::distributed
