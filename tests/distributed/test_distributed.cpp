@@ -12,6 +12,7 @@
 #include <iterator>
 #include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -1299,6 +1300,101 @@ bool layer_parallel_matches_one_process() {
 }
 
 } // namespace
+
+// A callback that fails on one rank (a log on rank 0, as the README advises,
+// whose disk is full) took that rank out of fit_with, and the others waited
+// in their next step forever. Its failure is now kept until the epoch's end
+// (no more of that rank's callbacks called, the epoch's steps taken with
+// the others) and thrown on every rank together: the failing rank's own
+// error, the others' naming it. The callback is given to that rank alone.
+namespace {
+struct failing_callback {
+    std::size_t epoch_end = 0;   // 1-based: its on_epoch_end throws (0: never)
+    std::size_t batch_epoch = 0; // 1-based: its on_batch_end of batch 2 throws
+    std::size_t batches_seen = 0;
+    void on_batch_end(const batch_info& b) {
+        ++batches_seen;
+        if (b.epoch + 1 == batch_epoch && b.batch == 2) {
+            throw std::runtime_error("test progress: the terminal went away");
+        }
+    }
+    void on_epoch_end(const epoch_record& r) {
+        if (r.epoch == epoch_end) {
+            throw data_error("test log: no space left on the device");
+        }
+    }
+};
+
+/// e.what() of anything run() throws, "" if nothing.
+template <class F>
+std::string any_message(F&& run) {
+    try {
+        run();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "";
+}
+} // namespace
+
+TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end",
+          "[distributed]") {
+    const std::size_t rank = world->rank();
+    const std::size_t last = world->size() - 1;
+    const auto data = lightloop::testing::blobs_task<float>(2, 10); // 40 rows: 5 batches of 8
+    const fit_options options{.epochs = 3, .batch = 8};
+    // fit_with on every rank, `callback` given to rank `failing` alone;
+    // this rank's message and the network's step count after.
+    const auto run = [&](auto& parallel, auto& net, std::size_t failing,
+                         failing_callback callback) {
+        sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+        const std::string message = any_message([&] {
+            if (rank == failing) {
+                fit_with(parallel, net, opt, data, data, options, callback);
+            } else {
+                fit_with(parallel, net, opt, data, data, options);
+            }
+        });
+        return std::pair{message, net.steps()};
+    };
+    const auto stopped_together = [&](const std::pair<std::string, std::uint64_t>& result,
+                                      std::size_t failing, const std::string& own,
+                                      std::uint64_t steps, const std::string& strategy) {
+        INFO(result.first);
+        const std::string others = strategy + ": a callback failed on rank(s) " +
+                                   std::to_string(failing) + "; every rank stopped";
+        const bool message_right =
+          rank == failing ? result.first == own : result.first.find(others) != std::string::npos;
+        return on_every_rank(message_right && result.second == steps);
+    };
+    const std::string disk = "test log: no space left on the device";
+    const std::string terminal = "test progress: the terminal went away";
+    SECTION("data-parallel") {
+        auto net = make_mlp<float, dfa<dense_gaussian>>(1);
+        dist::data_parallel<float> parallel(*world);
+        // Rank 0's epoch-end log fails after epoch 2: every rank stops there.
+        CHECK(stopped_together(run(parallel, net, 0, {.epoch_end = 2}), 0, disk, 10,
+                               "lightloop::distributed::data_parallel"));
+        // The last rank's batch callback fails in epoch 1: the epoch ends
+        // on every rank, then every rank stops.
+        auto again = make_mlp<float, dfa<dense_gaussian>>(1);
+        CHECK(stopped_together(run(parallel, again, last, {.batch_epoch = 1}), last, terminal, 5,
+                               "lightloop::distributed::data_parallel"));
+    }
+    SECTION("layer-parallel, synchronous and pipelined") {
+        for (const auto mode :
+             {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+            auto deep = make_deep<float, dfa<dense_gaussian>>(1);
+            dist::dfa_layer_parallel<decltype(deep)> parallel(*world, deep, mode);
+            CHECK(stopped_together(run(parallel, deep, 0, {.epoch_end = 2}), 0, disk, 10,
+                                   "lightloop::distributed::dfa_layer_parallel"));
+            auto again = make_deep<float, dfa<dense_gaussian>>(1);
+            dist::dfa_layer_parallel<decltype(again)> parallel_again(*world, again, mode);
+            CHECK(stopped_together(run(parallel_again, again, last, {.batch_epoch = 1}), last,
+                                   terminal, 5, "lightloop::distributed::dfa_layer_parallel"));
+        }
+    }
+}
 
 TEST_CASE("balanced_split gives each rank a contiguous block, the largest as small as can be",
           "[distributed]") {

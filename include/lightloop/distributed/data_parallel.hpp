@@ -132,18 +132,19 @@ public:
         // is another one in the same place (a loop that builds each network
         // where the last was) or was stepped or loaded elsewhere meanwhile:
         // its step count is not the one this object left. The optimizer is
-        // agreed on likewise (optimizer_agreement). What each rank sees is
-        // a view of its own: the ranks first agree whether any sees either
-        // stale, so that every rank runs the checks together (one alone
-        // would wait in them forever).
-        double stale[2] = {
-          checked_ != static_cast<const void*>(&net) || checked_steps_ != net.steps() ? 1.0 : 0.0,
-          optimizer_agreed_.stale(opt) ? 1.0 : 0.0};
-        comm_->largest(std::span<double>(stale));
-        if (stale[0] > 0.0) {
+        // agreed on likewise (optimizer_agreement), and the ranks' learning
+        // rates compared. What each rank sees is a view of its own: the ranks
+        // first vote (one reduction of four numbers), so that every rank runs
+        // the checks together (one alone would wait in them forever).
+        double votes[1 + optimizer_agreement::vote_size];
+        votes[0] =
+          checked_ != static_cast<const void*>(&net) || checked_steps_ != net.steps() ? 1.0 : 0.0;
+        optimizer_agreed_.vote(opt, votes + 1);
+        comm_->largest(std::span<double>(votes));
+        if (votes[0] > 0.0) {
             check_same_network(net);
         }
-        if (stale[1] > 0.0) {
+        if (optimizer_agreement::disagree(votes + 1)) {
             optimizer_agreed_.agree(*comm_, opt, who);
         }
         constexpr std::size_t depth = Network::depth;
@@ -452,6 +453,11 @@ public:
     template <class Network, class Optimizer>
     void gather_state(Network&, Optimizer& opt) {
         gather_state(opt);
+    }
+    /// A callback's failure on some ranks (fit_with keeps it until the
+    /// epoch's end), thrown on every rank: the failing rank's own error.
+    void agree_on_failure(const std::exception_ptr& mine, const char* what) {
+        throw_together(*comm_, mine, who, what);
     }
     /// Stops when any rank's callbacks ask to.
     bool agree_to_stop(bool stop) { return comm_->any(stop); }

@@ -427,6 +427,11 @@ public:
     void record_device(epoch_record& record) const {
         lightloop::detail::record_statistics(device_, record);
     }
+    /// A callback's failure on some ranks (fit_with keeps it until the
+    /// epoch's end), thrown on every rank: the failing rank's own error.
+    void agree_on_failure(const std::exception_ptr& mine, const char* what) {
+        throw_together(*comm_, mine, who, what);
+    }
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
     /// Every rank's options rank 0's (a rank refusing its own alone would
     /// leave the others waiting).
@@ -822,16 +827,18 @@ private:
             failure = err.what();
             gradient_failed = true;
         }
-        // With whether any rank sees its optimizer stale (a first update, or
-        // another object or learning rate than the one last agreed on): every
-        // rank is here for the same batch in either mode, so the optimizer is
-        // agreed on by every rank together, before anything is updated.
-        double votes[2] = {gradient_failed ? 1.0 : 0.0, optimizer_agreed_.stale(opt) ? 1.0 : 0.0};
-        comm_->sum_identical(std::span<double>(votes));
+        // With the ranks' views of the optimizer (optimizer_agreement: a first
+        // update, another object, the learning rates): every rank is here for
+        // the same batch in either mode, so the optimizer is agreed on by
+        // every rank together, before anything is updated.
+        double votes[1 + optimizer_agreement::vote_size];
+        votes[0] = gradient_failed ? 1.0 : 0.0;
+        optimizer_agreed_.vote(opt, votes + 1);
+        comm_->largest(std::span<double>(votes));
         if (votes[0] > 0.0) {
             return failed(pass, "a gradient", failure, figures, aside);
         }
-        if (votes[1] > 0.0) {
+        if (optimizer_agreement::disagree(votes + 1)) {
             try {
                 optimizer_agreed_.agree(*comm_, opt, who);
             } catch (const config_error& refused) {

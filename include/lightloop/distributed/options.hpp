@@ -49,6 +49,22 @@ void fail_together(communicator& comm, F&& f, Others&& others) {
     }
 }
 
+/// Throws on every rank if `mine` holds a failure on any rank: a rank that
+/// failed rethrows its own, the others a lightloop::error naming the ranks
+/// ("<who>: <what> failed on rank(s) 0; every rank stopped ...").
+inline void throw_together(communicator& comm, const std::exception_ptr& mine,
+                           const std::string& who, const char* what) {
+    const std::string failed = comm.ranks_where(mine != nullptr);
+    if (failed.empty()) {
+        return;
+    }
+    if (mine) {
+        std::rethrow_exception(mine);
+    }
+    throw error(who + ": " + what + " failed on rank(s) " + failed +
+                "; every rank stopped at the end of the epoch");
+}
+
 /// Throws config_error on every rank unless every rank passed the same
 /// fit_options (the checkpoint only as set or not: each rank may keep it at
 /// a path of its own, a node's own disk).
@@ -83,20 +99,32 @@ void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::str
 }
 
 /// agree_on_optimizer before a strategy's first update with an optimizer,
-/// and again whenever a rank steps another object or its learning rate has
-/// changed since the last agreement. What a rank sees (`stale`) is its own
-/// view: the strategy votes on it with every rank at a point where all are
-/// in step, and agrees (`agree`) on every rank together if any saw a change.
-/// A rank entering the agreement alone (one that switched to a copy) would
-/// wait in it forever.
+/// and again whenever a rank steps another object or the ranks' learning
+/// rates differ. The strategy votes every step, where every rank meets for
+/// the same step, with `vote` (this rank's view: whether its optimizer is
+/// not the one last agreed on, and its learning rate) reduced by maximum,
+/// and agrees (`agree`, every rank together) if `disagree` says so. The
+/// rates are compared every step without a string: a schedule moves them
+/// alike, and one rank's alone is refused at once. A rank entering the
+/// agreement on its own view alone (one that switched to a copy) would wait
+/// in it forever.
 class optimizer_agreement {
 public:
-    /// Whether this rank's optimizer is not the one last agreed on here, or
-    /// its learning rate changed since (this rank's view only).
+    /// Slots `vote` fills.
+    static constexpr std::size_t vote_size = 3;
+    /// This rank's view: stale (1 or 0), the learning rate and its negative
+    /// (a maximum of both is the largest and the smallest rate).
     template <class Optimizer>
-    bool stale(const Optimizer& opt) const noexcept {
-        return checked_ != static_cast<const void*>(&opt) ||
-               checked_rate_ != static_cast<double>(opt.learning_rate());
+    void vote(const Optimizer& opt, double* into) const noexcept {
+        const auto rate = static_cast<double>(opt.learning_rate());
+        into[0] = checked_ != static_cast<const void*>(&opt) ? 1.0 : 0.0;
+        into[1] = rate;
+        into[2] = -rate;
+    }
+    /// Whether the votes, reduced by maximum over the ranks, call for the
+    /// agreement: some rank's optimizer is stale, or the rates differ.
+    static bool disagree(const double* votes) noexcept {
+        return votes[0] > 0.0 || votes[1] != -votes[2];
     }
     /// agree_on_optimizer, remembered. Every rank calls it together.
     /// `who`: a C string, so that a step makes no std::string (nor allocates).
@@ -105,12 +133,10 @@ public:
         checked_ = nullptr; // until agreed
         agree_on_optimizer(comm, opt, who);
         checked_ = &opt;
-        checked_rate_ = static_cast<double>(opt.learning_rate());
     }
 
 private:
     const void* checked_ = nullptr;
-    double checked_rate_ = 0.0;
 };
 
 } // namespace lightloop::distributed

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <limits>
 #include <numeric>
@@ -326,9 +327,10 @@ struct resume_check {
 /// saved after an epoch and resumed from (every process calls both), what
 /// it does to the network before the epoch's figures and callbacks read it
 /// (optionally, before_epoch_end(net)), what happens after the last epoch
-/// (optionally, finish_fit(net, opt)), and how
-/// processes agree to stop; distributed/ has the strategies over several
-/// processes (fit_with).
+/// (optionally, finish_fit(net, opt)), how processes agree to stop, and
+/// (optionally, agree_on_failure(std::exception_ptr, what)) how a
+/// callback's failure on some processes is thrown on all at the epoch's
+/// end; distributed/ has the strategies over several processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
@@ -468,13 +470,36 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     const auto fit_start = clock::now();
     matrix<T> xb;
     matrix<T> yb;
+    // A callback's failure. One process: thrown at once. Over several (a
+    // strategy with agree_on_failure), kept until the epoch's end: this
+    // process calls no more of its callbacks, takes the epoch's steps with
+    // the others, and every process throws together there (this one its own
+    // error). A process that left alone would leave the others waiting in
+    // their next step forever.
+    constexpr bool agrees_on_failure = requires {
+        strategy.agree_on_failure(std::exception_ptr{}, "a callback");
+    };
+    std::exception_ptr callback_failure;
+    const auto call_back = [&](auto&& call) {
+        if constexpr (!agrees_on_failure) {
+            call();
+        } else if (!callback_failure) {
+            try {
+                call();
+            } catch (const std::exception&) {
+                callback_failure = std::current_exception();
+            }
+        }
+    };
     for (std::size_t epoch = history.resumed_from_epoch; epoch < options.epochs; ++epoch) {
-        (([&] {
-             if constexpr (requires { callbacks.on_epoch_begin(epoch); }) {
-                 callbacks.on_epoch_begin(epoch);
-             }
-         }()),
-         ...);
+        call_back([&] {
+            (([&] {
+                 if constexpr (requires { callbacks.on_epoch_begin(epoch); }) {
+                     callbacks.on_epoch_begin(epoch);
+                 }
+             }()),
+             ...);
+        });
         sampler.start_epoch(epoch);
         const auto epoch_start = clock::now();
         double loss_sum = 0.0;
@@ -513,12 +538,14 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
               detail::mean_or_nan(loss_sum, done),
               lr,
               std::chrono::duration<double>(clock::now() - epoch_start).count()};
-            (([&] {
-                 if constexpr (requires { callbacks.on_batch_end(batch); }) {
-                     callbacks.on_batch_end(batch);
-                 }
-             }()),
-             ...);
+            call_back([&] {
+                (([&] {
+                     if constexpr (requires { callbacks.on_batch_end(batch); }) {
+                         callbacks.on_batch_end(batch);
+                     }
+                 }()),
+                 ...);
+            });
         }
         if constexpr (requires { strategy.finish_epoch(net, opt); }) {
             // A pipelined strategy's last batch of the epoch, applied now.
@@ -563,7 +590,10 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
                                      options.batch, detail::epoch_log{history.epochs});
         }
         bool stop = false;
-        ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...);
+        call_back([&] { ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...); });
+        if constexpr (agrees_on_failure) {
+            strategy.agree_on_failure(callback_failure, "a callback");
+        }
         if (strategy.agree_to_stop(stop)) {
             history.stopped_early = epoch + 1 < options.epochs;
             break;
