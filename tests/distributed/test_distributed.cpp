@@ -1396,6 +1396,26 @@ TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end
     }
 }
 
+// Pipelined, the ranks below the last update a batch in the next call, with
+// the learning rate of that call, while the last rank updates it at once: a
+// schedule that moves the rate every batch (cosine) gives the ranks other
+// rates for the same batch's update. The optimizer agreement compares the
+// rate each rank had when the batch went through it, which is the same.
+TEST_CASE("pipelined layer-parallel trains under a learning rate that moves every batch",
+          "[distributed]") {
+    const auto data = lightloop::testing::blobs_task<float>(2, 10); // 40 rows: 5 batches of 8
+    auto deep = make_deep<float, dfa<dense_gaussian>>(1);
+    dist::dfa_layer_parallel<decltype(deep)> parallel(*world, deep,
+                                                      dist::layer_parallel_mode::pipelined);
+    sgd<float> opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const std::string message = any_message([&] {
+        fit_with(parallel, deep, opt, data, data, {.epochs = 2, .batch = 8},
+                 cosine_schedule{.floor = 0.1});
+    });
+    INFO(message);
+    CHECK(on_every_rank(message.empty() && deep.steps() == 10));
+}
+
 TEST_CASE("balanced_split gives each rank a contiguous block, the largest as small as can be",
           "[distributed]") {
     const std::vector<double> paper{803841, 1049601, 10251};

@@ -139,13 +139,14 @@ public:
         double votes[1 + optimizer_agreement::vote_size];
         votes[0] =
           checked_ != static_cast<const void*>(&net) || checked_steps_ != net.steps() ? 1.0 : 0.0;
-        optimizer_agreed_.vote(opt, votes + 1);
+        const auto rate = static_cast<double>(opt.learning_rate());
+        optimizer_agreed_.vote(opt, rate, votes + 1);
         comm_->largest(std::span<double>(votes));
         if (votes[0] > 0.0) {
             check_same_network(net);
         }
         if (optimizer_agreement::disagree(votes + 1)) {
-            optimizer_agreed_.agree(*comm_, opt, who);
+            optimizer_agreed_.agree(*comm_, opt, rate, who);
         }
         constexpr std::size_t depth = Network::depth;
         const std::size_t p = comm_->size();

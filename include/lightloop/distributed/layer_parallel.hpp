@@ -227,6 +227,7 @@ public:
         wait_sent(slot); // the slot's note and the replica's output go out of date now
         // Rank 0 keeps x in the slot until its update.
         const bool forwards = receive_batch(net, x, y, slot, true);
+        pass_rate_[slot] = static_cast<double>(opt.learning_rate()); // what the last rank has
         const matrix<T>* out = forwards ? &now.forward_training(received_[slot], mine_) : nullptr;
         send_batch(slot, out, true);
         if (k == 0) {
@@ -831,16 +832,21 @@ private:
         // update, another object, the learning rates): every rank is here for
         // the same batch in either mode, so the optimizer is agreed on by
         // every rank together, before anything is updated.
+        // Pipelined, a rank below the last updates the batch a call after the
+        // last rank did, under that call's rate: the rates compared are the
+        // ones each rank had when the batch went through it.
+        const double rate =
+          pipelined() && !is_last() ? pass_rate_[slot] : static_cast<double>(opt.learning_rate());
         double votes[1 + optimizer_agreement::vote_size];
         votes[0] = gradient_failed ? 1.0 : 0.0;
-        optimizer_agreed_.vote(opt, votes + 1);
+        optimizer_agreed_.vote(opt, rate, votes + 1);
         comm_->largest(std::span<double>(votes));
         if (votes[0] > 0.0) {
             return failed(pass, "a gradient", failure, figures, aside);
         }
         if (optimizer_agreement::disagree(votes + 1)) {
             try {
-                optimizer_agreed_.agree(*comm_, opt, who);
+                optimizer_agreed_.agree(*comm_, opt, rate, who);
             } catch (const config_error& refused) {
                 return failed(pass, "", refused.what(), figures, aside, {}, "", true);
             }
@@ -1016,6 +1022,7 @@ private:
     MPI_Request sent_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     MPI_Request noted_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     batch_note notes_[2] = {};   // a pass's note (two in flight when pipelined)
+    double pass_rate_[2] = {};   // pipelined: the learning rate when a pass went through
     std::string own_failure_[2]; // why this rank's own check refused a pass's batch
     std::vector<layer_range> ranges_;
     layer_range mine_{};

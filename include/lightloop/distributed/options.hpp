@@ -87,15 +87,21 @@ inline void agree_on_options(communicator& comm, const fit_options& o, const std
 /// other steps: data-parallel weights kept in step by the sums would still
 /// be updated by p optimizers (each rank's block by its own, when sharded),
 /// and layer-parallel blocks would not be one process's training.
+/// `rate`: the learning rate to compare (the optimizer's own by default;
+/// pipelined layer-parallel's the one each rank had for the batch).
 template <class Optimizer>
-void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::string& who) {
-    const std::string mine =
-      describe_object(opt) + " learning_rate " + number_text(double(opt.learning_rate()));
+void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::string& who,
+                        double rate) {
+    const std::string mine = describe_object(opt) + " learning_rate " + number_text(rate);
     refuse_unlike_first(comm, lightloop::detail::crc32_of(std::as_bytes(std::span(mine))), who,
                         "step(s) another optimizer than rank 0's (its type, settings or learning "
                         "rate; rank " +
                           std::to_string(comm.rank()) + ": " + mine +
                           "); every rank must step the same; nothing was updated");
+}
+template <class Optimizer>
+void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::string& who) {
+    agree_on_optimizer(comm, opt, who, static_cast<double>(opt.learning_rate()));
 }
 
 /// agree_on_optimizer before a strategy's first update with an optimizer,
@@ -105,9 +111,12 @@ void agree_on_optimizer(communicator& comm, const Optimizer& opt, const std::str
 /// not the one last agreed on, and its learning rate) reduced by maximum,
 /// and agrees (`agree`, every rank together) if `disagree` says so. The
 /// rates are compared every step without a string: a schedule moves them
-/// alike, and one rank's alone is refused at once. A rank entering the
-/// agreement on its own view alone (one that switched to a copy) would wait
-/// in it forever.
+/// alike, and one rank's alone is refused at once. `rate` is the rate the
+/// ranks must share for the step: the optimizer's own, or (pipelined
+/// layer-parallel, whose ranks below update a batch in the next call, under
+/// that call's rate) the one each rank had when the batch went through it.
+/// A rank entering the agreement on its own view alone (one that switched
+/// to a copy) would wait in it forever.
 class optimizer_agreement {
 public:
     /// Slots `vote` fills.
@@ -115,8 +124,7 @@ public:
     /// This rank's view: stale (1 or 0), the learning rate and its negative
     /// (a maximum of both is the largest and the smallest rate).
     template <class Optimizer>
-    void vote(const Optimizer& opt, double* into) const noexcept {
-        const auto rate = static_cast<double>(opt.learning_rate());
+    void vote(const Optimizer& opt, double rate, double* into) const noexcept {
         into[0] = checked_ != static_cast<const void*>(&opt) ? 1.0 : 0.0;
         into[1] = rate;
         into[2] = -rate;
@@ -129,9 +137,9 @@ public:
     /// agree_on_optimizer, remembered. Every rank calls it together.
     /// `who`: a C string, so that a step makes no std::string (nor allocates).
     template <class Optimizer>
-    void agree(communicator& comm, const Optimizer& opt, const char* who) {
+    void agree(communicator& comm, const Optimizer& opt, double rate, const char* who) {
         checked_ = nullptr; // until agreed
-        agree_on_optimizer(comm, opt, who);
+        agree_on_optimizer(comm, opt, who, rate);
         checked_ = &opt;
     }
 
