@@ -9,6 +9,8 @@
 #include <span>
 #include <utility>
 
+#include <unistd.h>
+
 using namespace lightloop;
 
 namespace {
@@ -372,6 +374,41 @@ TEST_CASE("a failed save leaves the previous checkpoint intact", "[io][checkpoin
                       Catch::Contains("cannot write checkpoint"));
     CHECK(lightloop::testing::read_bytes(dir / "a.ckpt") == first);
     CHECK(load_checkpoint(net, dir / "a.ckpt").epoch == 1);
+}
+
+// A process killed mid-write leaves "<path>.<host>.<pid>.tmp"; nothing read
+// it, and nothing removed it (a long job preempted again and again filled its
+// disk with partial checkpoints). The next write on the host removes those
+// of processes that no longer run, and only those.
+TEST_CASE("a write removes the temporaries that ended writers of its file left on this host",
+          "[io][checkpoint]") {
+    lightloop::testing::scratch_dir dir("checkpoint_abandoned");
+    const auto path = dir / "a.ckpt";
+    const std::string host = lightloop::detail::host_name();
+    const auto beside = [&](const std::string& rest) { return dir / ("a.ckpt." + rest); };
+    // 999999999 is above any Linux pid_max (at most 2^22): no such process.
+    const auto ended = beside(host + ".999999999.tmp");
+    const auto running = beside(host + "." + std::to_string(::getppid()) + ".tmp");
+    const auto elsewhere = beside("another-host.999999999.tmp");
+    const auto not_ours = beside(host + ".12ab.tmp");
+    const auto other_file = dir / ("b.ckpt." + host + ".999999999.tmp");
+    for (const auto& file : {ended, running, elsewhere, not_ours, other_file}) {
+        lightloop::testing::write_bytes(file, std::vector<std::uint8_t>(16, 7));
+    }
+    auto net = make_small();
+    save_checkpoint(net, path, 1);
+    CHECK(load_checkpoint(net, path).epoch == 1);
+    CHECK_FALSE(std::filesystem::exists(ended));
+    CHECK(std::filesystem::exists(running));
+    CHECK(std::filesystem::exists(elsewhere));
+    CHECK(std::filesystem::exists(not_ours));
+    CHECK(std::filesystem::exists(other_file));
+    // The same for any atomic write (an export, a log).
+    lightloop::testing::write_bytes(ended, std::vector<std::uint8_t>(16, 7));
+    const std::vector<std::byte> text(3, std::byte{'x'});
+    lightloop::detail::write_atomically(path, {std::span<const std::byte>(text)}, "test file");
+    CHECK_FALSE(std::filesystem::exists(ended));
+    CHECK(std::filesystem::exists(running));
 }
 
 TEST_CASE("the SVG chart draws one line and one legend entry per series", "[io][plot]") {

@@ -3,6 +3,8 @@
 // fsync'd, renamed over it, and the directory fsync'd. A crash or a full disk
 // leaves the previous file. Checkpoints, JSON logs and weight exports use it.
 
+#include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <filesystem>
 #include <initializer_list>
@@ -11,11 +13,22 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "lightloop/core/error.hpp"
 
 namespace lightloop::detail {
+
+/// This machine's name ("" if it has none to give).
+inline std::string host_name() {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) {
+        host[0] = '\0';
+    }
+    return host;
+}
 
 /// The temporary of a write whose halves several processes run in step:
 /// "<path>.tmp", a name any process can find again (distributed/
@@ -30,13 +43,46 @@ inline std::filesystem::path shared_temporary_path(const std::filesystem::path& 
 /// own and rename it whole over `path`, the last one winning; with one
 /// shared name, one process would rename the file another was still
 /// writing, and the other's rename would fail. A process killed mid-write
-/// leaves its temporary behind (an older one is never read).
+/// leaves its temporary behind (never read); the next write of `path` on
+/// the same host removes it (remove_abandoned_temporaries).
 inline std::filesystem::path own_temporary_path(const std::filesystem::path& path) {
-    char host[256] = {};
-    if (::gethostname(host, sizeof host - 1) != 0) {
-        host[0] = '\0';
+    return path.string() + "." + host_name() + "." + std::to_string(::getpid()) + ".tmp";
+}
+
+/// Removes what processes of this host killed mid-write left beside `path`:
+/// own_temporary_path's "<path>.<host>.<pid>.tmp" of a pid that no longer
+/// runs (kill(pid, 0) says ESRCH), a partial file nobody reads. A running
+/// process's, another host's (whose processes this one cannot see) and
+/// anything else are left alone. Best effort: nothing here throws.
+inline void remove_abandoned_temporaries(const std::filesystem::path& path) noexcept {
+    try {
+        const std::string prefix = path.filename().string() + "." + host_name() + ".";
+        const std::string suffix = ".tmp";
+        const auto directory =
+          path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(directory, ec), end; !ec && it != end;
+             it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) ||
+                !name.ends_with(suffix)) {
+                continue;
+            }
+            const std::string digits =
+              name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+            if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(),
+                                                  [](char c) { return c >= '0' && c <= '9'; })) {
+                continue;
+            }
+            const auto pid = static_cast<::pid_t>(std::stol(digits));
+            if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) {
+                continue; // running, or not this process's to judge (EPERM: it runs)
+            }
+            std::error_code ignored;
+            std::filesystem::remove(it->path(), ignored);
+        }
+    } catch (...) { // best effort (a name that does not convert, an allocation)
     }
-    return path.string() + "." + host + "." + std::to_string(::getpid()) + ".tmp";
 }
 
 /// The first half of an atomic write: the pieces one after the other in
@@ -79,7 +125,8 @@ inline void discard_temporary(const std::filesystem::path& temporary) noexcept {
 }
 
 /// The second half: `temporary` renamed over `path`, and the directory
-/// fsync'd.
+/// fsync'd; then what writers of `path` killed mid-write on this host left
+/// (remove_abandoned_temporaries).
 inline void replace_with_temporary(const std::filesystem::path& temporary,
                                    const std::filesystem::path& path,
                                    const std::string& what = "checkpoint") {
@@ -96,6 +143,7 @@ inline void replace_with_temporary(const std::filesystem::path& temporary,
         ::fsync(dir);
         ::close(dir);
     }
+    remove_abandoned_temporaries(path);
 }
 
 /// Writes the pieces one after the other to `path`, atomically (this
