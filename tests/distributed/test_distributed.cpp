@@ -1020,6 +1020,28 @@ TEST_CASE("data_parallel refuses batches with fewer rows than ranks", "[distribu
     }
 }
 
+/// One data-parallel step: its config_error's message ("" if it trained),
+/// having checked that it was refused on every rank with the network as it
+/// was, or trained every rank alike.
+template <class Network>
+std::string message_of_checked_step(dist::data_parallel<float>& parallel, Network& net,
+                                    sgd<float>& opt, const matrix<float>& x,
+                                    const matrix<float>& y) {
+    const auto before = weights_of(net);
+    const std::uint64_t steps = net.steps();
+    std::string message;
+    try {
+        parallel.step(net, opt, x, y);
+    } catch (const config_error& e) {
+        message = e.what();
+    }
+    const bool consistent = message.empty()
+                              ? net.steps() == steps + 1 && same_bits_everywhere(weights_of(net))
+                              : net.steps() == steps && same_bits(weights_of(net), before);
+    CHECK(on_every_rank(consistent));
+    return message;
+}
+
 // Ranks that built their networks from other seeds (seed + rank, say) trained
 // p different networks with one summed gradient, each with its own feedback
 // matrix, without a word.
@@ -1033,19 +1055,7 @@ TEST_CASE("data_parallel refuses ranks that hold different networks, on every ra
     const auto refusal = [&](auto& net) {
         sgd<float> opt{{.learning_rate = 0.1}};
         dist::data_parallel<float> parallel(*world);
-        const auto before = weights_of(net);
-        std::string message;
-        try {
-            parallel.step(net, opt, x, y);
-        } catch (const config_error& e) {
-            message = e.what();
-        }
-        // Refused, nothing trained; or trained on every rank alike.
-        const bool consistent = message.empty()
-                                  ? net.steps() == 1 && same_bits_everywhere(weights_of(net))
-                                  : net.steps() == 0 && same_bits(weights_of(net), before);
-        CHECK(on_every_rank(consistent));
-        return message;
+        return message_of_checked_step(parallel, net, opt, x, y);
     };
     const std::string everyone_else = ranks_above_0();
     auto seeded_by_rank = make_mlp<float, dfa<dense_gaussian>>(13 + rank);
@@ -1081,21 +1091,7 @@ TEST_CASE("data_parallel checks a network built in the place of the last one, or
     sgd<float> opt{{.learning_rate = 0.1}};
     dist::data_parallel<float> parallel(*world);
     auto net = make_mlp<float, dfa<dense_gaussian>>(13);
-    const auto message_of_step = [&] {
-        const auto before = weights_of(net);
-        const std::uint64_t steps = net.steps();
-        std::string message;
-        try {
-            parallel.step(net, opt, x, y);
-        } catch (const config_error& e) {
-            message = e.what();
-        }
-        const bool consistent =
-          message.empty() ? net.steps() == steps + 1 && same_bits_everywhere(weights_of(net))
-                          : net.steps() == steps && same_bits(weights_of(net), before);
-        CHECK(on_every_rank(consistent));
-        return message;
-    };
+    const auto message_of_step = [&] { return message_of_checked_step(parallel, net, opt, x, y); };
     CHECK(on_every_rank(message_of_step().empty()));
     CHECK(on_every_rank(message_of_step().empty()));
     // The next network, in the same object: the last rank's from another seed.
