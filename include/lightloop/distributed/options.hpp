@@ -7,6 +7,7 @@
 #include <exception>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
@@ -26,10 +27,23 @@ inline void refuse_unlike_first(communicator& comm, std::uint32_t checksum, cons
     }
 }
 
+/// Agrees whether `mine` holds a failure on any rank, and if so throws on
+/// every rank: a rank that failed rethrows its own error, every other rank
+/// calls others(ranks), which throws, with the failed ranks listed ("1, 2").
+template <class Others>
+void rethrow_together(communicator& comm, const std::exception_ptr& mine, Others&& others) {
+    const std::string failed = comm.ranks_where(mine != nullptr);
+    if (!failed.empty()) {
+        if (mine) {
+            std::rethrow_exception(mine);
+        }
+        others(failed);
+    }
+}
+
 /// Runs f() on every rank and agrees whether it failed anywhere (a
-/// lightloop::error; an mpi_error passes through, the ranks out of step): a
-/// rank where it failed rethrows its own error, every other rank calls
-/// others(ranks), which throws, with the failed ranks listed ("1, 2").
+/// lightloop::error; an mpi_error passes through, the ranks out of step),
+/// as rethrow_together.
 template <class F, class Others>
 void fail_together(communicator& comm, F&& f, Others&& others) {
     std::exception_ptr failure;
@@ -40,29 +54,18 @@ void fail_together(communicator& comm, F&& f, Others&& others) {
     } catch (const lightloop::error&) {
         failure = std::current_exception();
     }
-    const std::string failed = comm.ranks_where(failure != nullptr);
-    if (!failed.empty()) {
-        if (failure) {
-            std::rethrow_exception(failure);
-        }
-        others(failed);
-    }
+    rethrow_together(comm, failure, std::forward<Others>(others));
 }
 
-/// Throws on every rank if `mine` holds a failure on any rank: a rank that
-/// failed rethrows its own, the others a lightloop::error naming the ranks
+/// rethrow_together of a failure kept until the epoch's end (fit_with's
+/// callbacks'): the others throw a lightloop::error naming the ranks
 /// ("<who>: <what> failed on rank(s) 0; every rank stopped ...").
 inline void throw_together(communicator& comm, const std::exception_ptr& mine,
                            const std::string& who, const char* what) {
-    const std::string failed = comm.ranks_where(mine != nullptr);
-    if (failed.empty()) {
-        return;
-    }
-    if (mine) {
-        std::rethrow_exception(mine);
-    }
-    throw error(who + ": " + what + " failed on rank(s) " + failed +
-                "; every rank stopped at the end of the epoch");
+    rethrow_together(comm, mine, [&](const std::string& failed) {
+        throw error(who + ": " + what + " failed on rank(s) " + failed +
+                    "; every rank stopped at the end of the epoch");
+    });
 }
 
 /// Throws config_error on every rank unless every rank passed the same
