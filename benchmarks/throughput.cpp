@@ -531,7 +531,10 @@ runner make_runner(const std::string& model, const std::string& method,
     throw config_error("throughput: unknown method " + method);
 }
 
-/// PyTorch samples/s by (method, batch, threads), from torch_throughput.py.
+/// PyTorch samples/s by (method, batch, threads), from torch_throughput.py:
+/// a row per line, `method batch threads samples_per_second [layout]`, and
+/// comments (#). Anything else is refused with its line, so that a wrong file
+/// is not read as no figures.
 std::map<std::string, double> read_torch(const std::string& path) {
     std::map<std::string, double> out;
     if (path.empty()) {
@@ -539,19 +542,30 @@ std::map<std::string, double> read_torch(const std::string& path) {
     }
     std::ifstream in(path);
     if (!in) {
-        throw data_error("throughput: " + path + ": cannot open");
+        throw data_error(path + ": cannot open");
     }
     std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream f(line);
-        std::string method;
-        std::size_t batch = 0;
-        int threads = 0;
-        double rate = 0;
-        if (line.empty() || line[0] == '#' || !(f >> method >> batch >> threads >> rate)) {
+    for (std::size_t number = 1; std::getline(in, line); ++number) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos || line[0] == '#') {
             continue;
         }
+        std::istringstream f(line);
+        std::string method;
+        long long batch = 0;
+        long long threads = 0;
+        double rate = 0;
+        if (!(f >> method >> batch >> threads >> rate) || batch <= 0 || threads <= 0 ||
+            !std::isfinite(rate) || rate <= 0.0) {
+            throw data_error(path + " line " + std::to_string(number) +
+                             ": expected 'method batch threads samples_per_second' with "
+                             "positive numbers (torch_throughput.py's output), got '" +
+                             line.substr(0, 80) + "'");
+        }
         out[method + "/" + std::to_string(batch) + "/" + std::to_string(threads)] = rate;
+    }
+    if (out.empty()) {
+        throw data_error(path + ": no rows (torch_throughput.py writes one per method, batch and "
+                                "thread count)");
     }
     return out;
 }
@@ -680,6 +694,27 @@ std::string cell(double v, const char* format = "%.2f") {
     return text;
 }
 
+/// The settings (model, batch, threads) asked for that `torch` has no
+/// backprop row for: their rows' PyTorch columns stay empty.
+std::vector<std::string> settings_without_torch(const std::map<std::string, double>& torch,
+                                                const options& o) {
+    std::vector<std::string> missing;
+    for (const std::string& model : o.models) {
+        // torch_throughput.py names the CNN's rows cnn_bp, cnn_dfa.
+        const std::string prefix = model == "cnn" ? "cnn_" : "";
+        for (const std::size_t batch : o.batches) {
+            for (const int t : o.threads) {
+                if (!torch.count(prefix + "bp/" + std::to_string(batch) + "/" +
+                                 std::to_string(t))) {
+                    missing.push_back(model + ", batch " + std::to_string(batch) + " on " +
+                                      std::to_string(t) + (t == 1 ? " thread" : " threads"));
+                }
+            }
+        }
+    }
+    return missing;
+}
+
 int measure(const options& o) {
     const std::string& torch_path = o.torch_path;
     const std::string& json_path = o.json_path;
@@ -687,6 +722,14 @@ int measure(const options& o) {
     const double gemm_budget = o.gemm_budget;
     const int rounds = o.rounds;
     const auto torch = read_torch(torch_path);
+    if (!torch.empty()) {
+        for (const std::string& setting : settings_without_torch(torch, o)) {
+            std::fprintf(stderr,
+                         "throughput: %s has no PyTorch rows for %s; their PyTorch "
+                         "columns stay empty\n",
+                         torch_path.c_str(), setting.c_str());
+        }
+    }
     // A thread count OpenBLAS cannot run is refused before any measurement,
     // not when its rows come.
     for (const int threads : o.threads) {
