@@ -44,6 +44,7 @@ from the caller's environment (set it as for lightloop if OpenBLAS misdetects
 the CPU).
 """
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -247,16 +248,29 @@ def median_rate(step, batch, seconds):
     return batch / times[len(times) // 2]
 
 
+def positive(kind):
+    """An argparse type: a number of `kind` above zero (and finite)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
+        return value
+    return parse
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=positive(int), nargs="+", default=[32, 128, 512])
+    parser.add_argument("--threads", type=positive(int), nargs="+", default=[1, 2])
     parser.add_argument("--methods", nargs="+", default=["bp", "dfa"],
                         choices=["bp", "dfa", "cnn_bp", "cnn_dfa", "bf16_bp", "autocast_bp",
                                  "cnn_bf16_bp", "cnn_autocast_bp"])
     parser.add_argument("--precision", default="fp32",
                         help="comma-separated: fp32, bf16 (adds bf16_bp and autocast_bp)")
-    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--seconds", type=positive(float), default=1.5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     precisions = args.precision.split(",")
