@@ -1020,6 +1020,86 @@ TEST_CASE("data_parallel refuses batches with fewer rows than ranks", "[distribu
     }
 }
 
+// batch_norm over feature vectors needs two rows of a batch to train; a shard
+// or batch of one was refused at that step, after the epoch's others (and a
+// rank whose network had none waited for the others there).
+TEST_CASE("fit_with refuses on every rank and before training a shard or batch too small for a "
+          "layer's batch statistics",
+          "[distributed]") {
+    const auto train = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    const std::string p = std::to_string(world->size());
+    // Rank 0's batch_norm normalises 8 features; the others' 2 channels of 2 x 2
+    // (when `alike` is false): four values per channel in a sample.
+    const auto make = [](bool alike) {
+        return make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+          1, dense<identity, float>{6, 8},
+          batch_norm<tanh_act, float>(alike || world->rank() == 0 ? feature_shape{8, 1, 1}
+                                                                  : feature_shape{2, 2, 2}),
+          dense<identity, float>{8, 4});
+    };
+    const auto message_of = [](auto&& train_it) {
+        std::string message;
+        try {
+            train_it();
+        } catch (const config_error& e) {
+            message = e.what();
+        }
+        return message;
+    };
+    SECTION("data-parallel: the last batch's smallest shard") {
+        // 40 = 37 + 3: shards of one and two rows (one each on three ranks).
+        for (const bool alike : {true, false}) {
+            auto net = make(alike);
+            sgd<float> opt{{.learning_rate = 0.05}};
+            dist::data_parallel<float> parallel(*world);
+            const std::string message = message_of(
+              [&] { fit_with(parallel, net, opt, train, train, {.epochs = 1, .batch = 37}); });
+            INFO(message);
+            CHECK(on_every_rank(net.steps() == 0));
+            if (alike || world->rank() == 0) {
+                CHECK(message ==
+                      "lightloop::fit: the smallest shard of the last batch of an epoch (40 "
+                      "samples in batches of 37) over " +
+                        p +
+                        " ranks has 1 row, but layer 1 (batch_norm 8x1x1) trains on at least "
+                        "2; choose a batch size that leaves no smaller batch; nothing was "
+                        "trained");
+            } else {
+                CHECK(message == "lightloop::distributed::data_parallel: rank(s) 0 cannot train "
+                                 "on their shards' rows; nothing was trained");
+            }
+        }
+        // 40 = 2 x 18 + 4: shards of two rows on two ranks train.
+        if (world->size() == 2) {
+            auto net = make(true);
+            sgd<float> opt{{.learning_rate = 0.05}};
+            dist::data_parallel<float> parallel(*world);
+            fit_with(parallel, net, opt, train, train, {.epochs = 1, .batch = 18});
+            CHECK(net.steps() == 3);
+        }
+    }
+    SECTION("layer-parallel: the last batch") {
+        // (Ranks with other networks are refused when the strategy is made.)
+        using net_type = decltype(make(true));
+        for (const auto mode :
+             {dist::layer_parallel_mode::synchronous, dist::layer_parallel_mode::pipelined}) {
+            net_type net = make(true);
+            sgd<float> opt{{.learning_rate = 0.05}};
+            dist::dfa_layer_parallel<net_type> parallel(*world, net, mode);
+            // 40 = 3 x 13 + 1.
+            const std::string message = message_of(
+              [&] { fit_with(parallel, net, opt, train, train, {.epochs = 1, .batch = 13}); });
+            INFO(message);
+            CHECK(on_every_rank(net.steps() == 0));
+            CHECK_THAT(message, Catch::StartsWith("lightloop::fit: the last batch of an epoch (40 "
+                                                  "samples in batches of 13) has 1 row, but layer "
+                                                  "1 (batch_norm 8x1x1) trains on at least 2"));
+            fit_with(parallel, net, opt, train, train, {.epochs = 1, .batch = 19}); // 19, 19, 2
+            CHECK(net.steps() == 3);
+        }
+    }
+}
+
 /// One data-parallel step: its config_error's message ("" if it trained),
 /// having checked that it was refused on every rank with the network as it
 /// was, or trained every rank alike.

@@ -259,6 +259,37 @@ TEST_CASE("fit refuses options it cannot run before it trains", "[train][fit]") 
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
 }
 
+TEST_CASE("fit refuses a batch too small for a layer's batch statistics before it trains",
+          "[train][fit]") {
+    // batch_norm over feature vectors needs two rows to train; the last batch
+    // of 40 rows in batches of 13 has one. It was refused at that batch, after
+    // the epoch's other steps.
+    const auto train = lightloop::testing::blobs_task(2, 10); // 40 rows
+    auto net = make_network<dfa<>, softmax_cross_entropy>(
+      1, dense<identity>{6, 8}, batch_norm<tanh_act>{8}, dense<identity>{8, 4});
+    const auto before = net.layer<0>().weights();
+    sgd opt{0.1};
+    CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 1, .batch = 13}),
+                      "lightloop::fit: the last batch of an epoch (40 samples in batches of 13) "
+                      "has 1 row, but layer 1 (batch_norm 8x1x1) trains on at least 2; choose a "
+                      "batch size that leaves no smaller batch; nothing was trained");
+    CHECK_THROWS_AS(fit(net, opt, train, train, {.epochs = 1, .batch = 1}), config_error);
+    CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 1, .batch = 1}),
+                      Catch::StartsWith("lightloop::fit: every batch (batches of 1) has 1 row"));
+    CHECK(net.steps() == 0);
+    CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
+    // A last batch of two rows trains.
+    fit(net, opt, train, train, {.epochs = 1, .batch = 19});
+    CHECK(net.steps() == 3);
+    // Over feature maps a single sample has four values per channel: batches
+    // of one train.
+    auto maps = make_network<dfa<>, softmax_cross_entropy>(
+      1, dense<identity>{6, 8}, batch_norm<tanh_act>{feature_shape{2, 2, 2}},
+      dense<identity>{8, 4});
+    fit(maps, opt, train, train, {.epochs = 1, .batch = 13});
+    CHECK(maps.steps() == 4);
+}
+
 TEST_CASE("early stopping without a test set watches the training loss", "[train][fit]") {
     // The training loss of this learnable task falls every epoch: a stopper
     // that read the missing test loss (once 0 every epoch) stopped after

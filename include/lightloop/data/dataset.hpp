@@ -152,6 +152,21 @@ public:
         return start < order_.size() ? std::min(batch_, order_.size() - start) : 0;
     }
 
+    /// Rows in an epoch's smallest batch: the last, which holds the
+    /// remainder when the batch size does not divide the data.
+    std::size_t smallest_batch_rows() const noexcept { return batch_rows(batches() - 1); }
+
+    /// "the last batch of an epoch (129 samples in batches of 128)", or
+    /// "every batch (batches of 128)": where smallest_batch_rows is, for
+    /// messages.
+    std::string smallest_batch_text() const {
+        const std::string sizes = std::to_string(batch_) + ")";
+        return smallest_batch_rows() < batch_
+                 ? "the last batch of an epoch (" + std::to_string(samples()) +
+                     " samples in batches of " + sizes
+                 : "every batch (batches of " + sizes;
+    }
+
     /// Shard `shard` of `shards` of batch `b`: its rows `shard`, `shard` +
     /// `shards`, ... (data-parallel training: the ranks split every batch of
     /// one shuffle). Every shard must get a row: refused when the batch has

@@ -289,16 +289,32 @@ public:
                             "batch size or seed differ); every rank must pass the same data and "
                             "fit_options, or the shards are not of one global batch; nothing was "
                             "trained");
-        const std::size_t last = sampler.batch_rows(sampler.batches() - 1);
-        const std::size_t smallest = std::min(sampler.batch_size(), last);
+        const std::size_t smallest = sampler.smallest_batch_rows();
         if (smallest < comm_->size()) {
-            throw config_error("lightloop::distributed::data_parallel: a batch of " +
-                               std::to_string(smallest) + " rows cannot be split over " +
-                               std::to_string(comm_->size()) +
-                               " ranks (every rank needs a row of every batch; the last batch of "
-                               "an epoch has " +
-                               std::to_string(last) + ")");
+            throw config_error(
+              "lightloop::distributed::data_parallel: " + sampler.smallest_batch_text() + " has " +
+              std::to_string(smallest) + " rows, which cannot be split over " +
+              std::to_string(comm_->size()) + " ranks (every rank needs a row of every batch)");
         }
+    }
+    /// Every rank's layers train on its smallest shard (the smallest batch's
+    /// rows over the ranks, rounded down), agreed before any training: a
+    /// shard too small would be refused mid-epoch, after the epoch's steps.
+    template <class Network>
+    void check_training_rows(const Network& net, const batch_sampler<T>& sampler) {
+        const std::size_t p = comm_->size();
+        fail_together(
+          *comm_,
+          [&] {
+              lightloop::detail::check_training_rows(net, sampler.smallest_batch_rows() / p,
+                                                     "the smallest shard of " +
+                                                       sampler.smallest_batch_text() + " over " +
+                                                       std::to_string(p) + " ranks");
+          },
+          [&](const std::string& failed) {
+              throw config_error(std::string(who) + ": rank(s) " + failed +
+                                 " cannot train on their shards' rows; nothing was trained");
+          });
     }
     void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {
         sampler.fill_shard(b, comm_->rank(), comm_->size(), x, y);

@@ -264,6 +264,20 @@ public:
     // --- fit_with's strategy -------------------------------------------------
 
     void begin(const batch_sampler<T>&) const {}
+    /// Every layer trains on the smallest batch, agreed before any training
+    /// (the ranks may hold networks not yet compared).
+    void check_training_rows(const Network& net, const batch_sampler<T>& sampler) {
+        fail_together(
+          *comm_,
+          [&] {
+              lightloop::detail::check_training_rows(net, sampler.smallest_batch_rows(),
+                                                     sampler.smallest_batch_text());
+          },
+          [&](const std::string& failed) {
+              throw config_error(std::string(who) + ": rank(s) " + failed +
+                                 " cannot train on the batches' rows; nothing was trained");
+          });
+    }
     template <class Optimizer>
     step_totals finish_epoch(Network& net, Optimizer& opt) {
         return finish(net, opt);

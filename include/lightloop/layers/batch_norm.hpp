@@ -265,6 +265,14 @@ public:
         return {{"weight", {shape_.channels}}, {"bias", {shape_.channels}}};
     }
 
+    /// The fewest rows a training batch may have: a channel's statistics
+    /// need more than one value, so 2 where a sample has one value per
+    /// channel (a feature vector), else 1. fit checks every batch of the
+    /// epoch against it before training.
+    std::size_t smallest_training_batch() const noexcept {
+        return shape_.height * shape_.width < 2 ? 2 : 1;
+    }
+
     std::span<const T> running_mean() const noexcept { return running_mean_; }
     std::span<const T> running_var() const noexcept { return running_var_; }
     const batch_norm_spec& spec() const noexcept { return spec_; }

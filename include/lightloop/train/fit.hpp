@@ -305,6 +305,28 @@ inline void check_checkpoint_path(const std::filesystem::path& path) {
     }
 }
 
+/// config_error unless every layer of `net` trains on a batch of `rows` rows
+/// (a layer's smallest_training_batch(): batch_norm over feature vectors
+/// needs 2), before any training: a batch too small would be refused
+/// mid-epoch, after the epoch's steps. `where` names the batch.
+template <class Network>
+void check_training_rows(const Network& net, std::size_t rows, const std::string& where) {
+    net.visit_layers([&](const auto& layer, std::size_t i) {
+        if constexpr (requires {
+                          { layer.smallest_training_batch() } -> std::convertible_to<std::size_t>;
+                      }) {
+            const std::size_t needed = layer.smallest_training_batch();
+            if (rows < needed) {
+                throw config_error(
+                  "lightloop::fit: " + where + " has " + std::to_string(rows) + " row" +
+                  (rows == 1 ? "" : "s") + ", but layer " + std::to_string(i) + " (" +
+                  describe_object(layer) + ") trains on at least " + std::to_string(needed) +
+                  "; choose a batch size that leaves no smaller batch; nothing was trained");
+            }
+        }
+    });
+}
+
 /// The checks fit makes of a checkpoint it resumes from, before anything is
 /// loaded: the run's seed and batch size (the data order).
 struct resume_check {
@@ -323,7 +345,9 @@ struct resume_check {
 } // namespace detail
 
 /// How fit trains on one process. A strategy says how a batch is taken from
-/// the sampler, how a step and an evaluation run, how the checkpoint is
+/// the sampler (optionally, check_training_rows(net, sampler): whether every
+/// layer trains on the rows each process gets, before any training), how a
+/// step and an evaluation run, how the checkpoint is
 /// saved after an epoch and resumed from (every process calls both), what
 /// it does to the network before the epoch's figures and callbacks read it
 /// (optionally, before_epoch_end(net)), what happens after the last epoch
@@ -430,6 +454,12 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     strategy.begin(sampler);
+    if constexpr (requires { strategy.check_training_rows(net, sampler); }) {
+        strategy.check_training_rows(net, sampler); // e.g. each process's share, agreed
+    } else {
+        detail::check_training_rows(net, sampler.smallest_batch_rows(),
+                                    sampler.smallest_batch_text());
+    }
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
     (
