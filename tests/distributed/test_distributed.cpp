@@ -1066,14 +1066,22 @@ TEST_CASE("fit_with refuses on every rank and before training a shard or batch t
                         "trained");
             } else {
                 CHECK(message == "lightloop::distributed::data_parallel: rank(s) 0 cannot train "
-                                 "on their shards' rows; nothing was trained");
+                                 "on their shards' or the probe's rows; nothing was trained");
             }
         }
-        // 40 = 2 x 18 + 4: shards of two rows on two ranks train.
+        // 40 = 2 x 18 + 4: shards of two rows on two ranks train, but not an
+        // alignment probe of one row (every rank runs it after the epoch).
         if (world->size() == 2) {
             auto net = make(true);
             sgd<float> opt{{.learning_rate = 0.05}};
             dist::data_parallel<float> parallel(*world);
+            const std::string probed = message_of([&] {
+                fit_with(parallel, net, opt, train, train,
+                         {.epochs = 1, .batch = 18, .alignment_probe = 1});
+            });
+            CHECK_THAT(probed, Catch::StartsWith("lightloop::fit: the alignment probe (the first 1 "
+                                                 "test rows) has 1 row, but layer 1"));
+            CHECK(on_every_rank(net.steps() == 0));
             fit_with(parallel, net, opt, train, train, {.epochs = 1, .batch = 18});
             CHECK(net.steps() == 3);
         }

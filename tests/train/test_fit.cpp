@@ -276,10 +276,20 @@ TEST_CASE("fit refuses a batch too small for a layer's batch statistics before i
     CHECK_THROWS_AS(fit(net, opt, train, train, {.epochs = 1, .batch = 1}), config_error);
     CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 1, .batch = 1}),
                       Catch::StartsWith("lightloop::fit: every batch (batches of 1) has 1 row"));
+    // The alignment probe runs a training pass after each epoch: refused
+    // there, after the epoch, with a probe of one row.
+    CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 1, .batch = 19, .alignment_probe = 1}),
+                      "lightloop::fit: the alignment probe (the first 1 test rows) has 1 row, but "
+                      "layer 1 (batch_norm 8x1x1) trains on at least 2; probe more rows "
+                      "(fit_options::alignment_probe, and the test set); nothing was trained");
+    const auto one_row = select_rows(train, std::vector<std::size_t>{0});
+    CHECK_THROWS_WITH(
+      fit(net, opt, train, one_row, {.epochs = 1, .batch = 19, .alignment_probe = 16}),
+      Catch::StartsWith("lightloop::fit: the alignment probe (the first 1 test rows) has 1 row"));
     CHECK(net.steps() == 0);
     CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
-    // A last batch of two rows trains.
-    fit(net, opt, train, train, {.epochs = 1, .batch = 19});
+    // A last batch of two rows trains, and so does a probe of two.
+    fit(net, opt, train, train, {.epochs = 1, .batch = 19, .alignment_probe = 2});
     CHECK(net.steps() == 3);
     // Over feature maps a single sample has four values per channel: batches
     // of one train.

@@ -298,10 +298,12 @@ public:
         }
     }
     /// Every rank's layers train on its smallest shard (the smallest batch's
-    /// rows over the ranks, rounded down), agreed before any training: a
-    /// shard too small would be refused mid-epoch, after the epoch's steps.
+    /// rows over the ranks, rounded down) and on the alignment probe (every
+    /// rank runs it), agreed before any training: a shard too small would be
+    /// refused mid-epoch, after the epoch's steps.
     template <class Network>
-    void check_training_rows(const Network& net, const batch_sampler<T>& sampler) {
+    void check_training_rows(const Network& net, const batch_sampler<T>& sampler,
+                             std::size_t probe_rows) {
         const std::size_t p = comm_->size();
         fail_together(
           *comm_,
@@ -310,10 +312,12 @@ public:
                                                      "the smallest shard of " +
                                                        sampler.smallest_batch_text() + " over " +
                                                        std::to_string(p) + " ranks");
+              lightloop::detail::check_probe_rows(net, probe_rows);
           },
           [&](const std::string& failed) {
-              throw config_error(std::string(who) + ": rank(s) " + failed +
-                                 " cannot train on their shards' rows; nothing was trained");
+              throw config_error(
+                std::string(who) + ": rank(s) " + failed +
+                " cannot train on their shards' or the probe's rows; nothing was trained");
           });
     }
     void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {

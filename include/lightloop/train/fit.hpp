@@ -308,23 +308,36 @@ inline void check_checkpoint_path(const std::filesystem::path& path) {
 /// config_error unless every layer of `net` trains on a batch of `rows` rows
 /// (a layer's smallest_training_batch(): batch_norm over feature vectors
 /// needs 2), before any training: a batch too small would be refused
-/// mid-epoch, after the epoch's steps. `where` names the batch.
+/// mid-epoch, after the epoch's steps. `where` names the batch, `fix` says
+/// what to change.
 template <class Network>
-void check_training_rows(const Network& net, std::size_t rows, const std::string& where) {
+void check_training_rows(const Network& net, std::size_t rows, const std::string& where,
+                         const char* fix = "choose a batch size that leaves no smaller batch") {
     net.visit_layers([&](const auto& layer, std::size_t i) {
         if constexpr (requires {
                           { layer.smallest_training_batch() } -> std::convertible_to<std::size_t>;
                       }) {
             const std::size_t needed = layer.smallest_training_batch();
             if (rows < needed) {
-                throw config_error(
-                  "lightloop::fit: " + where + " has " + std::to_string(rows) + " row" +
-                  (rows == 1 ? "" : "s") + ", but layer " + std::to_string(i) + " (" +
-                  describe_object(layer) + ") trains on at least " + std::to_string(needed) +
-                  "; choose a batch size that leaves no smaller batch; nothing was trained");
+                throw config_error("lightloop::fit: " + where + " has " + std::to_string(rows) +
+                                   " row" + (rows == 1 ? "" : "s") + ", but layer " +
+                                   std::to_string(i) + " (" + describe_object(layer) +
+                                   ") trains on at least " + std::to_string(needed) + "; " + fix +
+                                   "; nothing was trained");
             }
         }
     });
+}
+
+/// check_training_rows of the alignment probe's `rows` (none: no probe): it
+/// runs the training pass of the next step after each epoch.
+template <class Network>
+void check_probe_rows(const Network& net, std::size_t rows) {
+    if (rows > 0) {
+        check_training_rows(
+          net, rows, "the alignment probe (the first " + std::to_string(rows) + " test rows)",
+          "probe more rows (fit_options::alignment_probe, and the test set)");
+    }
 }
 
 /// The checks fit makes of a checkpoint it resumes from, before anything is
@@ -345,8 +358,9 @@ struct resume_check {
 } // namespace detail
 
 /// How fit trains on one process. A strategy says how a batch is taken from
-/// the sampler (optionally, check_training_rows(net, sampler): whether every
-/// layer trains on the rows each process gets, before any training), how a
+/// the sampler (optionally, check_training_rows(net, sampler, probe_rows):
+/// whether every layer trains on the rows each process gets and on the
+/// alignment probe's, before any training), how a
 /// step and an evaluation run, how the checkpoint is
 /// saved after an epoch and resumed from (every process calls both), what
 /// it does to the network before the epoch's figures and callbacks read it
@@ -454,11 +468,13 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
     batch_sampler<T> sampler(train, options.batch, options.seed);
     strategy.begin(sampler);
-    if constexpr (requires { strategy.check_training_rows(net, sampler); }) {
-        strategy.check_training_rows(net, sampler); // e.g. each process's share, agreed
+    const std::size_t probe_rows = std::min(options.alignment_probe, test.size());
+    if constexpr (requires { strategy.check_training_rows(net, sampler, probe_rows); }) {
+        strategy.check_training_rows(net, sampler, probe_rows); // each process's share, agreed
     } else {
         detail::check_training_rows(net, sampler.smallest_batch_rows(),
                                     sampler.smallest_batch_text());
+        detail::check_probe_rows(net, probe_rows);
     }
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
@@ -473,7 +489,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     matrix<T> probe_x;
     matrix<T> probe_y;
     if (options.alignment_probe > 0) {
-        std::vector<std::size_t> rows(std::min(options.alignment_probe, test.size()));
+        std::vector<std::size_t> rows(probe_rows);
         std::iota(rows.begin(), rows.end(), std::size_t{0});
         gather_rows(test.inputs, std::span<const std::size_t>(rows), probe_x);
         gather_rows(test.targets, std::span<const std::size_t>(rows), probe_y);
