@@ -1395,7 +1395,13 @@ namespace {
 struct failing_callback {
     std::size_t epoch_end = 0;   // 1-based: its on_epoch_end throws (0: never)
     std::size_t batch_epoch = 0; // 1-based: its on_batch_end of batch 2 throws
+    bool fit_begin = false;      // its on_fit_begin throws (a log's path refused)
     std::size_t batches_seen = 0;
+    void on_fit_begin(const fit_info&) const {
+        if (fit_begin) {
+            throw config_error("test log: its directory does not exist");
+        }
+    }
     void on_batch_end(const batch_info& b) {
         ++batches_seen;
         if (b.epoch + 1 == batch_epoch && b.batch == 2) {
@@ -1421,7 +1427,8 @@ std::string any_message(F&& run) {
 }
 } // namespace
 
-TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end",
+TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end or before "
+          "training",
           "[distributed]") {
     const std::size_t rank = world->rank();
     const std::size_t last = world->size() - 1;
@@ -1453,6 +1460,7 @@ TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end
     };
     const std::string disk = "test log: no space left on the device";
     const std::string terminal = "test progress: the terminal went away";
+    const std::string log_path = "test log: its directory does not exist";
     SECTION("data-parallel") {
         auto net = make_mlp<float, dfa<dense_gaussian>>(1);
         dist::data_parallel<float> parallel(*world);
@@ -1463,6 +1471,11 @@ TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end
         // on every rank, then every rank stops.
         auto again = make_mlp<float, dfa<dense_gaussian>>(1);
         CHECK(stopped_together(run(parallel, again, last, {.batch_epoch = 1}), last, terminal, 5,
+                               "lightloop::distributed::data_parallel"));
+        // Rank 0's log refuses its path before training: every rank stops
+        // before the first step (it used to leave alone, the others waiting).
+        auto fresh = make_mlp<float, dfa<dense_gaussian>>(1);
+        CHECK(stopped_together(run(parallel, fresh, 0, {.fit_begin = true}), 0, log_path, 0,
                                "lightloop::distributed::data_parallel"));
     }
     SECTION("layer-parallel, synchronous and pipelined") {
@@ -1476,6 +1489,10 @@ TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end
             dist::dfa_layer_parallel<decltype(again)> parallel_again(*world, again, mode);
             CHECK(stopped_together(run(parallel_again, again, last, {.batch_epoch = 1}), last,
                                    terminal, 5, "lightloop::distributed::dfa_layer_parallel"));
+            auto fresh = make_deep<float, dfa<dense_gaussian>>(1);
+            dist::dfa_layer_parallel<decltype(fresh)> parallel_fresh(*world, fresh, mode);
+            CHECK(stopped_together(run(parallel_fresh, fresh, last, {.fit_begin = true}), last,
+                                   log_path, 0, "lightloop::distributed::dfa_layer_parallel"));
         }
     }
 }

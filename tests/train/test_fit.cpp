@@ -397,3 +397,37 @@ TEST_CASE("a log that cannot be written throws lightloop's own error", "[train][
     csv_log csv(dir / "taken");
     CHECK_THROWS_AS(csv.on_epoch_end(r), lightloop::error);
 }
+
+TEST_CASE("fit refuses a log or checkpoint callback whose path cannot hold its file before it "
+          "trains",
+          "[train][fit]") {
+    // Each was refused by its first write, after the first epoch.
+    lightloop::testing::scratch_dir dir("fit_log_path");
+    const auto train = lightloop::testing::blobs_task(2, 10);
+    auto net =
+      make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8}, dense<identity>{8, 4});
+    const auto before = net.layer<0>().weights();
+    sgd opt{0.1};
+    const fit_options options{.epochs = 1, .batch = 8};
+    const std::string missing = (dir / "missing").string();
+    CHECK_THROWS_WITH(fit(net, opt, train, train, options, csv_log(dir / "missing" / "log.csv")),
+                      "lightloop::csv_log: the CSV log's directory " + missing +
+                        " does not exist (create it first); nothing was trained");
+    CHECK_THROWS_AS(fit(net, opt, train, train, options, csv_log(dir / "missing" / "log.csv")),
+                    config_error);
+    CHECK_THROWS_WITH(fit(net, opt, train, train, options, json_log(dir.path())),
+                      "lightloop::json_log: the JSON log " + dir.path().string() +
+                        " is a directory: a log names a file; nothing was trained");
+    CHECK_THROWS_WITH(
+      fit(net, opt, train, train, options, checkpoint_every_epoch(dir / "missing" / "net.ckpt")),
+      Catch::StartsWith("lightloop::checkpoint_every_epoch: the checkpoint's directory " + missing +
+                        " does not exist"));
+    CHECK(net.steps() == 0);
+    CHECK(lightloop::testing::identical(before, net.layer<0>().weights()));
+    // In a directory that exists, each writes its file.
+    fit(net, opt, train, train, options, csv_log(dir / "log.csv"), json_log(dir / "log.json"),
+        checkpoint_every_epoch(dir / "net.ckpt"));
+    CHECK(std::filesystem::exists(dir / "log.csv"));
+    CHECK(std::filesystem::exists(dir / "log.json"));
+    CHECK(std::filesystem::exists(dir / "net.ckpt"));
+}

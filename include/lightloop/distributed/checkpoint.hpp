@@ -307,8 +307,7 @@ inline other_checkpoint look_for_other_checkpoint(const std::filesystem::path& p
     std::error_code ec;
     found.whole = std::filesystem::exists(path, ec);
     const std::string prefix = path.filename().string() + ".rank";
-    const auto directory =
-      path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+    const auto directory = lightloop::detail::directory_of(path);
     for (std::filesystem::directory_iterator it(directory, ec), end; !ec && it != end;
          it.increment(ec)) {
         const std::string name = it->path().filename().string();

@@ -475,10 +475,11 @@ public:
     void gather_state(Network&, Optimizer& opt) {
         gather_state(opt);
     }
-    /// A callback's failure on some ranks (fit_with keeps it until the
-    /// epoch's end), thrown on every rank: the failing rank's own error.
-    void agree_on_failure(const std::exception_ptr& mine, const char* what) {
-        throw_together(*comm_, mine, who, what);
+    /// A callback's failure on some ranks (fit_with keeps it until the ranks
+    /// meet: before training, and at each epoch's end), thrown on every
+    /// rank: the failing rank's own error.
+    void agree_on_failure(const std::exception_ptr& mine, const char* what, const char* when) {
+        throw_together(*comm_, mine, who, what, when);
     }
     /// Stops when any rank's callbacks ask to.
     bool agree_to_stop(bool stop) { return comm_->any(stop); }

@@ -445,10 +445,11 @@ public:
     void record_device(epoch_record& record) const {
         lightloop::detail::record_statistics(device_, record);
     }
-    /// A callback's failure on some ranks (fit_with keeps it until the
-    /// epoch's end), thrown on every rank: the failing rank's own error.
-    void agree_on_failure(const std::exception_ptr& mine, const char* what) {
-        throw_together(*comm_, mine, who, what);
+    /// A callback's failure on some ranks (fit_with keeps it until the ranks
+    /// meet: before training, and at each epoch's end), thrown on every
+    /// rank: the failing rank's own error.
+    void agree_on_failure(const std::exception_ptr& mine, const char* what, const char* when) {
+        throw_together(*comm_, mine, who, what, when);
     }
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
     /// Every rank's options rank 0's (a rank refusing its own alone would

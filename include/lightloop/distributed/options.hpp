@@ -57,14 +57,15 @@ void fail_together(communicator& comm, F&& f, Others&& others) {
     rethrow_together(comm, failure, std::forward<Others>(others));
 }
 
-/// rethrow_together of a failure kept until the epoch's end (fit_with's
-/// callbacks'): the others throw a lightloop::error naming the ranks
-/// ("<who>: <what> failed on rank(s) 0; every rank stopped ...").
+/// rethrow_together of a failure kept until every rank meets (fit_with's
+/// callbacks', before training and at each epoch's end): the others throw a
+/// lightloop::error naming the ranks ("<who>: <what> failed on rank(s) 0;
+/// every rank stopped <when>").
 inline void throw_together(communicator& comm, const std::exception_ptr& mine,
-                           const std::string& who, const char* what) {
+                           const std::string& who, const char* what, const char* when) {
     rethrow_together(comm, mine, [&](const std::string& failed) {
-        throw error(who + ": " + what + " failed on rank(s) " + failed +
-                    "; every rank stopped at the end of the epoch");
+        throw error(who + ": " + what + " failed on rank(s) " + failed + "; every rank stopped " +
+                    when);
     });
 }
 

@@ -30,6 +30,29 @@ inline std::string host_name() {
     return host;
 }
 
+/// The directory `path` is in ("." for a bare file name).
+inline std::filesystem::path directory_of(const std::filesystem::path& path) {
+    return path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+}
+
+/// Before anything is trained: config_error unless a file can be kept at
+/// `path`, its directory existing and `path` not being one. `who` and `what`
+/// name it ("lightloop::fit", "checkpoint"); `names_a_file` says what `path`
+/// should be.
+inline void check_file_path(const std::filesystem::path& path, const std::string& who,
+                            const std::string& what, const std::string& names_a_file) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+        throw config_error(who + ": the " + what + " " + path.string() +
+                           " is a directory: " + names_a_file + "; nothing was trained");
+    }
+    const auto directory = directory_of(path);
+    if (!std::filesystem::is_directory(directory, ec)) {
+        throw config_error(who + ": the " + what + "'s directory " + directory.string() +
+                           " does not exist (create it first); nothing was trained");
+    }
+}
+
 /// The temporary of a write whose halves several processes run in step:
 /// "<path>.tmp", a name any process can find again (distributed/
 /// checkpoint.hpp finishes an interrupted write from it).
@@ -58,8 +81,7 @@ inline void remove_abandoned_temporaries(const std::filesystem::path& path) noex
     try {
         const std::string prefix = path.filename().string() + "." + host_name() + ".";
         const std::string suffix = ".tmp";
-        const auto directory =
-          path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+        const auto directory = directory_of(path);
         std::error_code ec;
         for (std::filesystem::directory_iterator it(directory, ec), end; !ec && it != end;
              it.increment(ec)) {
@@ -136,8 +158,7 @@ inline void replace_with_temporary(const std::filesystem::path& temporary,
         throw data_error("lightloop: " + path.string() + ": cannot replace " + what + " (" +
                          ec.message() + ")");
     }
-    const auto directory =
-      path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
+    const auto directory = directory_of(path);
     const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir >= 0) {
         ::fsync(dir);

@@ -149,6 +149,12 @@ public:
       : path_(std::move(path))
       , run_(std::move(run)) {}
 
+    /// A log that cannot be kept at its path is refused before training,
+    /// not after the first epoch.
+    void on_fit_begin(const fit_info&) const {
+        detail::check_file_path(path_, "lightloop::csv_log", "CSV log", "a log names a file");
+    }
+
     void on_resume(const fit_history& history) {
         std::string kept;
         std::error_code ec;
@@ -214,6 +220,12 @@ class json_log {
 public:
     explicit json_log(std::filesystem::path path)
       : path_(std::move(path)) {}
+
+    /// A log that cannot be kept at its path is refused before training,
+    /// not after the first epoch.
+    void on_fit_begin(const fit_info&) const {
+        detail::check_file_path(path_, "lightloop::json_log", "JSON log", "a log names a file");
+    }
 
     /// A resumed run's file starts with the records before the checkpoint.
     void on_resume(const fit_history& history) { records_ = history.epochs; }
@@ -334,6 +346,13 @@ class checkpoint_every_epoch {
 public:
     explicit checkpoint_every_epoch(std::filesystem::path path)
       : path_(std::move(path)) {}
+
+    /// A checkpoint that cannot be kept at its path is refused before
+    /// training, not after the first epoch.
+    void on_fit_begin(const fit_info&) const {
+        detail::check_file_path(path_, "lightloop::checkpoint_every_epoch", "checkpoint",
+                                "it names a file");
+    }
 
     template <class Network>
     void on_epoch_end(const epoch_record& r, Network& net) {

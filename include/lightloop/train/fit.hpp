@@ -291,18 +291,8 @@ namespace detail {
 /// must not be one. Refused after an epoch of training instead, when the
 /// first save failed.
 inline void check_checkpoint_path(const std::filesystem::path& path) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) {
-        throw config_error("lightloop::fit: the checkpoint " + path.string() +
-                           " is a directory: fit_options::checkpoint names a file (in an "
-                           "existing directory); nothing was trained");
-    }
-    const auto directory =
-      path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path();
-    if (!std::filesystem::is_directory(directory, ec)) {
-        throw config_error("lightloop::fit: the checkpoint's directory " + directory.string() +
-                           " does not exist (create it first); nothing was trained");
-    }
+    check_file_path(path, "lightloop::fit", "checkpoint",
+                    "fit_options::checkpoint names a file (in an existing directory)");
 }
 
 /// config_error unless every layer of `net` trains on a batch of `rows` rows
@@ -366,9 +356,10 @@ struct resume_check {
 /// it does to the network before the epoch's figures and callbacks read it
 /// (optionally, before_epoch_end(net)), what happens after the last epoch
 /// (optionally, finish_fit(net, opt)), how processes agree to stop, and
-/// (optionally, agree_on_failure(std::exception_ptr, what)) how a
-/// callback's failure on some processes is thrown on all at the epoch's
-/// end; distributed/ has the strategies over several processes (fit_with).
+/// (optionally, agree_on_failure(std::exception_ptr, what, when)) how a
+/// callback's failure on some processes is thrown on all, before training
+/// and at each epoch's end; distributed/ has the strategies over several
+/// processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
@@ -478,13 +469,37 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
-    (
-      [&] {
-          if constexpr (requires { callbacks.on_fit_begin(info); }) {
-              callbacks.on_fit_begin(info);
-          }
-      }(),
-      ...);
+    // A callback's failure. One process: thrown at once. Over several (a
+    // strategy with agree_on_failure), kept until every process meets (before
+    // training, for on_fit_begin and on_resume; else at the epoch's end):
+    // this process calls no more of its callbacks, takes the epoch's steps
+    // with the others, and every process throws together there (this one its
+    // own error). A process that left alone would leave the others waiting in
+    // their next step forever.
+    constexpr bool agrees_on_failure = requires {
+        strategy.agree_on_failure(std::exception_ptr{}, "a callback", "before training");
+    };
+    std::exception_ptr callback_failure;
+    const auto call_back = [&](auto&& call) {
+        if constexpr (!agrees_on_failure) {
+            call();
+        } else if (!callback_failure) {
+            try {
+                call();
+            } catch (const std::exception&) {
+                callback_failure = std::current_exception();
+            }
+        }
+    };
+    call_back([&] {
+        (
+          [&] {
+              if constexpr (requires { callbacks.on_fit_begin(info); }) {
+                  callbacks.on_fit_begin(info);
+              }
+          }(),
+          ...);
+    });
 
     matrix<T> probe_x;
     matrix<T> probe_y;
@@ -504,39 +519,23 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         if (saved) {
             history.resumed_from_epoch = static_cast<std::size_t>(saved->epoch);
             history.epochs = std::move(before.epochs);
-            (
-              [&] {
-                  if constexpr (requires { callbacks.on_resume(history); }) {
-                      callbacks.on_resume(history);
-                  }
-              }(),
-              ...);
+            call_back([&] {
+                (
+                  [&] {
+                      if constexpr (requires { callbacks.on_resume(history); }) {
+                          callbacks.on_resume(history);
+                      }
+                  }(),
+                  ...);
+            });
         }
+    }
+    if constexpr (agrees_on_failure) {
+        strategy.agree_on_failure(callback_failure, "a callback", "before training");
     }
     const auto fit_start = clock::now();
     matrix<T> xb;
     matrix<T> yb;
-    // A callback's failure. One process: thrown at once. Over several (a
-    // strategy with agree_on_failure), kept until the epoch's end: this
-    // process calls no more of its callbacks, takes the epoch's steps with
-    // the others, and every process throws together there (this one its own
-    // error). A process that left alone would leave the others waiting in
-    // their next step forever.
-    constexpr bool agrees_on_failure = requires {
-        strategy.agree_on_failure(std::exception_ptr{}, "a callback");
-    };
-    std::exception_ptr callback_failure;
-    const auto call_back = [&](auto&& call) {
-        if constexpr (!agrees_on_failure) {
-            call();
-        } else if (!callback_failure) {
-            try {
-                call();
-            } catch (const std::exception&) {
-                callback_failure = std::current_exception();
-            }
-        }
-    };
     for (std::size_t epoch = history.resumed_from_epoch; epoch < options.epochs; ++epoch) {
         call_back([&] {
             (([&] {
@@ -638,7 +637,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         bool stop = false;
         call_back([&] { ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...); });
         if constexpr (agrees_on_failure) {
-            strategy.agree_on_failure(callback_failure, "a callback");
+            strategy.agree_on_failure(callback_failure, "a callback", "at the end of the epoch");
         }
         if (strategy.agree_to_stop(stop)) {
             history.stopped_early = epoch + 1 < options.epochs;
