@@ -1393,9 +1393,10 @@ bool layer_parallel_matches_one_process() {
 // error, the others' naming it. The callback is given to that rank alone.
 namespace {
 struct failing_callback {
-    std::size_t epoch_end = 0;   // 1-based: its on_epoch_end throws (0: never)
-    std::size_t batch_epoch = 0; // 1-based: its on_batch_end of batch 2 throws
-    bool fit_begin = false;      // its on_fit_begin throws (a log's path refused)
+    std::size_t epoch_end = 0;        // 1-based: its on_epoch_end throws (0: never)
+    std::size_t batch_epoch = 0;      // 1-based: its on_batch_end of batch 2 throws
+    bool fit_begin = false;           // its on_fit_begin throws (a log's path refused)
+    std::size_t not_an_exception = 0; // 1-based: its on_epoch_end throws an int
     std::size_t batches_seen = 0;
     void on_fit_begin(const fit_info&) const {
         if (fit_begin) {
@@ -1412,16 +1413,21 @@ struct failing_callback {
         if (r.epoch == epoch_end) {
             throw data_error("test log: no space left on the device");
         }
+        if (r.epoch == not_an_exception) {
+            throw 42;
+        }
     }
 };
 
-/// e.what() of anything run() throws, "" if nothing.
+/// e.what() of anything run() throws, "" if nothing ("int 42" for an int).
 template <class F>
 std::string any_message(F&& run) {
     try {
         run();
     } catch (const std::exception& e) {
         return e.what();
+    } catch (int value) {
+        return "int " + std::to_string(value);
     }
     return "";
 }
@@ -1476,6 +1482,11 @@ TEST_CASE("a callback that fails on one rank stops every rank at the epoch's end
         // before the first step (it used to leave alone, the others waiting).
         auto fresh = make_mlp<float, dfa<dense_gaussian>>(1);
         CHECK(stopped_together(run(parallel, fresh, 0, {.fit_begin = true}), 0, log_path, 0,
+                               "lightloop::distributed::data_parallel"));
+        // A callback may throw what is not a std::exception: the same (that
+        // rank left alone).
+        auto odd = make_mlp<float, dfa<dense_gaussian>>(1);
+        CHECK(stopped_together(run(parallel, odd, last, {.not_an_exception = 1}), last, "int 42", 5,
                                "lightloop::distributed::data_parallel"));
     }
     SECTION("layer-parallel, synchronous and pipelined") {

@@ -486,7 +486,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         } else if (!callback_failure) {
             try {
                 call();
-            } catch (const std::exception&) {
+            } catch (...) { // whatever it throws, a std::exception or not
                 callback_failure = std::current_exception();
             }
         }
