@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <stdexcept>
@@ -1017,6 +1018,64 @@ TEST_CASE("data_parallel refuses batches with fewer rows than ranks", "[distribu
                           Catch::Contains("cannot be split over 3 ranks"));
     } else {
         CHECK_NOTHROW(fit_with(parallel, net, opt, train, train, options));
+    }
+}
+
+// fit's checks of its own inputs (options, data, widths) ran on each rank
+// alone: a rank whose data held a NaN threw before the first collective and
+// left the others waiting in it forever.
+TEST_CASE("fit_with refuses on every rank the options or data fit refuses on one rank",
+          "[distributed]") {
+    const std::size_t last = world->size() - 1;
+    const auto good = lightloop::testing::blobs_task<float>(2, 10); // 40 rows
+    auto bad = good;
+    bad.inputs(5, 1) = std::numeric_limits<float>::quiet_NaN();
+    const auto& train = world->rank() == last ? bad : good;
+    const auto message_of = [](auto&& train_it) {
+        std::string message;
+        try {
+            train_it();
+        } catch (const lightloop::error& e) {
+            message = e.what();
+        }
+        return message;
+    };
+    const auto refused_everywhere = [&](const std::string& message, std::uint64_t steps,
+                                        std::size_t failing, const std::string& own,
+                                        const std::string& strategy) {
+        INFO(message);
+        const std::string others = strategy + ": rank(s) " + std::to_string(failing) +
+                                   " refused their options or data before training";
+        const bool right =
+          world->rank() == failing ? message.starts_with(own) : message.starts_with(others);
+        return on_every_rank(right && steps == 0);
+    };
+    const std::string nan = "lightloop::fit: the training data's inputs hold nan at row 5";
+    const std::string eval = "lightloop::fit: eval_batch (rows per forward pass when evaluating) "
+                             "must be positive";
+    SECTION("data-parallel") {
+        auto net = make_mlp<float, dfa<dense_gaussian>>(1);
+        sgd<float> opt{{.learning_rate = 0.05}};
+        dist::data_parallel<float> parallel(*world);
+        const std::string strategy = "lightloop::distributed::data_parallel";
+        CHECK(refused_everywhere(
+          message_of([&] { fit_with(parallel, net, opt, train, good, {.epochs = 1, .batch = 8}); }),
+          net.steps(), last, nan, strategy));
+        // An option only rank 0 got wrong.
+        const fit_options options{
+          .epochs = 1, .batch = 8, .eval_batch = world->rank() == 0 ? 0u : 256u};
+        CHECK(
+          refused_everywhere(message_of([&] { fit_with(parallel, net, opt, good, good, options); }),
+                             net.steps(), 0, eval, strategy));
+    }
+    SECTION("layer-parallel") {
+        auto net = make_mlp<float, dfa<dense_gaussian>>(1);
+        sgd<float> opt{{.learning_rate = 0.05}};
+        dist::dfa_layer_parallel<decltype(net)> parallel(*world, net,
+                                                         dist::layer_parallel_mode::pipelined);
+        CHECK(refused_everywhere(
+          message_of([&] { fit_with(parallel, net, opt, train, good, {.epochs = 1, .batch = 8}); }),
+          net.steps(), last, nan, "lightloop::distributed::dfa_layer_parallel"));
     }
 }
 

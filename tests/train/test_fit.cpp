@@ -178,6 +178,15 @@ TEST_CASE("fit refuses data whose parts disagree or that holds a value that is n
     auto infinite_target = data;
     infinite_target.targets(7, 1) = -std::numeric_limits<float>::infinity();
     refuses(infinite_target, data, "the training data's targets hold -inf at row 7, column 1");
+    // A negative target (no class probability) was refused by the loss at
+    // its batch, after the epoch's steps before it.
+    auto negative_target = data;
+    negative_target.targets(97, 2) = -1.0f;
+    refuses(negative_target, data,
+            "lightloop::fit: the training data's targets hold -1 at row 97, column 2; "
+            "softmax_cross_entropy's targets are class probabilities");
+    CHECK_THROWS_AS(fit(net, opt, negative_target, data, {.epochs = 1}), data_error);
+    refuses(data, negative_target, "lightloop::fit: the test data's targets hold -1 at row 97");
     // The sampler and evaluate check the parts agree too.
     CHECK_THROWS_WITH(batch_sampler<float>(fewer_labels, 10, 1),
                       Catch::Contains("lightloop::batch_sampler: the data has 100 input rows"));

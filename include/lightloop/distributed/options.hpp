@@ -57,6 +57,18 @@ void fail_together(communicator& comm, F&& f, Others&& others) {
     rethrow_together(comm, failure, std::forward<Others>(others));
 }
 
+/// fit_with's checks of its own inputs (options, data, widths), run on every
+/// rank and agreed (fail_together): the ranks that failed throw their own
+/// errors, the others a config_error naming them.
+template <class F>
+void check_inputs_together(communicator& comm, const std::string& who, F&& checks) {
+    fail_together(comm, std::forward<F>(checks), [&](const std::string& failed) {
+        throw config_error(who + ": rank(s) " + failed +
+                           " refused their options or data before training (their own "
+                           "messages say why); nothing was trained");
+    });
+}
+
 /// rethrow_together of a failure kept until every rank meets (fit_with's
 /// callbacks', before training and at each epoch's end): the others throw a
 /// lightloop::error naming the ranks ("<who>: <what> failed on rank(s) 0;

@@ -5,7 +5,8 @@
 // lse(o) = m + log sum_k exp(o_k - m), m = max_k o_k, so no exp overflows.
 // Per-sample gradient: softmax(o) * sum_k y_k - y, which is softmax(o) - y
 // for one-hot or any target that sums to one (docs/DESIGN.md's e). A target
-// entry that is negative or not finite is refused (data_error).
+// entry that is negative or not finite is refused (data_error); fit checks a
+// data set's targets whole before training (check_targets).
 
 #include <algorithm>
 #include <cmath>
@@ -58,15 +59,36 @@ struct softmax_cross_entropy : detail::loss_base<softmax_cross_entropy> {
         return static_cast<T>(total / static_cast<double>(n));
     }
 
+    /// Refuses, naming the first, a target in `target` that compute() would
+    /// refuse at its batch (negative, or not finite): fit checks a data set's
+    /// targets whole before training. `who` names the data ("lightloop::fit:
+    /// the training data").
+    template <class T>
+    static void check_targets(const matrix<T>& target, const std::string& who) {
+        const T* y = target.data();
+        const std::size_t width = target.shape(1);
+        for (std::size_t i = 0; i < target.size(); ++i) {
+            const auto v = static_cast<double>(y[i]);
+            if (!(v >= 0.0 && v <= std::numeric_limits<double>::max())) {
+                throw data_error(who + "'s targets hold " + number_text(v) + " at row " +
+                                 std::to_string(i / width) + ", column " +
+                                 std::to_string(i % width) + "; " + probability_rule);
+            }
+        }
+    }
+
 private:
+    static constexpr const char* probability_rule =
+      "softmax_cross_entropy's targets are class probabilities (one-hot or soft labels), finite "
+      "and never negative";
+
     /// A target that is no probability: with a negative one the loss has no
     /// lower bound, so training would drive it down forever instead of
     /// failing.
     [[noreturn]] static void refuse_target(std::size_t row, std::size_t column, double value) {
         throw data_error("lightloop::softmax_cross_entropy: target (" + std::to_string(row) + ", " +
-                         std::to_string(column) + ") is " + number_text(value) +
-                         "; targets are class probabilities (one-hot or soft labels), finite and "
-                         "never negative");
+                         std::to_string(column) + ") is " + number_text(value) + "; " +
+                         probability_rule);
     }
 };
 

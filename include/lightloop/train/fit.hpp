@@ -347,12 +347,13 @@ struct resume_check {
 };
 } // namespace detail
 
-/// How fit trains on one process. A strategy says how a batch is taken from
-/// the sampler (optionally, check_training_rows(net, sampler, probe_rows):
-/// whether every layer trains on the rows each process gets and on the
-/// alignment probe's, before any training), how a
-/// step and an evaluation run, how the checkpoint is
-/// saved after an epoch and resumed from (every process calls both), what
+/// How fit trains on one process. A strategy says how fit's checks of its
+/// own inputs are run (optionally, check_together(checks): on every process,
+/// agreed), how a batch is taken from the sampler (optionally,
+/// check_training_rows(net, sampler, probe_rows): whether every layer trains
+/// on the rows each process gets and on the alignment probe's, before any
+/// training), how a step and an evaluation run, how the checkpoint is saved
+/// after an epoch and resumed from (every process calls both), what
 /// it does to the network before the epoch's figures and callbacks read it
 /// (optionally, before_epoch_end(net)), what happens after the last epoch
 /// (optionally, finish_fit(net, opt)), how processes agree to stop, and
@@ -412,40 +413,57 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
                      Callbacks&&... callbacks) {
     using T = typename Network::value_type;
     using clock = std::chrono::steady_clock;
-    if (options.epochs == 0) {
-        throw config_error("lightloop::fit: epochs must be positive");
-    }
-    // A resume with nowhere to resume from would train from scratch and
-    // save nothing, silently.
-    if (options.resume && options.checkpoint.empty()) {
-        throw config_error("lightloop::fit: resume is set but checkpoint is empty: give the "
-                           "checkpoint file to resume from (and save to)");
-    }
-    // Refused here, not by the first evaluation after an epoch of training.
-    if (options.eval_batch == 0) {
-        throw config_error("lightloop::fit: eval_batch (rows per forward pass when evaluating) "
-                           "must be positive");
-    }
-    check_data(train, "lightloop::fit: the training data");
-    check_data(test, "lightloop::fit: the test data");
-    auto check_widths = [&](const labelled_data<T>& data, const char* which) {
-        if (data.inputs.shape(1) != net.input_size() ||
-            data.targets.shape(1) != net.output_size()) {
-            throw shape_error("lightloop::fit: " + std::string(which) + " data is " +
-                              std::to_string(data.inputs.shape(1)) + " -> " +
-                              std::to_string(data.targets.shape(1)) + " but the network is " +
-                              std::to_string(net.input_size()) + " -> " +
-                              std::to_string(net.output_size()));
+    // fit's checks of its own inputs. Over several processes (a strategy
+    // with check_together) they run on every process and are agreed: one
+    // whose options or data failed them alone would leave the others waiting
+    // in the first collective.
+    std::optional<batch_sampler<T>> checked_sampler;
+    const auto check_inputs = [&] {
+        if (options.epochs == 0) {
+            throw config_error("lightloop::fit: epochs must be positive");
         }
+        // A resume with nowhere to resume from would train from scratch and
+        // save nothing, silently.
+        if (options.resume && options.checkpoint.empty()) {
+            throw config_error("lightloop::fit: resume is set but checkpoint is empty: give the "
+                               "checkpoint file to resume from (and save to)");
+        }
+        // Refused here, not by the first evaluation after an epoch of training.
+        if (options.eval_batch == 0) {
+            throw config_error("lightloop::fit: eval_batch (rows per forward pass when evaluating) "
+                               "must be positive");
+        }
+        check_data(train, "lightloop::fit: the training data");
+        check_data(test, "lightloop::fit: the test data");
+        auto check_widths = [&](const labelled_data<T>& data, const char* which) {
+            if (data.inputs.shape(1) != net.input_size() ||
+                data.targets.shape(1) != net.output_size()) {
+                throw shape_error("lightloop::fit: " + std::string(which) + " data is " +
+                                  std::to_string(data.inputs.shape(1)) + " -> " +
+                                  std::to_string(data.targets.shape(1)) + " but the network is " +
+                                  std::to_string(net.input_size()) + " -> " +
+                                  std::to_string(net.output_size()));
+            }
+        };
+        check_widths(train, "training");
+        if (options.alignment_probe > 0 && test.size() == 0) {
+            throw config_error("lightloop::fit: alignment_probe is " +
+                               std::to_string(options.alignment_probe) +
+                               " but there is no test set to probe (the probe is its first rows)");
+        }
+        if (test.size() > 0) {
+            check_widths(test, "test");
+        }
+        if constexpr (requires { net.loss_function().check_targets(train.targets, ""); }) {
+            net.loss_function().check_targets(train.targets, "lightloop::fit: the training data");
+            net.loss_function().check_targets(test.targets, "lightloop::fit: the test data");
+        }
+        checked_sampler.emplace(train, options.batch, options.seed);
     };
-    check_widths(train, "training");
-    if (options.alignment_probe > 0 && test.size() == 0) {
-        throw config_error("lightloop::fit: alignment_probe is " +
-                           std::to_string(options.alignment_probe) +
-                           " but there is no test set to probe (the probe is its first rows)");
-    }
-    if (test.size() > 0) {
-        check_widths(test, "test");
+    if constexpr (requires { strategy.check_together(check_inputs); }) {
+        strategy.check_together(check_inputs);
+    } else {
+        check_inputs();
     }
     if constexpr (requires { strategy.check_options(options); }) {
         strategy.check_options(options);
@@ -457,7 +475,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             detail::check_checkpoint_path(options.checkpoint);
         }
     }
-    batch_sampler<T> sampler(train, options.batch, options.seed);
+    batch_sampler<T>& sampler = *checked_sampler;
     strategy.begin(sampler);
     const std::size_t probe_rows = std::min(options.alignment_probe, test.size());
     if constexpr (requires { strategy.check_training_rows(net, sampler, probe_rows); }) {
