@@ -247,6 +247,21 @@ TEST_CASE("fit refuses options it cannot run before it trains", "[train][fit]") 
                           "lightloop::fit: eval_batch (rows per forward pass when evaluating) "
                           "must be positive");
     }
+    SECTION("a schedule with a bad setting, or one that starts at no rate") {
+        // Refused at the first batch; over MPI, a rank given another
+        // schedule threw there alone.
+        CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2}, step_schedule{0, 0.5}),
+                          "lightloop::step_schedule: needs every > 0 and a finite gamma > 0, got "
+                          "every 0, gamma 0.5");
+        struct negative_schedule {
+            double learning_rate(double base, double, std::size_t) const { return -base; }
+        };
+        CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2}, negative_schedule{}),
+                          "lightloop::fit: the learning-rate schedule starts at -0.1 (base 0.1); a "
+                          "rate must be positive and finite");
+        CHECK_THROWS_AS(fit(net, opt, train, train, {.epochs = 2}, negative_schedule{}),
+                        config_error);
+    }
     SECTION("a resume without a checkpoint") {
         // It trained from scratch and saved nothing.
         CHECK_THROWS_WITH(fit(net, opt, train, train, {.epochs = 2, .resume = true}),

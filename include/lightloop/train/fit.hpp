@@ -413,6 +413,22 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
                      Callbacks&&... callbacks) {
     using T = typename Network::value_type;
     using clock = std::chrono::steady_clock;
+    // The learning rate at `progress` (epochs done, fractions included): the
+    // schedules' chain from `base`.
+    const auto scheduled_rate = [&](double base, double progress) {
+        double lr = base;
+        (([&] {
+             if constexpr (requires {
+                               {
+                                   callbacks.learning_rate(lr, progress, options.epochs)
+                                   } -> std::convertible_to<double>;
+                           }) {
+                 lr = callbacks.learning_rate(lr, progress, options.epochs);
+             }
+         }()),
+         ...);
+        return lr;
+    };
     // fit's checks of its own inputs. Over several processes (a strategy
     // with check_together) they run on every process and are agreed: one
     // whose options or data failed them alone would leave the others waiting
@@ -459,6 +475,15 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
             net.loss_function().check_targets(test.targets, "lightloop::fit: the test data");
         }
         checked_sampler.emplace(train, options.batch, options.seed);
+        // A schedule with a bad setting, refused here rather than at the
+        // first batch (over MPI, where a rank given another one threw alone).
+        const double first_rate = scheduled_rate(opt.learning_rate(), 0.0);
+        if (!(first_rate > 0.0 && std::isfinite(first_rate))) {
+            throw config_error("lightloop::fit: the learning-rate schedule starts at " +
+                               number_text(first_rate) + " (base " +
+                               number_text(opt.learning_rate()) +
+                               "); a rate must be positive and finite");
+        }
     };
     if constexpr (requires { strategy.check_together(check_inputs); }) {
         strategy.check_together(check_inputs);
@@ -572,17 +597,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         for (std::size_t b = 0; b < sampler.batches(); ++b) {
             const double progress = static_cast<double>(epoch) +
                                     static_cast<double>(b) / static_cast<double>(sampler.batches());
-            lr = base_lr;
-            (([&] {
-                 if constexpr (requires {
-                                   {
-                                       callbacks.learning_rate(lr, progress, options.epochs)
-                                       } -> std::convertible_to<double>;
-                               }) {
-                     lr = callbacks.learning_rate(lr, progress, options.epochs);
-                 }
-             }()),
-             ...);
+            lr = scheduled_rate(base_lr, progress);
             opt.set_learning_rate(lr);
             strategy.fill(sampler, b, xb, yb);
             const step_totals totals = strategy.step(net, opt, xb, yb);
