@@ -266,7 +266,6 @@ public:
 
     // --- fit_with's strategy -------------------------------------------------
 
-    /// Every rank passed the same fit_options.
     /// fit_with's checks of its own inputs (options, data, widths), run on
     /// every rank and agreed: a rank whose options or data failed them alone
     /// would leave the others waiting in the first collective.
@@ -274,6 +273,7 @@ public:
     void check_together(F&& checks) {
         check_inputs_together(*comm_, who, std::forward<F>(checks));
     }
+    /// Every rank passed the same fit_options.
     void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
     /// Every rank can keep its checkpoint file at `path`, agreed before any
     /// training (distributed/checkpoint.hpp).

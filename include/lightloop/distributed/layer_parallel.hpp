@@ -452,8 +452,6 @@ public:
         throw_together(*comm_, mine, who, what, when);
     }
     bool agree_to_stop(bool stop) { return comm_->any(stop); }
-    /// Every rank's options rank 0's (a rank refusing its own alone would
-    /// leave the others waiting).
     /// fit_with's checks of its own inputs (options, data, widths), run on
     /// every rank and agreed: a rank whose options or data failed them alone
     /// would leave the others waiting in the first collective.
@@ -461,6 +459,8 @@ public:
     void check_together(F&& checks) {
         check_inputs_together(*comm_, who, std::forward<F>(checks));
     }
+    /// Every rank's options rank 0's (a rank refusing its own alone would
+    /// leave the others waiting).
     void check_options(const fit_options& options) { agree_on_options(*comm_, options, who); }
     /// Every rank can keep its checkpoint file at `path`, agreed before any
     /// training (distributed/checkpoint.hpp).
