@@ -143,11 +143,11 @@ TEST_CASE("loading refuses damaged or foreign checkpoints and changes nothing",
     }
     SECTION("a newer format, and one before optimizer state") {
         auto bytes = good;
-        bytes[4] = 4;
-        refuses(bytes, "checkpoint format 4 is newer than this library reads (3)");
+        bytes[4] = 5;
+        refuses(bytes, "checkpoint format 5 is newer than this library reads (4)");
         bytes[4] = 1;
         refuses(bytes, "checkpoint format 1 predates optimizer and device state; this library "
-                       "reads formats 2 to 3");
+                       "reads formats 2 to 4");
     }
     SECTION("truncation, at every length") {
         for (const std::size_t keep :

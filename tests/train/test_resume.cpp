@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <numeric>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -171,6 +173,49 @@ TEST_CASE("a resumed run's callbacks start from the records before the checkpoin
     early_stopping replay(100);
     CHECK(fit(net, opt, train, test, options_for(checkpoint, 6), replay).resumed_from_epoch == 6);
     CHECK(replay.best() == straight_stop.best());
+}
+
+// A resume on other training data (a subset, one value changed) continued
+// the checkpoint as though it were the interrupted run; the seed and batch
+// size were the only things compared.
+TEST_CASE("a resume on other training data is refused before anything is loaded",
+          "[train][checkpoint][resume]") {
+    lightloop::testing::scratch_dir dir("resume_other_data");
+    const auto train = lightloop::testing::blobs_task(2);
+    const std::size_t n = train.size();
+    const auto test = lightloop::testing::blobs_task(3, 50);
+    const auto checkpoint = dir / "run.ckpt";
+    {
+        auto net = make_net();
+        auto opt = make_opt();
+        fit(net, opt, train, test, options_for(checkpoint, 1));
+    }
+    std::vector<std::size_t> first_rows(n - 1);
+    std::iota(first_rows.begin(), first_rows.end(), std::size_t{0});
+    const auto fewer = select_rows(train, std::span<const std::size_t>(first_rows));
+    auto changed = train;
+    changed.inputs(123, 4) += 0.5f;
+    auto net = make_net();
+    auto opt = make_opt();
+    const matrix<float> before = net.layer<0>().weights();
+    const std::string other =
+      "the checkpoint's run trained on other data (" + std::to_string(n) + " samples of 6 inputs";
+    CHECK_THROWS_WITH(
+      fit(net, opt, fewer, test, options_for(checkpoint, 2)),
+      Catch::Contains(other) &&
+        Catch::Contains("than this one (" + std::to_string(n - 1) + " samples of 6 inputs") &&
+        Catch::Contains("nothing was loaded"));
+    CHECK_THROWS_AS(fit(net, opt, changed, test, options_for(checkpoint, 2)), data_error);
+    CHECK_THROWS_WITH(
+      fit(net, opt, changed, test, options_for(checkpoint, 2)),
+      Catch::Contains(other) &&
+        Catch::Contains("than this one (" + std::to_string(n) + " samples of 6 inputs"));
+    CHECK(net.steps() == 0);
+    CHECK(lightloop::testing::identical(net.layer<0>().weights(), before));
+    CHECK(opt.state().empty());
+    // The same data resumes.
+    CHECK(fit(net, opt, train, test, options_for(checkpoint, 2)).resumed_from_epoch == 1);
+    CHECK(net.steps() == 2 * ((n + 31) / 32));
 }
 
 namespace {

@@ -1,5 +1,5 @@
 #pragma once
-// Checkpoints (format 3): everything a run needs to continue bit-identically,
+// Checkpoints (format 4): everything a run needs to continue bit-identically,
 // and what it has recorded so far.
 //
 // File: "LLCK" | u32 format | u64 payload bytes | payload | u32 CRC-32 (zlib)
@@ -17,8 +17,10 @@
 //     estimates);
 //   feedback state as a sized block (an optical device's calibration,
 //     statistics and noise counter; empty for dense devices);
-//   run record as a sized block (fit's per-epoch records; empty when saved
-//     outside fit). Format 2, without it, still loads.
+//   run record as a sized block (fit's per-epoch records, then the training
+//     data's fingerprint: samples, input width (u64), CRC-32 of its inputs
+//     and targets (u32); empty when saved outside fit). Format 2, without
+//     the block, and format 3, without the fingerprint, still load.
 // Fixed random matrices (feedback matrices, the transmission matrix, the
 // reference) are regenerated from the seed, never stored. The data order is
 // derived from (fit seed, epoch), and the camera noise of each block of an
@@ -59,7 +61,7 @@
 
 namespace lightloop {
 
-inline constexpr std::uint32_t checkpoint_format = 3;
+inline constexpr std::uint32_t checkpoint_format = 4;
 /// The oldest format load_checkpoint reads (format 2 lacks the run record).
 inline constexpr std::uint32_t checkpoint_oldest_format = 2;
 

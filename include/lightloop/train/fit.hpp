@@ -208,9 +208,36 @@ auto kept_fields(R& e) {
                       std::array{&e.device_seconds, &e.device_saturated, &e.device_snr_db}};
 }
 
-/// fit's run record in a checkpoint: the epoch records so far.
+/// Which training data a run trained on: its samples, input width and the
+/// CRC-32 of its inputs and targets. A checkpoint keeps it in its run record,
+/// so that a resume on other data (another subset, other preprocessing) is
+/// refused, not continued as though it were the run that was interrupted.
+struct data_fingerprint {
+    std::uint64_t samples = 0;
+    std::uint64_t width = 0;
+    std::uint32_t crc = 0;
+
+    template <class T>
+    static data_fingerprint of(const labelled_data<T>& data) {
+        const auto bytes = [](const matrix<T>& m) {
+            return std::as_bytes(std::span<const T>(m.data(), m.size()));
+        };
+        return {data.size(), data.inputs.shape(1),
+                crc32_of(bytes(data.targets), crc32_of(bytes(data.inputs)))};
+    }
+    bool operator==(const data_fingerprint&) const = default;
+    std::string text() const {
+        return std::to_string(samples) + " samples of " + std::to_string(width) +
+               " inputs, CRC-32 " + std::to_string(crc);
+    }
+};
+
+/// fit's run record in a checkpoint: the epoch records so far, then (format
+/// 4) the training data's fingerprint. Loading compares the file's
+/// fingerprint with `data` when both are there, and refuses another.
 struct epoch_log {
     std::vector<epoch_record> epochs;
+    std::optional<data_fingerprint> data;
 
     void save_state(state_writer& w) const {
         w.u64(epochs.size());
@@ -228,6 +255,11 @@ struct epoch_log {
             for (const double* v : device) {
                 w.f64(*v);
             }
+        }
+        if (data) {
+            w.u64(data->samples);
+            w.u64(data->width);
+            w.u32(data->crc);
         }
     }
 
@@ -265,6 +297,18 @@ struct epoch_log {
                 *v = r.f64("device figures");
             }
             loaded.push_back(std::move(e));
+        }
+        if (r.remaining() > 0) { // a format-4 run record of fit's
+            data_fingerprint saved;
+            saved.samples = r.u64("training data's samples");
+            saved.width = r.u64("training data's width");
+            saved.crc = r.u32("training data's CRC-32");
+            if (data && saved != *data) {
+                r.fail("the checkpoint's run trained on other data (" + saved.text() +
+                       ") than this one (" + data->text() +
+                       "); a resume continues the same run on the same data; nothing was "
+                       "loaded");
+            }
         }
         epochs = std::move(loaded);
     }
@@ -554,8 +598,13 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
 
     fit_history history;
+    // Kept in each checkpoint's run record; a resume compares it.
+    std::optional<detail::data_fingerprint> fingerprint;
+    if (!options.checkpoint.empty()) {
+        fingerprint = detail::data_fingerprint::of(train);
+    }
     if (options.resume) {
-        detail::epoch_log before;
+        detail::epoch_log before{{}, fingerprint};
         const std::optional<checkpoint_info> saved =
           strategy.resume(net, opt, options.checkpoint, before,
                           detail::resume_check{&options.checkpoint, options.seed, options.batch});
@@ -665,7 +714,7 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         history.epochs.push_back(record);
         if (!options.checkpoint.empty()) { // every process
             strategy.save_checkpoint(net, opt, options.checkpoint, epoch + 1, options.seed,
-                                     options.batch, detail::epoch_log{history.epochs});
+                                     options.batch, detail::epoch_log{history.epochs, fingerprint});
         }
         bool stop = false;
         call_back([&] { ((stop = detail::call_epoch_end(callbacks, record, net) || stop), ...); });
