@@ -204,7 +204,10 @@ TEMPLATE_TEST_CASE("a user-defined layer trains with every method", "[network][c
     // (cosine 1 in both hidden layers); the weight alignment of the layer
     // below it is NaN (no weights() to hold B against), the one above is
     // measured where the method has B (feedback alignment).
-    const auto history = fit(loaded, opt, lightloop::testing::blobs_task(2), test,
+    // (`loaded` gets an optimizer of its own: fit refuses one that stepped
+    // another network.)
+    sgd loaded_opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const auto history = fit(loaded, loaded_opt, lightloop::testing::blobs_task(2), test,
                              {.epochs = 1, .batch = 32, .seed = 8, .alignment_probe = 64});
     const auto& record = history.epochs.back();
     REQUIRE(record.alignment_mean.size() == 2);

@@ -324,6 +324,45 @@ TEST_CASE("fit refuses a batch too small for a layer's batch statistics before i
     CHECK(maps.steps() == 4);
 }
 
+// fit(a, opt, ...) then fit(b, opt, ...) started b with a's momentum (Adam:
+// its moments and step count), without a word.
+TEST_CASE("fit refuses an optimizer that stepped another network", "[train][fit]") {
+    const auto train = lightloop::testing::blobs_task(2, 10);
+    const auto make = [] {
+        return make_network<dfa<>, softmax_cross_entropy>(1, dense<tanh_act>{6, 8},
+                                                          dense<identity>{8, 4});
+    };
+    const fit_options options{.epochs = 1, .batch = 8};
+    const auto refused_on_fresh = [&](auto& opt) {
+        auto b = make();
+        const auto before = b.layer<0>().weights();
+        CHECK_THROWS_WITH(fit(b, opt, train, train, options),
+                          Catch::StartsWith("lightloop::fit: the optimizer holds state from "
+                                            "earlier steps (momentum, moments or a step count) "
+                                            "but the network has never been stepped"));
+        CHECK_THROWS_AS(fit(b, opt, train, train, options), config_error);
+        CHECK(b.steps() == 0);
+        CHECK(lightloop::testing::identical(before, b.layer<0>().weights()));
+    };
+    auto a = make();
+    sgd momentum{{.learning_rate = 0.05, .momentum = 0.9}};
+    fit(a, momentum, train, train, options);
+    refused_on_fresh(momentum);
+    auto c = make();
+    adam moments{{.learning_rate = 1e-3}};
+    fit(c, moments, train, train, options);
+    refused_on_fresh(moments);
+    // The network it stepped trains on with it; a stateless optimizer carries
+    // nothing over.
+    fit(a, momentum, train, train, options);
+    CHECK(a.steps() == 10);
+    sgd plain{0.05};
+    fit(a, plain, train, train, options);
+    auto d = make();
+    fit(d, plain, train, train, options);
+    CHECK(d.steps() == 5);
+}
+
 TEST_CASE("early stopping without a test set watches the training loss", "[train][fit]") {
     // The training loss of this learnable task falls every epoch: a stopper
     // that read the missing test loss (once 0 every epoch) stopped after

@@ -208,6 +208,25 @@ auto kept_fields(R& e) {
                       std::array{&e.device_seconds, &e.device_saturated, &e.device_snr_db}};
 }
 
+/// Whether `opt` holds state from earlier steps: momentum or moments in any
+/// slot, or a step count.
+template <class Optimizer>
+bool holds_state(const Optimizer& opt) {
+    if constexpr (requires { opt.step_count(); }) {
+        if (opt.step_count() > 0) {
+            return true;
+        }
+    }
+    if constexpr (requires { opt.state(); }) {
+        for (const auto& slot : opt.state()) {
+            if (!slot.empty()) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 /// Which training data a run trained on: its samples, input width and the
 /// CRC-32 of its inputs and targets. A checkpoint keeps it in its run record,
 /// so that a resume on other data (another subset, other preprocessing) is
@@ -517,6 +536,16 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
         if constexpr (requires { net.loss_function().check_targets(train.targets, ""); }) {
             net.loss_function().check_targets(train.targets, "lightloop::fit: the training data");
             net.loss_function().check_targets(test.targets, "lightloop::fit: the test data");
+        }
+        // An optimizer's state belongs to the network it stepped: another
+        // network would start with its momentum (Adam: its moments and step
+        // count), silently.
+        if (net.steps() == 0 && detail::holds_state(opt)) {
+            throw config_error("lightloop::fit: the optimizer holds state from earlier steps "
+                               "(momentum, moments or a step count) but the network has never "
+                               "been stepped: that state came from stepping another network "
+                               "object (weights loaded into a new one included); give each "
+                               "network an optimizer of its own; nothing was trained");
         }
         checked_sampler.emplace(train, options.batch, options.seed);
         // A schedule with a bad setting, refused here rather than at the
