@@ -1124,8 +1124,9 @@ TEST_CASE("fit_with refuses on every rank and before training a shard or batch t
                         "2; choose a batch size that leaves no smaller batch; nothing was "
                         "trained");
             } else {
-                CHECK(message == "lightloop::distributed::data_parallel: rank(s) 0 cannot train "
-                                 "on their shards' or the probe's rows; nothing was trained");
+                CHECK(message == "lightloop::distributed::data_parallel: rank(s) 0 refused their "
+                                 "options or data before training (their own messages say why); "
+                                 "nothing was trained");
             }
         }
         // 40 = 2 x 18 + 4: shards of two rows on two ranks train, but not an

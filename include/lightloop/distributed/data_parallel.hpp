@@ -304,28 +304,15 @@ public:
               std::to_string(comm_->size()) + " ranks (every rank needs a row of every batch)");
         }
     }
-    /// Every rank's layers train on its smallest shard (the smallest batch's
-    /// rows over the ranks, rounded down) and on the alignment probe (every
-    /// rank runs it), agreed before any training: a shard too small would be
-    /// refused mid-epoch, after the epoch's steps.
-    template <class Network>
-    void check_training_rows(const Network& net, const batch_sampler<T>& sampler,
-                             std::size_t probe_rows) {
+    /// The rows of a rank's smallest shard (the smallest batch's rows over
+    /// the ranks, rounded down) and where they are: fit checks, agreed, that
+    /// every layer trains on them (a shard too small would be refused
+    /// mid-epoch, after the epoch's steps).
+    std::pair<std::size_t, std::string> smallest_share(const batch_sampler<T>& sampler) const {
         const std::size_t p = comm_->size();
-        fail_together(
-          *comm_,
-          [&] {
-              lightloop::detail::check_training_rows(net, sampler.smallest_batch_rows() / p,
-                                                     "the smallest shard of " +
-                                                       sampler.smallest_batch_text() + " over " +
-                                                       std::to_string(p) + " ranks");
-              lightloop::detail::check_probe_rows(net, probe_rows);
-          },
-          [&](const std::string& failed) {
-              throw config_error(
-                std::string(who) + ": rank(s) " + failed +
-                " cannot train on their shards' or the probe's rows; nothing was trained");
-          });
+        return {sampler.smallest_batch_rows() / p, "the smallest shard of " +
+                                                     sampler.smallest_batch_text() + " over " +
+                                                     std::to_string(p) + " ranks"};
     }
     void fill(batch_sampler<T>& sampler, std::size_t b, matrix<T>& x, matrix<T>& y) const {
         sampler.fill_shard(b, comm_->rank(), comm_->size(), x, y);

@@ -264,23 +264,6 @@ public:
     // --- fit_with's strategy -------------------------------------------------
 
     void begin(const batch_sampler<T>&) const {}
-    /// Every layer trains on the smallest batch and on the alignment probe,
-    /// agreed before any training.
-    void check_training_rows(const Network& net, const batch_sampler<T>& sampler,
-                             std::size_t probe_rows) {
-        fail_together(
-          *comm_,
-          [&] {
-              lightloop::detail::check_training_rows(net, sampler.smallest_batch_rows(),
-                                                     sampler.smallest_batch_text());
-              lightloop::detail::check_probe_rows(net, probe_rows);
-          },
-          [&](const std::string& failed) {
-              throw config_error(
-                std::string(who) + ": rank(s) " + failed +
-                " cannot train on the batches' or the probe's rows; nothing was trained");
-          });
-    }
     template <class Optimizer>
     step_totals finish_epoch(Network& net, Optimizer& opt) {
         return finish(net, opt);

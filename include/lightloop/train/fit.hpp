@@ -413,17 +413,14 @@ struct resume_check {
 /// How fit trains on one process. A strategy says how fit's checks of its
 /// own inputs are run (optionally, check_together(checks): on every process,
 /// agreed), how a batch is taken from the sampler (optionally,
-/// check_training_rows(net, sampler, probe_rows): whether every layer trains
-/// on the rows each process gets and on the alignment probe's, before any
-/// training), how a step and an evaluation run, how the checkpoint is saved
-/// after an epoch and resumed from (every process calls both), what
-/// it does to the network before the epoch's figures and callbacks read it
-/// (optionally, before_epoch_end(net)), what happens after the last epoch
-/// (optionally, finish_fit(net, opt)), how processes agree to stop, and
-/// (optionally, agree_on_failure(std::exception_ptr, what, when)) how a
-/// callback's failure on some processes is thrown on all, before training
-/// and at each epoch's end; distributed/ has the strategies over several
-/// processes (fit_with).
+/// smallest_share(sampler): the rows a process gets of the smallest batch
+/// and where they are, which every layer must train on), how a step and an evaluation run, how the
+/// checkpoint is saved after an epoch and resumed from (every process calls both), what it does to
+/// the network before the epoch's figures and callbacks read it (optionally,
+/// before_epoch_end(net)), what happens after the last epoch (optionally, finish_fit(net, opt)),
+/// how processes agree to stop, and (optionally, agree_on_failure(std::exception_ptr, what, when))
+/// how a callback's failure on some processes is thrown on all, before training and at each epoch's
+/// end; distributed/ has the strategies over several processes (fit_with).
 struct single_process {
     template <class T>
     void begin(const batch_sampler<T>&) const noexcept {}
@@ -558,11 +555,16 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
                                "); a rate must be positive and finite");
         }
     };
-    if constexpr (requires { strategy.check_together(check_inputs); }) {
-        strategy.check_together(check_inputs);
-    } else {
-        check_inputs();
-    }
+    // Runs checks that may throw: on every process and agreed where the
+    // strategy says how (check_together), else here.
+    const auto run_checks = [&](const auto& checks) {
+        if constexpr (requires { strategy.check_together(checks); }) {
+            strategy.check_together(checks);
+        } else {
+            checks();
+        }
+    };
+    run_checks(check_inputs);
     if constexpr (requires { strategy.check_options(options); }) {
         strategy.check_options(options);
     }
@@ -575,14 +577,20 @@ fit_history fit_with(Strategy& strategy, Network& net, Optimizer& opt,
     }
     batch_sampler<T>& sampler = *checked_sampler;
     strategy.begin(sampler);
+    // Every layer trains on the rows a process gets of the smallest batch (a
+    // strategy that splits batches says its smallest share) and on the
+    // alignment probe's.
     const std::size_t probe_rows = std::min(options.alignment_probe, test.size());
-    if constexpr (requires { strategy.check_training_rows(net, sampler, probe_rows); }) {
-        strategy.check_training_rows(net, sampler, probe_rows); // each process's share, agreed
-    } else {
-        detail::check_training_rows(net, sampler.smallest_batch_rows(),
-                                    sampler.smallest_batch_text());
+    run_checks([&] {
+        if constexpr (requires { strategy.smallest_share(sampler); }) {
+            const auto [rows, where] = strategy.smallest_share(sampler);
+            detail::check_training_rows(net, rows, where);
+        } else {
+            detail::check_training_rows(net, sampler.smallest_batch_rows(),
+                                        sampler.smallest_batch_text());
+        }
         detail::check_probe_rows(net, probe_rows);
-    }
+    });
     const double base_lr = opt.learning_rate();
     const fit_info info{options.epochs, sampler.batches(), train.size(), test.size()};
     // A callback's failure. One process: thrown at once. Over several (a
