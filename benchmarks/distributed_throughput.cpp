@@ -118,7 +118,7 @@ void with_network_in(const std::string& method, F&& f) {
         auto net = make_net<P>(dfa<holographic_device>{});
         f(net);
     } else {
-        throw config_error("distributed_throughput: unknown method '" + method + "'");
+        throw config_error("unknown method '" + method + "'");
     }
 }
 
@@ -297,7 +297,7 @@ std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const
                           " --steps " + std::to_string(o.steps) + " 2>&1";
     FILE* pipe = ::popen(command.c_str(), "r");
     if (pipe == nullptr) {
-        throw config_error("distributed_throughput: cannot start " + command);
+        throw config_error("cannot start " + command);
     }
     std::map<std::string, std::pair<double, double>> rates;
     std::string output;
@@ -316,8 +316,8 @@ std::map<std::string, std::pair<double, double>> launch(std::size_t ranks, const
     }
     const int status = ::pclose(pipe);
     if (status != 0 || rates.size() < o.methods.size() * o.precisions.size()) {
-        throw config_error("distributed_throughput: " + std::to_string(ranks) +
-                           " ranks under " LIGHTLOOP_MPIEXEC " failed:\n" + output);
+        throw config_error(std::to_string(ranks) + " ranks under " LIGHTLOOP_MPIEXEC " failed:\n" +
+                           output);
     }
     return rates;
 }
@@ -394,7 +394,7 @@ int measure(const options& o) {
     if (!o.json.empty()) {
         out.open(o.json);
         if (!out) {
-            throw data_error("distributed_throughput: cannot write " + o.json);
+            throw data_error("cannot write " + o.json);
         }
     }
     const auto data = synthetic(o.batch * 8);
@@ -510,7 +510,7 @@ int measure(const options& o) {
     if (!o.json.empty()) {
         out << json.str();
         if (!out) {
-            throw data_error("distributed_throughput: cannot write " + o.json);
+            throw data_error("cannot write " + o.json);
         }
     }
     return 0;

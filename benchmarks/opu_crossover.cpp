@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -181,6 +182,13 @@ std::string width_text(std::size_t w) {
 
 int run(const settings& s) {
     using namespace lightloop;
+    if (!s.svg.empty()) {
+        // Opened before the measured check's minutes, so an unwritable path
+        // loses no run (write_svg writes it at the end).
+        if (!std::ofstream(s.svg, std::ios::app)) {
+            throw data_error(s.svg + ": cannot write the SVG");
+        }
+    }
     set_blas_threads(s.threads);
     std::printf("lightloop %s | BLAS kernel %s, %d thread(s) | batch %zu\n", version_string,
                 blas_core_name().c_str(), s.threads, s.batch);

@@ -1,11 +1,12 @@
 # Command-line tests of lightloop's programs, each judged by its exit code and
 # its output (cmake/check_exit.cmake runs the program).
 #
-#   lightloop_program_case(TARGET NAME EXIT code OUTPUT regex ARGS arg...)
+#   lightloop_program_case(TARGET NAME EXIT code OUTPUT regex [REJECT regex] ARGS arg...)
 #
 # adds the test program.TARGET.NAME: TARGET run with the arguments, which may
 # hold commas and may be empty (`ARGS --seeds "" --data /nonexistent`), must
-# exit with `code` and print something matching `regex`.
+# exit with `code` and print something matching `regex` (and, with REJECT
+# regex, nothing matching that: work it should not have done first).
 #
 # Every lightloop program gets: --help prints the usage and exits 0, an
 # unknown flag and a malformed value exit 2 with a message, and an input the
@@ -22,7 +23,7 @@ set(LIGHTLOOP_CHECK_EXIT "${CMAKE_CURRENT_LIST_DIR}/check_exit.cmake")
 
 function(lightloop_program_case target name)
   # PARSE_ARGV keeps empty arguments, which ${ARGN} would drop.
-  cmake_parse_arguments(PARSE_ARGV 2 arg "" "EXIT;OUTPUT" "ARGS")
+  cmake_parse_arguments(PARSE_ARGV 2 arg "" "EXIT;OUTPUT;REJECT" "ARGS")
   if(NOT DEFINED arg_EXIT OR NOT DEFINED arg_OUTPUT)
     message(FATAL_ERROR "lightloop_program_case(${target} ${name}): EXIT and OUTPUT are required")
   endif()
@@ -36,7 +37,7 @@ function(lightloop_program_case target name)
   add_test(NAME program.${target}.${name}
     COMMAND ${CMAKE_COMMAND} "-DPROGRAM=$<TARGET_FILE:${target}>" "-DSEPARATOR=|"
             "-DARGS=${args}" "-DEXPECT_CODE=${arg_EXIT}" "-DEXPECT_OUTPUT=${arg_OUTPUT}"
-            -P "${LIGHTLOOP_CHECK_EXIT}")
+            "-DREJECT_OUTPUT=${arg_REJECT}" -P "${LIGHTLOOP_CHECK_EXIT}")
   set_tests_properties(program.${target}.${name} PROPERTIES
     LABELS programs ENVIRONMENT "OPENBLAS_NUM_THREADS=1" TIMEOUT 120)
 endfunction()
