@@ -528,7 +528,7 @@ runner make_runner(const std::string& model, const std::string& method,
     if (method == "shallow") {
         return make_runner(model, method, precision, shallow{}, batch);
     }
-    throw config_error("throughput: unknown method " + method);
+    throw config_error("unknown method " + method);
 }
 
 /// PyTorch samples/s by (method, batch, threads), from torch_throughput.py:

@@ -48,7 +48,7 @@ namespace {
 std::map<std::string, double> read_reference(const std::string& path, std::size_t epoch) {
     std::ifstream in(path);
     if (!in) {
-        throw lightloop::data_error("fashion_check: " + path + ": cannot open reference");
+        throw lightloop::data_error(path + ": cannot open reference");
     }
     std::map<std::string, std::pair<double, int>> sums;
     std::string line;
@@ -62,7 +62,7 @@ std::map<std::string, double> read_reference(const std::string& path, std::size_
         std::size_t e = 0;
         double accuracy = 0;
         if (!(fields >> method >> seed >> e >> accuracy)) {
-            throw lightloop::data_error("fashion_check: " + path + ": bad line '" + line + "'");
+            throw lightloop::data_error(path + ": bad line '" + line + "'");
         }
         if (e == epoch) {
             sums[method].first += accuracy;
@@ -75,8 +75,8 @@ std::map<std::string, double> read_reference(const std::string& path, std::size_
     }
     for (const char* needed : {"bp", "dfa"}) {
         if (means.count(needed) == 0) {
-            throw lightloop::data_error("fashion_check: " + path + ": no '" + needed +
-                                        "' result for epoch " + std::to_string(epoch));
+            throw lightloop::data_error(path + ": no '" + needed + "' result for epoch " +
+                                        std::to_string(epoch));
         }
     }
     return means;
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
           std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
         const bool cnn = model == "cnn";
         if (cnn && !optical_seeds.empty()) {
-            throw config_error("fashion_check: --optical-seeds with --model cnn (the CNN's check "
+            throw config_error("--optical-seeds with --model cnn (the CNN's check "
                                "has no optical run)");
         }
         const auto torch = read_reference(reference, epochs);
