@@ -1,5 +1,8 @@
 #include <catch2/catch.hpp>
 
+#include <future>
+#include <vector>
+
 #include "support/helpers.hpp"
 
 using namespace lightloop;
@@ -75,4 +78,65 @@ TEST_CASE("double networks train too", "[train]") {
     adam<double> opt{{.learning_rate = 3e-3}};
     lightloop::testing::train_epochs(net, opt, train, 32, 30, 8);
     CHECK(evaluate_accuracy(net, test.inputs, test.targets) > 0.88);
+}
+
+namespace {
+// Trains one of four kinds of network (fp32 dense DFA, mixed-bf16 dense DFA,
+// holographic optical DFA, a mixed-bf16 convolution under DFA) on 16-wide
+// inputs (a 4 x 4 map for the convolution) and returns its parameters.
+std::vector<float> train_kind(int kind, std::uint64_t seed) {
+    const auto data = make_blobs<float>(48, 4, 3, 16, 0.4, /*task_seed=*/5, seed);
+    sgd opt{{.learning_rate = 0.05, .momentum = 0.9}};
+    const auto run = [&](auto net) {
+        lightloop::testing::train_epochs(net, opt, data, 32, 3, seed + 1);
+        return lightloop::testing::parameters_of(net);
+    };
+    switch (kind) {
+        case 0:
+            return run(make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+              seed, dense<tanh_act>{16, 64}, dense<tanh_act>{64, 64}, dense<identity>{64, 4}));
+        case 1:
+            return run(make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+              seed, dense<tanh_act, mixed_bf16>{16, 64}, dense<tanh_act, mixed_bf16>{64, 64},
+              dense<identity, mixed_bf16>{64, 4}));
+        case 2:
+            return run(make_network<dfa<optical<>>, softmax_cross_entropy>(
+              seed, dense<tanh_act>{16, 64}, dense<tanh_act>{64, 64}, dense<identity>{64, 4}));
+        default: {
+            conv2d<tanh_act, mixed_bf16> conv({1, 4, 4},
+                                              {.out_channels = 8, .kernel = 3, .padding = 1});
+            flatten<> flat(conv.output_shape());
+            return run(make_network<dfa<dense_gaussian>, softmax_cross_entropy>(
+              seed, std::move(conv), flat, dense<identity, mixed_bf16>{flat.output_size(), 4}));
+        }
+    }
+}
+} // namespace
+
+// A program may train several networks at once on threads of its own (a
+// sweep): they share lightloop's thread team (a run issued while it is busy
+// runs on the calling thread), OpenBLAS's hold at one thread, and oneDNN's
+// primitives. Each network must still get the bits it gets trained alone.
+// (Under the tsan preset this also looks for races between them.)
+TEST_CASE("networks trained at once on threads of the program each get their bits alone",
+          "[train][parallel]") {
+    const auto before = static_cast<int>(parallel_threads());
+    set_blas_threads(2); // a team the threads contend for
+    std::vector<std::vector<float>> alone;
+    for (int kind = 0; kind < 4; ++kind) {
+        alone.push_back(train_kind(kind, 11));
+    }
+    for (int round = 0; round < 2; ++round) {
+        std::vector<std::future<std::vector<float>>> together;
+        for (int kind = 0; kind < 4; ++kind) {
+            together.push_back(
+              std::async(std::launch::async, [kind] { return train_kind(kind, 11); }));
+        }
+        for (int kind = 0; kind < 4; ++kind) {
+            CAPTURE(round, kind);
+            CHECK(together[static_cast<std::size_t>(kind)].get() ==
+                  alone[static_cast<std::size_t>(kind)]);
+        }
+    }
+    set_blas_threads(before);
 }
