@@ -56,3 +56,17 @@ TEST_CASE("the gradient checker catches a wrong gradient", "[feedback][gradient]
     const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 3, 1, 2}), 4);
     CHECK(check_gradients(net, x, y).max_rel_error > 0.1);
 }
+
+TEST_CASE("the gradient checker refuses a mixed-precision network", "[feedback][gradient]") {
+    // bf16 products do not see a finite difference of 1e-5 in a weight: the
+    // check would report noise (a max relative error above 1 on this one).
+    auto net = make_network<backprop, softmax_cross_entropy>(
+      3, dense<tanh_act>{5, 7}, dense<tanh_act, mixed_bf16>{7, 7}, dense<identity>{7, 4});
+    const auto x = lightloop::testing::random_matrix<float>(6, 5, 4);
+    const auto y = one_hot<float>(std::span<const int>(std::vector<int>{0, 1, 2, 3, 1, 2}), 4);
+    CHECK_THROWS_MATCHES(check_gradients(net, x, y), config_error,
+                         Catch::Message("lightloop::check_gradients: layer 1 is mixed precision: "
+                                        "its products round the weights to bf16, which a finite "
+                                        "difference does not see; check the same network in "
+                                        "double (or float)"));
+}

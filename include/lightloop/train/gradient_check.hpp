@@ -6,13 +6,20 @@
 // (the training loss: with dropout, the step's masks).
 // Only backprop computes true gradients; for the other feedback methods the
 // mismatch measures how far their signal is from the gradient. Use double:
-// in float, rounding in L swamps the O(h^2) truncation error.
+// in float, rounding in L swamps the O(h^2) truncation error. A network with
+// mixed-precision layers is refused (config_error): their products round the
+// weights to bf16's 8 bits, which a step of h does not move, so the
+// differences would be noise (PyTorch's gradcheck refuses below double too).
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <string>
+#include <type_traits>
 #include <vector>
 
+#include "lightloop/core/error.hpp"
+#include "lightloop/core/precision.hpp"
 #include "lightloop/core/tensor.hpp"
 
 namespace lightloop {
@@ -42,6 +49,18 @@ gradient_check_result check_gradients(Network& net, const matrix<typename Networ
                                       const matrix<typename Network::value_type>& target,
                                       gradient_check_options options = {}) {
     using T = typename Network::value_type;
+    net.visit_layers([](const auto& layer, std::size_t layer_index) {
+        using L = std::remove_cvref_t<decltype(layer)>;
+        if constexpr (requires { typename L::precision_type; }) {
+            if constexpr (is_mixed_precision<typename L::precision_type>) {
+                throw config_error("lightloop::check_gradients: layer " +
+                                   std::to_string(layer_index) +
+                                   " is mixed precision: its products round the weights to "
+                                   "bf16, which a finite difference does not see; check the same "
+                                   "network in double (or float)");
+            }
+        }
+    });
     net.compute_gradients(x, target);
     gradient_check_result result;
     std::vector<T> analytic;
