@@ -371,8 +371,12 @@ TEST_CASE("a failed save leaves the previous checkpoint intact", "[io][checkpoin
     std::filesystem::create_directory(lightloop::detail::own_temporary_path(dir / "a.ckpt"));
     net.layer<0>().weights() *= 2.0f;
     CHECK_THROWS_WITH(save_checkpoint(net, dir / "a.ckpt", 2),
-                      Catch::Contains("cannot write checkpoint"));
+                      Catch::Contains("cannot write checkpoint (Is a directory)"));
     CHECK(lightloop::testing::read_bytes(dir / "a.ckpt") == first);
+    // Why a write could not start is said ("cannot write checkpoint" alone
+    // left a missing directory to be guessed).
+    CHECK_THROWS_WITH(save_checkpoint(net, dir / "no_such_directory" / "a.ckpt", 2),
+                      Catch::Contains("cannot write checkpoint (No such file or directory)"));
     CHECK(load_checkpoint(net, dir / "a.ckpt").epoch == 1);
 }
 

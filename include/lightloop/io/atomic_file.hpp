@@ -115,7 +115,8 @@ inline void write_temporary(const std::filesystem::path& temporary,
                             const std::string& what = "checkpoint") {
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        throw data_error("lightloop: " + temporary.string() + ": cannot write " + what);
+        throw data_error("lightloop: " + temporary.string() + ": cannot write " + what + " (" +
+                         std::generic_category().message(errno) + ")");
     }
     for (const auto bytes : pieces) {
         std::size_t done = 0;
