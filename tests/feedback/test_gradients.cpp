@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <tuple>
 
 #include "support/helpers.hpp"
@@ -69,4 +70,26 @@ TEST_CASE("the gradient checker refuses a mixed-precision network", "[feedback][
                                         "its products round the weights to bf16, which a finite "
                                         "difference does not see; check the same network in "
                                         "double (or float)"));
+}
+
+TEST_CASE("the gradient checker refuses a step or floor or stride it cannot use",
+          "[feedback][gradient]") {
+    // A step of 0 or NaN made every difference NaN, which the check reported
+    // as no error at all (max_rel_error 0); a stride of 0 was read as 1.
+    auto net = make_network<backprop, softmax_cross_entropy>(3, dense<tanh_act, double>{5, 7},
+                                                             dense<identity, double>{7, 4});
+    const auto x = lightloop::testing::random_matrix<double>(6, 5, 4);
+    const auto y = one_hot<double>(std::span<const int>(std::vector<int>{0, 1, 2, 3, 1, 2}), 4);
+    for (const gradient_check_options bad :
+         {gradient_check_options{.step = 0.0}, gradient_check_options{.step = -1e-5},
+          gradient_check_options{.step = std::nan("")}, gradient_check_options{.step = HUGE_VAL},
+          gradient_check_options{.floor = -1.0}, gradient_check_options{.floor = std::nan("")},
+          gradient_check_options{.stride = 0}}) {
+        CAPTURE(bad.step, bad.floor, bad.stride);
+        CHECK_THROWS_AS(check_gradients(net, x, y, bad), config_error);
+        CHECK_THROWS_WITH(check_gradients(net, x, y, bad),
+                          Catch::Contains("lightloop::check_gradients: step must be a positive"));
+    }
+    // Every third entry: ceil(35 / 3) + ceil(7 / 3), then ceil(28 / 3) + ceil(4 / 3).
+    CHECK(check_gradients(net, x, y, {.stride = 3}).entries_checked == (12 + 3) + (10 + 2));
 }

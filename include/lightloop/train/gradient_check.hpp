@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lightloop/core/describe.hpp"
 #include "lightloop/core/error.hpp"
 #include "lightloop/core/precision.hpp"
 #include "lightloop/core/tensor.hpp"
@@ -41,6 +42,8 @@ struct gradient_check_options {
     /// ~0 are judged by their absolute error.
     double floor = 1e-7;
     /// Check every `stride`-th entry of each parameter tensor (1 = all).
+    /// check_gradients refuses a step that is not a positive number, a
+    /// negative floor and a stride of 0.
     std::size_t stride = 1;
 };
 
@@ -49,6 +52,13 @@ gradient_check_result check_gradients(Network& net, const matrix<typename Networ
                                       const matrix<typename Network::value_type>& target,
                                       gradient_check_options options = {}) {
     using T = typename Network::value_type;
+    if (!(std::isfinite(options.step) && options.step > 0.0) ||
+        !(std::isfinite(options.floor) && options.floor >= 0.0) || options.stride == 0) {
+        throw config_error("lightloop::check_gradients: step must be a positive number, floor a "
+                           "number >= 0 and stride at least 1; got step " +
+                           number_text(options.step) + ", floor " + number_text(options.floor) +
+                           ", stride " + std::to_string(options.stride));
+    }
     net.visit_layers([](const auto& layer, std::size_t layer_index) {
         using L = std::remove_cvref_t<decltype(layer)>;
         if constexpr (requires { typename L::precision_type; }) {
@@ -70,8 +80,7 @@ gradient_check_result check_gradients(Network& net, const matrix<typename Networ
         }
         layer.visit_parameters([&](auto values, auto gradient) {
             analytic.assign(gradient.begin(), gradient.end());
-            for (std::size_t j = 0; j < values.size();
-                 j += std::max<std::size_t>(options.stride, 1)) {
+            for (std::size_t j = 0; j < values.size(); j += options.stride) {
                 const T saved = values[j];
                 values[j] = static_cast<T>(saved + options.step);
                 const double plus = static_cast<double>(net.training_loss(x, target));
