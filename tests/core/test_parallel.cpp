@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,6 +222,55 @@ TEST_CASE("a thread team wakes its sleeping workers and waits for slow ones", "[
         team.run(3, [&](std::size_t, std::size_t) { total.fetch_add(1); });
     }
     CHECK(total.load() == 600);
+}
+
+TEST_CASE("a cgroup CPU quota reads as its whole CPUs", "[core][parallel]") {
+    CHECK(lightloop::detail::cgroup_quota_cpus("max 100000") == 0); // no quota
+    CHECK(lightloop::detail::cgroup_quota_cpus("200000 100000") == 2);
+    CHECK(lightloop::detail::cgroup_quota_cpus("150000 100000") == 1);
+    CHECK(lightloop::detail::cgroup_quota_cpus("50000 100000") == 1); // at least one
+    CHECK(lightloop::detail::cgroup_quota_cpus("") == 0);
+    CHECK(lightloop::detail::cgroup_quota_cpus("x y") == 0);
+    CHECK(lightloop::detail::cgroup_quota_cpus("0 100000") == 0);
+}
+
+// A team larger than the CPUs it may run on must not spin: a spinning idle
+// thread takes the core a working one needs (the paper's step on two cores
+// ran 3-5x slower on 3 or 4 threads than on 2; README, "Threads").
+TEST_CASE("a thread team larger than the CPUs it may run on sleeps instead of spinning",
+          "[core][parallel]") {
+    cpu_set_t before;
+    REQUIRE(::sched_getaffinity(0, sizeof before, &before) == 0);
+    std::size_t first = 0;
+    while (!CPU_ISSET(first, &before)) {
+        ++first;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0); // this thread only
+    const std::size_t pinned = available_cpus();
+    bool pinned_team_spins = true;
+    std::vector<std::atomic<int>> runs(5);
+    {
+        thread_team team(2); // its worker inherits the mask
+        pinned_team_spins = team.spins();
+        for (int round = 0; round < 50; ++round) {
+            team.run(runs.size(), [&](std::size_t task, std::size_t) { runs[task].fetch_add(1); });
+        }
+    }
+    REQUIRE(::sched_setaffinity(0, sizeof before, &before) == 0);
+    CHECK(pinned == 1);
+    CHECK_FALSE(pinned_team_spins);
+    for (const auto& r : runs) {
+        CHECK(r.load() == 50); // and it runs every task, sleeping between runs
+    }
+    const std::size_t cpus = available_cpus();
+    CHECK(cpus <= static_cast<std::size_t>(CPU_COUNT(&before)));
+    thread_team fits(cpus);
+    CHECK((fits.spins() || cpus == 1));
+    thread_team over(cpus + 1);
+    CHECK_FALSE(over.spins());
 }
 
 TEST_CASE("under the untouched policy lightloop never changes OpenBLAS's thread count",

@@ -36,17 +36,24 @@
 // microseconds on a virtual machine) would cost a tenth of a step's parallel
 // work. After each run the workers, and the caller waiting for them, spin on
 // an atomic for up to `spin_time` before they sleep on a condition variable.
+// Only while the team fits the CPUs the process may run on (available_cpus:
+// its affinity mask, and a cgroup v2 CPU quota): a team larger than them
+// sleeps at once, since a spinning thread would take the core a working one
+// needs (the paper's step on 2 cores ran 4-5x slower on 3 or 4 threads than
+// on 2; README, "Threads").
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -58,6 +65,10 @@
 #endif
 #if defined(__unix__)
 #include <pthread.h>
+#endif
+#if defined(__linux__)
+#include <fstream>
+#include <sched.h>
 #endif
 
 namespace lightloop {
@@ -109,7 +120,47 @@ inline std::atomic<std::uint64_t>& forks_seen() {
     return forks;
 }
 #endif
+/// The whole CPUs a cgroup v2 quota `text` ("200000 100000": 2; "150000
+/// 100000": 1) allows, or 0 for none ("max 100000", or unreadable).
+inline unsigned cgroup_quota_cpus(const std::string& text) noexcept {
+    const std::size_t space = text.find(' ');
+    if (space == std::string::npos || text.compare(0, space, "max") == 0) {
+        return 0;
+    }
+    try {
+        const double quota = std::stod(text.substr(0, space));
+        const double period = std::stod(text.substr(space + 1));
+        if (!(quota > 0.0 && period > 0.0)) {
+            return 0;
+        }
+        return static_cast<unsigned>(std::max(1.0, std::floor(quota / period)));
+    } catch (...) {
+        return 0;
+    }
+}
 } // namespace detail
+
+/// The CPUs this thread may run on: its affinity mask (what taskset, numactl
+/// or mpirun's binding left it), at most a cgroup v2 CPU quota's whole CPUs
+/// (a container's --cpus), else the machine's count; at least 1.
+inline std::size_t available_cpus() {
+    std::size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+        cpus = static_cast<std::size_t>(CPU_COUNT(&set));
+    }
+    std::ifstream quota_file("/sys/fs/cgroup/cpu.max");
+    std::string quota;
+    if (quota_file && std::getline(quota_file, quota)) {
+        if (const unsigned allowed = detail::cgroup_quota_cpus(quota); allowed > 0) {
+            cpus = std::min<std::size_t>(cpus, allowed);
+        }
+    }
+#endif
+    return cpus;
+}
 
 /// The thread count lightloop uses: OpenBLAS's (OPENBLAS_NUM_THREADS, or
 /// set_blas_threads()), at least 1.
@@ -201,6 +252,10 @@ public:
     /// Threads that run tasks, the caller's included.
     std::size_t size() const noexcept { return workers_.size() + 1; }
 
+    /// Whether idle threads spin before they sleep (see the file comment):
+    /// the team fits the CPUs available when it was last sized.
+    bool spins() const noexcept { return spins_.load(std::memory_order_relaxed); }
+
     /// Starts or stops workers so that size() == max(threads, 1). Waits for
     /// a run in progress.
     void resize(std::size_t threads) {
@@ -211,6 +266,7 @@ public:
         }
         const std::lock_guard<std::mutex> running(run_mutex_);
         stop();
+        spins_.store(threads <= available_cpus(), std::memory_order_relaxed);
         stopping_.store(false, std::memory_order_relaxed);
         workers_.reserve(threads - 1);
         for (std::size_t id = 1; id < threads; ++id) {
@@ -250,7 +306,7 @@ public:
         }
         wake_.notify_all();
         work(0);
-        if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
+        if (!spin_until(spins(), [this] { return busy_.load(std::memory_order_acquire) == 0; })) {
             std::unique_lock<std::mutex> lock(state_mutex_);
             // Seen by the last worker to finish (both sides sequentially
             // consistent: it either sees this or finished before the
@@ -272,10 +328,13 @@ public:
     static constexpr std::chrono::microseconds spin_time{500};
 
 private:
-    /// Polls `ready` (with the CPU's pause hint) for up to spin_time; true
-    /// once it holds, false if the time ran out first.
+    /// Polls `ready` (with the CPU's pause hint) for up to spin_time (once
+    /// if not `spin`); true once it holds, false if the time ran out first.
     template <class Ready>
-    static bool spin_until(Ready&& ready) {
+    static bool spin_until(bool spin, Ready&& ready) {
+        if (!spin) {
+            return ready();
+        }
         using clock = std::chrono::steady_clock;
         const auto deadline = clock::now() + spin_time;
         for (;;) {
@@ -341,7 +400,7 @@ private:
                 return stopping_.load(std::memory_order_acquire) ||
                        generation_.load(std::memory_order_acquire) != seen;
             };
-            if (!spin_until(called)) {
+            if (!spin_until(spins(), called)) {
                 std::unique_lock<std::mutex> lock(state_mutex_);
                 wake_.wait(lock, called);
             }
@@ -387,6 +446,7 @@ private:
     std::atomic<std::size_t> next_{0};
     std::atomic<std::size_t> busy_{0};        // workers still in this run
     std::atomic<bool> caller_waiting_{false}; // the caller sleeps on done_
+    std::atomic<bool> spins_{true};           // the team fits the available CPUs
     std::exception_ptr error_;
 #if defined(__unix__)
     // The forks this process descends from when workers_ were started
