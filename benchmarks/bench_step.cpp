@@ -618,8 +618,12 @@ int main(int argc, char** argv) {
         if (benchmark::ReportUnrecognizedArguments(count, args.data())) {
             return lightloop::programs::bad_input;
         }
-        benchmark::RunSpecifiedBenchmarks();
+        const std::size_t ran = benchmark::RunSpecifiedBenchmarks();
         benchmark::Shutdown();
+        if (ran == 0) { // Google Benchmark said so, and would exit 0
+            throw lightloop::config_error(
+              "no benchmark matches the filter (--benchmark_list_tests=true lists them)");
+        }
         return 0;
     });
 }
