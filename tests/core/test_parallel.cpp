@@ -235,8 +235,8 @@ TEST_CASE("a cgroup CPU quota reads as its whole CPUs", "[core][parallel]") {
 }
 
 // A team larger than the CPUs it may run on must not spin: a spinning idle
-// thread takes the core a working one needs (the paper's step on two cores
-// ran 3-5x slower on 3 or 4 threads than on 2; README, "Threads").
+// thread takes the core a working one needs (README, "Threads", has the
+// step's speed before and after).
 TEST_CASE("a thread team larger than the CPUs it may run on sleeps instead of spinning",
           "[core][parallel]") {
     cpu_set_t before;

@@ -39,9 +39,9 @@
 // Only while the team fits the CPUs the process may run on (available_cpus:
 // its affinity mask, and a cgroup v2 CPU quota): a team larger than them
 // sleeps at once, since a spinning thread would take the core a working one
-// needs (the paper's step on 2 cores ran 4-5x slower on 3 or 4 threads than
-// on 2; README, "Threads"). And a spinning thread yields its core every few
-// microseconds, to threads of other processes sharing the CPUs.
+// needs (README, "Threads", has the measurements). And a spinning thread
+// yields its core every few microseconds, to threads of other processes
+// sharing the CPUs.
 
 #include <algorithm>
 #include <array>
@@ -349,10 +349,9 @@ private:
                 return ready();
             }
             // Lets a thread of another process (a second training run on
-            // the same cores) have the core while this one waits: spinning
-            // through its time slices, two 2-thread runs on 2 cores made
-            // 7.2k samples/s each against 41k alone. Free when nothing else
-            // wants the core.
+            // the same cores) have the core while this one waits, rather
+            // than spinning through its time slices (README, "Threads").
+            // Free when nothing else wants the core.
             std::this_thread::yield();
         }
     }
