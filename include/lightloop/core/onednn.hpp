@@ -39,6 +39,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
@@ -156,13 +157,19 @@ struct binding {
 /// A lock for a few instructions' work (a binding taken from or given back
 /// to a pool): it spins, never sleeps. Two threads running pieces at once
 /// met on a std::mutex here, and each meeting was a futex sleep and wake,
-/// several a step on this virtual machine.
+/// several a step on this virtual machine. A waiter yields its core after a
+/// burst of pause hints: with more threads than cores (a user's own threads
+/// training at once) the holder may have been preempted, and spinning would
+/// keep it off the core for the rest of the time slice.
 class spin_lock {
 public:
     void lock() noexcept {
         while (held_.exchange(true, std::memory_order_acquire)) {
-            while (held_.load(std::memory_order_relaxed)) {
+            for (int spins = 1; held_.load(std::memory_order_relaxed); ++spins) {
                 spin_pause();
+                if (spins % 64 == 0) {
+                    std::this_thread::yield();
+                }
             }
         }
     }
