@@ -3,10 +3,12 @@
 #include "support/files.hpp"
 #include "support/helpers.hpp"
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <span>
+#include <thread>
 #include <utility>
 
 #include <unistd.h>
@@ -396,7 +398,12 @@ TEST_CASE("a write removes the temporaries that ended writers of its file left o
     const auto elsewhere = beside("another-host.999999999.tmp");
     const auto not_ours = beside(host + ".12ab.tmp");
     const auto other_file = dir / ("b.ckpt." + host + ".999999999.tmp");
-    for (const auto& file : {ended, running, elsewhere, not_ours, other_file}) {
+    // This library's names carry the writing thread's number too.
+    const auto ended_thread = beside(host + ".999999999.3.tmp");
+    const auto running_thread = beside(host + "." + std::to_string(::getppid()) + ".1.tmp");
+    const auto not_ours_thread = beside(host + ".999999999.x.tmp");
+    for (const auto& file : {ended, running, elsewhere, not_ours, other_file, ended_thread,
+                             running_thread, not_ours_thread}) {
         lightloop::testing::write_bytes(file, std::vector<std::uint8_t>(16, 7));
     }
     auto net = make_small();
@@ -407,12 +414,49 @@ TEST_CASE("a write removes the temporaries that ended writers of its file left o
     CHECK(std::filesystem::exists(elsewhere));
     CHECK(std::filesystem::exists(not_ours));
     CHECK(std::filesystem::exists(other_file));
+    CHECK_FALSE(std::filesystem::exists(ended_thread));
+    CHECK(std::filesystem::exists(running_thread));
+    CHECK(std::filesystem::exists(not_ours_thread));
     // The same for any atomic write (an export, a log).
     lightloop::testing::write_bytes(ended, std::vector<std::uint8_t>(16, 7));
     const std::vector<std::byte> text(3, std::byte{'x'});
     lightloop::detail::write_atomically(path, {std::span<const std::byte>(text)}, "test file");
     CHECK_FALSE(std::filesystem::exists(ended));
     CHECK(std::filesystem::exists(running));
+}
+
+// Threads of one process writing the same file at once (two fits of a sweep
+// given the same checkpoint or log) shared one temporary name: one renamed
+// the file the other was still writing, whose rename then failed, or the
+// renamed file held both writes' bytes. Each now writes its own temporary,
+// and every write leaves the file whole.
+TEST_CASE("threads writing the same file at once each leave it whole", "[io][checkpoint]") {
+    lightloop::testing::scratch_dir dir("checkpoint_threads");
+    const auto path = dir / "a.ckpt";
+    std::atomic<int> failures{0};
+    const auto writer = [&](float scale) {
+        auto net = make_small();
+        net.layer<0>().weights() *= scale;
+        for (std::uint64_t epoch = 1; epoch <= 40; ++epoch) {
+            try {
+                save_checkpoint(net, path, epoch);
+            } catch (const lightloop::error&) {
+                failures.fetch_add(1);
+            }
+        }
+    };
+    std::thread first(writer, 2.0f);
+    std::thread second(writer, 3.0f);
+    first.join();
+    second.join();
+    CHECK(failures.load() == 0);
+    auto net = make_small();
+    CHECK(load_checkpoint(net, path).epoch == 40); // whole: its CRC holds
+    CHECK(lightloop::detail::own_temporary_path(path) != [&] {
+        std::filesystem::path other;
+        std::thread([&] { other = lightloop::detail::own_temporary_path(path); }).join();
+        return other;
+    }());
 }
 
 TEST_CASE("the SVG chart draws one line and one legend entry per series", "[io][plot]") {

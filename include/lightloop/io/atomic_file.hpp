@@ -4,8 +4,10 @@
 // leaves the previous file. Checkpoints, JSON logs and weight exports use it.
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <initializer_list>
 #include <span>
@@ -60,21 +62,32 @@ inline std::filesystem::path shared_temporary_path(const std::filesystem::path& 
     return path.string() + ".tmp";
 }
 
-/// The temporary of this process's own atomic write of `path`:
-/// "<path>.<host>.<pid>.tmp". Processes that write the same file at once
-/// (every rank of an MPI job given the same callback) then each write their
-/// own and rename it whole over `path`, the last one winning; with one
-/// shared name, one process would rename the file another was still
-/// writing, and the other's rename would fail. A process killed mid-write
-/// leaves its temporary behind (never read); the next write of `path` on
-/// the same host removes it (remove_abandoned_temporaries).
+/// This thread's number among those of the process that wrote a file: 0,
+/// 1, 2, ... in the order they first asked.
+inline std::uint64_t writer_thread_number() {
+    static std::atomic<std::uint64_t> next{0};
+    thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+    return mine;
+}
+
+/// The temporary of this thread's own atomic write of `path`:
+/// "<path>.<host>.<pid>.<thread>.tmp" (writer_thread_number). Processes, and
+/// threads of one process, that write the same file at once (every rank of
+/// an MPI job given the same callback; two fits of a sweep given the same
+/// log) then each write their own and rename it whole over `path`, the last
+/// one winning; with one shared name, one would rename the file another was
+/// still writing, and the other's rename would fail. A process killed
+/// mid-write leaves its temporary behind (never read); the next write of
+/// `path` on the same host removes it (remove_abandoned_temporaries).
 inline std::filesystem::path own_temporary_path(const std::filesystem::path& path) {
-    return path.string() + "." + host_name() + "." + std::to_string(::getpid()) + ".tmp";
+    return path.string() + "." + host_name() + "." + std::to_string(::getpid()) + "." +
+           std::to_string(writer_thread_number()) + ".tmp";
 }
 
 /// Removes what processes of this host killed mid-write left beside `path`:
-/// own_temporary_path's "<path>.<host>.<pid>.tmp" of a pid that no longer
-/// runs (kill(pid, 0) says ESRCH), a partial file nobody reads. A running
+/// own_temporary_path's "<path>.<host>.<pid>.<thread>.tmp" (or an older
+/// library's "<path>.<host>.<pid>.tmp") of a pid that no longer runs
+/// (kill(pid, 0) says ESRCH), a partial file nobody reads. A running
 /// process's, another host's (whose processes this one cannot see) and
 /// anything else are left alone. Best effort: nothing here throws.
 inline void remove_abandoned_temporaries(const std::filesystem::path& path) noexcept {
@@ -90,10 +103,17 @@ inline void remove_abandoned_temporaries(const std::filesystem::path& path) noex
                 !name.ends_with(suffix)) {
                 continue;
             }
-            const std::string digits =
+            const std::string middle =
               name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-            if (digits.size() > 9 || !std::all_of(digits.begin(), digits.end(),
-                                                  [](char c) { return c >= '0' && c <= '9'; })) {
+            const std::size_t dot = middle.find('.');
+            const std::string digits = middle.substr(0, dot); // the pid
+            const std::string thread = dot == std::string::npos ? "0" : middle.substr(dot + 1);
+            const auto all_digits = [](const std::string& text) {
+                return !text.empty() && std::all_of(text.begin(), text.end(),
+                                                    [](char c) { return c >= '0' && c <= '9'; });
+            };
+            if (digits.size() > 9 || !all_digits(digits) || thread.size() > 19 ||
+                !all_digits(thread)) {
                 continue;
             }
             const auto pid = static_cast<::pid_t>(std::stol(digits));
