@@ -85,8 +85,12 @@ struct parallel_runner {
                                const std::string& name, const std::filesystem::path& csv) const {
         using namespace lightloop;
         if (prints()) {
-            return fit_with(parallel, net, opt, data.train, data.test, fo, progress_bar(name),
-                            csv_log(csv, name));
+            // Plain lines, four an epoch: under mpiexec a rank's stdout is a
+            // pseudo-terminal whatever mpiexec's own output is (a job's log
+            // file, a pipe), and a bar redrawn in place filled the log with
+            // a hundred carriage-return updates an epoch on one line.
+            return fit_with(parallel, net, opt, data.train, data.test, fo,
+                            progress_bar(name).terminal(false), csv_log(csv, name));
         }
         return fit_with(parallel, net, opt, data.train, data.test, fo);
     }
