@@ -307,7 +307,7 @@ public:
         }
         wake_.notify_all();
         work(0);
-        if (!spin_until(spins(), [this] { return busy_.load(std::memory_order_acquire) == 0; })) {
+        if (!spin_until([this] { return busy_.load(std::memory_order_acquire) == 0; })) {
             std::unique_lock<std::mutex> lock(state_mutex_);
             // Seen by the last worker to finish (both sides sequentially
             // consistent: it either sees this or finished before the
@@ -330,10 +330,11 @@ public:
 
 private:
     /// Polls `ready` (with the CPU's pause hint) for up to spin_time (once
-    /// if not `spin`); true once it holds, false if the time ran out first.
+    /// if the team does not spin); true once it holds, false if the time ran
+    /// out first.
     template <class Ready>
-    static bool spin_until(bool spin, Ready&& ready) {
-        if (!spin) {
+    bool spin_until(Ready&& ready) const {
+        if (!spins()) {
             return ready();
         }
         using clock = std::chrono::steady_clock;
@@ -406,7 +407,7 @@ private:
                 return stopping_.load(std::memory_order_acquire) ||
                        generation_.load(std::memory_order_acquire) != seen;
             };
-            if (!spin_until(spins(), called)) {
+            if (!spin_until(called)) {
                 std::unique_lock<std::mutex> lock(state_mutex_);
                 wake_.wait(lock, called);
             }
