@@ -105,15 +105,16 @@ inline void remove_abandoned_temporaries(const std::filesystem::path& path) noex
             }
             const std::string middle =
               name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+            const auto all_digits = [](const std::string& text, std::size_t most) {
+                return !text.empty() && text.size() <= most &&
+                       std::all_of(text.begin(), text.end(),
+                                   [](char c) { return c >= '0' && c <= '9'; });
+            };
+            // "<pid>.<thread>", or an older library's "<pid>"
             const std::size_t dot = middle.find('.');
             const std::string digits = middle.substr(0, dot); // the pid
-            const std::string thread = dot == std::string::npos ? "0" : middle.substr(dot + 1);
-            const auto all_digits = [](const std::string& text) {
-                return !text.empty() && std::all_of(text.begin(), text.end(),
-                                                    [](char c) { return c >= '0' && c <= '9'; });
-            };
-            if (digits.size() > 9 || !all_digits(digits) || thread.size() > 19 ||
-                !all_digits(thread)) {
+            if (!all_digits(digits, 9) ||
+                (dot != std::string::npos && !all_digits(middle.substr(dot + 1), 19))) {
                 continue;
             }
             const auto pid = static_cast<::pid_t>(std::stol(digits));
