@@ -2,7 +2,8 @@
 # for an argument that holds commas) and fails unless it exits with
 # EXPECT_CODE and its output (stdout and stderr) matches EXPECT_OUTPUT (and,
 # when REJECT_OUTPUT is set, does not match it: work the program should not
-# have done before failing). An empty item is passed as an empty argument (`--seeds||--data` with "|").
+# have done before failing). An empty item is passed as an empty argument
+# (`--seeds||--data` with "|").
 cmake_minimum_required(VERSION 3.20) # lists keep their empty items (CMP0007)
 if(NOT DEFINED SEPARATOR)
   set(SEPARATOR ",")
@@ -23,7 +24,7 @@ endif()
 if(NOT all MATCHES "${EXPECT_OUTPUT}")
   message(FATAL_ERROR "${PROGRAM} ${ARGS}: output does not match '${EXPECT_OUTPUT}'\n${all}")
 endif()
-if(DEFINED REJECT_OUTPUT AND NOT REJECT_OUTPUT STREQUAL "" AND all MATCHES "${REJECT_OUTPUT}")
+if(NOT "${REJECT_OUTPUT}" STREQUAL "" AND all MATCHES "${REJECT_OUTPUT}")
   message(FATAL_ERROR "${PROGRAM} ${ARGS}: output matches '${REJECT_OUTPUT}', which it should not\n${all}")
 endif()
 message(STATUS "${PROGRAM} ${ARGS}: exit ${code} as expected")
