@@ -1,7 +1,8 @@
 #pragma once
 // The oneDNN GEMM backend: bf16 x bf16 -> fp32 products (and fp32 ones)
-// through oneDNN's matmul primitive, which picks AMX, AVX512-BF16 or its
-// fallback for the CPU at run time.
+// through oneDNN's matmul primitive, which picks AMX or AVX512-BF16 for the
+// CPU at run time; on a CPU with neither, bf16 operands are widened and run
+// as fp32 products (bf16_products_native).
 //
 // Built when CMake finds oneDNN (LIGHTLOOP_WITH_ONEDNN, which defines the
 // macro of the same name); without it this header declares nothing and
@@ -492,29 +493,52 @@ inline bool bf16_matmul_available() {
     return available;
 }
 
+/// Whether oneDNN runs bf16 matmuls on bf16 instructions here (AMX or
+/// AVX512-BF16: its effective ISA, which ONEDNN_MAX_CPU_ISA can lower).
+inline bool native_bf16_isa() {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+}
+
+/// Whether bf16 products run as oneDNN bf16 matmuls: only where they run
+/// on bf16 instructions. Elsewhere oneDNN 2.6 either has no bf16 matmul
+/// (AVX2) or emulates one (AVX-512 without AVX512-BF16) several times slower
+/// than its own fp32 matmul (README, "Mixed precision"), so lightloop widens
+/// the bf16 operands to floats and runs fp32 products: the same values
+/// (a product of two bf16 values is exact in fp32), at fp32 speed.
+inline bool bf16_products_native() {
+    static const bool native = native_bf16_isa() && bf16_matmul_available();
+    return native;
+}
+
 /// A bf16 operand (rows x cols, leading dimension ld) widened to floats in
-/// `buffer` (which grows once to the largest operand seen).
+/// `buffer` (which grows once to the largest operand seen), in pieces on
+/// lightloop's team.
 inline const float* widened(const bf16* values, std::size_t rows, std::size_t cols, std::size_t ld,
                             std::vector<float>& buffer) {
     const std::size_t count = rows == 0 ? 0 : (rows - 1) * ld + cols;
     if (buffer.size() < count) {
         buffer.resize(count);
     }
-    for (std::size_t i = 0; i < count; ++i) {
-        buffer[i] = to_float(values[i]);
-    }
-    return buffer.data();
+    float* const out = buffer.data();
+    parallel_for_ranges(count, elementwise_grain, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t i = begin; i < end; ++i) {
+            out[i] = to_float(values[i]);
+        }
+    });
+    return out;
 }
 
-/// Runs product(a, b) on the operands as given, or, for bf16 operands on a
-/// CPU without oneDNN's bf16 matmul, on their widened copies (the same
-/// values; fp32 speed): product is called with float operands then.
+/// Runs product(a, b) on the operands as given, or, for bf16 operands where
+/// bf16 products do not run natively (bf16_products_native), on their
+/// widened copies (the same values; fp32 speed): product is called with
+/// float operands then.
 template <class Operand, class Product>
 void with_supported_operands(transpose ta, transpose tb, std::size_t m, std::size_t n,
                              std::size_t k, const Operand* a, std::size_t lda, const Operand* b,
                              std::size_t ldb, Product&& product) {
     if constexpr (std::is_same_v<Operand, bf16>) {
-        if (!bf16_matmul_available()) {
+        if (!bf16_products_native()) {
             thread_local std::vector<float> wide_a;
             thread_local std::vector<float> wide_b;
             const bool at = ta == transpose::yes;
@@ -652,15 +676,16 @@ inline std::optional<packed_bf16_layout> chosen_layout(std::size_t m, std::size_
 
 /// The layout in which oneDNN's bf16 kernel reads a layer's weights W (rows
 /// outputs x cols inputs) as the B = W^T of its forward product x W^T, for
-/// batches like `batch` (core/bf16_packing.hpp), or nothing: where oneDNN
-/// has no bf16 matmul, picks a layout of another kind, or would run packed
-/// weights on no fast kernel. Read from oneDNN at run time (it differs
+/// batches like `batch` (core/bf16_packing.hpp), or nothing: where bf16
+/// products do not run on bf16 instructions (bf16_products_native), where
+/// oneDNN picks a layout of another kind, or would run packed weights on no
+/// fast kernel. Read from oneDNN at run time (it differs
 /// between kernels: AVX512-BF16, AMX); the same for one-sample batches, or
 /// nothing.
 inline std::optional<packed_bf16_layout> onednn_packed_weights_layout(std::size_t batch,
                                                                       std::size_t rows,
                                                                       std::size_t cols) {
-    if (batch == 0 || rows == 0 || cols == 0 || !detail::onednn::bf16_matmul_available()) {
+    if (batch == 0 || rows == 0 || cols == 0 || !detail::onednn::bf16_products_native()) {
         return std::nullopt;
     }
     const detail::onednn::omp_single_thread hold;
@@ -750,8 +775,7 @@ inline bool onednn_runs_amx() {
 /// Whether oneDNN runs bf16 products on bf16 instructions here (AMX or
 /// AVX512-BF16) rather than emulating them.
 inline bool onednn_native_bf16() {
-    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+    return detail::onednn::native_bf16_isa();
 }
 
 } // namespace lightloop

@@ -17,7 +17,8 @@
 //
 // mixed_bf16 runs its products on the default backend: oneDNN where CMake
 // found it (LIGHTLOOP_WITH_ONEDNN), which uses AMX or AVX512-BF16 when the CPU
-// has them and emulates bf16 otherwise; else OpenBLAS, which has no bf16
+// has them and otherwise runs fp32 products of the widened bf16 operands
+// (oneDNN's own emulation is slower than its fp32); else OpenBLAS, which has no bf16
 // kernel and runs the same products in fp32 on bf16-rounded operands (the
 // same values, at fp32 speed). mixed_bf16_on<openblas_backend> or
 // mixed_bf16_on<onednn_backend> names one.
@@ -69,7 +70,8 @@ struct openblas_backend {
 };
 
 #if defined(LIGHTLOOP_WITH_ONEDNN)
-/// oneDNN: bf16 products on AMX or AVX512-BF16 (emulated on older CPUs).
+/// oneDNN: bf16 products on AMX or AVX512-BF16; on older CPUs fp32 products
+/// of the widened bf16 operands (core/onednn.hpp, bf16_products_native).
 struct onednn_backend {
     static constexpr const char* name = "onednn";
     using bf16_operand = bf16;
@@ -88,9 +90,13 @@ struct onednn_backend {
                              std::size_t ldc) {
         onednn_gemm_here(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     }
-    static bool native_bf16() { return onednn_native_bf16(); }
+    static bool native_bf16() { return detail::onednn::bf16_products_native(); }
     static bool on_amx() { return onednn_runs_amx(); }
-    static std::string isa() { return onednn_isa(); }
+    /// oneDNN's ISA, and where bf16 products do not run on it natively,
+    /// how they run instead.
+    static std::string isa() {
+        return native_bf16() ? onednn_isa() : onednn_isa() + ", bf16 widened to fp32 products";
+    }
 };
 using default_bf16_backend = onednn_backend;
 #else
@@ -169,7 +175,8 @@ template <precision P>
 using operand_t = typename detail::precision_traits<P>::operand;
 
 /// A warning for a mixed precision whose products do not run on bf16
-/// instructions here (they are emulated: slower, same values); nothing for a
+/// instructions here (they run as fp32 products of the bf16 values: the
+/// same values, no faster than fp32); nothing for a
 /// scalar precision or where they do.
 template <precision P>
 std::optional<std::string> precision_warning() {
@@ -179,7 +186,8 @@ std::optional<std::string> precision_warning() {
             return std::string("lightloop: this CPU or backend has no bf16 matrix instructions "
                                "(backend ") +
                    backend::name + ": " + backend::isa() +
-                   "); bf16 products are emulated, with the same values but no speed-up";
+                   "); bf16 products run as fp32 products of the bf16 values: the same values, no "
+                   "faster than fp32";
         }
     }
     return std::nullopt;
