@@ -772,8 +772,8 @@ inline bool onednn_runs_amx() {
     return dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx;
 }
 
-/// Whether oneDNN runs bf16 products on bf16 instructions here (AMX or
-/// AVX512-BF16) rather than emulating them.
+/// Whether oneDNN's effective ISA has bf16 instructions (AMX or
+/// AVX512-BF16); without them bf16 matmuls run widened to fp32 products.
 inline bool onednn_native_bf16() {
     return detail::onednn::native_bf16_isa();
 }

@@ -347,7 +347,7 @@ private:
 /// Whether oneDNN creates bf16 convolutions (forward, backward weights and
 /// backward data, with their reorders) on this CPU: oneDNN 2.6 has them from
 /// AVX-512 up, not on AVX2 CPUs (where conv2d<..., mixed_bf16> then runs its
-/// im2col products on oneDNN's emulated bf16 matmul). Probed once per process
+/// im2col products, widened to fp32 ones). Probed once per process
 /// with a small convolution.
 inline bool bf16_convolutions_available() {
     static const bool available = [] {

@@ -13,8 +13,8 @@
 // oneDNN's convolution primitives (core/onednn_convolution.hpp), for float
 // and mixed_bf16 layers where oneDNN is built in (onednn_primitives; bf16
 // ones only where oneDNN has bf16 convolutions for the CPU, from AVX-512 up:
-// uses_primitives() says, and an AVX2 CPU takes im2col on oneDNN's emulated
-// bf16 matmul): per
+// uses_primitives() says, and an AVX2 CPU takes im2col, its bf16 products
+// widened to fp32 ones): per
 // chunk of `primitive_chunk` samples on lightloop's threads, the chunk's rows
 // are reordered into oneDNN's blocked layout (converted to bf16 in the same
 // pass for a mixed layer), convolved by the forward, backward-weights or
