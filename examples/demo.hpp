@@ -314,9 +314,8 @@ int experiment(const Demo& d, const options& o, Runner runner = {}) {
     using namespace lightloop;
     set_blas_threads(o.threads);
     if (o.precision == "bf16") {
-        if (const auto warning = precision_warning<mixed_bf16>()) {
-            std::fprintf(stderr, "%s\n", warning->c_str());
-        }
+        // Before the data is read; the layers then warn no more.
+        warn_about_precision_once<mixed_bf16>();
     }
     const camera cam = make_camera(o);
     const ternary_encoder encoder(o.threshold);

@@ -227,7 +227,11 @@ double convert_on_team_measured(const float* src, Operand* dst, std::size_t n) {
       });
 }
 
-/// Prints precision_warning<P>() to stderr, once per process.
+} // namespace detail
+
+/// Prints precision_warning<P>() to stderr, once per process: a layer of
+/// precision P calls it when it is built; a program that calls it first
+/// warns before its own work starts, and the layers then print nothing more.
 template <precision P>
 void warn_about_precision_once() {
     static std::once_flag once;
@@ -237,6 +241,5 @@ void warn_about_precision_once() {
         }
     });
 }
-} // namespace detail
 
 } // namespace lightloop
