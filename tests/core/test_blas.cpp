@@ -267,7 +267,7 @@ TEST_CASE("a product with a short k is cut for its output, never below the small
         const std::vector<float> b(k * n);
         std::vector<float> c(m * n);
         detail::gemm_on_team(
-          transpose::no, transpose::no, m, n, k, a.data(), k, b.data(), n, c.data(), n, 2, 0,
+          transpose::no, transpose::no, m, n, k, a.data(), k, b.data(), n, c.data(), n, 2, 0, 0,
           [&](std::size_t rows, std::size_t cols, const float*, const float*, float*) {
               const std::lock_guard<std::mutex> hold(lock);
               macs.push_back(rows * cols * k);

@@ -294,7 +294,9 @@ TEST_CASE("oneDNN products give the same bits on one, two and three threads", "[
     // A forward product (batch rows, a layer's outputs as columns: cut into
     // column pieces fixed by the shape), a wider one whose last piece is
     // narrower, the signal product of backprop (NN), and a weight gradient
-    // (more rows than columns: cut into one row piece a thread).
+    // (more rows than columns: cut into one row piece a thread on AVX-512,
+    // into row pieces fixed by the shape on AVX2, where oneDNN's sums depend
+    // on a product's height; CTest runs this under ONEDNN_MAX_CPU_ISA=AVX2).
     struct shape {
         std::size_t m, n, k;
         transpose ta, tb;

@@ -92,19 +92,24 @@ namespace detail {
 /// longer side. With `fixed_columns` (for a backend whose sums depend on a
 /// piece's width, as oneDNN's do) a C with fewer rows than columns is cut
 /// into pieces of about that many columns, fixed by the shape alone and the
-/// same on one thread, so that C has the same bits on any thread count.
+/// same on one thread, so that C has the same bits on any thread count;
+/// `fixed_rows` does the same for a C with at least as many rows as columns
+/// (for a backend whose sums also depend on a piece's height, as oneDNN's
+/// AVX2 ones do). Zero cuts that side into a piece or two a thread.
 template <class A, class B, class C, class Piece>
 void gemm_on_team(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t k,
                   const A* a, std::size_t lda, const B* b, std::size_t ldb, C* c, std::size_t ldc,
-                  std::size_t pieces_per_thread, std::size_t fixed_columns, Piece&& piece) {
+                  std::size_t pieces_per_thread, std::size_t fixed_columns, std::size_t fixed_rows,
+                  Piece&& piece) {
     const std::size_t threads = parallel_threads();
     const double macs = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
     const double work = macs + gemm_entry_macs * static_cast<double>(m) * static_cast<double>(n);
     const auto worth = static_cast<std::size_t>(work / gemm_piece_macs);
     const bool by_rows = m >= n;
     const std::size_t extent = by_rows ? m : n;
-    const bool by_shape = fixed_columns > 0 && !by_rows;
-    std::size_t pieces = by_shape ? std::min({(n + fixed_columns - 1) / fixed_columns,
+    const std::size_t fixed = by_rows ? fixed_rows : fixed_columns;
+    const bool by_shape = fixed > 0;
+    std::size_t pieces = by_shape ? std::min({(extent + fixed - 1) / fixed,
                                               std::max<std::size_t>(worth, 1), (extent + 15) / 16})
                          : threads == 1
                            ? 1
@@ -269,7 +274,7 @@ void gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::size_t 
     // than one piece a thread: README; the shared operand is packed per
     // piece, but it is the small one here).
     const blas_single_thread hold;
-    detail::gemm_on_team(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 2, 0,
+    detail::gemm_on_team(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, 2, 0, 0,
                          [&](std::size_t rows, std::size_t cols, const T* ap, const T* bp, T* cp) {
                              detail::blas_call(ta, tb, rows, cols, k, alpha, ap, lda, bp, ldb, beta,
                                                cp, ldc);

@@ -511,6 +511,16 @@ inline bool bf16_products_native() {
     return native;
 }
 
+/// Whether oneDNN's products here sum a C's rows differently by the height
+/// of the product: its AVX2 (and older) matmuls (`gemm:jit`) do, so a weight
+/// gradient cut into one row piece a thread had other bits on three threads
+/// than on one; its AVX-512 ones (`brg:`) do not (tested on both).
+inline bool sums_depend_on_height() {
+    static const bool depend =
+      (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) != dnnl_cpu_isa_avx512_core;
+    return depend;
+}
+
 /// A bf16 operand (rows x cols, leading dimension ld) widened to floats in
 /// `buffer` (which grows once to the largest operand seen), in pieces on
 /// lightloop's team.
@@ -554,8 +564,10 @@ void with_supported_operands(transpose ta, transpose tb, std::size_t m, std::siz
 } // namespace detail::onednn
 
 /// The columns of one piece of a short, wide oneDNN product spread over the
-/// team (onednn_gemm): four pieces of a 1024-wide layer.
+/// team (onednn_gemm): four pieces of a 1024-wide layer; and the rows of one
+/// piece of a tall one where oneDNN's sums depend on a product's height.
 inline constexpr std::size_t onednn_column_piece = 256;
+inline constexpr std::size_t onednn_row_piece = 256;
 
 /// C (m x n, row-major, ldc; fp32) = alpha op(A) op(B) + beta C through
 /// oneDNN, with A and B both bf16 (accumulated in fp32) or both float, spread
@@ -572,17 +584,20 @@ void onednn_gemm(transpose ta, transpose tb, std::size_t m, std::size_t n, std::
           using Supported = std::remove_cv_t<std::remove_pointer_t<decltype(a_operand)>>;
           // Each piece reorders the B it reads for the kernel itself. A C
           // with at least as many rows as columns (a weight gradient) is
-          // cut along its rows, one piece a thread: oneDNN's sums do not
-          // depend on a product's height, so C has the same bits on any
-          // thread count. A short, wide C (a forward product: the batch's
-          // rows, a layer's outputs as columns) is cut along its columns, so
-          // that each piece reorders only its part of B (row pieces each
-          // reordered all of it, and the forward pass hardly gained from a
-          // second thread); oneDNN's sums depend on a product's width (its
-          // blocking of k follows n), so those pieces are fixed by the shape
-          // alone, the same on one thread (tested).
+          // cut along its rows, one piece a thread: oneDNN's AVX-512 sums do
+          // not depend on a product's height, so C has the same bits on any
+          // thread count; its AVX2 ones do, and there the row pieces are
+          // fixed by the shape alone, like the column pieces below. A short,
+          // wide C (a forward product: the batch's rows, a layer's outputs
+          // as columns) is cut along its columns, so that each piece
+          // reorders only its part of B (row pieces each reordered all of
+          // it, and the forward pass hardly gained from a second thread);
+          // oneDNN's sums depend on a product's width (its blocking of k
+          // follows n), so those pieces are fixed by the shape alone, the
+          // same on one thread (tested).
           detail::gemm_on_team(
             ta, tb, m, n, k, a_operand, lda, b_operand, ldb, c, ldc, 1, onednn_column_piece,
+            detail::onednn::sums_depend_on_height() ? onednn_row_piece : 0,
             [&](std::size_t rows, std::size_t cols, const Supported* ap, const Supported* bp,
                 float* cp) {
                 detail::onednn::run_matmul(detail::onednn::key_of<Supported>(
