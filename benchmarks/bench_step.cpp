@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -315,8 +316,11 @@ void bm_gemm_beside_update(benchmark::State& state) {
 /// Who runs a convolution of the CNN (throughput's): conv2d (fp32 or mixed
 /// bf16: oneDNN's primitives per 16-sample chunk where built, else im2col
 /// GEMMs), or conv2d's oneDNN plan given the whole batch as one chunk (fp32
-/// or bf16, with the reorders from and to the batch's rows).
-enum class conv_way { conv2d_fp32, conv2d_bf16, onednn_fp32, onednn_bf16 };
+/// or bf16, with the reorders from and to the batch's rows; a bf16 plan is
+/// widened to fp32 primitives without bf16 instructions), or a bf16 plan
+/// held on oneDNN's own bf16 primitives (emulated on AVX-512 without
+/// AVX512-BF16, none on AVX2): what the widening is measured against.
+enum class conv_way { conv2d_fp32, conv2d_bf16, onednn_fp32, onednn_bf16, onednn_bf16_primitives };
 using bench::conv_pass;
 /// One convolution pass at batch 128 (arguments: which convolution, which
 /// pass), GFLOP/s of the convolution's 2 N C_out C_in k² H W.
@@ -340,8 +344,18 @@ void bm_conv(benchmark::State& state) {
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         // The whole batch as one chunk of conv2d's oneDNN plan: one call per
         // pass, reorders included.
-        using operand = std::conditional_t<Way == conv_way::onednn_bf16, bf16, float>;
-        detail::onednn::conv_plan<operand> plan({c, side, side, o, side, side, 5, 1, 2}, n);
+        using operand = std::conditional_t<Way == conv_way::onednn_fp32, float, bf16>;
+        const detail::onednn::conv_geometry g{c, side, side, o, side, side, 5, 1, 2};
+        std::unique_ptr<detail::onednn::conv_plan<operand>> made;
+        try {
+            made = Way == conv_way::onednn_bf16_primitives
+                     ? std::make_unique<detail::onednn::conv_plan<operand>>(g, n, false)
+                     : std::make_unique<detail::onednn::conv_plan<operand>>(g, n);
+        } catch (const error& e) {
+            state.SkipWithError(e.what());
+            return;
+        }
+        auto& plan = *made;
         plan.prepare_workers(1);
         const std::vector<operand> filters(o * c * 25, operand{});
         plan.load_forward_filters(filters.data());
@@ -542,6 +556,7 @@ BENCHMARK(bm_conv<conv_way::conv2d_bf16>)->Apply(conv_shapes)->UseRealTime();
 #if defined(LIGHTLOOP_WITH_ONEDNN)
 BENCHMARK(bm_conv<conv_way::onednn_fp32>)->Apply(conv_shapes)->UseRealTime();
 BENCHMARK(bm_conv<conv_way::onednn_bf16>)->Apply(conv_shapes)->UseRealTime();
+BENCHMARK(bm_conv<conv_way::onednn_bf16_primitives>)->Apply(conv_shapes)->UseRealTime();
 BENCHMARK(bm_forward_weights<weights_way::plain>)->Apply(hidden_layer_shapes)->UseRealTime();
 BENCHMARK(bm_forward_weights<weights_way::packed>)->Apply(hidden_layer_shapes)->UseRealTime();
 BENCHMARK(bm_forward_weights<weights_way::pack>)->Apply(hidden_layer_shapes)->UseRealTime();

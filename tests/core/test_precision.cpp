@@ -551,6 +551,60 @@ TEST_CASE("conv2d in fp32 and mixed bf16 computes what double convolutions do",
     check_conv_against_double<mixed_bf16_on<openblas_backend>>({2, 28, 28}, k5, 3);
 }
 
+#if defined(LIGHTLOOP_WITH_ONEDNN)
+TEST_CASE("without bf16 instructions a mixed conv2d runs oneDNN's fp32 convolutions of the "
+          "bf16 values",
+          "[layers][precision][conv]") {
+    // oneDNN 2.6 emulates bf16 convolutions on AVX-512 without AVX512-BF16
+    // (slower than its fp32 ones) and has none on AVX2, so there a mixed
+    // layer rounds its operands to bf16 values and convolves them as floats:
+    // exactly what a float layer gives from the rounded x, W and delta
+    // (CTest runs this under ONEDNN_MAX_CPU_ISA=AVX2 and AVX512_CORE). With
+    // bf16 instructions the layer runs oneDNN's bf16 primitives (tested
+    // against double convolutions above).
+    if (onednn_native_bf16()) {
+        SUCCEED("bf16 convolutions run on bf16 instructions here: " << onednn_isa());
+        return;
+    }
+    INFO("oneDNN's ISA: " << onednn_isa());
+    const auto rounded = [](const matrix<float>& m) {
+        matrix<float> r = m;
+        std::transform(m.begin(), m.end(), r.begin(), round_to_bf16);
+        return r;
+    };
+    const feature_shape in{3, 9, 8};
+    const conv2d_spec spec{.out_channels = 5, .kernel = 3, .stride = 2, .padding = 1};
+    conv2d<identity, mixed_bf16> mixed(in, spec);
+    conv2d<identity, float> plain(in, spec);
+    mixed.initialize(4);
+    mixed.bias()(1) = 0.25f;
+    plain.weights() = rounded(mixed.weights());
+    plain.bias() = mixed.bias();
+    // 37 samples: two full chunks and a shorter last one.
+    const auto x = lightloop::testing::random_matrix<float>(37, in.size(), 5);
+    const auto signal = lightloop::testing::random_matrix<float>(37, mixed.output_size(), 6);
+    const matrix<float> x_values = rounded(x);
+    const matrix<float> d_values = rounded(signal);
+    for (const int threads : {1, 2}) {
+        INFO(threads << " threads");
+        set_blas_threads(threads);
+        const matrix<float> a = mixed.forward(x);
+        CHECK(lightloop::testing::identical(a, plain.forward(x_values)));
+        mixed.scale_by_derivative(signal.data(), signal.shape(1));
+        plain.scale_by_derivative(d_values.data(), d_values.shape(1));
+        mixed.compute_gradient(x);
+        plain.compute_gradient(x_values);
+        CHECK(lightloop::testing::identical(mixed.weight_gradient(), plain.weight_gradient()));
+        matrix<float> back_mixed = matrix<float>::from_shape({37, in.size()});
+        matrix<float> back_plain = back_mixed;
+        mixed.backpropagate(back_mixed);
+        plain.backpropagate(back_plain);
+        CHECK(lightloop::testing::identical(back_mixed, back_plain));
+    }
+    set_blas_threads(1);
+}
+#endif
+
 TEST_CASE("the optimizers write the weights' bf16 copy in their update pass",
           "[optim][precision]") {
     const auto g = lightloop::testing::random_matrix<float>(1, 301, 8);

@@ -19,6 +19,14 @@
 // from their plain (out, in, k, k) bf16 or fp32 copy once per call
 // (load_*_filters, on the calling thread).
 //
+// bf16 operands without bf16 instructions (oneDNN 2.6 emulates bf16
+// convolutions on AVX-512 without AVX512-BF16, slower than its fp32 ones, and
+// has none on AVX2): a bf16 plan is widened there, as the bf16 products are
+// (core/onednn.hpp). Its primitives are fp32 ones; the rows are rounded to
+// bf16 values (kept as floats) before their reorders, and the bf16 filters
+// widened by theirs. A product of two bf16 values is exact in fp32, so the
+// convolution sums the same products in fp32, at fp32 speed.
+//
 // Threads: as for the matmuls (core/onednn.hpp), each call is one oneDNN
 // execution held at one OpenMP thread; conv2d runs its chunks on lightloop's
 // team, one chunk a thread. Each worker thread has its own binding (stream,
@@ -82,20 +90,35 @@ inline void bind(const dnnl::memory& m, const void* data, const dnnl::stream& s)
     bind(m.get(), data, s.get());
 }
 
+inline bool bf16_convolutions_native();
+
 template <class Operand>
 class conv_plan {
+    static constexpr bool bf16_operands = std::is_same_v<Operand, bf16>;
     static constexpr dnnl::memory::data_type operand_type =
-      std::is_same_v<Operand, bf16> ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+      bf16_operands ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
     using md = dnnl::memory::desc;
     using tag = dnnl::memory::format_tag;
     using f = dnnl::memory::data_type;
 
 public:
-    conv_plan(const conv_geometry& g, std::size_t samples) try
-      : samples_(samples) {
+    /// The plan for chunks of `samples`; a bf16 plan runs bf16 primitives
+    /// where oneDNN has them on bf16 instructions, else fp32 primitives of
+    /// the rounded values (`widen`; see the file comment).
+    conv_plan(const conv_geometry& g, std::size_t samples)
+      : conv_plan(g, samples, bf16_operands && !bf16_convolutions_native()) {}
+
+    conv_plan(const conv_geometry& g, std::size_t samples, bool widen) try
+      : samples_(samples)
+      , widened_(bf16_operands && widen)
+      , in_values_(samples * g.in_channels * g.in_height * g.in_width)
+      , out_values_(samples * g.out_channels * g.out_height * g.out_width) {
         cpu_.reset(engine(), true); // the process's engine (core/onednn.hpp), not owned
         static_assert(std::is_same_v<Operand, bf16> || std::is_same_v<Operand, float>,
                       "oneDNN convolutions take bf16 or float operands");
+        // The primitives' operands: the layer's type, or floats holding
+        // bf16 values when widened.
+        const f operands = widened_ ? f::f32 : operand_type;
         const omp_single_thread hold; // primitives sized for one thread
         const auto d = [](std::size_t v) { return static_cast<dnnl::memory::dim>(v); };
         const dnnl::memory::dims src{d(samples), d(g.in_channels), d(g.in_height), d(g.in_width)};
@@ -114,9 +137,9 @@ public:
                                          far(g.in_width, g.out_width)};
         dnnl::primitive_attr attr;
         attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        const md src_any(src, operand_type, tag::any);
-        const md filters_any(filters, operand_type, tag::any);
-        const md delta_any(dst, operand_type, tag::any);
+        const md src_any(src, operands, tag::any);
+        const md filters_any(filters, operands, tag::any);
+        const md delta_any(dst, operands, tag::any);
         forward_pd_ = dnnl::convolution_forward::primitive_desc(
           dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
                                           dnnl::algorithm::convolution_direct, src_any, filters_any,
@@ -199,7 +222,8 @@ public:
     void forward(std::size_t worker, const float* x, void* blocked_input, float* a) {
         const omp_single_thread hold;
         binding& b = *workers_[worker];
-        run_reorder(to_input_, b, b.x_rows, x, b.input, blocked_input);
+        run_reorder(to_input_, b, b.x_rows, operand_rows(x, in_values_, b.x_values), b.input,
+                    blocked_input);
         bind(b.filters, forward_filters_.data(), b.s);
         bind(b.output, b.output_space.data(), b.s);
         bind(b.scratch, b.scratch_space.data(), b.s);
@@ -221,11 +245,12 @@ public:
         binding& b = *workers_[worker];
         const void* input = blocked_input;
         if (input == nullptr || !gradient_reuses_input_) {
-            run_reorder(to_gradient_input_, b, b.x_rows, x, b.gradient_input,
-                        b.gradient_input_space.data());
+            run_reorder(to_gradient_input_, b, b.x_rows, operand_rows(x, in_values_, b.x_values),
+                        b.gradient_input, b.gradient_input_space.data());
             input = b.gradient_input_space.data();
         }
-        run_reorder(to_gradient_delta_, b, b.a_rows, delta, b.gradient_delta,
+        run_reorder(to_gradient_delta_, b, b.a_rows,
+                    operand_rows(delta, out_values_, b.delta_values), b.gradient_delta,
                     b.gradient_delta_space.data());
         bind(b.gradient_input, input, b.s);
         void* into = gradient_is_plain_ ? static_cast<void*>(dw) : b.gradient_space.data();
@@ -246,7 +271,8 @@ public:
     void backward_data(std::size_t worker, const float* delta, float* into) {
         const omp_single_thread hold;
         binding& b = *workers_[worker];
-        run_reorder(to_backward_delta_, b, b.a_rows, delta, b.backward_delta,
+        run_reorder(to_backward_delta_, b, b.a_rows,
+                    operand_rows(delta, out_values_, b.delta_values), b.backward_delta,
                     b.backward_delta_space.data());
         bind(b.backward_filters, backward_filters_.data(), b.s);
         bind(b.backward_output, b.backward_space.data(), b.s);
@@ -270,6 +296,7 @@ private:
         dnnl::memory scratch, plain_filters;
         aligned_buffer output_space, gradient_input_space, gradient_delta_space, gradient_space,
           backward_delta_space, backward_space, scratch_space;
+        std::vector<float> x_values, delta_values; // a widened plan's rounded rows
 
         explicit binding(const conv_plan& p)
           : s(p.cpu_) {
@@ -299,8 +326,23 @@ private:
             backward_delta_space.reserve(p.backward_pd_.diff_dst_desc().get_size());
             backward_space.reserve(p.backward_pd_.diff_src_desc().get_size());
             scratch_space.reserve(std::max<std::size_t>(p.scratch_bytes_, 1));
+            if (p.widened_) {
+                x_values.resize(p.in_values_);
+                delta_values.resize(p.out_values_);
+            }
         }
     };
+
+    /// The rows a reorder reads: `rows` (count floats), or, widened, their
+    /// values rounded to bf16 in `values`.
+    const float* operand_rows(const float* rows, std::size_t count,
+                              std::vector<float>& values) const noexcept {
+        if (!widened_) {
+            return rows;
+        }
+        convert_to_bf16(rows, values.data(), count);
+        return values.data();
+    }
 
     /// to = reorder(from), binding the two memory objects to the pointers.
     void run_reorder(const dnnl::reorder& r, binding& b, const dnnl::memory& from,
@@ -326,6 +368,8 @@ private:
     }
 
     std::size_t samples_;
+    bool widened_;
+    std::size_t in_values_, out_values_; // floats in a chunk's input and output rows
     dnnl::engine cpu_;
     dnnl::convolution_forward::primitive_desc forward_pd_;
     dnnl::convolution_backward_weights::primitive_desc gradient_pd_;
@@ -344,21 +388,24 @@ private:
     std::vector<std::unique_ptr<binding>> workers_;
 };
 
-/// Whether oneDNN creates bf16 convolutions (forward, backward weights and
-/// backward data, with their reorders) on this CPU: oneDNN 2.6 has them from
-/// AVX-512 up, not on AVX2 CPUs (where conv2d<..., mixed_bf16> then runs its
-/// im2col products, widened to fp32 ones). Probed once per process
-/// with a small convolution.
-inline bool bf16_convolutions_available() {
-    static const bool available = [] {
+/// Whether bf16 convolutions run as oneDNN's bf16 primitives here: its
+/// effective ISA has bf16 instructions (AMX or AVX512-BF16) and it creates
+/// them (forward, backward weights and backward data, with their reorders;
+/// probed once per process with a small convolution). Elsewhere bf16 plans
+/// are widened (see the file comment).
+inline bool bf16_convolutions_native() {
+    static const bool native = [] {
+        if (!native_bf16_isa()) {
+            return false;
+        }
         try {
-            const conv_plan<bf16> probe({1, 4, 4, 1, 4, 4, 3, 1, 1}, 1);
+            const conv_plan<bf16> probe({1, 4, 4, 1, 4, 4, 3, 1, 1}, 1, false);
             return true;
         } catch (const error&) {
             return false;
         }
     }();
-    return available;
+    return native;
 }
 
 /// A layer's plans, one per chunk size it has met (the full chunk and the

@@ -11,16 +11,16 @@
 // How it computes: two ways, chosen at compile time by the precision.
 //
 // oneDNN's convolution primitives (core/onednn_convolution.hpp), for float
-// and mixed_bf16 layers where oneDNN is built in (onednn_primitives; bf16
-// ones only where oneDNN has bf16 convolutions for the CPU, from AVX-512 up:
-// uses_primitives() says, and an AVX2 CPU takes im2col, its bf16 products
-// widened to fp32 ones): per
+// and mixed_bf16 layers where oneDNN is built in (onednn_primitives): per
 // chunk of `primitive_chunk` samples on lightloop's threads, the chunk's rows
 // are reordered into oneDNN's blocked layout (converted to bf16 in the same
 // pass for a mixed layer), convolved by the forward, backward-weights or
 // backward-data primitive at one OpenMP thread, and reordered back. The
 // forward keeps the batch's blocked input for the weight gradient of the same
 // x. About twice as fast as im2col at the CNN's shapes (README, "The CNN").
+// Without bf16 instructions (AVX2, or AVX-512 without AVX512-BF16) a mixed
+// layer's primitives are fp32 ones of the operands rounded to bf16 values, as
+// the bf16 products there.
 //
 // im2col GEMMs otherwise (double, and float or bf16 on OpenBLAS): for a
 // chunk of samples, the in_channels·k·k input values under each output
@@ -112,19 +112,6 @@ inline constexpr bool onednn_convolutions =
   false;
 #endif
 
-/// Whether conv2d<..., P> runs on oneDNN's convolution primitives here: it
-/// can (onednn_convolutions), and for bf16, oneDNN has bf16 convolutions for
-/// this CPU.
-template <class P>
-bool runs_onednn_convolutions() {
-#if defined(LIGHTLOOP_WITH_ONEDNN)
-    if constexpr (onednn_convolutions<P>) {
-        return !is_mixed_precision<P> || onednn::bf16_convolutions_available();
-    }
-#endif
-    return false;
-}
-
 } // namespace detail
 
 /// P is the precision (core/precision.hpp): float, double or mixed_bf16.
@@ -151,9 +138,8 @@ public:
     /// The weight gradient is summed in at most this many groups of chunks
     /// (fixed by the batch, not the threads), each on one thread at a time.
     static constexpr std::size_t max_gradient_groups = 16;
-    /// Whether the products can run as oneDNN's convolution primitives
-    /// rather than im2col (see the file comment); a bf16 layer also needs
-    /// them on this CPU (uses_primitives).
+    /// Whether the products run as oneDNN's convolution primitives rather
+    /// than im2col (see the file comment).
     static constexpr bool onednn_primitives = detail::onednn_convolutions<P>;
     /// Samples per chunk on oneDNN's primitives.
     static constexpr std::size_t primitive_chunk = 16;
@@ -168,9 +154,8 @@ public:
       , out_(detail::convolved_shape(in, spec)) {
         const std::size_t taps = patch_size();
         const std::size_t positions = out_.height * out_.width;
-        on_primitives_ = detail::runs_onednn_convolutions<P>();
-        chunk_ = on_primitives_ ? primitive_chunk
-                                : std::max<std::size_t>(1, column_budget / (taps * positions));
+        chunk_ = onednn_primitives ? primitive_chunk
+                                   : std::max<std::size_t>(1, column_budget / (taps * positions));
     }
 
     std::size_t input_size() const noexcept { return in_.size(); }
@@ -179,7 +164,7 @@ public:
     feature_shape output_shape() const noexcept { return out_; }
     const conv2d_spec& spec() const noexcept { return spec_; }
     /// Whether this layer runs oneDNN's convolution primitives (else im2col).
-    bool uses_primitives() const noexcept { return on_primitives_; }
+    bool uses_primitives() const noexcept { return onednn_primitives; }
     /// Samples per chunk of the products (see the file comment).
     std::size_t chunk_samples() const noexcept { return chunk_; }
     /// in_channels · k · k: the length of one filter.
@@ -223,10 +208,8 @@ public:
         };
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            if (on_primitives_) {
-                primitives_forward(x, finish_row);
-                return output_;
-            }
+            primitives_forward(x, finish_row);
+            return output_;
         }
 #endif
         const U* input = this->input_operand(x, false);
@@ -277,10 +260,8 @@ public:
         const U* w = backward_operand(weights);
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            if (on_primitives_) {
-                primitives_backward(w, into);
-                return;
-            }
+            primitives_backward(w, into);
+            return;
         }
 #endif
         const U* d = this->delta_operand();
@@ -306,10 +287,8 @@ public:
         check_rows(x, "gradient input");
 #if defined(LIGHTLOOP_WITH_ONEDNN)
         if constexpr (onednn_primitives) {
-            if (on_primitives_) {
-                primitives_gradient(x);
-                return;
-            }
+            primitives_gradient(x);
+            return;
         }
 #endif
         const std::size_t positions = out_.height * out_.width;
@@ -737,8 +716,7 @@ private:
     conv2d_spec spec_;
     feature_shape in_;
     feature_shape out_;
-    bool on_primitives_ = false; // oneDNN's primitives, or im2col
-    std::size_t chunk_ = 1;      // samples per chunk
+    std::size_t chunk_ = 1; // samples per chunk
     // Scratch for the products (see workspace); the backward-data product
     // is const to the layer but uses it.
     mutable std::vector<U> operand_space_;
