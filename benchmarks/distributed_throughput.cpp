@@ -258,6 +258,9 @@ void time_method(distributed::communicator& comm, distributed::communicator& rin
 /// A worker rank: every method in every precision, data-parallel, and the
 /// DFA methods layer-parallel.
 int worker(const options& o) {
+    // The launching process's report carries the bf16 warning: no rank
+    // repeats it on stderr.
+    warn_about_precision_once<mixed_bf16>(nullptr);
     distributed::environment mpi_env;
     distributed::communicator comm;
     distributed::communicator ring(MPI_COMM_WORLD, distributed::sum_route::ring);
@@ -389,6 +392,7 @@ void print_model() {
 }
 
 int measure(const options& o) {
+    warn_about_precision_once<mixed_bf16>(nullptr); // the report carries it
     // Opened before the minutes of measuring, so an unwritable path loses no run.
     std::ofstream out;
     if (!o.json.empty()) {

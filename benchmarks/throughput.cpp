@@ -739,10 +739,13 @@ int measure(const options& o) {
     std::printf("lightloop %s | OpenBLAS %s | kernel %s | bf16 backend %s: %s\n", version_string,
                 blas.config.c_str(), blas.core.c_str(), mixed_bf16::backend::name,
                 mixed_bf16::backend::isa().c_str());
-    if (const auto warning = precision_warning<mixed_bf16>();
-        warning &&
-        std::find(o.precisions.begin(), o.precisions.end(), "bf16") != o.precisions.end()) {
-        std::printf("%s\n", warning->c_str());
+    if (std::find(o.precisions.begin(), o.precisions.end(), "bf16") != o.precisions.end()) {
+        // In the report, not again on stderr when the first bf16 layer is
+        // built.
+        if (const auto warning = precision_warning<mixed_bf16>()) {
+            std::printf("%s\n", warning->c_str());
+        }
+        warn_about_precision_once<mixed_bf16>(nullptr);
     }
     std::printf("mlp: 784-1024-1024-10; cnn: conv 32 5x5, pool, conv 64 5x5, pool, 3136-1024-10;"
                 " tanh, SGD momentum 0.9\n\n");

@@ -229,15 +229,17 @@ double convert_on_team_measured(const float* src, Operand* dst, std::size_t n) {
 
 } // namespace detail
 
-/// Prints precision_warning<P>() to stderr, once per process: a layer of
-/// precision P calls it when it is built; a program that calls it first
+/// Prints precision_warning<P>() to `to` (stderr), once per process: a layer
+/// of precision P calls it when it is built; a program that calls it first
 /// warns before its own work starts, and the layers then print nothing more.
+/// A program whose own report carries the warning passes nullptr: nothing is
+/// printed, and the layers stay quiet.
 template <precision P>
-void warn_about_precision_once() {
+void warn_about_precision_once(std::FILE* to = stderr) {
     static std::once_flag once;
-    std::call_once(once, [] {
-        if (const auto warning = precision_warning<P>()) {
-            std::fprintf(stderr, "%s\n", warning->c_str());
+    std::call_once(once, [to] {
+        if (const auto warning = precision_warning<P>(); warning && to != nullptr) {
+            std::fprintf(to, "%s\n", warning->c_str());
         }
     });
 }
