@@ -61,12 +61,22 @@ void check_backend_products(std::size_t m, std::size_t n, std::size_t k) {
             const auto exact = lightloop::testing::naive_product(a, ta, b, tb);
             const auto mag = magnitude_product(a, ta, b, tb);
             const auto c0 = lightloop::testing::random_matrix<float>(m, n, 13);
-            for (const float beta : {0.0f, 1.0f}) {
+            // Both entry points: spread over the team, and one call on the
+            // calling thread (product_here, for layers that spread their own
+            // work).
+            for (const auto& [beta, here] : {std::pair{0.0f, false}, std::pair{1.0f, false},
+                                             std::pair{0.0f, true}, std::pair{1.0f, true}}) {
                 const float alpha = 0.25f;
                 matrix<float> c = c0;
-                Backend::product(ta ? transpose::yes : transpose::no,
-                                 tb ? transpose::yes : transpose::no, m, n, k, alpha, a16.data(),
-                                 a.shape(1), b16.data(), b.shape(1), beta, c.data(), n);
+                const transpose op_a = ta ? transpose::yes : transpose::no;
+                const transpose op_b = tb ? transpose::yes : transpose::no;
+                if (here) {
+                    Backend::product_here(op_a, op_b, m, n, k, alpha, a16.data(), a.shape(1),
+                                          b16.data(), b.shape(1), beta, c.data(), n);
+                } else {
+                    Backend::product(op_a, op_b, m, n, k, alpha, a16.data(), a.shape(1), b16.data(),
+                                     b.shape(1), beta, c.data(), n);
+                }
                 double worst = 0.0;
                 double rounding_shift = 0.0;
                 for (std::size_t i = 0; i < m; ++i) {
@@ -80,7 +90,8 @@ void check_backend_products(std::size_t m, std::size_t n, std::size_t k) {
                                                      accumulation_bound(k, alpha * mag(i, j)));
                     }
                 }
-                INFO(Backend::name << " ta=" << ta << " tb=" << tb << " beta=" << beta);
+                INFO(Backend::name << " ta=" << ta << " tb=" << tb << " beta=" << beta
+                                   << (here ? " product_here" : " product"));
                 CHECK(worst <= 1.0);
                 // Rounding the operands moves the product past that bound:
                 // the check above tells bf16 operands from fp32 ones.
