@@ -742,10 +742,7 @@ int measure(const options& o) {
     if (std::find(o.precisions.begin(), o.precisions.end(), "bf16") != o.precisions.end()) {
         // In the report, not again on stderr when the first bf16 layer is
         // built.
-        if (const auto warning = precision_warning<mixed_bf16>()) {
-            std::printf("%s\n", warning->c_str());
-        }
-        warn_about_precision_once<mixed_bf16>(nullptr);
+        warn_about_precision_once<mixed_bf16>(stdout);
     }
     std::printf("mlp: 784-1024-1024-10; cnn: conv 32 5x5, pool, conv 64 5x5, pool, 3136-1024-10;"
                 " tanh, SGD momentum 0.9\n\n");
