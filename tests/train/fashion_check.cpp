@@ -25,9 +25,15 @@
 //   backprop   >= PyTorch backprop - 0.5 point
 //   dense DFA  >= PyTorch DFA - 1 point
 //
+// With --nudge X it also trains each fp32 method with the first weight of
+// the layer below the output moved by X before the first step, and prints
+// each seed's difference from fp32: how far a change of arithmetic alone
+// moves a method's accuracy, the spread a bf16 difference (or another
+// machine's) is to be read against. Reported, not checked.
+//
 //   fashion_check --reference benchmarks/torch_reference.tsv [--model mlp|cnn]
 //                 [--epochs N] [--seeds 0,1,2] [--optical-seeds 0,1,2,3] [--data DIR]
-//                 [--precision fp32,bf16]
+//                 [--precision fp32,bf16] [--nudge 1e-6]
 #include <lightloop/lightloop.hpp>
 
 #include "cli.hpp"
@@ -135,18 +141,31 @@ auto make_cnn(const method& feedback, std::uint64_t seed) {
       dense<identity, P>{1024, 10}};
 }
 
+/// `net` with the first weight of the layer below its output moved by
+/// `nudge` (--nudge).
+template <class Net>
+Net nudged(Net net, float nudge) {
+    if (nudge != 0.0f) {
+        net.template layer<Net::depth - 2>().weights().data()[0] += nudge;
+        net.parameters_changed();
+    }
+    return net;
+}
+
 /// Test accuracy after `epochs`, averaged over `seeds` (network, feedback and
 /// batch-order seed), as the reference averages PyTorch's seeds: one run
-/// swings by about a point from epoch to epoch.
+/// swings by about a point from epoch to epoch. With `nudge`, each network
+/// starts with one weight moved by it (nudged).
 template <class P = float>
 result train(const method& feedback, const std::string& model, const lightloop::mnist_data& data,
-             std::size_t epochs, const std::vector<std::uint64_t>& seeds) {
+             std::size_t epochs, const std::vector<std::uint64_t>& seeds, float nudge = 0.0f) {
     using namespace lightloop;
     result sum;
     for (const auto seed : seeds) {
-        const auto one = model == "cnn"
-                           ? train_one(make_cnn<P>(feedback, seed), data, epochs, seed)
-                           : train_one(make_mlp<P>(feedback, seed), data, epochs, seed);
+        const auto one =
+          model == "cnn"
+            ? train_one(nudged(make_cnn<P>(feedback, seed), nudge), data, epochs, seed)
+            : train_one(nudged(make_mlp<P>(feedback, seed), nudge), data, epochs, seed);
         sum.accuracy += one.accuracy;
         sum.seconds += one.seconds;
         sum.per_seed.push_back(one.accuracy);
@@ -196,6 +215,7 @@ int main(int argc, char** argv) {
     std::vector<std::uint64_t> optical_seeds;
     std::string model = "mlp";
     std::vector<std::string> precisions{"fp32"};
+    double nudge = 0.0;
     CLI::App app{"Trains the paper's network (or a CNN) on Fashion-MNIST with backprop, dense "
                  "DFA and holographic optical DFA, and holds the mean test accuracy over seeds to "
                  "floors derived from PyTorch's reference figures.",
@@ -222,6 +242,13 @@ int main(int argc, char** argv) {
       app, precisions,
       "fp32, or fp32,bf16: also train in mixed bf16 and hold each method to within "
       "0.3 points of fp32");
+    app
+      .add_option("--nudge", nudge,
+                  "also train each fp32 method with one weight (the first of the layer below "
+                  "the output) moved by this much, and print each seed's difference from fp32: "
+                  "the spread a change of arithmetic alone gives (reported, not checked)")
+      ->check(programs::positive())
+      ->check(CLI::Range(0.0, 0.01));
     return programs::run(app, argc, argv, [&] {
         const bool with_bf16 =
           std::find(precisions.begin(), precisions.end(), "bf16") != precisions.end();
@@ -293,6 +320,26 @@ int main(int argc, char** argv) {
                      train<P>(dfa<optical<>>{}, model, data, epochs, optical_seeds), holographic);
             }
         }
+        // The nudged runs: reported after the checks, never failed.
+        struct nudged_run {
+            const char* name;
+            result value;
+            const result* fp32;
+        };
+        std::vector<nudged_run> nudges;
+        if (nudge > 0.0) {
+            const auto by = static_cast<float>(nudge);
+            nudges.push_back(
+              {"nudged backprop", train(backprop{}, model, data, epochs, seeds, by), &bp});
+            nudges.push_back({"nudged dfa dense",
+                              train(dfa<dense_gaussian>{}, model, data, epochs, seeds, by),
+                              &direct});
+            if (!cnn) {
+                nudges.push_back({"nudged dfa optical holographic",
+                                  train(dfa<optical<>>{}, model, data, epochs, optical_seeds, by),
+                                  &holographic});
+            }
+        }
         int failed = 0;
         for (const auto& c : checks) {
             const double accuracy = c.value.accuracy;
@@ -307,6 +354,11 @@ int main(int argc, char** argv) {
             }
             std::printf("  [%.1f s]\n", c.value.seconds);
             print_seeds(c.value.per_seed, c.paired.per_seed);
+        }
+        for (const auto& r : nudges) {
+            std::printf("%-30s %6.2f %%  (fp32, one weight moved by %g; not checked)  [%.1f s]\n",
+                        r.name, 100 * r.value.accuracy, nudge, r.value.seconds);
+            print_seeds(r.value.per_seed, r.fp32->per_seed);
         }
         std::printf("PyTorch reference (mean over seeds): backprop %.2f %%, DFA %.2f %%\n",
                     100 * torch.at("bp"), 100 * torch.at("dfa"));
